@@ -1,0 +1,236 @@
+//! The guest side of the guard world: generated bindings, the [`Guard`] trait and its macro.
+
+use std::time::Duration;
+
+/// Types and functions generated from `wit/guard.wit` by wit-bindgen.
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "guard",
+        pub_export_macro: true,
+        export_macro_name: "__export_guard_world",
+        default_bindings_module: "vigil_guest::bindings",
+    });
+}
+
+pub use bindings::vigil::guard::types::{
+    Client, Deny, Event, Header, Level, Request, Response, Verdict,
+};
+
+/// A guard's policy. Implement it on a unit struct and register it with [`guard!`].
+pub trait Guard {
+    /// The guard's configuration, parsed from the JSON of its `config` table in `vigil.toml`.
+    /// Use [`NoConfig`] for a guard without settings, and `#[serde(deny_unknown_fields)]` so
+    /// a misspelt key is an error that names it.
+    type Config: serde::de::DeserializeOwned + Send + Sync + 'static;
+
+    /// Checks values the type system cannot (ranges, consistency). An `Err` rejects the guard
+    /// at load with this message; name the field in it.
+    fn check_config(config: &Self::Config) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// Decides on a request: [`Verdict::Allow`] lets it through, a `Deny` makes the proxy
+    /// answer with the given status instead (unless the guard runs in monitor mode).
+    fn on_request(config: &Self::Config, req: &Request) -> Verdict;
+
+    /// Observes the response to a request this guard saw. The default does nothing.
+    fn on_response(config: &Self::Config, req: &Request, resp: &Response) {
+        let _ = (config, req, resp);
+    }
+}
+
+/// Configuration of a guard that takes none; any JSON object is accepted.
+#[derive(serde::Deserialize, Debug, Default, Clone, Copy)]
+pub struct NoConfig {}
+
+/// Registers a [`Guard`] implementation as the component's exports.
+#[macro_export]
+macro_rules! guard {
+    ($guard:ty) => {
+        const _: () = {
+            static CONFIG: ::std::sync::OnceLock<<$guard as $crate::Guard>::Config> =
+                ::std::sync::OnceLock::new();
+
+            struct Export;
+
+            impl $crate::bindings::Guest for Export {
+                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::install_panic_hook();
+                    let parsed = $crate::parse_config::<<$guard as $crate::Guard>::Config>(&config)?;
+                    <$guard as $crate::Guard>::check_config(&parsed)?;
+                    let _ = CONFIG.set(parsed);
+                    Ok(())
+                }
+
+                fn on_request(req: $crate::Request) -> $crate::Verdict {
+                    <$guard as $crate::Guard>::on_request($crate::configured(&CONFIG), &req)
+                }
+
+                fn on_response(req: $crate::Request, resp: $crate::Response) {
+                    <$guard as $crate::Guard>::on_response($crate::configured(&CONFIG), &req, &resp)
+                }
+            }
+
+            $crate::bindings::__export_guard_world!(Export with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// Parses a guard's JSON configuration; an empty string counts as `{}`. Used by [`guard!`].
+pub fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    serde_json::from_str(json).map_err(|e| format!("invalid config: {e}"))
+}
+
+/// The configuration stored by `init`. Used by [`guard!`].
+#[doc(hidden)]
+pub fn configured<T>(cell: &std::sync::OnceLock<T>) -> &T {
+    // The host always calls `init` on an instance before any other export.
+    cell.get()
+        .expect("vigil guard called before init: the host must call init first")
+}
+
+/// Sends panic messages to the host log, so a panic reads as text rather than a bare trap.
+#[doc(hidden)]
+pub fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            bindings::vigil::guard::state::log(Level::Error, &format!("panic: {info}"));
+        }));
+    });
+}
+
+/// A deny verdict with this status and reason.
+pub fn deny(status: u16, reason: impl Into<String>) -> Verdict {
+    Verdict::Deny(Deny {
+        status,
+        reason: reason.into(),
+        retry_after_secs: None,
+    })
+}
+
+/// A 429 verdict whose `Retry-After` is `wait` rounded up to whole seconds.
+pub fn too_many_requests(reason: impl Into<String>, wait: Duration) -> Verdict {
+    let secs = wait.as_millis().div_ceil(1000).clamp(1, u32::MAX as u128) as u32;
+    Verdict::Deny(Deny {
+        status: 429,
+        reason: reason.into(),
+        retry_after_secs: Some(secs),
+    })
+}
+
+impl Request {
+    /// The first value of header `name` (case-insensitive), if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The raw bytes of the first value of header `name` (case-insensitive).
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        find_header(&self.headers, name)
+    }
+
+    /// The route template when the proxy resolved one, else the path.
+    pub fn route_or_path(&self) -> &str {
+        self.route.as_deref().unwrap_or(&self.path)
+    }
+
+    /// Whether the request matches a route pattern such as `"POST /cart/*"`.
+    pub fn matches(&self, pattern: &str) -> bool {
+        crate::route::matches(pattern, &self.method, self.route_or_path())
+    }
+
+    /// The first value of query parameter `name`, not percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .as_deref()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive), if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_slice())
+}
+
+/// The host's state, private to this guard. See the `state` interface in `wit/guard.wit`.
+pub mod state {
+    use super::bindings::vigil::guard::state as host;
+    use super::Event;
+    use std::time::Duration;
+
+    /// The current client's most recent requests, newest first.
+    pub fn history(limit: u32) -> Vec<Event> {
+        host::history(limit)
+    }
+
+    /// Takes a token from the rate limiter `key`; `Err` says how long to wait.
+    pub fn rate(key: &str, per_second: f64, burst: u32) -> Result<(), Duration> {
+        host::rate(key, per_second, burst).map_err(|ms| Duration::from_millis(ms.into()))
+    }
+
+    /// Adds `delta` to the sliding-window counter `key` and returns its total over `window`.
+    pub fn count(key: &str, delta: i64, window: Duration) -> i64 {
+        host::count(key, delta, window.as_millis() as u64)
+    }
+
+    /// Records `member` in the distinct set `key`; returns the distinct members over `window`.
+    pub fn distinct(key: &str, member: &str, window: Duration) -> u32 {
+        host::distinct(key, member, window.as_millis() as u64)
+    }
+
+    /// The value under `key`, unless absent or expired.
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        host::get(key)
+    }
+
+    /// Stores `value` under `key` for `ttl`.
+    pub fn set(key: &str, value: &[u8], ttl: Duration) {
+        host::set(key, value, ttl.as_millis() as u64)
+    }
+
+    /// Reports a security finding of `kind` to the collector.
+    pub fn finding(kind: &str, detail: &str) {
+        host::finding(kind, detail)
+    }
+}
+
+/// Log lines attributed to the guard, written by the host through its own logger.
+pub mod log {
+    use super::bindings::vigil::guard::state::log as host_log;
+    use super::Level;
+
+    /// Logs at error level.
+    pub fn error(message: impl AsRef<str>) {
+        host_log(Level::Error, message.as_ref())
+    }
+    /// Logs at warn level.
+    pub fn warn(message: impl AsRef<str>) {
+        host_log(Level::Warn, message.as_ref())
+    }
+    /// Logs at info level.
+    pub fn info(message: impl AsRef<str>) {
+        host_log(Level::Info, message.as_ref())
+    }
+    /// Logs at debug level.
+    pub fn debug(message: impl AsRef<str>) {
+        host_log(Level::Debug, message.as_ref())
+    }
+}

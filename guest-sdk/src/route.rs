@@ -1,0 +1,192 @@
+//! Route patterns such as `POST /cart/*` or `GET /admin/**`, shared by the host (which uses them
+//! to pick the guards that see a request) and by guards (which use them inside their policies).
+//!
+//! Syntax: an optional method (`GET`, or `*` for any), then a path of `/`-separated segments.
+//! A segment is a literal, `*` or `{name}` (exactly one segment), or a final `**` (any number
+//! of remaining segments, including none). A pattern without a path (`*`) matches everything.
+
+use std::fmt;
+
+/// A parsed route pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    method: Option<String>,
+    segments: Vec<Segment>,
+    source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    One,
+    Rest,
+}
+
+/// Why a pattern could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatternError {
+    pattern: String,
+    cause: &'static str,
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid route pattern {:?}: {}", self.pattern, self.cause)
+    }
+}
+
+impl std::error::Error for PatternError {}
+
+impl Pattern {
+    /// Parses `"[METHOD ]PATH"`, e.g. `"GET /users/{id}"`, `"/health"`, `"* /admin/**"` or `"*"`.
+    pub fn parse(pattern: &str) -> Result<Pattern, PatternError> {
+        let fail = |cause| PatternError {
+            pattern: pattern.to_string(),
+            cause,
+        };
+        let trimmed = pattern.trim();
+        if trimmed.is_empty() {
+            return Err(fail("it is empty"));
+        }
+        if trimmed == "*" {
+            return Ok(Pattern {
+                method: None,
+                segments: vec![Segment::Rest],
+                source: pattern.to_string(),
+            });
+        }
+        let (method, path) = match trimmed.split_once(char::is_whitespace) {
+            Some((method, path)) => (Some(method), path.trim()),
+            None if trimmed.starts_with('/') => (None, trimmed),
+            None => return Err(fail("expected a path starting with '/', optionally after a method")),
+        };
+        let method = match method {
+            None | Some("*") => None,
+            Some(m) if m.bytes().all(|b| b.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
+            Some(_) => return Err(fail("the method must be letters only, or '*'")),
+        };
+        if !path.starts_with('/') {
+            return Err(fail("the path must start with '/'"));
+        }
+        let parts: Vec<&str> = split_path(path).collect();
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            segments.push(match *part {
+                "**" if i + 1 == parts.len() => Segment::Rest,
+                "**" => return Err(fail("'**' may only be the last segment")),
+                "*" => Segment::One,
+                p if p.starts_with('{') && p.ends_with('}') => Segment::One,
+                p if p.contains(char::is_whitespace) => {
+                    return Err(fail("a path segment contains whitespace"))
+                }
+                p => Segment::Literal(p.to_string()),
+            });
+        }
+        Ok(Pattern {
+            method,
+            segments,
+            source: pattern.to_string(),
+        })
+    }
+
+    /// Whether a request with this method and route template (or path) matches.
+    pub fn matches(&self, method: &str, route: &str) -> bool {
+        if let Some(m) = &self.method {
+            if !m.eq_ignore_ascii_case(method) {
+                return false;
+            }
+        }
+        let mut parts = split_path(route);
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return true,
+                Segment::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Segment::Literal(lit) => match parts.next() {
+                    Some(p) if p == lit => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// The text the pattern was parsed from.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = PatternError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Pattern::parse(s)
+    }
+}
+
+/// Whether `method route` matches the pattern text; an unparsable pattern matches nothing.
+pub fn matches(pattern: &str, method: &str, route: &str) -> bool {
+    Pattern::parse(pattern).is_ok_and(|p| p.matches(method, route))
+}
+
+fn split_path(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_and_method() {
+        let p = Pattern::parse("POST /login").unwrap();
+        assert!(p.matches("POST", "/login"));
+        assert!(p.matches("post", "/login/"));
+        assert!(!p.matches("GET", "/login"));
+        assert!(!p.matches("POST", "/login/x"));
+        assert!(!p.matches("POST", "/"));
+    }
+
+    #[test]
+    fn wildcards() {
+        let one = Pattern::parse("GET /users/*").unwrap();
+        assert!(one.matches("GET", "/users/42"));
+        assert!(one.matches("GET", "/users/{id}"));
+        assert!(!one.matches("GET", "/users"));
+        assert!(!one.matches("GET", "/users/42/orders"));
+        let named = Pattern::parse("GET /users/{id}/orders").unwrap();
+        assert!(named.matches("GET", "/users/7/orders"));
+        let rest = Pattern::parse("* /admin/**").unwrap();
+        assert!(rest.matches("DELETE", "/admin"));
+        assert!(rest.matches("GET", "/admin/stats/today"));
+        assert!(!rest.matches("GET", "/administrator"));
+        let any = Pattern::parse("*").unwrap();
+        assert!(any.matches("PATCH", "/anything/at/all"));
+        let path_only = Pattern::parse("/health").unwrap();
+        assert!(path_only.matches("HEAD", "/health"));
+    }
+
+    #[test]
+    fn rejects_bad_patterns_with_cause() {
+        for (bad, cause) in [
+            ("", "empty"),
+            ("login", "path starting with '/'"),
+            ("GET login", "must start with '/'"),
+            ("G3T /x", "letters only"),
+            ("GET /a/**/b", "last segment"),
+        ] {
+            let err = Pattern::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(cause), "{bad:?}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}
