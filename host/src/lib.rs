@@ -1,1 +1,42 @@
-//! x
+//! Vigil's guard runtime: loads WebAssembly guard components, runs them in sandboxes against
+//! requests, and keeps the per-client state they query. A library with no networking; the
+//! proxy feeds it requests and responses.
+//!
+//! ```text
+//! Runtime::new ──► Runtime::load_guard (check, init) ──► Chain::new
+//!     per request: Chain::evaluate ──► Decision ──► (proxy forwards) ──► Chain::observe
+//! ```
+//!
+//! # Layout
+//!
+//! - `runtime`: the engine (pooling allocator, copy-on-write images, epoch ticker) and linker.
+//! - `guard`: loading and checking a guard; its warm instance pool; faults.
+//! - `chain`: ordered evaluation, first applied denial wins, monitor mode.
+//! - `sandbox`: an instance's store data, limits, and the `state` imports.
+//! - `output`: captured stdout/stderr/log under a per-call byte budget.
+//! - `state`: the bounded, per-guard-namespaced state tables.
+//! - `findings`: the bounded queue of guard findings.
+//! - `clock`: time, replaceable in tests.
+//!
+//! Guest memory does not survive between requests: instances are recycled after a number of
+//! calls and discarded after any fault. Guards keep lasting data in the host's state.
+
+#![forbid(unsafe_code)]
+
+mod bindings;
+mod chain;
+pub mod clock;
+mod findings;
+mod guard;
+mod output;
+mod runtime;
+mod sandbox;
+pub mod state;
+
+pub use bindings::vigil::guard::types::{Client, Deny, Event, Header, Level, Request, Response, Verdict};
+pub use chain::{Chain, ChainError, Decision, Denial, GuardOutcome, GuardResult};
+pub use findings::Finding;
+pub use guard::{Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError};
+pub use runtime::{Runtime, RuntimeConfig};
+pub use sandbox::SandboxLimits;
+pub use vigil_guest::route::{Pattern, PatternError};

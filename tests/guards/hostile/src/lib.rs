@@ -45,11 +45,11 @@ impl Guard for Hostile {
             }
             Some("chatty") => {
                 let line = "x".repeat(1023);
-                for _ in 0..4096 {
+                for _ in 0..128 {
                     println!("{line}");
                     eprintln!("{line}");
                 }
-                for _ in 0..1000 {
+                for _ in 0..100 {
                     vigil_guest::log::info(&line);
                 }
                 Verdict::Allow

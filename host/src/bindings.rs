@@ -1,0 +1,13 @@
+//! Host bindings generated from `guest-sdk/wit/guard.wit`, the single source of the ABI.
+
+#![allow(missing_docs)]
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "guard",
+    additional_derives: [PartialEq],
+    imports: {
+        "vigil:guard/state.rate": trappable,
+        "vigil:guard/state.set": trappable,
+    },
+});

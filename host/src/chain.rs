@@ -1,0 +1,188 @@
+//! A chain of guards evaluated in order for each request: each guard whose routes match runs,
+//! the first applied denial wins, monitor-mode denials are recorded but not applied, and a
+//! fault follows the guard's `on_error` policy.
+
+use crate::bindings::vigil::guard::types::{Deny, Request, Response, Verdict};
+use crate::guard::{timed, Fault, Guard, Mode, OnError};
+use crate::state::EventRecord;
+use crate::Runtime;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An ordered set of loaded guards.
+#[derive(Clone, Default, Debug)]
+pub struct Chain {
+    guards: Vec<Arc<Guard>>,
+}
+
+/// What one guard said about one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GuardResult {
+    /// The guard allowed the request.
+    Allowed,
+    /// The guard denied the request.
+    Denied(Deny),
+    /// The call failed; the guard's `on_error` policy applied.
+    Faulted(Fault),
+}
+
+/// One guard's part in a decision, for metrics and reports.
+#[derive(Clone, Debug)]
+pub struct GuardOutcome {
+    /// The guard's name.
+    pub guard: Arc<str>,
+    /// The guard's mode at the time.
+    pub mode: Mode,
+    /// What it said.
+    pub result: GuardResult,
+    /// Time spent in the call, instance acquisition included.
+    pub elapsed: Duration,
+    /// Whether this outcome decided the request (an applied denial).
+    pub applied: bool,
+    index: usize,
+}
+
+/// The denial the proxy must answer with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The guard that denied.
+    pub guard: Arc<str>,
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// Why, in words.
+    pub reason: String,
+    /// Seconds for `Retry-After`.
+    pub retry_after_secs: Option<u32>,
+}
+
+/// The chain's decision on one request.
+#[derive(Clone, Debug, Default)]
+pub struct Decision {
+    /// `Some` when the request must be refused.
+    pub denial: Option<Denial>,
+    /// Every guard that ran, in order.
+    pub outcomes: Vec<GuardOutcome>,
+}
+
+impl Decision {
+    /// Whether the request may proceed.
+    pub fn allowed(&self) -> bool {
+        self.denial.is_none()
+    }
+}
+
+/// Status of a denial caused by a fault under `on_error = "deny"`.
+const FAULT_STATUS: u16 = 503;
+
+/// Why a chain could not be formed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// Two guards share a name (names key their state).
+    #[error("two guards are named {0:?}; guard names must be unique")]
+    DuplicateName(String),
+}
+
+impl Chain {
+    /// A chain of these guards, evaluated in this order.
+    pub fn new(guards: Vec<Arc<Guard>>) -> Result<Chain, ChainError> {
+        for (i, guard) in guards.iter().enumerate() {
+            if guards[..i].iter().any(|g| g.name() == guard.name()) {
+                return Err(ChainError::DuplicateName(guard.name().to_string()));
+            }
+        }
+        Ok(Chain { guards })
+    }
+
+    /// The guards, in order.
+    pub fn guards(&self) -> &[Arc<Guard>] {
+        &self.guards
+    }
+
+    /// Runs the request through every matching guard. `req.body` holds the largest body
+    /// prefix any guard asked for; each guard gets at most its own cap of it, or none.
+    pub fn evaluate(&self, req: &mut Request) -> Decision {
+        let body = req.body.take();
+        let mut decision = Decision::default();
+        for (index, guard) in self.guards.iter().enumerate() {
+            if !guard.applies_to(&req.method, req.route.as_deref().unwrap_or(&req.path)) {
+                continue;
+            }
+            let cap = guard.spec().body_limit;
+            req.body = match &body {
+                Some(bytes) if cap > 0 => Some(bytes[..bytes.len().min(cap)].to_vec()),
+                _ => None,
+            };
+            let (verdict, elapsed) = timed(|| guard.on_request(req));
+            let mode = guard.spec().mode;
+            let (result, wanted_denial) = match verdict {
+                Ok(Verdict::Allow) => (GuardResult::Allowed, None),
+                Ok(Verdict::Deny(deny)) => {
+                    let denial = Denial {
+                        guard: guard.name_arc(),
+                        status: deny.status,
+                        reason: deny.reason.clone(),
+                        retry_after_secs: deny.retry_after_secs,
+                    };
+                    (GuardResult::Denied(deny), Some(denial))
+                }
+                Err(fault) => {
+                    let denial = (guard.spec().on_error == OnError::Deny).then(|| Denial {
+                        guard: guard.name_arc(),
+                        status: FAULT_STATUS,
+                        reason: format!("guard {} failed", guard.name()),
+                        retry_after_secs: None,
+                    });
+                    (GuardResult::Faulted(fault), denial)
+                }
+            };
+            let applied = wanted_denial.is_some() && mode == Mode::Enforce;
+            if mode == Mode::Monitor {
+                if let GuardResult::Denied(deny) = &result {
+                    tracing::info!(
+                        target: "vigil::guard",
+                        guard = guard.name(),
+                        status = deny.status,
+                        reason = %deny.reason,
+                        "monitor mode: would have denied"
+                    );
+                }
+            }
+            decision.outcomes.push(GuardOutcome {
+                guard: guard.name_arc(),
+                mode,
+                result,
+                elapsed,
+                applied,
+                index,
+            });
+            if applied {
+                decision.denial = wanted_denial;
+                break;
+            }
+        }
+        req.body = body;
+        decision
+    }
+
+    /// Records the request in its client's history, then shows the response to every guard
+    /// that saw the request.
+    pub fn observe(&self, runtime: &Runtime, req: &Request, resp: &Response, decision: &Decision) {
+        runtime.state().record(
+            &req.client.key,
+            &EventRecord {
+                at_ms: req.received_ms,
+                method: &req.method,
+                route: req.route.as_deref().unwrap_or(&req.path),
+                status: resp.status,
+                public: req.client.public,
+                authenticated: req.client.authenticated,
+            },
+        );
+        for outcome in &decision.outcomes {
+            if let Some(guard) = self.guards.get(outcome.index) {
+                // A fault here was already counted and logged; the response is not changed.
+                let _ = guard.on_response(req, resp);
+            }
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! One loaded guard: its checked component, a pool of warm instances, and the fault policy
+//! applied around every call.
+
+use crate::bindings::{self, vigil::guard::types};
+use crate::runtime::Runtime;
+use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
+use crate::state::lock;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vigil_guest::route::Pattern;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, Trap};
+
+/// Whether a guard's denials are applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Denials are applied.
+    #[default]
+    Enforce,
+    /// Denials are recorded and reported, never applied.
+    Monitor,
+}
+
+/// What a guard's fault (trap, deadline, limit) means for the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Let the request through (fail open).
+    #[default]
+    Allow,
+    /// Refuse the request with 503 (fail closed).
+    Deny,
+}
+
+/// Where a guard's component comes from.
+#[derive(Clone, Debug)]
+pub enum GuardSource {
+    /// A `.wasm` file on disk.
+    File(PathBuf),
+    /// The component's bytes.
+    Bytes(Vec<u8>),
+}
+
+/// Everything needed to load a guard.
+#[derive(Clone, Debug)]
+pub struct GuardSpec {
+    /// Unique name; also the namespace of its state, so state survives reloads.
+    pub name: String,
+    /// The component.
+    pub source: GuardSource,
+    /// Routes the guard sees; empty means every route.
+    pub routes: Vec<Pattern>,
+    /// Enforce or monitor.
+    pub mode: Mode,
+    /// Verdict on a fault.
+    pub on_error: OnError,
+    /// The guard's JSON configuration, passed to `init`.
+    pub config_json: String,
+    /// Sandbox limits; `None` takes the runtime's defaults.
+    pub limits: Option<SandboxLimits>,
+    /// Bytes of request body the guard receives; 0 means none.
+    pub body_limit: usize,
+}
+
+impl GuardSpec {
+    /// A spec with default settings: every route, enforce, fail open, no config.
+    pub fn new(name: impl Into<String>, source: GuardSource) -> GuardSpec {
+        GuardSpec {
+            name: name.into(),
+            source,
+            routes: Vec::new(),
+            mode: Mode::Enforce,
+            on_error: OnError::Allow,
+            config_json: "{}".into(),
+            limits: None,
+            body_limit: 0,
+        }
+    }
+}
+
+/// Why a guard could not be loaded. Every variant names the guard.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The module file could not be read.
+    #[error("guard {guard:?}: cannot read {path}: {source}")]
+    Read {
+        /// Guard name.
+        guard: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a usable guard component.
+    #[error("guard {guard:?}: {reason}")]
+    Invalid {
+        /// Guard name.
+        guard: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The guard's `init` rejected its configuration.
+    #[error("guard {guard:?}: init rejected the configuration: {message}")]
+    Init {
+        /// Guard name.
+        guard: String,
+        /// The guard's own message.
+        message: String,
+    },
+    /// The guard's limits are outside what the runtime allows.
+    #[error("guard {guard:?}: {reason}")]
+    Limits {
+        /// Guard name.
+        guard: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The cause of a failed guard call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// The call ran past its deadline and was interrupted.
+    Deadline,
+    /// The guard tried to grow memory or tables past its cap.
+    Limit,
+    /// The guard trapped (including panics and refused host calls).
+    Trap,
+    /// No instance could be created (pool exhausted, or `init` failed on a fresh instance).
+    Instantiate,
+}
+
+impl FaultKind {
+    /// A stable lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Deadline => "deadline",
+            FaultKind::Limit => "limit",
+            FaultKind::Trap => "trap",
+            FaultKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// A failed guard call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The cause.
+    pub kind: FaultKind,
+    /// Human-readable detail (the panic message, the limit hit, the trap).
+    pub detail: String,
+}
+
+/// Counters of one guard since it was loaded.
+#[derive(Debug, Default)]
+pub struct GuardStats {
+    /// Calls of `on-request`.
+    pub requests: AtomicU64,
+    /// Denials returned (applied or not).
+    pub denials: AtomicU64,
+    /// Faults by kind: deadline, limit, trap, instantiate.
+    pub faults: [AtomicU64; 4],
+    /// Output bytes dropped over the per-call budget.
+    pub output_dropped_bytes: AtomicU64,
+    /// Fresh instances created.
+    pub instances_created: AtomicU64,
+}
+
+impl GuardStats {
+    /// Faults of one kind.
+    pub fn faults(&self, kind: FaultKind) -> u64 {
+        self.faults[kind as usize].load(Ordering::Relaxed)
+    }
+}
+
+struct WarmInstance {
+    store: Store<GuestState>,
+    guard: bindings::Guard,
+    calls: u64,
+}
+
+/// A loaded guard. Cheap to share; calls may run on many threads at once.
+pub struct Guard {
+    identity: Arc<GuardIdentity>,
+    spec: GuardSpec,
+    routes: Vec<Pattern>,
+    content_hash: u64,
+    pre: bindings::GuardPre<GuestState>,
+    engine: Engine,
+    services: Arc<HostServices>,
+    deadline_ticks: u64,
+    warm: Mutex<Vec<WarmInstance>>,
+    max_warm: usize,
+    recycle_after: u64,
+    stats: GuardStats,
+}
+
+/// Interfaces a guard may import. Filesystem and CLI are there because Rust's and C's standard
+/// libraries import them; the context behind them has no preopened directory, no environment,
+/// no arguments and captured stdio, so they grant nothing.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "vigil:guard/state@0.1.",
+    "vigil:guard/types@0.1.",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:io/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+];
+
+impl Runtime {
+    /// Loads, checks and initialises a guard. Errors name the guard and the cause.
+    pub fn load_guard(&self, spec: GuardSpec) -> Result<Arc<Guard>, LoadError> {
+        let name = spec.name.clone();
+        let invalid = |reason: String| LoadError::Invalid {
+            guard: name.clone(),
+            reason,
+        };
+        let limits = spec.limits.clone().unwrap_or_else(|| self.config.default_limits.clone());
+        if limits.memory_bytes > self.config.max_guard_memory {
+            return Err(LoadError::Limits {
+                guard: spec.name.clone(),
+                reason: format!(
+                    "memory limit of {} bytes exceeds the runtime's maximum of {} bytes",
+                    limits.memory_bytes, self.config.max_guard_memory
+                ),
+            });
+        }
+        let bytes = match &spec.source {
+            GuardSource::Bytes(bytes) => bytes.clone(),
+            GuardSource::File(path) => std::fs::read(path).map_err(|source| LoadError::Read {
+                guard: spec.name.clone(),
+                path: path.clone(),
+                source,
+            })?,
+        };
+        check_header(&bytes).map_err(invalid)?;
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| invalid(format!("not a valid WebAssembly component: {}", root_cause(&e))))?;
+        check_imports(&component, &self.engine).map_err(invalid)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            invalid(format!("its imports cannot be satisfied by this host: {}", root_cause(&e)))
+        })?;
+        let pre = bindings::GuardPre::new(instance_pre).map_err(|e| {
+            invalid(format!(
+                "it is not a guard: it does not export the vigil:guard@0.1.0 `guard` world ({})",
+                root_cause(&e)
+            ))
+        })?;
+        let identity = Arc::new(GuardIdentity {
+            name: spec.name.as_str().into(),
+            scope: self.state().scope(&spec.name),
+            limits: limits.clone(),
+        });
+        let guard = Guard {
+            identity,
+            routes: spec.routes.clone(),
+            content_hash: content_hash(&bytes),
+            pre,
+            engine: self.engine.clone(),
+            services: self.services.clone(),
+            deadline_ticks: self.deadline_ticks(limits.deadline),
+            warm: Mutex::new(Vec::new()),
+            max_warm: self.config.warm_instances_per_guard,
+            recycle_after: self.config.recycle_after_calls.max(1),
+            stats: GuardStats::default(),
+            spec,
+        };
+        // Instantiate once now so a bad configuration or a failing init is a load error.
+        let first = guard.instantiate().map_err(|e| match e {
+            InstantiateError::Init(message) => LoadError::Init {
+                guard: guard.spec.name.clone(),
+                message,
+            },
+            InstantiateError::Fault(fault) => invalid(format!(
+                "cannot be instantiated: {} ({})",
+                fault.detail,
+                fault.kind.as_str()
+            )),
+        })?;
+        lock(&guard.warm).push(first);
+        Ok(Arc::new(guard))
+    }
+}
+
+enum InstantiateError {
+    Init(String),
+    Fault(Fault),
+}
+
+impl Guard {
+    /// The guard's name.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// The specification it was loaded from.
+    pub fn spec(&self) -> &GuardSpec {
+        &self.spec
+    }
+
+    /// The sandbox limits in force.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.identity.limits
+    }
+
+    /// A hash of the component's bytes, to tell versions apart after a reload.
+    pub fn content_hash(&self) -> u64 {
+        self.content_hash
+    }
+
+    /// Counters since load.
+    pub fn stats(&self) -> &GuardStats {
+        &self.stats
+    }
+
+    /// Whether the guard sees requests for this method and route (or path).
+    pub fn applies_to(&self, method: &str, route: &str) -> bool {
+        self.routes.is_empty() || self.routes.iter().any(|p| p.matches(method, route))
+    }
+
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.identity.name.clone()
+    }
+
+    /// Calls `on-request`.
+    pub(crate) fn on_request(&self, req: &types::Request) -> Result<types::Verdict, Fault> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let verdict = self.call(&req.client.key, |guard, store| guard.call_on_request(store, req))?;
+        if matches!(verdict, types::Verdict::Deny(_)) {
+            self.stats.denials.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(verdict)
+    }
+
+    /// Calls `on-response`.
+    pub(crate) fn on_response(&self, req: &types::Request, resp: &types::Response) -> Result<(), Fault> {
+        self.call(&req.client.key, |guard, store| guard.call_on_response(store, req, resp))
+    }
+
+    /// Runs one export on a warm instance (or a fresh one), under the deadline. A faulted
+    /// instance is discarded so the next call starts clean.
+    fn call<R>(
+        &self,
+        client_key: &str,
+        f: impl FnOnce(&bindings::Guard, &mut Store<GuestState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Fault> {
+        let warm = lock(&self.warm).pop();
+        let mut instance = match warm {
+            Some(instance) => instance,
+            None => self.instantiate().map_err(|e| {
+                let fault = match e {
+                    InstantiateError::Fault(fault) => fault,
+                    InstantiateError::Init(message) => Fault {
+                        kind: FaultKind::Instantiate,
+                        detail: format!("init failed on a fresh instance: {message}"),
+                    },
+                };
+                self.count_fault(&fault);
+                fault
+            })?,
+        };
+        instance.store.data_mut().begin_call(client_key);
+        instance.store.set_epoch_deadline(self.deadline_ticks);
+        let result = f(&instance.guard, &mut instance.store);
+        let dropped = instance.store.data().output.finish(self.name());
+        if dropped > 0 {
+            self.stats.output_dropped_bytes.fetch_add(dropped, Ordering::Relaxed);
+        }
+        match result {
+            Ok(value) => {
+                instance.calls += 1;
+                if instance.calls < self.recycle_after {
+                    let mut warm = lock(&self.warm);
+                    if warm.len() < self.max_warm {
+                        warm.push(instance);
+                    }
+                }
+                Ok(value)
+            }
+            Err(error) => {
+                let fault = self.classify(&error, instance.store.data());
+                self.count_fault(&fault);
+                tracing::warn!(
+                    target: "vigil::guard",
+                    guard = self.name(),
+                    fault = fault.kind.as_str(),
+                    detail = %fault.detail,
+                    "guard call failed; instance discarded"
+                );
+                Err(fault)
+            }
+        }
+    }
+
+    fn count_fault(&self, fault: &Fault) {
+        self.stats.faults[fault.kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn classify(&self, error: &wasmtime::Error, state: &GuestState) -> Fault {
+        if let Some(hit) = &state.limiter.hit {
+            return Fault {
+                kind: FaultKind::Limit,
+                detail: hit.clone(),
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return Fault {
+                kind: FaultKind::Deadline,
+                detail: format!("call exceeded its {:?} deadline", self.identity.limits.deadline),
+            };
+        }
+        let detail = match &state.panic {
+            Some(panic) => panic.clone(),
+            None => root_cause(error),
+        };
+        Fault {
+            kind: FaultKind::Trap,
+            detail,
+        }
+    }
+
+    /// A fresh instance with `init` already run.
+    fn instantiate(&self) -> Result<WarmInstance, InstantiateError> {
+        let state = GuestState::new(self.identity.clone(), self.services.clone());
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let fault = |kind, detail| InstantiateError::Fault(Fault { kind, detail });
+        let guard = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| fault(FaultKind::Instantiate, root_cause(&e)))?;
+        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        store.data_mut().begin_call("");
+        let init = guard.call_init(&mut store, &self.spec.config_json);
+        store.data().output.finish(self.name());
+        match init {
+            Ok(Ok(())) => Ok(WarmInstance {
+                store,
+                guard,
+                calls: 0,
+            }),
+            Ok(Err(message)) => Err(InstantiateError::Init(message)),
+            Err(e) => {
+                let f = self.classify(&e, store.data());
+                Err(fault(f.kind, format!("init: {}", f.detail)))
+            }
+        }
+    }
+}
+
+/// Tells a core module or a random file from a component before compiling it, so the error
+/// says what to do.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("not a WebAssembly file (no \\0asm header): is the path right, or the file corrupt?".into());
+    }
+    // Core modules have version 1 and layer 0; components have layer 1.
+    if bytes[6..8] == [0, 0] {
+        return Err(
+            "is a core WebAssembly module, not a component: build it for wasm32-wasip2, or wrap it \
+             with `wasm-tools component new`"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_imports(component: &Component, engine: &Engine) -> Result<(), String> {
+    let denied: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| !ALLOWED_IMPORTS.iter().any(|allowed| name.starts_with(allowed)))
+        .collect();
+    if denied.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "imports {}, which guards may not use (allowed: vigil:guard/state and WASI clocks, random, \
+         io, cli and filesystem, the last two without any capability)",
+        denied.join(", ")
+    ))
+}
+
+fn root_cause(error: &wasmtime::Error) -> String {
+    let mut text = error.to_string();
+    let root = error.root_cause().to_string();
+    if root != text {
+        text = format!("{text}: {root}");
+    }
+    text
+}
+
+fn content_hash(bytes: &[u8]) -> u64 {
+    // FNV-1a: stable across runs and platforms, enough to tell two builds of a guard apart.
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Time a closure, for per-guard outcome figures.
+pub(crate) fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
+    let start = Instant::now();
+    let r = f();
+    (r, start.elapsed())
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("name", &self.name())
+            .field("mode", &self.spec.mode)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}

@@ -1,0 +1,204 @@
+//! The runtime: one wasmtime engine tuned for many short calls (component model, pooling
+//! allocator with copy-on-write images, epoch deadlines driven by a ticker thread), the linker
+//! that offers guards the `state` interface and capability-free WASI, and the shared state.
+
+use crate::bindings;
+use crate::clock::{SharedClock, SystemClock};
+use crate::findings::{Finding, FindingSink};
+use crate::sandbox::{GuestState, HostServices, SandboxLimits};
+use crate::state::{StateLimits, StateStore};
+use anyhow::Context as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Settings of a [`Runtime`]. Every pool size derives from `max_instances`.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// Guard instances alive at once across all guards (warm or in a call). Each reserves
+    /// address space up front, so this is sized for the machine and checked at start.
+    pub max_instances: u32,
+    /// The largest memory cap any guard may be given, in bytes.
+    pub max_guard_memory: usize,
+    /// Limits given to guards that do not set their own.
+    pub default_limits: SandboxLimits,
+    /// Warm instances kept per guard between calls.
+    pub warm_instances_per_guard: usize,
+    /// Calls after which a warm instance is discarded and replaced by a fresh one, bounding
+    /// whatever a guard accumulates in its own memory.
+    pub recycle_after_calls: u64,
+    /// Granularity of deadlines.
+    pub epoch_tick: Duration,
+    /// How often idle state entries are swept.
+    pub sweep_interval: Duration,
+    /// Bounds of the state tables.
+    pub state: StateLimits,
+    /// Findings kept until drained.
+    pub max_pending_findings: usize,
+    /// The clock of the state tables.
+    pub clock: SharedClock,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        RuntimeConfig {
+            max_instances: 256,
+            max_guard_memory: 256 << 20,
+            default_limits: SandboxLimits::default(),
+            warm_instances_per_guard: cores * 2,
+            recycle_after_calls: 10_000,
+            epoch_tick: Duration::from_millis(1),
+            sweep_interval: Duration::from_secs(10),
+            state: StateLimits::default(),
+            max_pending_findings: 10_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The guard runtime: load guards with [`Runtime::load_guard`], combine them in a
+/// [`Chain`](crate::Chain), evaluate requests.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<GuestState>,
+    pub(crate) services: Arc<HostServices>,
+    pub(crate) config: RuntimeConfig,
+    ticker: Ticker,
+}
+
+impl Runtime {
+    /// Builds the engine and starts the deadline ticker. Fails with a clear message when the
+    /// instance pool cannot be reserved on this machine.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let engine = Engine::new(&engine_config(&config)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot set up the guard engine with a pool of {} instances of up to {} MiB \
+                 (lower max_instances or max_guard_memory): {e}",
+                config.max_instances,
+                config.max_guard_memory >> 20
+            )
+        })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI into the guard linker: {e}"))?;
+        bindings::Guard::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("cannot link the state interface: {e}"))?;
+        let services = Arc::new(HostServices {
+            state: StateStore::new(config.state.clone(), config.clock.clone()),
+            findings: FindingSink::new(config.max_pending_findings),
+        });
+        let ticker = Ticker::start(&engine, Arc::downgrade(&services), &config)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            services,
+            config,
+            ticker,
+        })
+    }
+
+    /// The state tables guards use; the proxy records events into them.
+    pub fn state(&self) -> &StateStore {
+        &self.services.state
+    }
+
+    /// Takes every finding reported since the last call.
+    pub fn drain_findings(&self) -> Vec<Finding> {
+        self.services.findings.drain()
+    }
+
+    /// Findings dropped because the queue was full.
+    pub fn findings_dropped(&self) -> u64 {
+        self.services.findings.dropped()
+    }
+
+    /// The runtime's settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Epoch ticks that make up `deadline`, rounded up, plus one because the current tick may
+    /// be about to end.
+    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        let tick = self.config.epoch_tick.as_nanos().max(1);
+        (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let n = config.max_instances;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        // A Rust guard is a handful of core instances (the module, WASI shims, fix-ups);
+        // interpreters built as components (Python, JavaScript) use more.
+        .max_core_instances_per_component(32)
+        .total_core_instances(n * 8)
+        .max_memories_per_component(4)
+        .total_memories(n * 2)
+        .max_tables_per_component(16)
+        .total_tables(n * 8)
+        .max_memory_size(config.max_guard_memory)
+        // Keep slots warm for reuse by the same guard so copy-on-write images stay mapped.
+        .max_unused_warm_slots(n / 2);
+    let mut engine = Config::new();
+    engine
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    engine
+}
+
+/// Advances the engine's epoch every tick (which is what interrupts a guard past its
+/// deadline) and sweeps idle state. Holds only weak references: it stops with the runtime.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: &Engine, services: Weak<HostServices>, config: &RuntimeConfig) -> anyhow::Result<Ticker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.weak();
+        let (tick, sweep_every) = (config.epoch_tick, config.sweep_interval);
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("vigil-epoch".into())
+            .spawn(move || {
+                let mut last_sweep = Instant::now();
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    let Some(engine) = engine.upgrade() else { return };
+                    engine.increment_epoch();
+                    if last_sweep.elapsed() >= sweep_every {
+                        last_sweep = Instant::now();
+                        let Some(services) = services.upgrade() else { return };
+                        let removed = services.state.sweep();
+                        tracing::debug!(removed, "swept idle guard state");
+                    }
+                }
+            })
+            .context("cannot start the guard deadline ticker thread")?;
+        Ok(Ticker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

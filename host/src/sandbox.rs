@@ -1,0 +1,223 @@
+//! What one guard instance lives in: its store data (WASI context without capabilities,
+//! resource limits, output capture, the current call) and the `state` imports it may call.
+
+use crate::bindings::vigil::guard::{state, types};
+use crate::findings::FindingSink;
+use crate::output::OutputCapture;
+use crate::state::{GuardScope, StateStore};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Per-guard sandbox limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Wall time a single call may take before it is interrupted.
+    pub deadline: Duration,
+    /// Linear memory the guard may use, in bytes.
+    pub memory_bytes: usize,
+    /// Elements across the guard's tables.
+    pub table_elements: usize,
+    /// Bytes of stdout, stderr and log output kept per call; the rest is counted and dropped.
+    pub output_bytes_per_call: usize,
+    /// Log lines and findings longer than this are truncated.
+    pub max_message_bytes: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            deadline: Duration::from_millis(10),
+            memory_bytes: 32 << 20,
+            table_elements: 20_000,
+            output_bytes_per_call: 16 * 1024,
+            max_message_bytes: 1024,
+        }
+    }
+}
+
+/// Enforces the memory and table caps, and remembers which one was hit so the fault can say so.
+pub(crate) struct SandboxLimiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    pub(crate) hit: Option<String>,
+}
+
+impl ResourceLimiter for SandboxLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            let message = format!(
+                "memory limit of {} bytes reached (had {current}, asked for {desired})",
+                self.memory_bytes
+            );
+            self.hit = Some(message.clone());
+            return Err(wasmtime::Error::msg(message));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            let message = format!(
+                "table limit of {} elements reached (had {current}, asked for {desired})",
+                self.table_elements
+            );
+            self.hit = Some(message.clone());
+            return Err(wasmtime::Error::msg(message));
+        }
+        Ok(true)
+    }
+}
+
+/// What the host knows of the guard a store belongs to.
+pub(crate) struct GuardIdentity {
+    pub(crate) name: Arc<str>,
+    pub(crate) scope: GuardScope,
+    pub(crate) limits: SandboxLimits,
+}
+
+/// Host services shared by all guards of a runtime.
+pub(crate) struct HostServices {
+    pub(crate) state: StateStore,
+    pub(crate) findings: FindingSink,
+}
+
+/// The data of one guard instance's store.
+pub(crate) struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: SandboxLimiter,
+    pub(crate) output: OutputCapture,
+    guard: Arc<GuardIdentity>,
+    services: Arc<HostServices>,
+    /// The client of the request being evaluated; set before each call.
+    client_key: String,
+    /// The panic message the guard reported during this call, if any.
+    pub(crate) panic: Option<String>,
+}
+
+impl GuestState {
+    pub(crate) fn new(guard: Arc<GuardIdentity>, services: Arc<HostServices>) -> GuestState {
+        let output = OutputCapture::default();
+        // No preopened directories, no environment, no arguments, no network: a guard can
+        // read clocks and randomness and print, nothing else.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.stdout())
+            .stderr(output.stderr())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: SandboxLimiter {
+                memory_bytes: guard.limits.memory_bytes,
+                table_elements: guard.limits.table_elements,
+                hit: None,
+            },
+            output,
+            guard,
+            services,
+            client_key: String::new(),
+            panic: None,
+        }
+    }
+
+    /// Prepares for a call made on behalf of `client_key`.
+    pub(crate) fn begin_call(&mut self, client_key: &str) {
+        self.client_key.clear();
+        self.client_key.push_str(client_key);
+        self.panic = None;
+        self.output.begin(self.guard.limits.output_bytes_per_call);
+    }
+
+    fn truncated<'a>(&self, text: &'a str) -> &'a str {
+        let max = self.guard.limits.max_message_bytes;
+        if text.len() <= max {
+            return text;
+        }
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[..end]
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for GuestState {}
+
+impl state::Host for GuestState {
+    fn history(&mut self, limit: u32) -> Vec<types::Event> {
+        self.services.state.history(&self.client_key, limit)
+    }
+
+    fn rate(&mut self, key: String, per_second: f64, burst: u32) -> wasmtime::Result<Result<(), u32>> {
+        let scope = self.guard.scope;
+        Ok(self.services.state.rate(scope, &key, per_second, burst)?)
+    }
+
+    fn count(&mut self, key: String, delta: i64, window_ms: u64) -> i64 {
+        self.services.state.count(self.guard.scope, &key, delta, window_ms)
+    }
+
+    fn distinct(&mut self, key: String, member: String, window_ms: u64) -> u32 {
+        self.services.state.distinct(self.guard.scope, &key, &member, window_ms)
+    }
+
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.services.state.get(self.guard.scope, &key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> wasmtime::Result<()> {
+        Ok(self.services.state.set(self.guard.scope, &key, &value, ttl_ms)?)
+    }
+
+    fn log(&mut self, level: types::Level, message: String) {
+        let granted = self.output.take(message.len());
+        if granted == 0 {
+            return;
+        }
+        let text = self.truncated(&message[..floor_char_boundary(&message, granted)]);
+        let guard = &*self.guard.name;
+        match level {
+            types::Level::Trace => tracing::trace!(target: "vigil::guard", guard, "{text}"),
+            types::Level::Debug => tracing::debug!(target: "vigil::guard", guard, "{text}"),
+            types::Level::Info => tracing::info!(target: "vigil::guard", guard, "{text}"),
+            types::Level::Warn => tracing::warn!(target: "vigil::guard", guard, "{text}"),
+            types::Level::Error => tracing::error!(target: "vigil::guard", guard, "{text}"),
+        }
+        if matches!(level, types::Level::Error) && text.starts_with("panic") {
+            self.panic = Some(text.to_string());
+        }
+    }
+
+    fn finding(&mut self, kind: String, detail: String) {
+        let kind = self.truncated(&kind).to_string();
+        let detail = self.truncated(&detail).to_string();
+        self.services.findings.push(
+            &self.guard.name,
+            kind,
+            detail,
+            &self.client_key,
+            self.services.state.clock().now_ms(),
+        );
+    }
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}

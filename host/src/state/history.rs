@@ -1,0 +1,143 @@
+//! Per-client request history: a ring of compact events, with route and method names interned
+//! so that an event costs 16 bytes however long its route is.
+
+use super::table::lock;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, RwLock};
+
+/// One past request, in 16 bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoredEvent {
+    pub(crate) at_ms: u64,
+    pub(crate) route: u32,
+    pub(crate) status: u16,
+    pub(crate) method: u8,
+    pub(crate) flags: u8,
+}
+
+pub(crate) const FLAG_PUBLIC: u8 = 1;
+pub(crate) const FLAG_AUTHENTICATED: u8 = 2;
+
+/// The most recent events of one client, oldest first, never more than the configured depth.
+#[derive(Default)]
+pub(crate) struct History {
+    events: VecDeque<StoredEvent>,
+}
+
+impl History {
+    pub(crate) fn push(&mut self, event: StoredEvent, depth: usize) {
+        while self.events.len() >= depth {
+            self.events.pop_front();
+        }
+        if self.events.capacity() == self.events.len() {
+            // Grow to the depth at most, never to the next power of two beyond it.
+            let wanted = (self.events.len() * 2).clamp(4, depth) - self.events.len();
+            self.events.reserve_exact(wanted);
+        }
+        self.events.push_back(event);
+    }
+
+    pub(crate) fn newest_first(&self, limit: usize) -> impl Iterator<Item = &StoredEvent> {
+        self.events.iter().rev().take(limit)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.events.capacity() * std::mem::size_of::<StoredEvent>()
+    }
+}
+
+/// Maps names to small ids and back, up to a bound; past it every new name shares one id.
+pub(crate) struct Interner {
+    ids: RwLock<HashMap<Box<str>, u32>>,
+    names: RwLock<Vec<Box<str>>>,
+    insert: Mutex<()>,
+    limit: usize,
+}
+
+impl Interner {
+    /// Id 0 is `overflow_name`, given to every name past `limit`.
+    pub(crate) fn new(limit: usize, overflow_name: &str) -> Self {
+        Interner {
+            ids: RwLock::new(HashMap::new()),
+            names: RwLock::new(vec![overflow_name.into()]),
+            insert: Mutex::new(()),
+            limit,
+        }
+    }
+
+    pub(crate) fn id(&self, name: &str) -> u32 {
+        if let Some(id) = read(&self.ids).get(name) {
+            return *id;
+        }
+        let _one_writer = lock(&self.insert);
+        if let Some(id) = read(&self.ids).get(name) {
+            return *id;
+        }
+        let mut names = write(&self.names);
+        if names.len() > self.limit {
+            return 0;
+        }
+        let id = names.len() as u32;
+        names.push(name.into());
+        write(&self.ids).insert(name.into(), id);
+        id
+    }
+
+    pub(crate) fn name(&self, id: u32) -> String {
+        let names = read(&self.names);
+        names.get(id as usize).unwrap_or(&names[0]).to_string()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        read(&self.names).len() - 1
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at_ms: u64) -> StoredEvent {
+        StoredEvent {
+            at_ms,
+            route: 1,
+            status: 200,
+            method: 1,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_up_to_depth() {
+        let mut h = History::default();
+        for t in 0..100 {
+            h.push(event(t), 32);
+        }
+        let times: Vec<u64> = h.newest_first(usize::MAX).map(|e| e.at_ms).collect();
+        assert_eq!(times.len(), 32);
+        assert_eq!(times[0], 99);
+        assert_eq!(times[31], 68);
+        assert!(h.heap_bytes() <= 32 * 16, "{}", h.heap_bytes());
+    }
+
+    #[test]
+    fn interner_is_bounded() {
+        let interner = Interner::new(2, "(other)");
+        assert_eq!(interner.id("/a"), 1);
+        assert_eq!(interner.id("/b"), 2);
+        assert_eq!(interner.id("/a"), 1);
+        assert_eq!(interner.id("/c"), 0);
+        assert_eq!(interner.name(0), "(other)");
+        assert_eq!(interner.name(2), "/b");
+        assert_eq!(interner.len(), 2);
+    }
+}

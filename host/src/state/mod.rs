@@ -1,0 +1,320 @@
+//! The state guards query through the `state` interface, kept in the host: per-client
+//! history, sliding-window counters, distinct counters, keyed rate limiters and a small
+//! key/value store with TTL. Shared by every thread, bounded in every dimension, and namespaced
+//! per guard so one guard cannot read or disturb another's keys.
+
+mod counters;
+mod history;
+mod rate;
+mod table;
+
+pub use rate::RateError;
+pub(crate) use table::lock;
+
+use crate::bindings::vigil::guard::types::Event;
+use crate::clock::SharedClock;
+use counters::{DistinctSet, WindowCounter};
+use history::{History, Interner, StoredEvent, FLAG_AUTHENTICATED, FLAG_PUBLIC};
+use rate::{RateKey, RateLimiters};
+use std::hash::{BuildHasher, RandomState};
+use std::time::Duration;
+use table::BoundedTable;
+
+/// Bounds of the state tables. Every table evicts its least recently seen entry when full and
+/// drops entries idle for longer than `idle_expiry`.
+#[derive(Clone, Debug)]
+pub struct StateLimits {
+    /// Clients whose history is kept.
+    pub max_clients: usize,
+    /// Events kept per client.
+    pub history_depth: usize,
+    /// Keys per table for rate limiters and window counters.
+    pub max_keys: usize,
+    /// Distinct sets kept.
+    pub max_distinct_sets: usize,
+    /// Members remembered per distinct set; counts saturate here.
+    pub max_distinct_members: usize,
+    /// Key/value entries kept.
+    pub max_kv_entries: usize,
+    /// Largest value `set` accepts, in bytes.
+    pub max_kv_value_bytes: usize,
+    /// Distinct (rate, burst) quotas across all guards.
+    pub max_rate_quotas: usize,
+    /// Distinct route names remembered in histories; later ones read as `(other)`.
+    pub max_routes: usize,
+    /// Entries unused for this long are dropped.
+    pub idle_expiry: Duration,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            max_clients: 100_000,
+            history_depth: 32,
+            max_keys: 100_000,
+            max_distinct_sets: 10_000,
+            max_distinct_members: 256,
+            max_kv_entries: 10_000,
+            max_kv_value_bytes: 4096,
+            max_rate_quotas: 1024,
+            max_routes: 10_000,
+            idle_expiry: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Keys longer than this are replaced by a 128-bit keyed hash, so a guard cannot make the
+/// host store arbitrarily long keys.
+const MAX_KEY_BYTES: usize = 128;
+
+/// A guard's private key space. Derived from the guard's name, so it survives reloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GuardScope(u32);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ScopedKey {
+    scope: u32,
+    key: Box<str>,
+}
+
+struct KvValue {
+    bytes: Box<[u8]>,
+    expires_ms: u64,
+}
+
+/// What the host records about one request once its response status is known.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRecord<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Request method.
+    pub method: &'a str,
+    /// Route template, or the path.
+    pub route: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Whether the client is public.
+    pub public: bool,
+    /// Whether the request carried credentials.
+    pub authenticated: bool,
+}
+
+/// Entry counts of each table, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Clients with a history.
+    pub clients: usize,
+    /// Rate-limited keys.
+    pub rate_keys: usize,
+    /// Window counters.
+    pub counters: usize,
+    /// Distinct sets.
+    pub distinct_sets: usize,
+    /// Key/value entries.
+    pub kv_entries: usize,
+}
+
+/// Why a state call is refused; the calling guard traps with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// See [`RateError`].
+    #[error(transparent)]
+    Rate(#[from] RateError),
+    /// A value passed to `set` is over the size limit.
+    #[error("set: value of {size} bytes exceeds the {limit}-byte limit")]
+    ValueTooLarge {
+        /// Size of the value offered.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+/// The host's state tables.
+pub struct StateStore {
+    limits: StateLimits,
+    clock: SharedClock,
+    histories: BoundedTable<Box<str>, History>,
+    counters: BoundedTable<ScopedKey, WindowCounter>,
+    distinct: BoundedTable<ScopedKey, DistinctSet>,
+    kv: BoundedTable<ScopedKey, KvValue>,
+    rates: RateLimiters,
+    routes: Interner,
+    methods: Interner,
+    scopes: Interner,
+    hash_a: RandomState,
+    hash_b: RandomState,
+}
+
+impl StateStore {
+    /// Empty tables with these bounds, reading time from `clock`.
+    pub fn new(limits: StateLimits, clock: SharedClock) -> StateStore {
+        let idle_ms = limits.idle_expiry.as_millis() as u64;
+        StateStore {
+            histories: BoundedTable::new(limits.max_clients, idle_ms),
+            counters: BoundedTable::new(limits.max_keys, idle_ms),
+            distinct: BoundedTable::new(limits.max_distinct_sets, idle_ms),
+            kv: BoundedTable::new(limits.max_kv_entries, idle_ms),
+            rates: RateLimiters::new(limits.max_keys, idle_ms, limits.max_rate_quotas, clock.clone()),
+            routes: Interner::new(limits.max_routes, "(other)"),
+            methods: Interner::new(64, "OTHER"),
+            scopes: Interner::new(u32::MAX as usize - 1, ""),
+            hash_a: RandomState::new(),
+            hash_b: RandomState::new(),
+            limits,
+            clock,
+        }
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> &StateLimits {
+        &self.limits
+    }
+
+    /// The clock the tables read.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The key space of the guard named `guard`.
+    pub fn scope(&self, guard: &str) -> GuardScope {
+        GuardScope(self.scopes.id(guard))
+    }
+
+    fn bounded_key(&self, key: &str) -> Box<str> {
+        if key.len() <= MAX_KEY_BYTES {
+            return key.into();
+        }
+        let (a, b) = (self.hash_a.hash_one(key), self.hash_b.hash_one(key));
+        format!("#{a:016x}{b:016x}").into()
+    }
+
+    fn scoped(&self, scope: GuardScope, key: &str) -> ScopedKey {
+        ScopedKey {
+            scope: scope.0,
+            key: self.bounded_key(key),
+        }
+    }
+
+    /// Appends a request to its client's history.
+    pub fn record(&self, client_key: &str, event: &EventRecord<'_>) {
+        let stored = StoredEvent {
+            at_ms: event.at_ms,
+            route: self.routes.id(event.route),
+            status: event.status,
+            method: self.methods.id(event.method) as u8,
+            flags: (event.public as u8 * FLAG_PUBLIC) | (event.authenticated as u8 * FLAG_AUTHENTICATED),
+        };
+        let depth = self.limits.history_depth;
+        self.histories.upsert(
+            self.bounded_key(client_key),
+            self.clock.now_ms(),
+            History::default,
+            |h| h.push(stored, depth),
+        );
+    }
+
+    /// The client's most recent events, newest first.
+    pub fn history(&self, client_key: &str, limit: u32) -> Vec<Event> {
+        let key = self.bounded_key(client_key);
+        self.histories
+            .read(&key, self.clock.now_ms(), |h| {
+                h.newest_first(limit as usize)
+                    .map(|e| Event {
+                        at_ms: e.at_ms,
+                        method: self.methods.name(e.method.into()),
+                        route: self.routes.name(e.route),
+                        status: e.status,
+                        public: e.flags & FLAG_PUBLIC != 0,
+                        authenticated: e.flags & FLAG_AUTHENTICATED != 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Takes a token from rate limiter `key`; `Ok(Err(ms))` means wait `ms` milliseconds.
+    pub fn rate(&self, scope: GuardScope, key: &str, per_second: f64, burst: u32) -> Result<Result<(), u32>, StateError> {
+        let key = RateKey {
+            scope: scope.0,
+            key: self.bounded_key(key),
+        };
+        Ok(self.rates.check(key, per_second, burst)?)
+    }
+
+    /// Adds `delta` to window counter `key` and returns its total over `window_ms`.
+    pub fn count(&self, scope: GuardScope, key: &str, delta: i64, window_ms: u64) -> i64 {
+        let now = self.clock.now_ms();
+        self.counters.upsert(
+            self.scoped(scope, key),
+            now,
+            || WindowCounter::new(window_ms),
+            |c| c.add(delta, window_ms, now),
+        )
+    }
+
+    /// Records `member` in distinct set `key`; returns the members seen within `window_ms`.
+    pub fn distinct(&self, scope: GuardScope, key: &str, member: &str, window_ms: u64) -> u32 {
+        let now = self.clock.now_ms();
+        let member = self.hash_a.hash_one(member);
+        let cap = self.limits.max_distinct_members;
+        self.distinct.upsert(
+            self.scoped(scope, key),
+            now,
+            DistinctSet::default,
+            |s| s.add(member, window_ms, now, cap),
+        )
+    }
+
+    /// The value under `key`, unless absent or expired.
+    pub fn get(&self, scope: GuardScope, key: &str) -> Option<Vec<u8>> {
+        let now = self.clock.now_ms();
+        self.kv
+            .read(&self.scoped(scope, key), now, |v| (v.expires_ms > now).then(|| v.bytes.to_vec()))
+            .flatten()
+    }
+
+    /// Stores `value` under `key` for `ttl_ms`.
+    pub fn set(&self, scope: GuardScope, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StateError> {
+        if value.len() > self.limits.max_kv_value_bytes {
+            return Err(StateError::ValueTooLarge {
+                size: value.len(),
+                limit: self.limits.max_kv_value_bytes,
+            });
+        }
+        let now = self.clock.now_ms();
+        let fresh = || KvValue {
+            bytes: value.into(),
+            expires_ms: now.saturating_add(ttl_ms),
+        };
+        self.kv.upsert(self.scoped(scope, key), now, fresh, |v| *v = fresh());
+        Ok(())
+    }
+
+    /// Entry counts of every table.
+    pub fn sizes(&self) -> TableSizes {
+        TableSizes {
+            clients: self.histories.len(),
+            rate_keys: self.rates.keys(),
+            counters: self.counters.len(),
+            distinct_sets: self.distinct.len(),
+            kv_entries: self.kv.len(),
+        }
+    }
+
+    /// Drops idle entries from every table; returns how many. The runtime calls it
+    /// periodically so memory is returned even for clients that never come back.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now_ms();
+        self.histories.sweep(now)
+            + self.counters.sweep(now)
+            + self.distinct.sweep(now)
+            + self.kv.sweep(now)
+            + self.rates.sweep(now)
+    }
+
+    /// Distinct route names remembered.
+    pub fn routes_interned(&self) -> usize {
+        self.routes.len()
+    }
+}

@@ -1,0 +1,145 @@
+//! A bounded, sharded map with least-recently-seen eviction and idle expiry: the one structure
+//! behind every per-client and per-key table, so that no input can grow memory without limit.
+
+use lru::LruCache;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Mutex;
+
+/// Shards keep lock hold times short when many worker threads touch state at once.
+const SHARDS: usize = 32;
+
+struct Slot<V> {
+    value: V,
+    last_seen_ms: u64,
+}
+
+pub(crate) struct BoundedTable<K, V> {
+    shards: Box<[Mutex<LruCache<K, Slot<V>>>]>,
+    hasher: RandomState,
+    per_shard: usize,
+    idle_ms: u64,
+}
+
+impl<K: Hash + Eq, V> BoundedTable<K, V> {
+    /// A table of at most `capacity` entries (at least one per shard), each dropped after
+    /// `idle_ms` without use.
+    pub(crate) fn new(capacity: usize, idle_ms: u64) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| Mutex::new(LruCache::unbounded()))
+            .collect();
+        BoundedTable {
+            shards,
+            hasher: RandomState::new(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            idle_ms,
+        }
+    }
+
+    fn shard(&self, key: &K) -> &Mutex<LruCache<K, Slot<V>>> {
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        &self.shards[index]
+    }
+
+    /// Runs `f` on the entry for `key`, creating it with `create` when absent or idle, and
+    /// marks it as just seen. Evicts the least recently seen entry of the shard when full.
+    pub(crate) fn upsert<R>(
+        &self,
+        key: K,
+        now_ms: u64,
+        create: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        let mut shard = lock(self.shard(&key));
+        if let Some(slot) = shard.get_mut(&key) {
+            if now_ms.saturating_sub(slot.last_seen_ms) > self.idle_ms {
+                slot.value = create();
+            }
+            slot.last_seen_ms = now_ms;
+            return f(&mut slot.value);
+        }
+        let mut value = create();
+        let result = f(&mut value);
+        shard.push(
+            key,
+            Slot {
+                value,
+                last_seen_ms: now_ms,
+            },
+        );
+        if shard.len() > self.per_shard {
+            shard.pop_lru();
+        }
+        result
+    }
+
+    /// Runs `f` on the entry for `key` if present and not idle, without creating one.
+    pub(crate) fn read<R>(&self, key: &K, now_ms: u64, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        let mut shard = lock(self.shard(key));
+        let slot = shard.get_mut(key)?;
+        if now_ms.saturating_sub(slot.last_seen_ms) > self.idle_ms {
+            shard.pop(key);
+            return None;
+        }
+        slot.last_seen_ms = now_ms;
+        Some(f(&mut slot.value))
+    }
+
+    /// Number of entries, idle ones included until the next sweep.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Drops every entry idle for longer than the idle limit; returns how many.
+    pub(crate) fn sweep(&self, now_ms: u64) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            // The LRU end holds the least recently seen entry: stop at the first live one.
+            while let Some((_, slot)) = shard.peek_lru() {
+                if now_ms.saturating_sub(slot.last_seen_ms) <= self.idle_ms {
+                    break;
+                }
+                shard.pop_lru();
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// A poisoned shard only means another thread panicked mid-update of plain data; the data is
+/// still usable, and refusing service would let one bad call take the proxy down.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_seen_beyond_capacity() {
+        let table: BoundedTable<u32, u32> = BoundedTable::new(SHARDS * 2, u64::MAX);
+        for k in 0..10_000 {
+            table.upsert(k, k as u64, || k, |_| ());
+        }
+        assert!(table.len() <= SHARDS * 2, "len {}", table.len());
+        // The newest keys survive.
+        assert_eq!(table.read(&9_999, 10_000, |v| *v), Some(9_999));
+        assert_eq!(table.read(&0, 10_000, |v| *v), None);
+    }
+
+    #[test]
+    fn idle_entries_expire_on_read_and_sweep() {
+        let table: BoundedTable<&str, u32> = BoundedTable::new(100, 1_000);
+        table.upsert("a", 0, || 1, |_| ());
+        table.upsert("b", 500, || 2, |_| ());
+        assert_eq!(table.read(&"a", 1_000, |v| *v), Some(1));
+        assert_eq!(table.read(&"a", 2_001, |v| *v), None);
+        assert_eq!(table.sweep(2_000), 1, "b was last seen at 500");
+        assert_eq!(table.len(), 0);
+        // An idle entry is recreated, not resumed.
+        table.upsert("c", 0, || 1, |v| *v += 10);
+        assert_eq!(table.upsert("c", 5_000, || 1, |v| *v), 1);
+    }
+}
