@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Settings of a [`Runtime`]. Every pool size derives from `max_instances`.
@@ -85,6 +86,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI into the guard linker: {e}"))?;
+        forbid_waiting(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot restrict the guard clocks: {e}"))?;
         bindings::Guard::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("cannot link the state interface: {e}"))?;
         let services = Arc::new(HostServices {
@@ -133,6 +136,24 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker.stop();
     }
+}
+
+/// The monotonic clock's version in the WASI that wasmtime-wasi 48 provides.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Epoch deadlines interrupt guest code but not a host call blocked in `poll`, so a guard
+/// that sleeps would hold its thread past any deadline. Guards have no reason to wait:
+/// subscribing to the clock traps instead.
+fn forbid_waiting(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    fn refuse(_: wasmtime::StoreContextMut<'_, GuestState>, _: (u64,)) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        Err(wasmtime::Error::msg("guards may not sleep or wait on a clock"))
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap("subscribe-duration", refuse)?;
+    clock.func_wrap("subscribe-instant", refuse)?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn engine_config(config: &RuntimeConfig) -> Config {

@@ -356,3 +356,15 @@ fn concurrent_evaluation_from_many_threads() {
     assert!(created <= 16, "warm instances are reused, {created} created");
     let _ = Verdict::Allow;
 }
+
+#[test]
+fn sleeping_is_cut_short_at_the_deadline() {
+    let rt = runtime();
+    let c = hostile_chain(&rt, OnError::Allow);
+    let deadline = rt.config().default_limits.deadline;
+    let start = Instant::now();
+    let fault = attack(&c, "sleep");
+    let elapsed = start.elapsed();
+    assert!(elapsed < deadline * 10, "took {elapsed:?} for a {deadline:?} deadline: {fault:?}");
+    assert!(fault.detail.contains("may not sleep"), "{}", fault.detail);
+}

@@ -29,6 +29,10 @@ impl Guard for Hostile {
                     Verdict::Allow
                 }
             }
+            Some("sleep") => {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                Verdict::Allow
+            }
             Some("panic") => panic!("hostile guard panicked on purpose"),
             Some("snoop") => {
                 let file = match std::fs::read("/etc/passwd") {
