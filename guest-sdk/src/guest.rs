@@ -57,9 +57,12 @@ macro_rules! guard {
             struct Export;
 
             impl $crate::bindings::Guest for Export {
-                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::install_panic_hook();
-                    let parsed = $crate::parse_config::<<$guard as $crate::Guard>::Config>(&config)?;
+                    let parsed =
+                        $crate::parse_config::<<$guard as $crate::Guard>::Config>(&config)?;
                     <$guard as $crate::Guard>::check_config(&parsed)?;
                     let _ = CONFIG.set(parsed);
                     Ok(())
@@ -74,7 +77,7 @@ macro_rules! guard {
                 }
             }
 
-            $crate::bindings::__export_guard_world!(Export with_types_in $crate::bindings);
+    $crate::bindings::__export_guard_world!(Export with_types_in $crate::bindings);
         };
     };
 }

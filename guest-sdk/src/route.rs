@@ -31,7 +31,11 @@ pub struct PatternError {
 
 impl fmt::Display for PatternError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid route pattern {:?}: {}", self.pattern, self.cause)
+        write!(
+            f,
+            "invalid route pattern {:?}: {}",
+            self.pattern, self.cause
+        )
     }
 }
 
@@ -58,7 +62,11 @@ impl Pattern {
         let (method, path) = match trimmed.split_once(char::is_whitespace) {
             Some((method, path)) => (Some(method), path.trim()),
             None if trimmed.starts_with('/') => (None, trimmed),
-            None => return Err(fail("expected a path starting with '/', optionally after a method")),
+            None => {
+                return Err(fail(
+                    "expected a path starting with '/', optionally after a method",
+                ))
+            }
         };
         let method = match method {
             None | Some("*") => None,

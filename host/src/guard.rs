@@ -217,7 +217,10 @@ impl Runtime {
             guard: name.clone(),
             reason,
         };
-        let limits = spec.limits.clone().unwrap_or_else(|| self.config.default_limits.clone());
+        let limits = spec
+            .limits
+            .clone()
+            .unwrap_or_else(|| self.config.default_limits.clone());
         if limits.memory_bytes > self.config.max_guard_memory {
             return Err(LoadError::Limits {
                 guard: spec.name.clone(),
@@ -236,11 +239,18 @@ impl Runtime {
             })?,
         };
         check_header(&bytes).map_err(invalid)?;
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| invalid(format!("not a valid WebAssembly component: {}", root_cause(&e))))?;
+        let component = Component::new(&self.engine, &bytes).map_err(|e| {
+            invalid(format!(
+                "not a valid WebAssembly component: {}",
+                root_cause(&e)
+            ))
+        })?;
         check_imports(&component, &self.engine).map_err(invalid)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            invalid(format!("its imports cannot be satisfied by this host: {}", root_cause(&e)))
+            invalid(format!(
+                "its imports cannot be satisfied by this host: {}",
+                root_cause(&e)
+            ))
         })?;
         let pre = bindings::GuardPre::new(instance_pre).map_err(|e| {
             invalid(format!(
@@ -327,7 +337,9 @@ impl Guard {
     /// Calls `on-request`.
     pub(crate) fn on_request(&self, req: &types::Request) -> Result<types::Verdict, Fault> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let verdict = self.call(&req.client.key, |guard, store| guard.call_on_request(store, req))?;
+        let verdict = self.call(&req.client.key, |guard, store| {
+            guard.call_on_request(store, req)
+        })?;
         if matches!(verdict, types::Verdict::Deny(_)) {
             self.stats.denials.fetch_add(1, Ordering::Relaxed);
         }
@@ -335,8 +347,14 @@ impl Guard {
     }
 
     /// Calls `on-response`.
-    pub(crate) fn on_response(&self, req: &types::Request, resp: &types::Response) -> Result<(), Fault> {
-        self.call(&req.client.key, |guard, store| guard.call_on_response(store, req, resp))
+    pub(crate) fn on_response(
+        &self,
+        req: &types::Request,
+        resp: &types::Response,
+    ) -> Result<(), Fault> {
+        self.call(&req.client.key, |guard, store| {
+            guard.call_on_response(store, req, resp)
+        })
     }
 
     /// Runs one export on a warm instance (or a fresh one), under the deadline. A faulted
@@ -366,7 +384,9 @@ impl Guard {
         let result = f(&instance.guard, &mut instance.store);
         let dropped = instance.store.data().output.finish(self.name());
         if dropped > 0 {
-            self.stats.output_dropped_bytes.fetch_add(dropped, Ordering::Relaxed);
+            self.stats
+                .output_dropped_bytes
+                .fetch_add(dropped, Ordering::Relaxed);
         }
         match result {
             Ok(value) => {
@@ -408,7 +428,10 @@ impl Guard {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return Fault {
                 kind: FaultKind::Deadline,
-                detail: format!("call exceeded its {:?} deadline", self.identity.limits.deadline),
+                detail: format!(
+                    "call exceeded its {:?} deadline",
+                    self.identity.limits.deadline
+                ),
             };
         }
         let detail = match &state.panic {
@@ -455,7 +478,10 @@ impl Guard {
 /// says what to do.
 fn check_header(bytes: &[u8]) -> Result<(), String> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err("not a WebAssembly file (no \\0asm header): is the path right, or the file corrupt?".into());
+        return Err(
+            "not a WebAssembly file (no \\0asm header): is the path right, or the file corrupt?"
+                .into(),
+        );
     }
     // Core modules have version 1 and layer 0; components have layer 1.
     if bytes[6..8] == [0, 0] {
@@ -473,7 +499,11 @@ fn check_imports(component: &Component, engine: &Engine) -> Result<(), String> {
         .component_type()
         .imports(engine)
         .map(|(name, _)| name.to_string())
-        .filter(|name| !ALLOWED_IMPORTS.iter().any(|allowed| name.starts_with(allowed)))
+        .filter(|name| {
+            !ALLOWED_IMPORTS
+                .iter()
+                .any(|allowed| name.starts_with(allowed))
+        })
         .collect();
     if denied.is_empty() {
         return Ok(());
@@ -496,7 +526,9 @@ fn root_cause(error: &wasmtime::Error) -> String {
 
 fn content_hash(bytes: &[u8]) -> u64 {
     // FNV-1a: stable across runs and platforms, enough to tell two builds of a guard apart.
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Time a closure, for per-guard outcome figures.

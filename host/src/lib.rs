@@ -33,10 +33,14 @@ mod runtime;
 mod sandbox;
 pub mod state;
 
-pub use bindings::vigil::guard::types::{Client, Deny, Event, Header, Level, Request, Response, Verdict};
+pub use bindings::vigil::guard::types::{
+    Client, Deny, Event, Header, Level, Request, Response, Verdict,
+};
 pub use chain::{Chain, ChainError, Decision, Denial, GuardOutcome, GuardResult};
 pub use findings::Finding;
-pub use guard::{Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError};
+pub use guard::{
+    Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
+};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
 pub use vigil_guest::route::{Pattern, PatternError};

@@ -74,11 +74,17 @@ impl OutputCapture {
     }
 
     pub(crate) fn stdout(&self) -> CaptureStream {
-        CaptureStream { capture: self.clone(), which: Which::Stdout }
+        CaptureStream {
+            capture: self.clone(),
+            which: Which::Stdout,
+        }
     }
 
     pub(crate) fn stderr(&self) -> CaptureStream {
-        CaptureStream { capture: self.clone(), which: Which::Stderr }
+        CaptureStream {
+            capture: self.clone(),
+            which: Which::Stderr,
+        }
     }
 }
 

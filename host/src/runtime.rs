@@ -13,8 +13,8 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, Resource};
-use wasmtime_wasi::p2::DynPollable;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::DynPollable;
 
 /// Settings of a [`Runtime`]. Every pool size derives from `max_instances`.
 #[derive(Clone)]
@@ -145,8 +145,13 @@ const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 /// that sleeps would hold its thread past any deadline. Guards have no reason to wait:
 /// subscribing to the clock traps instead.
 fn forbid_waiting(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    fn refuse(_: wasmtime::StoreContextMut<'_, GuestState>, _: (u64,)) -> wasmtime::Result<(Resource<DynPollable>,)> {
-        Err(wasmtime::Error::msg("guards may not sleep or wait on a clock"))
+    fn refuse(
+        _: wasmtime::StoreContextMut<'_, GuestState>,
+        _: (u64,),
+    ) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        Err(wasmtime::Error::msg(
+            "guards may not sleep or wait on a clock",
+        ))
     }
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
@@ -188,7 +193,11 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: &Engine, services: Weak<HostServices>, config: &RuntimeConfig) -> anyhow::Result<Ticker> {
+    fn start(
+        engine: &Engine,
+        services: Weak<HostServices>,
+        config: &RuntimeConfig,
+    ) -> anyhow::Result<Ticker> {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.weak();
         let (tick, sweep_every) = (config.epoch_tick, config.sweep_interval);
@@ -199,11 +208,15 @@ impl Ticker {
                 let mut last_sweep = Instant::now();
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
-                    let Some(engine) = engine.upgrade() else { return };
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
                     engine.increment_epoch();
                     if last_sweep.elapsed() >= sweep_every {
                         last_sweep = Instant::now();
-                        let Some(services) = services.upgrade() else { return };
+                        let Some(services) = services.upgrade() else {
+                            return;
+                        };
                         let removed = services.state.sweep();
                         tracing::debug!(removed, "swept idle guard state");
                     }

@@ -45,7 +45,12 @@ pub(crate) struct SandboxLimiter {
 }
 
 impl ResourceLimiter for SandboxLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             let message = format!(
                 "memory limit of {} bytes reached (had {current}, asked for {desired})",
@@ -57,7 +62,12 @@ impl ResourceLimiter for SandboxLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
             let message = format!(
                 "table limit of {} elements reached (had {current}, asked for {desired})",
@@ -162,17 +172,26 @@ impl state::Host for GuestState {
         self.services.state.history(&self.client_key, limit)
     }
 
-    fn rate(&mut self, key: String, per_second: f64, burst: u32) -> wasmtime::Result<Result<(), u32>> {
+    fn rate(
+        &mut self,
+        key: String,
+        per_second: f64,
+        burst: u32,
+    ) -> wasmtime::Result<Result<(), u32>> {
         let scope = self.guard.scope;
         Ok(self.services.state.rate(scope, &key, per_second, burst)?)
     }
 
     fn count(&mut self, key: String, delta: i64, window_ms: u64) -> i64 {
-        self.services.state.count(self.guard.scope, &key, delta, window_ms)
+        self.services
+            .state
+            .count(self.guard.scope, &key, delta, window_ms)
     }
 
     fn distinct(&mut self, key: String, member: String, window_ms: u64) -> u32 {
-        self.services.state.distinct(self.guard.scope, &key, &member, window_ms)
+        self.services
+            .state
+            .distinct(self.guard.scope, &key, &member, window_ms)
     }
 
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -180,7 +199,10 @@ impl state::Host for GuestState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> wasmtime::Result<()> {
-        Ok(self.services.state.set(self.guard.scope, &key, &value, ttl_ms)?)
+        Ok(self
+            .services
+            .state
+            .set(self.guard.scope, &key, &value, ttl_ms)?)
     }
 
     fn log(&mut self, level: types::Level, message: String) {

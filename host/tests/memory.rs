@@ -30,7 +30,11 @@ fn a_tracked_client_with_full_history_costs_at_most_1_kib() {
     for c in 0..CLIENTS {
         let key = format!("203.0.113.{}:{c:06}", c % 256);
         for i in 0..32 {
-            let route = if i % 2 == 0 { "/users/{id}" } else { "/cart/items" };
+            let route = if i % 2 == 0 {
+                "/users/{id}"
+            } else {
+                "/cart/items"
+            };
             store.record(&key, &record(i, route));
         }
     }

@@ -17,7 +17,7 @@ fn event(at_ms: u64, route: &str, status: u16) -> EventRecord<'_> {
         route,
         status,
         public: true,
-        authenticated: at_ms % 2 == 0,
+        authenticated: at_ms.is_multiple_of(2),
     }
 }
 
@@ -33,7 +33,10 @@ fn history_is_newest_first_and_bounded_by_depth() {
     let h = s.history("alice", 100);
     let routes: Vec<&str> = h.iter().map(|e| e.route.as_str()).collect();
     assert_eq!(routes, ["/r9", "/r8", "/r7", "/r6"]);
-    assert_eq!((h[0].status, h[0].at_ms, h[0].method.as_str()), (209, 9, "GET"));
+    assert_eq!(
+        (h[0].status, h[0].at_ms, h[0].method.as_str()),
+        (209, 9, "GET")
+    );
     assert!(!h[0].authenticated && h[1].authenticated && h[0].public);
     assert_eq!(s.history("alice", 2).len(), 2);
     assert!(s.history("bob", 10).is_empty());
@@ -126,7 +129,10 @@ fn kv_values_expire_and_are_size_limited() {
     clock.advance(Duration::from_millis(1_001));
     assert_eq!(s.get(scope, "k"), None);
     let err = s.set(scope, "k", b"123456789", 1_000).unwrap_err();
-    assert!(matches!(err, StateError::ValueTooLarge { size: 9, limit: 8 }));
+    assert!(matches!(
+        err,
+        StateError::ValueTooLarge { size: 9, limit: 8 }
+    ));
     assert!(err.to_string().contains("9 bytes exceeds the 8-byte limit"));
 }
 
@@ -192,7 +198,10 @@ fn a_million_clients_stay_within_the_bounds() {
         sizes.distinct_sets <= slack(limits.max_distinct_sets),
         "{sizes:?}"
     );
-    assert!(sizes.kv_entries <= slack(limits.max_kv_entries), "{sizes:?}");
+    assert!(
+        sizes.kv_entries <= slack(limits.max_kv_entries),
+        "{sizes:?}"
+    );
     assert!(
         sizes.clients >= limits.max_clients * 9 / 10,
         "tables fill up to their bound: {sizes:?}"

@@ -40,16 +40,30 @@ fn main() {
     });
 
     let mut consts = String::new();
-    let mut all = String::from("/// Every guard built, as (crate name, path).\npub const ALL: &[(&str, &str)] = &[\n");
+    let mut all = String::from(
+        "/// Every guard built, as (crate name, path).\npub const ALL: &[(&str, &str)] = &[\n",
+    );
     for workspace in GUEST_WORKSPACES {
         let dir = root.join(workspace);
         toolchain.build(&dir, &target_dir);
         for name in workspace_members(&dir) {
             let file = name.replace('-', "_");
-            let wasm = target_dir.join(TARGET).join("release").join(format!("{file}.wasm"));
-            assert!(wasm.exists(), "guard {name} was built but {} is missing", wasm.display());
+            let wasm = target_dir
+                .join(TARGET)
+                .join("release")
+                .join(format!("{file}.wasm"));
+            assert!(
+                wasm.exists(),
+                "guard {name} was built but {} is missing",
+                wasm.display()
+            );
             let path = wasm.display();
-            writeln!(consts, "/// Path of the compiled `{name}` guard.\npub const {}: &str = {path:?};", file.to_uppercase()).unwrap();
+            writeln!(
+                consts,
+                "/// Path of the compiled `{name}` guard.\npub const {}: &str = {path:?};",
+                file.to_uppercase()
+            )
+            .unwrap();
             writeln!(all, "    ({name:?}, {path:?}),").unwrap();
         }
     }
@@ -70,7 +84,9 @@ impl Toolchain {
             return Ok(Toolchain::Rustup);
         }
         if forced.as_deref() == Some("rustup") {
-            return Err(format!("VIGIL_GUEST_TOOLCHAIN=rustup but rustup has no {TARGET} target"));
+            return Err(format!(
+                "VIGIL_GUEST_TOOLCHAIN=rustup but rustup has no {TARGET} target"
+            ));
         }
         let mut missing = Vec::new();
         for (path, package) in [
@@ -85,9 +101,9 @@ impl Toolchain {
             }
         }
         let component_ld = find_in_path("wasm-component-ld").or_else(|| {
-            let home = env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| {
-                env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo"))
-            })?;
+            let home = env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
             let candidate = home.join("bin/wasm-component-ld");
             candidate.exists().then_some(candidate)
         });
@@ -96,7 +112,10 @@ impl Toolchain {
         }
         match component_ld {
             Some(component_ld) if missing.is_empty() => Ok(Toolchain::Debian { component_ld }),
-            _ => Err(format!("rustup has no {TARGET} target, and the Debian toolchain lacks {}", missing.join(", "))),
+            _ => Err(format!(
+                "rustup has no {TARGET} target, and the Debian toolchain lacks {}",
+                missing.join(", ")
+            )),
         }
     }
 
@@ -108,14 +127,30 @@ impl Toolchain {
         // The outer build's settings (clippy's wrapper, its flags, its target) must not leak
         // into the guest build.
         for var in [
-            "RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTDOCFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_MAKEFLAGS",
-            "CARGO_PRIMARY_PACKAGE", "CARGO_BUILD_RUSTC_WRAPPER", "RUSTC_BOOTSTRAP",
+            "RUSTC",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTDOCFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+            "CARGO_MAKEFLAGS",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_BUILD_RUSTC_WRAPPER",
+            "RUSTC_BOOTSTRAP",
         ] {
             cmd.env_remove(var);
         }
         cmd.current_dir(workspace)
-            .args(["build", "--release", "--workspace", "--target", TARGET, "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--workspace",
+                "--target",
+                TARGET,
+                "--target-dir",
+            ])
             .arg(target_dir);
         if let Toolchain::Debian { component_ld } = self {
             let path = format!("{LLVM_BIN}:{}", env::var("PATH").unwrap_or_default());
@@ -123,13 +158,23 @@ impl Toolchain {
                 .env("RUSTC", DEBIAN_RUSTC)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_WASM32_WASIP2_LINKER", component_ld)
-                .env("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS", format!("-L{WASI_LIBC}"))
+                .env(
+                    "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+                    format!("-L{WASI_LIBC}"),
+                )
                 .arg("-Zbuild-std=std,panic_abort");
         }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo to build the guards in {}: {e}", workspace.display()));
-        assert!(status.success(), "building the guards in {} failed ({status})", workspace.display());
+        let status = cmd.status().unwrap_or_else(|e| {
+            panic!(
+                "cannot run cargo to build the guards in {}: {e}",
+                workspace.display()
+            )
+        });
+        assert!(
+            status.success(),
+            "building the guards in {} failed ({status})",
+            workspace.display()
+        );
     }
 }
 
@@ -137,7 +182,11 @@ fn rustup_has_target() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET))
+        .is_ok_and(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
@@ -152,9 +201,12 @@ fn workspace_members(workspace: &Path) -> Vec<String> {
         .unwrap()
         .filter_map(|entry| {
             let manifest = fs::read_to_string(entry.ok()?.path().join("Cargo.toml")).ok()?;
-            manifest
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"').map(String::from))
+            manifest.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("name = \"")?
+                    .strip_suffix('"')
+                    .map(String::from)
+            })
         })
         .collect();
     names.sort();

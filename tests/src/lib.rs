@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 use vigil_host::{
-    Client, Guard, GuardSource, GuardSpec, LoadError, Mode, OnError, Request, Runtime, RuntimeConfig,
+    Client, Guard, GuardSource, GuardSpec, LoadError, Mode, OnError, Request, Runtime,
+    RuntimeConfig,
 };
 
 pub use vigil_guard_artifacts as guards;

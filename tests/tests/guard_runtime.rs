@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 use vigil_host::{
-    Chain, FaultKind, GuardResult, LoadError, Mode, OnError, Pattern, Response, Runtime, RuntimeConfig,
-    SandboxLimits, Verdict,
+    Chain, FaultKind, GuardResult, LoadError, Mode, OnError, Pattern, Response, Runtime,
+    RuntimeConfig, SandboxLimits, Verdict,
 };
 use vigil_tests::{guards, load, load_error, request, runtime, spec, with_policy};
 
@@ -31,7 +31,11 @@ fn allow_and_deny_guards() {
 
     let deny = chain(vec![load(
         &rt,
-        spec("deny", "fixed-verdict", r#"{"deny": 403, "reason": "no robots", "retry_after_secs": 30}"#),
+        spec(
+            "deny",
+            "fixed-verdict",
+            r#"{"deny": 403, "reason": "no robots", "retry_after_secs": 30}"#,
+        ),
     )]);
     let decision = deny.evaluate(&mut request("GET", "/", "c1", &[]));
     let denial = decision.denial.expect("denied");
@@ -46,12 +50,32 @@ fn allow_and_deny_guards() {
 fn guards_only_see_their_routes() {
     let rt = runtime();
     let mut s = spec("login-only", "fixed-verdict", r#"{"deny": 401}"#);
-    s.routes = vec![Pattern::parse("POST /login").unwrap(), Pattern::parse("* /admin/**").unwrap()];
+    s.routes = vec![
+        Pattern::parse("POST /login").unwrap(),
+        Pattern::parse("* /admin/**").unwrap(),
+    ];
     let c = chain(vec![load(&rt, s)]);
-    assert!(c.evaluate(&mut request("GET", "/login", "c", &[])).allowed());
-    assert!(c.evaluate(&mut request("POST", "/users", "c", &[])).outcomes.is_empty());
-    assert_eq!(c.evaluate(&mut request("POST", "/login", "c", &[])).denial.unwrap().status, 401);
-    assert_eq!(c.evaluate(&mut request("GET", "/admin/stats", "c", &[])).denial.unwrap().status, 401);
+    assert!(c
+        .evaluate(&mut request("GET", "/login", "c", &[]))
+        .allowed());
+    assert!(c
+        .evaluate(&mut request("POST", "/users", "c", &[]))
+        .outcomes
+        .is_empty());
+    assert_eq!(
+        c.evaluate(&mut request("POST", "/login", "c", &[]))
+            .denial
+            .unwrap()
+            .status,
+        401
+    );
+    assert_eq!(
+        c.evaluate(&mut request("GET", "/admin/stats", "c", &[]))
+            .denial
+            .unwrap()
+            .status,
+        401
+    );
     // The route template, when resolved, is what patterns match.
     let mut templated = request("GET", "/admin-panel/7", "c", &[]);
     templated.route = Some("/admin/{id}".into());
@@ -61,13 +85,36 @@ fn guards_only_see_their_routes() {
 #[test]
 fn first_applied_denial_wins_in_chain_order() {
     let rt = runtime();
-    let first = load(&rt, spec("first", "fixed-verdict", r#"{"deny": 451, "reason": "first"}"#));
-    let second = load(&rt, spec("second", "fixed-verdict", r#"{"deny": 403, "reason": "second"}"#));
+    let first = load(
+        &rt,
+        spec(
+            "first",
+            "fixed-verdict",
+            r#"{"deny": 451, "reason": "first"}"#,
+        ),
+    );
+    let second = load(
+        &rt,
+        spec(
+            "second",
+            "fixed-verdict",
+            r#"{"deny": 403, "reason": "second"}"#,
+        ),
+    );
     let allow = load(&rt, spec("allow", "allow-all", ""));
 
-    let d = chain(vec![allow.clone(), first.clone(), second.clone()]).evaluate(&mut request("GET", "/", "c", &[]));
+    let d = chain(vec![allow.clone(), first.clone(), second.clone()]).evaluate(&mut request(
+        "GET",
+        "/",
+        "c",
+        &[],
+    ));
     assert_eq!(d.denial.unwrap().reason, "first");
-    assert_eq!(d.outcomes.len(), 2, "evaluation stops at the first applied denial");
+    assert_eq!(
+        d.outcomes.len(),
+        2,
+        "evaluation stops at the first applied denial"
+    );
 
     let d = chain(vec![second, first]).evaluate(&mut request("GET", "/", "c", &[]));
     assert_eq!(d.denial.unwrap().reason, "second");
@@ -81,7 +128,11 @@ fn monitor_mode_records_but_does_not_apply() {
     let rt = runtime();
     let watcher = load(
         &rt,
-        with_policy(spec("watcher", "fixed-verdict", r#"{"deny": 429}"#), Mode::Monitor, OnError::Allow),
+        with_policy(
+            spec("watcher", "fixed-verdict", r#"{"deny": 429}"#),
+            Mode::Monitor,
+            OnError::Allow,
+        ),
     );
     let enforcer = load(&rt, spec("enforcer", "fixed-verdict", r#"{"deny": 403}"#));
     let d = chain(vec![watcher.clone()]).evaluate(&mut request("GET", "/", "c", &[]));
@@ -91,14 +142,21 @@ fn monitor_mode_records_but_does_not_apply() {
     assert_eq!(d.outcomes[0].mode, Mode::Monitor);
 
     let d = chain(vec![watcher, enforcer]).evaluate(&mut request("GET", "/", "c", &[]));
-    assert_eq!(d.outcomes.len(), 2, "a monitor denial does not stop the chain");
+    assert_eq!(
+        d.outcomes.len(),
+        2,
+        "a monitor denial does not stop the chain"
+    );
     assert_eq!(d.denial.unwrap().status, 403);
 }
 
 #[test]
 fn on_response_sees_the_real_status_and_history_records_it() {
     let rt = runtime();
-    let c = chain(vec![load(&rt, spec("observer", "fixed-verdict", r#"{"deny": null}"#))]);
+    let c = chain(vec![load(
+        &rt,
+        spec("observer", "fixed-verdict", r#"{"deny": null}"#),
+    )]);
     let mut req = request("GET", "/users/42", "c", &[]);
     req.route = Some("/users/{id}".into());
     req.received_ms = 1_700_000_000_000;
@@ -112,23 +170,37 @@ fn on_response_sees_the_real_status_and_history_records_it() {
     assert_eq!(findings[0].client, "c");
     let history = rt.state().history("c", 10);
     assert_eq!(history.len(), 1);
-    assert_eq!((history[0].status, history[0].route.as_str()), (404, "/users/{id}"));
+    assert_eq!(
+        (history[0].status, history[0].route.as_str()),
+        (404, "/users/{id}")
+    );
 }
 
 #[test]
 fn body_prefix_only_for_guards_that_ask() {
     let rt = runtime();
-    let mut with_body = spec("stateful", "stateful", r#"{"max_requests": 100, "max_paths": 100}"#);
+    let mut with_body = spec(
+        "stateful",
+        "stateful",
+        r#"{"max_requests": 100, "max_paths": 100}"#,
+    );
     with_body.body_limit = 4;
     let c = chain(vec![load(&rt, with_body)]);
     let mut req = request("POST", "/x", "c", &[]);
     req.body = Some(b"0123456789".to_vec());
     assert!(c.evaluate(&mut req).allowed());
-    assert_eq!(req.body.as_deref(), Some(&b"0123456789"[..]), "the caller's body is restored");
+    assert_eq!(
+        req.body.as_deref(),
+        Some(&b"0123456789"[..]),
+        "the caller's body is restored"
+    );
 }
 
 fn hostile_chain(rt: &Runtime, on_error: OnError) -> Chain {
-    chain(vec![load(rt, with_policy(spec("hostile", "hostile", ""), Mode::Enforce, on_error))])
+    chain(vec![load(
+        rt,
+        with_policy(spec("hostile", "hostile", ""), Mode::Enforce, on_error),
+    )])
 }
 
 /// Runs one attack, checks its fault, then checks the next request is evaluated normally.
@@ -140,7 +212,11 @@ fn attack(c: &Chain, kind: &str) -> vigil_host::Fault {
     };
     for _ in 0..3 {
         let next = c.evaluate(&mut request("GET", "/", "innocent", &[]));
-        assert_eq!(next.outcomes[0].result, GuardResult::Allowed, "after {kind}");
+        assert_eq!(
+            next.outcomes[0].result,
+            GuardResult::Allowed,
+            "after {kind}"
+        );
         assert!(next.allowed());
     }
     fault
@@ -155,7 +231,10 @@ fn infinite_loop_is_interrupted_at_the_deadline() {
     let fault = attack(&c, "loop");
     let elapsed = start.elapsed();
     assert_eq!(fault.kind, FaultKind::Deadline, "{fault:?}");
-    assert!(elapsed < deadline * 10, "took {elapsed:?} for a {deadline:?} deadline");
+    assert!(
+        elapsed < deadline * 10,
+        "took {elapsed:?} for a {deadline:?} deadline"
+    );
     assert_eq!(c.guards()[0].stats().faults(FaultKind::Deadline), 1);
 }
 
@@ -165,12 +244,18 @@ fn allocation_beyond_the_memory_cap_is_a_limit_fault() {
     let mut s = spec("hostile", "hostile", "");
     s.limits = Some(SandboxLimits {
         memory_bytes: 8 << 20,
+        // Generous, so that on a loaded machine the memory cap is what stops the guard.
+        deadline: Duration::from_secs(5),
         ..SandboxLimits::default()
     });
     let c = chain(vec![load(&rt, s)]);
     let fault = attack(&c, "alloc");
     assert_eq!(fault.kind, FaultKind::Limit, "{fault:?}");
-    assert!(fault.detail.contains("memory limit of 8388608 bytes"), "{}", fault.detail);
+    assert!(
+        fault.detail.contains("memory limit of 8388608 bytes"),
+        "{}",
+        fault.detail
+    );
 }
 
 #[test]
@@ -186,7 +271,11 @@ fn trap_and_panic_follow_on_error() {
     let closed = hostile_chain(&rt, OnError::Deny);
     let fault = attack(&closed, "panic");
     assert_eq!(fault.kind, FaultKind::Trap);
-    assert!(fault.detail.contains("hostile guard panicked on purpose"), "{}", fault.detail);
+    assert!(
+        fault.detail.contains("hostile guard panicked on purpose"),
+        "{}",
+        fault.detail
+    );
     let d = closed.evaluate(&mut request("GET", "/", "a", &[("x-attack", "panic")]));
     let denial = d.denial.expect("on_error = deny refuses");
     assert_eq!(denial.status, 503);
@@ -207,14 +296,25 @@ fn guards_have_no_files_environment_or_arguments() {
 #[test]
 fn huge_output_is_capped_and_harmless() {
     let rt = runtime();
-    let c = hostile_chain(&rt, OnError::Deny);
+    let mut s = with_policy(spec("hostile", "hostile", ""), Mode::Enforce, OnError::Deny);
+    // Generous, so that on a loaded machine the output cap is what is tested.
+    s.limits = Some(SandboxLimits {
+        deadline: Duration::from_secs(5),
+        ..SandboxLimits::default()
+    });
+    let c = chain(vec![load(&rt, s)]);
     let d = c.evaluate(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
     assert!(d.allowed(), "{:?}", d.outcomes);
     let stats = c.guards()[0].stats();
     let budget = rt.config().default_limits.output_bytes_per_call as u64;
     let printed = 2 * 128 * 1024 + 100 * 1023;
-    let dropped = stats.output_dropped_bytes.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(dropped >= printed - budget, "dropped {dropped} of {printed}");
+    let dropped = stats
+        .output_dropped_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        dropped >= printed - budget,
+        "dropped {dropped} of {printed}"
+    );
     assert!(c.evaluate(&mut request("GET", "/", "b", &[])).allowed());
 }
 
@@ -225,10 +325,17 @@ fn load_rejects_bad_modules_with_clear_errors() {
     let mut core = vigil_tests::spec("core", "allow-all", "");
     core.source = bytes(b"\0asm\x01\0\0\0".to_vec());
     let (_, text) = load_error(&rt, core);
-    assert!(text.contains("guard \"core\"") && text.contains("core WebAssembly module, not a component"), "{text}");
+    assert!(
+        text.contains("guard \"core\"")
+            && text.contains("core WebAssembly module, not a component"),
+        "{text}"
+    );
 
     let (_, text) = load_error(&rt, spec("other", "other-world", ""));
-    assert!(text.contains("guard \"other\"") && text.contains("not a guard"), "{text}");
+    assert!(
+        text.contains("guard \"other\"") && text.contains("not a guard"),
+        "{text}"
+    );
 
     let mut garbage = spec("garbage", "allow-all", "");
     garbage.source = bytes(b"#!/bin/sh\necho not wasm\n".to_vec());
@@ -239,7 +346,10 @@ fn load_rejects_bad_modules_with_clear_errors() {
     let mut truncated = spec("truncated", "allow-all", "");
     truncated.source = bytes(whole[..whole.len() / 2].to_vec());
     let (_, text) = load_error(&rt, truncated);
-    assert!(text.contains("guard \"truncated\": not a valid WebAssembly component"), "{text}");
+    assert!(
+        text.contains("guard \"truncated\": not a valid WebAssembly component"),
+        "{text}"
+    );
 
     let mut missing = spec("missing", "allow-all", "");
     missing.source = vigil_host::GuardSource::File("/nonexistent/guard.wasm".into());
@@ -253,16 +363,25 @@ fn load_rejects_bad_configuration_naming_the_field() {
     let rt = runtime();
     let (err, text) = load_error(&rt, spec("v", "fixed-verdict", r#"{"deny": 200}"#));
     assert!(matches!(err, LoadError::Init { .. }));
-    assert!(text.contains("deny: 200 is not an HTTP error status"), "{text}");
+    assert!(
+        text.contains("deny: 200 is not an HTTP error status"),
+        "{text}"
+    );
 
     let (_, text) = load_error(&rt, spec("v", "fixed-verdict", "{not json"));
-    assert!(text.contains("invalid config") && text.contains("line 1 column 2"), "{text}");
+    assert!(
+        text.contains("invalid config") && text.contains("line 1 column 2"),
+        "{text}"
+    );
 
     let (_, text) = load_error(&rt, spec("v", "fixed-verdict", r#"{"denny": 403}"#));
     assert!(text.contains("unknown field `denny`"), "{text}");
 
     let (_, text) = load_error(&rt, spec("v", "login-throttle", r#"{"per_minute": 0}"#));
-    assert!(text.contains("per_minute: must be greater than 0"), "{text}");
+    assert!(
+        text.contains("per_minute: must be greater than 0"),
+        "{text}"
+    );
 
     let mut greedy = spec("greedy", "allow-all", "");
     greedy.limits = Some(SandboxLimits {
@@ -287,10 +406,16 @@ fn guards_query_state_through_imports() {
     }
     let d = c.evaluate(&mut request("GET", "/d", "alice", &[("x-report", "1")]));
     let reason = d.denial.unwrap().reason;
-    assert_eq!(reason, "history=4 last=GET /c 203 requests=5 paths=4 seen=true");
+    assert_eq!(
+        reason,
+        "history=4 last=GET /c 203 requests=5 paths=4 seen=true"
+    );
     // Another client starts from nothing.
     let d = c.evaluate(&mut request("GET", "/d", "bob", &[("x-report", "1")]));
-    assert_eq!(d.denial.unwrap().reason, "history=0 last= requests=1 paths=1 seen=false");
+    assert_eq!(
+        d.denial.unwrap().reason,
+        "history=0 last= requests=1 paths=1 seen=false"
+    );
 }
 
 #[test]
@@ -302,11 +427,25 @@ fn two_guards_keys_do_not_collide() {
     for _ in 0..5 {
         one.evaluate(&mut request("GET", "/x", "same-client", &[]));
     }
-    let d = two.evaluate(&mut request("GET", "/x", "same-client", &[("x-report", "1")]));
-    assert!(d.denial.unwrap().reason.contains("requests=1 paths=1 seen=false"));
+    let d = two.evaluate(&mut request(
+        "GET",
+        "/x",
+        "same-client",
+        &[("x-report", "1")],
+    ));
+    assert!(d
+        .denial
+        .unwrap()
+        .reason
+        .contains("requests=1 paths=1 seen=false"));
     // State survives a reload: a guard loaded again under the same name sees its old keys.
     let reloaded = chain(vec![load(&rt, spec("one", "stateful", config))]);
-    let d = reloaded.evaluate(&mut request("GET", "/x", "same-client", &[("x-report", "1")]));
+    let d = reloaded.evaluate(&mut request(
+        "GET",
+        "/x",
+        "same-client",
+        &[("x-report", "1")],
+    ));
     assert!(d.denial.unwrap().reason.contains("requests=6"));
 }
 
@@ -318,7 +457,14 @@ fn rate_limit_guard_allows_the_burst_then_denies_with_retry_after() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let c = chain(vec![load(&rt, spec("throttle", "login-throttle", r#"{"per_minute": 6, "burst": 3}"#))]);
+    let c = chain(vec![load(
+        &rt,
+        spec(
+            "throttle",
+            "login-throttle",
+            r#"{"per_minute": 6, "burst": 3}"#,
+        ),
+    )]);
     let login = || request("POST", "/login", "mallory", &[]);
     for i in 0..3 {
         assert!(c.evaluate(&mut login()).allowed(), "burst request {i}");
@@ -326,9 +472,14 @@ fn rate_limit_guard_allows_the_burst_then_denies_with_retry_after() {
     let denial = c.evaluate(&mut login()).denial.expect("over the burst");
     assert_eq!(denial.status, 429);
     assert_eq!(denial.retry_after_secs, Some(10), "one request per 10 s");
-    assert!(c.evaluate(&mut request("POST", "/login", "someone-else", &[])).allowed());
+    assert!(c
+        .evaluate(&mut request("POST", "/login", "someone-else", &[]))
+        .allowed());
     clock.advance(Duration::from_secs(10));
-    assert!(c.evaluate(&mut login()).allowed(), "a token is back after 10 s");
+    assert!(
+        c.evaluate(&mut login()).allowed(),
+        "a token is back after 10 s"
+    );
     assert!(!c.evaluate(&mut login()).allowed());
 }
 
@@ -337,23 +488,39 @@ fn concurrent_evaluation_from_many_threads() {
     let rt = runtime();
     let c = chain(vec![
         load(&rt, spec("allow", "allow-all", "")),
-        load(&rt, spec("stateful", "stateful", r#"{"max_requests": 1000000, "max_paths": 1000000}"#)),
+        load(
+            &rt,
+            spec(
+                "stateful",
+                "stateful",
+                r#"{"max_requests": 1000000, "max_paths": 1000000}"#,
+            ),
+        ),
     ]);
     std::thread::scope(|s| {
         for t in 0..8 {
             let c = &c;
             s.spawn(move || {
                 for i in 0..200 {
-                    let d = c.evaluate(&mut request("GET", &format!("/{i}"), &format!("t{t}"), &[]));
+                    let d =
+                        c.evaluate(&mut request("GET", &format!("/{i}"), &format!("t{t}"), &[]));
                     assert!(d.allowed(), "{:?}", d.outcomes);
                 }
             });
         }
     });
     let stats = c.guards()[0].stats();
-    assert_eq!(stats.requests.load(std::sync::atomic::Ordering::Relaxed), 1600);
-    let created = stats.instances_created.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(created <= 16, "warm instances are reused, {created} created");
+    assert_eq!(
+        stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+        1600
+    );
+    let created = stats
+        .instances_created
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        created <= 16,
+        "warm instances are reused, {created} created"
+    );
     let _ = Verdict::Allow;
 }
 
@@ -365,6 +532,9 @@ fn sleeping_is_cut_short_at_the_deadline() {
     let start = Instant::now();
     let fault = attack(&c, "sleep");
     let elapsed = start.elapsed();
-    assert!(elapsed < deadline * 10, "took {elapsed:?} for a {deadline:?} deadline: {fault:?}");
+    assert!(
+        elapsed < deadline * 10,
+        "took {elapsed:?} for a {deadline:?} deadline: {fault:?}"
+    );
     assert!(fault.detail.contains("may not sleep"), "{}", fault.detail);
 }

@@ -36,7 +36,9 @@ impl WindowCounter {
         // Clocks may step back; count late updates in the newest bucket.
         let index = (self.newest_bucket % BUCKETS as u64) as usize;
         self.buckets[index] = self.buckets[index].saturating_add(delta);
-        self.buckets.iter().fold(0i64, |sum, b| sum.saturating_add(*b))
+        self.buckets
+            .iter()
+            .fold(0i64, |sum, b| sum.saturating_add(*b))
     }
 }
 
@@ -99,7 +101,11 @@ mod tests {
         assert_eq!(s.add(1, 1_000, 0, 4), 1);
         assert_eq!(s.add(1, 1_000, 10, 4), 1);
         assert_eq!(s.add(2, 1_000, 20, 4), 2);
-        assert_eq!(s.add(3, 1_000, 1_015, 4), 2, "member 1 last seen at 10 expired");
+        assert_eq!(
+            s.add(3, 1_000, 1_015, 4),
+            2,
+            "member 1 last seen at 10 expired"
+        );
         for m in 10..20 {
             s.add(m, 1_000, 1_100, 4);
         }

@@ -84,13 +84,22 @@ impl Interner {
         id
     }
 
-    pub(crate) fn name(&self, id: u32) -> String {
-        let names = read(&self.names);
-        names.get(id as usize).unwrap_or(&names[0]).to_string()
+    /// All names by id, under one read lock for a batch of look-ups.
+    pub(crate) fn names(&self) -> Names<'_> {
+        Names(read(&self.names))
     }
 
     pub(crate) fn len(&self) -> usize {
         read(&self.names).len() - 1
+    }
+}
+
+/// A read-locked view of an interner's names.
+pub(crate) struct Names<'a>(std::sync::RwLockReadGuard<'a, Vec<Box<str>>>);
+
+impl Names<'_> {
+    pub(crate) fn get(&self, id: u32) -> &str {
+        self.0.get(id as usize).unwrap_or(&self.0[0])
     }
 }
 
@@ -136,8 +145,9 @@ mod tests {
         assert_eq!(interner.id("/b"), 2);
         assert_eq!(interner.id("/a"), 1);
         assert_eq!(interner.id("/c"), 0);
-        assert_eq!(interner.name(0), "(other)");
-        assert_eq!(interner.name(2), "/b");
+        assert_eq!(interner.names().get(0), "(other)");
+        assert_eq!(interner.names().get(2), "/b");
+        assert_eq!(interner.names().get(99), "(other)");
         assert_eq!(interner.len(), 2);
     }
 }

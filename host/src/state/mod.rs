@@ -16,6 +16,7 @@ use crate::clock::SharedClock;
 use counters::{DistinctSet, WindowCounter};
 use history::{History, Interner, StoredEvent, FLAG_AUTHENTICATED, FLAG_PUBLIC};
 use rate::{RateKey, RateLimiters};
+use std::borrow::Cow;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 use table::BoundedTable;
@@ -155,7 +156,12 @@ impl StateStore {
             counters: BoundedTable::new(limits.max_keys, idle_ms),
             distinct: BoundedTable::new(limits.max_distinct_sets, idle_ms),
             kv: BoundedTable::new(limits.max_kv_entries, idle_ms),
-            rates: RateLimiters::new(limits.max_keys, idle_ms, limits.max_rate_quotas, clock.clone()),
+            rates: RateLimiters::new(
+                limits.max_keys,
+                idle_ms,
+                limits.max_rate_quotas,
+                clock.clone(),
+            ),
             routes: Interner::new(limits.max_routes, "(other)"),
             methods: Interner::new(64, "OTHER"),
             scopes: Interner::new(u32::MAX as usize - 1, ""),
@@ -181,18 +187,18 @@ impl StateStore {
         GuardScope(self.scopes.id(guard))
     }
 
-    fn bounded_key(&self, key: &str) -> Box<str> {
+    fn bounded_key<'k>(&self, key: &'k str) -> Cow<'k, str> {
         if key.len() <= MAX_KEY_BYTES {
-            return key.into();
+            return Cow::Borrowed(key);
         }
         let (a, b) = (self.hash_a.hash_one(key), self.hash_b.hash_one(key));
-        format!("#{a:016x}{b:016x}").into()
+        Cow::Owned(format!("#{a:016x}{b:016x}"))
     }
 
     fn scoped(&self, scope: GuardScope, key: &str) -> ScopedKey {
         ScopedKey {
             scope: scope.0,
-            key: self.bounded_key(key),
+            key: self.bounded_key(key).into(),
         }
     }
 
@@ -203,11 +209,12 @@ impl StateStore {
             route: self.routes.id(event.route),
             status: event.status,
             method: self.methods.id(event.method) as u8,
-            flags: (event.public as u8 * FLAG_PUBLIC) | (event.authenticated as u8 * FLAG_AUTHENTICATED),
+            flags: (event.public as u8 * FLAG_PUBLIC)
+                | (event.authenticated as u8 * FLAG_AUTHENTICATED),
         };
         let depth = self.limits.history_depth;
         self.histories.upsert(
-            self.bounded_key(client_key),
+            self.bounded_key(client_key).into(),
             self.clock.now_ms(),
             History::default,
             |h| h.push(stored, depth),
@@ -218,12 +225,13 @@ impl StateStore {
     pub fn history(&self, client_key: &str, limit: u32) -> Vec<Event> {
         let key = self.bounded_key(client_key);
         self.histories
-            .read(&key, self.clock.now_ms(), |h| {
+            .read::<str, _>(&key, self.clock.now_ms(), |h| {
+                let (methods, routes) = (self.methods.names(), self.routes.names());
                 h.newest_first(limit as usize)
                     .map(|e| Event {
                         at_ms: e.at_ms,
-                        method: self.methods.name(e.method.into()),
-                        route: self.routes.name(e.route),
+                        method: methods.get(e.method.into()).to_string(),
+                        route: routes.get(e.route).to_string(),
                         status: e.status,
                         public: e.flags & FLAG_PUBLIC != 0,
                         authenticated: e.flags & FLAG_AUTHENTICATED != 0,
@@ -234,10 +242,16 @@ impl StateStore {
     }
 
     /// Takes a token from rate limiter `key`; `Ok(Err(ms))` means wait `ms` milliseconds.
-    pub fn rate(&self, scope: GuardScope, key: &str, per_second: f64, burst: u32) -> Result<Result<(), u32>, StateError> {
+    pub fn rate(
+        &self,
+        scope: GuardScope,
+        key: &str,
+        per_second: f64,
+        burst: u32,
+    ) -> Result<Result<(), u32>, StateError> {
         let key = RateKey {
             scope: scope.0,
-            key: self.bounded_key(key),
+            key: self.bounded_key(key).into(),
         };
         Ok(self.rates.check(key, per_second, burst)?)
     }
@@ -258,24 +272,30 @@ impl StateStore {
         let now = self.clock.now_ms();
         let member = self.hash_a.hash_one(member);
         let cap = self.limits.max_distinct_members;
-        self.distinct.upsert(
-            self.scoped(scope, key),
-            now,
-            DistinctSet::default,
-            |s| s.add(member, window_ms, now, cap),
-        )
+        self.distinct
+            .upsert(self.scoped(scope, key), now, DistinctSet::default, |s| {
+                s.add(member, window_ms, now, cap)
+            })
     }
 
     /// The value under `key`, unless absent or expired.
     pub fn get(&self, scope: GuardScope, key: &str) -> Option<Vec<u8>> {
         let now = self.clock.now_ms();
         self.kv
-            .read(&self.scoped(scope, key), now, |v| (v.expires_ms > now).then(|| v.bytes.to_vec()))
+            .read(&self.scoped(scope, key), now, |v| {
+                (v.expires_ms > now).then(|| v.bytes.to_vec())
+            })
             .flatten()
     }
 
     /// Stores `value` under `key` for `ttl_ms`.
-    pub fn set(&self, scope: GuardScope, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StateError> {
+    pub fn set(
+        &self,
+        scope: GuardScope,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), StateError> {
         if value.len() > self.limits.max_kv_value_bytes {
             return Err(StateError::ValueTooLarge {
                 size: value.len(),
@@ -287,7 +307,8 @@ impl StateStore {
             bytes: value.into(),
             expires_ms: now.saturating_add(ttl_ms),
         };
-        self.kv.upsert(self.scoped(scope, key), now, fresh, |v| *v = fresh());
+        self.kv
+            .upsert(self.scoped(scope, key), now, fresh, |v| *v = fresh());
         Ok(())
     }
 

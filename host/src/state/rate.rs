@@ -38,12 +38,16 @@ impl StateStore for QuotaState {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let now_ms = self.clock.now_ms();
-        self.table
-            .upsert((self.quota_id, key.clone()), now_ms, || None, |tat| {
+        self.table.upsert(
+            (self.quota_id, key.clone()),
+            now_ms,
+            || None,
+            |tat| {
                 let (outcome, next) = f(*tat)?;
                 *tat = Some(next);
                 Ok(outcome)
-            })
+            },
+        )
     }
 }
 
@@ -68,7 +72,12 @@ pub enum RateError {
 }
 
 impl RateLimiters {
-    pub(crate) fn new(max_keys: usize, idle_ms: u64, max_quotas: usize, clock: SharedClock) -> Self {
+    pub(crate) fn new(
+        max_keys: usize,
+        idle_ms: u64,
+        max_quotas: usize,
+        clock: SharedClock,
+    ) -> Self {
         RateLimiters {
             table: Arc::new(BoundedTable::new(max_keys, idle_ms)),
             limiters: Mutex::new(HashMap::new()),
@@ -78,7 +87,12 @@ impl RateLimiters {
     }
 
     /// Takes one token for `key`; `Ok(Err(ms))` when the caller must wait `ms` milliseconds.
-    pub(crate) fn check(&self, key: RateKey, per_second: f64, burst: u32) -> Result<Result<(), u32>, RateError> {
+    pub(crate) fn check(
+        &self,
+        key: RateKey,
+        per_second: f64,
+        burst: u32,
+    ) -> Result<Result<(), u32>, RateError> {
         let limiter = self.limiter(per_second, burst)?;
         Ok(limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now().into());
@@ -98,7 +112,8 @@ impl RateLimiters {
         if limiters.len() >= self.max_quotas {
             return Err(RateError::TooManyQuotas(self.max_quotas));
         }
-        let period = Duration::try_from_secs_f64(1.0 / per_second).map_err(|_| RateError::BadRate(per_second))?;
+        let period = Duration::try_from_secs_f64(1.0 / per_second)
+            .map_err(|_| RateError::BadRate(per_second))?;
         let quota = Quota::with_period(period)
             .ok_or(RateError::BadRate(per_second))?
             .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
@@ -107,7 +122,11 @@ impl RateLimiters {
             table: self.table.clone(),
             clock: self.clock.clone(),
         };
-        let limiter = Arc::new(RateLimiter::new(quota, state, GovernorClock(self.clock.clone())));
+        let limiter = Arc::new(RateLimiter::new(
+            quota,
+            state,
+            GovernorClock(self.clock.clone()),
+        ));
         limiters.insert(id, limiter.clone());
         Ok(limiter)
     }

@@ -2,6 +2,7 @@
 //! behind every per-client and per-key table, so that no input can grow memory without limit.
 
 use lru::LruCache;
+use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Mutex;
 
@@ -13,8 +14,10 @@ struct Slot<V> {
     last_seen_ms: u64,
 }
 
+type Shard<K, V> = Mutex<LruCache<K, Slot<V>>>;
+
 pub(crate) struct BoundedTable<K, V> {
-    shards: Box<[Mutex<LruCache<K, Slot<V>>>]>,
+    shards: Box<[Shard<K, V>]>,
     hasher: RandomState,
     per_shard: usize,
     idle_ms: u64,
@@ -35,7 +38,7 @@ impl<K: Hash + Eq, V> BoundedTable<K, V> {
         }
     }
 
-    fn shard(&self, key: &K) -> &Mutex<LruCache<K, Slot<V>>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
         let index = self.hasher.hash_one(key) as usize % SHARDS;
         &self.shards[index]
     }
@@ -73,7 +76,13 @@ impl<K: Hash + Eq, V> BoundedTable<K, V> {
     }
 
     /// Runs `f` on the entry for `key` if present and not idle, without creating one.
-    pub(crate) fn read<R>(&self, key: &K, now_ms: u64, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+    /// `Q` lets callers look up by a borrowed form (`&str` for `Box<str>` keys) without
+    /// allocating; `Borrow` guarantees both hash alike, so the shard is the same.
+    pub(crate) fn read<Q, R>(&self, key: &Q, now_ms: u64, f: impl FnOnce(&mut V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut shard = lock(self.shard(key));
         let slot = shard.get_mut(key)?;
         if now_ms.saturating_sub(slot.last_seen_ms) > self.idle_ms {
@@ -110,7 +119,9 @@ impl<K: Hash + Eq, V> BoundedTable<K, V> {
 /// A poisoned shard only means another thread panicked mid-update of plain data; the data is
 /// still usable, and refusing service would let one bad call take the proxy down.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

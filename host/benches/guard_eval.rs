@@ -1,0 +1,195 @@
+//! Cost of evaluating guards per request, and of the state operations behind them.
+//!
+//! `cargo bench -p vigil-host --bench guard_eval`
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use std::sync::Arc;
+use std::time::Duration;
+use vigil_guard_artifacts as artifacts;
+use vigil_host::state::EventRecord;
+use vigil_host::{
+    Chain, Client, GuardSource, GuardSpec, Request, Response, Runtime, RuntimeConfig,
+};
+
+fn spec(name: &str, path: &str, config: &str) -> GuardSpec {
+    let mut spec = GuardSpec::new(name, GuardSource::File(path.into()));
+    spec.config_json = config.into();
+    spec
+}
+
+fn request(client: usize) -> Request {
+    Request {
+        method: "GET".into(),
+        path: format!("/users/{}", client % 97),
+        route: Some("/users/{id}".into()),
+        query: None,
+        headers: vec![vigil_host::Header {
+            name: "user-agent".into(),
+            value: b"bench/1.0".to_vec(),
+        }],
+        client: Client {
+            key: format!("client-{}", client % 1000),
+            ip: "203.0.113.9".into(),
+            public: true,
+            authenticated: true,
+        },
+        received_ms: 1_700_000_000_000,
+        body: None,
+    }
+}
+
+fn chain_of(runtime: &Runtime, specs: Vec<GuardSpec>) -> Chain {
+    let guards = specs
+        .into_iter()
+        .map(|s| runtime.load_guard(s).expect("guard loads"))
+        .collect();
+    Chain::new(guards).unwrap()
+}
+
+fn evaluate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("evaluate");
+    group.measurement_time(Duration::from_secs(5));
+
+    let warm = Runtime::new(RuntimeConfig::default()).unwrap();
+    let trivial = chain_of(&warm, vec![spec("allow", artifacts::ALLOW_ALL, "")]);
+    let mut n = 0;
+    group.bench_function("allow-all/warm-pool", |b| {
+        b.iter_batched_ref(
+            || {
+                n += 1;
+                request(n)
+            },
+            |req| assert!(trivial.evaluate(req).allowed()),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let fresh = Runtime::new(RuntimeConfig {
+        recycle_after_calls: 1,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let trivial_fresh = chain_of(&fresh, vec![spec("allow", artifacts::ALLOW_ALL, "")]);
+    group.bench_function("allow-all/fresh-instance", |b| {
+        b.iter_batched_ref(
+            || {
+                n += 1;
+                request(n)
+            },
+            |req| assert!(trivial_fresh.evaluate(req).allowed()),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let stateful = r#"{"max_requests": 1000000000, "max_paths": 1000}"#;
+    let three = chain_of(
+        &warm,
+        (0..3)
+            .map(|i| spec(&format!("stateful-{i}"), artifacts::STATEFUL, stateful))
+            .collect(),
+    );
+    group.bench_function("three-stateful/warm-pool", |b| {
+        b.iter_batched_ref(
+            || {
+                n += 1;
+                request(n)
+            },
+            |req| assert!(three.evaluate(req).allowed()),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Three guards that each take a rate-limiter token: the common shape of a stock chain.
+    let throttles = chain_of(
+        &warm,
+        (0..3)
+            .map(|i| {
+                let config = r#"{"per_minute": 600000000, "burst": 1000}"#;
+                spec(&format!("throttle-{i}"), artifacts::LOGIN_THROTTLE, config)
+            })
+            .collect(),
+    );
+    group.bench_function("three-rate-limit/warm-pool", |b| {
+        b.iter_batched_ref(
+            || {
+                n += 1;
+                request(n)
+            },
+            |req| assert!(throttles.evaluate(req).allowed()),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let resp = Response {
+        status: 200,
+        headers: vec![],
+        latency_us: 900,
+    };
+    group.bench_function("allow-all/evaluate+observe", |b| {
+        b.iter_batched_ref(
+            || {
+                n += 1;
+                request(n)
+            },
+            |req| {
+                let d = trivial.evaluate(req);
+                trivial.observe(&warm, req, &resp, &d);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn state(c: &mut Criterion) {
+    let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+    let state = runtime.state();
+    let scope = state.scope("bench");
+    let keys: Vec<String> = (0..10_000).map(|i| format!("client-{i}")).collect();
+    let mut group = c.benchmark_group("state");
+    let mut i = 0usize;
+    group.bench_function("record-event", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            state.record(
+                &keys[i],
+                &EventRecord {
+                    at_ms: i as u64,
+                    method: "GET",
+                    route: "/users/{id}",
+                    status: 200,
+                    public: true,
+                    authenticated: false,
+                },
+            )
+        })
+    });
+    group.bench_function("history-8", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            state.history(&keys[i], 8)
+        })
+    });
+    group.bench_function("count", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            state.count(scope, &keys[i], 1, 60_000)
+        })
+    });
+    group.bench_function("rate", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            state.rate(scope, &keys[i], 1000.0, 100).unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = evaluate, state
+}
+criterion_main!(benches);
