@@ -5,8 +5,24 @@
 //!
 //! - `client`: who sent the request (IP, trusted hops, public or internal, identity key).
 //! - `route`: which route template a request belongs to (config, OpenAPI, heuristics).
+//! - `config`: `vigil.toml`, validated.
+//! - `pipeline`: the request path, top to bottom.
+//! - `forward`: HTTP hygiene and the upstream client.
+//! - `respond`: every answer the proxy gives itself (problem+json).
+//! - `sidecar`: shared parts, readiness, hot reload.
+//! - `server`: the public and admin listeners, graceful shutdown.
+//! - `admin`: health, readiness, metrics, guards, reload.
+//! - `metrics`: Prometheus metrics.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod pipeline;
+pub mod respond;
 pub mod route;
+pub mod server;
+pub mod sidecar;

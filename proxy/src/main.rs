@@ -1,5 +1,5 @@
-//! `vigil`: the command-line entry point. For now it loads and exercises guards; the proxy,
-//! the admin API, the reporter and the collector will be wired here.
+//! `vigil`: the command-line entry point. It only wires: read the configuration, build the
+//! sidecar, bind, serve, wait for a signal, drain.
 
 #![forbid(unsafe_code)]
 
@@ -7,6 +7,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use vigil::config::{Config, LogFormat, Overrides};
+use vigil::sidecar::Sidecar;
 use vigil_host::{
     Chain, Client, GuardResult, GuardSource, GuardSpec, Pattern, Request, Response, Runtime,
     RuntimeConfig,
@@ -22,19 +26,51 @@ const EXIT_USAGE: u8 = 64;
     about = "A sidecar reverse proxy that runs sandboxed WebAssembly guards on live API traffic."
 )]
 struct Cli {
-    /// Log filter, e.g. `info` or `vigil=debug` (also from VIGIL_LOG).
-    #[arg(long, global = true, env = "VIGIL_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter, e.g. `info` or `vigil=debug`; overrides the configuration's log.level.
+    #[arg(long, global = true, env = "VIGIL_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the sidecar: proxy clients to the upstream through the guard chain.
+    Run(ConfigArgs),
+    /// Validate the configuration, the API spec and every guard without serving.
+    Check(ConfigArgs),
     /// Load a guard, check it against the guard world and run its init with the given config.
     CheckGuard(GuardArgs),
     /// Send a series of identical requests through a guard and print each verdict.
     Try(TryArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The configuration file (TOML).
+    #[arg(long, short, default_value = "vigil.toml")]
+    config: PathBuf,
+    /// Public listen address, overriding listen.address.
+    #[arg(long, env = "VIGIL_LISTEN")]
+    listen: Option<String>,
+    /// Upstream URL, overriding upstream.url.
+    #[arg(long, env = "VIGIL_UPSTREAM")]
+    upstream: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self, log: &Option<String>) -> anyhow::Result<Config> {
+        let overrides = self.overrides(log);
+        Ok(Config::load(&self.config, &overrides)?)
+    }
+
+    fn overrides(&self, log: &Option<String>) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+            log_level: log.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -75,15 +111,17 @@ struct TryArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
-        Command::CheckGuard(args) => check_guard(&args),
-        Command::Try(args) => try_guard(&args),
+    let result = match &cli.command {
+        Command::Run(args) => run(args, &cli.log),
+        Command::Check(args) => check(args, &cli.log),
+        Command::CheckGuard(args) => {
+            init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+            check_guard(args)
+        }
+        Command::Try(args) => {
+            init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+            try_guard(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,6 +129,114 @@ fn main() -> ExitCode {
             eprintln!("vigil: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
+    init_logging(log.as_deref().unwrap_or("warn"), LogFormat::Text);
+    let config = args.load(log)?;
+    let guards = config.guards.len();
+    let file = config.file.clone();
+    Sidecar::new(config, args.overrides(log))?;
+    println!(
+        "ok: {} is valid; {guards} guard(s) loaded and initialised",
+        file.display()
+    );
+    Ok(())
+}
+
+fn run(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
+    let config = args.load(log)?;
+    init_logging(&config.log.level, config.log.format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, args.overrides(log)))
+}
+
+async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
+    let (public_address, admin_address) = (config.listen.address, config.admin.address);
+    let sidecar = Arc::new(tokio::task::block_in_place(|| {
+        Sidecar::new(config, overrides)
+    })?);
+    let public = tokio::net::TcpListener::bind(public_address)
+        .await
+        .with_context(|| format!("cannot listen on {public_address} (listen.address)"))?;
+    let admin = tokio::net::TcpListener::bind(admin_address)
+        .await
+        .with_context(|| format!("cannot listen on {admin_address} (admin.address)"))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    tokio::spawn(vigil::server::serve_admin(
+        sidecar.clone(),
+        admin,
+        stopped(stop_rx.clone()),
+    ));
+    tokio::spawn(watch_for_reloads(sidecar.clone()));
+    tokio::spawn(async move {
+        wait_for_shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    sidecar.set_ready(true);
+    tracing::info!(%public_address, %admin_address, guards = sidecar.chain().guards().len(), "vigil is serving");
+    vigil::server::serve_public(sidecar, public, stopped(stop_rx)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reloads the guard chain on SIGHUP and when the configuration or a guard module changes.
+async fn watch_for_reloads(sidecar: Arc<Sidecar>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; reload with POST /guards/reload");
+            return;
+        }
+    };
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let cause = tokio::select! {
+            _ = hangup.recv() => "SIGHUP",
+            _ = poll.tick() => {
+                let watched = sidecar.clone();
+                if !tokio::task::spawn_blocking(move || watched.files_changed()).await.unwrap_or(false) {
+                    continue;
+                }
+                "file change"
+            }
+        };
+        tracing::info!(cause, "reloading the guard chain");
+        let reloading = sidecar.clone();
+        let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+    }
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
     }
 }
 

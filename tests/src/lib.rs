@@ -70,3 +70,5 @@ pub fn request(method: &str, path: &str, client: &str, headers: &[(&str, &str)])
         body: None,
     }
 }
+
+pub mod harness;

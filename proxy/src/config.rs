@@ -1,0 +1,478 @@
+//! `vigil.toml`: the sidecar's one configuration file, parsed and validated at start (and at
+//! every reload). Every error names the file, the key and what was expected.
+
+use crate::client::{ClientPolicy, IdentityKey};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
+
+/// A configuration error, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// What is wrong, and where.
+    pub message: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; guard modules and the spec are relative to its directory.
+    pub file: PathBuf,
+    /// Public listener.
+    pub listen: Listen,
+    /// The service behind Vigil.
+    pub upstream: Upstream,
+    /// How clients are identified.
+    pub client: ClientPolicy,
+    /// API description: spec, explicit routes, internal-only routes.
+    pub api: Api,
+    /// The guard chain, in order.
+    pub guards: Vec<GuardSpec>,
+    /// Admin listener.
+    pub admin: Admin,
+    /// Logging.
+    pub log: Log,
+}
+
+/// Public listener settings.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address to accept clients on.
+    pub address: SocketAddr,
+    /// Time a client has to send the request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Most header fields in a request.
+    pub max_headers: usize,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Upstream settings.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Base URL of the service, `http://host:port`.
+    pub url: http::Uri,
+    /// Time to wait for the upstream's response head.
+    pub timeout: Duration,
+    /// Time to establish a connection.
+    pub connect_timeout: Duration,
+    /// Replace `Host` with the upstream's authority instead of keeping the client's.
+    pub rewrite_host: bool,
+}
+
+/// API description.
+#[derive(Debug, Clone, Default)]
+pub struct Api {
+    /// OpenAPI 3 document, YAML or JSON.
+    pub spec: Option<PathBuf>,
+    /// Route templates to use before the spec and heuristics.
+    pub routes: Vec<String>,
+    /// Routes that reaching from a public client is a finding.
+    pub internal_only: Vec<Pattern>,
+    /// Heuristic route templates remembered.
+    pub max_routes: usize,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Address of `/healthz`, `/readyz`, `/metrics`, `/guards`; loopback by default.
+    pub address: SocketAddr,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Filter such as `info` or `vigil=debug`.
+    pub level: String,
+    /// Text or JSON.
+    pub format: LogFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    upstream: RawUpstream,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default, rename = "guard")]
+    guards: Vec<RawGuard>,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawListen {
+    address: String,
+    header_read_timeout: String,
+    max_header_bytes: usize,
+    max_headers: usize,
+    max_body_bytes: u64,
+    max_connections: usize,
+    shutdown_grace: String,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            address: "0.0.0.0:8080".into(),
+            header_read_timeout: "10s".into(),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 16 << 20,
+            max_connections: 10_000,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: String,
+    #[serde(default = "default_upstream_timeout")]
+    timeout: String,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: String,
+    #[serde(default)]
+    rewrite_host: bool,
+}
+
+fn default_upstream_timeout() -> String {
+    "30s".into()
+}
+
+fn default_connect_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentity {
+    key: String,
+    trusted_proxies: Vec<String>,
+    internal_ranges: Vec<String>,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            key: "ip".into(),
+            trusted_proxies: Vec::new(),
+            internal_ranges: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    spec: Option<PathBuf>,
+    routes: Vec<String>,
+    internal_only: Vec<String>,
+    max_routes: usize,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            spec: None,
+            routes: Vec::new(),
+            internal_only: Vec::new(),
+            max_routes: 10_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    name: String,
+    module: PathBuf,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default = "default_mode")]
+    mode: String,
+    #[serde(default = "default_on_error")]
+    on_error: String,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    #[serde(default)]
+    body_limit: usize,
+    deadline: Option<String>,
+    memory_mb: Option<usize>,
+}
+
+fn default_mode() -> String {
+    "enforce".into()
+}
+
+fn default_on_error() -> String {
+    "allow".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    address: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            address: "127.0.0.1:9901".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Values from the environment that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `VIGIL_LISTEN`: the public listen address.
+    pub listen: Option<String>,
+    /// `VIGIL_UPSTREAM`: the upstream URL.
+    pub upstream: Option<String>,
+    /// `VIGIL_LOG`: the log filter.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Reads and validates `path`, applying `overrides`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        Config::parse(path, &text, overrides)
+    }
+
+    /// Validates configuration text as if read from `path`.
+    pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            message,
+        };
+        let mut raw: RawConfig =
+            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_string()))?;
+        if let Some(listen) = &overrides.listen {
+            raw.listen.address = listen.clone();
+        }
+        if let Some(upstream) = &overrides.upstream {
+            raw.upstream.url = upstream.clone();
+        }
+        if let Some(level) = &overrides.log_level {
+            raw.log.level = level.clone();
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        build(raw, base, path).map_err(fail)
+    }
+}
+
+fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
+    let listen = Listen {
+        address: socket_addr("listen.address", &raw.listen.address)?,
+        header_read_timeout: duration(
+            "listen.header_read_timeout",
+            &raw.listen.header_read_timeout,
+        )?,
+        max_header_bytes: at_least("listen.max_header_bytes", raw.listen.max_header_bytes, 1024)?,
+        max_headers: at_least("listen.max_headers", raw.listen.max_headers, 1)?,
+        max_body_bytes: raw.listen.max_body_bytes,
+        max_connections: at_least("listen.max_connections", raw.listen.max_connections, 1)?,
+        shutdown_grace: duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
+    };
+    let url: http::Uri = raw
+        .upstream
+        .url
+        .parse()
+        .map_err(|e| format!("upstream.url: {:?} is not a URL ({e})", raw.upstream.url))?;
+    if url.scheme_str() != Some("http") || url.authority().is_none() {
+        return Err(format!(
+            "upstream.url: expected http://HOST:PORT, got {:?} (only plain HTTP upstreams are supported)",
+            raw.upstream.url
+        ));
+    }
+    let upstream = Upstream {
+        url,
+        timeout: duration("upstream.timeout", &raw.upstream.timeout)?,
+        connect_timeout: duration("upstream.connect_timeout", &raw.upstream.connect_timeout)?,
+        rewrite_host: raw.upstream.rewrite_host,
+    };
+    let identity: IdentityKey = raw
+        .identity
+        .key
+        .parse()
+        .map_err(|e| format!("identity.key: {e}"))?;
+    let client = ClientPolicy {
+        identity,
+        trusted_proxies: networks("identity.trusted_proxies", &raw.identity.trusted_proxies)?,
+        internal_ranges: networks("identity.internal_ranges", &raw.identity.internal_ranges)?,
+    };
+    let api = Api {
+        spec: raw.api.spec.map(|p| base.join(p)),
+        routes: raw.api.routes,
+        internal_only: patterns("api.internal_only", &raw.api.internal_only)?,
+        max_routes: at_least("api.max_routes", raw.api.max_routes, 1)?,
+    };
+    let mut guards = Vec::with_capacity(raw.guards.len());
+    for (i, g) in raw.guards.into_iter().enumerate() {
+        let key = format!("guard[{i}] ({:?})", g.name);
+        if g.name.is_empty() {
+            return Err(format!("guard[{i}].name: must not be empty"));
+        }
+        if guards.iter().any(|s: &GuardSpec| s.name == g.name) {
+            return Err(format!(
+                "{key}.name: another guard already has this name; names must be unique"
+            ));
+        }
+        let mut spec = GuardSpec::new(&g.name, GuardSource::File(base.join(&g.module)));
+        spec.routes = patterns(&format!("{key}.routes"), &g.routes)?;
+        spec.mode = match g.mode.as_str() {
+            "enforce" => Mode::Enforce,
+            "monitor" => Mode::Monitor,
+            other => {
+                return Err(format!(
+                    "{key}.mode: expected \"enforce\" or \"monitor\", got {other:?}"
+                ))
+            }
+        };
+        spec.on_error = match g.on_error.as_str() {
+            "allow" => OnError::Allow,
+            "deny" => OnError::Deny,
+            other => {
+                return Err(format!(
+                    "{key}.on_error: expected \"allow\" or \"deny\", got {other:?}"
+                ))
+            }
+        };
+        spec.config_json = serde_json::to_string(&g.config.unwrap_or_default())
+            .map_err(|e| format!("{key}.config: cannot be expressed as JSON: {e}"))?;
+        spec.body_limit = g.body_limit;
+        if g.deadline.is_some() || g.memory_mb.is_some() {
+            let mut limits = SandboxLimits::default();
+            if let Some(d) = &g.deadline {
+                limits.deadline = duration(&format!("{key}.deadline"), d)?;
+            }
+            if let Some(mb) = g.memory_mb {
+                limits.memory_bytes = at_least(&format!("{key}.memory_mb"), mb, 1)? << 20;
+            }
+            spec.limits = Some(limits);
+        }
+        guards.push(spec);
+    }
+    let log = Log {
+        level: raw.log.level,
+        format: raw.log.format,
+    };
+    Ok(Config {
+        file: file.to_path_buf(),
+        listen,
+        upstream,
+        client,
+        api,
+        guards,
+        admin: Admin {
+            address: socket_addr("admin.address", &raw.admin.address)?,
+        },
+        log,
+    })
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{key}: expected an address such as 127.0.0.1:8080, got {value:?}"))
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h`.
+pub fn duration(key: &str, value: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("{key}: expected a duration such as \"250ms\", \"10s\", \"5m\" or \"1h\", got {value:?}")
+    };
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    })
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    min: T,
+) -> Result<T, String> {
+    if value < min {
+        return Err(format!("{key}: must be at least {min}, got {value}"));
+    }
+    Ok(value)
+}
+
+fn networks(key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!("{key}: {v:?} is not an address or CIDR range such as 10.0.0.0/8")
+                })
+        })
+        .collect()
+}
+
+fn patterns(key: &str, values: &[String]) -> Result<Vec<Pattern>, String> {
+    values
+        .iter()
+        .map(|v| Pattern::parse(v).map_err(|e| format!("{key}: {e}")))
+        .collect()
+}

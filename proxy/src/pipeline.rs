@@ -1,0 +1,261 @@
+//! The request path, top to bottom: check framing → resolve client and route → run the guard
+//! chain → forward → observe the response → account. Everything else is a room it calls.
+
+use crate::forward::{self, PrefixedBody, UpstreamError};
+use crate::metrics::Verdict;
+use crate::respond::{self, ProxyBody, ProxyError};
+use crate::sidecar::Sidecar;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use vigil_host::{Decision, Header};
+
+/// Serves one request.
+pub async fn handle(
+    sidecar: Arc<Sidecar>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let request_id = sidecar.next_request_id();
+    let method = req.method().as_str().to_string();
+
+    let declared_length = match forward::check_framing(req.headers()) {
+        Ok(length) => length,
+        Err(error) => return refuse(&sidecar, &method, "-", error, &request_id),
+    };
+    let max_body = sidecar.listen.max_body_bytes;
+    if declared_length.is_some_and(|l| l > max_body) {
+        return refuse(
+            &sidecar,
+            &method,
+            "-",
+            ProxyError::BodyTooLarge(max_body),
+            &request_id,
+        );
+    }
+
+    let client = sidecar.clients.resolve(peer.ip(), req.headers());
+    let route = sidecar.routes.resolve(&method, req.uri().path());
+    let chain = sidecar.chain();
+
+    // Guards that inspect bodies get a prefix; the body is then streamed on, prefix first.
+    let body_wanted = chain
+        .guards()
+        .iter()
+        .filter(|g| g.applies_to(&method, &route.template))
+        .map(|g| g.spec().body_limit)
+        .max()
+        .unwrap_or(0);
+    let (parts, body) = req.into_parts();
+    let (body_prefix, body): (Option<Bytes>, ProxyBody) =
+        if body_wanted > 0 && !http_body::Body::is_end_stream(&body) {
+            match PrefixedBody::read(body, body_wanted).await {
+                Ok((prefix, rest)) => (Some(prefix), Limited::new(rest, max_body as usize).boxed()),
+                Err(error) => {
+                    let error =
+                        ProxyError::BadRequest(format!("cannot read the request body: {error}"));
+                    return refuse(&sidecar, &method, &route.template, error, &request_id);
+                }
+            }
+        } else {
+            (None, Limited::new(body, max_body as usize).boxed())
+        };
+
+    let mut guard_request = vigil_host::Request {
+        method: method.clone(),
+        path: parts.uri.path().to_string(),
+        route: Some(route.template.to_string()),
+        query: parts.uri.query().map(str::to_string),
+        headers: guard_headers(&parts.headers),
+        client: vigil_host::Client {
+            key: client.key.clone(),
+            ip: client.ip.to_string(),
+            public: client.public,
+            authenticated: client.authenticated,
+        },
+        received_ms: now_ms(),
+        body: body_prefix.map(|b| b.to_vec()),
+    };
+    let decision = chain.evaluate(&mut guard_request);
+    sidecar.metrics.decision(&decision);
+    if let Some(denial) = &decision.denial {
+        let response = respond::denial(denial, &request_id);
+        observe(
+            &sidecar,
+            &chain,
+            &guard_request,
+            &decision,
+            response.status(),
+            response.headers(),
+            started,
+        );
+        sidecar
+            .metrics
+            .request(&method, &route.template, denial.status, Verdict::Denied);
+        tracing::info!(
+            request_id,
+            client = %client.key,
+            method,
+            route = %route.template,
+            guard = %denial.guard,
+            status = denial.status,
+            reason = %denial.reason,
+            "denied by guard"
+        );
+        return response;
+    }
+
+    let upgrading = forward::is_upgrade(&parts.headers);
+    let mut upstream_request = Request::from_parts(parts, body);
+    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut upstream_request));
+    let trusted_peer = sidecar
+        .clients
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(&peer.ip()));
+    let version = upstream_request.version();
+    let headers = upstream_request.headers_mut();
+    forward::strip_hop_by_hop(headers, upgrading);
+    forward::add_forwarding(headers, peer.ip(), version, trusted_peer);
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", id);
+    }
+
+    let mut response = match sidecar.upstream.send(upstream_request).await {
+        Ok(response) => response,
+        Err(error) => {
+            sidecar.metrics.upstream_error(error.kind());
+            tracing::warn!(request_id, method, route = %route.template, error = ?error, "upstream request failed");
+            let error = match error {
+                UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+                UpstreamError::BodyTooLarge => ProxyError::BodyTooLarge(max_body),
+                UpstreamError::Connect(why) | UpstreamError::Other(why) => {
+                    ProxyError::UpstreamUnavailable(why)
+                }
+            };
+            let response = error.response(&request_id);
+            observe(
+                &sidecar,
+                &chain,
+                &guard_request,
+                &decision,
+                response.status(),
+                response.headers(),
+                started,
+            );
+            sidecar.metrics.request(
+                &method,
+                &route.template,
+                response.status().as_u16(),
+                Verdict::Error,
+            );
+            return response;
+        }
+    };
+
+    let status = response.status();
+    observe(
+        &sidecar,
+        &chain,
+        &guard_request,
+        &decision,
+        status,
+        response.headers(),
+        started,
+    );
+    sidecar
+        .metrics
+        .request(&method, &route.template, status.as_u16(), Verdict::Allowed);
+    tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
+
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        tunnel(
+            client_upgrade,
+            hyper::upgrade::on(&mut response),
+            request_id.clone(),
+        );
+    }
+    forward::strip_hop_by_hop(response.headers_mut(), switching);
+    response.map(|body| {
+        body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            .boxed()
+    })
+}
+
+/// Answers a request the proxy refuses before any guard runs.
+fn refuse(
+    sidecar: &Sidecar,
+    method: &str,
+    route: &str,
+    error: ProxyError,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    tracing::info!(request_id, method, error = ?error, "request refused by the proxy");
+    let response = error.response(request_id);
+    sidecar
+        .metrics
+        .request(method, route, response.status().as_u16(), Verdict::Error);
+    response
+}
+
+/// Records the request in its client's history and shows the response to the guards.
+fn observe(
+    sidecar: &Sidecar,
+    chain: &vigil_host::Chain,
+    request: &vigil_host::Request,
+    decision: &Decision,
+    status: StatusCode,
+    headers: &HeaderMap,
+    started: Instant,
+) {
+    let response = vigil_host::Response {
+        status: status.as_u16(),
+        headers: guard_headers(headers),
+        latency_us: started.elapsed().as_micros() as u64,
+    };
+    chain.observe(&sidecar.runtime, request, &response, decision);
+}
+
+/// Copies bytes both ways between the client and the upstream once both switched protocols.
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    request_id: String,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::warn!(request_id, %error, "protocol upgrade failed");
+                return;
+            }
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(request_id, %error, "upgraded connection ended with an error");
+        }
+    });
+}
+
+fn guard_headers(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_string(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

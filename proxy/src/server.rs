@@ -1,0 +1,111 @@
+//! The listeners: the public one (HTTP/1.1 and prior-knowledge HTTP/2 on one port, with
+//! upgrades) and the admin one, both stopping gracefully when told to.
+
+use crate::admin;
+use crate::pipeline;
+use crate::sidecar::Sidecar;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish within the configured grace period.
+pub async fn serve_public(
+    sidecar: Arc<Sidecar>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(sidecar.listen.header_read_timeout)
+        .max_buf_size(sidecar.listen.max_header_bytes.max(8192))
+        .max_headers(sidecar.listen.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(sidecar.listen.max_header_bytes as u32);
+    let permits = Arc::new(Semaphore::new(sidecar.listen.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; connection dropped");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let sidecar = sidecar.clone();
+        let service = service_fn(move |req| {
+            let sidecar = sidecar.clone();
+            async move { Ok::<_, Infallible>(pipeline::handle(sidecar, req, peer).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    sidecar.set_ready(false);
+    let grace = sidecar.listen.shutdown_grace;
+    tracing::info!(
+        ?grace,
+        "no longer accepting; waiting for in-flight requests"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve_admin(
+    sidecar: Arc<Sidecar>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            () = &mut shutdown => return,
+        };
+        let sidecar = sidecar.clone();
+        let service = service_fn(move |req| {
+            let sidecar = sidecar.clone();
+            async move { Ok::<_, Infallible>(admin::handle(sidecar, req).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}

@@ -1,0 +1,177 @@
+//! The running sidecar's shared parts: the guard runtime and its current chain, the route
+//! table, the client policy, the upstream client, metrics, readiness, and hot reload.
+
+use crate::client::ClientPolicy;
+use crate::config::{Config, Listen, Overrides};
+use crate::forward::UpstreamClient;
+use crate::metrics::Metrics;
+use crate::route::{ApiSpec, RouteTable};
+use anyhow::Context as _;
+use std::hash::{BuildHasher, RandomState};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+use vigil_host::{Chain, GuardSource, GuardSpec, Runtime, RuntimeConfig};
+
+/// Everything a request needs, shared by all connections.
+pub struct Sidecar {
+    /// The guard runtime; its state survives reloads.
+    pub runtime: Runtime,
+    chain: RwLock<Arc<Chain>>,
+    /// Route templates.
+    pub routes: RouteTable,
+    /// Client resolution.
+    pub clients: ClientPolicy,
+    /// The upstream.
+    pub upstream: UpstreamClient,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Listener limits.
+    pub listen: Listen,
+    config_path: PathBuf,
+    overrides: Overrides,
+    ready: AtomicBool,
+    request_prefix: u32,
+    request_counter: AtomicU64,
+    /// Serialises reloads: two at once would race to swap.
+    reloading: Mutex<()>,
+    watched: Mutex<Vec<(PathBuf, Option<SystemTime>)>>,
+}
+
+/// What a successful reload loaded.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    /// Names of the guards now serving, in order.
+    pub guards: Vec<String>,
+}
+
+impl Sidecar {
+    /// Starts the runtime and loads the configured chain; any error here is fatal.
+    pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Sidecar> {
+        let runtime = Runtime::new(RuntimeConfig::default())?;
+        let chain = load_chain(&runtime, &config.guards)?;
+        let spec = match &config.api.spec {
+            Some(path) => Some(
+                ApiSpec::load(path)
+                    .map_err(|e| anyhow::anyhow!("{}: api.spec: {e}", config.file.display()))?,
+            ),
+            None => None,
+        };
+        let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)
+            .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.file.display()))?;
+        let watched = watch_list(&config);
+        Ok(Sidecar {
+            runtime,
+            chain: RwLock::new(Arc::new(chain)),
+            routes,
+            clients: config.client.clone(),
+            upstream: UpstreamClient::new(&config.upstream),
+            metrics: Metrics::new(),
+            listen: config.listen.clone(),
+            config_path: config.file.clone(),
+            overrides,
+            ready: AtomicBool::new(false),
+            request_prefix: RandomState::new().hash_one(std::process::id()) as u32,
+            request_counter: AtomicU64::new(0),
+            reloading: Mutex::new(()),
+            watched: Mutex::new(watched),
+        })
+    }
+
+    /// The chain serving now.
+    pub fn chain(&self) -> Arc<Chain> {
+        self.chain.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A new request id, unique within this process and unlikely to repeat across restarts.
+    pub fn next_request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{n:08x}", self.request_prefix)
+    }
+
+    /// Marks the sidecar ready (or not) for `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Re-reads the configuration file and swaps in a completely built new chain. On any
+    /// error the old chain keeps serving and the error is returned. Blocking (guards are
+    /// compiled): call it off the async workers.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let result = Config::load(&self.config_path, &self.overrides)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                let chain =
+                    load_chain(&self.runtime, &config.guards).map_err(|e| format!("{e:#}"))?;
+                *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
+                Ok(chain)
+            });
+        self.metrics.reload(result.is_ok());
+        match result {
+            Ok(chain) => {
+                let guards: Vec<String> = chain
+                    .guards()
+                    .iter()
+                    .map(|g| g.name().to_string())
+                    .collect();
+                *self.chain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
+                tracing::info!(guards = ?guards, "guard chain reloaded");
+                Ok(ReloadReport { guards })
+            }
+            Err(error) => {
+                tracing::error!(%error, "reload failed; the previous guard chain keeps serving");
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether the configuration file or a guard module changed since last looked at.
+    pub fn files_changed(&self) -> bool {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        for (path, seen) in watched.iter_mut() {
+            let now = std::fs::metadata(path.as_path())
+                .and_then(|m| m.modified())
+                .ok();
+            if now != *seen {
+                *seen = now;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+fn load_chain(runtime: &Runtime, specs: &[GuardSpec]) -> anyhow::Result<Chain> {
+    let mut guards = Vec::with_capacity(specs.len());
+    for spec in specs {
+        guards.push(runtime.load_guard(spec.clone())?);
+    }
+    Chain::new(guards).context("cannot form the guard chain")
+}
+
+fn watch_list(config: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mut paths = vec![config.file.clone()];
+    for spec in &config.guards {
+        if let GuardSource::File(path) = &spec.source {
+            paths.push(path.clone());
+        }
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            (p, modified)
+        })
+        .collect()
+}
+
+/// Shared handle.
+pub type SharedSidecar = Arc<Sidecar>;

@@ -1,0 +1,228 @@
+//! Real servers for end-to-end tests: an upstream that echoes and records what it received,
+//! and an in-process Vigil on real sockets. Both stop when their handle is dropped.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A test upstream on 127.0.0.1. Paths: `/slow` answers after 2 s, `/status/N` answers N,
+/// `/ws` accepts an upgrade and echoes raw bytes, anything else echoes the request body.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Headers of every request received, in order.
+    pub seen: Arc<Mutex<Vec<HeaderMap>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Upstream {
+    /// Starts the upstream.
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel();
+        let recorder = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => accepted.unwrap(),
+                    _ = &mut stopped => return,
+                };
+                let recorder = recorder.clone();
+                let service = service_fn(move |req| upstream_handler(req, recorder.clone()));
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    /// The last request's headers.
+    pub fn last_headers(&self) -> HeaderMap {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+async fn upstream_handler(
+    mut req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<HeaderMap>>>,
+) -> Result<Response<Body>, Infallible> {
+    seen.lock().unwrap().push(req.headers().clone());
+    let path = req.uri().path().to_string();
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        return Ok(Response::new(full("slow")));
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let mut r = Response::new(full(""));
+        *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+        return Ok(r);
+    }
+    if path == "/ws" {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut r = Response::new(full(""));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        return Ok(r);
+    }
+    Ok(Response::new(req.into_body().boxed()))
+}
+
+fn full(text: &'static str) -> Body {
+    Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Vigil serving in this process on real sockets.
+pub struct Proxy {
+    /// Public address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// The sidecar, for inspection.
+    pub sidecar: Arc<vigil::sidecar::Sidecar>,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts Vigil from configuration text written to `dir/vigil.toml`. `{upstream}` in the
+    /// text is replaced by `upstream_url`.
+    pub async fn start(dir: &Path, config: &str, upstream_url: &str) -> Proxy {
+        let path = dir.join("vigil.toml");
+        std::fs::write(&path, config.replace("{upstream}", upstream_url)).unwrap();
+        let config = vigil::config::Config::load(&path, &Default::default()).expect("valid config");
+        let sidecar = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                vigil::sidecar::Sidecar::new(config, Default::default())
+            })
+            .await
+            .unwrap()
+            .expect("sidecar starts"),
+        );
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (admin_stop_tx, admin_stop) = oneshot::channel::<()>();
+        tokio::spawn(vigil::server::serve_admin(sidecar.clone(), admin, async {
+            let _ = admin_stop.await;
+        }));
+        sidecar.set_ready(true);
+        let served = tokio::spawn(vigil::server::serve_public(
+            sidecar.clone(),
+            public,
+            async move {
+                let _ = stopped.await;
+                let _ = admin_stop_tx.send(());
+            },
+        ));
+        Proxy {
+            addr,
+            admin: admin_addr,
+            sidecar,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Stops accepting and waits until in-flight requests finished.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.await.unwrap();
+        }
+    }
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and collects the response.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    let response = client()
+        .request(builder.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// Writes raw bytes on a fresh connection and reads until the server closes or 2 s pass.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

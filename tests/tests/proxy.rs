@@ -1,0 +1,514 @@
+//! The sidecar end to end: a real upstream, Vigil on real sockets, real compiled guards.
+
+use http::StatusCode;
+use std::time::Duration;
+use vigil_tests::guards;
+use vigil_tests::harness::{raw, send, Proxy, Upstream};
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const BASE: &str = r#"
+[upstream]
+url = "{upstream}"
+timeout = "1s"
+[listen]
+max_body_bytes = 20971520
+max_header_bytes = 8192
+"#;
+
+fn guard(name: &str, module: &str, extra: &str) -> String {
+    format!("\n[[guard]]\nname = \"{name}\"\nmodule = \"{module}\"\n{extra}\n")
+}
+
+async fn start(name: &str, config: &str) -> (Upstream, Proxy) {
+    let upstream = Upstream::start().await;
+    let url = format!("http://{}", upstream.addr);
+    let proxy = Proxy::start(&tempdir(name), config, &url).await;
+    (upstream, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_arrive_byte_identical() {
+    let (_up, proxy) = start("bodies", BASE).await;
+    let body: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    for method in ["POST", "PUT"] {
+        let (status, _, echoed) = send(proxy.addr, method, "/echo", &[], body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{method}");
+        assert!(echoed == body, "{method}: {} bytes came back", echoed.len());
+    }
+    let (status, _, echoed) = send(proxy.addr, "GET", "/echo", &[], Vec::new()).await;
+    assert_eq!((status, echoed.len()), (StatusCode::OK, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_never_reach_the_upstream() {
+    let (up, proxy) = start("hop", BASE).await;
+    let request = b"GET /echo HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, x-private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Kept: yes\r\nConnection: close\r\n\r\n";
+    let answer = raw(proxy.addr, request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.last_headers();
+    for gone in [
+        "connection",
+        "x-private",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+    ] {
+        assert!(
+            !seen.contains_key(gone),
+            "{gone} reached the upstream: {seen:?}"
+        );
+    }
+    assert_eq!(seen.get("x-kept").unwrap(), "yes");
+    assert_eq!(seen.get("host").unwrap(), "app.example", "Host is kept");
+    assert_eq!(seen.get("x-forwarded-for").unwrap(), "127.0.0.1");
+    assert_eq!(seen.get("forwarded").unwrap(), "for=127.0.0.1;proto=http");
+    assert_eq!(seen.get("via").unwrap(), "1.1 vigil");
+    assert_eq!(seen.get("x-request-id").unwrap().len(), 16);
+}
+
+/// Conflicting Content-Lengths are refused. With both Content-Length and Transfer-Encoding,
+/// the HTTP/1 parser drops Content-Length and decodes chunked (RFC 9112 §6.3): the upstream
+/// never sees both, and the connection is closed after the answer so nothing can be smuggled
+/// behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_framing_cannot_smuggle() {
+    let (up, proxy) = start("framing", BASE).await;
+    let answer = raw(
+        proxy.addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(up.count(), 0, "nothing reached the upstream");
+
+    let smuggle = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = raw(proxy.addr, smuggle).await;
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "only one response: {answer}"
+    );
+    assert_eq!(
+        up.count(),
+        1,
+        "the smuggled request never reached the upstream"
+    );
+    let seen = up.last_headers();
+    assert!(!seen.contains_key("content-length"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denial_is_problem_json_with_retry_after() {
+    let config = format!(
+        "{BASE}{}",
+        guard("no-admin", guards::FIXED_VERDICT, "routes = [\"* /admin/**\"]\nconfig = { deny = 429, reason = \"slow down\", retry_after_secs = 7 }")
+    );
+    let (up, proxy) = start("deny", &config).await;
+    let (status, headers, body) = send(proxy.addr, "GET", "/admin/stats", &[], vec![]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    assert_eq!(headers.get("retry-after").unwrap(), "7");
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["status"], 429);
+    assert_eq!(problem["detail"], "slow down");
+    assert_eq!(problem["guard"], "no-admin");
+    assert_eq!(problem["title"], "Too Many Requests");
+    assert_eq!(up.count(), 0);
+    let (status, _, _) = send(proxy.addr, "GET", "/public", &[], vec![]).await;
+    assert_eq!(status, StatusCode::OK, "other routes pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_mode_lets_everything_through_and_counts() {
+    let config = format!(
+        "{BASE}{}",
+        guard(
+            "watch",
+            guards::FIXED_VERDICT,
+            "mode = \"monitor\"\nconfig = { deny = 403 }"
+        )
+    );
+    let (up, proxy) = start("monitor", &config).await;
+    for _ in 0..3 {
+        assert_eq!(
+            send(proxy.addr, "GET", "/x", &[], vec![]).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(up.count(), 3);
+    let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("vigil_guard_results_total{guard=\"watch\",result=\"deny\"} 3"),
+        "{metrics}"
+    );
+}
+
+/// The client key and route the guard saw, from the finding `fixed-verdict` reports.
+async fn seen_by_guard(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (String, String) {
+    proxy.sidecar.runtime.drain_findings();
+    let (status, _, _) = send(proxy.addr, "GET", path, headers, vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    let findings = proxy.sidecar.runtime.drain_findings();
+    let f = findings.last().expect("on-response reported");
+    let route = f.detail.split_once(' ').unwrap().1.to_string();
+    (f.client.clone(), route)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
+    let observer = guard("observer", guards::FIXED_VERDICT, "config = {}");
+    let (_up, untrusted) = start("xff-untrusted", &format!("{BASE}{observer}")).await;
+    let (client, _) = seen_by_guard(&untrusted, "/", &[("x-forwarded-for", "198.51.100.9")]).await;
+    assert_eq!(client, "127.0.0.1", "spoofed header ignored");
+
+    let trusted_config =
+        format!("{BASE}[identity]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{observer}");
+    let (up, trusted) = start("xff-trusted", &trusted_config).await;
+    let (client, _) = seen_by_guard(&trusted, "/", &[("x-forwarded-for", "198.51.100.9")]).await;
+    assert_eq!(client, "198.51.100.9");
+    assert_eq!(
+        up.last_headers().get("x-forwarded-for").unwrap(),
+        "198.51.100.9, 127.0.0.1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_modes() {
+    let observer = guard("observer", guards::FIXED_VERDICT, "config = {}");
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2ln"; // {"sub":"user-42"}
+    for (mode, headers, expected) in [
+        (
+            "header:x-api-key",
+            vec![("x-api-key", "key-123")],
+            "key-123",
+        ),
+        (
+            "cookie:session",
+            vec![("cookie", "theme=dark; session=s-9")],
+            "s-9",
+        ),
+        (
+            "jwt-sub",
+            vec![("authorization", &*format!("Bearer {jwt}"))],
+            "user-42",
+        ),
+        ("header:x-api-key", vec![], "127.0.0.1"),
+    ] {
+        let config = format!("{BASE}[identity]\nkey = \"{mode}\"\n{observer}");
+        let (_up, proxy) = start(&format!("id-{}", mode.replace(':', "-")), &config).await;
+        let (client, _) = seen_by_guard(&proxy, "/", &headers).await;
+        assert_eq!(client, expected, "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_from_spec_and_heuristics_and_bounded() {
+    let dir = tempdir("routes-spec");
+    std::fs::write(
+        dir.join("openapi.yaml"),
+        "openapi: 3.0.3\ninfo: {title: shop, version: '1'}\npaths:\n  /orders/{orderId}/lines:\n    get: {}\n",
+    )
+    .unwrap();
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "{BASE}[api]\nspec = \"openapi.yaml\"\nmax_routes = 50\n{}",
+        guard("observer", guards::FIXED_VERDICT, "config = {}")
+    );
+    let proxy = Proxy::start(&dir, &config, &format!("http://{}", upstream.addr)).await;
+    assert_eq!(
+        seen_by_guard(&proxy, "/orders/A-17/lines", &[]).await.1,
+        "/orders/{orderId}/lines"
+    );
+    assert_eq!(
+        seen_by_guard(&proxy, "/users/42", &[]).await.1,
+        "/users/{id}"
+    );
+    assert_eq!(
+        seen_by_guard(&proxy, "/files/0f8fad5b-d9cb-469f-a165-70867728950e", &[])
+            .await
+            .1,
+        "/files/{uuid}"
+    );
+    for i in 0..500 {
+        send(proxy.addr, "GET", &format!("/random-{i}/x"), &[], vec![]).await;
+    }
+    assert!(proxy.sidecar.routes.learned() <= 50);
+    let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let route_series = metrics
+        .lines()
+        .filter(|l| l.starts_with("vigil_requests_total"))
+        .count();
+    assert!(route_series <= 60, "{route_series} request series");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_and_slow() {
+    let (_up, proxy) = start("slow", BASE).await;
+    let (status, headers, body) = send(proxy.addr, "GET", "/slow", &[], vec![]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("did not answer in time"));
+
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = Proxy::start(&tempdir("down"), BASE, &format!("http://{unused}")).await;
+    let (status, _, body) = send(proxy.addr, "GET", "/", &[], vec![]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(String::from_utf8_lossy(&body).contains("unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_header_and_body() {
+    let config = BASE.replace("max_body_bytes = 20971520", "max_body_bytes = 1000");
+    let (up, proxy) = start("limits", &config).await;
+    let big = "x".repeat(20_000);
+    let answer = raw(
+        proxy.addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let (status, _, _) = send(proxy.addr, "POST", "/echo", &[], vec![0; 5000]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let chunked = format!("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1388\r\n{}\r\n0\r\n\r\n", "y".repeat(5000));
+    let answer = raw(proxy.addr, chunked.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let _ = up;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge() {
+    let (up, proxy) = start("h2c", BASE).await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://app.example/echo"))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"over h2",
+        )))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    use http_body_util::BodyExt;
+    assert_eq!(
+        &response.into_body().collect().await.unwrap().to_bytes()[..],
+        b"over h2"
+    );
+    assert_eq!(up.last_headers().get("host").unwrap(), "app.example");
+    assert_eq!(up.last_headers().get("via").unwrap(), "2 vigil");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_passes_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, proxy) = start("ws", BASE).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = stream.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    stream.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echoed = vec![0u8; 23];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping through the tunnel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints() {
+    let config = format!("{BASE}{}", guard("allow", guards::ALLOW_ALL, ""));
+    let (_up, proxy) = start("admin", &config).await;
+    assert_eq!(
+        send(proxy.admin, "GET", "/healthz", &[], vec![]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(proxy.admin, "GET", "/readyz", &[], vec![]).await.0,
+        StatusCode::OK
+    );
+    send(proxy.addr, "GET", "/users/7", &[], vec![]).await;
+    let (status, _, body) = send(proxy.admin, "GET", "/guards", &[], vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    let guards: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(guards[0]["name"], "allow");
+    assert_eq!(guards[0]["requests"], 1);
+    assert_eq!(guards[0]["content_hash"].as_str().unwrap().len(), 16);
+    let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("vigil_requests_total{method=\"GET\",route=\"/users/{id}\",status=\"200\",verdict=\"allowed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_guard_duration_seconds_count{guard=\"allow\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_state_entries{table=\"clients\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        send(proxy.admin, "GET", "/nope", &[], vec![]).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(proxy.admin, "DELETE", "/guards", &[], vec![]).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_good_and_bad_while_traffic_flows() {
+    let dir = tempdir("reload");
+    let upstream = Upstream::start().await;
+    let url = format!("http://{}", upstream.addr);
+    let allow = format!("{BASE}{}", guard("gate", guards::ALLOW_ALL, ""));
+    let proxy = Proxy::start(&dir, &allow, &url).await;
+    let addr = proxy.addr;
+    let traffic = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        for _ in 0..300 {
+            statuses.push(send(addr, "GET", "/flow", &[], vec![]).await.0);
+        }
+        statuses
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deny = format!(
+        "{BASE}{}",
+        guard("gate", guards::FIXED_VERDICT, "config = { deny = 403 }")
+    );
+    std::fs::write(dir.join("vigil.toml"), deny.replace("{upstream}", &url)).unwrap();
+    let (status, _, body) = send(proxy.admin, "POST", "/guards/reload", &[], vec![]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        send(addr, "GET", "/flow", &[], vec![]).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let bad = format!("{BASE}{}", guard("gate", "/nonexistent/guard.wasm", ""));
+    std::fs::write(dir.join("vigil.toml"), bad.replace("{upstream}", &url)).unwrap();
+    let (status, _, body) = send(proxy.admin, "POST", "/guards/reload", &[], vec![]).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("/nonexistent/guard.wasm"), "{body}");
+    assert_eq!(
+        send(addr, "GET", "/flow", &[], vec![]).await.0,
+        StatusCode::FORBIDDEN,
+        "old chain serves"
+    );
+
+    let statuses = traffic.await.unwrap();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::FORBIDDEN),
+        "no request failed during reloads: {statuses:?}"
+    );
+    let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("vigil_guard_reloads_total{kind=\"failed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_requests_in_flight() {
+    let (_up, proxy) = start("graceful", BASE).await;
+    let addr = proxy.addr;
+    let slow = tokio::spawn(async move { send(addr, "GET", "/slow", &[], vec![]).await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    proxy.shutdown().await;
+    // The slow request is answered by the upstream (after 2 s) or by the upstream timeout (1 s).
+    let status = slow.await.unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "answered, not cut off");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_requests_over_64_connections_without_error() {
+    let config = format!("{BASE}{}", guard("allow", guards::ALLOW_ALL, ""));
+    let (up, proxy) = start("load", &config).await;
+    let addr = proxy.addr;
+    let mut workers = Vec::new();
+    for w in 0..64 {
+        workers.push(tokio::spawn(async move {
+            let client = vigil_tests::harness::client();
+            let mut failures = 0;
+            for i in 0..(20_000 / 64 + 1) {
+                if w * (20_000 / 64 + 1) + i >= 20_000 {
+                    break;
+                }
+                let request = http::Request::get(format!("http://{addr}/items/{i}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                match client.request(request).await {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        use http_body_util::BodyExt;
+                        let _ = r.into_body().collect().await;
+                    }
+                    _ => failures += 1,
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = 0;
+    for w in workers {
+        failures += w.await.unwrap();
+    }
+    assert_eq!(failures, 0);
+    assert_eq!(up.count(), 20_000);
+}
