@@ -476,3 +476,105 @@ fn patterns(key: &str, values: &[String]) -> Result<Vec<Pattern>, String> {
         .map(|v| Pattern::parse(v).map_err(|e| format!("{key}: {e}")))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(
+            Path::new("/etc/vigil/vigil.toml"),
+            text,
+            &Overrides::default(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "[upstream]\nurl = \"http://127.0.0.1:3000\"\n";
+
+    #[test]
+    fn defaults_are_sensible() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.listen.address.to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            c.admin.address.to_string(),
+            "127.0.0.1:9901",
+            "admin on loopback by default"
+        );
+        assert_eq!(c.listen.header_read_timeout, Duration::from_secs(10));
+        assert!(c.guards.is_empty());
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn guards_resolve_relative_to_the_file_and_carry_their_settings() {
+        let c = parse(&format!(
+            "{MINIMAL}[[guard]]\nname = \"t\"\nmodule = \"guards/t.wasm\"\nroutes = [\"POST /login\"]\nmode = \"monitor\"\n\
+             on_error = \"deny\"\ndeadline = \"5ms\"\nmemory_mb = 16\nbody_limit = 512\nconfig = {{ per_minute = 10, nested = {{ a = [1, 2] }} }}\n"
+        ))
+        .unwrap();
+        let g = &c.guards[0];
+        assert!(
+            matches!(&g.source, GuardSource::File(p) if p == Path::new("/etc/vigil/guards/t.wasm"))
+        );
+        assert_eq!(g.mode, Mode::Monitor);
+        assert_eq!(g.on_error, OnError::Deny);
+        assert_eq!(g.body_limit, 512);
+        let limits = g.limits.as_ref().unwrap();
+        assert_eq!(
+            (limits.deadline, limits.memory_bytes),
+            (Duration::from_millis(5), 16 << 20)
+        );
+        let json: serde_json::Value = serde_json::from_str(&g.config_json).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"per_minute": 10, "nested": {"a": [1, 2]}})
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_expectation() {
+        for (text, expected) in [
+            ("[upstream]\nurl = \"http://x:1\"\ntimout = \"1s\"\n", "unknown field `timout`"),
+            ("[listen]\naddress = \"0.0.0.0:8080\"\n", "missing field `upstream`"),
+            ("[upstream]\nurl = \"https://x\"\n", "upstream.url: expected http://HOST:PORT"),
+            (&format!("{MINIMAL}[listen]\naddress = \"localhost\"\n"), "listen.address: expected an address"),
+            (&format!("{MINIMAL}[listen]\nheader_read_timeout = \"10 seconds\"\n"), "listen.header_read_timeout: expected a duration"),
+            (&format!("{MINIMAL}[identity]\nkey = \"email\"\n"), "identity.key: invalid identity key \"email\""),
+            (&format!("{MINIMAL}[identity]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"), "identity.trusted_proxies: \"10.0.0.0/33\""),
+            (&format!("{MINIMAL}[api]\ninternal_only = [\"admin\"]\n"), "api.internal_only: invalid route pattern \"admin\""),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmode = \"enforcing\"\n"), "guard[0] (\"g\").mode: expected \"enforce\" or \"monitor\""),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\non_error = \"open\"\n"), "guard[0] (\"g\").on_error"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"a.wasm\"\n[[guard]]\nname = \"g\"\nmodule = \"b.wasm\"\n"), "guard[1] (\"g\").name: another guard already has this name"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\n"), "missing field `module`"),
+            (&format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "unknown variant `xml`"),
+        ] {
+            let error = parse(text).expect_err(expected);
+            assert!(error.starts_with("/etc/vigil/vigil.toml: "), "{error}");
+            assert!(error.contains(expected), "expected {expected:?} in: {error}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7000".into()),
+            upstream: Some("http://127.0.0.1:4000".into()),
+            log_level: Some("debug".into()),
+        };
+        let c = Config::parse(Path::new("v.toml"), MINIMAL, &overrides).unwrap();
+        assert_eq!(c.listen.address.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:4000/");
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load(Path::new("/no/such/vigil.toml"), &Overrides::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/no/such/vigil.toml: cannot read"),
+            "{e}"
+        );
+    }
+}

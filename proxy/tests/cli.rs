@@ -88,3 +88,91 @@ fn try_shows_the_rate_limit_kicking_in() {
         "{out}"
     );
 }
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_validates_config_and_guards() {
+    let good = write_config(
+        "good",
+        &format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[guard]]\nname = \"t\"\nmodule = \"{}\"\nconfig = {{ per_minute = 5 }}\n",
+            vigil_guard_artifacts::LOGIN_THROTTLE
+        ),
+    );
+    let (code, out, err) = vigil(&["check", "--config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is valid; 1 guard(s) loaded"), "{out}");
+
+    let bad_guard = write_config(
+        "badguard",
+        &format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[[guard]]\nname = \"t\"\nmodule = \"{}\"\nconfig = {{ per_minute = -1 }}\n",
+            vigil_guard_artifacts::LOGIN_THROTTLE
+        ),
+    );
+    let (code, _, err) = vigil(&["check", "--config", bad_guard.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("guard \"t\": init rejected the configuration: per_minute"),
+        "{err}"
+    );
+
+    let bad_key = write_config(
+        "badkey",
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\nretries = 3\n",
+    );
+    let (code, _, err) = vigil(&["check", "--config", bad_key.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("vigil.toml") && err.contains("unknown field `retries`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_serves_until_sigterm_then_exits_zero() {
+    use std::io::{Read, Write};
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (public, admin) = (port(0), port(1));
+    let config = write_config(
+        "run",
+        &format!(
+            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
+    });
+    assert!(ready, "vigil became ready");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

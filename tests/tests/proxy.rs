@@ -319,7 +319,7 @@ async fn h2c_prior_knowledge() {
     tokio::spawn(connection);
     let request = http::Request::builder()
         .method("POST")
-        .uri(format!("http://app.example/echo"))
+        .uri("http://app.example/echo")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
             b"over h2",
         )))
