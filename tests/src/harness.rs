@@ -136,6 +136,7 @@ impl Proxy {
     /// Starts Vigil from configuration text written to `dir/vigil.toml`. `{upstream}` in the
     /// text is replaced by `upstream_url`.
     pub async fn start(dir: &Path, config: &str, upstream_url: &str) -> Proxy {
+        std::fs::create_dir_all(dir).unwrap();
         let path = dir.join("vigil.toml");
         std::fs::write(&path, config.replace("{upstream}", upstream_url)).unwrap();
         let config = vigil::config::Config::load(&path, &Default::default()).expect("valid config");

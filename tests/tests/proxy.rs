@@ -512,3 +512,31 @@ async fn twenty_thousand_requests_over_64_connections_without_error() {
     assert_eq!(failures, 0);
     assert_eq!(up.count(), 20_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_malformed_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = format!("{BASE}header_read_timeout = \"500ms\"\n");
+    let (up, proxy) = start("slowloris", &config).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Drip: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the connection of a client that never finishes its head is closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let answer = raw(proxy.addr, b"THIS IS NOT HTTP\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(up.count(), 0);
+}
