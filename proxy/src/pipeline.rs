@@ -84,20 +84,20 @@ pub async fn handle(
     };
     let decision = chain.evaluate(&mut guard_request);
     sidecar.metrics.decision(&decision);
+    let seen = Seen {
+        chain: &chain,
+        request: &guard_request,
+        decision: &decision,
+        started,
+    };
     if let Some(denial) = &decision.denial {
         let response = respond::denial(denial, &request_id);
-        observe(
+        seen.account(
             &sidecar,
-            &chain,
-            &guard_request,
-            &decision,
             response.status(),
             response.headers(),
-            started,
+            Verdict::Denied,
         );
-        sidecar
-            .metrics
-            .request(&method, &route.template, denial.status, Verdict::Denied);
         tracing::info!(
             request_id,
             client = %client.key,
@@ -140,19 +140,10 @@ pub async fn handle(
                 }
             };
             let response = error.response(&request_id);
-            observe(
+            seen.account(
                 &sidecar,
-                &chain,
-                &guard_request,
-                &decision,
                 response.status(),
                 response.headers(),
-                started,
-            );
-            sidecar.metrics.request(
-                &method,
-                &route.template,
-                response.status().as_u16(),
                 Verdict::Error,
             );
             return response;
@@ -160,18 +151,7 @@ pub async fn handle(
     };
 
     let status = response.status();
-    observe(
-        &sidecar,
-        &chain,
-        &guard_request,
-        &decision,
-        status,
-        response.headers(),
-        started,
-    );
-    sidecar
-        .metrics
-        .request(&method, &route.template, status.as_u16(), Verdict::Allowed);
+    seen.account(&sidecar, status, response.headers(), Verdict::Allowed);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
@@ -205,22 +185,35 @@ fn refuse(
     response
 }
 
-/// Records the request in its client's history and shows the response to the guards.
-fn observe(
-    sidecar: &Sidecar,
-    chain: &vigil_host::Chain,
-    request: &vigil_host::Request,
-    decision: &Decision,
-    status: StatusCode,
-    headers: &HeaderMap,
+/// A request that went through the guard chain, awaiting its outcome.
+struct Seen<'a> {
+    chain: &'a vigil_host::Chain,
+    request: &'a vigil_host::Request,
+    decision: &'a Decision,
     started: Instant,
-) {
-    let response = vigil_host::Response {
-        status: status.as_u16(),
-        headers: guard_headers(headers),
-        latency_us: started.elapsed().as_micros() as u64,
-    };
-    chain.observe(&sidecar.runtime, request, &response, decision);
+}
+
+impl Seen<'_> {
+    /// The last step of every such request: history, `on-response`, metrics.
+    fn account(
+        &self,
+        sidecar: &Sidecar,
+        status: StatusCode,
+        headers: &HeaderMap,
+        verdict: Verdict,
+    ) {
+        let response = vigil_host::Response {
+            status: status.as_u16(),
+            headers: guard_headers(headers),
+            latency_us: self.started.elapsed().as_micros() as u64,
+        };
+        self.chain
+            .observe(&sidecar.runtime, self.request, &response, self.decision);
+        let route = self.request.route.as_deref().unwrap_or(&self.request.path);
+        sidecar
+            .metrics
+            .request(&self.request.method, route, status.as_u16(), verdict);
+    }
 }
 
 /// Copies bytes both ways between the client and the upstream once both switched protocols.
