@@ -62,7 +62,7 @@ pub async fn serve_public(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+                log_connection_error(peer, &*error);
             }
             drop(permit);
         });
@@ -77,6 +77,23 @@ pub async fn serve_public(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Requests refused by the HTTP parser (malformed, head too large, head too slow) never reach
+/// the pipeline, so this is their one log line.
+fn log_connection_error(peer: std::net::SocketAddr, error: &(dyn std::error::Error + 'static)) {
+    match error.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_parse_too_large() => {
+            tracing::info!(%peer, %error, "request refused: head too large (431)")
+        }
+        Some(e) if e.is_parse() => {
+            tracing::info!(%peer, %error, "request refused: malformed (400)")
+        }
+        Some(e) if e.is_timeout() => {
+            tracing::info!(%peer, %error, "connection closed: request head not received in time")
+        }
+        _ => tracing::debug!(%peer, %error, "connection ended with an error"),
     }
 }
 

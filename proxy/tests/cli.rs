@@ -176,3 +176,77 @@ fn run_serves_until_sigterm_then_exits_zero() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Reads `GET path` from the admin listener.
+fn admin_get(admin: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
+        return String::new();
+    };
+    let _ = s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn sighup_and_file_changes_reload_the_guards() {
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (public, admin) = (port(0), port(1));
+    let config = |guard: &str| {
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:1\"\n[[guard]]\nname = \"{guard}\"\nmodule = \"{}\"\n",
+            vigil_guard_artifacts::ALLOW_ALL
+        )
+    };
+    let path = write_config("reload", &config("first"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    eventually("the first guard", || {
+        admin_get(admin, "/guards").contains("\"first\"")
+    });
+
+    // Change the file and signal at once; either trigger must end with the new chain.
+    std::fs::write(&path, config("second")).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    eventually("the reload", || {
+        admin_get(admin, "/guards").contains("\"second\"")
+    });
+
+    // No signal: the file watcher notices the change by itself.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(&path, config("third")).unwrap();
+    eventually("the file watcher", || {
+        admin_get(admin, "/guards").contains("\"third\"")
+    });
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

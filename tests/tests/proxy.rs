@@ -38,13 +38,11 @@ async fn large_bodies_arrive_byte_identical() {
     let body: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
-    for method in ["POST", "PUT"] {
+    for method in ["GET", "POST", "PUT"] {
         let (status, _, echoed) = send(proxy.addr, method, "/echo", &[], body.clone()).await;
         assert_eq!(status, StatusCode::OK, "{method}");
         assert!(echoed == body, "{method}: {} bytes came back", echoed.len());
     }
-    let (status, _, echoed) = send(proxy.addr, "GET", "/echo", &[], Vec::new()).await;
-    assert_eq!((status, echoed.len()), (StatusCode::OK, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
