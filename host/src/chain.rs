@@ -107,11 +107,7 @@ impl Chain {
             if !guard.applies_to(&req.method, req.route.as_deref().unwrap_or(&req.path)) {
                 continue;
             }
-            let cap = guard.spec().body_limit;
-            req.body = match &body {
-                Some(bytes) if cap > 0 => Some(bytes[..bytes.len().min(cap)].to_vec()),
-                _ => None,
-            };
+            req.body = body_for(guard, &body);
             let (verdict, elapsed) = timed(|| guard.on_request(req));
             let mode = guard.spec().mode;
             let (result, wanted_denial) = match verdict {
@@ -165,8 +161,14 @@ impl Chain {
     }
 
     /// Records the request in its client's history, then shows the response to every guard
-    /// that saw the request.
-    pub fn observe(&self, runtime: &Runtime, req: &Request, resp: &Response, decision: &Decision) {
+    /// that saw the request, each with the body prefix it saw in `evaluate`.
+    pub fn observe(
+        &self,
+        runtime: &Runtime,
+        req: &mut Request,
+        resp: &Response,
+        decision: &Decision,
+    ) {
         runtime.state().record(
             &req.client.key,
             &EventRecord {
@@ -178,11 +180,23 @@ impl Chain {
                 authenticated: req.client.authenticated,
             },
         );
+        let body = req.body.take();
         for outcome in &decision.outcomes {
             if let Some(guard) = self.guards.get(outcome.index) {
+                req.body = body_for(guard, &body);
                 // A fault here was already counted and logged; the response is not changed.
                 let _ = guard.on_response(req, resp);
             }
         }
+        req.body = body;
+    }
+}
+
+/// The part of the body prefix a guard may see: up to its own cap, or nothing.
+fn body_for(guard: &Guard, body: &Option<Vec<u8>>) -> Option<Vec<u8>> {
+    let cap = guard.spec().body_limit;
+    match body {
+        Some(bytes) if cap > 0 => Some(bytes[..bytes.len().min(cap)].to_vec()),
+        _ => None,
     }
 }

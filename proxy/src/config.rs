@@ -525,6 +525,11 @@ mod tests {
             (limits.deadline, limits.memory_bytes),
             (Duration::from_millis(5), 16 << 20)
         );
+        assert!(
+            g.config_json.starts_with("{\"per_minute\""),
+            "file order kept: {}",
+            g.config_json
+        );
         let json: serde_json::Value = serde_json::from_str(&g.config_json).unwrap();
         assert_eq!(
             json,

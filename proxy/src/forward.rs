@@ -327,14 +327,16 @@ impl Body for PrefixedBody {
 
     fn size_hint(&self) -> SizeHint {
         let buffered: u64 = self.prefix.iter().map(|c| c.len() as u64).sum();
-        let mut hint = self
+        let rest = self
             .rest
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), |r| r.size_hint());
-        hint.set_lower(hint.lower() + buffered);
-        if let Some(upper) = hint.upper() {
+        // Raise the upper bound first: SizeHint checks lower <= upper on every change.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
             hint.set_upper(upper + buffered);
         }
+        hint.set_lower(rest.lower() + buffered);
         hint
     }
 }

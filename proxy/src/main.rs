@@ -322,7 +322,7 @@ fn try_guard(args: &TryArgs) -> anyhow::Result<()> {
             headers: Vec::new(),
             latency_us: 0,
         };
-        chain.observe(&runtime, &req, &resp, &decision);
+        chain.observe(&runtime, &mut req, &resp, &decision);
     }
     Ok(())
 }

@@ -84,14 +84,14 @@ pub async fn handle(
     };
     let decision = chain.evaluate(&mut guard_request);
     sidecar.metrics.decision(&decision);
-    let seen = Seen {
+    let mut seen = Seen {
         chain: &chain,
-        request: &guard_request,
-        decision: &decision,
+        request: guard_request,
+        decision,
         started,
     };
-    if let Some(denial) = &decision.denial {
-        let response = respond::denial(denial, &request_id);
+    if let Some(denial) = seen.decision.denial.clone() {
+        let response = respond::denial(&denial, &request_id);
         seen.account(
             &sidecar,
             response.status(),
@@ -188,15 +188,15 @@ fn refuse(
 /// A request that went through the guard chain, awaiting its outcome.
 struct Seen<'a> {
     chain: &'a vigil_host::Chain,
-    request: &'a vigil_host::Request,
-    decision: &'a Decision,
+    request: vigil_host::Request,
+    decision: Decision,
     started: Instant,
 }
 
 impl Seen<'_> {
     /// The last step of every such request: history, `on-response`, metrics.
     fn account(
-        &self,
+        &mut self,
         sidecar: &Sidecar,
         status: StatusCode,
         headers: &HeaderMap,
@@ -207,8 +207,12 @@ impl Seen<'_> {
             headers: guard_headers(headers),
             latency_us: self.started.elapsed().as_micros() as u64,
         };
-        self.chain
-            .observe(&sidecar.runtime, self.request, &response, self.decision);
+        self.chain.observe(
+            &sidecar.runtime,
+            &mut self.request,
+            &response,
+            &self.decision,
+        );
         let route = self.request.route.as_deref().unwrap_or(&self.request.path);
         sidecar
             .metrics

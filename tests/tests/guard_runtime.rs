@@ -161,7 +161,7 @@ fn on_response_sees_the_real_status_and_history_records_it() {
     req.route = Some("/users/{id}".into());
     req.received_ms = 1_700_000_000_000;
     let d = c.evaluate(&mut req);
-    c.observe(&rt, &req, &response(404), &d);
+    c.observe(&rt, &mut req, &response(404), &d);
     let findings = rt.drain_findings();
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(findings[0].guard, "observer");
@@ -402,19 +402,19 @@ fn guards_query_state_through_imports() {
         req.received_ms = 1_000 + i as u64;
         let d = c.evaluate(&mut req);
         assert!(d.allowed());
-        c.observe(&rt, &req, &response(200 + i as u16), &d);
+        c.observe(&rt, &mut req, &response(200 + i as u16), &d);
     }
     let d = c.evaluate(&mut request("GET", "/d", "alice", &[("x-report", "1")]));
     let reason = d.denial.unwrap().reason;
     assert_eq!(
         reason,
-        "history=4 last=GET /c 203 requests=5 paths=4 seen=true"
+        "history=4 last=GET /c 203 requests=5 paths=4 seen=true body=0"
     );
     // Another client starts from nothing.
     let d = c.evaluate(&mut request("GET", "/d", "bob", &[("x-report", "1")]));
     assert_eq!(
         d.denial.unwrap().reason,
-        "history=0 last= requests=1 paths=1 seen=false"
+        "history=0 last= requests=1 paths=1 seen=false body=0"
     );
 }
 

@@ -538,3 +538,30 @@ async fn slow_and_malformed_clients() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(up.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guards_that_ask_get_a_body_prefix_and_the_body_still_streams_whole() {
+    let settings =
+        "body_limit = 16\nconfig = { max_requests = 1000, max_paths = 1000, report_header = true }";
+    let config = format!("{BASE}{}", guard("inspector", guards::STATEFUL, settings));
+    let (up, proxy) = start("body-prefix", &config).await;
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let (status, _, problem) = send(
+        proxy.addr,
+        "POST",
+        "/login",
+        &[("x-report", "1")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 418);
+    let problem: serde_json::Value = serde_json::from_slice(&problem).unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().ends_with("body=16"),
+        "{problem}"
+    );
+    assert_eq!(up.count(), 0);
+    let (status, _, echoed) = send(proxy.addr, "POST", "/login", &[], body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(echoed == body, "{} bytes came back", echoed.len());
+}

@@ -41,9 +41,10 @@ impl Guard for Stateful {
             return vigil_guest::deny(
                 418,
                 format!(
-                    "history={} last={} requests={requests} paths={paths} seen={seen_before}",
+                    "history={} last={} requests={requests} paths={paths} seen={seen_before} body={}",
                     history.len(),
-                    last.unwrap_or_default()
+                    last.unwrap_or_default(),
+                    req.body.as_ref().map_or(0, Vec::len)
                 ),
             );
         }
