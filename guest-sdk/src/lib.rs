@@ -79,10 +79,12 @@
 //! # Layout
 //!
 //! - [`route`]: route patterns (`POST /cart/*`), also used by the host.
+//! - [`duration`]: the duration syntax of configurations (`"15m"`), also used by the host.
 //! - [`state`]: the host's state, behind safe wrappers.
 //! - [`log`]: log lines attributed to the guard.
 //! - [`bindings`]: the raw types and functions generated from `wit/guard.wit`.
 
+pub mod duration;
 pub mod route;
 
 #[cfg(feature = "bindings")]

@@ -428,22 +428,8 @@ fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{key}: expected an address such as 127.0.0.1:8080, got {value:?}"))
 }
 
-/// Parses `250ms`, `10s`, `5m`, `1h`.
-pub fn duration(key: &str, value: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("{key}: expected a duration such as \"250ms\", \"10s\", \"5m\" or \"1h\", got {value:?}")
-    };
-    let value = value.trim();
-    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(bad()),
-    })
+fn duration(key: &str, value: &str) -> Result<Duration, String> {
+    vigil_guest::duration::parse(value).map_err(|e| format!("{key}: {e}"))
 }
 
 fn at_least<T: PartialOrd + std::fmt::Display + Copy>(

@@ -195,12 +195,16 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Package names of a guest workspace's members: every direct subdirectory with a Cargo.toml.
+/// Package names of the guards of a guest workspace: every direct subdirectory whose
+/// Cargo.toml builds a `cdylib` (shared libraries of helpers are not guards).
 fn workspace_members(workspace: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(workspace)
         .unwrap()
         .filter_map(|entry| {
             let manifest = fs::read_to_string(entry.ok()?.path().join("Cargo.toml")).ok()?;
+            if !manifest.contains("cdylib") {
+                return None;
+            }
             manifest.lines().find_map(|l| {
                 l.trim()
                     .strip_prefix("name = \"")?
