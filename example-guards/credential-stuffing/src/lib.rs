@@ -1,0 +1,232 @@
+//! Stops credential stuffing and password spraying at the login route: one client trying many
+//! accounts, many clients trying one account, and one client failing again and again.
+//!
+//! ```toml
+//! [[guard]]
+//! name = "credential-stuffing"
+//! module = "guards/credential_stuffing.wasm"
+//! routes = ["POST /login"]
+//! body_limit = 4096              # needed for `json_field` and `form_field`
+//! [guard.config]
+//! login = "POST /login"          # default
+//! account = { json_field = "username" }   # or { form_field = "username" }, { header = "x-account" }
+//! max_failures = 5               # failed logins per client and window (default 5)
+//! max_accounts = 3               # distinct accounts per client and window (default 3)
+//! max_clients_per_account = 10   # distinct clients per account and window (default 10)
+//! window = "15m"                 # default
+//! failure_statuses = [401, 403]  # default
+//! ```
+//!
+//! A login attempt is refused with 429 when the client has already failed `max_failures` times
+//! within the window, when it is its `max_accounts + 1`-th distinct account, or when the account
+//! is being tried by more than `max_clients_per_account` clients. The last rule also refuses the
+//! account's owner while the attack lasts: that is the point (the account is under attack), but
+//! it means a spread-out attacker can hold an account's logins shut for a window. Each refusal
+//! is reported as a `credential-stuffing` finding.
+//!
+//! The account is the top-level JSON string (or number) field, the urlencoded form field, or
+//! the header, trimmed and lower-cased so case variants count as one account. The body is the
+//! prefix the host passes (`body_limit`): a body cut short or without the field gives no
+//! account, and such attempts are still held to `max_failures`. A failure is a response whose
+//! status is in `failure_statuses`.
+
+use guard_util::{DurationText, PatternText, SEP};
+use serde::Deserialize;
+use std::time::Duration;
+use vigil_guest::{state, Guard, Request, Response, Verdict};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_login")]
+    login: PatternText,
+    account: Account,
+    #[serde(default = "default_max_failures")]
+    max_failures: u32,
+    #[serde(default = "default_max_accounts")]
+    max_accounts: u32,
+    #[serde(default = "default_max_clients")]
+    max_clients_per_account: u32,
+    #[serde(default = "default_window")]
+    window: DurationText,
+    #[serde(default = "default_failure_statuses")]
+    failure_statuses: Vec<u16>,
+}
+
+fn default_login() -> PatternText {
+    PatternText::new("POST /login")
+}
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_max_accounts() -> u32 {
+    3
+}
+fn default_max_clients() -> u32 {
+    10
+}
+fn default_window() -> DurationText {
+    DurationText::new("15m")
+}
+fn default_failure_statuses() -> Vec<u16> {
+    vec![401, 403]
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Account {
+    JsonField(String),
+    FormField(String),
+    Header(String),
+}
+
+impl Account {
+    fn name(&self) -> &str {
+        match self {
+            Account::JsonField(name) | Account::FormField(name) | Account::Header(name) => name,
+        }
+    }
+
+    /// The account a login request is for, normalised.
+    fn of(&self, req: &Request) -> Option<String> {
+        let raw = match self {
+            Account::Header(name) => req.header(name).map(str::to_string),
+            Account::JsonField(name) => json_field(req.body.as_deref()?, name),
+            Account::FormField(name) => form_field(req.body.as_deref()?, name),
+        }?;
+        let account = raw.trim().to_lowercase();
+        (!account.is_empty()).then_some(account)
+    }
+}
+
+fn json_field(body: &[u8], name: &str) -> Option<String> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    match object.get(name)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    body.split(|b| *b == b'&').find_map(|pair| {
+        let (key, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        (url_decode(key) == name).then(|| url_decode(value))
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn url_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn check_cap(field: &str, value: u32) -> Result<(), String> {
+    if value == 0 {
+        return Err(format!("{field}: must be at least 1"));
+    }
+    Ok(())
+}
+
+fn refuse(req: &Request, window: Duration, detail: String) -> Verdict {
+    state::finding(
+        "credential-stuffing",
+        &format!("client {}: {detail}", req.client.key),
+    );
+    vigil_guest::too_many_requests("too many login attempts", window)
+}
+
+struct CredentialStuffing;
+
+impl Guard for CredentialStuffing {
+    type Config = Config;
+
+    fn check_config(config: &Config) -> Result<(), String> {
+        config.login.check("login")?;
+        if config.account.name().trim().is_empty() {
+            return Err("account: the field or header name must not be empty".into());
+        }
+        check_cap("max_failures", config.max_failures)?;
+        check_cap("max_accounts", config.max_accounts)?;
+        check_cap("max_clients_per_account", config.max_clients_per_account)?;
+        config.window.check("window")?;
+        if config.failure_statuses.is_empty() {
+            return Err("failure_statuses: must list at least one status".into());
+        }
+        if let Some(bad) = config
+            .failure_statuses
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(format!("failure_statuses: {bad} is not an HTTP status"));
+        }
+        Ok(())
+    }
+
+    fn on_request(config: &Config, req: &Request) -> Verdict {
+        if !config.login.matches(req) {
+            return Verdict::Allow;
+        }
+        let window = *config.window.get();
+        let client = &req.client.key;
+        let failures = state::count(&format!("failures{SEP}{client}"), 0, window);
+        if failures >= i64::from(config.max_failures) {
+            let detail = format!("{failures} failed logins within {}", config.window.text());
+            return refuse(req, window, detail);
+        }
+        let Some(account) = config.account.of(req) else {
+            return Verdict::Allow;
+        };
+        let accounts = state::distinct(&format!("accounts{SEP}{client}"), &account, window);
+        if accounts > config.max_accounts {
+            let detail = format!(
+                "{accounts} different accounts tried within {}",
+                config.window.text()
+            );
+            return refuse(req, window, detail);
+        }
+        let clients = state::distinct(&format!("clients{SEP}{account}"), client, window);
+        if clients > config.max_clients_per_account {
+            let detail = format!(
+                "account {account:?} tried by {clients} clients within {}",
+                config.window.text()
+            );
+            return refuse(req, window, detail);
+        }
+        Verdict::Allow
+    }
+
+    fn on_response(config: &Config, req: &Request, resp: &Response) {
+        if config.login.matches(req) && config.failure_statuses.contains(&resp.status) {
+            let key = format!("failures{SEP}{}", req.client.key);
+            state::count(&key, 1, *config.window.get());
+        }
+    }
+}
+
+vigil_guest::guard!(CredentialStuffing);

@@ -1,0 +1,125 @@
+//! Stops clients that walk through object ids: too many different objects in a window, or a
+//! high share of 404s, which is what guessing ids looks like.
+//!
+//! ```toml
+//! [[guard]]
+//! name = "enumeration"
+//! module = "guards/enumeration.wasm"
+//! [guard.config]
+//! routes = ["GET /users/{id}", "GET /orders/{id}"]   # required: the object routes
+//! max_distinct = 50           # different objects per client and window (default 50)
+//! max_not_found_ratio = 0.5   # share of 404s above which the client is refused (default 0.5)
+//! min_requests = 10           # requests before the ratio is judged (default 10)
+//! window = "10m"              # default
+//! ```
+//!
+//! The full path identifies the object, so `/users/7` and `/users/7/orders` are two objects
+//! when both routes are listed. A request is refused with 429 (`Retry-After`: the window) when
+//! it is the client's `max_distinct + 1`-th object in the window, or when at least
+//! `min_requests` of the client's requests to these routes were let through in the window and
+//! more than `max_not_found_ratio` of them were answered 404. Refused requests are not counted
+//! in the ratio, so being refused cannot bring a client back under it. Each refusal is reported
+//! as an `enumeration` finding.
+//!
+//! The host caps a distinct set (256 members by default): a `max_distinct` at or above that cap
+//! never triggers.
+
+use guard_util::{DurationText, PatternText, SEP};
+use serde::Deserialize;
+use vigil_guest::{state, Guard, Request, Response, Verdict};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    routes: Vec<PatternText>,
+    #[serde(default = "default_max_distinct")]
+    max_distinct: u32,
+    #[serde(default = "default_ratio")]
+    max_not_found_ratio: f64,
+    #[serde(default = "default_min_requests")]
+    min_requests: u32,
+    #[serde(default = "default_window")]
+    window: DurationText,
+}
+
+fn default_max_distinct() -> u32 {
+    50
+}
+fn default_ratio() -> f64 {
+    0.5
+}
+fn default_min_requests() -> u32 {
+    10
+}
+fn default_window() -> DurationText {
+    DurationText::new("10m")
+}
+
+impl Config {
+    fn applies(&self, req: &Request) -> bool {
+        self.routes.iter().any(|p| p.matches(req))
+    }
+}
+
+struct Enumeration;
+
+impl Guard for Enumeration {
+    type Config = Config;
+
+    fn check_config(config: &Config) -> Result<(), String> {
+        if config.routes.is_empty() {
+            return Err("routes: must list at least one route pattern".into());
+        }
+        guard_util::check_patterns("routes", &config.routes)?;
+        if config.max_distinct == 0 {
+            return Err("max_distinct: must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&config.max_not_found_ratio) {
+            return Err("max_not_found_ratio: must be between 0 and 1".into());
+        }
+        if config.min_requests == 0 {
+            return Err("min_requests: must be at least 1".into());
+        }
+        config.window.check("window")?;
+        Ok(())
+    }
+
+    fn on_request(config: &Config, req: &Request) -> Verdict {
+        if !config.applies(req) {
+            return Verdict::Allow;
+        }
+        let client = &req.client.key;
+        let window = *config.window.get();
+        let objects = state::distinct(&format!("objects{SEP}{client}"), &req.path, window);
+        let passed_key = format!("passed{SEP}{client}");
+        let passed = state::count(&passed_key, 0, window);
+        let not_found = state::count(&format!("404{SEP}{client}"), 0, window);
+        let detail = if objects > config.max_distinct {
+            format!(
+                "{objects} different objects within {}",
+                config.window.text()
+            )
+        } else if passed >= i64::from(config.min_requests)
+            && not_found as f64 > config.max_not_found_ratio * passed as f64
+        {
+            format!(
+                "{not_found} of {passed} requests answered 404 within {}",
+                config.window.text()
+            )
+        } else {
+            state::count(&passed_key, 1, window);
+            return Verdict::Allow;
+        };
+        state::finding("enumeration", &format!("client {client}: {detail}"));
+        vigil_guest::too_many_requests("too many different objects requested", window)
+    }
+
+    fn on_response(config: &Config, req: &Request, resp: &Response) {
+        if resp.status == 404 && config.applies(req) {
+            let key = format!("404{SEP}{}", req.client.key);
+            state::count(&key, 1, *config.window.get());
+        }
+    }
+}
+
+vigil_guest::guard!(Enumeration);

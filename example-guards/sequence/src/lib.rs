@@ -1,0 +1,302 @@
+//! Business-flow rules over each client's recent requests: steps that must come first, steps
+//! that must not have happened lately, caps on how often a flow may run, and caps on how many
+//! different objects one client may walk through.
+//!
+//! ```toml
+//! [[guard]]
+//! name = "sequence"
+//! module = "guards/sequence.wasm"
+//! config = { rules = [
+//!   # 409 unless POST /cart/items succeeded (2xx or 3xx) in the last 15 minutes.
+//!   { kind = "requires", target = "POST /checkout", after = ["POST /cart/items"], within = "15m" },
+//!   # 403 when POST /password-reset was called in the last 10 minutes, whatever its status.
+//!   { kind = "forbids", target = "POST /transfer", after = ["POST /password-reset"], within = "10m" },
+//!   # 429 beyond 5 checkouts per hour.
+//!   { kind = "flow-cap", target = "POST /checkout", max = 5, window = "1h" },
+//!   # 429 beyond 20 different user ids in 10 minutes. `param` is the `{id}` segment's name, or
+//!   # the 0-based index of the path segment (here 1).
+//!   { kind = "distinct-param", target = "GET /users/{id}", param = "id", max = 20, window = "10m" },
+//! ] }
+//! ```
+//!
+//! `requires` counts a step only when it succeeded: a failed add-to-cart is not a cart.
+//! `forbids` counts the attempt whatever its answer, because trying the step is what makes the
+//! target suspicious (a password reset the attacker could not finish still precedes a
+//! takeover). Both read the client's history kept by the host, which holds the most recent
+//! requests only (32 by default): an older step is treated as absent.
+//!
+//! `flow-cap` counts the requests it lets through, so exactly `max` reach the service per
+//! window. `distinct-param` counts every distinct value it sees; the host caps a distinct set
+//! (256 members by default), so a `max` at or above that cap never triggers.
+//! Their 429s carry `Retry-After`: the rule's whole window, the earliest time at which the
+//! counted requests are sure to have expired.
+//!
+//! Each denial is also reported as a finding: `sequence-violation`, or `id-enumeration` for
+//! `distinct-param`. Every rule whose target matches applies, in order; the first that denies
+//! decides.
+
+use guard_util::{DurationText, PatternText, SEP};
+use serde::Deserialize;
+use std::time::Duration;
+use vigil_guest::{route, state, Event, Guard, Request, Verdict};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum Rule {
+    Requires {
+        target: PatternText,
+        after: Vec<PatternText>,
+        within: DurationText,
+    },
+    Forbids {
+        target: PatternText,
+        after: Vec<PatternText>,
+        within: DurationText,
+    },
+    FlowCap {
+        target: PatternText,
+        max: u32,
+        window: DurationText,
+    },
+    DistinctParam {
+        target: PatternText,
+        param: Param,
+        max: u32,
+        window: DurationText,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Param {
+    Index(usize),
+    Name(String),
+}
+
+impl Rule {
+    fn target(&self) -> &PatternText {
+        match self {
+            Rule::Requires { target, .. }
+            | Rule::Forbids { target, .. }
+            | Rule::FlowCap { target, .. }
+            | Rule::DistinctParam { target, .. } => target,
+        }
+    }
+
+    fn check(&self, field: &str) -> Result<(), String> {
+        self.target().check(&format!("{field}.target"))?;
+        match self {
+            Rule::Requires { after, within, .. } | Rule::Forbids { after, within, .. } => {
+                if after.is_empty() {
+                    return Err(format!(
+                        "{field}.after: must list at least one route pattern"
+                    ));
+                }
+                guard_util::check_patterns(&format!("{field}.after"), after)?;
+                within.check(&format!("{field}.within"))?;
+            }
+            Rule::FlowCap { max, window, .. } => {
+                check_max(field, *max)?;
+                window.check(&format!("{field}.window"))?;
+            }
+            Rule::DistinctParam {
+                target,
+                param,
+                max,
+                window,
+            } => {
+                param_index(target.text(), param).map_err(|e| format!("{field}.param: {e}"))?;
+                check_max(field, *max)?;
+                window.check(&format!("{field}.window"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_max(field: &str, max: u32) -> Result<(), String> {
+    if max == 0 {
+        return Err(format!("{field}.max: must be at least 1"));
+    }
+    Ok(())
+}
+
+/// The path segments of a pattern's or a request's path.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+/// Which path segment holds the parameter, checked against the target pattern.
+fn param_index(target: &str, param: &Param) -> Result<usize, String> {
+    let path = target.trim();
+    let path = path
+        .split_once(char::is_whitespace)
+        .map_or(path, |(_, path)| path.trim());
+    let pattern: Vec<&str> = segments(path).collect();
+    match param {
+        Param::Index(i) => {
+            let open_ended = pattern.last() == Some(&"**");
+            if *i >= pattern.len() && !open_ended {
+                return Err(format!(
+                    "segment {i} is beyond the {} segments of {target:?}",
+                    pattern.len()
+                ));
+            }
+            Ok(*i)
+        }
+        Param::Name(name) => {
+            let wanted = format!("{{{name}}}");
+            pattern
+                .iter()
+                .position(|s| *s == wanted)
+                .ok_or_else(|| format!("{target:?} has no {wanted} segment"))
+        }
+    }
+}
+
+fn deny(status: u16, kind: &str, reason: String, client: &str, wait: Option<Duration>) -> Verdict {
+    state::finding(kind, &format!("client {client}: {reason}"));
+    match wait {
+        Some(wait) => vigil_guest::too_many_requests(reason, wait),
+        None => vigil_guest::deny(status, reason),
+    }
+}
+
+fn patterns_text(patterns: &[PatternText]) -> String {
+    patterns
+        .iter()
+        .map(|p| p.text())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Whether one of `after` happened within `within` before `now_ms`, among `history`
+/// (newest first), counting only events `counts` accepts.
+fn happened(
+    history: &[Event],
+    after: &[PatternText],
+    within: Duration,
+    now_ms: u64,
+    counts: impl Fn(&Event) -> bool,
+) -> bool {
+    let since = now_ms.saturating_sub(within.as_millis() as u64);
+    history
+        .iter()
+        .take_while(|e| e.at_ms >= since)
+        .filter(|e| counts(e))
+        .any(|e| {
+            after
+                .iter()
+                .any(|p| route::Pattern::matches(p.get(), &e.method, &e.route))
+        })
+}
+
+struct Sequence;
+
+impl Guard for Sequence {
+    type Config = Config;
+
+    fn check_config(config: &Config) -> Result<(), String> {
+        for (i, rule) in config.rules.iter().enumerate() {
+            rule.check(&format!("rules[{i}]"))?;
+        }
+        Ok(())
+    }
+
+    fn on_request(config: &Config, req: &Request) -> Verdict {
+        let client = &req.client.key;
+        // Fetched once, and only when a history rule applies.
+        let mut history: Option<Vec<Event>> = None;
+        for (i, rule) in config.rules.iter().enumerate() {
+            if !rule.target().matches(req) {
+                continue;
+            }
+            match rule {
+                Rule::Requires {
+                    target,
+                    after,
+                    within,
+                } => {
+                    let events = history.get_or_insert_with(|| state::history(u32::MAX));
+                    let ok = |e: &Event| (200..400).contains(&e.status);
+                    if !happened(events, after, *within.get(), req.received_ms, ok) {
+                        let reason = format!(
+                            "{} requires {} within {}",
+                            target.text(),
+                            patterns_text(after),
+                            within.text()
+                        );
+                        return deny(409, "sequence-violation", reason, client, None);
+                    }
+                }
+                Rule::Forbids {
+                    target,
+                    after,
+                    within,
+                } => {
+                    let events = history.get_or_insert_with(|| state::history(u32::MAX));
+                    if happened(events, after, *within.get(), req.received_ms, |_| true) {
+                        let reason = format!(
+                            "{} is not allowed within {} after {}",
+                            target.text(),
+                            within.text(),
+                            patterns_text(after)
+                        );
+                        return deny(403, "sequence-violation", reason, client, None);
+                    }
+                }
+                Rule::FlowCap {
+                    target,
+                    max,
+                    window,
+                } => {
+                    let key = format!("flow{SEP}{i}{SEP}{}{SEP}{client}", target.text());
+                    let span = *window.get();
+                    // Add first and take back on refusal: concurrent requests of one client
+                    // each see a distinct total, so the cap cannot be overshot.
+                    if state::count(&key, 1, span) > i64::from(*max) {
+                        state::count(&key, -1, span);
+                        let reason = format!(
+                            "{} is limited to {max} per {}",
+                            target.text(),
+                            window.text()
+                        );
+                        return deny(429, "sequence-violation", reason, client, Some(span));
+                    }
+                }
+                Rule::DistinctParam {
+                    target,
+                    param,
+                    max,
+                    window,
+                } => {
+                    let Ok(index) = param_index(target.text(), param) else {
+                        continue;
+                    };
+                    let Some(value) = segments(&req.path).nth(index) else {
+                        continue;
+                    };
+                    let key = format!("param{SEP}{i}{SEP}{}{SEP}{client}", target.text());
+                    let seen = state::distinct(&key, value, *window.get());
+                    if seen > *max {
+                        let reason = format!(
+                            "more than {max} different values on {} within {}",
+                            target.text(),
+                            window.text()
+                        );
+                        return deny(429, "id-enumeration", reason, client, Some(*window.get()));
+                    }
+                }
+            }
+        }
+        Verdict::Allow
+    }
+}
+
+vigil_guest::guard!(Sequence);

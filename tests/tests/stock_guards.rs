@@ -1,0 +1,631 @@
+//! The stock guards (rate-limit, sequence, credential-stuffing, enumeration), compiled from
+//! `example-guards/` and run through the host: each attack is refused with the right status,
+//! the same volume of ordinary traffic is not, monitor mode only records, and bad
+//! configurations are refused naming the field.
+
+use std::sync::Arc;
+use std::time::Duration;
+use vigil_host::clock::{Clock, ManualClock};
+use vigil_host::{Chain, Decision, GuardResult, Mode, OnError, Request, Response, Runtime};
+use vigil_tests::{load, load_error, spec, with_policy};
+
+/// One guard on a runtime whose clock only moves when told to.
+struct Bench {
+    rt: Runtime,
+    clock: Arc<ManualClock>,
+    chain: Chain,
+}
+
+fn bench(crate_name: &str, config: &str, mode: Mode, body_limit: usize) -> Bench {
+    let clock = ManualClock::new(Duration::from_secs(1_700_000_000));
+    let rt = Runtime::new(vigil_host::RuntimeConfig {
+        clock: clock.clone(),
+        ..vigil_host::RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let mut s = with_policy(spec(crate_name, crate_name, config), mode, OnError::Allow);
+    s.body_limit = body_limit;
+    let chain = Chain::new(vec![load(&rt, s)]).expect("chain");
+    Bench { rt, clock, chain }
+}
+
+impl Bench {
+    fn request(&self, method: &str, path: &str, client: &str) -> Request {
+        let mut req = vigil_tests::request(method, path, client, &[]);
+        req.received_ms = self.clock.now_ms();
+        req
+    }
+
+    /// Evaluates the request and, as the proxy does, shows the guard the response: `status`
+    /// from the upstream when allowed, the denial's status otherwise.
+    fn exchange(&self, mut req: Request, status: u16) -> Decision {
+        let decision = self.chain.evaluate(&mut req);
+        let status = decision.denial.as_ref().map_or(status, |d| d.status);
+        let response = Response {
+            status,
+            headers: vec![],
+            latency_us: 1000,
+        };
+        self.chain.observe(&self.rt, &mut req, &response, &decision);
+        decision
+    }
+
+    fn send(&self, method: &str, path: &str, client: &str, status: u16) -> Decision {
+        self.exchange(self.request(method, path, client), status)
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    fn finding_kinds(&self) -> Vec<String> {
+        self.rt
+            .drain_findings()
+            .into_iter()
+            .map(|f| f.kind)
+            .collect()
+    }
+}
+
+/// The status the guard wanted to answer with, applied or not.
+fn wanted(decision: &Decision) -> Option<u16> {
+    decision.outcomes.iter().find_map(|o| match &o.result {
+        GuardResult::Denied(deny) => Some(deny.status),
+        _ => None,
+    })
+}
+
+fn denied(decision: &Decision) -> u16 {
+    decision
+        .denial
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected a denial: {:?}", decision.outcomes))
+        .status
+}
+
+fn assert_allowed(decision: &Decision, what: &str) {
+    assert!(decision.allowed(), "{what}: {:?}", decision.outcomes);
+}
+
+/// Loading `crate_name` with `config` fails with a message containing `expected`.
+fn refused(crate_name: &str, config: &str, expected: &str) {
+    let rt = vigil_tests::runtime();
+    let (_, text) = load_error(&rt, spec(crate_name, crate_name, config));
+    assert!(text.contains(expected), "{config}: {text}");
+}
+
+/// Monitor mode lets every request of the attack through, and the outcome records what
+/// enforce mode would have answered.
+fn assert_monitored(decisions: &[Decision], status: u16) {
+    assert!(decisions.iter().all(Decision::allowed));
+    let would_deny: Vec<&Decision> = decisions.iter().filter(|d| wanted(d).is_some()).collect();
+    assert!(!would_deny.is_empty(), "monitor mode recorded no denial");
+    for d in would_deny {
+        assert_eq!(wanted(d), Some(status));
+        assert!(!d.outcomes[0].applied);
+        assert_eq!(d.outcomes[0].mode, Mode::Monitor);
+    }
+}
+
+// ---------------------------------------------------------------- rate-limit
+
+const RATE: &str = r#"{"key": "client", "rate": 1, "per": "second", "burst": 5}"#;
+
+#[test]
+fn rate_limit_refuses_a_burst_with_retry_after() {
+    let b = bench("rate-limit", RATE, Mode::Enforce, 0);
+    let decisions: Vec<Decision> = (0..10)
+        .map(|_| b.send("GET", "/items", "bot", 200))
+        .collect();
+    assert!(decisions[..5].iter().all(Decision::allowed));
+    for d in &decisions[5..] {
+        let denial = d.denial.as_ref().expect("over the burst");
+        assert_eq!((denial.status, denial.retry_after_secs), (429, Some(1)));
+    }
+    assert_allowed(
+        &b.send("GET", "/items", "someone-else", 200),
+        "other client",
+    );
+
+    // A route override replaces the default limit, keyed here by client and route.
+    let config = r#"{"key": ["client", "route"], "rate": 100, "burst": 100,
+        "routes": {"POST /login": {"rate": 3, "per": "minute", "burst": 1}}}"#;
+    let b = bench("rate-limit", config, Mode::Enforce, 0);
+    assert_allowed(&b.send("POST", "/login", "bot", 200), "first login");
+    let denial = b
+        .send("POST", "/login", "bot", 200)
+        .denial
+        .expect("second login");
+    assert_eq!((denial.status, denial.retry_after_secs), (429, Some(20)));
+    for _ in 0..50 {
+        assert_allowed(&b.send("GET", "/items", "bot", 200), "default limit");
+    }
+    b.advance(Duration::from_secs(20));
+    assert_allowed(&b.send("POST", "/login", "bot", 200), "a token is back");
+
+    // Clients sharing an API key share its bucket; without the key a client has its own.
+    let config = r#"{"key": "header:X-Api-Key", "rate": 1, "per": "hour", "burst": 2}"#;
+    let b = bench("rate-limit", config, Mode::Enforce, 0);
+    let keyed = |client: &str| {
+        let mut req = b.request("GET", "/items", client);
+        req.headers.push(vigil_host::Header {
+            name: "x-api-key".into(),
+            value: b"k1".to_vec(),
+        });
+        b.exchange(req, 200)
+    };
+    assert_allowed(&keyed("a"), "first use of k1");
+    assert_allowed(&keyed("b"), "second use of k1");
+    assert_eq!(denied(&keyed("c")), 429);
+    assert_allowed(&b.send("GET", "/items", "c", 200), "c without the key");
+}
+
+#[test]
+fn rate_limit_lets_paced_traffic_through() {
+    let b = bench("rate-limit", RATE, Mode::Enforce, 0);
+    for i in 0..10 {
+        assert_allowed(
+            &b.send("GET", "/items", "reader", 200),
+            &format!("paced {i}"),
+        );
+        b.advance(Duration::from_secs(1));
+    }
+    for i in 0..10 {
+        let client = format!("client-{i}");
+        assert_allowed(&b.send("GET", "/items", &client, 200), &client);
+    }
+}
+
+#[test]
+fn rate_limit_monitor_mode_only_records() {
+    let b = bench("rate-limit", RATE, Mode::Monitor, 0);
+    let decisions: Vec<Decision> = (0..10)
+        .map(|_| b.send("GET", "/items", "bot", 200))
+        .collect();
+    assert_monitored(&decisions, 429);
+}
+
+#[test]
+fn rate_limit_rejects_bad_config_naming_the_field() {
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "burts": 2}"#,
+        "unknown field `burts`",
+    );
+    refused(
+        "rate-limit",
+        r#"{"rate": 0}"#,
+        "rate: must be a number greater than 0",
+    );
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "per": "day"}"#,
+        "per: must be \"second\"",
+    );
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "burst": 0}"#,
+        "burst: must be at least 1",
+    );
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "key": "cookie"}"#,
+        "key: \"cookie\" is not",
+    );
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "key": ["ip", "header:"]}"#,
+        "key[1]: ",
+    );
+    refused("rate-limit", r#"{"rate": 1, "key": []}"#, "key: must name");
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "routes": {"login": {"rate": 1}}}"#,
+        "routes.\"login\": invalid route pattern",
+    );
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "routes": {"POST /login": {"rate": 1, "per": "week"}}}"#,
+        "routes.\"POST /login\".per: must be",
+    );
+    refused(
+        "rate-limit",
+        r#"{"rate": 1, "routes": {"POST /login": {"rate": 1, "every": 2}}}"#,
+        "unknown field `every`",
+    );
+}
+
+// ---------------------------------------------------------------- sequence
+
+const SEQUENCE: &str = r#"{"rules": [
+    {"kind": "requires", "target": "POST /checkout", "after": ["POST /cart/items"], "within": "15m"},
+    {"kind": "forbids", "target": "POST /transfer", "after": ["POST /password-reset"], "within": "10m"},
+    {"kind": "flow-cap", "target": "POST /checkout", "max": 5, "window": "1h"},
+    {"kind": "distinct-param", "target": "GET /users/{id}", "param": "id", "max": 20, "window": "10m"},
+    {"kind": "distinct-param", "target": "GET /orders/{id}", "param": 1, "max": 3, "window": "10m"}
+]}"#;
+
+fn user(b: &Bench, id: u32, client: &str) -> Decision {
+    let mut req = b.request("GET", &format!("/users/{id}"), client);
+    req.route = Some("/users/{id}".into());
+    b.exchange(req, 200)
+}
+
+#[test]
+fn sequence_refuses_skipped_forbidden_and_excessive_steps() {
+    let b = bench("sequence", SEQUENCE, Mode::Enforce, 0);
+    let minute = Duration::from_secs(60);
+
+    // Checkout without a cart, after a failed add to cart, and too long after a good one.
+    let d = b.send("POST", "/checkout", "skipper", 200);
+    assert_eq!(denied(&d), 409);
+    assert_eq!(
+        d.denial.unwrap().reason,
+        "POST /checkout requires POST /cart/items within 15m"
+    );
+    assert_eq!(b.finding_kinds(), ["sequence-violation"]);
+    b.send("POST", "/cart/items", "skipper", 400);
+    assert_eq!(denied(&b.send("POST", "/checkout", "skipper", 200)), 409);
+    b.send("POST", "/cart/items", "skipper", 201);
+    b.advance(16 * minute);
+    assert_eq!(denied(&b.send("POST", "/checkout", "skipper", 200)), 409);
+
+    // A transfer right after a password reset, even a failed one; allowed once it is old.
+    b.send("POST", "/password-reset", "taker", 400);
+    b.advance(minute);
+    assert_eq!(denied(&b.send("POST", "/transfer", "taker", 200)), 403);
+    b.advance(10 * minute);
+    assert_allowed(&b.send("POST", "/transfer", "taker", 200), "old reset");
+
+    // The sixth checkout within the hour.
+    for i in 0..5 {
+        b.send("POST", "/cart/items", "hoarder", 201);
+        assert_allowed(
+            &b.send("POST", "/checkout", "hoarder", 200),
+            &format!("#{i}"),
+        );
+    }
+    b.send("POST", "/cart/items", "hoarder", 201);
+    let denial = b.send("POST", "/checkout", "hoarder", 200).denial.unwrap();
+    assert_eq!((denial.status, denial.retry_after_secs), (429, Some(3600)));
+
+    // Walking through user ids (by segment name) and order ids (by segment index).
+    b.rt.drain_findings();
+    for id in 0..20 {
+        assert_allowed(&user(&b, id, "walker"), &format!("user {id}"));
+    }
+    assert_eq!(denied(&user(&b, 20, "walker")), 429);
+    assert_eq!(b.finding_kinds(), ["id-enumeration"]);
+    for id in 0..3 {
+        assert_allowed(
+            &b.send("GET", &format!("/orders/{id}"), "walker", 200),
+            "order",
+        );
+    }
+    assert_eq!(denied(&b.send("GET", "/orders/3", "walker", 200)), 429);
+}
+
+#[test]
+fn sequence_lets_ordinary_flows_through() {
+    let b = bench("sequence", SEQUENCE, Mode::Enforce, 0);
+    let minute = Duration::from_secs(60);
+    for round in 0..5 {
+        b.send("POST", "/cart/items", "shopper", 201);
+        b.advance(minute);
+        assert_allowed(&b.send("POST", "/checkout", "shopper", 200), "checkout");
+        assert_allowed(&b.send("POST", "/transfer", "shopper", 200), "transfer");
+        b.advance(minute);
+        // A redirect counts as success too.
+        b.send("POST", "/cart/items", "other", 303);
+        assert_allowed(&b.send("POST", "/checkout", "other", 200), "303 cart");
+        for i in 0..6 {
+            assert_allowed(&user(&b, (round * 6 + i) % 4, "shopper"), "own users");
+        }
+    }
+    b.send("POST", "/password-reset", "forgetful", 200);
+    b.advance(11 * minute);
+    assert_allowed(
+        &b.send("POST", "/transfer", "forgetful", 200),
+        "later transfer",
+    );
+    assert!(b.finding_kinds().is_empty());
+}
+
+#[test]
+fn sequence_monitor_mode_only_records() {
+    let b = bench("sequence", SEQUENCE, Mode::Monitor, 0);
+    let mut decisions = vec![b.send("POST", "/checkout", "skipper", 200)];
+    decisions.extend((0..25).map(|id| user(&b, id, "walker")));
+    assert!(decisions.iter().all(Decision::allowed));
+    assert_eq!(wanted(&decisions[0]), Some(409));
+    assert_monitored(&decisions[1..], 429);
+}
+
+#[test]
+fn sequence_rejects_bad_config_naming_the_field() {
+    let rule = |r: &str| format!(r#"{{"rules": [{r}]}}"#);
+    refused("sequence", r#"{"rule": []}"#, "unknown field `rule`");
+    refused(
+        "sequence",
+        &rule(r#"{"kind": "flow-cap", "target": "POST /x", "max": 5, "window": "1h", "maxx": 1}"#),
+        "unknown field `maxx`",
+    );
+    refused(
+        "sequence",
+        &rule(r#"{"kind": "requires", "target": "POST /x", "after": ["POST /y"], "within": "15"}"#),
+        "rules[0].within: expected a duration such as \"250ms\"",
+    );
+    refused(
+        "sequence",
+        &rule(r#"{"kind": "forbids", "target": "POST /x", "after": [], "within": "1m"}"#),
+        "rules[0].after: must list at least one",
+    );
+    refused(
+        "sequence",
+        &rule(r#"{"kind": "requires", "target": "POST /x", "after": ["y"], "within": "1m"}"#),
+        "rules[0].after[0]: invalid route pattern",
+    );
+    refused(
+        "sequence",
+        &rule(r#"{"kind": "flow-cap", "target": "POST /x", "max": 0, "window": "1h"}"#),
+        "rules[0].max: must be at least 1",
+    );
+    refused(
+        "sequence",
+        &rule(
+            r#"{"kind": "distinct-param", "target": "GET /u/{id}", "param": "uid", "max": 2, "window": "1m"}"#,
+        ),
+        "rules[0].param: \"GET /u/{id}\" has no {uid} segment",
+    );
+    refused(
+        "sequence",
+        &rule(
+            r#"{"kind": "distinct-param", "target": "GET /u/{id}", "param": 2, "max": 2, "window": "1m"}"#,
+        ),
+        "rules[0].param: segment 2 is beyond",
+    );
+    refused(
+        "sequence",
+        &rule(r#"{"kind": "allows", "target": "GET /"}"#),
+        "unknown variant `allows`",
+    );
+}
+
+// ---------------------------------------------------------------- credential-stuffing
+
+const STUFFING: &str = r#"{"login": "POST /login", "account": {"json_field": "username"},
+    "max_failures": 5, "max_accounts": 3, "max_clients_per_account": 10, "window": "15m"}"#;
+
+fn login(b: &Bench, client: &str, account: &str, status: u16) -> Decision {
+    let mut req = b.request("POST", "/login", client);
+    req.body = Some(format!(r#"{{"username": "{account}", "password": "hunter2"}}"#).into_bytes());
+    b.exchange(req, status)
+}
+
+#[test]
+fn credential_stuffing_refuses_stuffing_brute_force_and_spraying() {
+    let b = bench("credential-stuffing", STUFFING, Mode::Enforce, 4096);
+    // One client, many accounts: the fourth distinct account is refused.
+    for i in 0..3 {
+        assert_allowed(&login(&b, "stuffer", &format!("user{i}"), 401), "account");
+    }
+    let denial = login(&b, "stuffer", "user3", 401)
+        .denial
+        .expect("fourth account");
+    assert_eq!((denial.status, denial.retry_after_secs), (429, Some(900)));
+    assert_eq!(b.finding_kinds(), ["credential-stuffing"]);
+
+    // One client, one account, failing: refused after five failures, until the window passes.
+    for _ in 0..5 {
+        assert_allowed(&login(&b, "guesser", "alice", 401), "failure");
+    }
+    assert_eq!(denied(&login(&b, "guesser", "alice", 401)), 429);
+
+    // Many clients, one account: the eleventh client is refused.
+    for i in 0..10 {
+        assert_allowed(&login(&b, &format!("bot{i}"), "bob", 401), "spray");
+    }
+    assert_eq!(denied(&login(&b, "bot10", "bob", 401)), 429);
+
+    b.advance(Duration::from_secs(16 * 60));
+    assert_allowed(&login(&b, "guesser", "alice", 200), "after the window");
+
+    // The account from a form body (case does not make another account) or a header.
+    let form = r#"{"account": {"form_field": "user name"}, "max_accounts": 1}"#;
+    let b = bench("credential-stuffing", form, Mode::Enforce, 4096);
+    let form_login = |body: &str| {
+        let mut req = b.request("POST", "/login", "c");
+        req.body = Some(body.as_bytes().to_vec());
+        b.exchange(req, 401)
+    };
+    assert_allowed(&form_login("user+name=Carol%40example.com&pw=x"), "first");
+    assert_allowed(
+        &form_login("pw=y&user%20name=carol@EXAMPLE.com"),
+        "same account",
+    );
+    assert_eq!(denied(&form_login("user+name=dave&pw=z")), 429);
+
+    let header = r#"{"account": {"header": "x-account"}, "max_accounts": 1}"#;
+    let b = bench("credential-stuffing", header, Mode::Enforce, 0);
+    let header_login = |account: &str| {
+        let mut req = b.request("POST", "/login", "c");
+        req.headers.push(vigil_host::Header {
+            name: "x-account".into(),
+            value: account.as_bytes().to_vec(),
+        });
+        b.exchange(req, 200)
+    };
+    assert_allowed(&header_login("erin"), "first");
+    assert_eq!(denied(&header_login("frank")), 429);
+}
+
+#[test]
+fn credential_stuffing_lets_ordinary_logins_through() {
+    let b = bench("credential-stuffing", STUFFING, Mode::Enforce, 4096);
+    // As many attempts as the attacks above: people logging in, some mistyping once or
+    // twice, some from two devices, a shared office address using several accounts.
+    for round in 0..3 {
+        for i in 0..10 {
+            let status = if round == 0 && i % 3 == 0 { 401 } else { 200 };
+            let client = format!("device{}", i % 7);
+            let d = login(&b, &client, &format!("person{i}"), status);
+            assert_allowed(&d, &format!("round {round} person {i}"));
+        }
+        b.advance(Duration::from_secs(6 * 60));
+    }
+    // Other routes are not login attempts.
+    for _ in 0..10 {
+        assert_allowed(&b.send("POST", "/logout", "device0", 401), "logout");
+    }
+    assert!(b.finding_kinds().is_empty());
+}
+
+#[test]
+fn credential_stuffing_monitor_mode_only_records() {
+    let b = bench("credential-stuffing", STUFFING, Mode::Monitor, 4096);
+    let decisions: Vec<Decision> = (0..10)
+        .map(|i| login(&b, "stuffer", &format!("user{i}"), 401))
+        .collect();
+    assert_monitored(&decisions, 429);
+}
+
+#[test]
+fn credential_stuffing_rejects_bad_config_naming_the_field() {
+    let cs = "credential-stuffing";
+    let account = r#""account": {"json_field": "username"}"#;
+    refused(
+        cs,
+        &format!(r#"{{{account}, "max_tries": 1}}"#),
+        "unknown field `max_tries`",
+    );
+    refused(cs, r#"{"max_failures": 1}"#, "missing field `account`");
+    refused(
+        cs,
+        r#"{"account": {"jsn_field": "u"}}"#,
+        "unknown variant `jsn_field`",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "window": "15 minutes"}}"#),
+        "window: expected a duration such as \"250ms\"",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "window": "0s"}}"#),
+        "window: must be longer than 0",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "max_accounts": 0}}"#),
+        "max_accounts: must be at least 1",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "failure_statuses": [401, 999]}}"#),
+        "failure_statuses: 999 is not an HTTP status",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "login": "login"}}"#),
+        "login: invalid route pattern",
+    );
+    refused(cs, r#"{"account": {"header": " "}}"#, "account: ");
+}
+
+// ---------------------------------------------------------------- enumeration
+
+const ENUMERATION: &str = r#"{"routes": ["GET /users/{id}"], "max_distinct": 50,
+    "max_not_found_ratio": 0.5, "min_requests": 10, "window": "10m"}"#;
+
+fn object(b: &Bench, id: u32, client: &str, status: u16) -> Decision {
+    let mut req = b.request("GET", &format!("/users/{id}"), client);
+    req.route = Some("/users/{id}".into());
+    b.exchange(req, status)
+}
+
+#[test]
+fn enumeration_refuses_walking_and_guessing_ids() {
+    let b = bench("enumeration", ENUMERATION, Mode::Enforce, 0);
+    for id in 0..50 {
+        assert_allowed(&object(&b, id, "walker", 200), &format!("object {id}"));
+    }
+    let denial = object(&b, 50, "walker", 200).denial.expect("51st object");
+    assert_eq!((denial.status, denial.retry_after_secs), (429, Some(600)));
+    assert_eq!(b.finding_kinds(), ["enumeration"]);
+
+    // Mostly 404s: refused once ten requests were judged.
+    for id in 0..10 {
+        let status = if id % 4 == 0 { 200 } else { 404 };
+        assert_allowed(&object(&b, 1000 + id, "guesser", status), "guess");
+    }
+    for _ in 0..3 {
+        assert_eq!(denied(&object(&b, 2000, "guesser", 404)), 429);
+    }
+
+    b.advance(Duration::from_secs(11 * 60));
+    assert_allowed(&object(&b, 3000, "walker", 200), "after the window");
+    assert_allowed(&object(&b, 3000, "guesser", 200), "after the window");
+}
+
+#[test]
+fn enumeration_lets_ordinary_browsing_through() {
+    let b = bench("enumeration", ENUMERATION, Mode::Enforce, 0);
+    // As many requests as the walk above, over 20 objects, one in ten gone.
+    for i in 0..60u32 {
+        let status = if i % 10 == 0 { 404 } else { 200 };
+        assert_allowed(
+            &object(&b, i % 20, "reader", status),
+            &format!("request {i}"),
+        );
+    }
+    for i in 0..60 {
+        assert_allowed(
+            &b.send("GET", &format!("/search/{i}"), "reader", 404),
+            "other route",
+        );
+    }
+    assert!(b.finding_kinds().is_empty());
+}
+
+#[test]
+fn enumeration_monitor_mode_only_records() {
+    let b = bench("enumeration", ENUMERATION, Mode::Monitor, 0);
+    let decisions: Vec<Decision> = (0..60).map(|id| object(&b, id, "walker", 200)).collect();
+    assert_monitored(&decisions, 429);
+}
+
+#[test]
+fn enumeration_rejects_bad_config_naming_the_field() {
+    let en = "enumeration";
+    refused(
+        en,
+        r#"{"routes": ["GET /u/{id}"], "max": 5}"#,
+        "unknown field `max`",
+    );
+    refused(en, r#"{"routes": []}"#, "routes: must list at least one");
+    refused(
+        en,
+        r#"{"routes": ["u"]}"#,
+        "routes[0]: invalid route pattern",
+    );
+    refused(
+        en,
+        r#"{"routes": ["GET /u/{id}"], "window": "10"}"#,
+        "window: expected a duration such as \"250ms\"",
+    );
+    refused(
+        en,
+        r#"{"routes": ["GET /u/{id}"], "max_not_found_ratio": 1.5}"#,
+        "max_not_found_ratio: must be between 0 and 1",
+    );
+    refused(
+        en,
+        r#"{"routes": ["GET /u/{id}"], "max_distinct": 0}"#,
+        "max_distinct: must be at least 1",
+    );
+    refused(
+        en,
+        r#"{"routes": ["GET /u/{id}"], "min_requests": 0}"#,
+        "min_requests: must be at least 1",
+    );
+}
