@@ -83,14 +83,14 @@ impl GuardSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The module file could not be read.
-    #[error("guard {guard:?}: cannot read {path}: {source}")]
+    #[error("guard {guard:?}: cannot read {path}: {error}")]
     Read {
         /// Guard name.
         guard: String,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a separate cause, so it is printed once).
+        error: std::io::Error,
     },
     /// The bytes are not a usable guard component.
     #[error("guard {guard:?}: {reason}")]
@@ -232,10 +232,10 @@ impl Runtime {
         }
         let bytes = match &spec.source {
             GuardSource::Bytes(bytes) => bytes.clone(),
-            GuardSource::File(path) => std::fs::read(path).map_err(|source| LoadError::Read {
+            GuardSource::File(path) => std::fs::read(path).map_err(|error| LoadError::Read {
                 guard: spec.name.clone(),
                 path: path.clone(),
-                source,
+                error,
             })?,
         };
         check_header(&bytes).map_err(invalid)?;

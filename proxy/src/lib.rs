@@ -13,12 +13,14 @@
 //! - `server`: the public and admin listeners, graceful shutdown.
 //! - `admin`: health, readiness, metrics, guards, reload.
 //! - `metrics`: Prometheus metrics.
+//! - `demo`: `vigil demo`, a sample shop under attack.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod forward;
 pub mod metrics;
 pub mod pipeline;

@@ -39,10 +39,20 @@ enum Command {
     Run(ConfigArgs),
     /// Validate the configuration, the API spec and every guard without serving.
     Check(ConfigArgs),
+    /// Start a sample shop API with Vigil and the stock guards in front, drive normal traffic
+    /// and four attacks through it, and print what was blocked and why.
+    Demo(DemoArgs),
     /// Load a guard, check it against the guard world and run its init with the given config.
     CheckGuard(GuardArgs),
     /// Send a series of identical requests through a guard and print each verdict.
     Try(TryArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Directory of the compiled stock guards (rate_limit.wasm, sequence.wasm, ...).
+    #[arg(long, default_value_os_t = vigil::demo::default_guards_dir())]
+    guards: PathBuf,
 }
 
 #[derive(Args)]
@@ -114,6 +124,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run(args, &cli.log),
         Command::Check(args) => check(args, &cli.log),
+        Command::Demo(args) => demo(args, &cli.log),
         Command::CheckGuard(args) => {
             init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
             check_guard(args)
@@ -141,6 +152,15 @@ fn init_logging(filter: &str, format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
+    init_logging(log.as_deref().unwrap_or("error"), LogFormat::Text);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(vigil::demo::run(&args.guards))
 }
 
 fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {

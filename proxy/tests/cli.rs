@@ -250,3 +250,64 @@ fn sighup_and_file_changes_reload_the_guards() {
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn demo_blocks_each_attack_with_the_right_guard_and_no_normal_request() {
+    let guards = std::path::Path::new(vigil_guard_artifacts::RATE_LIMIT)
+        .parent()
+        .unwrap();
+    let (code, out, err) = vigil(&["demo", "--guards", guards.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {out}"))
+            .to_string()
+    };
+    let blocked = |line: &str| {
+        line.split_whitespace()
+            .rev()
+            .find_map(|w| w.parse::<u32>().ok())
+    };
+    let normal = line("normal traffic");
+    assert!(
+        normal.contains(" 50 ") && normal.trim_end().ends_with("0  -"),
+        "false positives: {normal}"
+    );
+    for (attack, guard) in [
+        ("credential stuffing", "credential-stuffing"),
+        ("ID enumeration", "enumeration"),
+        ("checkout without cart", "sequence"),
+        ("burst over the rate", "rate-limit"),
+    ] {
+        let l = line(attack);
+        assert!(
+            l.contains(&format!(" {guard} (")),
+            "{attack} blocked by {guard}: {l}"
+        );
+        assert!(blocked(&l).is_some());
+    }
+    assert!(line("checkout without cart").contains("409 sequence"));
+    assert!(
+        out.contains("Endpoints reached from public clients"),
+        "{out}"
+    );
+    assert!(
+        line("POST /checkout").trim_end().ends_with("10"),
+        "only the 10 real checkouts got through: {out}"
+    );
+}
+
+#[test]
+fn demo_without_built_guards_says_how_to_build_them() {
+    let (code, _, err) = vigil(&["demo", "--guards", "/nonexistent/guards"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("rate_limit.wasm not found in /nonexistent/guards"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cargo build -p vigil-guard-artifacts"),
+        "{err}"
+    );
+}

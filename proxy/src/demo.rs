@@ -1,0 +1,358 @@
+//! `vigil demo`: a sample shop API, Vigil in front of it with the stock guards, normal traffic
+//! and four attacks, and a readable account of what was blocked and why. Everything runs in
+//! this process on loopback sockets and stops when the report is printed.
+
+use crate::config::{Config, Overrides};
+use crate::sidecar::Sidecar;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The stock guards the demo loads, by file name in the guards directory.
+const GUARDS: [&str; 4] = [
+    "rate_limit.wasm",
+    "sequence.wasm",
+    "credential_stuffing.wasm",
+    "enumeration.wasm",
+];
+
+/// Runs the demo with the compiled stock guards found in `guards`, printing the report.
+pub async fn run(guards: &Path) -> anyhow::Result<()> {
+    for file in GUARDS {
+        if !guards.join(file).is_file() {
+            anyhow::bail!(
+                "stock guard {} not found in {}; build the guards with `cargo build -p vigil-guard-artifacts` \
+                 (or pass --guards DIR)",
+                file,
+                guards.display()
+            );
+        }
+    }
+    // The configuration lives in a temporary directory: module paths must not be relative.
+    let guards = guards.canonicalize()?;
+    let guards = guards.as_path();
+    let shop = Shop::start().await?;
+    let dir = std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config_path = dir.join("vigil.toml");
+    std::fs::write(&config_path, config_text(guards, shop.addr))?;
+    let config = Config::load(&config_path, &Overrides::default())?;
+    let sidecar = Arc::new(tokio::task::block_in_place(|| {
+        Sidecar::new(config, Overrides::default())
+    })?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let proxy = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(crate::server::serve_public(sidecar, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let traffic = Traffic { client, proxy };
+    let mut report = Vec::new();
+    report.push(traffic.normal_users().await);
+    report.push(traffic.credential_stuffing().await);
+    report.push(traffic.id_enumeration().await);
+    report.push(traffic.checkout_without_cart().await);
+    report.push(traffic.burst().await);
+
+    let _ = stop.send(());
+    let _ = served.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    print_report(&report, &shop.reached());
+    Ok(())
+}
+
+fn config_text(guards: &Path, shop: SocketAddr) -> String {
+    let module = |file: &str| guards.join(file).display().to_string();
+    format!(
+        r#"
+[listen]
+address = "127.0.0.1:0"
+[upstream]
+url = "http://{shop}"
+[identity]
+key = "ip"
+# The demo's clients all connect from loopback and name their public address in
+# X-Forwarded-For, as they would behind a load balancer. The rate limit comes last, so the
+# more specific guards name the attacks they recognise.
+trusted_proxies = ["127.0.0.1/32"]
+[log]
+level = "warn"
+
+[[guard]]
+name = "sequence"
+module = "{}"
+config = {{ rules = [{{ kind = "requires", target = "POST /checkout", after = ["POST /cart/items"], within = "15m" }}] }}
+
+[[guard]]
+name = "credential-stuffing"
+module = "{}"
+routes = ["POST /login"]
+body_limit = 4096
+config = {{ account = {{ json_field = "username" }}, max_accounts = 3, max_failures = 5, window = "15m" }}
+
+[[guard]]
+name = "enumeration"
+module = "{}"
+routes = ["GET /users/{{id}}"]
+config = {{ routes = ["GET /users/{{id}}"], max_distinct = 20, window = "10m" }}
+[[guard]]
+name = "rate-limit"
+module = "{}"
+config = {{ rate = 20, per = "second", burst = 20 }}
+"#,
+        module(GUARDS[1]),
+        module(GUARDS[2]),
+        module(GUARDS[3]),
+        module(GUARDS[0]),
+    )
+}
+
+/// What one scenario sent and what came back.
+struct Scenario {
+    name: &'static str,
+    sent: usize,
+    blocked: usize,
+    /// Denials by guard and reason, with counts.
+    reasons: BTreeMap<String, usize>,
+}
+
+struct Traffic {
+    client: Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+}
+
+impl Traffic {
+    async fn send(
+        &self,
+        scenario: &mut Scenario,
+        from: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> StatusCode {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.proxy))
+            .header("x-forwarded-for", from)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("a valid request");
+        scenario.sent += 1;
+        let Ok(response) = self.client.request(request).await else {
+            *scenario.reasons.entry("(no answer)".into()).or_default() += 1;
+            return StatusCode::BAD_GATEWAY;
+        };
+        let status = response.status();
+        let is_problem = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/problem+json");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if is_problem {
+            if let Ok(problem) = serde_json::from_slice::<serde_json::Value>(&body) {
+                if let Some(guard) = problem["guard"].as_str() {
+                    scenario.blocked += 1;
+                    let reason = format!(
+                        "{} {} ({})",
+                        status.as_u16(),
+                        guard,
+                        problem["detail"].as_str().unwrap_or("")
+                    );
+                    *scenario.reasons.entry(reason).or_default() += 1;
+                }
+            }
+        }
+        status
+    }
+
+    async fn normal_users(&self) -> Scenario {
+        let mut s = scenario("normal traffic (10 users)");
+        for user in 1..=10 {
+            let from = format!("198.51.100.{user}");
+            let login = format!(r#"{{"username":"user{user}","password":"correct-horse"}}"#);
+            self.send(&mut s, &from, "POST", "/login", &login).await;
+            self.send(&mut s, &from, "GET", &format!("/users/{user}"), "")
+                .await;
+            self.send(
+                &mut s,
+                &from,
+                "POST",
+                "/cart/items",
+                r#"{"sku":"tea","qty":1}"#,
+            )
+            .await;
+            self.send(&mut s, &from, "POST", "/checkout", "{}").await;
+            self.send(
+                &mut s,
+                &from,
+                "GET",
+                &format!("/users/{}", user % 3 + 1),
+                "",
+            )
+            .await;
+        }
+        s
+    }
+
+    async fn credential_stuffing(&self) -> Scenario {
+        let mut s = scenario("credential stuffing");
+        for i in 0..20 {
+            let login = format!(r#"{{"username":"victim{i}","password":"hunter2"}}"#);
+            self.send(&mut s, "203.0.113.10", "POST", "/login", &login)
+                .await;
+        }
+        s
+    }
+
+    async fn id_enumeration(&self) -> Scenario {
+        let mut s = scenario("ID enumeration");
+        for id in 1..=60 {
+            self.send(&mut s, "203.0.113.20", "GET", &format!("/users/{id}"), "")
+                .await;
+        }
+        s
+    }
+
+    async fn checkout_without_cart(&self) -> Scenario {
+        let mut s = scenario("checkout without cart");
+        for _ in 0..3 {
+            self.send(&mut s, "203.0.113.30", "POST", "/checkout", "{}")
+                .await;
+        }
+        s
+    }
+
+    async fn burst(&self) -> Scenario {
+        let mut s = scenario("burst over the rate");
+        for _ in 0..60 {
+            self.send(&mut s, "203.0.113.40", "GET", "/admin/stats", "")
+                .await;
+        }
+        s
+    }
+}
+
+fn scenario(name: &'static str) -> Scenario {
+    Scenario {
+        name,
+        sent: 0,
+        blocked: 0,
+        reasons: BTreeMap::new(),
+    }
+}
+
+fn print_report(scenarios: &[Scenario], reached: &BTreeMap<String, usize>) {
+    println!("What Vigil blocked");
+    println!("{:<28} {:>5} {:>8}  why", "traffic", "sent", "blocked");
+    for s in scenarios {
+        let mut reasons = s.reasons.iter().map(|(r, n)| format!("{n} × {r}"));
+        println!(
+            "{:<28} {:>5} {:>8}  {}",
+            s.name,
+            s.sent,
+            s.blocked,
+            reasons.next().unwrap_or_else(|| "-".into())
+        );
+        for more in reasons {
+            println!("{:<28} {:>5} {:>8}  {more}", "", "", "");
+        }
+    }
+    println!();
+    println!("Endpoints reached from public clients (requests that got through to the shop)");
+    println!("{:<24} {:>8}", "endpoint", "requests");
+    for (route, n) in reached {
+        println!("{route:<24} {n:>8}");
+    }
+}
+
+/// The sample shop: accepts any request of its five endpoints and counts what reached it.
+struct Shop {
+    addr: SocketAddr,
+    reached: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Shop {
+    async fn start() -> anyhow::Result<Shop> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let reached = Arc::new(Mutex::new(BTreeMap::new()));
+        let counts = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counts = counts.clone();
+                let service = service_fn(move |req| shop(req, counts.clone()));
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Shop { addr, reached })
+    }
+
+    fn reached(&self) -> BTreeMap<String, usize> {
+        self.reached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+async fn shop(
+    req: Request<Incoming>,
+    reached: Arc<Mutex<BTreeMap<String, usize>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let (endpoint, status) = match (method.as_str(), path.as_str()) {
+        ("POST", "/login") => {
+            let good = serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["password"] == "correct-horse");
+            ("POST /login", if good { 200 } else { 401 })
+        }
+        ("POST", "/cart/items") => ("POST /cart/items", 201),
+        ("POST", "/checkout") => ("POST /checkout", 200),
+        ("GET", "/admin/stats") => ("GET /admin/stats", 200),
+        ("GET", p) if p.starts_with("/users/") => {
+            let known = p["/users/".len()..].parse::<u32>().is_ok_and(|id| id <= 12);
+            ("GET /users/{id}", if known { 200 } else { 404 })
+        }
+        _ => ("(other)", 404),
+    };
+    *reached
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(endpoint.to_string())
+        .or_default() += 1;
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    Ok(response)
+}
+
+/// Where the stock guards are built by default, relative to the working directory.
+pub fn default_guards_dir() -> PathBuf {
+    PathBuf::from("target/wasm-guests/wasm32-wasip2/release")
+}
