@@ -143,6 +143,69 @@ fn evaluate(c: &mut Criterion) {
     group.finish();
 }
 
+/// The stock guards one by one on a request each applies to, and the demo's whole chain.
+fn stock(c: &mut Criterion) {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let rate_limit = spec(
+        "rate-limit",
+        artifacts::RATE_LIMIT,
+        r#"{"rate": 1000000, "burst": 1000}"#,
+    );
+    let sequence = spec(
+        "sequence",
+        artifacts::SEQUENCE,
+        r#"{"rules": [{"kind": "forbids", "target": "GET /users/{id}", "after": ["POST /password-reset"], "within": "10m"}, {"kind": "distinct-param", "target": "GET /users/{id}", "param": "id", "max": 1000, "window": "10m"}]}"#,
+    );
+    let mut stuffing = spec(
+        "credential-stuffing",
+        artifacts::CREDENTIAL_STUFFING,
+        r#"{"login": "GET /users/{id}", "account": {"json_field": "username"}, "max_accounts": 1000, "max_failures": 1000000}"#,
+    );
+    stuffing.body_limit = 4096;
+    let enumeration = spec(
+        "enumeration",
+        artifacts::ENUMERATION,
+        r#"{"routes": ["GET /users/{id}"], "max_distinct": 1000}"#,
+    );
+    let all = [rate_limit, sequence, stuffing, enumeration];
+    let mut group = c.benchmark_group("stock");
+    group.measurement_time(Duration::from_secs(5));
+    let mut n = 0;
+    let mut with_body = move || {
+        n += 1;
+        let mut req = request(n);
+        req.body = Some(br#"{"username": "alice", "password": "x"}"#.to_vec());
+        req
+    };
+    for guard in &all {
+        let chain = chain_of(&runtime, vec![guard.clone()]);
+        group.bench_function(guard.name.as_str(), |b| {
+            b.iter_batched_ref(
+                &mut with_body,
+                |req| chain.evaluate(req),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let chain = chain_of(
+        &runtime,
+        all.iter()
+            .map(|g| GuardSpec {
+                name: format!("{}-chain", g.name),
+                ..g.clone()
+            })
+            .collect(),
+    );
+    group.bench_function("whole-chain", |b| {
+        b.iter_batched_ref(
+            &mut with_body,
+            |req| chain.evaluate(req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn state(c: &mut Criterion) {
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
     let state = runtime.state();
@@ -190,6 +253,6 @@ fn state(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = evaluate, state
+    targets = evaluate, stock, state
 }
 criterion_main!(benches);
