@@ -331,6 +331,13 @@ fn load_rejects_bad_modules_with_clear_errors() {
         "{text}"
     );
 
+    let (_, text) = load_error(&rt, spec("net", "net-client", ""));
+    assert!(
+        text.contains("guard \"net\"") && text.contains("imports wasi:sockets/"),
+        "{text}"
+    );
+    assert!(text.contains("which guards may not use"), "{text}");
+
     let (_, text) = load_error(&rt, spec("other", "other-world", ""));
     assert!(
         text.contains("guard \"other\"") && text.contains("not a guard"),
