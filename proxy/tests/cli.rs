@@ -138,15 +138,7 @@ fn check_validates_config_and_guards() {
 
 #[test]
 fn run_serves_until_sigterm_then_exits_zero() {
-    use std::io::{Read, Write};
-    let port = |_| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (public, admin) = (port(0), port(1));
+    let (public, admin) = (free_port(), free_port());
     let config = write_config(
         "run",
         &format!(
@@ -157,17 +149,9 @@ fn run_serves_until_sigterm_then_exits_zero() {
         .args(["run", "--config", config.to_str().unwrap()])
         .spawn()
         .unwrap();
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
-            return false;
-        };
-        let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.starts_with("HTTP/1.1 200")
+    eventually("readiness", || {
+        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
     });
-    assert!(ready, "vigil became ready");
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -175,6 +159,12 @@ fn run_serves_until_sigterm_then_exits_zero() {
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// A loopback port free at the time of asking.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 /// Reads `GET path` from the admin listener.
@@ -203,14 +193,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn sighup_and_file_changes_reload_the_guards() {
-    let port = |_| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (public, admin) = (port(0), port(1));
+    let (public, admin) = (free_port(), free_port());
     let config = |guard: &str| {
         format!(
             "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
