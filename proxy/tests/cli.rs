@@ -294,3 +294,33 @@ fn demo_without_built_guards_says_how_to_build_them() {
         "{err}"
     );
 }
+
+#[test]
+fn start_up_errors_name_the_cause() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let config = write_config(
+        "busy",
+        &format!(
+            "[listen]\naddress = \"{busy}\"\n[admin]\naddress = \"127.0.0.1:{}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+            free_port()
+        ),
+    );
+    let (code, _, err) = vigil(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains(&format!("cannot listen on {busy} (listen.address)")),
+        "{err}"
+    );
+
+    let config = write_config(
+        "nospec",
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[api]\nspec = \"missing-openapi.yaml\"\n",
+    );
+    let (code, _, err) = vigil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("api.spec") && err.contains("missing-openapi.yaml"),
+        "{err}"
+    );
+}
