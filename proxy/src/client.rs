@@ -194,8 +194,9 @@ impl ClientPolicy {
         }
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        in_ranges(ip, &self.trusted_proxies)
+    /// Whether `ip` (IPv4-mapped or not) is one of the configured trusted proxies.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        in_ranges(ip.to_canonical(), &self.trusted_proxies)
     }
 
     fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -1208,5 +1209,16 @@ mod tests {
         assert_eq!(key, IdentityKey::Cookie("sid".to_owned()));
         assert_eq!(serde_json::to_string(&key).unwrap(), r#""cookie:sid""#);
         assert!(serde_json::from_str::<IdentityKey>(r#""nope""#).is_err());
+    }
+
+    #[test]
+    fn trust_check_sees_through_ipv4_mapped_peers() {
+        let policy = ClientPolicy {
+            trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+            ..ClientPolicy::default()
+        };
+        assert!(policy.is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(policy.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!policy.is_trusted("::ffff:127.0.0.2".parse().unwrap()));
     }
 }

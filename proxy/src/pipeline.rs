@@ -114,11 +114,7 @@ pub async fn handle(
     let upgrading = forward::is_upgrade(&parts.headers);
     let mut upstream_request = Request::from_parts(parts, body);
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut upstream_request));
-    let trusted_peer = sidecar
-        .clients
-        .trusted_proxies
-        .iter()
-        .any(|n| n.contains(&peer.ip()));
+    let trusted_peer = sidecar.clients.is_trusted(peer.ip());
     let version = upstream_request.version();
     let headers = upstream_request.headers_mut();
     forward::strip_hop_by_hop(headers, upgrading);
