@@ -44,6 +44,26 @@ pub(crate) struct SandboxLimiter {
     pub(crate) hit: Option<String>,
 }
 
+impl SandboxLimiter {
+    /// Refuses growth past `cap`, remembering the refusal so the fault names the cap.
+    fn check(
+        &mut self,
+        what: &str,
+        unit: &str,
+        cap: usize,
+        current: usize,
+        desired: usize,
+    ) -> wasmtime::Result<bool> {
+        if desired <= cap {
+            return Ok(true);
+        }
+        let message =
+            format!("{what} limit of {cap} {unit} reached (had {current}, asked for {desired})");
+        self.hit = Some(message.clone());
+        Err(wasmtime::Error::msg(message))
+    }
+}
+
 impl ResourceLimiter for SandboxLimiter {
     fn memory_growing(
         &mut self,
@@ -51,15 +71,7 @@ impl ResourceLimiter for SandboxLimiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            let message = format!(
-                "memory limit of {} bytes reached (had {current}, asked for {desired})",
-                self.memory_bytes
-            );
-            self.hit = Some(message.clone());
-            return Err(wasmtime::Error::msg(message));
-        }
-        Ok(true)
+        self.check("memory", "bytes", self.memory_bytes, current, desired)
     }
 
     fn table_growing(
@@ -68,15 +80,7 @@ impl ResourceLimiter for SandboxLimiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
-            let message = format!(
-                "table limit of {} elements reached (had {current}, asked for {desired})",
-                self.table_elements
-            );
-            self.hit = Some(message.clone());
-            return Err(wasmtime::Error::msg(message));
-        }
-        Ok(true)
+        self.check("table", "elements", self.table_elements, current, desired)
     }
 }
 
