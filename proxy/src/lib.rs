@@ -14,6 +14,8 @@
 //! - `admin`: health, readiness, metrics, guards, reload.
 //! - `metrics`: Prometheus metrics.
 //! - `demo`: `vigil demo`, a sample shop under attack.
+//! - `report`: the report wire format shared by the reporter and the collector.
+//! - `sketch`: HyperLogLog distinct counts that merge across instances.
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +26,9 @@ pub mod demo;
 pub mod forward;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod respond;
 pub mod route;
 pub mod server;
 pub mod sidecar;
+pub mod sketch;
