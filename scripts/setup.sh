@@ -1,13 +1,62 @@
 #!/usr/bin/env bash
 # Installs what building Vigil's WebAssembly guards needs, when it is missing:
-#   - rustup's wasm32-wasip2 target, when rustup can download it;
-#   - otherwise Debian's Rust with std sources (rustc-web, cargo-web, rust-web-src), lld-19,
-#     wasi-libc and wasm-component-ld, which build guards with std rebuilt from source.
+#   - C guards: clang-19, lld-19, wasi-libc and libclang-rt-19-dev-wasm32 (Debian);
+#   - Python guards: componentize-py 0.25.1 (PyPI);
+#   - Rust guards: rustup's wasm32-wasip2 target, when rustup can download it; otherwise
+#     Debian's Rust with std sources (rustc-web, cargo-web, rust-web-src), lld-19, wasi-libc
+#     and wasm-component-ld, which build guards with std rebuilt from source.
 # Safe to run again: it only installs what is absent.
 # VIGIL_GUEST_TOOLCHAIN=debian installs and uses the Debian toolchain even where rustup works.
 set -euo pipefail
 
 say() { printf 'setup: %s\n' "$*" >&2; }
+
+COMPONENTIZE_PY_VERSION=0.25.1
+
+# Installs the Debian packages named as arguments (as root, or through sudo).
+apt_install() {
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null; then
+            sudo=(sudo)
+        else
+            say "missing Debian packages: $*; install them as root: apt-get install $*"
+            exit 1
+        fi
+    fi
+    say "installing Debian packages: $*"
+    "${sudo[@]}" apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "$@" >&2
+}
+
+# C guards: clang for wasm32-wasi, its linker, libc and compiler runtime.
+c_missing=()
+command -v clang-19 >/dev/null || [ -x /usr/lib/llvm-19/bin/clang ] || c_missing+=(clang-19)
+[ -x /usr/lib/llvm-19/bin/wasm-ld ] || c_missing+=(lld-19)
+[ -d /usr/lib/wasm32-wasi ] || c_missing+=(wasi-libc)
+[ -f /usr/lib/llvm-19/lib/clang/19/lib/wasi/libclang_rt.builtins-wasm32.a ] || c_missing+=(libclang-rt-19-dev-wasm32)
+if [ ${#c_missing[@]} -gt 0 ]; then
+    apt_install "${c_missing[@]}"
+fi
+say "C guest toolchain ready"
+
+# Python guards: componentize-py bundles CPython and the guard into a component.
+if ! componentize-py --version 2>/dev/null | grep -qF "$COMPONENTIZE_PY_VERSION"; then
+    python=$(command -v python3 || true)
+    if [ -z "$python" ]; then
+        apt_install python3 python3-pip
+        python=python3
+    fi
+    say "installing componentize-py $COMPONENTIZE_PY_VERSION from PyPI"
+    # Debian's own Python refuses system-wide pip installs (PEP 668); the user's is fine.
+    "$python" -m pip install -q "componentize-py==$COMPONENTIZE_PY_VERSION" >&2 ||
+        "$python" -m pip install -q --user --break-system-packages "componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+    command -v componentize-py >/dev/null || {
+        say "componentize-py was installed but is not on PATH (add ~/.local/bin to PATH)"
+        exit 1
+    }
+fi
+say "Python guest toolchain ready"
 
 have_rustup_target() {
     rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2
@@ -32,18 +81,7 @@ missing=()
 [ -x /usr/lib/llvm-19/bin/wasm-ld ] || missing+=(lld-19)
 [ -d /usr/lib/wasm32-wasi ] || missing+=(wasi-libc)
 if [ ${#missing[@]} -gt 0 ]; then
-    sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null; then
-            sudo=(sudo)
-        else
-            say "missing Debian packages: ${missing[*]}; install them as root: apt-get install ${missing[*]}"
-            exit 1
-        fi
-    fi
-    say "installing Debian packages: ${missing[*]}"
-    "${sudo[@]}" apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}" >&2
+    apt_install "${missing[@]}"
 fi
 
 if ! command -v wasm-component-ld >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/wasm-component-ld" ]; then

@@ -1,9 +1,16 @@
-//! Builds every guard under `example-guards/` and `tests/guards/` to a wasm32-wasip2 component
-//! and writes their paths as constants for the tests and benchmarks.
+//! Builds every guard under `example-guards/` and `tests/guards/` to a component of the
+//! `vigil:guard` world and writes their paths as constants for the tests and benchmarks.
 //!
-//! Two toolchains are supported: rustup's `wasm32-wasip2` target when it is installed (the
-//! ordinary developer machine), else Debian's `rustc-web` with std rebuilt from source
-//! (`scripts/setup.sh` installs it). A missing tool stops the build with a message naming it.
+//! Rust guards: rustup's `wasm32-wasip2` target when it is installed (the ordinary developer
+//! machine), else Debian's `rustc-web` with std rebuilt from source (`scripts/setup.sh`
+//! installs it). C guards (`example-guards/c/*/`): clang and wasi-libc, see `build/c.rs`.
+//! Python guards (`example-guards/python/*/`): componentize-py, see `build/python.rs`.
+//! A missing tool stops the build with a message naming it.
+
+#[path = "build/c.rs"]
+mod c;
+#[path = "build/python.rs"]
+mod python;
 
 use std::env;
 use std::fmt::Write as _;
@@ -39,33 +46,48 @@ fn main() {
         )
     });
 
-    let mut consts = String::new();
-    let mut all = String::from(
-        "/// Every guard built, as (crate name, path).\npub const ALL: &[(&str, &str)] = &[\n",
-    );
+    let mut built = Vec::new();
     for workspace in GUEST_WORKSPACES {
         let dir = root.join(workspace);
         toolchain.build(&dir, &target_dir);
         for name in workspace_members(&dir) {
-            let file = name.replace('-', "_");
             let wasm = target_dir
                 .join(TARGET)
                 .join("release")
-                .join(format!("{file}.wasm"));
+                .join(format!("{}.wasm", name.replace('-', "_")));
             assert!(
                 wasm.exists(),
                 "guard {name} was built but {} is missing",
                 wasm.display()
             );
-            let path = wasm.display();
-            writeln!(
-                consts,
-                "/// Path of the compiled `{name}` guard.\npub const {}: &str = {path:?};",
-                file.to_uppercase()
-            )
-            .unwrap();
-            writeln!(all, "    ({name:?}, {path:?}),").unwrap();
+            built.push((name, wasm));
         }
+    }
+    let wit = root.join("guest-sdk/wit");
+    built.extend(c::build_guards(
+        &root.join("example-guards/c"),
+        &wit,
+        &target_dir.join("c"),
+    ));
+    built.extend(python::build_guards(
+        &root.join("example-guards/python"),
+        &wit,
+        &target_dir.join("python"),
+    ));
+
+    let mut consts = String::new();
+    let mut all = String::from(
+        "/// Every guard built, as (name, path).\npub const ALL: &[(&str, &str)] = &[\n",
+    );
+    for (name, wasm) in &built {
+        let path = wasm.display();
+        writeln!(
+            consts,
+            "/// Path of the compiled `{name}` guard.\npub const {}: &str = {path:?};",
+            name.replace('-', "_").to_uppercase()
+        )
+        .unwrap();
+        writeln!(all, "    ({name:?}, {path:?}),").unwrap();
     }
     all.push_str("];\n");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("guards.rs");
