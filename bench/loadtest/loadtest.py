@@ -1,0 +1,678 @@
+#!/usr/bin/env python3
+"""Vigil against nginx and HAProxy, side by side on one machine in one run.
+
+Starts one fast upstream (nginx answering from memory) and every target in front of it, then
+measures them in rounds (A B C ... A B C ...) so that machine drift hits all of them alike,
+and reports medians across rounds:
+
+  * requests per second at saturation (wrk, closed loop),
+  * latency p50/p99/p99.9 at one fixed rate below saturation (oha with coordinated-omission
+    correction; wrk's closed-loop figures in --smoke),
+  * CPU seconds per 10,000 requests (utime + stime of all the target's processes),
+  * peak RSS (VmHWM, summed over the target's processes),
+
+then how Vigil's cost grows with the number of guards and with the number of tracked clients.
+Results go to a directory (default target/loadtest/<UTC time>/) as results.json and
+results.md, and the markdown is printed.
+
+Run it through scripts/loadtest.sh, which installs the tools and builds what it needs.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+UPSTREAM_PORT = 18080
+BASE_PORT = 18100
+ADMIN_BASE_PORT = 18200
+
+
+def log(message):
+    print(f"loadtest: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def descendants(root_pid):
+    """The pid and every live descendant (nginx's workers), from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses; fields resume after the last ')'.
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(pids):
+    """utime + stime of these processes (all their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def peak_rss_mib(pids):
+    """Sum of VmHWM over these processes, in MiB. For nginx (master and workers) pages shared
+    between processes are counted in each, so the sum is an upper bound."""
+    total_kib = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total_kib += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kib / 1024
+
+
+def wait_for_port(port, process, what, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"loadtest: {what} exited with status {process.returncode}; see its log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"loadtest: {what} did not listen on port {port} within {timeout:.0f}s")
+
+
+def http_get(port, path="/items/1", headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {"x-api-key": "client-probe"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@dataclass
+class Target:
+    """One thing under measurement, listening on `port`."""
+
+    name: str
+    label: str
+    port: int
+    command: list
+    log_path: Path
+    admin_port: int = 0
+    process: subprocess.Popen = None
+    samples: dict = field(default_factory=lambda: {"saturation": [], "latency": []})
+
+    def start(self):
+        log_file = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            self.command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for_port(self.port, self.process, self.label)
+        status, body = http_get(self.port)
+        if status != 200:
+            raise SystemExit(f"loadtest: {self.label} answered {status} to a probe: {body[:200]!r}")
+
+    def pids(self):
+        return descendants(self.process.pid)
+
+    def stop(self):
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def metric(self, phase, key):
+        return statistics.median(s[key] for s in self.samples[phase])
+
+
+def fill(template, **values):
+    text = template.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", str(value))
+    return text
+
+
+class Lab:
+    """The upstream and the targets, their configurations written under `run_dir`."""
+
+    def __init__(self, run_dir, vigil, guards_dir):
+        self.run_dir = run_dir
+        self.vigil = vigil
+        self.guards_dir = guards_dir
+        self.next_port = BASE_PORT
+        self.targets = []
+        self.upstream = None
+
+    def _port(self):
+        self.next_port += 1
+        return self.next_port
+
+    def _config(self, name, template, **values):
+        path = self.run_dir / name
+        path.write_text(fill(HERE / template, RUN=self.run_dir, **values))
+        return path
+
+    def start_upstream(self):
+        conf = self._config("upstream.nginx.conf", "upstream.nginx.conf", PORT=UPSTREAM_PORT)
+        self.upstream = Target(
+            "direct", "direct to the upstream", UPSTREAM_PORT,
+            ["nginx", "-p", str(self.run_dir), "-c", str(conf)], self.run_dir / "upstream.log",
+        )
+        self.upstream.start()
+        return self.upstream
+
+    def nginx(self, name, label, template):
+        port = self._port()
+        conf = self._config(template, template, PORT=port, UPSTREAM_PORT=UPSTREAM_PORT)
+        return self._add(Target(name, label, port, ["nginx", "-p", str(self.run_dir), "-c", str(conf)],
+                                self.run_dir / f"{name}.log"))
+
+    def haproxy(self, name, label, template):
+        port = self._port()
+        conf = self._config(template, template, PORT=port, UPSTREAM_PORT=UPSTREAM_PORT, THREADS=CORES)
+        return self._add(Target(name, label, port, ["haproxy", "-db", "-f", str(conf)],
+                                self.run_dir / f"{name}.log"))
+
+    def vigil_target(self, name, label, guards_file=None):
+        port = self._port()
+        admin_port = ADMIN_BASE_PORT + (port - BASE_PORT)
+        text = fill(HERE / "vigil.toml", PORT=port, ADMIN_PORT=admin_port, UPSTREAM_PORT=UPSTREAM_PORT)
+        if guards_file:
+            text += "\n" + fill(HERE / guards_file, GUARDS=self.guards_dir)
+        conf = self.run_dir / f"{name}.toml"
+        conf.write_text(text)
+        target = Target(name, label, port, [str(self.vigil), "run", "--config", str(conf)],
+                        self.run_dir / f"{name}.log", admin_port=admin_port)
+        return self._add(target)
+
+    def _add(self, target):
+        self.targets.append(target)
+        return target
+
+    def stop_all(self):
+        for target in self.targets:
+            target.stop()
+        if self.upstream:
+            self.upstream.stop()
+
+
+def vigil_tracked_clients(target):
+    """`vigil_state_entries{table="clients"}` from the admin API: the clients Vigil tracks."""
+    status, body = http_get(target.admin_port, "/metrics", headers={})
+    if status != 200:
+        return None
+    for line in body.decode().splitlines():
+        if line.startswith("vigil_state_entries") and 'table="clients"' in line:
+            return int(float(line.split()[-1]))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generators
+
+
+@dataclass
+class Load:
+    threads: int
+    connections: int
+    duration: float
+
+
+def wrk(target, load, clients, offset=0):
+    """A closed-loop saturation run; returns requests, seconds, CPU of the target, latency."""
+    pids = target.pids()
+    cpu_before = cpu_seconds(pids)
+    command = [
+        "wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{math.ceil(load.duration)}s",
+        "-s", str(HERE / "requests.lua"), f"http://127.0.0.1:{target.port}",
+        "--", str(clients), str(offset), str(load.threads),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pids) - cpu_before
+    lines = [line for line in out.splitlines() if line.startswith("result:")]
+    if not lines:
+        raise SystemExit(f"loadtest: wrk printed no result for {target.label}:\n{out}")
+    result = json.loads(lines[0][len("result:"):])
+    errors = sum(result["errors"].values())
+    seconds = result["duration_us"] / 1e6
+    requests = result["requests"]
+    return {
+        "rps": requests / seconds,
+        "requests": requests,
+        "errors": errors,
+        "cpu_s": cpu,
+        "cpu_s_per_10k": cpu / requests * 10_000 if requests else float("nan"),
+        "p50_ms": result["latency_us"]["p50"] / 1000,
+        "p99_ms": result["latency_us"]["p99"] / 1000,
+        "p99.9_ms": result["latency_us"]["p99.9"] / 1000,
+    }
+
+
+def oha(target, rate, connections, duration):
+    """An open-loop run at `rate` requests per second; latency is measured from each request's
+    scheduled start (coordinated-omission correction)."""
+    command = [
+        "oha", "--no-tui", "--output-format", "json", "-z", f"{duration:g}s",
+        "-c", str(connections), "-q", str(rate), "--latency-correction",
+        "-H", "x-api-key: client-1", "--rand-regex-url",
+        f"http://127\\.0\\.0\\.1:{target.port}/items/[0-9]",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    percentiles = result["latencyPercentiles"]
+    statuses = result.get("statusCodeDistribution", {})
+    errors = sum(result.get("errorDistribution", {}).values()) + sum(
+        n for code, n in statuses.items() if code != "200"
+    )
+    return {
+        "rate": rate,
+        "rps": result["summary"]["requestsPerSec"],
+        "errors": errors,
+        "p50_ms": percentiles["p50"] * 1000,
+        "p99_ms": percentiles["p99"] * 1000,
+        "p99.9_ms": percentiles["p99.9"] * 1000,
+    }
+
+
+def latency_run(target, args, rate):
+    if args.latency_tool == "oha":
+        return oha(target, rate, args.latency_connections, args.duration)
+    # Closed loop with few connections: the smoke mode checks the plumbing, not the figures.
+    sample = wrk(target, Load(1, args.latency_connections, args.duration), args.clients)
+    sample["rate"] = None
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases
+
+
+def in_rounds(targets, rounds, measure, what):
+    for round_number in range(1, rounds + 1):
+        for target in targets:
+            sample = measure(target)
+            log(f"{what} round {round_number}/{rounds}: {target.label}: "
+                + ", ".join(f"{k} {v:.3g}" for k, v in sample.items() if isinstance(v, float)))
+            yield target, sample
+
+
+def warm_up(targets, load, clients):
+    for target in targets:
+        wrk(target, Load(load.threads, load.connections, min(load.duration, 2)), clients)
+
+
+# Vigil's default bound on tracked clients; each table evicts its least recently seen entry.
+CLIENT_TABLE_BOUND = 100_000
+
+
+def prefill(target, clients, load):
+    """Sends one request for each of `clients` distinct clients, so Vigil tracks them all; past
+    twice the table bound, only that many (the tables are full, and every further new client
+    evicts one). Returns the number of requests sent, where the measured runs carry on."""
+    goal = min(clients, 2 * CLIENT_TABLE_BOUND)
+    offset, estimate = 0, 3000.0
+    while offset < goal:
+        seconds = max(1.0, min(60.0, (goal - offset) / estimate))
+        sample = wrk(target, Load(load.threads, load.connections, seconds), clients, offset)
+        offset += sample["requests"]
+        estimate = max(sample["rps"], 100.0)
+    return offset
+
+
+def compare(args, lab):
+    upstream = lab.upstream
+    nginx = lab.nginx("nginx", "nginx proxy_pass", "nginx.conf")
+    nginx_lr = lab.nginx("nginx-limit-req", "nginx + limit_req", "nginx-limit-req.conf")
+    haproxy = lab.haproxy("haproxy", "HAProxy", "haproxy.cfg")
+    haproxy_st = lab.haproxy("haproxy-stick-table", "HAProxy + stick-table rate rule", "haproxy-stick-table.cfg")
+    vigil_none = lab.vigil_target("vigil", "Vigil, no guards")
+    vigil_stock = lab.vigil_target("vigil-stock", "Vigil, stock chain (3 guards)", "guards-3.toml")
+    proxies = [nginx, nginx_lr, haproxy, haproxy_st, vigil_none, vigil_stock]
+    for target in proxies:
+        target.start()
+    targets = [upstream] + proxies
+    load = Load(args.threads, args.connections, args.duration)
+    log("warming up")
+    warm_up(targets, load, args.clients)
+    for target, sample in in_rounds(targets, args.rounds, lambda t: wrk(t, load, args.clients), "saturation"):
+        target.samples["saturation"].append(sample)
+    slowest = min(t.metric("saturation", "rps") for t in targets)
+    rate = args.rate or int(max(100, round(slowest * args.rate_fraction / 100, -2)))
+    log(f"latency at {rate} requests/s ({args.latency_tool})")
+    for target, sample in in_rounds(targets, args.rounds, lambda t: latency_run(t, args, rate), "latency"):
+        target.samples["latency"].append(sample)
+    rows = []
+    for target in targets:
+        pids = target.pids()
+        rows.append({
+            "target": target.name,
+            "label": target.label,
+            "rps": target.metric("saturation", "rps"),
+            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
+            "p50_ms": target.metric("latency", "p50_ms"),
+            "p99_ms": target.metric("latency", "p99_ms"),
+            "p99.9_ms": target.metric("latency", "p99.9_ms"),
+            "peak_rss_mib": peak_rss_mib(pids),
+            "processes": len(pids),
+            "errors": sum(s["errors"] for phase in target.samples.values() for s in phase),
+            "samples": target.samples,
+        })
+    for target in proxies:
+        target.stop()
+    lab.targets.clear()
+    by_name = {row["target"]: row for row in rows}
+    for row in rows:
+        for peer in ("nginx", "nginx-limit-req"):
+            row[f"rps_vs_{peer}"] = row["rps"] / by_name[peer]["rps"]
+            row[f"p99_vs_{peer}"] = row["p99_ms"] / by_name[peer]["p99_ms"]
+    return {"rate": rate, "rows": rows}
+
+
+def scale_guards(args, lab):
+    load = Load(args.threads, args.connections, args.duration)
+    targets = [
+        lab.vigil_target(f"vigil-{n}-guards", f"{n} guards", f"guards-{n}.toml" if n else None)
+        for n in args.guard_counts
+    ]
+    for target in targets:
+        target.start()
+    warm_up(targets, load, args.clients)
+    for target, sample in in_rounds(targets, args.rounds, lambda t: wrk(t, load, args.clients), "guards"):
+        target.samples["saturation"].append(sample)
+    rows = []
+    for n, target in zip(args.guard_counts, targets):
+        rows.append({
+            "guards": n,
+            "rps": target.metric("saturation", "rps"),
+            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
+            "p99_ms_closed_loop": target.metric("saturation", "p99_ms"),
+            "peak_rss_mib": peak_rss_mib(target.pids()),
+            "errors": sum(s["errors"] for s in target.samples["saturation"]),
+        })
+        target.stop()
+    lab.targets.clear()
+    base = rows[0]
+    for row in rows:
+        row["cpu_vs_0_guards"] = row["cpu_s_per_10k"] / base["cpu_s_per_10k"]
+    return rows
+
+
+def scale_clients(args, lab):
+    load = Load(args.threads, args.connections, args.duration)
+    targets = [
+        lab.vigil_target(f"vigil-{n}-clients", f"{n:,} clients", "guards-3.toml")
+        for n in args.client_counts
+    ]
+    rows = []
+    clients_of = {target.name: n for n, target in zip(args.client_counts, targets)}
+    # Where each target's request stream goes on, so every run brings clients in turn.
+    offsets = {}
+    for n, target in zip(args.client_counts, targets):
+        target.start()
+        log(f"prefilling {n:,} clients")
+        started = time.monotonic()
+        offsets[target.name] = prefill(target, n, load)
+        log(f"sent {offsets[target.name]:,} requests in {time.monotonic() - started:.0f}s; "
+            f"tracked {vigil_tracked_clients(target)}; VmHWM {peak_rss_mib(target.pids()):.1f} MiB")
+
+    def measure(target):
+        sample = wrk(target, load, clients_of[target.name], offsets[target.name])
+        offsets[target.name] += sample["requests"]
+        return sample
+
+    for target, sample in in_rounds(targets, args.rounds, measure, "clients"):
+        target.samples["saturation"].append(sample)
+    for n, target in zip(args.client_counts, targets):
+        rows.append({
+            "clients": n,
+            "tracked": vigil_tracked_clients(target),
+            "rps": target.metric("saturation", "rps"),
+            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
+            "peak_rss_mib": peak_rss_mib(target.pids()),
+            "errors": sum(s["errors"] for s in target.samples["saturation"]),
+        })
+        target.stop()
+    lab.targets.clear()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine_facts():
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+
+    def version(command):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+            return (done.stdout + done.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "not installed"
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {
+        "cores": CORES,
+        "cpu": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "nginx": version(["nginx", "-v"]),
+        "haproxy": version(["haproxy", "-v"]),
+        "wrk": version(["wrk", "-v"]),
+        "oha": version(["oha", "--version"]),
+        "vigil_commit": commit,
+    }
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def markdown(report):
+    args = report["settings"]
+    out = []
+    compare_rows = report["compare"]["rows"]
+    out.append(f"Rounds: {args['rounds']}, {args['duration']:g} s per run; saturation with wrk "
+               f"-t{args['threads']} -c{args['connections']} over {args['clients']:,} clients; latency at "
+               f"{report['compare']['rate']:,} requests/s with {args['latency_tool']}"
+               + (" (coordinated-omission corrected)" if args["latency_tool"] == "oha" else " (closed loop, uncorrected)")
+               + f", {args['latency_connections']} connections.")
+    out.append("")
+    out.append("| target | req/s at saturation | vs nginx | vs nginx+limit_req | p50 ms | p99 ms | p99.9 ms "
+               "| p99 vs nginx | p99 vs nginx+limit_req | CPU s / 10k req | peak RSS MiB | errors |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in compare_rows:
+        out.append(
+            f"| {r['label']} | {r['rps']:,.0f} | {r['rps_vs_nginx']:.2f}× | {r['rps_vs_nginx-limit-req']:.2f}× "
+            f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p99.9_ms']:.3f} | {r['p99_vs_nginx']:.2f}× "
+            f"| {r['p99_vs_nginx-limit-req']:.2f}× | {r['cpu_s_per_10k']:.3f} | {r['peak_rss_mib']:.1f} "
+            f"({r['processes']} proc) | {r['errors']} |")
+    if report.get("guards"):
+        out.append("")
+        out.append("| Vigil, guards | req/s at saturation | CPU s / 10k req | CPU vs 0 guards | p99 ms (closed loop) | peak RSS MiB | errors |")
+        out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in report["guards"]:
+            out.append(f"| {r['guards']} | {r['rps']:,.0f} | {r['cpu_s_per_10k']:.3f} | {r['cpu_vs_0_guards']:.2f}× "
+                       f"| {r['p99_ms_closed_loop']:.2f} | {r['peak_rss_mib']:.1f} | {r['errors']} |")
+    if report.get("clients"):
+        out.append("")
+        out.append("| Vigil (stock chain), distinct clients | tracked after the run | req/s at saturation | CPU s / 10k req | peak RSS MiB | errors |")
+        out.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in report["clients"]:
+            tracked = f"{r['tracked']:,}" if r["tracked"] is not None else "?"
+            out.append(f"| {r['clients']:,} | {tracked} | {r['rps']:,.0f} | {r['cpu_s_per_10k']:.3f} "
+                       f"| {r['peak_rss_mib']:.1f} | {r['errors']} |")
+    out.append("")
+    out.append("Targets:")
+    for line in report["targets"]:
+        out.append(f"- {line}")
+    return "\n".join(out) + "\n"
+
+
+def verdicts(report):
+    rows = {r["target"]: r for r in report["compare"]["rows"]}
+    lines = []
+
+    def check(name, value, op, bound, what):
+        met = value >= bound if op == ">=" else value <= bound
+        lines.append(f"{name}: {what} {value:.2f}× (target {op} {bound}×): {'met' if met else 'missed'}")
+
+    v, s = rows["vigil"], rows["vigil-stock"]
+    check("Vigil, no guards", v["rps_vs_nginx"], ">=", 0.9, "req/s vs nginx")
+    check("Vigil, no guards", v["p99_vs_nginx"], "<=", 1.2, "p99 vs nginx")
+    check("Vigil, stock chain", s["rps_vs_nginx-limit-req"], ">=", 0.8, "req/s vs nginx+limit_req")
+    check("Vigil, stock chain", s["p99_vs_nginx-limit-req"], "<=", 1.5, "p99 vs nginx+limit_req")
+    hundred_k = [r for r in report.get("clients", []) if r["clients"] == 100_000]
+    if hundred_k:
+        rss = hundred_k[0]["peak_rss_mib"]
+        lines.append(f"Peak RSS with 100,000 tracked clients: {rss:.1f} MiB (target <= 150 MiB): "
+                     f"{'met' if rss <= 150 else 'missed'}")
+    return lines
+
+
+def check_smoke(report):
+    """The smoke mode's assertions: every target answered every request, every figure exists."""
+    problems = []
+    rows = report["compare"]["rows"] + report.get("guards", []) + report.get("clients", [])
+    for row in rows:
+        name = row.get("label") or row.get("guards", row.get("clients"))
+        if row["errors"]:
+            problems.append(f"{name}: {row['errors']} failed or non-2xx requests")
+        if not row["rps"] > 0:
+            problems.append(f"{name}: no requests per second measured")
+        if not row["peak_rss_mib"] > 0:
+            problems.append(f"{name}: no peak RSS read")
+    for row in report.get("clients", []):
+        if row["tracked"] is None or row["tracked"] < min(row["clients"], CLIENT_TABLE_BOUND) * 0.9:
+            problems.append(f"{row['clients']} clients: Vigil tracks {row['tracked']}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vigil", required=True, type=Path, help="the vigil binary to measure")
+    parser.add_argument("--guards-dir", required=True, type=Path, help="directory of the compiled stock guards")
+    parser.add_argument("--out", type=Path, help="results directory (default target/loadtest/<UTC time>)")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs that check the harness, not the figures")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--threads", type=int, default=CORES, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections at saturation")
+    parser.add_argument("--clients", type=int, default=1000, help="distinct clients in the comparison")
+    parser.add_argument("--rate", type=int, help="latency phase rate (default: --rate-fraction of the slowest target)")
+    parser.add_argument("--rate-fraction", type=float, default=50, help="percent of the slowest saturation rate")
+    parser.add_argument("--latency-tool", choices=["oha", "wrk"], default="oha")
+    parser.add_argument("--latency-connections", type=int, default=16)
+    parser.add_argument("--guard-counts", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 3, 8])
+    parser.add_argument("--client-counts", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1_000, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--skip-scaling", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.duration, args.latency_tool = 1, 1.0, "wrk"
+        args.guard_counts, args.client_counts = [0, 1], [1_000]
+    for count in args.guard_counts:
+        if count and not (HERE / f"guards-{count}.toml").exists():
+            parser.error(f"--guard-counts: no bench/loadtest/guards-{count}.toml")
+    return args
+
+
+def main():
+    args = parse_args()
+    for tool in ["nginx", "haproxy", "wrk"] + (["oha"] if args.latency_tool == "oha" else []):
+        if not shutil.which(tool):
+            raise SystemExit(f"loadtest: {tool} is not installed (scripts/loadtest.sh installs it)")
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    run_dir = args.out or ROOT / "target" / "loadtest" / stamp.strftime("%Y%m%dT%H%M%SZ")
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lab = Lab(run_dir, args.vigil.resolve(), args.guards_dir.resolve())
+    report = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "machine": machine_facts(),
+        "load_before": load_average(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    log(f"results in {run_dir}; load average {report['load_before']}")
+    try:
+        lab.start_upstream()
+        report["compare"] = compare(args, lab)
+        if not args.skip_scaling:
+            report["guards"] = scale_guards(args, lab)
+            report["clients"] = scale_clients(args, lab)
+    finally:
+        lab.stop_all()
+    report["load_after"] = load_average()
+    report["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    report["targets"] = verdicts(report)
+    (run_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (run_dir / "results.md").write_text(text)
+    print(text)
+    log(f"load average before {report['load_before']}, after {report['load_after']}")
+    log(f"wrote {run_dir / 'results.json'} and {run_dir / 'results.md'}")
+    if args.smoke:
+        problems = check_smoke(report)
+        for problem in problems:
+            log(f"FAIL: {problem}")
+        if problems:
+            sys.exit(1)
+        log("smoke: every target served every request; the harness works")
+
+
+if __name__ == "__main__":
+    main()
