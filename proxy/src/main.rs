@@ -16,6 +16,9 @@ use vigil_host::{
     RuntimeConfig,
 };
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status for bad input: a missing or invalid guard, a bad option (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 

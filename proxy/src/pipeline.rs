@@ -44,6 +44,10 @@ pub async fn handle(
     let route = sidecar.routes.resolve(&method, req.uri().path());
     let chain = sidecar.chain();
 
+    let guarded = chain
+        .guards()
+        .iter()
+        .any(|g| g.applies_to(&method, &route.template));
     // Guards that inspect bodies get a prefix; the body is then streamed on, prefix first.
     let body_wanted = chain
         .guards()
@@ -72,7 +76,12 @@ pub async fn handle(
         path: parts.uri.path().to_string(),
         route: Some(route.template.to_string()),
         query: parts.uri.query().map(str::to_string),
-        headers: guard_headers(&parts.headers),
+        // Copied only for guards: no guard on the route, no copy.
+        headers: if guarded {
+            guard_headers(&parts.headers)
+        } else {
+            Vec::new()
+        },
         client: vigil_host::Client {
             key: client.key.clone(),
             ip: client.ip.to_string(),
@@ -198,9 +207,15 @@ impl Seen<'_> {
         headers: &HeaderMap,
         verdict: Verdict,
     ) {
+        // Only guards that saw the request see the response.
+        let headers = if self.decision.outcomes.is_empty() {
+            Vec::new()
+        } else {
+            guard_headers(headers)
+        };
         let response = vigil_host::Response {
             status: status.as_u16(),
-            headers: guard_headers(headers),
+            headers,
             latency_us: self.started.elapsed().as_micros() as u64,
         };
         self.chain.observe(
