@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Vigil's whole test suite on a fresh machine: installs the guest toolchain if needed,
-# builds every guard from source (tests/artifacts/build.rs), then runs all tests.
+# builds every guard from source (tests/artifacts/build.rs), installs Chromium for the dashboard
+# test, then runs all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/setup-browser.sh   # headless Chromium for the collector's dashboard test
 cargo test --workspace "$@"

@@ -49,6 +49,35 @@ enum Command {
     CheckGuard(GuardArgs),
     /// Send a series of identical requests through a guard and print each verdict.
     Try(TryArgs),
+    /// Run the collector: receive sidecars' reports, merge them fleet-wide, serve the
+    /// dashboard and the JSON API.
+    #[command(long_about = COLLECT_ABOUT)]
+    Collect(CollectArgs),
+}
+
+const COLLECT_ABOUT: &str = "Run the collector: receive sidecars' reports, merge them fleet-wide, \
+serve the dashboard and the JSON API.
+
+Sidecars POST gzip JSON reports to listen.address (default 0.0.0.0:9000) at /v1/reports with \
+`Authorization: Bearer <token>`; each [[token]] reports for one `service` or, without one, for \
+the whole fleet. Reports are stored in the SQLite file storage.path (WAL mode). The dashboard \
+(`/`) and the JSON API (`/api/services`, `/api/endpoints`, `/api/findings`, \
+`/api/clients/denied`, `/api/vulnerabilities`) are served on api.address (default \
+127.0.0.1:9001). Known-vulnerable endpoints (vulnerabilities.known, JSON lists) and OWASP ZAP \
+JSON reports (vulnerabilities.zap) are ranked by runtime exposure. SIGTERM or SIGINT stops \
+accepting and drains.
+
+Minimal collector.toml:
+
+  [[token]]
+  token = \"a-long-random-secret\"
+  service = \"shop\"          # leave out for a fleet-wide token";
+
+#[derive(Args)]
+struct CollectArgs {
+    /// The collector's configuration file (TOML).
+    #[arg(long, short, default_value = "collector.toml")]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -136,6 +165,7 @@ fn main() -> ExitCode {
             init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
             try_guard(args)
         }
+        Command::Collect(args) => collect(args, &cli.log),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -246,6 +276,16 @@ async fn watch_for_reloads(sidecar: Arc<Sidecar>) {
         let reloading = sidecar.clone();
         let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
     }
+}
+
+fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
+    let config = vigil::collector::config::CollectorConfig::load(&args.config)?;
+    init_logging(log.as_deref().unwrap_or(&config.log_level), LogFormat::Text);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(vigil::collector::run(config, wait_for_shutdown_signal()))
 }
 
 async fn wait_for_shutdown_signal() {

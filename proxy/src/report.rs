@@ -178,6 +178,9 @@ pub enum FindingKind {
     ZombieCandidate,
     /// A 2xx without credentials on a route that usually has them.
     UnauthenticatedAccess,
+    /// A guard's enforced denials of one client on one endpoint: `source` is the guard,
+    /// `client` the client, `count` the denials. The collector ranks clients by these.
+    ClientDenied,
 }
 
 impl FindingKind {
@@ -188,6 +191,7 @@ impl FindingKind {
             FindingKind::Shadow => "shadow-endpoint",
             FindingKind::ZombieCandidate => "zombie-candidate",
             FindingKind::UnauthenticatedAccess => "unauthenticated-access",
+            FindingKind::ClientDenied => "client-denied",
         }
     }
 }

@@ -1,0 +1,215 @@
+//! The collector's read side: the dashboard at `/` and the JSON API under `/api/`.
+
+use super::dashboard;
+use super::reply;
+use super::store::{EndpointQuery, FindingQuery};
+use super::vulns;
+use super::Collector;
+use crate::report::FindingKind;
+use crate::respond::ProxyBody;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// Most records one listing returns.
+pub const MAX_LIMIT: usize = 1_000;
+/// Records a listing returns when no `limit` is given.
+pub const DEFAULT_LIMIT: usize = 100;
+
+const ROUTES: &str = "/, /healthz, /api/services, /api/endpoints, /api/findings, \
+                      /api/clients/denied, /api/vulnerabilities";
+
+/// Serves one read request.
+pub async fn handle(collector: Arc<Collector>, req: Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET {
+        return reply::problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the dashboard and the API are read-only: use GET",
+        );
+    }
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let result = match path.as_str() {
+        "/" => dashboard(&collector).await,
+        "/healthz" => Ok(reply::text(StatusCode::OK, "ok\n")),
+        "/api/services" => services(&collector, &query).await,
+        "/api/endpoints" => endpoints(&collector, &query).await,
+        "/api/findings" => findings(&collector, &query).await,
+        "/api/clients/denied" => denied_clients(&collector, &query).await,
+        "/api/vulnerabilities" => vulnerabilities(&collector, &query).await,
+        _ => Err((StatusCode::NOT_FOUND, format!("no such page; try {ROUTES}"))),
+    };
+    result.unwrap_or_else(|(status, detail)| reply::problem(status, &detail))
+}
+
+type Answer = Result<Response<ProxyBody>, (StatusCode, String)>;
+
+/// Query-string parameters, checked against what each route accepts.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Query {
+        Query(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), (StatusCode, String)> {
+        match self.0.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            Some((key, _)) => Err(bad(format!(
+                "unknown parameter {key:?}; this route takes {}",
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, key: &str) -> Result<bool, (StatusCode, String)> {
+        match self.get(key) {
+            None | Some("false" | "0") => Ok(false),
+            Some("" | "true" | "1") => Ok(true),
+            Some(other) => Err(bad(format!("{key}: expected true or false, got {other:?}"))),
+        }
+    }
+
+    fn limit(&self) -> Result<usize, (StatusCode, String)> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(bad(format!(
+                    "limit: expected a number from 1 to {MAX_LIMIT}, got {text:?}"
+                ))),
+            },
+        }
+    }
+}
+
+fn bad(detail: String) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, detail)
+}
+
+fn unavailable(error: super::store::StoreError) -> (StatusCode, String) {
+    tracing::error!(%error, "reading the store failed");
+    (StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+}
+
+async fn services(collector: &Arc<Collector>, query: &Query) -> Answer {
+    query.only(&[])?;
+    let services = collector
+        .read(|store| store.services())
+        .await
+        .map_err(unavailable)?;
+    Ok(reply::json(StatusCode::OK, &services))
+}
+
+async fn endpoints(collector: &Arc<Collector>, query: &Query) -> Answer {
+    query.only(&[
+        "service",
+        "public",
+        "unauthenticated",
+        "shadow",
+        "zombie",
+        "internal",
+    ])?;
+    let filter = EndpointQuery {
+        service: query.get("service").map(str::to_string),
+        public: query.flag("public")?,
+        unauthenticated: query.flag("unauthenticated")?,
+        shadow: query.flag("shadow")?,
+        zombie: query.flag("zombie")?,
+        internal_reached_publicly: query.flag("internal")?,
+    };
+    let endpoints = collector
+        .read(move |store| store.endpoints(&filter))
+        .await
+        .map_err(unavailable)?;
+    Ok(reply::json(StatusCode::OK, &endpoints))
+}
+
+async fn findings(collector: &Arc<Collector>, query: &Query) -> Answer {
+    query.only(&["service", "kind", "limit"])?;
+    let filter = FindingQuery {
+        service: query.get("service").map(str::to_string),
+        kind: query.get("kind").map(str::to_string),
+        exclude_kind: None,
+        limit: query.limit()?,
+    };
+    let findings = collector
+        .read(move |store| store.findings(&filter))
+        .await
+        .map_err(unavailable)?;
+    Ok(reply::json(StatusCode::OK, &findings))
+}
+
+async fn denied_clients(collector: &Arc<Collector>, query: &Query) -> Answer {
+    query.only(&["service", "limit"])?;
+    let service = query.get("service").map(str::to_string);
+    let limit = query.limit()?;
+    let clients = collector
+        .read(move |store| store.denied_clients(service.as_deref(), limit))
+        .await
+        .map_err(unavailable)?;
+    Ok(reply::json(StatusCode::OK, &clients))
+}
+
+async fn vulnerabilities(collector: &Arc<Collector>, query: &Query) -> Answer {
+    query.only(&["service", "limit"])?;
+    let service = query.get("service").map(str::to_string);
+    let limit = query.limit()?;
+    let endpoints = collector
+        .read(|store| store.endpoints(&EndpointQuery::default()))
+        .await
+        .map_err(unavailable)?;
+    let mut ranked = vulns::rank(&collector.vulnerabilities, &endpoints);
+    if let Some(service) = service {
+        ranked.retain(|r| {
+            r.matched_service.as_ref() == Some(&service)
+                || r.vulnerability.service.as_ref() == Some(&service)
+        });
+    }
+    ranked.truncate(limit);
+    Ok(reply::json(StatusCode::OK, &ranked))
+}
+
+async fn dashboard(collector: &Arc<Collector>) -> Answer {
+    let (services, endpoints, findings, denied) = collector
+        .read(|store| {
+            Ok((
+                store.services()?,
+                store.endpoints(&EndpointQuery::default())?,
+                store.findings(&FindingQuery {
+                    service: None,
+                    kind: None,
+                    exclude_kind: Some(FindingKind::ClientDenied.as_str().into()),
+                    limit: dashboard::ROWS,
+                })?,
+                store.denied_clients(None, dashboard::ROWS)?,
+            ))
+        })
+        .await
+        .map_err(unavailable)?;
+    let ranked = vulns::rank(&collector.vulnerabilities, &endpoints);
+    let page = dashboard::render(&dashboard::View {
+        services: &services,
+        endpoints: &endpoints,
+        findings: &findings,
+        denied: &denied,
+        vulnerabilities: &ranked,
+        now_ms: super::now_ms(),
+    });
+    Ok(reply::html(page))
+}

@@ -1,0 +1,421 @@
+//! `collector.toml`: the collector's configuration, parsed and validated at start. Every error
+//! names the file, the key and what was expected.
+
+use crate::config::ConfigError;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Shortest bearer token accepted, so a guessable token cannot be configured by mistake.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The validated collector configuration.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// The file it was read from; relative paths are relative to its directory.
+    pub file: PathBuf,
+    /// Where sidecars send reports.
+    pub listen: Listen,
+    /// Where the dashboard and the JSON API are served.
+    pub api: ApiListen,
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// Who may report, and for what.
+    pub tokens: Vec<Token>,
+    /// How long data is kept.
+    pub retention: Retention,
+    /// Known-vulnerable endpoint files.
+    pub vulnerabilities: VulnerabilityFiles,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// The ingest listener.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Address sidecars reach.
+    pub address: SocketAddr,
+    /// Largest report body as sent (compressed).
+    pub max_body_bytes: usize,
+    /// Largest report once inflated; a body inflating past it is refused (gzip bombs).
+    pub max_inflated_bytes: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to send the request head.
+    pub header_read_timeout: Duration,
+}
+
+/// The dashboard and JSON API listener.
+#[derive(Debug, Clone)]
+pub struct ApiListen {
+    /// Address of `/` and `/api/*`; loopback by default, as the API is not authenticated.
+    pub address: SocketAddr,
+}
+
+/// A bearer token and what it may report for.
+#[derive(Clone)]
+pub struct Token {
+    /// A name for logs, never the secret itself.
+    pub name: String,
+    /// The secret.
+    pub secret: String,
+    /// The one service it may report for; `None` for the whole fleet.
+    pub service: Option<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long stored data is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Findings whose last occurrence is older are deleted.
+    pub findings: Duration,
+    /// Instances not heard from for longer are forgotten, with their idempotency keys.
+    pub instances: Duration,
+    /// Endpoints not reached for longer are deleted.
+    pub endpoints: Duration,
+    /// How often the policy is applied.
+    pub interval: Duration,
+}
+
+/// Files of known-vulnerable endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct VulnerabilityFiles {
+    /// JSON lists of `{method, route, id, severity}`.
+    pub known: Vec<PathBuf>,
+    /// OWASP ZAP JSON reports.
+    pub zap: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default, rename = "token")]
+    tokens: Vec<RawToken>,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    vulnerabilities: RawVulnerabilities,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawListen {
+    address: String,
+    max_body_bytes: usize,
+    max_inflated_bytes: usize,
+    max_connections: usize,
+    header_read_timeout: String,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            address: "0.0.0.0:9000".into(),
+            max_body_bytes: 1 << 20,
+            max_inflated_bytes: 16 << 20,
+            max_connections: 1_024,
+            header_read_timeout: "10s".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    address: String,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            address: "127.0.0.1:9001".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    path: PathBuf,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage {
+            path: "vigil-collector.db".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Option<String>,
+    token: String,
+    service: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetention {
+    findings_days: u32,
+    instances_days: u32,
+    endpoints_days: u32,
+    interval: String,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            findings_days: 30,
+            instances_days: 7,
+            endpoints_days: 90,
+            interval: "1h".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawVulnerabilities {
+    known: Vec<PathBuf>,
+    zap: Vec<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<CollectorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        CollectorConfig::parse(path, &text)
+    }
+
+    /// Validates configuration text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<CollectorConfig, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            message,
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_string()))?;
+        build(raw, path).map_err(fail)
+    }
+}
+
+fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let listen = Listen {
+        address: socket_addr("listen.address", &raw.listen.address)?,
+        max_body_bytes: at_least("listen.max_body_bytes", raw.listen.max_body_bytes, 1024)?,
+        max_inflated_bytes: at_least(
+            "listen.max_inflated_bytes",
+            raw.listen.max_inflated_bytes,
+            raw.listen.max_body_bytes,
+        )?,
+        max_connections: at_least("listen.max_connections", raw.listen.max_connections, 1)?,
+        header_read_timeout: duration(
+            "listen.header_read_timeout",
+            &raw.listen.header_read_timeout,
+        )?,
+    };
+    let api = ApiListen {
+        address: socket_addr("api.address", &raw.api.address)?,
+    };
+    if api.address == listen.address {
+        return Err(format!(
+            "api.address: {} is also listen.address; the API needs its own address",
+            api.address
+        ));
+    }
+    if raw.tokens.is_empty() {
+        return Err(
+            "token: no [[token]] is configured, so no sidecar could report; add one with `token = \"...\"` and optionally `service = \"...\"`"
+                .into(),
+        );
+    }
+    let mut tokens: Vec<Token> = Vec::with_capacity(raw.tokens.len());
+    for (i, t) in raw.tokens.into_iter().enumerate() {
+        let key = format!("token[{i}]");
+        if t.token.len() < MIN_TOKEN_BYTES {
+            return Err(format!(
+                "{key}.token: {} bytes, at least {MIN_TOKEN_BYTES} are needed",
+                t.token.len()
+            ));
+        }
+        if !t.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{key}.token: only visible ASCII characters can travel in an Authorization header"
+            ));
+        }
+        if tokens.iter().any(|other| other.secret == t.token) {
+            return Err(format!("{key}.token: the same token is configured twice"));
+        }
+        if let Some(service) = &t.service {
+            if service.is_empty() {
+                return Err(format!(
+                    "{key}.service: must not be empty (leave it out for a fleet token)"
+                ));
+            }
+        }
+        tokens.push(Token {
+            name: t.name.unwrap_or_else(|| key.clone()),
+            secret: t.token,
+            service: t.service,
+        });
+    }
+    let days = |key: &str, value: u32| -> Result<Duration, String> {
+        at_least(key, value, 1).map(|d| Duration::from_secs(u64::from(d) * 86_400))
+    };
+    let retention = Retention {
+        findings: days("retention.findings_days", raw.retention.findings_days)?,
+        instances: days("retention.instances_days", raw.retention.instances_days)?,
+        endpoints: days("retention.endpoints_days", raw.retention.endpoints_days)?,
+        interval: duration("retention.interval", &raw.retention.interval)?,
+    };
+    if retention.interval < Duration::from_secs(1) {
+        return Err("retention.interval: must be at least 1s".into());
+    }
+    Ok(CollectorConfig {
+        file: file.to_path_buf(),
+        listen,
+        api,
+        database: base.join(raw.storage.path),
+        tokens,
+        retention,
+        vulnerabilities: VulnerabilityFiles {
+            known: raw
+                .vulnerabilities
+                .known
+                .iter()
+                .map(|p| base.join(p))
+                .collect(),
+            zap: raw
+                .vulnerabilities
+                .zap
+                .iter()
+                .map(|p| base.join(p))
+                .collect(),
+        },
+        log_level: raw.log.level,
+    })
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{key}: expected an address such as 127.0.0.1:9000, got {value:?}"))
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, String> {
+    vigil_guest::duration::parse(value).map_err(|e| format!("{key}: {e}"))
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    min: T,
+) -> Result<T, String> {
+    if value < min {
+        return Err(format!("{key}: must be at least {min}, got {value}"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CollectorConfig, String> {
+        CollectorConfig::parse(Path::new("/etc/vigil/collector.toml"), text)
+            .map_err(|e| e.to_string())
+    }
+
+    const TOKEN: &str = "[[token]]\ntoken = \"0123456789abcdef\"\n";
+
+    #[test]
+    fn defaults_need_only_a_token() {
+        let config = parse(TOKEN).unwrap();
+        assert_eq!(config.listen.address.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.api.address.to_string(), "127.0.0.1:9001");
+        assert_eq!(config.database, Path::new("/etc/vigil/vigil-collector.db"));
+        assert_eq!(config.tokens[0].service, None);
+        assert_eq!(config.retention.findings, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let cases = [
+            ("", "token: no [[token]]"),
+            ("[[token]]\ntoken = \"short\"\n", "token[0].token: 5 bytes"),
+            (
+                "[[token]]\ntoken = \"0123456789abcdef\"\n[[token]]\ntoken = \"0123456789abcdef\"\n",
+                "token[1].token: the same token",
+            ),
+            (
+                "[[token]]\ntoken = \"0123456789abcdef\"\nservice = \"\"\n",
+                "token[0].service",
+            ),
+            (
+                &format!("{TOKEN}[listen]\naddress = \"nowhere\"\n"),
+                "listen.address",
+            ),
+            (
+                &format!("{TOKEN}[listen]\nmax_body_bytes = 4096\nmax_inflated_bytes = 2048\n"),
+                "listen.max_inflated_bytes: must be at least 4096",
+            ),
+            (
+                &format!("{TOKEN}[retention]\nfindings_days = 0\n"),
+                "retention.findings_days",
+            ),
+            (
+                &format!("{TOKEN}[retention]\ninterval = \"soon\"\n"),
+                "retention.interval",
+            ),
+            (
+                &format!("{TOKEN}[api]\naddress = \"0.0.0.0:9000\"\n"),
+                "api.address",
+            ),
+            (&format!("{TOKEN}[storage]\nfile = \"x\"\n"), "unknown field `file`"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).unwrap_err();
+            assert!(
+                error.starts_with("/etc/vigil/collector.toml: ") && error.contains(expected),
+                "{error:?} should name {expected:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The collector (`vigil collect`): receives sidecars' reports, merges them fleet-wide per
+//! service and endpoint, and shows what is exposed, what was found and which known
+//! vulnerabilities matter most.
+//!
+//! # Layout
+//!
+//! - `config`: `collector.toml`, validated.
+//! - `ingest`: `POST /v1/reports`, from bearer token to stored report.
+//! - `store`: the storage interface; `sqlite`: its SQLite implementation.
+//! - `api`: the JSON API and the dashboard's data; `dashboard`: the page at `/`.
+//! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
+//! - `reply`: every answer the collector gives.
+
+pub mod api;
+pub mod config;
+pub mod dashboard;
+pub mod ingest;
+pub mod reply;
+pub mod sqlite;
+pub mod store;
+pub mod vulns;
+
+use crate::respond::ProxyBody;
+use anyhow::Context as _;
+use config::CollectorConfig;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::{Cutoffs, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use vulns::Vulnerability;
+
+/// Time in-flight requests get to finish on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running collector's shared parts.
+pub struct Collector {
+    /// The configuration it started with.
+    pub config: CollectorConfig,
+    /// Where reports go.
+    pub store: Arc<dyn Store>,
+    /// Known-vulnerable endpoints from the configured files.
+    pub vulnerabilities: Vec<Vulnerability>,
+}
+
+impl Collector {
+    /// Opens the database and loads the vulnerability files. Blocks.
+    pub fn open(config: CollectorConfig) -> anyhow::Result<Collector> {
+        let vulnerabilities = load_vulnerabilities(&config)?;
+        let store = sqlite::SqliteStore::open(&config.database)
+            .map_err(|e| anyhow::anyhow!("{} (storage.path): {e}", config.file.display()))?;
+        Ok(Collector {
+            config,
+            store: Arc::new(store),
+            vulnerabilities,
+        })
+    }
+
+    /// Runs a store query on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || query(&*store))
+            .await
+            .map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
+    }
+}
+
+fn load_vulnerabilities(config: &CollectorConfig) -> anyhow::Result<Vec<Vulnerability>> {
+    let file = config.file.display();
+    let mut all = Vec::new();
+    for (i, path) in config.vulnerabilities.known.iter().enumerate() {
+        all.extend(
+            vulns::load_known(path)
+                .map_err(|e| anyhow::anyhow!("{file}: vulnerabilities.known[{i}]: {e}"))?,
+        );
+    }
+    for (i, path) in config.vulnerabilities.zap.iter().enumerate() {
+        all.extend(
+            vulns::load_zap(path)
+                .map_err(|e| anyhow::anyhow!("{file}: vulnerabilities.zap[{i}]: {e}"))?,
+        );
+    }
+    if all.len() > vulns::MAX_VULNERABILITIES {
+        anyhow::bail!(
+            "{file}: vulnerabilities: {} entries, at most {}",
+            all.len(),
+            vulns::MAX_VULNERABILITIES
+        );
+    }
+    Ok(all)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Opens the collector, binds its two listeners and serves until `shutdown` resolves.
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (ingest_address, api_address) = (config.listen.address, config.api.address);
+    let collector = Arc::new(tokio::task::block_in_place(|| Collector::open(config))?);
+    let ingest = TcpListener::bind(ingest_address)
+        .await
+        .with_context(|| format!("cannot listen on {ingest_address} (listen.address)"))?;
+    let api = TcpListener::bind(api_address)
+        .await
+        .with_context(|| format!("cannot listen on {api_address} (api.address)"))?;
+    tracing::info!(
+        %ingest_address,
+        %api_address,
+        database = %collector.config.database.display(),
+        vulnerabilities = collector.vulnerabilities.len(),
+        "the collector is serving"
+    );
+    serve(collector, ingest, api, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves reports on `ingest` and the dashboard and API on `api`, applying the retention
+/// policy periodically, until `shutdown` resolves; then lets in-flight requests finish.
+pub async fn serve(
+    collector: Arc<Collector>,
+    ingest: TcpListener,
+    api: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let retention = tokio::spawn(apply_retention(collector.clone(), stop_rx.clone()));
+    let reports = collector.clone();
+    let ingest_loop = accept(ingest, collector.clone(), stop_rx.clone(), move |req| {
+        let collector = reports.clone();
+        async move { route_ingest(collector, req).await }
+    });
+    let reads = collector.clone();
+    let api_loop = accept(api, collector, stop_rx, move |req| {
+        let collector = reads.clone();
+        async move { api::handle(collector, req).await }
+    });
+    tokio::join!(ingest_loop, api_loop);
+    retention.abort();
+}
+
+async fn route_ingest(collector: Arc<Collector>, req: Request<Incoming>) -> Response<ProxyBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/reports") => ingest::handle(collector, req).await,
+        (&Method::GET, "/healthz") => reply::text(StatusCode::OK, "ok\n"),
+        (_, "/v1/reports") => reply::problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "reports are sent with POST",
+        ),
+        _ => reply::problem(
+            StatusCode::NOT_FOUND,
+            "this listener takes POST /v1/reports (and GET /healthz); the dashboard and API are on api.address",
+        ),
+    }
+}
+
+async fn accept<H, F>(
+    listener: TcpListener,
+    collector: Arc<Collector>,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let limits = &collector.config.listen;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; connection dropped");
+            continue;
+        };
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let answer = handler(req);
+            async move { Ok::<_, Infallible>(answer.await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+async fn apply_retention(collector: Arc<Collector>, mut stop: watch::Receiver<bool>) {
+    let retention = collector.config.retention;
+    let mut tick = tokio::time::interval(retention.interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let now = now_ms();
+        let before = |keep: Duration| now.saturating_sub(keep.as_millis() as u64);
+        let cutoffs = Cutoffs {
+            findings_ms: before(retention.findings),
+            instances_ms: before(retention.instances),
+            endpoints_ms: before(retention.endpoints),
+        };
+        match collector.read(move |store| store.prune(cutoffs)).await {
+            Ok(pruned) => tracing::info!(?pruned, "retention applied"),
+            Err(error) => tracing::error!(%error, "retention failed"),
+        }
+    }
+}

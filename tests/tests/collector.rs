@@ -1,0 +1,916 @@
+//! `vigil collect` end to end: the real binary on real sockets with a real SQLite file,
+//! reports sent gzip-compressed as sidecars send them, results read back through the JSON
+//! API, the database file and headless Chromium.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use vigil::report::{
+    Dropped, EndpointDelta, EndpointKey, Finding, Period, Report, SequenceRange, SCHEMA,
+};
+use vigil::sketch::Sketch;
+use vigil_tests::browser;
+use vigil_tests::process::{eventually, free_port, http, temp_dir, Process, Response};
+
+const FLEET_TOKEN: &str = "fleet-token-0123456789";
+const SHOP_TOKEN: &str = "shop-token-0123456789";
+/// Small limits, so oversized bodies are cheap to make.
+const MAX_BODY: usize = 256 * 1024;
+const MAX_INFLATED: usize = 2 * 1024 * 1024;
+
+/// A `vigil collect` process with its own directory, database and ports.
+struct Collector {
+    process: Option<Process>,
+    dir: PathBuf,
+    config: PathBuf,
+    ingest: SocketAddr,
+    api: SocketAddr,
+}
+
+impl Collector {
+    fn start(name: &str) -> Collector {
+        let dir = temp_dir(&format!("collector-{name}"));
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/collector");
+        let (ingest, api) = (free_port(), free_port());
+        let config = dir.join("collector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[listen]\naddress = \"127.0.0.1:{ingest}\"\nmax_body_bytes = {MAX_BODY}\n\
+                 max_inflated_bytes = {MAX_INFLATED}\n\
+                 [api]\naddress = \"127.0.0.1:{api}\"\n\
+                 [storage]\npath = \"collector.db\"\n\
+                 [[token]]\nname = \"fleet\"\ntoken = \"{FLEET_TOKEN}\"\n\
+                 [[token]]\nname = \"shop-sidecars\"\ntoken = \"{SHOP_TOKEN}\"\nservice = \"shop\"\n\
+                 [vulnerabilities]\nknown = [\"{}\"]\nzap = [\"{}\"]\n",
+                fixtures.join("known-vulnerabilities.json").display(),
+                fixtures.join("zap-report.json").display()
+            ),
+        )
+        .unwrap();
+        let mut collector = Collector {
+            process: None,
+            dir,
+            config,
+            ingest: ([127, 0, 0, 1], ingest).into(),
+            api: ([127, 0, 0, 1], api).into(),
+        };
+        collector.launch();
+        collector
+    }
+
+    fn launch(&mut self) {
+        self.process = Some(Process::vigil(&[
+            "collect",
+            "--config",
+            self.config.to_str().unwrap(),
+        ]));
+        for addr in [self.ingest, self.api] {
+            eventually("the collector to listen", || {
+                http(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+            });
+        }
+    }
+
+    /// Kills the process without letting it close the database, as a crash would.
+    fn crash(&mut self) {
+        let code = self.process.take().unwrap().signal_and_wait("KILL");
+        assert_eq!(code, None, "killed by the signal");
+    }
+
+    fn database(&self) -> PathBuf {
+        self.dir.join("collector.db")
+    }
+
+    /// POSTs `report` as a sidecar does: gzip JSON, bearer token, idempotency key.
+    fn send(&self, token: &str, report: &Report) -> Response {
+        let body = gzip(&serde_json::to_vec(report).unwrap());
+        let auth = format!("Bearer {token}");
+        let key = report.idempotency_key();
+        self.post(
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+                ("Idempotency-Key", key.as_str()),
+            ],
+            &body,
+        )
+    }
+
+    fn post(&self, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        http(self.ingest, "POST", "/v1/reports", headers, body).unwrap()
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        let response = http(self.api, "GET", path, &[], b"").unwrap();
+        assert_eq!(response.status, 200, "GET {path}: {}", response.text());
+        response.json()
+    }
+
+    /// Rows in every table that holds reported data.
+    fn stored_rows(&self) -> BTreeMap<&'static str, i64> {
+        let db = rusqlite::Connection::open_with_flags(
+            self.database(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        [
+            "services",
+            "instances",
+            "applied",
+            "endpoints",
+            "endpoint_instances",
+            "denials",
+            "documented",
+            "findings",
+        ]
+        .into_iter()
+        .map(|table| {
+            let n = db
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            (table, n)
+        })
+        .collect()
+    }
+
+    fn assert_nothing_stored(&self, after: &str) {
+        let rows = self.stored_rows();
+        assert!(rows.values().all(|&n| n == 0), "{after} stored {rows:?}");
+        assert_eq!(self.get("/api/services"), serde_json::json!([]), "{after}");
+    }
+}
+
+/// A time shortly before the test ran, ms since the Unix epoch; reported times are offsets
+/// from it, so retention (which counts from now) keeps them.
+fn t0() -> u64 {
+    static T0: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *T0.get_or_init(|| vigil::collector::now_ms() - 3_600_000)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn report(service: &str, instance: &str, first: u64, last: u64) -> Report {
+    Report {
+        schema: SCHEMA,
+        service: service.into(),
+        instance: instance.into(),
+        sequence: SequenceRange { first, last },
+        period: Period {
+            start_ms: t0() + 1_000,
+            end_ms: t0() + 2_000,
+        },
+        endpoints: Vec::new(),
+        findings: Vec::new(),
+        documented: Vec::new(),
+        dropped: Dropped::default(),
+    }
+}
+
+fn endpoint(method: &str, route: &str, requests: u64) -> EndpointDelta {
+    let mut delta = EndpointDelta {
+        method: method.into(),
+        route: route.into(),
+        requests,
+        first_seen_ms: t0() + 1_000,
+        last_seen_ms: t0() + 2_000,
+        ..EndpointDelta::default()
+    };
+    delta.status.success = requests;
+    delta
+}
+
+fn key(method: &str, route: &str) -> EndpointKey {
+    EndpointKey {
+        method: method.into(),
+        route: route.into(),
+    }
+}
+
+fn finding(kind: &str, source: &str, on: EndpointKey, client: Option<&str>, count: u64) -> Finding {
+    Finding {
+        kind: kind.into(),
+        source: source.into(),
+        endpoint: Some(on),
+        detail: format!("{kind} seen {count} times"),
+        client: client.map(str::to_string),
+        at_ms: t0() + 1_900,
+        count,
+    }
+}
+
+fn endpoint_json<'a>(
+    endpoints: &'a serde_json::Value,
+    method: &str,
+    route: &str,
+) -> &'a serde_json::Value {
+    endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == method && e["route"] == route)
+        .unwrap_or_else(|| panic!("{method} {route} not in {endpoints}"))
+}
+
+#[test]
+fn refused_reports_are_answered_clearly_and_store_nothing() {
+    let collector = Collector::start("refusals");
+    let good = {
+        let mut r = report("shop", "shop-1", 1, 1);
+        r.endpoints.push(endpoint("GET", "/users/{id}", 3));
+        r
+    };
+    let json = serde_json::to_vec(&good).unwrap();
+    let key = good.idempotency_key();
+    let auth = format!("Bearer {FLEET_TOKEN}");
+    let headers = |extra: &[(&'static str, &'static str)]| -> Vec<(String, String)> {
+        let mut h = vec![
+            ("Authorization".to_string(), auth.clone()),
+            ("Content-Encoding".to_string(), "gzip".to_string()),
+            ("Idempotency-Key".to_string(), key.clone()),
+        ];
+        for (name, value) in extra {
+            h.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            if !value.is_empty() {
+                h.push((name.to_string(), value.to_string()));
+            }
+        }
+        h
+    };
+    let send = |extra: &[(&'static str, &'static str)], body: &[u8]| {
+        let h = headers(extra);
+        let h: Vec<(&str, &str)> = h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        collector.post(&h, body)
+    };
+
+    let mut wrong_schema = serde_json::to_value(&good).unwrap();
+    wrong_schema["endpoints"][0]["requests"] = "three".into();
+    let mut unknown_field = serde_json::to_value(&good).unwrap();
+    unknown_field["surprise"] = true.into();
+    let mut invalid = good.clone();
+    invalid.endpoints[0].public = 10;
+    let bomb = gzip(&vec![b' '; 32 << 20]);
+    assert!(bomb.len() < MAX_BODY, "the bomb itself fits the body limit");
+    let oversized = vec![b'x'; MAX_BODY + 1];
+
+    let cases: Vec<(&str, u16, Response, &str)> = vec![
+        (
+            "no token",
+            401,
+            send(&[("Authorization", "")], &gzip(&json)),
+            "Bearer",
+        ),
+        (
+            "unknown token",
+            401,
+            send(
+                &[("Authorization", "Bearer not-a-configured-token")],
+                &gzip(&json),
+            ),
+            "Bearer",
+        ),
+        (
+            "basic credentials",
+            401,
+            send(&[("Authorization", "Basic ZmxlZXQ6dG9rZW4=")], &gzip(&json)),
+            "Bearer",
+        ),
+        (
+            "service token for another service",
+            403,
+            {
+                let mut other = good.clone();
+                other.service = "billing".into();
+                let body = gzip(&serde_json::to_vec(&other).unwrap());
+                let shop_auth = format!("Bearer {SHOP_TOKEN}");
+                collector.post(
+                    &[
+                        ("Authorization", shop_auth.as_str()),
+                        ("Content-Encoding", "gzip"),
+                        ("Idempotency-Key", key.as_str()),
+                    ],
+                    &body,
+                )
+            },
+            "may report only for service \\\"shop\\\"",
+        ),
+        ("not gzip", 400, send(&[], &json), "not valid gzip"),
+        (
+            "not JSON",
+            400,
+            send(&[], &gzip(b"{\"schema\": 1,")),
+            "not JSON",
+        ),
+        (
+            "wrong type",
+            422,
+            send(&[], &gzip(wrong_schema.to_string().as_bytes())),
+            "does not fit the schema",
+        ),
+        (
+            "unknown field",
+            422,
+            send(&[], &gzip(unknown_field.to_string().as_bytes())),
+            "unknown field `surprise`",
+        ),
+        (
+            "counts that contradict each other",
+            422,
+            send(&[], &gzip(&serde_json::to_vec(&invalid).unwrap())),
+            "endpoints[0].public",
+        ),
+        (
+            "no idempotency key",
+            400,
+            send(&[("Idempotency-Key", "")], &gzip(&json)),
+            "Idempotency-Key header missing",
+        ),
+        (
+            "idempotency key of another range",
+            422,
+            send(&[("Idempotency-Key", "shop-1:1-9")], &gzip(&json)),
+            "does not match",
+        ),
+        (
+            "unsupported encoding",
+            415,
+            send(&[("Content-Encoding", "br")], &gzip(&json)),
+            "only gzip",
+        ),
+        (
+            "not JSON content type",
+            415,
+            send(&[("Content-Type", "text/plain")], &gzip(&json)),
+            "application/json",
+        ),
+        (
+            "body over the limit",
+            413,
+            send(&[("Content-Encoding", "identity")], &oversized),
+            "listen.max_body_bytes",
+        ),
+        (
+            "gzip bomb",
+            413,
+            send(&[], &bomb),
+            "listen.max_inflated_bytes",
+        ),
+    ];
+    for (what, status, response, says) in &cases {
+        assert_eq!(response.status, *status, "{what}: {}", response.text());
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json"),
+            "{what}"
+        );
+        assert!(
+            response.text().contains(says),
+            "{what}: {}",
+            response.text()
+        );
+        collector.assert_nothing_stored(what);
+    }
+    let unauthorized = &cases[0].2;
+    assert_eq!(
+        unauthorized.header("www-authenticate"),
+        Some("Bearer realm=\"vigil-collector\"")
+    );
+
+    // The same collector takes the good report, so the refusals above were the report's fault.
+    assert_eq!(collector.send(SHOP_TOKEN, &good).status, 202);
+    assert_eq!(collector.stored_rows()["endpoints"], 1);
+}
+
+#[test]
+fn a_duplicate_is_acknowledged_and_not_counted_twice() {
+    let collector = Collector::start("duplicates");
+    let first = {
+        let mut r = report("shop", "shop-1", 1, 1);
+        r.endpoints.push(endpoint("GET", "/users/{id}", 5));
+        r.findings.push(finding(
+            "enumeration",
+            "guard:enumeration",
+            key("GET", "/users/{id}"),
+            Some("203.0.113.9"),
+            2,
+        ));
+        r
+    };
+    let accepted = collector.send(FLEET_TOKEN, &first);
+    assert_eq!(accepted.status, 202, "{}", accepted.text());
+    assert_eq!(accepted.json()["status"], "applied");
+    let again = collector.send(FLEET_TOKEN, &first);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["status"], "duplicate");
+    assert_eq!(again.json()["idempotency_key"], "shop-1:1-1");
+
+    // A spool-merged range that overlaps what was applied cannot be split apart: refused.
+    let mut overlapping = first.clone();
+    overlapping.sequence = SequenceRange { first: 1, last: 2 };
+    let conflict = collector.send(FLEET_TOKEN, &overlapping);
+    assert_eq!(conflict.status, 409, "{}", conflict.text());
+    assert!(conflict.text().contains("overlaps the applied range 1-1"));
+
+    let mut next = first.clone();
+    next.sequence = SequenceRange { first: 2, last: 3 };
+    assert_eq!(collector.send(FLEET_TOKEN, &next).status, 202);
+    let mut other_service = first.clone();
+    other_service.service = "billing".into();
+    assert_eq!(
+        collector.send(FLEET_TOKEN, &other_service).status,
+        202,
+        "idempotency keys are per service"
+    );
+
+    let endpoints = collector.get("/api/endpoints?service=shop");
+    assert_eq!(
+        endpoint_json(&endpoints, "GET", "/users/{id}")["requests"],
+        10
+    );
+    let findings = collector.get("/api/findings?service=shop");
+    assert_eq!(findings.as_array().unwrap().len(), 1);
+    assert_eq!(findings[0]["count"], 4);
+    assert_eq!(collector.stored_rows()["applied"], 3);
+}
+
+#[test]
+fn fifty_concurrent_reporters_merge_exactly() {
+    const REPORTERS: u64 = 50;
+    const REPORTS_EACH: u64 = 3;
+    let collector = Collector::start("fifty");
+    let sent_sketches = std::sync::Mutex::new(Sketch::new());
+    let report_of = |i: u64, sequence: u64| {
+        let mut r = report("shop", &format!("shop-{i}"), sequence, sequence);
+        let mut users = endpoint("GET", "/users/{id}", 10 + i);
+        users.public = 5 + i;
+        users.authenticated = 2;
+        users.credentials.bearer = 2;
+        users.unauthenticated_success = 8 + i;
+        users.public_unauthenticated_success = 1;
+        users.first_seen_ms = t0() + 1_000 + i;
+        users.last_seen_ms = t0() + 5_000 + i;
+        for client in i * 7..i * 7 + 20 {
+            users
+                .public_clients
+                .insert(format!("198.51.100.{client}").as_bytes());
+        }
+        users.denials.insert("enumeration".into(), 1);
+        r.endpoints.push(users);
+        r.endpoints.push(endpoint("POST", "/login", 3));
+        r.dropped.findings = 1;
+        r
+    };
+    std::thread::scope(|scope| {
+        for i in 0..REPORTERS {
+            let (collector, sent_sketches) = (&collector, &sent_sketches);
+            scope.spawn(move || {
+                for sequence in 1..=REPORTS_EACH {
+                    let r = report_of(i, sequence);
+                    sent_sketches
+                        .lock()
+                        .unwrap()
+                        .merge(&r.endpoints[0].public_clients);
+                    let response = collector.send(SHOP_TOKEN, &r);
+                    assert_eq!(
+                        response.status,
+                        202,
+                        "shop-{i} #{sequence}: {}",
+                        response.text()
+                    );
+                }
+                // A retry after a lost acknowledgement, racing the other reporters.
+                let retry = collector.send(SHOP_TOKEN, &report_of(i, 2));
+                assert_eq!(retry.status, 200, "{}", retry.text());
+            });
+        }
+    });
+
+    let sum = |f: &dyn Fn(u64) -> u64| (0..REPORTERS).map(f).sum::<u64>() * REPORTS_EACH;
+    let endpoints = collector.get("/api/endpoints?service=shop");
+    let users = endpoint_json(&endpoints, "GET", "/users/{id}");
+    assert_eq!(users["requests"], sum(&|i| 10 + i));
+    assert_eq!(users["public"], sum(&|i| 5 + i));
+    assert_eq!(users["authenticated"], sum(&|_| 2));
+    assert_eq!(users["credentials"]["bearer"], sum(&|_| 2));
+    assert_eq!(users["status"]["2xx"], sum(&|i| 10 + i));
+    assert_eq!(users["unauthenticated_success"], sum(&|i| 8 + i));
+    assert_eq!(users["public_unauthenticated_success"], sum(&|_| 1));
+    assert_eq!(users["denials"]["enumeration"], sum(&|_| 1));
+    assert_eq!(users["instances"], REPORTERS);
+    assert_eq!(users["first_seen_ms"], t0() + 1_000);
+    assert_eq!(users["last_seen_ms"], t0() + 5_000 + REPORTERS - 1);
+    assert_eq!(users["exposure"], "public-unauthenticated");
+    assert_eq!(
+        endpoint_json(&endpoints, "POST", "/login")["requests"],
+        sum(&|_| 3)
+    );
+    // The merged sketch is the union of every instance's clients: exactly what merging the
+    // sent sketches gives, and close to the true number of distinct clients.
+    let merged = sent_sketches.lock().unwrap().estimate();
+    assert_eq!(users["public_clients"], merged);
+    let distinct = (REPORTERS - 1) * 7 + 20;
+    assert!(
+        merged.abs_diff(distinct) * 100 <= distinct * 5,
+        "{merged} vs {distinct}"
+    );
+
+    let services = collector.get("/api/services");
+    assert_eq!(services[0]["name"], "shop");
+    assert_eq!(services[0]["instances"], REPORTERS);
+    assert_eq!(services[0]["reports"], REPORTERS * REPORTS_EACH);
+    assert_eq!(services[0]["dropped"]["findings"], REPORTERS * REPORTS_EACH);
+    let rows = collector.stored_rows();
+    assert_eq!(rows["applied"] as u64, REPORTERS * REPORTS_EACH);
+    assert_eq!(rows["endpoint_instances"] as u64, REPORTERS * 2);
+}
+
+#[test]
+fn data_survives_a_crash_and_a_restart() {
+    let mut collector = Collector::start("restart");
+    let mut first = report("shop", "shop-1", 1, 1);
+    first.endpoints.push(endpoint("GET", "/users/{id}", 7));
+    assert_eq!(collector.send(FLEET_TOKEN, &first).status, 202);
+    let wal = PathBuf::from(format!("{}-wal", collector.database().display()));
+    assert!(
+        std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0),
+        "the database is in WAL mode: {} holds the commit",
+        wal.display()
+    );
+
+    collector.crash();
+    collector.launch();
+    let endpoints = collector.get("/api/endpoints");
+    assert_eq!(
+        endpoint_json(&endpoints, "GET", "/users/{id}")["requests"],
+        7
+    );
+    // The idempotency key survived too: the resend after the crash is not counted again.
+    assert_eq!(collector.send(FLEET_TOKEN, &first).status, 200);
+    let mut second = report("shop", "shop-1", 2, 2);
+    second.endpoints.push(endpoint("GET", "/users/{id}", 1));
+    assert_eq!(collector.send(FLEET_TOKEN, &second).status, 202);
+
+    let code = collector.process.take().unwrap().signal_and_wait("TERM");
+    assert_eq!(code, Some(0), "SIGTERM drains and exits 0");
+    collector.launch();
+    let endpoints = collector.get("/api/endpoints");
+    assert_eq!(
+        endpoint_json(&endpoints, "GET", "/users/{id}")["requests"],
+        8
+    );
+}
+
+/// A shop fleet with every kind of exposure: public and unauthenticated, public with
+/// credentials, internal-only reached publicly, internal only, and documented but never
+/// reached; findings and denied clients.
+fn report_shop_fleet(collector: &Collector) {
+    let mut a = report("shop", "shop-a", 1, 1);
+    let mut users = endpoint("GET", "/users/{id}", 120);
+    users.public = 100;
+    users.unauthenticated_success = 60;
+    users.public_unauthenticated_success = 55;
+    users.authenticated = 60;
+    users.credentials.bearer = 60;
+    for client in 0..40 {
+        users.public_clients.insert(format!("c{client}").as_bytes());
+    }
+    users.denials.insert("enumeration".into(), 40);
+    let mut orders = endpoint("GET", "/orders/{id}", 300);
+    orders.public = 280;
+    orders.authenticated = 300;
+    orders.credentials.cookie = 300;
+    let mut admin = endpoint("GET", "/admin/stats", 9);
+    admin.public = 3;
+    admin.authenticated = 9;
+    admin.credentials.basic = 9;
+    admin.internal_only = true;
+    let mut debug = endpoint("GET", "/debug/vars", 4);
+    debug.shadow = true;
+    a.endpoints = vec![users, orders, admin, debug];
+    a.documented = vec![
+        key("GET", "/users/{id}"),
+        key("GET", "/orders/{id}"),
+        key("GET", "/admin/stats"),
+        key("POST", "/legacy/export"),
+    ];
+    a.findings = vec![
+        finding(
+            "internal-reached-publicly",
+            "sidecar",
+            key("GET", "/admin/stats"),
+            Some("203.0.113.50"),
+            3,
+        ),
+        finding(
+            "shadow-endpoint",
+            "sidecar",
+            key("GET", "/debug/vars"),
+            None,
+            4,
+        ),
+        finding(
+            "client-denied",
+            "guard:enumeration",
+            key("GET", "/users/{id}"),
+            Some("203.0.113.66"),
+            40,
+        ),
+        finding(
+            "client-denied",
+            "guard:rate-limit",
+            key("GET", "/orders/{id}"),
+            Some("198.51.100.7"),
+            12,
+        ),
+    ];
+    let mut b = report("shop", "shop-b", 1, 1);
+    let mut users_b = endpoint("GET", "/users/{id}", 30);
+    users_b.public = 30;
+    for client in 30..60 {
+        users_b
+            .public_clients
+            .insert(format!("c{client}").as_bytes());
+    }
+    b.endpoints = vec![users_b];
+    b.findings = vec![finding(
+        "client-denied",
+        "guard:rate-limit",
+        key("GET", "/users/{id}"),
+        Some("203.0.113.66"),
+        5,
+    )];
+    for r in [a, b] {
+        let response = collector.send(SHOP_TOKEN, &r);
+        assert_eq!(response.status, 202, "{}", response.text());
+    }
+}
+
+#[test]
+fn endpoint_filters_findings_and_denied_clients() {
+    let collector = Collector::start("filters");
+    report_shop_fleet(&collector);
+    let routes = |query: &str| -> Vec<String> {
+        let list = collector.get(&format!("/api/endpoints{query}"));
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["method"].as_str().unwrap(),
+                    e["route"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        routes("?public=true"),
+        ["GET /orders/{id}", "GET /users/{id}", "GET /admin/stats"]
+    );
+    assert_eq!(routes("?unauthenticated=true"), ["GET /users/{id}"]);
+    assert_eq!(routes("?shadow=true"), ["GET /debug/vars"]);
+    assert_eq!(routes("?zombie=true"), ["POST /legacy/export"]);
+    assert_eq!(routes("?internal=true"), ["GET /admin/stats"]);
+    assert_eq!(
+        routes("?public=1&unauthenticated=1&service=shop"),
+        ["GET /users/{id}"]
+    );
+    assert!(routes("?service=billing").is_empty());
+    assert_eq!(routes("").len(), 5);
+    let users = collector.get("/api/endpoints?unauthenticated=true");
+    assert_eq!(users[0]["requests"], 150);
+    assert_eq!(users[0]["instances"], 2);
+    let clients = users[0]["public_clients"].as_u64().unwrap();
+    assert!(
+        (57..=63).contains(&clients),
+        "about 60 distinct clients: {clients}"
+    );
+
+    for bad in [
+        "/api/endpoints?public=maybe",
+        "/api/endpoints?color=red",
+        "/api/findings?limit=0",
+        "/api/findings?limit=1001",
+        "/api/services?x=1",
+    ] {
+        let response = http(collector.api, "GET", bad, &[], b"").unwrap();
+        assert_eq!(response.status, 400, "{bad}: {}", response.text());
+    }
+    let response = http(collector.api, "POST", "/api/services", &[], b"").unwrap();
+    assert_eq!(response.status, 405);
+    let response = http(collector.api, "GET", "/v1/reports", &[], b"").unwrap();
+    assert_eq!(
+        response.status, 404,
+        "reports are not taken on the API listener"
+    );
+
+    let findings = collector.get("/api/findings?kind=internal-reached-publicly");
+    assert_eq!(findings.as_array().unwrap().len(), 1);
+    assert_eq!(findings[0]["route"], "/admin/stats");
+    assert_eq!(findings[0]["client"], "203.0.113.50");
+    assert_eq!(
+        collector
+            .get("/api/findings?limit=2")
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let denied = collector.get("/api/clients/denied");
+    assert_eq!(denied[0]["client"], "203.0.113.66");
+    assert_eq!(denied[0]["denials"], 45);
+    assert_eq!(
+        denied[0]["sources"],
+        serde_json::json!(["guard:enumeration", "guard:rate-limit"])
+    );
+    assert_eq!(denied[1]["client"], "198.51.100.7");
+    assert_eq!(denied[1]["denials"], 12);
+
+    let services = collector.get("/api/services");
+    assert_eq!(services[0]["public_endpoints"], 3);
+    assert_eq!(services[0]["zombie_endpoints"], 1);
+}
+
+#[test]
+fn vulnerabilities_are_ranked_by_runtime_exposure() {
+    let collector = Collector::start("ranking");
+    report_shop_fleet(&collector);
+    let ranked = collector.get("/api/vulnerabilities");
+    let order: Vec<String> = ranked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {} {}",
+                v["id"].as_str().unwrap(),
+                v["exposure"].as_str().unwrap(),
+                v["matched_route"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            // Public and unauthenticated first, though neither is the most severe.
+            "zap:40018 public-unauthenticated /users/{id}",
+            "VULN-104 public-unauthenticated /users/{id}",
+            // Then public: by severity, then by public traffic.
+            "VULN-103 public /orders/{id}",
+            "VULN-102 public /admin/stats",
+            "zap:10021 public /admin/stats",
+            "zap:90019 internal /debug/vars",
+            // The critical one last: no instance ever reached it.
+            "VULN-101 never /legacy/export",
+        ],
+        "{ranked:#}"
+    );
+    assert_eq!(ranked[0]["rank"], 1);
+    assert_eq!(ranked[0]["severity"], "high");
+    assert_eq!(ranked[0]["source"], "zap");
+    assert_eq!(ranked[0]["public_unauthenticated_success"], 55);
+    assert_eq!(ranked[6]["severity"], "critical");
+    assert_eq!(
+        collector
+            .get("/api/vulnerabilities?limit=1")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn the_dashboard_shows_real_data_in_a_browser() {
+    let collector = Collector::start("dashboard");
+    report_shop_fleet(&collector);
+    let url = format!("http://{}/", collector.api);
+
+    let dom = browser::dump_dom(&url);
+    let section = |id: &str| -> &str {
+        let start = dom
+            .find(&format!("<section id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no section {id} in {dom}"));
+        let end = dom[start..].find("</section>").unwrap() + start;
+        &dom[start..end]
+    };
+    assert!(dom.contains("<title>Vigil — fleet exposure</title>"));
+    assert!(
+        dom.contains("1 service(s), 2 instance(s) reporting"),
+        "{dom}"
+    );
+    assert!(dom.contains("id=\"tile-public\"><b>3</b>"), "{dom}");
+    assert!(
+        dom.contains("id=\"tile-unauthenticated\"><b>1</b>"),
+        "{dom}"
+    );
+    assert!(dom.contains("id=\"tile-internal\"><b>1</b>"), "{dom}");
+    assert!(dom.contains("id=\"tile-zombie\"><b>1</b>"), "{dom}");
+
+    let vulnerabilities = section("vulnerabilities");
+    let first = &vulnerabilities[vulnerabilities.find("data-rank=\"1\"").unwrap()..];
+    let first = &first[..first.find("</tr>").unwrap()];
+    assert!(
+        first.contains("zap:40018")
+            && first.contains("SQL Injection")
+            && first.contains("/users/{id}")
+            && first.contains("public, unauthenticated"),
+        "{first}"
+    );
+    assert!(vulnerabilities.contains("VULN-101") && vulnerabilities.contains("never reached"));
+
+    let public = section("public-endpoints");
+    for route in ["/users/{id}", "/orders/{id}", "/admin/stats"] {
+        assert!(public.contains(route), "{route} in {public}");
+    }
+    assert!(!public.contains("/debug/vars"), "internal only: {public}");
+    assert!(public.contains("internal-only"));
+
+    let findings = section("findings");
+    assert!(findings.contains("internal-reached-publicly") && findings.contains("shadow-endpoint"));
+    assert!(
+        !findings.contains("client-denied"),
+        "denials have their own table"
+    );
+    let denied = section("denied-clients");
+    assert!(
+        denied.contains("203.0.113.66") && denied.contains(">45<"),
+        "{denied}"
+    );
+
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let png = target.join("collector-dashboard.png");
+    browser::screenshot(&url, &png, 1280, 1800);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(
+        browser::png_size(&bytes),
+        Some((1280, 1800)),
+        "{}",
+        png.display()
+    );
+    assert!(
+        bytes.len() > 50_000,
+        "a page with content, not a blank one: {} bytes",
+        bytes.len()
+    );
+    println!("dashboard screenshot: {}", png.display());
+}
+
+#[test]
+fn configuration_errors_name_the_file_and_key() {
+    let dir = temp_dir("collector-config");
+    let bad = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(vigil_tests::process::vigil_binary())
+            .args(["collect", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = bad("none.toml", "[listen]\naddress = \"127.0.0.1:0\"\n");
+    assert_eq!(code, Some(64));
+    assert!(err.contains("none.toml: token: no [[token]]"), "{err}");
+    let (code, err) = bad(
+        "vulns.toml",
+        "[[token]]\ntoken = \"0123456789abcdef\"\n[vulnerabilities]\nknown = [\"missing.json\"]\n",
+    );
+    assert_eq!(code, Some(64));
+    assert!(
+        err.contains("vulns.toml: vulnerabilities.known[0]") && err.contains("missing.json"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"[{"method":"GET","route":"/a","id":"X","severity":"severe"}]"#,
+    )
+    .unwrap();
+    let (code, err) = bad(
+        "severity.toml",
+        "[[token]]\ntoken = \"0123456789abcdef\"\n[vulnerabilities]\nknown = [\"bad.json\"]\n",
+    );
+    assert_eq!(code, Some(64));
+    assert!(err.contains("bad.json") && err.contains("severe"), "{err}");
+
+    let help = std::process::Command::new(vigil_tests::process::vigil_binary())
+        .args(["collect", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("/v1/reports") && help.contains("[[token]]"),
+        "{help}"
+    );
+}
