@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-browser.sh   # headless Chromium for the collector's dashboard test
+scripts/setup-browser.sh   # headless Chromium for the collector's dashboard test
 cargo test --workspace "$@"

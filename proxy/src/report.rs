@@ -192,6 +192,7 @@ impl FindingKind {
             FindingKind::ZombieCandidate => "zombie-candidate",
             FindingKind::UnauthenticatedAccess => "unauthenticated-access",
             FindingKind::ClientDenied => "client-denied",
+            FindingKind::ClientDenied => "client-denied",
         }
     }
 }

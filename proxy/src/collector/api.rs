@@ -110,7 +110,7 @@ fn unavailable(error: super::store::StoreError) -> (StatusCode, String) {
 async fn services(collector: &Arc<Collector>, query: &Query) -> Answer {
     query.only(&[])?;
     let services = collector
-        .read(|store| store.services())
+        .with_store(|store| store.services())
         .await
         .map_err(unavailable)?;
     Ok(reply::json(StatusCode::OK, &services))
@@ -134,7 +134,7 @@ async fn endpoints(collector: &Arc<Collector>, query: &Query) -> Answer {
         internal_reached_publicly: query.flag("internal")?,
     };
     let endpoints = collector
-        .read(move |store| store.endpoints(&filter))
+        .with_store(move |store| store.endpoints(&filter))
         .await
         .map_err(unavailable)?;
     Ok(reply::json(StatusCode::OK, &endpoints))
@@ -149,7 +149,7 @@ async fn findings(collector: &Arc<Collector>, query: &Query) -> Answer {
         limit: query.limit()?,
     };
     let findings = collector
-        .read(move |store| store.findings(&filter))
+        .with_store(move |store| store.findings(&filter))
         .await
         .map_err(unavailable)?;
     Ok(reply::json(StatusCode::OK, &findings))
@@ -160,7 +160,7 @@ async fn denied_clients(collector: &Arc<Collector>, query: &Query) -> Answer {
     let service = query.get("service").map(str::to_string);
     let limit = query.limit()?;
     let clients = collector
-        .read(move |store| store.denied_clients(service.as_deref(), limit))
+        .with_store(move |store| store.denied_clients(service.as_deref(), limit))
         .await
         .map_err(unavailable)?;
     Ok(reply::json(StatusCode::OK, &clients))
@@ -171,7 +171,7 @@ async fn vulnerabilities(collector: &Arc<Collector>, query: &Query) -> Answer {
     let service = query.get("service").map(str::to_string);
     let limit = query.limit()?;
     let endpoints = collector
-        .read(|store| store.endpoints(&EndpointQuery::default()))
+        .with_store(|store| store.endpoints(&EndpointQuery::default()))
         .await
         .map_err(unavailable)?;
     let mut ranked = vulns::rank(&collector.vulnerabilities, &endpoints);
@@ -187,7 +187,7 @@ async fn vulnerabilities(collector: &Arc<Collector>, query: &Query) -> Answer {
 
 async fn dashboard(collector: &Arc<Collector>) -> Answer {
     let (services, endpoints, findings, denied) = collector
-        .read(|store| {
+        .with_store(|store| {
             Ok((
                 store.services()?,
                 store.endpoints(&EndpointQuery::default())?,

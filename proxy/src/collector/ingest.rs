@@ -87,10 +87,14 @@ impl Refusal {
 
 /// Handles one report upload.
 pub async fn handle(collector: Arc<Collector>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let peer_token = authenticate(&collector.config.tokens, req.headers())
-        .map(|t| t.name.clone())
-        .unwrap_or_default();
-    match receive(&collector, req).await {
+    let Some(token) = authenticate(&collector.config.tokens, req.headers()).cloned() else {
+        let refusal =
+            Refusal::Unauthorized("a valid `Authorization: Bearer <token>` header is required");
+        tracing::info!(status = 401, reason = %refusal, "report refused");
+        return refusal.response();
+    };
+    let peer_token = &token.name;
+    match receive(&collector, &token, req).await {
         Ok((applied, key)) => {
             let (status, word) = match applied {
                 Applied::New => (StatusCode::ACCEPTED, "applied"),
@@ -111,12 +115,10 @@ pub async fn handle(collector: Arc<Collector>, req: Request<Incoming>) -> Respon
 
 async fn receive(
     collector: &Arc<Collector>,
+    token: &Token,
     req: Request<Incoming>,
 ) -> Result<(Applied, String), Refusal> {
     let limits = &collector.config.listen;
-    let token = authenticate(&collector.config.tokens, req.headers()).ok_or(
-        Refusal::Unauthorized("a valid `Authorization: Bearer <token>` header is required"),
-    )?;
     let gzip = content_encoding(req.headers())?;
     if let Some(kind) = req.headers().get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or("");

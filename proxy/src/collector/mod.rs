@@ -65,7 +65,7 @@ impl Collector {
     }
 
     /// Runs a store query on a blocking thread.
-    pub async fn read<T: Send + 'static>(
+    pub async fn with_store<T: Send + 'static>(
         &self,
         query: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -246,7 +246,10 @@ async fn apply_retention(collector: Arc<Collector>, mut stop: watch::Receiver<bo
             instances_ms: before(retention.instances),
             endpoints_ms: before(retention.endpoints),
         };
-        match collector.read(move |store| store.prune(cutoffs)).await {
+        match collector
+            .with_store(move |store| store.prune(cutoffs))
+            .await
+        {
             Ok(pruned) => tracing::info!(?pruned, "retention applied"),
             Err(error) => tracing::error!(%error, "retention failed"),
         }
