@@ -296,8 +296,9 @@ def oha(target, rate, connections, duration):
     command = [
         "oha", "--no-tui", "--output-format", "json", "-z", f"{duration:g}s",
         "-c", str(connections), "-q", str(rate), "--latency-correction",
-        "-H", "x-api-key: client-1", "--rand-regex-url",
-        f"http://127\\.0\\.0\\.1:{target.port}/items/[0-9]",
+        "--wait-ongoing-requests-after-deadline",
+        # rand_regex takes '.' literally here; the path spreads over ten object ids.
+        "-H", "x-api-key: client-1", "--rand-regex-url", f"http://127.0.0.1:{target.port}/items/[0-9]",
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = json.loads(out)
