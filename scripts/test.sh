@@ -6,5 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-browser.sh   # headless Chromium for the collector's dashboard test
-scripts/setup-browser.sh   # headless Chromium for the collector's dashboard test
 cargo test --workspace "$@"

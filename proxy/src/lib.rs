@@ -17,13 +17,11 @@
 //! - `report`: the report wire format shared by the reporter and the collector.
 //! - `sketch`: HyperLogLog distinct counts that merge across instances.
 //! - `collector`: `vigil collect`, which receives reports and merges them fleet-wide.
-//! - `collector`: `vigil collect`, which receives reports and merges them fleet-wide.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod client;
-pub mod collector;
 pub mod collector;
 pub mod config;
 pub mod demo;

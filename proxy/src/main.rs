@@ -166,7 +166,6 @@ fn main() -> ExitCode {
             try_guard(args)
         }
         Command::Collect(args) => collect(args, &cli.log),
-        Command::Collect(args) => collect(args, &cli.log),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -277,16 +276,6 @@ async fn watch_for_reloads(sidecar: Arc<Sidecar>) {
         let reloading = sidecar.clone();
         let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
     }
-}
-
-fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
-    let config = vigil::collector::config::CollectorConfig::load(&args.config)?;
-    init_logging(log.as_deref().unwrap_or(&config.log_level), LogFormat::Text);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(vigil::collector::run(config, wait_for_shutdown_signal()))
 }
 
 fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {

@@ -192,7 +192,6 @@ impl FindingKind {
             FindingKind::ZombieCandidate => "zombie-candidate",
             FindingKind::UnauthenticatedAccess => "unauthenticated-access",
             FindingKind::ClientDenied => "client-denied",
-            FindingKind::ClientDenied => "client-denied",
         }
     }
 }
