@@ -671,6 +671,10 @@ def main():
     print(text)
     log(f"load average before {report['load_before']}, after {report['load_after']}")
     log(f"wrote {run_dir / 'results.json'} and {run_dir / 'results.md'}")
+    if not args.smoke:
+        # A target that answered errors was measured on its error path: say so loudly.
+        for problem in check_smoke(report)[1]:
+            log(f"WARNING: {problem}; its figures are not valid")
     if args.smoke:
         checked, problems = check_smoke(report)
         for problem in problems:
