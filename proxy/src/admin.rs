@@ -1,5 +1,5 @@
-//! The admin API, on loopback by default: health, readiness, metrics, the loaded guards, and
-//! reload.
+//! The admin API, on loopback by default: health, readiness, metrics, the loaded guards, the
+//! exposure inventory, and reload.
 
 use crate::respond::{full, ProxyBody};
 use crate::sidecar::Sidecar;
@@ -27,6 +27,10 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
             response
         }
         (&Method::GET, "/guards") => json(StatusCode::OK, &guards(&sidecar)),
+        (&Method::GET, "/exposure") => {
+            sidecar.collect_guard_findings();
+            json(StatusCode::OK, &sidecar.inventory.exposure())
+        }
         (&Method::POST, "/guards/reload") => {
             let reloading = sidecar.clone();
             let result = tokio::task::spawn_blocking(move || reloading.reload()).await;
@@ -45,12 +49,12 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
                 ),
             }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/guards" | "/guards/reload") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/guards" | "/guards/reload" | "/exposure") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics, /guards or POST /guards/reload\n",
+            "not found; try /healthz, /readyz, /metrics, /guards, /exposure or POST /guards/reload\n",
         ),
     }
 }
@@ -93,8 +97,11 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     response
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
-    let mut response = Response::new(full(value.to_string()));
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<ProxyBody> {
+    let body = serde_json::to_string(value).unwrap_or_else(|e| {
+        serde_json::json!({"error": format!("cannot serialise the answer: {e}")}).to_string()
+    });
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 //! every reload). Every error names the file, the key and what was expected.
 
 use crate::client::{ClientPolicy, IdentityKey};
+use crate::inventory::InventoryLimits;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,37 @@ pub struct Config {
     pub admin: Admin,
     /// Logging.
     pub log: Log,
+    /// Bounds of the exposure inventory.
+    pub inventory: InventoryLimits,
+    /// Reporting to a collector; `None` when `[report]` names no collector.
+    pub report: Option<Reporting>,
+}
+
+/// Where and how the sidecar reports its inventory and findings.
+#[derive(Debug, Clone)]
+pub struct Reporting {
+    /// The collector's base URL; reports go to `{collector}/v1/reports`.
+    pub collector: http::Uri,
+    /// Bearer token, from `token`, `token_file` or `VIGIL_REPORT_TOKEN`.
+    pub token: Option<String>,
+    /// The service this sidecar stands in front of.
+    pub service: String,
+    /// This instance's stable name; with a report's sequence numbers, the idempotency key.
+    pub instance: String,
+    /// Time between reports.
+    pub interval: Duration,
+    /// Time one delivery attempt may take.
+    pub timeout: Duration,
+    /// Longest wait between retries.
+    pub max_backoff: Duration,
+    /// Directory of reports not yet acknowledged; survives restarts.
+    pub spool_dir: PathBuf,
+    /// Most reports kept in the spool; older ones are merged, then dropped and counted.
+    pub spool_max_reports: usize,
+    /// Most bytes kept in the spool.
+    pub spool_max_bytes: u64,
+    /// Uptime after which documented routes never reached are reported as zombie candidates.
+    pub zombie_after: Duration,
 }
 
 /// Public listener settings.
@@ -126,6 +158,63 @@ struct RawConfig {
     admin: RawAdmin,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    inventory: RawInventory,
+    #[serde(default)]
+    report: RawReport,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawInventory {
+    max_endpoints: usize,
+    max_findings: usize,
+}
+
+impl Default for RawInventory {
+    fn default() -> Self {
+        let limits = InventoryLimits::default();
+        RawInventory {
+            max_endpoints: limits.max_endpoints,
+            max_findings: limits.max_findings,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReport {
+    collector: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    service: Option<String>,
+    instance: Option<String>,
+    interval: String,
+    timeout: String,
+    max_backoff: String,
+    spool_dir: PathBuf,
+    spool_max_reports: usize,
+    spool_max_mb: u64,
+    zombie_after: String,
+}
+
+impl Default for RawReport {
+    fn default() -> Self {
+        RawReport {
+            collector: None,
+            token: None,
+            token_file: None,
+            service: None,
+            instance: None,
+            interval: "10s".into(),
+            timeout: "10s".into(),
+            max_backoff: "60s".into(),
+            spool_dir: PathBuf::from("vigil-spool"),
+            spool_max_reports: 1_000,
+            spool_max_mb: 64,
+            zombie_after: "1h".into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -278,6 +367,8 @@ pub struct Overrides {
     pub upstream: Option<String>,
     /// `VIGIL_LOG`: the log filter.
     pub log_level: Option<String>,
+    /// `VIGIL_REPORT_TOKEN`: the collector's bearer token, kept out of the file.
+    pub report_token: Option<String>,
 }
 
 impl Config {
@@ -306,6 +397,10 @@ impl Config {
         }
         if let Some(level) = &overrides.log_level {
             raw.log.level = level.clone();
+        }
+        if let Some(token) = &overrides.report_token {
+            raw.report.token = Some(token.clone());
+            raw.report.token_file = None;
         }
         let base = path.parent().unwrap_or(Path::new("."));
         build(raw, base, path).map_err(fail)
@@ -408,6 +503,12 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
         level: raw.log.level,
         format: raw.log.format,
     };
+    let inventory = InventoryLimits {
+        max_endpoints: at_least("inventory.max_endpoints", raw.inventory.max_endpoints, 1)?,
+        max_findings: at_least("inventory.max_findings", raw.inventory.max_findings, 1)?,
+        ..InventoryLimits::default()
+    };
+    let report = reporting(raw.report, base, listen.address)?;
     Ok(Config {
         file: file.to_path_buf(),
         listen,
@@ -419,20 +520,120 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
             address: socket_addr("admin.address", &raw.admin.address)?,
         },
         log,
+        inventory,
+        report,
     })
 }
 
-fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
+fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<Reporting>, String> {
+    let Some(collector) = raw.collector else {
+        let stray = [
+            ("report.service", raw.service.is_some()),
+            ("report.token", raw.token.is_some()),
+            ("report.token_file", raw.token_file.is_some()),
+            ("report.instance", raw.instance.is_some()),
+        ];
+        if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "{key}: is set but report.collector is not; set report.collector to report"
+            ));
+        }
+        return Ok(None);
+    };
+    let url: http::Uri = collector
+        .parse()
+        .map_err(|e| format!("report.collector: {collector:?} is not a URL ({e})"))?;
+    if url.scheme_str() != Some("http") || url.authority().is_none() {
+        return Err(format!(
+            "report.collector: expected http://HOST:PORT, got {collector:?}"
+        ));
+    }
+    let service = raw.service.ok_or(
+        "report.service: missing; name the service this sidecar stands in front of".to_string(),
+    )?;
+    check_report_name("report.service", &service)?;
+    let instance = match raw.instance {
+        Some(instance) => instance,
+        None => format!("{service}@{}:{}", hostname(), listen.port()),
+    };
+    check_report_name("report.instance", &instance)?;
+    let token = match (raw.token, raw.token_file) {
+        (Some(_), Some(_)) => {
+            return Err("report.token_file: set either token or token_file, not both".into())
+        }
+        (Some(token), None) => Some(token),
+        (None, Some(file)) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("report.token_file: cannot read {}: {e}", path.display()))?;
+            Some(text.trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if let Some(token) = &token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "report.token: must be non-empty printable ASCII without spaces".to_string(),
+            );
+        }
+    }
+    let interval = duration("report.interval", &raw.interval)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!(
+            "report.interval: must be at least 100ms, got {}",
+            raw.interval
+        ));
+    }
+    Ok(Some(Reporting {
+        collector: url,
+        token,
+        service,
+        instance,
+        interval,
+        timeout: duration("report.timeout", &raw.timeout)?,
+        max_backoff: duration("report.max_backoff", &raw.max_backoff)?,
+        spool_dir: base.join(raw.spool_dir),
+        spool_max_reports: at_least("report.spool_max_reports", raw.spool_max_reports, 2)?,
+        spool_max_bytes: at_least("report.spool_max_mb", raw.spool_max_mb, 1)? << 20,
+        zombie_after: duration("report.zombie_after", &raw.zombie_after)?,
+    }))
+}
+
+/// Service and instance names travel in every report; the collector applies the same rule.
+fn check_report_name(key: &str, value: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.@:".contains(c);
+    if value.is_empty()
+        || value.len() > crate::report::MAX_NAME_BYTES
+        || !value.chars().all(allowed)
+    {
+        return Err(format!(
+            "{key}: {value:?} must be 1 to {} characters of letters, digits and - _ . @ :",
+            crate::report::MAX_NAME_BYTES
+        ));
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+pub(crate) fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
     value
         .parse()
         .map_err(|_| format!("{key}: expected an address such as 127.0.0.1:8080, got {value:?}"))
 }
 
-fn duration(key: &str, value: &str) -> Result<Duration, String> {
+pub(crate) fn duration(key: &str, value: &str) -> Result<Duration, String> {
     vigil_guest::duration::parse(value).map_err(|e| format!("{key}: {e}"))
 }
 
-fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+pub(crate) fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
     key: &str,
     value: T,
     min: T,
@@ -539,6 +740,15 @@ mod tests {
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"a.wasm\"\n[[guard]]\nname = \"g\"\nmodule = \"b.wasm\"\n"), "guard[1] (\"g\").name: another guard already has this name"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\n"), "missing field `module`"),
             (&format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "unknown variant `xml`"),
+            (&format!("{MINIMAL}[report]\nservice = \"shop\"\n"), "report.service: is set but report.collector is not"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\n"), "report.service: missing"),
+            (&format!("{MINIMAL}[report]\ncollector = \"https://c\"\nservice = \"shop\"\n"), "report.collector: expected http://HOST:PORT"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"my shop\"\n"), "report.service: \"my shop\" must be"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ninterval = \"10ms\"\n"), "report.interval: must be at least 100ms"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ntoken = \"a b\"\n"), "report.token: must be non-empty printable ASCII"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ntoken_file = \"missing-token\"\n"), "report.token_file: cannot read /etc/vigil/missing-token"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nspool_max_reports = 1\n"), "report.spool_max_reports: must be at least 2"),
+            (&format!("{MINIMAL}[inventory]\nmax_endpoints = 0\n"), "inventory.max_endpoints: must be at least 1"),
         ] {
             let error = parse(text).expect_err(expected);
             assert!(error.starts_with("/etc/vigil/vigil.toml: "), "{error}");
@@ -547,11 +757,41 @@ mod tests {
     }
 
     #[test]
+    fn reporting_is_off_without_a_collector_and_defaults_sensibly_with_one() {
+        assert!(parse(MINIMAL).unwrap().report.is_none());
+        let c = parse(&format!(
+            "{MINIMAL}[listen]\naddress = \"0.0.0.0:8088\"\n[report]\ncollector = \"http://collector:9000\"\nservice = \"shop\"\ntoken = \"s3cret\"\n"
+        ))
+        .unwrap();
+        let report = c.report.unwrap();
+        assert_eq!(report.interval, Duration::from_secs(10));
+        assert_eq!(report.spool_dir, Path::new("/etc/vigil/vigil-spool"));
+        assert_eq!(report.token.as_deref(), Some("s3cret"));
+        assert!(
+            report.instance.starts_with("shop@") && report.instance.ends_with(":8088"),
+            "instance names service, host and port: {}",
+            report.instance
+        );
+        let overrides = Overrides {
+            report_token: Some("from-env".into()),
+            ..Overrides::default()
+        };
+        let c = Config::parse(
+            Path::new("v.toml"),
+            &format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ntoken = \"from-file\"\n"),
+            &overrides,
+        )
+        .unwrap();
+        assert_eq!(c.report.unwrap().token.as_deref(), Some("from-env"));
+    }
+
+    #[test]
     fn environment_overrides_win() {
         let overrides = Overrides {
             listen: Some("127.0.0.1:7000".into()),
             upstream: Some("http://127.0.0.1:4000".into()),
             log_level: Some("debug".into()),
+            report_token: None,
         };
         let c = Config::parse(Path::new("v.toml"), MINIMAL, &overrides).unwrap();
         assert_eq!(c.listen.address.to_string(), "127.0.0.1:7000");

@@ -3,6 +3,7 @@
 //! this process on loopback sockets and stops when the report is printed.
 
 use crate::config::{Config, Overrides};
+use crate::inventory::Exposure;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The stock guards the demo loads, by file name in the guards directory.
 const GUARDS: [&str; 4] = [
@@ -52,9 +53,13 @@ pub async fn run(guards: &Path) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let proxy = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(crate::server::serve_public(sidecar, listener, async {
-        let _ = stopped.await;
-    }));
+    let served = tokio::spawn(crate::server::serve_public(
+        sidecar.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let client = Client::builder(TokioExecutor::new()).build_http();
     let traffic = Traffic { client, proxy };
@@ -68,7 +73,8 @@ pub async fn run(guards: &Path) -> anyhow::Result<()> {
     let _ = stop.send(());
     let _ = served.await;
     let _ = std::fs::remove_dir_all(&dir);
-    print_report(&report, &shop.reached());
+    sidecar.collect_guard_findings();
+    print_report(&report, &sidecar.inventory.exposure());
     Ok(())
 }
 
@@ -86,6 +92,8 @@ key = "ip"
 # X-Forwarded-For, as they would behind a load balancer. The rate limit comes last, so the
 # more specific guards name the attacks they recognise.
 trusted_proxies = ["127.0.0.1/32"]
+[api]
+internal_only = ["GET /admin/**"]
 [log]
 level = "warn"
 
@@ -257,7 +265,7 @@ fn scenario(name: &'static str) -> Scenario {
     }
 }
 
-fn print_report(scenarios: &[Scenario], reached: &BTreeMap<String, usize>) {
+fn print_report(scenarios: &[Scenario], exposure: &Exposure) {
     println!("What Vigil blocked");
     println!("{:<28} {:>5} {:>8}  why", "traffic", "sent", "blocked");
     for s in scenarios {
@@ -274,51 +282,68 @@ fn print_report(scenarios: &[Scenario], reached: &BTreeMap<String, usize>) {
         }
     }
     println!();
-    println!("Endpoints reached from public clients (requests that got through to the shop)");
-    println!("{:<24} {:>8}", "endpoint", "requests");
-    for (route, n) in reached {
-        println!("{route:<24} {n:>8}");
+    println!("Endpoints reached from public clients, as Vigil's inventory counted them");
+    println!(
+        "{:<24} {:>8} {:>8} {:>12} {:>7} {:>8}",
+        "endpoint", "requests", "clients", "credentials", "denied", "through"
+    );
+    for endpoint in exposure.endpoints.iter().filter(|e| e.total.public > 0) {
+        let e = &endpoint.total;
+        let denied: u64 = e.denials.values().sum();
+        println!(
+            "{:<24} {:>8} {:>8} {:>12} {:>7} {:>8}",
+            format!("{} {}", e.method, e.route),
+            e.public,
+            endpoint.public_clients_estimate,
+            e.authenticated,
+            denied,
+            e.requests - denied
+        );
+    }
+    println!();
+    println!("Findings (besides the denials above)");
+    let denials = crate::report::FindingKind::ClientDenied.as_str();
+    for finding in exposure
+        .recent_findings
+        .iter()
+        .filter(|f| f.kind != denials)
+    {
+        let about = finding
+            .endpoint
+            .as_ref()
+            .map(|e| format!(" {} {}", e.method, e.route))
+            .unwrap_or_default();
+        println!(
+            "{:<27} {}{about}: {}",
+            finding.kind, finding.source, finding.detail
+        );
     }
 }
 
-/// The sample shop: accepts any request of its five endpoints and counts what reached it.
+/// The sample shop: answers its five endpoints; what reaches it is counted by Vigil's
+/// inventory, not here.
 struct Shop {
     addr: SocketAddr,
-    reached: Arc<Mutex<BTreeMap<String, usize>>>,
 }
 
 impl Shop {
     async fn start() -> anyhow::Result<Shop> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let reached = Arc::new(Mutex::new(BTreeMap::new()));
-        let counts = reached.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let counts = counts.clone();
-                let service = service_fn(move |req| shop(req, counts.clone()));
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(stream), service_fn(shop))
                         .await;
                 });
             }
         });
-        Ok(Shop { addr, reached })
-    }
-
-    fn reached(&self) -> BTreeMap<String, usize> {
-        self.reached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Ok(Shop { addr })
     }
 }
 
-async fn shop(
-    req: Request<Incoming>,
-    reached: Arc<Mutex<BTreeMap<String, usize>>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn shop(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let body = req
@@ -327,26 +352,28 @@ async fn shop(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let (endpoint, status) = match (method.as_str(), path.as_str()) {
+    let status = match (method.as_str(), path.as_str()) {
         ("POST", "/login") => {
             let good = serde_json::from_slice::<serde_json::Value>(&body)
                 .is_ok_and(|v| v["password"] == "correct-horse");
-            ("POST /login", if good { 200 } else { 401 })
+            if good {
+                200
+            } else {
+                401
+            }
         }
-        ("POST", "/cart/items") => ("POST /cart/items", 201),
-        ("POST", "/checkout") => ("POST /checkout", 200),
-        ("GET", "/admin/stats") => ("GET /admin/stats", 200),
+        ("POST", "/cart/items") => 201,
+        ("POST", "/checkout") | ("GET", "/admin/stats") => 200,
         ("GET", p) if p.starts_with("/users/") => {
             let known = p["/users/".len()..].parse::<u32>().is_ok_and(|id| id <= 12);
-            ("GET /users/{id}", if known { 200 } else { 404 })
+            if known {
+                200
+            } else {
+                404
+            }
         }
-        _ => ("(other)", 404),
+        _ => 404,
     };
-    *reached
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(endpoint.to_string())
-        .or_default() += 1;
     let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     Ok(response)

@@ -244,7 +244,8 @@ fn body_limit_hit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line, for logs.
+pub(crate) fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut current = error.source();
     while let Some(e) = current {

@@ -14,6 +14,8 @@
 //! - `admin`: health, readiness, metrics, guards, reload.
 //! - `metrics`: Prometheus metrics.
 //! - `demo`: `vigil demo`, a sample shop under attack.
+//! - `inventory`: which endpoints are reached, by whom, with what outcome; derived findings.
+//! - `reporter`, `spool`: reports to the collector, spooled on disk until acknowledged.
 //! - `report`: the report wire format shared by the reporter and the collector.
 //! - `sketch`: HyperLogLog distinct counts that merge across instances.
 //! - `collector`: `vigil collect`, which receives reports and merges them fleet-wide.
@@ -26,11 +28,14 @@ pub mod collector;
 pub mod config;
 pub mod demo;
 pub mod forward;
+pub mod inventory;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;
+pub mod reporter;
 pub mod respond;
 pub mod route;
 pub mod server;
 pub mod sidecar;
 pub mod sketch;
+pub mod spool;

@@ -111,6 +111,9 @@ impl ConfigArgs {
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
             log_level: log.clone(),
+            report_token: std::env::var("VIGIL_REPORT_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         }
     }
 }
@@ -221,9 +224,17 @@ fn run(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
 
 async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let (public_address, admin_address) = (config.listen.address, config.admin.address);
+    let reporting = config.report.clone();
     let sidecar = Arc::new(tokio::task::block_in_place(|| {
         Sidecar::new(config, overrides)
     })?);
+    let reporter = match reporting {
+        Some(settings) => {
+            tracing::info!(collector = %settings.collector, service = %settings.service, instance = %settings.instance, interval = ?settings.interval, "reporting to the collector");
+            Some(vigil::reporter::Reporter::start(sidecar.clone(), settings)?)
+        }
+        None => None,
+    };
     let public = tokio::net::TcpListener::bind(public_address)
         .await
         .with_context(|| format!("cannot listen on {public_address} (listen.address)"))?;
@@ -247,6 +258,9 @@ async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     sidecar.set_ready(true);
     tracing::info!(%public_address, %admin_address, guards = sidecar.chain().guards().len(), "vigil is serving");
     vigil::server::serve_public(sidecar, public, stopped(stop_rx)).await;
+    if let Some(reporter) = reporter {
+        reporter.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

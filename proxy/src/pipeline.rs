@@ -1,9 +1,12 @@
 //! The request path, top to bottom: check framing → resolve client and route → run the guard
-//! chain → forward → observe the response → account. Everything else is a room it calls.
+//! chain → forward → observe the response → account (history, inventory, metrics). Everything else is a room it calls.
 
+use crate::client::ResolvedClient;
 use crate::forward::{self, PrefixedBody, UpstreamError};
+use crate::inventory::Observation;
 use crate::metrics::Verdict;
 use crate::respond::{self, ProxyBody, ProxyError};
+use crate::route::Route;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -95,6 +98,8 @@ pub async fn handle(
     sidecar.metrics.decision(&decision);
     let mut seen = Seen {
         chain: &chain,
+        client: &client,
+        route: &route,
         request: guard_request,
         decision,
         started,
@@ -193,13 +198,15 @@ fn refuse(
 /// A request that went through the guard chain, awaiting its outcome.
 struct Seen<'a> {
     chain: &'a vigil_host::Chain,
+    client: &'a ResolvedClient,
+    route: &'a Route,
     request: vigil_host::Request,
     decision: Decision,
     started: Instant,
 }
 
 impl Seen<'_> {
-    /// The last step of every such request: history, `on-response`, metrics.
+    /// The last step of every such request: history, `on-response`, inventory, metrics.
     fn account(
         &mut self,
         sidecar: &Sidecar,
@@ -224,10 +231,24 @@ impl Seen<'_> {
             &response,
             &self.decision,
         );
-        let route = self.request.route.as_deref().unwrap_or(&self.request.path);
-        sidecar
-            .metrics
-            .request(&self.request.method, route, status.as_u16(), verdict);
+        let denied_by = match verdict {
+            Verdict::Denied => self.decision.denial.as_ref().map(|d| &*d.guard),
+            _ => None,
+        };
+        sidecar.inventory.record(&Observation {
+            method: &self.request.method,
+            route: self.route,
+            client: self.client,
+            status: status.as_u16(),
+            denied_by,
+            at_ms: now_ms(),
+        });
+        sidecar.metrics.request(
+            &self.request.method,
+            &self.route.template,
+            status.as_u16(),
+            verdict,
+        );
     }
 }
 
@@ -262,7 +283,8 @@ fn guard_headers(headers: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time in ms since the Unix epoch, as reports and guards see it.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

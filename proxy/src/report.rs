@@ -307,7 +307,11 @@ impl Report {
             }
         }
         for (i, endpoint) in self.documented.iter().enumerate() {
-            check_endpoint(&format!("documented[{i}]"), &endpoint.method, &endpoint.route)?;
+            check_endpoint(
+                &format!("documented[{i}]"),
+                &endpoint.method,
+                &endpoint.route,
+            )?;
         }
         Ok(())
     }
@@ -483,15 +487,28 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         assert_eq!(report(1, vec![endpoint("/a", 3)]).validate(), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut Report)>, &str)> = vec![
+        type Breaker = Box<dyn Fn(&mut Report)>;
+        let cases: Vec<(Breaker, &str)> = vec![
             (Box::new(|r| r.schema = 9), "schema"),
             (Box::new(|r| r.service.clear()), "service"),
             (Box::new(|r| r.instance = "x".repeat(200)), "instance"),
             (Box::new(|r| r.sequence.first = 5), "sequence"),
-            (Box::new(|r| r.endpoints[0].public = 7), "endpoints[0].public"),
-            (Box::new(|r| r.endpoints[0].route = "a".into()), "endpoints[0].route"),
-            (Box::new(|r| r.endpoints[0].method = "GE T".into()), "endpoints[0].method"),
-            (Box::new(|r| r.endpoints.push(endpoint("/a", 1))), "appears twice"),
+            (
+                Box::new(|r| r.endpoints[0].public = 7),
+                "endpoints[0].public",
+            ),
+            (
+                Box::new(|r| r.endpoints[0].route = "a".into()),
+                "endpoints[0].route",
+            ),
+            (
+                Box::new(|r| r.endpoints[0].method = "GE T".into()),
+                "endpoints[0].method",
+            ),
+            (
+                Box::new(|r| r.endpoints.push(endpoint("/a", 1))),
+                "appears twice",
+            ),
         ];
         for (break_it, field) in cases {
             let mut bad = report(1, vec![endpoint("/a", 3)]);

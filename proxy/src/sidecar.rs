@@ -1,9 +1,11 @@
 //! The running sidecar's shared parts: the guard runtime and its current chain, the route
-//! table, the client policy, the upstream client, metrics, readiness, and hot reload.
+//! table, the client policy, the upstream client, the inventory, metrics, readiness, and hot
+//! reload.
 
 use crate::client::ClientPolicy;
 use crate::config::{Config, Listen, Overrides};
 use crate::forward::UpstreamClient;
+use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::route::{ApiSpec, RouteTable};
 use anyhow::Context as _;
@@ -27,6 +29,8 @@ pub struct Sidecar {
     pub upstream: UpstreamClient,
     /// Metrics.
     pub metrics: Metrics,
+    /// Which endpoints are reached, by whom, with what outcome.
+    pub inventory: Inventory,
     /// Listener limits.
     pub listen: Listen,
     config_path: PathBuf,
@@ -34,6 +38,8 @@ pub struct Sidecar {
     ready: AtomicBool,
     request_prefix: u32,
     request_counter: AtomicU64,
+    /// The runtime's lifetime count of dropped findings already passed to the inventory.
+    guard_findings_lost: AtomicU64,
     /// Serialises reloads: two at once would race to swap.
     reloading: Mutex<()>,
     watched: Mutex<Vec<(PathBuf, Option<SystemTime>)>>,
@@ -58,6 +64,12 @@ impl Sidecar {
             ),
             None => None,
         };
+        let inventory = Inventory::new(
+            config.inventory.clone(),
+            config.api.internal_only.clone(),
+            spec.as_ref(),
+            crate::pipeline::now_ms(),
+        );
         let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)
             .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.file.display()))?;
         let watched = watch_list(&config);
@@ -68,12 +80,14 @@ impl Sidecar {
             clients: config.client.clone(),
             upstream: UpstreamClient::new(&config.upstream),
             metrics: Metrics::new(),
+            inventory,
             listen: config.listen.clone(),
             config_path: config.file.clone(),
             overrides,
             ready: AtomicBool::new(false),
             request_prefix: RandomState::new().hash_one(std::process::id()) as u32,
             request_counter: AtomicU64::new(0),
+            guard_findings_lost: AtomicU64::new(0),
             reloading: Mutex::new(()),
             watched: Mutex::new(watched),
         })
@@ -88,6 +102,16 @@ impl Sidecar {
     pub fn next_request_id(&self) -> String {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
         format!("{:08x}{n:08x}", self.request_prefix)
+    }
+
+    /// Moves the findings guards reported into the inventory.
+    pub fn collect_guard_findings(&self) {
+        self.inventory
+            .add_guard_findings(self.runtime.drain_findings());
+        let lost = self.runtime.findings_dropped();
+        let counted = self.guard_findings_lost.swap(lost, Ordering::Relaxed);
+        self.inventory
+            .count_dropped_findings(lost.saturating_sub(counted));
     }
 
     /// Marks the sidecar ready (or not) for `/readyz`.

@@ -27,7 +27,12 @@ impl Sketch {
 
     /// Adds a member.
     pub fn insert(&mut self, member: &[u8]) {
-        let hash = stable_hash(member);
+        self.insert_hash(stable_hash(member));
+    }
+
+    /// Adds a member given by its [`stable_hash`], for callers that hash once for several
+    /// sketches.
+    pub fn insert_hash(&mut self, hash: u64) {
         let index = (hash >> (64 - PRECISION)) as usize;
         // Rank of the first set bit in the remaining bits, counted from 1.
         let rest = hash << PRECISION;
@@ -172,7 +177,10 @@ mod tests {
 
     fn assert_near(estimate: u64, truth: u64) {
         let error = (estimate as f64 - truth as f64).abs() / truth as f64;
-        assert!(error < 0.08, "estimate {estimate} for {truth} distinct (error {error:.3})");
+        assert!(
+            error < 0.08,
+            "estimate {estimate} for {truth} distinct (error {error:.3})"
+        );
     }
 
     #[test]

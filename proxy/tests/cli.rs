@@ -279,6 +279,10 @@ fn demo_blocks_each_attack_with_the_right_guard_and_no_normal_request() {
         line("POST /checkout").trim_end().ends_with("10"),
         "only the 10 real checkouts got through: {out}"
     );
+    assert!(
+        line("internal-reached-publicly").contains("GET /admin/stats"),
+        "the inventory reports the public request to the admin route: {out}"
+    );
 }
 
 #[test]

@@ -1,0 +1,761 @@
+//! The exposure inventory: per endpoint (method and route template), who reaches it, from where,
+//! with which credentials and with what outcome; and the findings the sidecar derives from that.
+//!
+//! Every endpoint keeps two tallies: the lifetime total, shown by `GET /exposure`, and the
+//! delta since the last report, which the reporter takes. Both are bounded: at most
+//! `max_endpoints` endpoints (later ones are counted under one overflow endpoint) and at most
+//! `max_findings` pending findings (repeats fold into one record with a count).
+
+use crate::client::{CredentialKind, ResolvedClient};
+use crate::report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
+use crate::route::{ApiSpec, Route, OVERFLOW_TEMPLATE};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use vigil_guest::route::Pattern;
+
+/// The method under which requests beyond `max_endpoints` are counted.
+pub const OVERFLOW_METHOD: &str = "*";
+/// The sidecar's own findings carry this source.
+pub const SIDECAR_SOURCE: &str = "sidecar";
+/// Most recent findings `GET /exposure` shows.
+const RECENT_FINDINGS: usize = 100;
+
+/// Bounds and thresholds of the inventory.
+#[derive(Clone, Debug)]
+pub struct InventoryLimits {
+    /// Most endpoints tracked; more are counted under one overflow endpoint.
+    pub max_endpoints: usize,
+    /// Most findings held until the next report; more are dropped and counted.
+    pub max_findings: usize,
+    /// A 2xx without credentials is a finding only once the route has seen this many
+    /// authenticated requests...
+    pub usual_auth_min_requests: u64,
+    /// ...making up at least this share of its requests.
+    pub usual_auth_share: f64,
+}
+
+impl Default for InventoryLimits {
+    fn default() -> Self {
+        InventoryLimits {
+            max_endpoints: 2_048,
+            max_findings: 1_024,
+            usual_auth_min_requests: 20,
+            usual_auth_share: 0.9,
+        }
+    }
+}
+
+/// One request's outcome, as the inventory counts it.
+pub struct Observation<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// The resolved route.
+    pub route: &'a Route,
+    /// The resolved client.
+    pub client: &'a ResolvedClient,
+    /// Status sent to the client.
+    pub status: u16,
+    /// The guard whose denial was enforced, if any.
+    pub denied_by: Option<&'a str>,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// The exposure inventory of one sidecar.
+pub struct Inventory {
+    limits: InventoryLimits,
+    internal_only: Vec<Pattern>,
+    documented: Vec<EndpointKey>,
+    started_ms: u64,
+    /// method → route → tallies; two levels so a lookup borrows the request's strings.
+    endpoints: RwLock<HashMap<String, HashMap<Arc<str>, Arc<Mutex<Tally>>>>>,
+    endpoint_count: AtomicU64,
+    overflowed: AtomicU64,
+    period_start_ms: AtomicU64,
+    findings: Mutex<Findings>,
+}
+
+/// Both tallies of one endpoint.
+struct Tally {
+    total: EndpointDelta,
+    delta: EndpointDelta,
+}
+
+struct Findings {
+    /// Held for the next report, folded by subject.
+    pending: Vec<Finding>,
+    index: HashMap<Subject, usize>,
+    dropped: u64,
+    recent: VecDeque<Finding>,
+    /// Lifetime count per kind, for `/exposure`.
+    by_kind: HashMap<String, u64>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Subject {
+    kind: String,
+    source: String,
+    endpoint: Option<EndpointKey>,
+    client: Option<String>,
+}
+
+/// What the reporter takes from the inventory for one report.
+#[derive(Debug)]
+pub struct Delta {
+    /// The period covered.
+    pub period: Period,
+    /// Endpoints that saw requests in the period.
+    pub endpoints: Vec<EndpointDelta>,
+    /// Findings of the period.
+    pub findings: Vec<Finding>,
+    /// Losses of the period.
+    pub dropped: Dropped,
+}
+
+/// `GET /exposure`: the lifetime view.
+#[derive(Debug, Serialize)]
+pub struct Exposure {
+    /// When the sidecar started, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Every tracked endpoint, most requested first.
+    pub endpoints: Vec<EndpointView>,
+    /// Documented operations never reached since start.
+    pub zombie_candidates: Vec<EndpointKey>,
+    /// The most recent findings, newest first.
+    pub recent_findings: Vec<Finding>,
+    /// Findings seen since start, per kind.
+    pub findings_by_kind: HashMap<String, u64>,
+    /// Requests counted under the overflow endpoint because the inventory was full.
+    pub overflowed_requests: u64,
+    /// Findings dropped because the pending queue was full.
+    pub dropped_findings: u64,
+}
+
+/// One endpoint in `GET /exposure`.
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    /// Lifetime tallies.
+    #[serde(flatten)]
+    pub total: EndpointDelta,
+    /// Estimated distinct public clients.
+    pub public_clients_estimate: u64,
+}
+
+impl Inventory {
+    /// An empty inventory; `spec` lists the documented operations, `internal_only` the routes
+    /// public clients should never reach.
+    pub fn new(
+        limits: InventoryLimits,
+        internal_only: Vec<Pattern>,
+        spec: Option<&ApiSpec>,
+        now_ms: u64,
+    ) -> Inventory {
+        let documented = spec
+            .map(|spec| {
+                spec.operations()
+                    .map(|(method, route)| EndpointKey {
+                        method: method.to_ascii_uppercase(),
+                        route: route.to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Inventory {
+            limits,
+            internal_only,
+            documented,
+            started_ms: now_ms,
+            endpoints: RwLock::new(HashMap::new()),
+            endpoint_count: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+            period_start_ms: AtomicU64::new(now_ms),
+            findings: Mutex::new(Findings::default()),
+        }
+    }
+
+    /// Every operation of the OpenAPI document.
+    pub fn documented(&self) -> &[EndpointKey] {
+        &self.documented
+    }
+
+    /// Counts one request and derives the sidecar's findings from it.
+    pub fn record(&self, seen: &Observation<'_>) {
+        let (tally, created) = self.tally(seen.method, seen.route);
+        let client = seen.client;
+        let success = (200..300).contains(&seen.status);
+        let (internal_only, shadow, usually_authenticated) = {
+            let mut guard = lock(&tally);
+            let tally = &mut *guard;
+            let usually_authenticated = tally.total.authenticated
+                >= self.limits.usual_auth_min_requests
+                && tally.total.authenticated as f64
+                    >= self.limits.usual_auth_share * tally.total.requests as f64;
+            let public_hash = client
+                .public
+                .then(|| crate::sketch::stable_hash(client.key.as_bytes()));
+            for side in [&mut tally.total, &mut tally.delta] {
+                count(side, seen, public_hash, success);
+            }
+            (
+                tally.total.internal_only,
+                tally.total.shadow,
+                usually_authenticated,
+            )
+        };
+        let endpoint = || EndpointKey {
+            method: seen.method.to_string(),
+            route: seen.route.template.to_string(),
+        };
+        if created && shadow {
+            self.add_finding(
+                FindingKind::Shadow.as_str(),
+                SIDECAR_SOURCE,
+                Some(endpoint()),
+                None,
+                format!(
+                    "{} {} is reached but absent from the OpenAPI document",
+                    seen.method, seen.route.template
+                ),
+                seen.at_ms,
+            );
+        }
+        if internal_only && client.public {
+            self.add_finding(
+                FindingKind::InternalReachedPublicly.as_str(),
+                SIDECAR_SOURCE,
+                Some(endpoint()),
+                Some(client.key.clone()),
+                format!(
+                    "internal-only {} {} reached from public address {} (status {})",
+                    seen.method, seen.route.template, client.ip, seen.status
+                ),
+                seen.at_ms,
+            );
+        }
+        if let Some(guard) = seen.denied_by {
+            self.add_finding(
+                FindingKind::ClientDenied.as_str(),
+                &format!("guard:{guard}"),
+                Some(endpoint()),
+                Some(client.key.clone()),
+                format!(
+                    "{guard} denied {} {} with {}",
+                    seen.method, seen.route.template, seen.status
+                ),
+                seen.at_ms,
+            );
+        }
+        if success && !client.authenticated && usually_authenticated {
+            self.add_finding(
+                FindingKind::UnauthenticatedAccess.as_str(),
+                SIDECAR_SOURCE,
+                Some(endpoint()),
+                Some(client.key.clone()),
+                format!(
+                    "{} {} answered {} without credentials, though its requests usually carry them",
+                    seen.method, seen.route.template, seen.status
+                ),
+                seen.at_ms,
+            );
+        }
+    }
+
+    /// Queues findings reported by guards.
+    pub fn add_guard_findings(&self, findings: Vec<vigil_host::Finding>) {
+        for finding in findings {
+            self.add_finding(
+                &finding.kind,
+                &format!("guard:{}", finding.guard),
+                None,
+                Some(finding.client),
+                finding.detail,
+                finding.at_ms,
+            );
+        }
+    }
+
+    /// Counts findings lost before they reached the inventory (e.g. by the guard runtime).
+    pub fn count_dropped_findings(&self, dropped: u64) {
+        lock(&self.findings).dropped += dropped;
+    }
+
+    /// Documented operations never reached since start.
+    pub fn zombie_candidates(&self) -> Vec<EndpointKey> {
+        let endpoints = self
+            .endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.documented
+            .iter()
+            .filter(|key| {
+                endpoints
+                    .get(&key.method)
+                    .and_then(|routes| routes.get(key.route.as_str()))
+                    .is_none()
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Queues a zombie-candidate finding for each documented operation never reached.
+    pub fn report_zombies(&self, now_ms: u64) {
+        let uptime = std::time::Duration::from_millis(now_ms.saturating_sub(self.started_ms));
+        for key in self.zombie_candidates() {
+            let detail = format!(
+                "documented {} {} has not been reached in {}s since start",
+                key.method,
+                key.route,
+                uptime.as_secs()
+            );
+            self.add_finding(
+                FindingKind::ZombieCandidate.as_str(),
+                SIDECAR_SOURCE,
+                Some(key),
+                None,
+                detail,
+                now_ms,
+            );
+        }
+    }
+
+    /// Takes what changed since the last call, resetting the deltas.
+    pub fn take(&self, now_ms: u64) -> Delta {
+        let start = self.period_start_ms.swap(now_ms, Ordering::Relaxed);
+        let tallies: Vec<Arc<Mutex<Tally>>> = {
+            let endpoints = self
+                .endpoints
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            endpoints
+                .values()
+                .flat_map(|routes| routes.values().cloned())
+                .collect()
+        };
+        let mut endpoints = Vec::new();
+        for tally in tallies {
+            let mut tally = lock(&tally);
+            if tally.delta.requests == 0 {
+                continue;
+            }
+            let fresh = EndpointDelta {
+                method: tally.delta.method.clone(),
+                route: tally.delta.route.clone(),
+                shadow: tally.delta.shadow,
+                internal_only: tally.delta.internal_only,
+                ..EndpointDelta::default()
+            };
+            endpoints.push(std::mem::replace(&mut tally.delta, fresh));
+        }
+        endpoints.sort_by(|a, b| (&a.method, &a.route).cmp(&(&b.method, &b.route)));
+        let mut findings = lock(&self.findings);
+        findings.index.clear();
+        Delta {
+            period: Period {
+                start_ms: start,
+                end_ms: now_ms.max(start),
+            },
+            endpoints,
+            findings: std::mem::take(&mut findings.pending),
+            dropped: Dropped {
+                findings: std::mem::take(&mut findings.dropped),
+                endpoints: self.overflowed.swap(0, Ordering::Relaxed),
+                reports: 0,
+            },
+        }
+    }
+
+    /// The lifetime view for `GET /exposure`.
+    pub fn exposure(&self) -> Exposure {
+        let tallies: Vec<Arc<Mutex<Tally>>> = {
+            let endpoints = self
+                .endpoints
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            endpoints
+                .values()
+                .flat_map(|routes| routes.values().cloned())
+                .collect()
+        };
+        let mut endpoints: Vec<EndpointView> = tallies
+            .iter()
+            .map(|tally| {
+                let total = lock(tally).total.clone();
+                EndpointView {
+                    public_clients_estimate: total.public_clients.estimate(),
+                    total,
+                }
+            })
+            .collect();
+        endpoints.sort_by(|a, b| {
+            b.total.requests.cmp(&a.total.requests).then_with(|| {
+                (&a.total.method, &a.total.route).cmp(&(&b.total.method, &b.total.route))
+            })
+        });
+        let findings = lock(&self.findings);
+        Exposure {
+            started_ms: self.started_ms,
+            endpoints,
+            zombie_candidates: self.zombie_candidates(),
+            recent_findings: findings.recent.iter().rev().cloned().collect(),
+            findings_by_kind: findings.by_kind.clone(),
+            overflowed_requests: self.overflowed.load(Ordering::Relaxed),
+            dropped_findings: findings.dropped,
+        }
+    }
+
+    /// The tally of an endpoint, created on first sight; the overflow one when full.
+    fn tally(&self, method: &str, route: &Route) -> (Arc<Mutex<Tally>>, bool) {
+        {
+            let endpoints = self
+                .endpoints
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(tally) = endpoints
+                .get(method)
+                .and_then(|routes| routes.get(&*route.template))
+            {
+                return (tally.clone(), false);
+            }
+        }
+        let full = self.endpoint_count.load(Ordering::Relaxed) >= self.limits.max_endpoints as u64;
+        let (method, template) = if full {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            (OVERFLOW_METHOD, Arc::from(OVERFLOW_TEMPLATE))
+        } else {
+            (method, route.template.clone())
+        };
+        let mut endpoints = self
+            .endpoints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let routes = endpoints.entry(method.to_string()).or_default();
+        if let Some(tally) = routes.get(&template) {
+            return (tally.clone(), false);
+        }
+        // The overflow endpoint is allowed beyond the cap: it is what keeps the cap.
+        self.endpoint_count.fetch_add(1, Ordering::Relaxed);
+        let internal_only = self
+            .internal_only
+            .iter()
+            .any(|pattern| pattern.matches(method, &template));
+        let blank = EndpointDelta {
+            method: method.to_string(),
+            route: template.to_string(),
+            shadow: !self.documented.is_empty() && !route.documented && !full,
+            internal_only,
+            ..EndpointDelta::default()
+        };
+        let tally = Arc::new(Mutex::new(Tally {
+            total: blank.clone(),
+            delta: blank,
+        }));
+        routes.insert(template, tally.clone());
+        (tally, true)
+    }
+
+    fn add_finding(
+        &self,
+        kind: &str,
+        source: &str,
+        endpoint: Option<EndpointKey>,
+        client: Option<String>,
+        detail: String,
+        at_ms: u64,
+    ) {
+        let mut findings = lock(&self.findings);
+        *findings.by_kind.entry(kind.to_string()).or_default() += 1;
+        let finding = Finding {
+            kind: kind.to_string(),
+            source: source.to_string(),
+            endpoint,
+            detail,
+            client,
+            at_ms,
+            count: 1,
+        };
+        if findings.recent.len() >= RECENT_FINDINGS {
+            findings.recent.pop_front();
+        }
+        findings.recent.push_back(finding.clone());
+        let subject = Subject {
+            kind: finding.kind.clone(),
+            source: finding.source.clone(),
+            endpoint: finding.endpoint.clone(),
+            client: finding.client.clone(),
+        };
+        if let Some(&at) = findings.index.get(&subject) {
+            let folded = &mut findings.pending[at];
+            folded.count += 1;
+            folded.at_ms = folded.at_ms.max(at_ms);
+            folded.detail = finding.detail;
+        } else if findings.pending.len() < self.limits.max_findings {
+            let at = findings.pending.len();
+            findings.pending.push(finding);
+            findings.index.insert(subject, at);
+        } else {
+            findings.dropped += 1;
+        }
+    }
+}
+
+impl Default for Findings {
+    fn default() -> Self {
+        Findings {
+            pending: Vec::new(),
+            index: HashMap::new(),
+            dropped: 0,
+            recent: VecDeque::with_capacity(RECENT_FINDINGS),
+            by_kind: HashMap::new(),
+        }
+    }
+}
+
+fn count(
+    side: &mut EndpointDelta,
+    seen: &Observation<'_>,
+    public_hash: Option<u64>,
+    success: bool,
+) {
+    let client = seen.client;
+    if side.requests == 0 {
+        side.first_seen_ms = seen.at_ms;
+    }
+    side.requests += 1;
+    side.last_seen_ms = side.last_seen_ms.max(seen.at_ms);
+    if let Some(hash) = public_hash {
+        side.public += 1;
+        side.public_clients.insert_hash(hash);
+    }
+    if client.authenticated {
+        side.authenticated += 1;
+    } else if success {
+        side.unauthenticated_success += 1;
+        if client.public {
+            side.public_unauthenticated_success += 1;
+        }
+    }
+    for kind in &client.credentials {
+        match kind {
+            CredentialKind::Bearer => side.credentials.bearer += 1,
+            CredentialKind::Basic => side.credentials.basic += 1,
+            CredentialKind::Cookie => side.credentials.cookie += 1,
+            CredentialKind::ApiKey => side.credentials.api_key += 1,
+        }
+    }
+    side.status.count(seen.status);
+    if let Some(guard) = seen.denied_by {
+        match side.denials.get_mut(guard) {
+            Some(denials) => *denials += 1,
+            None => {
+                side.denials.insert(guard.to_string(), 1);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::RouteSource;
+    use std::net::IpAddr;
+
+    const SPEC: &str = "openapi: 3.0.0\npaths:\n  /users/{id}:\n    get: {}\n  /orders:\n    get: {}\n    post: {}\n";
+
+    fn route(template: &str, documented: bool) -> Route {
+        Route {
+            template: Arc::from(template),
+            source: RouteSource::Heuristic,
+            documented,
+        }
+    }
+
+    fn client(key: &str, public: bool, credentials: Vec<CredentialKind>) -> ResolvedClient {
+        let ip: IpAddr = if public { "203.0.113.9" } else { "10.0.0.9" }
+            .parse()
+            .unwrap();
+        ResolvedClient {
+            ip,
+            key: key.to_string(),
+            public,
+            authenticated: !credentials.is_empty(),
+            credentials,
+        }
+    }
+
+    fn inventory(limits: InventoryLimits) -> Inventory {
+        let spec = ApiSpec::parse(SPEC).unwrap();
+        let internal = vec![Pattern::parse("GET /admin/**").unwrap()];
+        Inventory::new(limits, internal, Some(&spec), 1_000)
+    }
+
+    fn record(
+        inventory: &Inventory,
+        method: &str,
+        route: &Route,
+        client: &ResolvedClient,
+        status: u16,
+    ) {
+        inventory.record(&Observation {
+            method,
+            route,
+            client,
+            status,
+            denied_by: (status == 429).then_some("rate"),
+            at_ms: 2_000,
+        });
+    }
+
+    #[test]
+    fn counts_each_dimension_and_resets_only_the_delta() {
+        let inventory = inventory(InventoryLimits::default());
+        let users = route("/users/{id}", true);
+        let bearer = client("alice", true, vec![CredentialKind::Bearer]);
+        let anonymous = client("10.0.0.9", false, vec![]);
+        for _ in 0..3 {
+            record(&inventory, "GET", &users, &bearer, 200);
+        }
+        record(&inventory, "GET", &users, &anonymous, 404);
+        record(&inventory, "GET", &users, &bearer, 429);
+
+        let delta = inventory.take(3_000);
+        assert_eq!(
+            delta.period,
+            Period {
+                start_ms: 1_000,
+                end_ms: 3_000
+            }
+        );
+        let [users_delta] = &delta.endpoints[..] else {
+            panic!("{:?}", delta.endpoints)
+        };
+        assert_eq!(users_delta.requests, 5);
+        assert_eq!(users_delta.public, 4);
+        assert_eq!(users_delta.authenticated, 4);
+        assert_eq!(users_delta.credentials.bearer, 4);
+        assert_eq!(
+            (users_delta.status.success, users_delta.status.client_error),
+            (3, 2)
+        );
+        assert_eq!(users_delta.denials["rate"], 1);
+        assert_eq!(users_delta.public_clients.estimate(), 1);
+        assert!(!users_delta.shadow);
+
+        assert!(
+            inventory.take(4_000).endpoints.is_empty(),
+            "the delta was taken"
+        );
+        let exposure = inventory.exposure();
+        assert_eq!(exposure.endpoints[0].total.requests, 5, "the total stays");
+        assert_eq!(exposure.endpoints[0].public_clients_estimate, 1);
+    }
+
+    #[test]
+    fn derives_shadow_internal_and_unauthenticated_findings() {
+        let inventory = inventory(InventoryLimits {
+            usual_auth_min_requests: 5,
+            ..InventoryLimits::default()
+        });
+        let outsider = client("203.0.113.9", true, vec![]);
+        let admin = route("/admin/stats", false);
+        record(&inventory, "GET", &admin, &outsider, 200);
+        record(&inventory, "GET", &admin, &outsider, 200);
+        let orders = route("/orders", true);
+        let member = client("bob", true, vec![CredentialKind::Cookie]);
+        for _ in 0..5 {
+            record(&inventory, "POST", &orders, &member, 201);
+        }
+        record(&inventory, "POST", &orders, &outsider, 201);
+
+        let findings = inventory.take(3_000).findings;
+        let kinds: Vec<(&str, u64)> = findings
+            .iter()
+            .map(|f| (f.kind.as_str(), f.count))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("shadow-endpoint", 1),
+                ("internal-reached-publicly", 2),
+                ("unauthenticated-access", 1)
+            ]
+        );
+        let internal = &findings[1];
+        assert_eq!(internal.client.as_deref(), Some("203.0.113.9"));
+        assert_eq!(internal.endpoint.as_ref().unwrap().route, "/admin/stats");
+        assert!(inventory.take(4_000).findings.is_empty());
+        // An internal client reaching it is no finding.
+        record(
+            &inventory,
+            "GET",
+            &admin,
+            &client("ops", false, vec![]),
+            200,
+        );
+        assert!(inventory.take(5_000).findings.is_empty());
+    }
+
+    #[test]
+    fn zombie_candidates_are_documented_operations_never_reached() {
+        let inventory = inventory(InventoryLimits::default());
+        let reader = client("carol", true, vec![]);
+        record(&inventory, "GET", &route("/orders", true), &reader, 200);
+        let zombies: Vec<String> = inventory
+            .zombie_candidates()
+            .iter()
+            .map(|k| format!("{} {}", k.method, k.route))
+            .collect();
+        assert_eq!(zombies, ["GET /users/{id}", "POST /orders"]);
+        inventory.report_zombies(9_000);
+        let findings = inventory.take(9_000).findings;
+        assert_eq!(findings.len(), 2);
+        assert!(findings.iter().all(|f| f.kind == "zombie-candidate"));
+    }
+
+    #[test]
+    fn endpoints_and_findings_are_bounded_and_losses_counted() {
+        let inventory = inventory(InventoryLimits {
+            max_endpoints: 3,
+            max_findings: 2,
+            ..InventoryLimits::default()
+        });
+        let outsider = client("203.0.113.9", true, vec![]);
+        for i in 0..10 {
+            record(
+                &inventory,
+                "GET",
+                &route(&format!("/admin/r{i}"), false),
+                &outsider,
+                200,
+            );
+        }
+        let delta = inventory.take(3_000);
+        assert_eq!(
+            delta.endpoints.len(),
+            4,
+            "three endpoints and the overflow one"
+        );
+        let overflow = delta
+            .endpoints
+            .iter()
+            .find(|e| e.route == OVERFLOW_TEMPLATE)
+            .unwrap();
+        assert_eq!(
+            (overflow.method.as_str(), overflow.requests),
+            (OVERFLOW_METHOD, 7)
+        );
+        assert_eq!(delta.dropped.endpoints, 7);
+        assert_eq!(delta.findings.len(), 2);
+        assert!(delta.dropped.findings > 0);
+        assert_eq!(
+            delta.endpoints.iter().map(|e| e.requests).sum::<u64>(),
+            10,
+            "no request uncounted"
+        );
+    }
+}

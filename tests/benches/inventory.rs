@@ -1,0 +1,85 @@
+//! Cost of the exposure inventory's accounting per request, beside the Prometheus request
+//! counter every request already pays for, measured in the same run.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use std::sync::Arc;
+use vigil::client::{CredentialKind, ResolvedClient};
+use vigil::inventory::{Inventory, InventoryLimits, Observation};
+use vigil::metrics::{Metrics, Verdict};
+use vigil::route::{Route, RouteSource};
+
+fn accounting(c: &mut Criterion) {
+    let inventory = Inventory::new(InventoryLimits::default(), Vec::new(), None, 0);
+    let metrics = Metrics::new();
+    let routes: Vec<Route> = (0..50)
+        .map(|i| Route {
+            template: Arc::from(format!("/api/v1/resource{i}/{{id}}")),
+            source: RouteSource::Heuristic,
+            documented: false,
+        })
+        .collect();
+    let clients: Vec<ResolvedClient> = (0..1_000u32)
+        .map(|i| ResolvedClient {
+            ip: std::net::IpAddr::from([203, 0, (i >> 8) as u8, i as u8]),
+            key: format!("203.0.{}.{}", i >> 8, i & 255),
+            public: true,
+            authenticated: i % 2 == 0,
+            credentials: if i % 2 == 0 {
+                vec![CredentialKind::Bearer]
+            } else {
+                vec![]
+            },
+        })
+        .collect();
+    // Warm: every endpoint exists, as in steady state.
+    for route in &routes {
+        inventory.record(&observation(route, &clients[0]));
+    }
+
+    let mut group = c.benchmark_group("accounting");
+    let mut n = 0usize;
+    group.bench_function("inventory.record", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(7);
+            inventory.record(black_box(&observation(
+                &routes[n % 50],
+                &clients[n % 1_000],
+            )));
+        })
+    });
+    group.bench_function("metrics.request (peer)", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(7);
+            metrics.request(
+                black_box("GET"),
+                &routes[n % 50].template,
+                200,
+                Verdict::Allowed,
+            );
+        })
+    });
+    group.bench_function("inventory.take (50 endpoints)", |b| {
+        b.iter(|| {
+            for route in &routes {
+                inventory.record(&observation(route, &clients[1]));
+            }
+            black_box(inventory.take(1));
+        })
+    });
+    group.finish();
+}
+
+fn observation<'a>(route: &'a Route, client: &'a ResolvedClient) -> Observation<'a> {
+    Observation {
+        method: "GET",
+        route,
+        client,
+        status: 200,
+        denied_by: None,
+        at_ms: 1_700_000_000_000,
+    }
+}
+
+criterion_group!(benches, accounting);
+criterion_main!(benches);

@@ -1,0 +1,173 @@
+//! The exposure inventory end to end: real traffic through Vigil on real sockets, read back from
+//! `GET /exposure` on the admin listener.
+
+use http::StatusCode;
+use serde_json::Value;
+use vigil_tests::harness::{send, Proxy, Upstream};
+
+const SPEC: &str = r#"
+openapi: 3.0.3
+info: { title: shop, version: "1" }
+paths:
+  /users/{id}:
+    get: {}
+  /orders:
+    get: {}
+    post: {}
+  /admin/stats:
+    get: {}
+"#;
+
+const CONFIG: &str = r#"
+[upstream]
+url = "{upstream}"
+[identity]
+trusted_proxies = ["127.0.0.1/32"]
+[api]
+spec = "openapi.yaml"
+internal_only = ["GET /admin/**"]
+"#;
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Sends a request as if from `client` (a public address behind the trusted local proxy).
+async fn from(proxy: &Proxy, client: &str, method: &str, path: &str, extra: &[(&str, &str)]) {
+    let mut headers = vec![("x-forwarded-for", client)];
+    headers.extend_from_slice(extra);
+    let (status, _, _) = send(proxy.addr, method, path, &headers, Vec::new()).await;
+    assert_eq!(status, StatusCode::OK, "{method} {path}");
+}
+
+async fn exposure(proxy: &Proxy) -> Value {
+    let (status, headers, body) = send(proxy.admin, "GET", "/exposure", &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn endpoint<'a>(exposure: &'a Value, method: &str, route: &str) -> &'a Value {
+    exposure["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["method"] == method && e["route"] == route)
+        .unwrap_or_else(|| panic!("{method} {route} missing from {exposure:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_traffic_shows_up_in_the_inventory_with_its_findings() {
+    let upstream = Upstream::start().await;
+    let dir = tempdir("exposure");
+    std::fs::write(dir.join("openapi.yaml"), SPEC).unwrap();
+    let proxy = Proxy::start(&dir, CONFIG, &format!("http://{}", upstream.addr)).await;
+
+    // Three public clients with bearer tokens read users; one internal caller too.
+    for (i, client) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .iter()
+        .enumerate()
+    {
+        for id in 0..3 {
+            let path = format!("/users/{}", i * 10 + id);
+            from(
+                &proxy,
+                client,
+                "GET",
+                &path,
+                &[("authorization", "Bearer t")],
+            )
+            .await;
+        }
+    }
+    from(&proxy, "10.1.2.3", "GET", "/users/99", &[]).await;
+    // A public client reaches an internal-only route, twice.
+    for _ in 0..2 {
+        from(&proxy, "198.51.100.7", "GET", "/admin/stats", &[]).await;
+    }
+    // A route the spec does not document.
+    from(&proxy, "198.51.100.7", "GET", "/debug/vars", &[]).await;
+    // Orders are placed with a session cookie, then once without any credential.
+    for _ in 0..25 {
+        from(
+            &proxy,
+            "203.0.113.1",
+            "POST",
+            "/orders",
+            &[("cookie", "session=abc")],
+        )
+        .await;
+    }
+    from(&proxy, "198.51.100.8", "POST", "/orders", &[]).await;
+
+    let seen = exposure(&proxy).await;
+    let users = endpoint(&seen, "GET", "/users/{id}");
+    assert_eq!(users["requests"], 10);
+    assert_eq!(users["public"], 9);
+    assert_eq!(users["authenticated"], 9);
+    assert_eq!(users["credentials"]["bearer"], 9);
+    assert_eq!(users["status"]["2xx"], 10);
+    assert_eq!(users["public_clients_estimate"], 3);
+    assert_eq!(users["shadow"], false);
+    let admin = endpoint(&seen, "GET", "/admin/stats");
+    assert_eq!(
+        (admin["internal_only"].clone(), admin["public"].clone()),
+        (Value::Bool(true), 2.into())
+    );
+    assert_eq!(endpoint(&seen, "GET", "/debug/vars")["shadow"], true);
+    let orders = endpoint(&seen, "POST", "/orders");
+    assert_eq!(orders["credentials"]["cookie"], 25);
+    assert_eq!(orders["unauthenticated_success"], 1);
+
+    let zombies: Vec<String> = seen["zombie_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            format!(
+                "{} {}",
+                k["method"].as_str().unwrap(),
+                k["route"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(zombies, ["GET /orders"]);
+
+    let kinds = &seen["findings_by_kind"];
+    assert_eq!(kinds["internal-reached-publicly"], 2);
+    assert_eq!(kinds["shadow-endpoint"], 1);
+    assert_eq!(kinds["unauthenticated-access"], 1);
+    let unauthenticated = seen["recent_findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "unauthenticated-access")
+        .unwrap();
+    assert_eq!(unauthenticated["client"], "198.51.100.8");
+    assert_eq!(unauthenticated["endpoint"]["route"], "/orders");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exposure_endpoint_is_read_only() {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        &tempdir("exposure-ro"),
+        CONFIG.replace("spec = \"openapi.yaml\"\n", "").as_str(),
+        &format!("http://{}", upstream.addr),
+    )
+    .await;
+    let (status, _, _) = send(proxy.admin, "POST", "/exposure", &[], Vec::new()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let seen = exposure(&proxy).await;
+    assert_eq!(seen["endpoints"], Value::Array(vec![]));
+    assert_eq!(
+        seen["zombie_candidates"],
+        Value::Array(vec![]),
+        "no spec, no zombies"
+    );
+    proxy.shutdown().await;
+}
