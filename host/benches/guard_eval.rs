@@ -206,6 +206,48 @@ fn stock(c: &mut Criterion) {
     group.finish();
 }
 
+/// The C and Python example guards, each allowing the request after its full check, against
+/// the Rust stock rate-limit guard in the same run.
+fn polyglot(c: &mut Criterion) {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let guards = [
+        spec(
+            "rust-rate-limit",
+            artifacts::RATE_LIMIT,
+            r#"{"rate": 1000000, "burst": 1000}"#,
+        ),
+        spec(
+            "c-path-guard",
+            artifacts::PATH_GUARD,
+            r#"{"user_agents": ["evil-bot"], "paths": [".backup"]}"#,
+        ),
+        spec(
+            "python-method-allow",
+            artifacts::METHOD_ALLOW,
+            r#"{"routes": {"/users/{id}": ["GET", "PUT"], "/login": ["POST"]}}"#,
+        ),
+    ];
+    let mut group = c.benchmark_group("polyglot");
+    group.measurement_time(Duration::from_secs(5));
+    let mut n = 0;
+    let mut next = move || {
+        n += 1;
+        request(n)
+    };
+    for guard in guards {
+        let name = guard.name.clone();
+        let chain = chain_of(&runtime, vec![guard]);
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                &mut next,
+                |req| assert!(chain.evaluate(req).allowed()),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn state(c: &mut Criterion) {
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
     let state = runtime.state();
@@ -253,6 +295,6 @@ fn state(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = evaluate, stock, state
+    targets = evaluate, stock, polyglot, state
 }
 criterion_main!(benches);

@@ -41,6 +41,6 @@ pub use findings::Finding;
 pub use guard::{
     Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
 };
-pub use runtime::{Runtime, RuntimeConfig};
+pub use runtime::{CompileCache, Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
 pub use vigil_guest::route::{Pattern, PatternError};

@@ -1,6 +1,7 @@
 //! The runtime: one wasmtime engine tuned for many short calls (component model, pooling
-//! allocator with copy-on-write images, epoch deadlines driven by a ticker thread), the linker
-//! that offers guards the `state` interface and capability-free WASI, and the shared state.
+//! allocator with copy-on-write images, epoch deadlines driven by a ticker thread, an on-disk
+//! cache of compiled guards), the linker that offers guards the `state` interface and
+//! capability-free WASI, and the shared state.
 
 use crate::bindings;
 use crate::clock::{SharedClock, SystemClock};
@@ -8,12 +9,15 @@ use crate::findings::{Finding, FindingSink};
 use crate::sandbox::{GuestState, HostServices, SandboxLimits};
 use crate::state::{StateLimits, StateStore};
 use anyhow::Context as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, Resource};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 use wasmtime_wasi::p2::DynPollable;
 
 /// Settings of a [`Runtime`]. Every pool size derives from `max_instances`.
@@ -41,6 +45,53 @@ pub struct RuntimeConfig {
     pub max_pending_findings: usize,
     /// The clock of the state tables.
     pub clock: SharedClock,
+    /// Where compiled guards are kept across runs; `None` compiles every load afresh.
+    pub compile_cache: Option<CompileCache>,
+}
+
+/// An on-disk cache of compiled guards (wasmtime's own: entries are keyed by the module's
+/// bytes, the wasmtime version and the engine's settings, so an incompatible entry is never
+/// used). Compiling an interpreter-based guard (Python: an 18 MB component) takes seconds;
+/// a cached load takes milliseconds. Failing to read or write the cache only costs a
+/// recompilation. The directory must be writable by Vigil's user alone: its entries are
+/// trusted as compiled code.
+#[derive(Clone, Debug)]
+pub struct CompileCache {
+    /// The cache directory (absolute; created when missing).
+    pub directory: PathBuf,
+    /// Size above which the oldest entries are removed (checked in the background).
+    pub max_bytes: u64,
+}
+
+impl CompileCache {
+    /// `VIGIL_CACHE_DIR` when set (empty: no cache), else `$XDG_CACHE_HOME/vigil/guards`, else
+    /// `$HOME/.cache/vigil/guards`; at most 1 GiB.
+    pub fn from_env() -> Option<CompileCache> {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let directory = match std::env::var_os("VIGIL_CACHE_DIR") {
+            Some(dir) if dir.is_empty() => return None,
+            Some(dir) => PathBuf::from(dir),
+            None => var("XDG_CACHE_HOME")
+                .or_else(|| var("HOME").map(|home| home.join(".cache")))?
+                .join("vigil/guards"),
+        };
+        Some(CompileCache {
+            directory,
+            max_bytes: 1 << 30,
+        })
+    }
+
+    fn open(&self) -> wasmtime::Result<Cache> {
+        let mut config = CacheConfig::new();
+        config
+            .with_directory(&self.directory)
+            .with_files_total_size_soft_limit(self.max_bytes);
+        Cache::new(config)
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +108,7 @@ impl Default for RuntimeConfig {
             state: StateLimits::default(),
             max_pending_findings: 10_000,
             clock: Arc::new(SystemClock),
+            compile_cache: CompileCache::from_env(),
         }
     }
 }
@@ -68,6 +120,7 @@ pub struct Runtime {
     pub(crate) linker: Linker<GuestState>,
     pub(crate) services: Arc<HostServices>,
     pub(crate) config: RuntimeConfig,
+    compile_cache: Option<Cache>,
     ticker: Ticker,
 }
 
@@ -75,7 +128,22 @@ impl Runtime {
     /// Builds the engine and starts the deadline ticker. Fails with a clear message when the
     /// instance pool cannot be reserved on this machine.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
-        let engine = Engine::new(&engine_config(&config)).map_err(|e| {
+        let mut engine_config = engine_config(&config);
+        let compile_cache = config
+            .compile_cache
+            .as_ref()
+            .and_then(|cache| match cache.open() {
+                Ok(opened) => Some(opened),
+                Err(e) => {
+                    tracing::warn!(
+                        directory = %cache.directory.display(),
+                        "guards will be compiled on every load: cannot use the compile cache: {e}"
+                    );
+                    None
+                }
+            });
+        engine_config.cache(compile_cache.clone());
+        let engine = Engine::new(&engine_config).map_err(|e| {
             anyhow::anyhow!(
                 "cannot set up the guard engine with a pool of {} instances of up to {} MiB \
                  (lower max_instances or max_guard_memory): {e}",
@@ -100,6 +168,7 @@ impl Runtime {
             linker,
             services,
             config,
+            compile_cache,
             ticker,
         })
     }
@@ -122,6 +191,13 @@ impl Runtime {
     /// The runtime's settings.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Guard loads served from the compile cache, and loads that had to compile.
+    pub fn compile_cache_counts(&self) -> (usize, usize) {
+        self.compile_cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// Epoch ticks that make up `deadline`, rounded up, plus one because the current tick may
@@ -166,8 +242,8 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
         // A Rust guard is a handful of core instances (the module, WASI shims, fix-ups);
-        // interpreters built as components (Python, JavaScript) use more.
-        .max_core_instances_per_component(32)
+        // interpreters built as components use more (componentize-py's Python: 38).
+        .max_core_instances_per_component(64)
         .total_core_instances(n * 8)
         .max_memories_per_component(4)
         .total_memories(n * 2)

@@ -227,3 +227,34 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A fresh, empty directory for one test's files.
+pub fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `vigil.toml` text for one `[[guard]]` table with `module` and extra lines.
+pub fn guard_table(name: &str, module: &str, extra: &str) -> String {
+    format!("\n[[guard]]\nname = \"{name}\"\nmodule = \"{module}\"\n{extra}\n")
+}
+
+/// Starts an upstream and Vigil in front of it with this configuration.
+pub async fn start_with_upstream(name: &str, config: &str) -> (Upstream, Proxy) {
+    let upstream = Upstream::start().await;
+    let url = format!("http://{}", upstream.addr);
+    let proxy = Proxy::start(&tempdir(name), config, &url).await;
+    (upstream, proxy)
+}
+
+/// The value of one series of the admin API's `/metrics` (0 when absent), e.g.
+/// `vigil_guard_results_total{guard="g",result="deny"}`.
+pub async fn metric(proxy: &Proxy, series: &str) -> u64 {
+    let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
+    String::from_utf8_lossy(&metrics)
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}

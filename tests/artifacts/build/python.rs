@@ -82,6 +82,7 @@ fn inputs_hash(dirs: &[&Path], version: &str) -> u64 {
     files.sort();
     let mut hasher = DefaultHasher::new();
     version.hash(&mut hasher);
+    "--stub-wasi".hash(&mut hasher);
     for file in files {
         file.hash(&mut hasher);
         fs::read(&file).unwrap().hash(&mut hasher);
@@ -121,7 +122,17 @@ fn componentize(tool: &Path, dir: &Path, wit: &Path, component: &Path, name: &st
         .arg("--quiet")
         .arg("--wit-path")
         .arg(wit)
-        .args(["--world", "guard", "componentize", "app", "--python-path"])
+        // The interpreter imports WASI sockets, which guards may not use; the guard needs no
+        // WASI at all once pre-initialised, so every WASI import becomes a trapping stub. (Its
+        // `random` module is then seeded at build time: guards must not rely on it.)
+        .args([
+            "--world",
+            "guard",
+            "componentize",
+            "--stub-wasi",
+            "app",
+            "--python-path",
+        ])
         .arg(&staging)
         .arg("--output")
         .arg(component)

@@ -1,0 +1,403 @@
+//! The C guard (`path-guard`) and the Python guard (`method-allow`), built from source by
+//! `tests/artifacts`, held to the same standard as the Rust ones: through the proxy each
+//! attack is refused with the right status while the same volume of ordinary traffic is not,
+//! monitor mode lets everything through and counts what it would have refused, and a bad
+//! configuration is refused at load naming the field. Also: the compile cache.
+
+use http::StatusCode;
+use vigil_host::{Chain, CompileCache, Mode, OnError, Runtime, RuntimeConfig};
+use vigil_tests::guards;
+use vigil_tests::harness::{guard_table, metric, send, start_with_upstream, tempdir, Proxy};
+use vigil_tests::{load, load_error, spec, with_policy};
+
+const BASE: &str = "[upstream]\nurl = \"{upstream}\"\ntimeout = \"2s\"\n";
+
+/// One request: method, path and query, headers.
+type Call = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Sends each call and returns the statuses and the problem details' `detail`s.
+async fn send_all(proxy: &Proxy, calls: &[Call]) -> Vec<(StatusCode, String)> {
+    let mut out = Vec::new();
+    for (method, target, headers) in calls {
+        let (status, _, body) = send(proxy.addr, method, target, headers, vec![]).await;
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|p| p["detail"].as_str().map(String::from))
+            .unwrap_or_default();
+        out.push((status, detail));
+    }
+    out
+}
+
+/// Runs `attacks` and then as many `normal` calls (cycled) through a proxy with one guard in
+/// `mode`, and checks what each mode promises.
+async fn attack_and_normal(
+    name: &str,
+    module: &str,
+    guard_config: &str,
+    attacks: &[Call],
+    normal: &[Call],
+    status: StatusCode,
+) {
+    let normal: Vec<Call> = normal.iter().copied().cycle().take(attacks.len()).collect();
+    let table = guard_table(name, module, &format!("config = {guard_config}"));
+    let (up, proxy) = start_with_upstream(name, &format!("{BASE}{table}")).await;
+    for ((call, (got, detail)), i) in attacks.iter().zip(send_all(&proxy, attacks).await).zip(0..) {
+        assert_eq!(got, status, "attack {i} {call:?} was not refused: {detail}");
+        assert!(!detail.is_empty(), "attack {i} {call:?}: no reason given");
+    }
+    assert_eq!(up.count(), 0, "no attack reached the upstream");
+    for (call, (got, detail)) in normal.iter().zip(send_all(&proxy, &normal).await) {
+        assert_eq!(
+            got,
+            StatusCode::OK,
+            "ordinary {call:?} was refused: {detail}"
+        );
+    }
+    assert_eq!(up.count(), normal.len());
+    let denies = format!("vigil_guard_results_total{{guard=\"{name}\",result=\"deny\"}}");
+    assert_eq!(metric(&proxy, &denies).await, attacks.len() as u64);
+    proxy.shutdown().await;
+
+    // Monitor mode: everything passes, and the guard's would-be refusals are counted.
+    let monitored = format!("{name}-monitor");
+    let table = guard_table(
+        &monitored,
+        module,
+        &format!("mode = \"monitor\"\nconfig = {guard_config}"),
+    );
+    let (up, proxy) = start_with_upstream(&monitored, &format!("{BASE}{table}")).await;
+    let mut all = attacks.to_vec();
+    all.extend(&normal);
+    for (call, (got, _)) in all.iter().zip(send_all(&proxy, &all).await) {
+        assert_eq!(got, StatusCode::OK, "monitor mode refused {call:?}");
+    }
+    assert_eq!(up.count(), all.len());
+    let denies = format!("vigil_guard_results_total{{guard=\"{monitored}\",result=\"deny\"}}");
+    assert_eq!(metric(&proxy, &denies).await, attacks.len() as u64);
+    let allows = format!("vigil_guard_results_total{{guard=\"{monitored}\",result=\"allow\"}}");
+    assert_eq!(metric(&proxy, &allows).await, normal.len() as u64);
+    proxy.shutdown().await;
+}
+
+/// Loading `name` with `config` fails with a message containing `expected`.
+fn refused(rt: &Runtime, name: &str, config: &str, expected: &str) {
+    let (_, text) = load_error(rt, spec(name, name, config));
+    assert!(text.contains(expected), "{config}: {text}");
+}
+
+// ---------------------------------------------------------------- path-guard (C)
+
+const BROWSER: &[(&str, &str)] = &[(
+    "user-agent",
+    "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+)];
+
+const PATH_ATTACKS: &[Call] = &[
+    ("GET", "/static/../../etc/passwd", &[]),
+    ("GET", "/files/%2e%2e/%2e%2e/etc/passwd", &[]),
+    ("GET", "/files/%2E%2E%2Fsecrets", &[]),
+    ("GET", "/files/%252e%252e%252fetc%252fpasswd", &[]),
+    ("GET", "/files/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd", &[]),
+    ("GET", "/files/%e0%80%ae%e0%80%ae%c0%afboot.ini", &[]),
+    ("GET", "/files/..%5c..%5cwindows%5cwin.ini", &[]),
+    ("GET", "/files/%u002e%u002e/etc/passwd", &[]),
+    ("GET", "/app/..;/manager/html", &[]),
+    ("GET", "/download?file=../../etc/passwd", &[]),
+    ("GET", "/download?file=%2e%2e%2fetc%2fshadow", &[]),
+    ("GET", "/files/report.pdf%00.png", &[]),
+    ("GET", "/view?name=a%2500b", &[]),
+    ("GET", "/.git/config", BROWSER),
+    ("GET", "/.env", BROWSER),
+    ("GET", "/app/.env.production", BROWSER),
+    ("GET", "/wp-admin/install.php", BROWSER),
+    ("POST", "/xmlrpc.php", BROWSER),
+    ("GET", "/site/.backup", BROWSER),
+    (
+        "GET",
+        "/users?id=1",
+        &[("user-agent", "sqlmap/1.7.2#stable (https://sqlmap.org)")],
+    ),
+    (
+        "GET",
+        "/",
+        &[("user-agent", "Mozilla/5.00 (Nikto/2.5.0) (Evasions:None)")],
+    ),
+    ("GET", "/", &[("user-agent", "Fuzz Faster U Fool v2.1.0")]),
+    ("GET", "/", &[("user-agent", "Evil-Bot/0.1")]),
+];
+
+const PATH_NORMAL: &[Call] = &[
+    ("GET", "/", BROWSER),
+    ("GET", "/users/42", BROWSER),
+    ("GET", "/files/report.pdf", &[("user-agent", "curl/8.5.0")]),
+    ("GET", "/search?q=a..b&sort=asc", BROWSER),
+    ("GET", "/docs/v1.2/intro..html", BROWSER),
+    ("GET", "/static/app.min.js", BROWSER),
+    ("GET", "/users/42/orders?page=2", BROWSER),
+    ("GET", "/images/logo%20big.png", BROWSER),
+    ("POST", "/cart/items", BROWSER),
+    ("GET", "/.well-known/openid-configuration", BROWSER),
+    ("GET", "/repos/vigil/.github/workflows", BROWSER),
+    ("GET", "/env/settings", BROWSER),
+];
+
+const PATH_CONFIG: &str = r#"{ user_agents = ["evil-bot"], paths = [".backup"] }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_guard_refuses_traversal_nul_and_scanners_but_not_ordinary_traffic() {
+    attack_and_normal(
+        "path-guard",
+        guards::PATH_GUARD,
+        PATH_CONFIG,
+        PATH_ATTACKS,
+        PATH_NORMAL,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+#[test]
+fn path_guard_status_checks_reasons_and_findings() {
+    let rt = vigil_tests::runtime();
+    let config = r#"{"status": 400, "checks": {"scanners": false}}"#;
+    let chain = Chain::new(vec![load(&rt, spec("paths", "path-guard", config))]).unwrap();
+    let denial = |path: &str, ua: &str| {
+        let mut req = vigil_tests::request("GET", path, "c", &[("user-agent", ua)]);
+        chain
+            .evaluate(&mut req)
+            .denial
+            .map(|d| (d.status, d.reason))
+    };
+    assert_eq!(
+        denial("/a/%2e%2e/b", "curl/8"),
+        Some((400, "path traversal".to_string()))
+    );
+    assert_eq!(
+        denial("/a%00", "curl/8"),
+        Some((400, "NUL byte in the request target".to_string()))
+    );
+    assert_eq!(denial("/.git/HEAD", "sqlmap/1.7"), None, "scanners is off");
+    let kinds: Vec<String> = rt.drain_findings().into_iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, ["path-traversal", "nul-byte"]);
+
+    let chain = Chain::new(vec![load(&rt, spec("all", "path-guard", "{}"))]).unwrap();
+    let mut req = vigil_tests::request("GET", "/.git/HEAD", "c", &[]);
+    let denial = chain.evaluate(&mut req).denial.expect("scanner probe");
+    assert_eq!(
+        (denial.status, denial.reason.as_str()),
+        (403, "scanner probe of .git")
+    );
+}
+
+#[test]
+fn path_guard_refuses_bad_configs_naming_the_field() {
+    let rt = vigil_tests::runtime();
+    for (config, expected) in [
+        (
+            r#"{"status": 200}"#,
+            "status: must be an integer from 400 to 599",
+        ),
+        (r#"{"status": 403.5}"#, "status"),
+        (
+            r#"{"checks": {"sqli": true}}"#,
+            "checks.sqli: unknown check",
+        ),
+        (
+            r#"{"checks": {"nul": "yes"}}"#,
+            "checks.nul: must be true or false",
+        ),
+        (r#"{"checks": []}"#, "checks: must be an object"),
+        (r#"{"user_agents": ["ok", ""]}"#, "user_agents[1]"),
+        (r#"{"paths": ".git"}"#, "paths: must be a list of strings"),
+        (r#"{"colour": 1}"#, "unknown field `colour`"),
+        ("{nope", "config: not valid JSON"),
+    ] {
+        refused(&rt, "path-guard", config, expected);
+    }
+}
+
+// ---------------------------------------------------------------- method-allow (Python)
+
+const METHOD_CONFIG: &str = r#"{ routes = { "/users/{id}" = ["GET", "PUT"], "/login" = ["POST"], "/health" = ["*"] }, default = ["GET", "POST"] }"#;
+
+const METHOD_ATTACKS: &[Call] = &[
+    ("DELETE", "/users/42", &[]),
+    ("POST", "/users/7", &[]),
+    ("PATCH", "/users/1", &[]),
+    ("GET", "/login", &[]),
+    ("PUT", "/login", &[]),
+    ("DELETE", "/login", &[]),
+    ("DELETE", "/orders", &[]),
+    ("PUT", "/orders", &[]),
+    ("OPTIONS", "/users/42", &[]),
+    ("TRACE", "/login", &[]),
+];
+
+const METHOD_NORMAL: &[Call] = &[
+    ("GET", "/users/42", &[]),
+    ("PUT", "/users/42", &[]),
+    ("HEAD", "/users/3", &[]),
+    ("POST", "/login", &[]),
+    ("GET", "/orders", &[]),
+    ("POST", "/orders", &[]),
+    ("DELETE", "/health", &[]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_allow_refuses_methods_outside_the_route_set_but_not_ordinary_traffic() {
+    attack_and_normal(
+        "method-allow",
+        guards::METHOD_ALLOW,
+        METHOD_CONFIG,
+        METHOD_ATTACKS,
+        METHOD_NORMAL,
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_allow_names_the_allowed_methods_and_uses_the_configured_status() {
+    let table = guard_table(
+        "methods",
+        guards::METHOD_ALLOW,
+        r#"config = { routes = { "/users/{id}" = ["GET", "put"] }, status = 403, implicit_head = false }"#,
+    );
+    let (_up, proxy) = start_with_upstream("method-reason", &format!("{BASE}{table}")).await;
+    let calls: &[Call] = &[("DELETE", "/users/42", &[]), ("HEAD", "/users/42", &[])];
+    let answers = send_all(&proxy, calls).await;
+    assert_eq!(
+        answers[0],
+        (
+            StatusCode::FORBIDDEN,
+            "method DELETE not allowed on /users/{id}; allow: GET, PUT".to_string()
+        )
+    );
+    assert_eq!(answers[1].0, StatusCode::FORBIDDEN, "HEAD is not implied");
+    proxy.shutdown().await;
+}
+
+#[test]
+fn method_allow_refuses_bad_configs_naming_the_field() {
+    let rt = vigil_tests::runtime();
+    for (config, expected) in [
+        ("{}", "routes: required"),
+        (
+            r#"{"routes": {"/x": []}}"#,
+            "routes./x: must be a non-empty list",
+        ),
+        (
+            r#"{"routes": {"/x": ["GET", "NOT A METHOD"]}}"#,
+            "routes./x[1]: \"NOT A METHOD\"",
+        ),
+        (
+            r#"{"routes": {"x": ["GET"]}}"#,
+            "routes.x: a route starts with /",
+        ),
+        (
+            r#"{"routes": {"/x": ["GET"]}, "status": 200}"#,
+            "status: must be an integer",
+        ),
+        (
+            r#"{"routes": {"/x": ["GET"]}, "status": true}"#,
+            "status: must be an integer",
+        ),
+        (
+            r#"{"routes": {"/x": ["GET"]}, "default": "GET"}"#,
+            "default: must be a non-empty list",
+        ),
+        (
+            r#"{"routes": {"/x": ["GET"]}, "implicit_head": 1}"#,
+            "implicit_head",
+        ),
+        (r#"{"routez": {}}"#, "unknown field `routez`"),
+        ("[1]", "config: must be an object"),
+    ] {
+        refused(&rt, "method-allow", config, expected);
+    }
+}
+
+/// A bad configuration in vigil.toml stops the sidecar at start with the guard and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_guard_config_in_vigil_toml_names_guard_and_field() {
+    for (module, config, field) in [
+        (guards::PATH_GUARD, "{ status = 99 }", "status"),
+        (
+            guards::METHOD_ALLOW,
+            r#"{ routes = { "/x" = [] } }"#,
+            "routes./x",
+        ),
+    ] {
+        let dir = tempdir("polyglot-bad-config");
+        let text = format!(
+            "{}{}",
+            BASE.replace("{upstream}", "http://127.0.0.1:9"),
+            guard_table("strict", module, &format!("config = {config}"))
+        );
+        let path = dir.join("vigil.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = vigil::config::Config::load(&path, &Default::default()).expect("parses");
+        let started = tokio::task::spawn_blocking(move || {
+            vigil::sidecar::Sidecar::new(config, Default::default()).map(|_| ())
+        })
+        .await
+        .unwrap();
+        let error = match started {
+            Ok(()) => panic!("{module} with {config} should be refused"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(error.contains("strict") && error.contains(field), "{error}");
+    }
+}
+
+// ---------------------------------------------------------------- compile cache
+
+fn cached_runtime(directory: std::path::PathBuf) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        compile_cache: Some(CompileCache {
+            directory,
+            max_bytes: 64 << 20,
+        }),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts")
+}
+
+#[test]
+fn second_load_of_a_guard_comes_from_the_compile_cache() {
+    let dir = tempdir("compile-cache");
+    let first = cached_runtime(dir.clone());
+    load(&first, spec("paths", "path-guard", "{}"));
+    assert_eq!(first.compile_cache_counts(), (0, 1));
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_some(),
+        "nothing cached"
+    );
+
+    let second = cached_runtime(dir);
+    let guard = load(&second, spec("paths", "path-guard", "{}"));
+    assert_eq!(second.compile_cache_counts(), (1, 0));
+    let chain = Chain::new(vec![guard]).unwrap();
+    let mut req = vigil_tests::request("GET", "/%2e%2e/x", "c", &[]);
+    assert_eq!(chain.evaluate(&mut req).denial.map(|d| d.status), Some(403));
+}
+
+#[test]
+fn an_unusable_compile_cache_only_costs_compilation() {
+    let dir = tempdir("compile-cache-unusable");
+    let file = dir.join("not-a-directory");
+    std::fs::write(&file, "x").unwrap();
+    let rt = cached_runtime(file.join("cache"));
+    let guard = with_policy(
+        spec("paths", "path-guard", "{}"),
+        Mode::Enforce,
+        OnError::Deny,
+    );
+    load(&rt, guard);
+    assert_eq!(rt.compile_cache_counts(), (0, 0));
+}
