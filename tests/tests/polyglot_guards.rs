@@ -44,7 +44,11 @@ async fn attack_and_normal(
     status: StatusCode,
 ) {
     let normal: Vec<Call> = normal.iter().copied().cycle().take(attacks.len()).collect();
-    let table = guard_table(name, module, &format!("config = {guard_config}"));
+    let table = guard_table(
+        name,
+        module,
+        &format!("deadline = \"500ms\"\nconfig = {guard_config}"),
+    );
     let (up, proxy) = start_with_upstream(name, &format!("{BASE}{table}")).await;
     for ((call, (got, detail)), i) in attacks.iter().zip(send_all(&proxy, attacks).await).zip(0..) {
         assert_eq!(got, status, "attack {i} {call:?} was not refused: {detail}");
@@ -68,7 +72,7 @@ async fn attack_and_normal(
     let table = guard_table(
         &monitored,
         module,
-        &format!("mode = \"monitor\"\nconfig = {guard_config}"),
+        &format!("mode = \"monitor\"\ndeadline = \"500ms\"\nconfig = {guard_config}"),
     );
     let (up, proxy) = start_with_upstream(&monitored, &format!("{BASE}{table}")).await;
     let mut all = attacks.to_vec();
@@ -84,9 +88,19 @@ async fn attack_and_normal(
     proxy.shutdown().await;
 }
 
+/// A spec with a deadline that a loaded test machine cannot miss: instantiating CPython takes
+/// about a millisecond alone.
+fn roomy(mut spec: vigil_host::GuardSpec) -> vigil_host::GuardSpec {
+    spec.limits = Some(vigil_host::SandboxLimits {
+        deadline: std::time::Duration::from_millis(500),
+        ..Default::default()
+    });
+    spec
+}
+
 /// Loading `name` with `config` fails with a message containing `expected`.
 fn refused(rt: &Runtime, name: &str, config: &str, expected: &str) {
-    let (_, text) = load_error(rt, spec(name, name, config));
+    let (_, text) = load_error(rt, roomy(spec(name, name, config)));
     assert!(text.contains(expected), "{config}: {text}");
 }
 
@@ -266,7 +280,7 @@ async fn method_allow_names_the_allowed_methods_and_uses_the_configured_status()
     let table = guard_table(
         "methods",
         guards::METHOD_ALLOW,
-        r#"config = { routes = { "/users/{id}" = ["GET", "put"] }, status = 403, implicit_head = false }"#,
+        "deadline = \"500ms\"\nconfig = { routes = { \"/users/{id}\" = [\"GET\", \"put\"] }, status = 403, implicit_head = false }",
     );
     let (_up, proxy) = start_with_upstream("method-reason", &format!("{BASE}{table}")).await;
     let calls: &[Call] = &[("DELETE", "/users/42", &[]), ("HEAD", "/users/42", &[])];
@@ -325,7 +339,7 @@ fn method_allow_refuses_bad_configs_naming_the_field() {
 /// A bad configuration in vigil.toml stops the sidecar at start with the guard and the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_guard_config_in_vigil_toml_names_guard_and_field() {
-    for (module, config, field) in [
+    for (module, guard_config, field) in [
         (guards::PATH_GUARD, "{ status = 99 }", "status"),
         (
             guards::METHOD_ALLOW,
@@ -337,7 +351,11 @@ async fn bad_guard_config_in_vigil_toml_names_guard_and_field() {
         let text = format!(
             "{}{}",
             BASE.replace("{upstream}", "http://127.0.0.1:9"),
-            guard_table("strict", module, &format!("config = {config}"))
+            guard_table(
+                "strict",
+                module,
+                &format!("deadline = \"500ms\"\nconfig = {guard_config}")
+            )
         );
         let path = dir.join("vigil.toml");
         std::fs::write(&path, text).unwrap();
@@ -348,7 +366,7 @@ async fn bad_guard_config_in_vigil_toml_names_guard_and_field() {
         .await
         .unwrap();
         let error = match started {
-            Ok(()) => panic!("{module} with {config} should be refused"),
+            Ok(()) => panic!("{module} with {guard_config} should be refused"),
             Err(e) => format!("{e:#}"),
         };
         assert!(error.contains("strict") && error.contains(field), "{error}");
@@ -372,7 +390,7 @@ fn cached_runtime(directory: std::path::PathBuf) -> Runtime {
 fn second_load_of_a_guard_comes_from_the_compile_cache() {
     let dir = tempdir("compile-cache");
     let first = cached_runtime(dir.clone());
-    load(&first, spec("paths", "path-guard", "{}"));
+    load(&first, roomy(spec("paths", "path-guard", "{}")));
     assert_eq!(first.compile_cache_counts(), (0, 1));
     assert!(
         std::fs::read_dir(&dir).unwrap().next().is_some(),
@@ -380,7 +398,7 @@ fn second_load_of_a_guard_comes_from_the_compile_cache() {
     );
 
     let second = cached_runtime(dir);
-    let guard = load(&second, spec("paths", "path-guard", "{}"));
+    let guard = load(&second, roomy(spec("paths", "path-guard", "{}")));
     assert_eq!(second.compile_cache_counts(), (1, 0));
     let chain = Chain::new(vec![guard]).unwrap();
     let mut req = vigil_tests::request("GET", "/%2e%2e/x", "c", &[]);
