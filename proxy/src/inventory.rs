@@ -70,12 +70,15 @@ pub struct Inventory {
     documented: Vec<EndpointKey>,
     started_ms: u64,
     /// method → route → tallies; two levels so a lookup borrows the request's strings.
-    endpoints: RwLock<HashMap<String, HashMap<Arc<str>, Arc<Mutex<Tally>>>>>,
+    endpoints: RwLock<HashMap<String, RouteTallies>>,
     endpoint_count: AtomicU64,
     overflowed: AtomicU64,
     period_start_ms: AtomicU64,
     findings: Mutex<Findings>,
 }
+
+/// The tallies of one method's routes.
+type RouteTallies = HashMap<Arc<str>, Arc<Mutex<Tally>>>;
 
 /// Both tallies of one endpoint.
 struct Tally {

@@ -1,5 +1,9 @@
 //! Cost of the exposure inventory's accounting per request, beside the Prometheus request
 //! counter every request already pays for, measured in the same run.
+//!
+//! `cargo bench -p vigil-tests --bench inventory`
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
