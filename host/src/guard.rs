@@ -180,6 +180,11 @@ struct WarmInstance {
     calls: u64,
 }
 
+/// Time instantiation and `init` get. They run once per instance, not per request, and may
+/// start a whole language runtime (CPython); on a busy machine that can take far longer than
+/// a call's deadline, and a sidecar must not fail to start because its node is loaded.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(2);
+
 /// A loaded guard. Cheap to share; calls may run on many threads at once.
 pub struct Guard {
     identity: Arc<GuardIdentity>,
@@ -190,6 +195,7 @@ pub struct Guard {
     engine: Engine,
     services: Arc<HostServices>,
     deadline_ticks: u64,
+    init_deadline_ticks: u64,
     warm: Mutex<Vec<WarmInstance>>,
     max_warm: usize,
     recycle_after: u64,
@@ -271,6 +277,7 @@ impl Runtime {
             engine: self.engine.clone(),
             services: self.services.clone(),
             deadline_ticks: self.deadline_ticks(limits.deadline),
+            init_deadline_ticks: self.deadline_ticks(INIT_DEADLINE),
             warm: Mutex::new(Vec::new()),
             max_warm: self.config.warm_instances_per_guard,
             recycle_after: self.config.recycle_after_calls.max(1),
@@ -444,12 +451,13 @@ impl Guard {
         }
     }
 
-    /// A fresh instance with `init` already run.
+    /// A fresh instance with `init` already run, under [`INIT_DEADLINE`] or the call deadline,
+    /// whichever is longer; each call then sets the call deadline again.
     fn instantiate(&self) -> Result<WarmInstance, InstantiateError> {
         let state = GuestState::new(self.identity.clone(), self.services.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.deadline_ticks.max(self.init_deadline_ticks));
         let fault = |kind, detail| InstantiateError::Fault(Fault { kind, detail });
         let guard = self
             .pre
