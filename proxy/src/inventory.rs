@@ -326,16 +326,7 @@ impl Inventory {
     /// Takes what changed since the last call, resetting the deltas.
     pub fn take(&self, now_ms: u64) -> Delta {
         let start = self.period_start_ms.swap(now_ms, Ordering::Relaxed);
-        let tallies: Vec<Arc<Mutex<Tally>>> = {
-            let endpoints = self
-                .endpoints
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            endpoints
-                .values()
-                .flat_map(|routes| routes.values().cloned())
-                .collect()
-        };
+        let tallies = self.all_tallies();
         let mut endpoints = Vec::new();
         for tally in tallies {
             let mut tally = lock(&tally);
@@ -371,16 +362,7 @@ impl Inventory {
 
     /// The lifetime view for `GET /exposure`.
     pub fn exposure(&self) -> Exposure {
-        let tallies: Vec<Arc<Mutex<Tally>>> = {
-            let endpoints = self
-                .endpoints
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            endpoints
-                .values()
-                .flat_map(|routes| routes.values().cloned())
-                .collect()
-        };
+        let tallies = self.all_tallies();
         let mut endpoints: Vec<EndpointView> = tallies
             .iter()
             .map(|tally| {
@@ -406,6 +388,19 @@ impl Inventory {
             overflowed_requests: self.overflowed.load(Ordering::Relaxed),
             dropped_findings: findings.dropped,
         }
+    }
+
+    /// Every endpoint's tallies, taken out from under the map's lock so each can be locked in
+    /// turn without holding the map.
+    fn all_tallies(&self) -> Vec<Arc<Mutex<Tally>>> {
+        let endpoints = self
+            .endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        endpoints
+            .values()
+            .flat_map(|routes| routes.values().cloned())
+            .collect()
     }
 
     /// The tally of an endpoint, created on first sight; the overflow one when full.

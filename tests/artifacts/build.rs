@@ -200,6 +200,19 @@ impl Toolchain {
     }
 }
 
+/// The sorted subdirectories of `parent` that `is_guard` accepts; none when it is absent.
+fn guard_dirs(parent: &Path, is_guard: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.is_dir() && is_guard(p))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 fn rustup_has_target() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])

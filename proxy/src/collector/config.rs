@@ -1,7 +1,7 @@
 //! `collector.toml`: the collector's configuration, parsed and validated at start. Every error
 //! names the file, the key and what was expected.
 
-use crate::config::ConfigError;
+use crate::config::{at_least, duration, ConfigError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -337,21 +337,6 @@ fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
     value
         .parse()
         .map_err(|_| format!("{key}: expected an address such as 127.0.0.1:9000, got {value:?}"))
-}
-
-fn duration(key: &str, value: &str) -> Result<Duration, String> {
-    vigil_guest::duration::parse(value).map_err(|e| format!("{key}: {e}"))
-}
-
-fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
-    key: &str,
-    value: T,
-    min: T,
-) -> Result<T, String> {
-    if value < min {
-        return Err(format!("{key}: must be at least {min}, got {value}"));
-    }
-    Ok(value)
 }
 
 #[cfg(test)]

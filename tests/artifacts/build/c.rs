@@ -19,7 +19,9 @@ const SETUP_HINT: &str = "run `scripts/setup.sh`, or install clang-19, lld-19, w
 pub fn build_guards(guards_dir: &Path, wit: &Path, out_dir: &Path) -> Vec<(String, PathBuf)> {
     println!("cargo:rerun-if-env-changed=VIGIL_WASI_CC");
     println!("cargo:rerun-if-env-changed=VIGIL_WASI_SYSROOT");
-    let guards = guard_dirs(guards_dir);
+    let guards = super::guard_dirs(guards_dir, |p| {
+        p.file_name().is_some_and(|n| n != "vendor") && !c_sources(p).is_empty()
+    });
     if guards.is_empty() {
         return Vec::new();
     }
@@ -41,19 +43,6 @@ pub fn build_guards(guards_dir: &Path, wit: &Path, out_dir: &Path) -> Vec<(Strin
             (name, component)
         })
         .collect()
-}
-
-fn guard_dirs(guards_dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(guards_dir) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "vendor"))
-        .filter(|p| !c_sources(p).is_empty())
-        .collect();
-    dirs.sort();
-    dirs
 }
 
 fn c_sources(dir: &Path) -> Vec<PathBuf> {

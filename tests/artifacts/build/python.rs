@@ -19,7 +19,7 @@ const SETUP_HINT: &str =
 /// Builds each Python guard under `guards_dir` into `out_dir`, returning (name, component path).
 pub fn build_guards(guards_dir: &Path, wit: &Path, out_dir: &Path) -> Vec<(String, PathBuf)> {
     println!("cargo:rerun-if-env-changed=VIGIL_COMPONENTIZE_PY");
-    let guards = guard_dirs(guards_dir);
+    let guards = super::guard_dirs(guards_dir, |p| p.join("app.py").is_file());
     if guards.is_empty() {
         return Vec::new();
     }
@@ -46,18 +46,6 @@ pub fn build_guards(guards_dir: &Path, wit: &Path, out_dir: &Path) -> Vec<(Strin
             (name, component)
         })
         .collect()
-}
-
-fn guard_dirs(guards_dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(guards_dir) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.join("app.py").is_file())
-        .collect();
-    dirs.sort();
-    dirs
 }
 
 fn tool_version(tool: &Path) -> String {
