@@ -86,6 +86,8 @@ pub struct Listen {
     pub max_body_bytes: u64,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Threads serving clients, each with its own event loop and upstream connections.
+    pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
 }
@@ -226,6 +228,7 @@ struct RawListen {
     max_headers: usize,
     max_body_bytes: u64,
     max_connections: usize,
+    workers: Option<usize>,
     shutdown_grace: String,
 }
 
@@ -238,6 +241,7 @@ impl Default for RawListen {
             max_headers: 100,
             max_body_bytes: 16 << 20,
             max_connections: 10_000,
+            workers: None,
             shutdown_grace: "30s".into(),
         }
     }
@@ -418,6 +422,7 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
         max_headers: at_least("listen.max_headers", raw.listen.max_headers, 1)?,
         max_body_bytes: raw.listen.max_body_bytes,
         max_connections: at_least("listen.max_connections", raw.listen.max_connections, 1)?,
+        workers: workers(raw.listen.workers)?,
         shutdown_grace: duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
     };
     let url: http::Uri = raw
@@ -633,6 +638,24 @@ pub(crate) fn duration(key: &str, value: &str) -> Result<Duration, String> {
     vigil_guest::duration::parse(value).map_err(|e| format!("{key}: {e}"))
 }
 
+/// Most worker threads: far beyond any core count a sidecar gets, low enough that a typo
+/// cannot start thousands of threads.
+const MAX_WORKERS: usize = 256;
+
+/// `listen.workers`, by default one per core the process may run on.
+fn workers(configured: Option<usize>) -> Result<usize, String> {
+    let Some(workers) = configured else {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)));
+    };
+    let workers = at_least("listen.workers", workers, 1)?;
+    if workers > MAX_WORKERS {
+        return Err(format!(
+            "listen.workers: must be at most {MAX_WORKERS}, got {workers}"
+        ));
+    }
+    Ok(workers)
+}
+
 pub(crate) fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
     key: &str,
     value: T,
@@ -689,6 +712,18 @@ mod tests {
             "admin on loopback by default"
         );
         assert_eq!(c.listen.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.listen.workers,
+            std::thread::available_parallelism().unwrap().get(),
+            "one worker per core"
+        );
+        assert_eq!(
+            parse(&format!("{MINIMAL}[listen]\nworkers = 3\n"))
+                .unwrap()
+                .listen
+                .workers,
+            3
+        );
         assert!(c.guards.is_empty());
         assert_eq!(c.log.format, LogFormat::Text);
     }
@@ -749,6 +784,8 @@ mod tests {
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ntoken_file = \"missing-token\"\n"), "report.token_file: cannot read /etc/vigil/missing-token"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nspool_max_reports = 1\n"), "report.spool_max_reports: must be at least 2"),
             (&format!("{MINIMAL}[inventory]\nmax_endpoints = 0\n"), "inventory.max_endpoints: must be at least 1"),
+            (&format!("{MINIMAL}[listen]\nworkers = 0\n"), "listen.workers: must be at least 1, got 0"),
+            (&format!("{MINIMAL}[listen]\nworkers = 100000\n"), "listen.workers: must be at most 256, got 100000"),
         ] {
             let error = parse(text).expect_err(expected);
             assert!(error.starts_with("/etc/vigil/vigil.toml: "), "{error}");

@@ -215,7 +215,11 @@ fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
 fn run(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
     let config = args.load(log)?;
     init_logging(&config.log.level, config.log.format);
+    // Clients are served by the workers' own event loops (server::start_workers); this one
+    // runs the admin API, the reporter, reloads and signals.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("vigil-control")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -237,6 +241,7 @@ async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     };
     let public = tokio::net::TcpListener::bind(public_address)
         .await
+        .and_then(|listener| listener.into_std())
         .with_context(|| format!("cannot listen on {public_address} (listen.address)"))?;
     let admin = tokio::net::TcpListener::bind(admin_address)
         .await
@@ -251,13 +256,14 @@ async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
     tokio::spawn(watch_for_reloads(sidecar.clone()));
+    let workers = vigil::server::start_workers(sidecar.clone(), public, stop_rx)?;
     tokio::spawn(async move {
         wait_for_shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     sidecar.set_ready(true);
-    tracing::info!(%public_address, %admin_address, guards = sidecar.chain().guards().len(), "vigil is serving");
-    vigil::server::serve_public(sidecar, public, stopped(stop_rx)).await;
+    tracing::info!(%public_address, %admin_address, workers = sidecar.listen.workers, guards = sidecar.chain().guards().len(), "vigil is serving");
+    workers.wait().await;
     if let Some(reporter) = reporter {
         reporter.shutdown().await;
     }

@@ -2,7 +2,7 @@
 //! chain → forward → observe the response → account (history, inventory, metrics). Everything else is a room it calls.
 
 use crate::client::ResolvedClient;
-use crate::forward::{self, PrefixedBody, UpstreamError};
+use crate::forward::{self, PrefixedBody, UpstreamClient, UpstreamError};
 use crate::inventory::Observation;
 use crate::metrics::Verdict;
 use crate::respond::{self, ProxyBody, ProxyError};
@@ -14,13 +14,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use vigil_host::{Decision, Header};
 
 /// Serves one request.
 pub async fn handle(
-    sidecar: Arc<Sidecar>,
+    sidecar: &Sidecar,
+    upstream: &UpstreamClient,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
@@ -30,12 +30,12 @@ pub async fn handle(
 
     let declared_length = match forward::check_framing(req.headers()) {
         Ok(length) => length,
-        Err(error) => return refuse(&sidecar, &method, "-", error, &request_id),
+        Err(error) => return refuse(sidecar, &method, "-", error, &request_id),
     };
     let max_body = sidecar.listen.max_body_bytes;
     if declared_length.is_some_and(|l| l > max_body) {
         return refuse(
-            &sidecar,
+            sidecar,
             &method,
             "-",
             ProxyError::BodyTooLarge(max_body),
@@ -67,7 +67,7 @@ pub async fn handle(
                 Err(error) => {
                     let error =
                         ProxyError::BadRequest(format!("cannot read the request body: {error}"));
-                    return refuse(&sidecar, &method, &route.template, error, &request_id);
+                    return refuse(sidecar, &method, &route.template, error, &request_id);
                 }
             }
         } else {
@@ -107,7 +107,7 @@ pub async fn handle(
     if let Some(denial) = seen.decision.denial.clone() {
         let response = respond::denial(&denial, &request_id);
         seen.account(
-            &sidecar,
+            sidecar,
             response.status(),
             response.headers(),
             Verdict::Denied,
@@ -137,7 +137,7 @@ pub async fn handle(
         headers.insert("x-request-id", id);
     }
 
-    let mut response = match sidecar.upstream.send(upstream_request).await {
+    let mut response = match upstream.send(upstream_request).await {
         Ok(response) => response,
         Err(error) => {
             sidecar.metrics.upstream_error(error.kind());
@@ -151,7 +151,7 @@ pub async fn handle(
             };
             let response = error.response(&request_id);
             seen.account(
-                &sidecar,
+                sidecar,
                 response.status(),
                 response.headers(),
                 Verdict::Error,
@@ -161,7 +161,7 @@ pub async fn handle(
     };
 
     let status = response.status();
-    seen.account(&sidecar, status, response.headers(), Verdict::Allowed);
+    seen.account(sidecar, status, response.headers(), Verdict::Allowed);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;

@@ -1,9 +1,11 @@
 //! The listeners: the public one (HTTP/1.1 and prior-knowledge HTTP/2 on one port, with
-//! upgrades) and the admin one, both stopping gracefully when told to.
+//! upgrades), served by worker threads, and the admin one, both stopping gracefully when told to.
 
 use crate::admin;
+use crate::forward::UpstreamClient;
 use crate::pipeline;
 use crate::sidecar::Sidecar;
+use anyhow::Context as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -12,10 +14,71 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
+
+/// The threads serving the public listener. Each runs an event loop of its own and accepts
+/// from the shared listening socket, so a connection, its requests and their upstream
+/// exchanges stay on one thread: no request is handed between threads, as with nginx's workers.
+pub struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts `listen.workers` threads serving `listener` until `shutdown` turns true; each then
+/// drains its connections within the grace period.
+pub fn start_workers(
+    sidecar: Arc<Sidecar>,
+    listener: std::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Workers> {
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the public listener non-blocking")?;
+    let mut threads = Vec::with_capacity(sidecar.listen.workers);
+    for index in 0..sidecar.listen.workers {
+        // Everything that can fail happens here, before the thread starts, so it is reported
+        // as a start-up error rather than a worker that silently never serves.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .with_context(|| format!("cannot start the event loop of worker {index}"))?;
+        let listener = {
+            let _registered_with = runtime.enter();
+            let clone = listener
+                .try_clone()
+                .context("cannot share the public listener with a worker")?;
+            TcpListener::from_std(clone).context("cannot register the public listener")?
+        };
+        let (sidecar, mut shutdown) = (sidecar.clone(), shutdown.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("vigil-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(serve_public(sidecar, listener, async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                }));
+            })
+            .with_context(|| format!("cannot start worker thread {index}"))?;
+        threads.push(thread);
+    }
+    Ok(Workers { threads })
+}
+
+impl Workers {
+    /// Waits until every worker has drained and stopped.
+    pub async fn wait(self) {
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in self.threads {
+                if thread.join().is_err() {
+                    tracing::error!("a worker thread panicked");
+                }
+            }
+        })
+        .await;
+    }
+}
 
 /// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish within the configured grace period.
+/// finish within the configured grace period. Each call keeps its own pool of upstream
+/// connections.
 pub async fn serve_public(
     sidecar: Arc<Sidecar>,
     listener: TcpListener,
@@ -32,7 +95,7 @@ pub async fn serve_public(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(sidecar.listen.max_header_bytes as u32);
-    let permits = Arc::new(Semaphore::new(sidecar.listen.max_connections));
+    let upstream = Arc::new(UpstreamClient::new(&sidecar.upstream));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -46,15 +109,15 @@ pub async fn serve_public(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Ok(permit) = sidecar.connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; connection dropped");
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let sidecar = sidecar.clone();
+        let (sidecar, upstream) = (sidecar.clone(), upstream.clone());
         let service = service_fn(move |req| {
-            let sidecar = sidecar.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(sidecar, req, peer).await) }
+            let (sidecar, upstream) = (sidecar.clone(), upstream.clone());
+            async move { Ok::<_, Infallible>(pipeline::handle(&sidecar, &upstream, req, peer).await) }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -70,13 +133,15 @@ pub async fn serve_public(
     drop(listener);
     sidecar.set_ready(false);
     let grace = sidecar.listen.shutdown_grace;
+    let worker = std::thread::current().name().unwrap_or("-").to_string();
     tracing::info!(
+        worker,
         ?grace,
         "no longer accepting; waiting for in-flight requests"
     );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+        () = graceful.shutdown() => tracing::info!(worker, "all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(worker, "grace period over; closing remaining connections"),
     }
 }
 

@@ -3,8 +3,7 @@
 //! reload.
 
 use crate::client::ClientPolicy;
-use crate::config::{Config, Listen, Overrides};
-use crate::forward::UpstreamClient;
+use crate::config::{Config, Listen, Overrides, Upstream};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::route::{ApiSpec, RouteTable};
@@ -14,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
+use tokio::sync::Semaphore;
 use vigil_host::{Chain, GuardSource, GuardSpec, Runtime, RuntimeConfig};
 
 /// Everything a request needs, shared by all connections.
@@ -25,8 +25,10 @@ pub struct Sidecar {
     pub routes: RouteTable,
     /// Client resolution.
     pub clients: ClientPolicy,
-    /// The upstream.
-    pub upstream: UpstreamClient,
+    /// The upstream; each worker keeps its own pool of connections to it.
+    pub upstream: Upstream,
+    /// Client connections open now, across all workers (`listen.max_connections`).
+    pub connections: Arc<Semaphore>,
     /// Metrics.
     pub metrics: Metrics,
     /// Which endpoints are reached, by whom, with what outcome.
@@ -78,7 +80,8 @@ impl Sidecar {
             chain: RwLock::new(Arc::new(chain)),
             routes,
             clients: config.client.clone(),
-            upstream: UpstreamClient::new(&config.upstream),
+            upstream: config.upstream.clone(),
+            connections: Arc::new(Semaphore::new(config.listen.max_connections)),
             metrics: Metrics::new(),
             inventory,
             listen: config.listen.clone(),

@@ -10,31 +10,34 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The `vigil` binary of this workspace, built (or found up to date) by cargo once per test
-/// process.
+/// process. It asks for the workspace's test build, the one `cargo test --workspace` has just
+/// made: a plain `cargo build` resolves dependency features without dev-dependencies and would
+/// rebuild part of the dependency tree for a second binary.
 pub fn vigil_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let out = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "vigil",
-                "--bin",
-                "vigil",
-                "--message-format=json",
-            ])
+            .args(["test", "--workspace", "--no-run", "--message-format=json"])
             .arg("--manifest-path")
             .arg(&manifest)
             .stderr(Stdio::inherit())
             .output()
             .expect("cargo runs");
-        assert!(out.status.success(), "cargo build -p vigil failed");
+        assert!(
+            out.status.success(),
+            "cargo test --workspace --no-run failed"
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "vigil")
+            .filter(|m| {
+                m["reason"] == "compiler-artifact"
+                    && m["target"]["name"] == "vigil"
+                    && m["target"]["kind"][0] == "bin"
+                    && m["profile"]["test"] == false
+            })
             .find_map(|m| m["executable"].as_str().map(PathBuf::from))
             .expect("cargo names the vigil executable")
     })
