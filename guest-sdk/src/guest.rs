@@ -40,6 +40,43 @@ pub trait Guard {
     fn on_response(config: &Self::Config, req: &Request, resp: &Response) {
         let _ = (config, req, resp);
     }
+
+    /// Whether the guard reads header fields (of requests and responses). Set it to `false`
+    /// when it does not: Vigil then passes empty header lists and saves copying them into the
+    /// guard on every call.
+    const READS_HEADERS: bool = true;
+
+    /// Whether [`Guard::on_response`] does anything. Set it to `false` when it does not: Vigil
+    /// then never calls it, which saves a call per request.
+    const OBSERVES_RESPONSES: bool = true;
+}
+
+/// Length of the `vigil-guard-needs` section [`guard!`] writes.
+#[doc(hidden)]
+pub const NEEDS_LEN: usize = "headers responses".len();
+
+/// The text of the `vigil-guard-needs` custom section: the words `headers` and `responses`
+/// for what the guard uses, space-padded to a fixed length. Used by [`guard!`].
+#[doc(hidden)]
+pub const fn needs_section(headers: bool, responses: bool) -> [u8; NEEDS_LEN] {
+    let mut out = [b' '; NEEDS_LEN];
+    let mut at = 0;
+    if headers {
+        at = copy_word(&mut out, at, b"headers");
+    }
+    if responses {
+        copy_word(&mut out, at, b"responses");
+    }
+    out
+}
+
+const fn copy_word(out: &mut [u8; NEEDS_LEN], at: usize, word: &[u8]) -> usize {
+    let mut i = 0;
+    while i < word.len() {
+        out[at + i] = word[i];
+        i += 1;
+    }
+    at + word.len() + 1
 }
 
 /// Configuration of a guard that takes none; any JSON object is accepted.
@@ -53,6 +90,15 @@ macro_rules! guard {
         const _: () = {
             static CONFIG: ::std::sync::OnceLock<<$guard as $crate::Guard>::Config> =
                 ::std::sync::OnceLock::new();
+
+            // Tells the host what this guard uses (see guard.wit): what it does not use is
+            // neither copied into it nor called.
+            #[used]
+            #[link_section = "vigil-guard-needs"]
+            static NEEDS: [u8; $crate::NEEDS_LEN] = $crate::needs_section(
+                <$guard as $crate::Guard>::READS_HEADERS,
+                <$guard as $crate::Guard>::OBSERVES_RESPONSES,
+            );
 
             struct Export;
 
@@ -235,5 +281,18 @@ pub mod log {
     /// Logs at debug level.
     pub fn debug(message: impl AsRef<str>) {
         host_log(Level::Debug, message.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_needs_section_lists_what_the_guard_uses() {
+        assert_eq!(&needs_section(true, true), b"headers responses");
+        assert_eq!(&needs_section(true, false), b"headers          ");
+        assert_eq!(&needs_section(false, true), b"responses        ");
+        assert_eq!(&needs_section(false, false), b"                 ");
     }
 }

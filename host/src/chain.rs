@@ -2,7 +2,7 @@
 //! the first applied denial wins, monitor-mode denials are recorded but not applied, and a
 //! fault follows the guard's `on_error` policy.
 
-use crate::bindings::vigil::guard::types::{Deny, Request, Response, Verdict};
+use crate::bindings::vigil::guard::types::{Deny, Header, Request, Response, Verdict};
 use crate::guard::{timed, Fault, Guard, Mode, OnError};
 use crate::state::EventRecord;
 use crate::Runtime;
@@ -98,17 +98,38 @@ impl Chain {
         &self.guards
     }
 
+    /// Whether a guard that sees requests for this method and route reads headers: if none
+    /// does, the proxy need not copy them.
+    pub fn reads_request_headers(&self, method: &str, route: &str) -> bool {
+        self.guards
+            .iter()
+            .any(|g| g.needs().headers && g.applies_to(method, route))
+    }
+
+    /// Whether a guard that will observe this decision's response reads headers.
+    pub fn reads_response_headers(&self, decision: &Decision) -> bool {
+        decision.outcomes.iter().any(|outcome| {
+            self.guards
+                .get(outcome.index)
+                .is_some_and(|g| g.needs().responses && g.needs().headers)
+        })
+    }
+
     /// Runs the request through every matching guard. `req.body` holds the largest body
-    /// prefix any guard asked for; each guard gets at most its own cap of it, or none.
+    /// prefix any guard asked for; each guard gets at most its own cap of it, or none; guards
+    /// that declared they read no headers get none.
     pub fn evaluate(&self, req: &mut Request) -> Decision {
         let body = req.body.take();
+        let mut headers = HeldHeaders::take(req);
         let mut decision = Decision::default();
         for (index, guard) in self.guards.iter().enumerate() {
             if !guard.applies_to(&req.method, req.route.as_deref().unwrap_or(&req.path)) {
                 continue;
             }
             req.body = body_for(guard, &body);
+            headers.lend(req, guard);
             let (verdict, elapsed) = timed(|| guard.on_request(req));
+            headers.take_back(req);
             let mode = guard.spec().mode;
             let (result, wanted_denial) = match verdict {
                 Ok(Verdict::Allow) => (GuardResult::Allowed, None),
@@ -157,11 +178,13 @@ impl Chain {
             }
         }
         req.body = body;
+        headers.restore(req);
         decision
     }
 
     /// Records the request in its client's history, then shows the response to every guard
-    /// that saw the request, each with the body prefix it saw in `evaluate`.
+    /// that saw the request and observes responses, each with the body prefix and headers it
+    /// saw in `evaluate`.
     pub fn observe(
         &self,
         runtime: &Runtime,
@@ -181,14 +204,58 @@ impl Chain {
             },
         );
         let body = req.body.take();
+        let mut headers = HeldHeaders::take(req);
+        let bare_response = Response {
+            headers: Vec::new(),
+            ..*resp
+        };
         for outcome in &decision.outcomes {
-            if let Some(guard) = self.guards.get(outcome.index) {
-                req.body = body_for(guard, &body);
-                // A fault here was already counted and logged; the response is not changed.
-                let _ = guard.on_response(req, resp);
+            let Some(guard) = self.guards.get(outcome.index) else {
+                continue;
+            };
+            if !guard.needs().responses {
+                continue;
             }
+            req.body = body_for(guard, &body);
+            headers.lend(req, guard);
+            let resp = if guard.needs().headers {
+                resp
+            } else {
+                &bare_response
+            };
+            // A fault here was already counted and logged; the response is not changed.
+            let _ = guard.on_response(req, resp);
+            headers.take_back(req);
         }
         req.body = body;
+        headers.restore(req);
+    }
+}
+
+/// A request's headers held aside while guards are called: moved into the request for guards
+/// that read headers and back out after, so guards that do not get an empty list (nothing to
+/// copy into them) and no header list is ever cloned.
+struct HeldHeaders(Vec<Header>);
+
+impl HeldHeaders {
+    fn take(req: &mut Request) -> HeldHeaders {
+        HeldHeaders(std::mem::take(&mut req.headers))
+    }
+
+    fn lend(&mut self, req: &mut Request, guard: &Guard) {
+        if guard.needs().headers {
+            req.headers = std::mem::take(&mut self.0);
+        }
+    }
+
+    fn take_back(&mut self, req: &mut Request) {
+        if !req.headers.is_empty() {
+            self.0 = std::mem::take(&mut req.headers);
+        }
+    }
+
+    fn restore(self, req: &mut Request) {
+        req.headers = self.0;
     }
 }
 

@@ -2,6 +2,7 @@
 //! applied around every call.
 
 use crate::bindings::{self, vigil::guard::types};
+use crate::needs::Needs;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
 use crate::state::lock;
@@ -157,6 +158,8 @@ pub struct Fault {
 pub struct GuardStats {
     /// Calls of `on-request`.
     pub requests: AtomicU64,
+    /// Calls of `on-response`.
+    pub responses: AtomicU64,
     /// Denials returned (applied or not).
     pub denials: AtomicU64,
     /// Faults by kind: deadline, limit, trap, instantiate.
@@ -191,6 +194,7 @@ pub struct Guard {
     spec: GuardSpec,
     routes: Vec<Pattern>,
     content_hash: u64,
+    needs: Needs,
     pre: bindings::GuardPre<GuestState>,
     engine: Engine,
     services: Arc<HostServices>,
@@ -245,6 +249,7 @@ impl Runtime {
             })?,
         };
         check_header(&bytes).map_err(invalid)?;
+        let needs = Needs::of_component(&bytes).map_err(invalid)?;
         let component = Component::new(&self.engine, &bytes).map_err(|e| {
             invalid(format!(
                 "not a valid WebAssembly component: {}",
@@ -273,6 +278,7 @@ impl Runtime {
             identity,
             routes: spec.routes.clone(),
             content_hash: content_hash(&bytes),
+            needs,
             pre,
             engine: self.engine.clone(),
             services: self.services.clone(),
@@ -327,6 +333,11 @@ impl Guard {
         self.content_hash
     }
 
+    /// What the guard declared it uses.
+    pub fn needs(&self) -> Needs {
+        self.needs
+    }
+
     /// Counters since load.
     pub fn stats(&self) -> &GuardStats {
         &self.stats
@@ -359,6 +370,7 @@ impl Guard {
         req: &types::Request,
         resp: &types::Response,
     ) -> Result<(), Fault> {
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
         self.call(&req.client.key, |guard, store| {
             guard.call_on_response(store, req, resp)
         })

@@ -12,6 +12,7 @@
 //! - `runtime`: the engine (pooling allocator, copy-on-write images, epoch ticker) and linker.
 //! - `guard`: loading and checking a guard; its warm instance pool; faults.
 //! - `chain`: ordered evaluation, first applied denial wins, monitor mode.
+//! - `needs`: what a guard declares it uses (headers, responses).
 //! - `sandbox`: an instance's store data, limits, and the `state` imports.
 //! - `output`: captured stdout/stderr/log under a per-call byte budget.
 //! - `state`: the bounded, per-guard-namespaced state tables.
@@ -28,6 +29,7 @@ mod chain;
 pub mod clock;
 mod findings;
 mod guard;
+mod needs;
 mod output;
 mod runtime;
 mod sandbox;
@@ -41,6 +43,7 @@ pub use findings::Finding;
 pub use guard::{
     Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
 };
+pub use needs::{Needs, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
 pub use vigil_guest::route::{Pattern, PatternError};

@@ -73,7 +73,12 @@ fn guards(sidecar: &Sidecar) -> serde_json::Value {
                 "mode": if spec.mode == Mode::Monitor { "monitor" } else { "enforce" },
                 "on_error": if spec.on_error == OnError::Deny { "deny" } else { "allow" },
                 "routes": spec.routes.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
+                "needs": {
+                    "headers": g.needs().headers,
+                    "responses": g.needs().responses,
+                },
                 "requests": stats.requests.load(Ordering::Relaxed),
+                "responses": stats.responses.load(Ordering::Relaxed),
                 "denials": stats.denials.load(Ordering::Relaxed),
                 "faults": {
                     "deadline": stats.faults(FaultKind::Deadline),

@@ -47,10 +47,7 @@ pub async fn handle(
     let route = sidecar.routes.resolve(&method, req.uri().path());
     let chain = sidecar.chain();
 
-    let guarded = chain
-        .guards()
-        .iter()
-        .any(|g| g.applies_to(&method, &route.template));
+    let headers_read = chain.reads_request_headers(&method, &route.template);
     // Guards that inspect bodies get a prefix; the body is then streamed on, prefix first.
     let body_wanted = chain
         .guards()
@@ -79,8 +76,8 @@ pub async fn handle(
         path: parts.uri.path().to_string(),
         route: Some(route.template.to_string()),
         query: parts.uri.query().map(str::to_string),
-        // Copied only for guards: no guard on the route, no copy.
-        headers: if guarded {
+        // Copied only for guards that read them: none on the route, no copy.
+        headers: if headers_read {
             guard_headers(&parts.headers)
         } else {
             Vec::new()
@@ -214,11 +211,11 @@ impl Seen<'_> {
         headers: &HeaderMap,
         verdict: Verdict,
     ) {
-        // Only guards that saw the request see the response.
-        let headers = if self.decision.outcomes.is_empty() {
-            Vec::new()
-        } else {
+        // Only guards that saw the request see the response; only those that read headers get them.
+        let headers = if self.chain.reads_response_headers(&self.decision) {
             guard_headers(headers)
+        } else {
+            Vec::new()
         };
         let response = vigil_host::Response {
             status: status.as_u16(),

@@ -1,9 +1,10 @@
 //! The guard runtime against real compiled guards: verdicts, routes, chains, monitor mode,
 //! on-response, hostile guards, load-time rejects and state through the `state` imports.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use vigil_host::{
-    Chain, FaultKind, GuardResult, LoadError, Mode, OnError, Pattern, Response, Runtime,
+    Chain, FaultKind, GuardResult, LoadError, Mode, Needs, OnError, Pattern, Response, Runtime,
     RuntimeConfig, SandboxLimits, Verdict,
 };
 use vigil_tests::{guards, load, load_error, request, runtime, spec, with_policy};
@@ -174,6 +175,66 @@ fn on_response_sees_the_real_status_and_history_records_it() {
         (history[0].status, history[0].route.as_str()),
         (404, "/users/{id}")
     );
+}
+
+#[test]
+fn guards_get_only_what_they_declare_they_use() {
+    let rt = runtime();
+    let blind = load(&rt, spec("blind", "blind", ""));
+    let observer = load(&rt, spec("observer", "fixed-verdict", r#"{"deny": null}"#));
+    let no_needs = Needs {
+        headers: false,
+        responses: false,
+    };
+    assert_eq!(blind.needs(), no_needs);
+    assert_eq!(
+        observer.needs(),
+        Needs::ALL,
+        "the SDK's defaults: everything"
+    );
+    let rate_limit = load(
+        &rt,
+        spec(
+            "rl",
+            "rate-limit",
+            r#"{"key": "client", "rate": 100, "per": "second", "burst": 5}"#,
+        ),
+    );
+    assert_eq!(
+        (rate_limit.needs().headers, rate_limit.needs().responses),
+        (true, false),
+        "a stock guard declares what it uses"
+    );
+
+    let alone = chain(vec![blind.clone()]);
+    assert!(!alone.reads_request_headers("GET", "/"));
+    let both = chain(vec![blind.clone(), observer.clone()]);
+    assert!(both.reads_request_headers("GET", "/"));
+
+    let mut req = request("GET", "/", "c", &[("x-api-key", "k1"), ("user-agent", "t")]);
+    assert!(!alone.reads_response_headers(&alone.evaluate(&mut req.clone())));
+    rt.drain_findings();
+    let d = both.evaluate(&mut req);
+    assert_eq!(req.headers.len(), 2, "the request keeps its headers");
+    assert!(both.reads_response_headers(&d));
+    both.observe(&rt, &mut req, &response(200), &d);
+    assert_eq!(req.headers.len(), 2, "and keeps them after observe");
+    let seen: Vec<(String, String, String)> = rt
+        .drain_findings()
+        .into_iter()
+        .map(|f| (f.guard, f.kind, f.detail))
+        .collect();
+    let seen: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|(g, k, d)| (g.as_str(), k.as_str(), d.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("blind", "headers", "0"), ("observer", "response", "200 /")],
+        "blind got no headers and no on-response call"
+    );
+    assert_eq!(blind.stats().responses.load(Ordering::Relaxed), 0);
+    assert_eq!(observer.stats().responses.load(Ordering::Relaxed), 1);
 }
 
 #[test]
@@ -355,6 +416,19 @@ fn load_rejects_bad_modules_with_clear_errors() {
     let (_, text) = load_error(&rt, truncated);
     assert!(
         text.contains("guard \"truncated\": not a valid WebAssembly component"),
+        "{text}"
+    );
+
+    // A needs declaration naming something this host does not know.
+    let mut declared = std::fs::read(guards::ALLOW_ALL).unwrap();
+    let (name, data) = (vigil_host::NEEDS_SECTION.as_bytes(), b"headers bodies");
+    declared.extend([0, (1 + name.len() + data.len()) as u8, name.len() as u8]);
+    declared.extend(name.iter().chain(data));
+    let mut unknown = spec("unknown-need", "allow-all", "");
+    unknown.source = bytes(declared);
+    let (_, text) = load_error(&rt, unknown);
+    assert!(
+        text.contains("guard \"unknown-need\": its vigil-guard-needs section names \"bodies\""),
         "{text}"
     );
 

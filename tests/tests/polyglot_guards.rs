@@ -179,7 +179,13 @@ async fn path_guard_refuses_traversal_nul_and_scanners_but_not_ordinary_traffic(
 fn path_guard_status_checks_reasons_and_findings() {
     let rt = vigil_tests::runtime();
     let config = r#"{"status": 400, "checks": {"scanners": false}}"#;
-    let chain = Chain::new(vec![load(&rt, spec("paths", "path-guard", config))]).unwrap();
+    let guard = load(&rt, spec("paths", "path-guard", config));
+    assert_eq!(
+        (guard.needs().headers, guard.needs().responses),
+        (true, false),
+        "the C guard declares it reads headers and not responses"
+    );
+    let chain = Chain::new(vec![guard]).unwrap();
     let denial = |path: &str, ua: &str| {
         let mut req = vigil_tests::request("GET", path, "c", &[("user-agent", ua)]);
         chain

@@ -377,6 +377,12 @@ async fn admin_endpoints() {
     let guards: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(guards[0]["name"], "allow");
     assert_eq!(guards[0]["requests"], 1);
+    assert_eq!(guards[0]["responses"], 1);
+    assert_eq!(
+        guards[0]["needs"],
+        serde_json::json!({"headers": true, "responses": true}),
+        "allow-all keeps the SDK's defaults"
+    );
     assert_eq!(guards[0]["content_hash"].as_str().unwrap().len(), 16);
     let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
     let metrics = String::from_utf8_lossy(&metrics);

@@ -413,6 +413,12 @@ void exports_guard_on_request(guard_request_t *req, guard_verdict_t *ret) {
     guard_request_free(req);
 }
 
+/* Tells Vigil this guard reads headers (User-Agent) but does nothing with responses, so
+ * on-response is never called (see guard.wit: the vigil-guard-needs section). */
+__asm__(".section \".custom_section.vigil-guard-needs\",\"\",@\n"
+        ".ascii \"headers\"\n"
+        ".text\n");
+
 void exports_guard_on_response(guard_request_t *req, guard_response_t *resp) {
     guard_request_free(req);
     guard_response_free(resp);

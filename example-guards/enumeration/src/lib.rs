@@ -65,6 +65,7 @@ struct Enumeration;
 
 impl Guard for Enumeration {
     type Config = Config;
+    const READS_HEADERS: bool = false;
 
     fn check_config(config: &Config) -> Result<(), String> {
         if config.routes.is_empty() {

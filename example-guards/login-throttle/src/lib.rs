@@ -16,6 +16,8 @@ struct LoginThrottle;
 
 impl Guard for LoginThrottle {
     type Config = Config;
+    const READS_HEADERS: bool = false;
+    const OBSERVES_RESPONSES: bool = false;
 
     fn check_config(config: &Config) -> Result<(), String> {
         if !(config.per_minute > 0.0) {

@@ -171,6 +171,8 @@ struct RateLimit;
 
 impl Guard for RateLimit {
     type Config = Config;
+    // Headers are read when the key names one; responses are not looked at.
+    const OBSERVES_RESPONSES: bool = false;
 
     fn check_config(config: &Config) -> Result<(), String> {
         let parts = config.key.parts();

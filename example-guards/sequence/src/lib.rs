@@ -201,6 +201,8 @@ struct Sequence;
 
 impl Guard for Sequence {
     type Config = Config;
+    const READS_HEADERS: bool = false;
+    const OBSERVES_RESPONSES: bool = false;
 
     fn check_config(config: &Config) -> Result<(), String> {
         for (i, rule) in config.rules.iter().enumerate() {
