@@ -637,8 +637,14 @@ def parse_args():
     return args
 
 
+def stop_on_sigterm(signum, frame):
+    # SystemExit unwinds through main's `finally`, which stops every target it started.
+    raise SystemExit(f"loadtest: stopped by signal {signum}")
+
+
 def main():
     args = parse_args()
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     for tool in ["nginx", "haproxy", "wrk"] + (["oha"] if args.latency_tool == "oha" else []):
         if not shutil.which(tool):
             raise SystemExit(f"loadtest: {tool} is not installed (scripts/loadtest.sh installs it)")
