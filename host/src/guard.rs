@@ -183,6 +183,57 @@ struct WarmInstance {
     calls: u64,
 }
 
+/// Warm instances of one guard, in one shard per thread slot. A worker thread takes and
+/// returns instances in its own shard, so an instance's memory stays in one core's caches and
+/// threads do not contend for one lock; an empty shard borrows from the others before a
+/// fresh instance is made.
+struct WarmPool {
+    shards: Box<[Mutex<Vec<WarmInstance>>]>,
+    per_shard: usize,
+}
+
+impl WarmPool {
+    fn new(max_warm: usize) -> WarmPool {
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        WarmPool {
+            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            per_shard: max_warm.div_ceil(shards).max(1),
+        }
+    }
+
+    fn home(&self) -> usize {
+        thread_slot() % self.shards.len()
+    }
+
+    fn take(&self) -> Option<WarmInstance> {
+        let home = self.home();
+        if let Some(instance) = lock(&self.shards[home]).pop() {
+            return Some(instance);
+        }
+        (1..self.shards.len())
+            .map(|offset| (home + offset) % self.shards.len())
+            .find_map(|shard| lock(&self.shards[shard]).pop())
+    }
+
+    /// Keeps `instance` for a later call, unless this thread's shard is full.
+    fn put(&self, instance: WarmInstance) {
+        let mut shard = lock(&self.shards[self.home()]);
+        if shard.len() < self.per_shard {
+            shard.push(instance);
+        }
+    }
+}
+
+/// A small number for the calling thread, distinct for the first threads that ask: worker
+/// threads started one after the other land in different shards.
+fn thread_slot() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|slot| *slot)
+}
+
 /// Time instantiation and `init` get. They run once per instance, not per request, and may
 /// start a whole language runtime (CPython); on a busy machine that can take far longer than
 /// a call's deadline, and a sidecar must not fail to start because its node is loaded.
@@ -200,8 +251,7 @@ pub struct Guard {
     services: Arc<HostServices>,
     deadline_ticks: u64,
     init_deadline_ticks: u64,
-    warm: Mutex<Vec<WarmInstance>>,
-    max_warm: usize,
+    warm: WarmPool,
     recycle_after: u64,
     stats: GuardStats,
 }
@@ -284,8 +334,7 @@ impl Runtime {
             services: self.services.clone(),
             deadline_ticks: self.deadline_ticks(limits.deadline),
             init_deadline_ticks: self.deadline_ticks(INIT_DEADLINE),
-            warm: Mutex::new(Vec::new()),
-            max_warm: self.config.warm_instances_per_guard,
+            warm: WarmPool::new(self.config.warm_instances_per_guard),
             recycle_after: self.config.recycle_after_calls.max(1),
             stats: GuardStats::default(),
             spec,
@@ -302,7 +351,7 @@ impl Runtime {
                 fault.kind.as_str()
             )),
         })?;
-        lock(&guard.warm).push(first);
+        guard.warm.put(first);
         Ok(Arc::new(guard))
     }
 }
@@ -383,7 +432,7 @@ impl Guard {
         client_key: &str,
         f: impl FnOnce(&bindings::Guard, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
-        let warm = lock(&self.warm).pop();
+        let warm = self.warm.take();
         let mut instance = match warm {
             Some(instance) => instance,
             None => self.instantiate().map_err(|e| {
@@ -411,10 +460,7 @@ impl Guard {
             Ok(value) => {
                 instance.calls += 1;
                 if instance.calls < self.recycle_after {
-                    let mut warm = lock(&self.warm);
-                    if warm.len() < self.max_warm {
-                        warm.push(instance);
-                    }
+                    self.warm.put(instance);
                 }
                 Ok(value)
             }

@@ -238,6 +238,28 @@ fn guards_get_only_what_they_declare_they_use() {
 }
 
 #[test]
+fn a_warm_instance_serves_threads_in_turn_without_new_instances() {
+    let rt = runtime();
+    let guard = load(&rt, spec("allow", "allow-all", ""));
+    let c = chain(vec![guard.clone()]);
+    for _ in 0..4 {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                assert!(c.evaluate(&mut request("GET", "/", "c", &[])).allowed());
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    assert_eq!(
+        guard.stats().instances_created.load(Ordering::Relaxed),
+        1,
+        "the instance made at load moved from thread to thread"
+    );
+}
+
+#[test]
 fn body_prefix_only_for_guards_that_ask() {
     let rt = runtime();
     let mut with_body = spec(
