@@ -411,6 +411,46 @@ def compare(args, lab):
     return {"rate": rate, "rows": rows}
 
 
+def compare_builds(args, lab):
+    """Before and after: the `--baseline` build and the `--vigil` build, each without guards
+    and with the stock chain, alternating with nginx and nginx + limit_req in the same rounds.
+    Saturation only."""
+    peers = [lab.nginx("nginx", "nginx proxy_pass", "nginx.conf"),
+             lab.nginx("nginx-limit-req", "nginx + limit_req", "nginx-limit-req.conf")]
+    builds = []
+    for build, binary in (("baseline", args.baseline.resolve()), ("measured", lab.vigil)):
+        lab.vigil, measured = binary, lab.vigil
+        builds.append(lab.vigil_target(f"{build}", f"{build} build ({binary.name}), no guards"))
+        builds.append(lab.vigil_target(f"{build}-stock", f"{build} build ({binary.name}), stock chain",
+                                       "guards-3.toml"))
+        lab.vigil = measured
+    targets = peers + builds
+    for target in targets:
+        target.start()
+    load = Load(args.threads, args.connections, args.duration)
+    warm_up(targets, load, args.clients)
+    for target, sample in in_rounds(targets, args.rounds, lambda t: wrk(t, load, args.clients), "builds"):
+        target.samples["saturation"].append(sample)
+    nginx_rps = {t.name: t.metric("saturation", "rps") for t in peers}
+    rows = []
+    for target in targets:
+        rps = target.metric("saturation", "rps")
+        rows.append({
+            "target": target.name,
+            "label": target.label,
+            "rps": rps,
+            "rps_vs_nginx": rps / nginx_rps["nginx"],
+            "rps_vs_nginx-limit-req": rps / nginx_rps["nginx-limit-req"],
+            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
+            "p99_ms_closed_loop": target.metric("saturation", "p99_ms"),
+            "peak_rss_mib": peak_rss_mib(target.pids()),
+            "errors": sum(s["errors"] for s in target.samples["saturation"]),
+        })
+        target.stop()
+    lab.targets.clear()
+    return rows
+
+
 def scale_guards(args, lab):
     load = Load(args.threads, args.connections, args.duration)
     targets = [
@@ -523,6 +563,17 @@ def load_average():
 def markdown(report):
     args = report["settings"]
     out = []
+    if report.get("builds"):
+        out.append(f"Builds compared: {args['rounds']} rounds of {args['duration']:g} s, wrk -t{args['threads']} "
+                   f"-c{args['connections']} over {args['clients']:,} clients, saturation only.")
+        out.append("")
+        out.append("| target | req/s at saturation | vs nginx | vs nginx+limit_req | CPU s / 10k req "
+                   "| p99 ms (closed loop) | peak RSS MiB | errors |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in report["builds"]:
+            out.append(f"| {r['label']} | {r['rps']:,.0f} | {r['rps_vs_nginx']:.2f}× | {r['rps_vs_nginx-limit-req']:.2f}× "
+                       f"| {r['cpu_s_per_10k']:.3f} | {r['p99_ms_closed_loop']:.2f} | {r['peak_rss_mib']:.1f} | {r['errors']} |")
+        return "\n".join(out) + "\n"
     compare_rows = report["compare"]["rows"]
     out.append(f"Rounds: {args['rounds']}, {args['duration']:g} s per run; saturation with wrk "
                f"-t{args['threads']} -c{args['connections']} over {args['clients']:,} clients; latency at "
@@ -586,7 +637,8 @@ def check_smoke(report):
     """The smoke mode's assertions, one per measured row: every request answered 2xx, every
     figure read, and Vigil tracking the clients sent. Returns (rows checked, problems)."""
     problems = []
-    rows = report["compare"]["rows"] + report.get("guards", []) + report.get("clients", [])
+    rows = (report.get("compare", {}).get("rows", []) + report.get("builds", [])
+            + report.get("guards", []) + report.get("clients", []))
     for row in rows:
         name = row.get("label") or f"{row.get('guards', row.get('clients'))} ({'guards' if 'guards' in row else 'clients'})"
         wrong = []
@@ -627,6 +679,9 @@ def parse_args():
     parser.add_argument("--client-counts", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1_000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--baseline", type=Path,
+                        help="another vigil build: measure it against --vigil (before and after a change), "
+                             "each with no guards and the stock chain, beside nginx; saturation only")
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.duration, args.latency_tool = 1, 1.0, "wrk"
@@ -662,15 +717,18 @@ def main():
     log(f"results in {run_dir}; load average {report['load_before']}")
     try:
         lab.start_upstream()
-        report["compare"] = compare(args, lab)
-        if not args.skip_scaling:
+        if args.baseline:
+            report["builds"] = compare_builds(args, lab)
+        else:
+            report["compare"] = compare(args, lab)
+        if not args.skip_scaling and not args.baseline:
             report["guards"] = scale_guards(args, lab)
             report["clients"] = scale_clients(args, lab)
     finally:
         lab.stop_all()
     report["load_after"] = load_average()
     report["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    report["targets"] = verdicts(report)
+    report["targets"] = verdicts(report) if "compare" in report else []
     (run_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     (run_dir / "results.md").write_text(text)

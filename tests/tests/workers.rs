@@ -2,7 +2,6 @@
 //! every worker lets its in-flight requests finish before the process exits.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use vigil_tests::harness::Upstream;
 use vigil_tests::process::{eventually, free_port, http, temp_dir, Process};
 
@@ -18,15 +17,20 @@ fn worker_threads(pid: u32) -> Vec<String> {
     names
 }
 
-fn start(dir: &Path, upstream: SocketAddr, workers: usize) -> (Process, SocketAddr, SocketAddr) {
+/// A test upstream (on its own runtime, kept alive by the caller) and `vigil run` in front of
+/// it with `workers` workers; returns the process and its public address.
+fn start(name: &str, workers: usize) -> (tokio::runtime::Runtime, Upstream, Process, SocketAddr) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let upstream = runtime.block_on(Upstream::start());
     let public: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.join("vigil.toml");
+    let config = temp_dir(name).join("vigil.toml");
     std::fs::write(
         &config,
         format!(
             "[listen]\naddress = \"{public}\"\nworkers = {workers}\nshutdown_grace = \"10s\"\n\
-             [admin]\naddress = \"{admin}\"\n[upstream]\nurl = \"http://{upstream}\"\n"
+             [admin]\naddress = \"{admin}\"\n[upstream]\nurl = \"http://{}\"\n",
+            upstream.addr
         ),
     )
     .unwrap();
@@ -34,15 +38,12 @@ fn start(dir: &Path, upstream: SocketAddr, workers: usize) -> (Process, SocketAd
     eventually("readiness", || {
         http(admin, "GET", "/readyz", &[], b"").is_ok_and(|r| r.status == 200)
     });
-    (process, public, admin)
+    (runtime, upstream, process, public)
 }
 
 #[test]
 fn the_configured_workers_serve_concurrent_clients_and_drain_on_sigterm() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let upstream = runtime.block_on(Upstream::start());
-    let dir = temp_dir("workers");
-    let (process, public, _) = start(&dir, upstream.addr, 3);
+    let (_runtime, upstream, process, public) = start("workers", 3);
     assert_eq!(
         worker_threads(process.id()),
         ["vigil-worker-0", "vigil-worker-1", "vigil-worker-2"]
@@ -81,10 +82,7 @@ fn the_configured_workers_serve_concurrent_clients_and_drain_on_sigterm() {
 
 #[test]
 fn one_worker_is_enough() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let upstream = runtime.block_on(Upstream::start());
-    let dir = temp_dir("one-worker");
-    let (process, public, _) = start(&dir, upstream.addr, 1);
+    let (_runtime, _upstream, process, public) = start("one-worker", 1);
     assert_eq!(worker_threads(process.id()), ["vigil-worker-0"]);
     let answer = http(public, "GET", "/items/1", &[], b"").unwrap();
     assert_eq!(answer.status, 200);
