@@ -230,6 +230,13 @@ pub mod state {
         host::history(limit)
     }
 
+    /// Whether the current client made a request matching one of `patterns` within `within`
+    /// (only 2xx and 3xx answers with `successful_only`): a history question answered by the
+    /// host, without copying the history into the guard.
+    pub fn happened(patterns: &[String], within: Duration, successful_only: bool) -> bool {
+        host::happened(patterns, within.as_millis() as u64, successful_only)
+    }
+
     /// Takes a token from the rate limiter `key`; `Err` says how long to wait.
     pub fn rate(key: &str, per_second: f64, burst: u32) -> Result<(), Duration> {
         host::rate(key, per_second, burst).map_err(|ms| Duration::from_millis(ms.into()))

@@ -8,6 +8,7 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
     imports: {
         "vigil:guard/state.rate": trappable,
+        "vigil:guard/state.happened": trappable,
         "vigil:guard/state.set": trappable,
     },
 });

@@ -7,6 +7,7 @@ use crate::output::OutputCapture;
 use crate::state::{GuardScope, StateStore};
 use std::sync::Arc;
 use std::time::Duration;
+use vigil_guest::route::Pattern;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -169,11 +170,48 @@ impl WasiView for GuestState {
     }
 }
 
+/// Patterns one `happened` call may ask about: each is matched against every event in the
+/// client's history.
+const MAX_HAPPENED_PATTERNS: usize = 64;
+/// Longest pattern `happened` accepts.
+const MAX_HAPPENED_PATTERN_BYTES: usize = 1024;
+
 impl types::Host for GuestState {}
 
 impl state::Host for GuestState {
     fn history(&mut self, limit: u32) -> Vec<types::Event> {
         self.services.state.history(&self.client_key, limit)
+    }
+
+    fn happened(
+        &mut self,
+        patterns: Vec<String>,
+        within_ms: u64,
+        successful_only: bool,
+    ) -> wasmtime::Result<bool> {
+        if patterns.len() > MAX_HAPPENED_PATTERNS {
+            return Err(wasmtime::Error::msg(format!(
+                "happened: {} patterns; at most {MAX_HAPPENED_PATTERNS} are allowed",
+                patterns.len()
+            )));
+        }
+        let mut parsed = Vec::with_capacity(patterns.len());
+        for pattern in &patterns {
+            if pattern.len() > MAX_HAPPENED_PATTERN_BYTES {
+                return Err(wasmtime::Error::msg(format!(
+                    "happened: a pattern of {} bytes; at most {MAX_HAPPENED_PATTERN_BYTES} are allowed",
+                    pattern.len()
+                )));
+            }
+            parsed.push(
+                Pattern::parse(pattern)
+                    .map_err(|e| wasmtime::Error::msg(format!("happened: {e}")))?,
+            );
+        }
+        Ok(self
+            .services
+            .state
+            .happened(&self.client_key, &parsed, within_ms, successful_only))
     }
 
     fn rate(

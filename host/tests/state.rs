@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use vigil_host::clock::ManualClock;
+use vigil_host::clock::{Clock, ManualClock};
 use vigil_host::state::{EventRecord, StateError, StateLimits, StateStore};
 
 fn store(limits: StateLimits) -> (StateStore, Arc<ManualClock>) {
@@ -40,6 +40,49 @@ fn history_is_newest_first_and_bounded_by_depth() {
     assert!(!h[0].authenticated && h[1].authenticated && h[0].public);
     assert_eq!(s.history("alice", 2).len(), 2);
     assert!(s.history("bob", 10).is_empty());
+}
+
+#[test]
+fn happened_answers_from_the_history_within_the_window() {
+    let (s, clock) = store(StateLimits::default());
+    let now = clock.now_ms();
+    let reset = vigil_host::Pattern::parse("POST /password-reset").unwrap();
+    let any_admin = vigil_host::Pattern::parse("* /admin/**").unwrap();
+    s.record(
+        "alice",
+        &EventRecord {
+            method: "POST",
+            ..event(now - 120_000, "/password-reset", 500)
+        },
+    );
+    s.record("alice", &event(now - 10_000, "/admin/users", 200));
+    s.record("alice", &event(now - 1_000, "/items/{id}", 200));
+
+    let within = |minutes: u64| minutes * 60_000;
+    assert!(s.happened("alice", &[reset.clone()], within(3), false));
+    assert!(
+        !s.happened("alice", &[reset.clone()], within(1), false),
+        "older than the window"
+    );
+    assert!(
+        !s.happened("alice", &[reset.clone()], within(3), true),
+        "answered 500: not successful"
+    );
+    assert!(s.happened(
+        "alice",
+        &[reset.clone(), any_admin.clone()],
+        within(1),
+        true
+    ));
+    assert!(
+        !s.happened("bob", &[any_admin], within(60), false),
+        "another client"
+    );
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        !s.happened("alice", &[reset], within(3), false),
+        "time moved on"
+    );
 }
 
 #[test]

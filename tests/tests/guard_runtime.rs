@@ -361,6 +361,20 @@ fn trap_and_panic_follow_on_error() {
     assert!(fault.detail.contains("unreachable"), "{}", fault.detail);
     let d = open.evaluate(&mut request("GET", "/", "a", &[("x-attack", "trap")]));
     assert!(d.allowed(), "on_error = allow lets the request through");
+    for (abuse, expected) in [
+        (
+            "bad-pattern",
+            "happened: invalid route pattern \"no-leading-slash\"",
+        ),
+        (
+            "many-patterns",
+            "happened: 65 patterns; at most 64 are allowed",
+        ),
+    ] {
+        let fault = attack(&open, abuse);
+        assert_eq!(fault.kind, FaultKind::Trap, "{abuse}");
+        assert!(fault.detail.contains(expected), "{abuse}: {}", fault.detail);
+    }
 
     let closed = hostile_chain(&rt, OnError::Deny);
     let fault = attack(&closed, "panic");

@@ -38,7 +38,7 @@
 use guard_util::{DurationText, PatternText, SEP};
 use serde::Deserialize;
 use std::time::Duration;
-use vigil_guest::{route, state, Event, Guard, Request, Verdict};
+use vigil_guest::{state, Guard, Request, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,25 +176,11 @@ fn patterns_text(patterns: &[PatternText]) -> String {
         .join(" or ")
 }
 
-/// Whether one of `after` happened within `within` before `now_ms`, among `history`
-/// (newest first), counting only events `counts` accepts.
-fn happened(
-    history: &[Event],
-    after: &[PatternText],
-    within: Duration,
-    now_ms: u64,
-    counts: impl Fn(&Event) -> bool,
-) -> bool {
-    let since = now_ms.saturating_sub(within.as_millis() as u64);
-    history
-        .iter()
-        .take_while(|e| e.at_ms >= since)
-        .filter(|e| counts(e))
-        .any(|e| {
-            after
-                .iter()
-                .any(|p| route::Pattern::matches(p.get(), &e.method, &e.route))
-        })
+/// Whether the client made one of the `after` requests within `within`: asked of the host,
+/// which keeps the history, so the history is not copied into the guard.
+fn happened(after: &[PatternText], within: Duration, successful_only: bool) -> bool {
+    let patterns: Vec<String> = after.iter().map(|p| p.text().to_string()).collect();
+    state::happened(&patterns, within, successful_only)
 }
 
 struct Sequence;
@@ -213,8 +199,6 @@ impl Guard for Sequence {
 
     fn on_request(config: &Config, req: &Request) -> Verdict {
         let client = &req.client.key;
-        // Fetched once, and only when a history rule applies.
-        let mut history: Option<Vec<Event>> = None;
         for (i, rule) in config.rules.iter().enumerate() {
             if !rule.target().matches(req) {
                 continue;
@@ -225,9 +209,7 @@ impl Guard for Sequence {
                     after,
                     within,
                 } => {
-                    let events = history.get_or_insert_with(|| state::history(u32::MAX));
-                    let ok = |e: &Event| (200..400).contains(&e.status);
-                    if !happened(events, after, *within.get(), req.received_ms, ok) {
+                    if !happened(after, *within.get(), true) {
                         let reason = format!(
                             "{} requires {} within {}",
                             target.text(),
@@ -242,8 +224,7 @@ impl Guard for Sequence {
                     after,
                     within,
                 } => {
-                    let events = history.get_or_insert_with(|| state::history(u32::MAX));
-                    if happened(events, after, *within.get(), req.received_ms, |_| true) {
+                    if happened(after, *within.get(), false) {
                         let reason = format!(
                             "{} is not allowed within {} after {}",
                             target.text(),

@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 use table::BoundedTable;
+use vigil_guest::route::Pattern;
 
 /// Bounds of the state tables. Every table evicts its least recently seen entry when full and
 /// drops entries idle for longer than `idle_expiry`.
@@ -239,6 +240,32 @@ impl StateStore {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether `client_key` made a request matching one of `patterns` in the last `within_ms`
+    /// milliseconds, counting only 2xx and 3xx answers when `successful_only`.
+    pub fn happened(
+        &self,
+        client_key: &str,
+        patterns: &[Pattern],
+        within_ms: u64,
+        successful_only: bool,
+    ) -> bool {
+        let key = self.bounded_key(client_key);
+        let now = self.clock.now_ms();
+        let since = now.saturating_sub(within_ms);
+        self.histories
+            .read::<str, _>(&key, now, |h| {
+                let (methods, routes) = (self.methods.names(), self.routes.names());
+                h.newest_first(usize::MAX)
+                    .take_while(|e| e.at_ms >= since)
+                    .filter(|e| !successful_only || (200..400).contains(&e.status))
+                    .any(|e| {
+                        let (method, route) = (methods.get(e.method.into()), routes.get(e.route));
+                        patterns.iter().any(|p| p.matches(method, route))
+                    })
+            })
+            .unwrap_or(false)
     }
 
     /// Takes a token from rate limiter `key`; `Ok(Err(ms))` means wait `ms` milliseconds.

@@ -58,6 +58,16 @@ impl Guard for Hostile {
                 }
                 Verdict::Allow
             }
+            Some("bad-pattern") => {
+                let asked = ["no-leading-slash".to_string()];
+                vigil_guest::state::happened(&asked, std::time::Duration::from_secs(60), false);
+                Verdict::Allow
+            }
+            Some("many-patterns") => {
+                let asked = vec!["/x".to_string(); 65];
+                vigil_guest::state::happened(&asked, std::time::Duration::from_secs(60), false);
+                Verdict::Allow
+            }
             Some(other) => vigil_guest::deny(400, format!("unknown attack {other}")),
         }
     }
