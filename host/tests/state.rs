@@ -59,13 +59,13 @@ fn happened_answers_from_the_history_within_the_window() {
     s.record("alice", &event(now - 1_000, "/items/{id}", 200));
 
     let within = |minutes: u64| minutes * 60_000;
-    assert!(s.happened("alice", &[reset.clone()], within(3), false));
+    assert!(s.happened("alice", std::slice::from_ref(&reset), within(3), false));
     assert!(
-        !s.happened("alice", &[reset.clone()], within(1), false),
+        !s.happened("alice", std::slice::from_ref(&reset), within(1), false),
         "older than the window"
     );
     assert!(
-        !s.happened("alice", &[reset.clone()], within(3), true),
+        !s.happened("alice", std::slice::from_ref(&reset), within(3), true),
         "answered 500: not successful"
     );
     assert!(s.happened(
