@@ -411,6 +411,18 @@ def compare(args, lab):
     return {"rate": rate, "rows": rows}
 
 
+def saturation_row(target):
+    """What every saturation-only table reports of a target: medians of its runs, its peak RSS
+    and every error of those runs."""
+    return {
+        "rps": target.metric("saturation", "rps"),
+        "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
+        "p99_ms_closed_loop": target.metric("saturation", "p99_ms"),
+        "peak_rss_mib": peak_rss_mib(target.pids()),
+        "errors": sum(s["errors"] for s in target.samples["saturation"]),
+    }
+
+
 def compare_builds(args, lab):
     """Before and after: the `--baseline` build and the `--vigil` build, each without guards
     and with the stock chain, alternating with nginx and nginx + limit_req in the same rounds.
@@ -434,18 +446,10 @@ def compare_builds(args, lab):
     nginx_rps = {t.name: t.metric("saturation", "rps") for t in peers}
     rows = []
     for target in targets:
-        rps = target.metric("saturation", "rps")
-        rows.append({
-            "target": target.name,
-            "label": target.label,
-            "rps": rps,
-            "rps_vs_nginx": rps / nginx_rps["nginx"],
-            "rps_vs_nginx-limit-req": rps / nginx_rps["nginx-limit-req"],
-            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
-            "p99_ms_closed_loop": target.metric("saturation", "p99_ms"),
-            "peak_rss_mib": peak_rss_mib(target.pids()),
-            "errors": sum(s["errors"] for s in target.samples["saturation"]),
-        })
+        row = {"target": target.name, "label": target.label, **saturation_row(target)}
+        row["rps_vs_nginx"] = row["rps"] / nginx_rps["nginx"]
+        row["rps_vs_nginx-limit-req"] = row["rps"] / nginx_rps["nginx-limit-req"]
+        rows.append(row)
         target.stop()
     lab.targets.clear()
     return rows
@@ -464,14 +468,7 @@ def scale_guards(args, lab):
         target.samples["saturation"].append(sample)
     rows = []
     for n, target in zip(args.guard_counts, targets):
-        rows.append({
-            "guards": n,
-            "rps": target.metric("saturation", "rps"),
-            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
-            "p99_ms_closed_loop": target.metric("saturation", "p99_ms"),
-            "peak_rss_mib": peak_rss_mib(target.pids()),
-            "errors": sum(s["errors"] for s in target.samples["saturation"]),
-        })
+        rows.append({"guards": n, **saturation_row(target)})
         target.stop()
     lab.targets.clear()
     base = rows[0]
@@ -506,14 +503,7 @@ def scale_clients(args, lab):
     for target, sample in in_rounds(targets, args.rounds, measure, "clients"):
         target.samples["saturation"].append(sample)
     for n, target in zip(args.client_counts, targets):
-        rows.append({
-            "clients": n,
-            "tracked": vigil_tracked_clients(target),
-            "rps": target.metric("saturation", "rps"),
-            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
-            "peak_rss_mib": peak_rss_mib(target.pids()),
-            "errors": sum(s["errors"] for s in target.samples["saturation"]),
-        })
+        rows.append({"clients": n, "tracked": vigil_tracked_clients(target), **saturation_row(target)})
         target.stop()
     lab.targets.clear()
     return rows
