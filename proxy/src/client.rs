@@ -31,10 +31,13 @@ const KEY_PREFIX_LEN: usize = 200;
 /// allocates.
 const MAX_JWT_PAYLOAD_LEN: usize = 8 * 1024;
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers that carry an API key by convention, whatever the identity setting.
-const API_KEY_HEADERS: [&str; 2] = ["x-api-key", "api-key"];
+const API_KEY_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+];
 
 /// JWTs are base64url without padding, but some issuers pad and some leave stray trailing bits;
 /// neither matters for a grouping key.
@@ -290,7 +293,7 @@ impl ClientPolicy {
         }
         let identity_header =
             matches!(&self.identity, IdentityKey::Header(name) if is_present(headers, name));
-        if identity_header || API_KEY_HEADERS.iter().any(|n| is_present(headers, *n)) {
+        if identity_header || API_KEY_HEADERS.iter().any(|n| is_present(headers, n)) {
             found.push(CredentialKind::ApiKey);
         }
         found

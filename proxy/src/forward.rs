@@ -1,35 +1,33 @@
-//! Forwarding to the upstream: HTTP hygiene a proxy owes (hop-by-hop fields, conflicting
-//! framing, forwarding headers), the pooled keep-alive client, and upstream error mapping.
+//! HTTP hygiene a proxy owes on the way to the upstream: hop-by-hop fields, conflicting framing,
+//! forwarding headers, and a request body replayed after guards read its prefix.
 
-use crate::config::Upstream;
-use crate::respond::{ProxyBody, ProxyError};
+use crate::respond::ProxyError;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::Version;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), removed in both directions.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Checks the framing of a request: both `Content-Length` and `Transfer-Encoding`, or
 /// `Content-Length`s that disagree, are refused (request smuggling).
@@ -84,7 +82,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     let proxy_fields: Vec<HeaderName> = headers
@@ -109,16 +107,9 @@ pub fn add_forwarding(
     keep_client_proto: bool,
 ) {
     let peer_text = peer.to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {peer_text}"),
-        None => peer_text.clone(),
-    };
-    headers.remove("x-forwarded-for");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    if !(keep_client_proto && headers.contains_key("x-forwarded-proto")) {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    append_list(headers, X_FORWARDED_FOR, &peer_text);
+    if !(keep_client_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     let node = match peer {
         IpAddr::V6(_) => format!("for=\"[{peer_text}]\";proto=http"),
@@ -133,115 +124,22 @@ pub fn add_forwarding(
     append_list(headers, header::VIA, via);
 }
 
+/// Appends `item` to the comma-separated list field `name`, folding the field's existing lines
+/// into one.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {item}"),
-        None => item.to_string(),
-    };
+    let mut combined = String::new();
+    for existing in headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        combined.push_str(existing);
+        combined.push_str(", ");
+    }
+    combined.push_str(item);
     if let Ok(v) = HeaderValue::from_str(&combined) {
         headers.insert(name, v);
     }
-}
-
-/// The pooled keep-alive client to the upstream.
-pub struct UpstreamClient {
-    client: Client<HttpConnector, ProxyBody>,
-    base: Uri,
-    timeout: Duration,
-    rewrite_host: bool,
-}
-
-impl UpstreamClient {
-    /// A client for the configured upstream.
-    pub fn new(upstream: &Upstream) -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(upstream.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        UpstreamClient {
-            client,
-            base: upstream.url.clone(),
-            timeout: upstream.timeout,
-            rewrite_host: upstream.rewrite_host,
-        }
-    }
-
-    /// Sends the request (head already cleaned) and waits for the response head.
-    pub async fn send(
-        &self,
-        mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let original_authority = req.uri().authority().cloned();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(
-            path.parse()
-                .map_err(|_| UpstreamError::Other("bad path".into()))?,
-        );
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::Other(e.to_string()))?;
-        // The upstream connection is HTTP/1.1 whatever the client spoke.
-        *req.version_mut() = Version::HTTP_11;
-        if self.rewrite_host {
-            req.headers_mut().remove(header::HOST);
-        } else if !req.headers().contains_key(header::HOST) {
-            // HTTP/2 clients send :authority instead of Host; keep what they asked for.
-            if let Some(value) =
-                original_authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                req.headers_mut().insert(header::HOST, value);
-            }
-        }
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if body_limit_hit(&e) => Err(UpstreamError::BodyTooLarge),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_text(&e))),
-            Ok(Err(e)) => Err(UpstreamError::Other(source_text(&e))),
-        }
-    }
-}
-
-/// Why forwarding failed.
-#[derive(Debug)]
-pub enum UpstreamError {
-    /// No connection could be made.
-    Connect(String),
-    /// No response head within the timeout.
-    Timeout,
-    /// The client's body went over the limit while streaming.
-    BodyTooLarge,
-    /// Anything else (connection reset, protocol error).
-    Other(String),
-}
-
-impl UpstreamError {
-    /// The metric label of this failure.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect(_) => "connect",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::BodyTooLarge => "body_too_large",
-            UpstreamError::Other(_) => "other",
-        }
-    }
-}
-
-fn body_limit_hit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
 }
 
 /// An error and its causes on one line, for logs.
@@ -429,5 +327,26 @@ mod tests {
             "for=\"[2001:db8::7]\";proto=http"
         );
         assert_eq!(h.get("via").unwrap(), "1.1 edge, 1.1 vigil");
+    }
+
+    #[test]
+    fn forwarding_folds_every_earlier_line() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "198.51.100.2"),
+        ]);
+        add_forwarding(
+            &mut h,
+            "192.0.2.9".parse().unwrap(),
+            Version::HTTP_10,
+            false,
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "198.51.100.1, 198.51.100.2, 192.0.2.9"
+        );
+        assert_eq!(h.get("forwarded").unwrap(), "for=192.0.2.9;proto=http");
+        assert_eq!(h.get("via").unwrap(), "1.0 vigil");
     }
 }

@@ -7,7 +7,8 @@
 //! - `route`: which route template a request belongs to (config, OpenAPI, heuristics).
 //! - `config`: `vigil.toml`, validated.
 //! - `pipeline`: the request path, top to bottom.
-//! - `forward`: HTTP hygiene and the upstream client.
+//! - `forward`: HTTP hygiene on the way to the upstream.
+//! - `upstream`: keep-alive connections to the upstream, one pool per worker.
 //! - `respond`: every answer the proxy gives itself (problem+json).
 //! - `sidecar`: shared parts, readiness, hot reload.
 //! - `server`: the public and admin listeners, graceful shutdown.
@@ -39,3 +40,4 @@ pub mod server;
 pub mod sidecar;
 pub mod sketch;
 pub mod spool;
+pub mod upstream;

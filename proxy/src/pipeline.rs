@@ -2,12 +2,13 @@
 //! chain → forward → observe the response → account (history, inventory, metrics). Everything else is a room it calls.
 
 use crate::client::ResolvedClient;
-use crate::forward::{self, PrefixedBody, UpstreamClient, UpstreamError};
+use crate::forward::{self, PrefixedBody};
 use crate::inventory::Observation;
 use crate::metrics::Verdict;
 use crate::respond::{self, ProxyBody, ProxyError};
 use crate::route::Route;
 use crate::sidecar::Sidecar;
+use crate::upstream::{UpstreamClient, UpstreamError};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -131,7 +132,7 @@ pub async fn handle(
     forward::strip_hop_by_hop(headers, upgrading);
     forward::add_forwarding(headers, peer.ip(), version, trusted_peer);
     if let Ok(id) = HeaderValue::from_str(&request_id) {
-        headers.insert("x-request-id", id);
+        headers.insert(respond::X_REQUEST_ID, id);
     }
 
     let mut response = match upstream.send(upstream_request).await {

@@ -2,9 +2,12 @@
 //! `application/problem+json` (RFC 9457) with the request id.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use vigil_host::Denial;
+
+/// The request id field, on every answer and on every request forwarded.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The body type of every response the proxy sends.
 pub type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -104,7 +107,7 @@ fn problem(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Re
         HeaderValue::from_static("application/problem+json"),
     );
     if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", id);
+        headers.insert(X_REQUEST_ID, id);
     }
     response
 }

@@ -2,9 +2,9 @@
 //! upgrades), served by worker threads, and the admin one, both stopping gracefully when told to.
 
 use crate::admin;
-use crate::forward::UpstreamClient;
 use crate::pipeline;
 use crate::sidecar::Sidecar;
+use crate::upstream::UpstreamClient;
 use anyhow::Context as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -76,6 +76,14 @@ impl Workers {
     }
 }
 
+/// What one worker's requests share. Each request clones this handle rather than the
+/// sidecar's, so its reference count lives in this worker's cache, not in one every worker
+/// writes to.
+struct Worker {
+    sidecar: Arc<Sidecar>,
+    upstream: UpstreamClient,
+}
+
 /// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish within the configured grace period. Each call keeps its own pool of upstream
 /// connections.
@@ -95,7 +103,10 @@ pub async fn serve_public(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(sidecar.listen.max_header_bytes as u32);
-    let upstream = Arc::new(UpstreamClient::new(&sidecar.upstream));
+    let worker = Arc::new(Worker {
+        upstream: UpstreamClient::new(&sidecar.upstream),
+        sidecar: sidecar.clone(),
+    });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -114,10 +125,13 @@ pub async fn serve_public(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (sidecar, upstream) = (sidecar.clone(), upstream.clone());
+        let worker = worker.clone();
         let service = service_fn(move |req| {
-            let (sidecar, upstream) = (sidecar.clone(), upstream.clone());
-            async move { Ok::<_, Infallible>(pipeline::handle(&sidecar, &upstream, req, peer).await) }
+            let worker = worker.clone();
+            async move {
+                let response = pipeline::handle(&worker.sidecar, &worker.upstream, req, peer).await;
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

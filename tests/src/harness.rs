@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,12 +20,14 @@ use tokio::sync::oneshot;
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A test upstream on 127.0.0.1. Paths: `/slow` answers after 2 s, `/status/N` answers N,
-/// `/ws` accepts an upgrade and echoes raw bytes, anything else echoes the request body.
+/// `/bytes/N` answers N bytes, `/ws` accepts an upgrade and echoes raw bytes, anything else
+/// echoes the request body.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Headers of every request received, in order.
     pub seen: Arc<Mutex<Vec<HeaderMap>>>,
+    accepted: Arc<AtomicUsize>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -36,12 +39,15 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = oneshot::channel();
         let recorder = seen.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     accepted = listener.accept() => accepted.unwrap(),
                     _ = &mut stopped => return,
                 };
+                counter.fetch_add(1, Ordering::SeqCst);
                 let recorder = recorder.clone();
                 let service = service_fn(move |req| upstream_handler(req, recorder.clone()));
                 tokio::spawn(async move {
@@ -55,6 +61,7 @@ impl Upstream {
         Upstream {
             addr,
             seen,
+            accepted,
             _stop: stop,
         }
     }
@@ -73,6 +80,11 @@ impl Upstream {
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
 }
 
 async fn upstream_handler(
@@ -89,6 +101,12 @@ async fn upstream_handler(
         let mut r = Response::new(full(""));
         *r.status_mut() = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
         return Ok(r);
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let body = Bytes::from(vec![b'x'; n.parse().unwrap_or(0)]);
+        return Ok(Response::new(
+            Full::new(body).map_err(|never| match never {}).boxed(),
+        ));
     }
     if path == "/ws" {
         let upgrade = hyper::upgrade::on(&mut req);

@@ -1,0 +1,134 @@
+//! Vigil's connections to the upstream: kept alive across requests, replaced when the upstream
+//! closes them, never reused after a response left half-read or a request that timed out.
+
+use http::StatusCode;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use vigil_tests::harness::{send, start_with_upstream, tempdir, Proxy};
+
+const BASE: &str = r#"
+[upstream]
+url = "{upstream}"
+timeout = "1s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_serves_sequential_requests() {
+    let (up, proxy) = start_with_upstream("pool-keepalive", BASE).await;
+    for i in 0..20 {
+        let path = if i % 5 == 0 {
+            "/bytes/1048576"
+        } else {
+            "/echo"
+        };
+        let (status, _, body) = send(proxy.addr, "POST", path, &[], b"hello".to_vec()).await;
+        assert_eq!(status, StatusCode::OK, "request {i}");
+        if i % 5 == 0 {
+            assert_eq!(body.len(), 1 << 20, "request {i}");
+        } else {
+            assert_eq!(&body[..], b"hello", "request {i}");
+        }
+    }
+    assert_eq!(up.count(), 20);
+    assert_eq!(
+        up.connections(),
+        1,
+        "every request after the first reused the first connection"
+    );
+}
+
+/// An upstream that answers each connection's first request and then closes it without saying
+/// so (no `Connection: close`), as an upstream's keep-alive timeout does. Returns its address
+/// and the number of connections it accepted.
+async fn closing_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_closed_is_replaced() {
+    let (addr, accepted) = closing_upstream().await;
+    let proxy = Proxy::start(&tempdir("pool-closed"), BASE, &format!("http://{addr}")).await;
+    for i in 0..3 {
+        let (status, _, body) = send(proxy.addr, "GET", "/", &[], vec![]).await;
+        assert_eq!(status, StatusCode::OK, "request {i}");
+        assert_eq!(&body[..], b"ok");
+        // Time for the close to arrive, as it would between requests in production.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_left_half_read_does_not_poison_the_pool() {
+    let (up, proxy) = start_with_upstream("pool-half-read", BASE).await;
+    // More than the loopback socket buffers between the upstream and the client hold, so the
+    // upstream is still sending when the client goes away.
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"GET /bytes/33554432 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut start = [0u8; 1024];
+    client.read_exact(&mut start).await.unwrap();
+    assert!(start.starts_with(b"HTTP/1.1 200"));
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (status, _, body) = send(proxy.addr, "POST", "/echo", &[], b"after".to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"after");
+    assert_eq!(
+        up.connections(),
+        2,
+        "the half-read connection was closed, not reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_connection_is_not_reused() {
+    let (up, proxy) = start_with_upstream("pool-timeout", BASE).await;
+    let (status, _, _) = send(proxy.addr, "GET", "/slow", &[], vec![]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let (status, _, body) = send(proxy.addr, "POST", "/echo", &[], b"next".to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"next");
+    assert_eq!(up.connections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_host_sends_the_upstreams_authority() {
+    let config = BASE.replace("timeout = \"1s\"", "timeout = \"1s\"\nrewrite_host = true");
+    let (up, proxy) = start_with_upstream("pool-rewrite-host", &config).await;
+    let (status, _, _) = send(proxy.addr, "GET", "/echo", &[], vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        up.last_headers().get("host").unwrap(),
+        up.addr.to_string().as_str()
+    );
+}
