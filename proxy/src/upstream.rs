@@ -176,11 +176,6 @@ impl UpstreamClient {
         });
         Ok(sender)
     }
-
-    /// Idle connections in this worker's pool.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.lock().len()
-    }
 }
 
 impl IdlePool {
