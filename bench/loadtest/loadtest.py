@@ -104,16 +104,22 @@ def peak_rss_mib(pids):
     return total_kib / 1024
 
 
+def port_answers(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port, process, what, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"loadtest: {what} exited with status {process.returncode}; see its log")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
+        if port_answers(port):
+            return
+        time.sleep(0.1)
     raise SystemExit(f"loadtest: {what} did not listen on port {port} within {timeout:.0f}s")
 
 
@@ -141,6 +147,13 @@ class Target:
     samples: dict = field(default_factory=lambda: {"saturation": [], "latency": []})
 
     def start(self):
+        # A port answered by a leftover process would be measured in this target's place.
+        for port in (self.port, self.admin_port):
+            if port and port_answers(port):
+                raise SystemExit(
+                    f"loadtest: port {port} ({self.label}) is already in use by another process; "
+                    f"stop it (`ss -ltnp 'sport = :{port}'` shows which) and run again"
+                )
         log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
             self.command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True

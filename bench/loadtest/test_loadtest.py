@@ -1,0 +1,42 @@
+"""Checks of the load-test driver's own error paths (the figures are checked by the smoke run).
+
+python3 -m unittest discover -s bench/loadtest
+"""
+
+import socket
+import tempfile
+import unittest
+from pathlib import Path
+
+import loadtest
+
+
+class TargetStart(unittest.TestCase):
+    def test_a_port_already_in_use_is_refused_before_measuring(self):
+        with socket.socket() as busy, tempfile.TemporaryDirectory() as run_dir:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            target = loadtest.Target(
+                "probe", "probe target", port, ["sleep", "30"], Path(run_dir) / "probe.log"
+            )
+            with self.assertRaises(SystemExit) as refused:
+                target.start()
+            self.assertIn(f"port {port} (probe target) is already in use", str(refused.exception))
+            self.assertIsNone(target.process, "nothing was started")
+
+    def test_a_target_that_exits_at_once_is_reported(self):
+        with socket.socket() as free, tempfile.TemporaryDirectory() as run_dir:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+            free.close()
+            target = loadtest.Target(
+                "broken", "broken target", port, ["false"], Path(run_dir) / "broken.log"
+            )
+            with self.assertRaises(SystemExit) as refused:
+                target.start()
+            self.assertIn("broken target exited with status 1", str(refused.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
