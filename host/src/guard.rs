@@ -5,10 +5,10 @@ use crate::bindings::{self, vigil::guard::types};
 use crate::needs::Needs;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
-use crate::state::lock;
+use crate::shards::Sharded;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil_guest::route::Pattern;
 use wasmtime::component::Component;
@@ -183,55 +183,37 @@ struct WarmInstance {
     calls: u64,
 }
 
-/// Warm instances of one guard, in one shard per thread slot. A worker thread takes and
-/// returns instances in its own shard, so an instance's memory stays in one core's caches and
-/// threads do not contend for one lock; an empty shard borrows from the others before a
-/// fresh instance is made.
+/// Warm instances of one guard, one shard per core. A worker thread takes and returns
+/// instances in its own shard, so an instance's memory stays in one core's caches; an empty
+/// shard borrows from the others before a fresh instance is made.
 struct WarmPool {
-    shards: Box<[Mutex<Vec<WarmInstance>>]>,
+    shards: Sharded<Vec<WarmInstance>>,
     per_shard: usize,
 }
 
 impl WarmPool {
     fn new(max_warm: usize) -> WarmPool {
-        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = Sharded::new();
         WarmPool {
-            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
-            per_shard: max_warm.div_ceil(shards).max(1),
+            per_shard: max_warm.div_ceil(shards.len()).max(1),
+            shards,
         }
-    }
-
-    fn home(&self) -> usize {
-        thread_slot() % self.shards.len()
     }
 
     fn take(&self) -> Option<WarmInstance> {
-        let home = self.home();
-        if let Some(instance) = lock(&self.shards[home]).pop() {
+        if let Some(instance) = self.shards.local().pop() {
             return Some(instance);
         }
-        (1..self.shards.len())
-            .map(|offset| (home + offset) % self.shards.len())
-            .find_map(|shard| lock(&self.shards[shard]).pop())
+        self.shards.others().find_map(|mut shard| shard.pop())
     }
 
     /// Keeps `instance` for a later call, unless this thread's shard is full.
     fn put(&self, instance: WarmInstance) {
-        let mut shard = lock(&self.shards[self.home()]);
+        let mut shard = self.shards.local();
         if shard.len() < self.per_shard {
             shard.push(instance);
         }
     }
-}
-
-/// A small number for the calling thread, distinct for the first threads that ask: worker
-/// threads started one after the other land in different shards.
-fn thread_slot() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    SLOT.with(|slot| *slot)
 }
 
 /// Time instantiation and `init` get. They run once per instance, not per request, and may

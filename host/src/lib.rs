@@ -15,6 +15,7 @@
 //! - `needs`: what a guard declares it uses (headers, responses).
 //! - `sandbox`: an instance's store data, limits, and the `state` imports.
 //! - `output`: captured stdout/stderr/log under a per-call byte budget.
+//! - `shards`: values split per core, so hot paths do not share locks or cache lines.
 //! - `state`: the bounded, per-guard-namespaced state tables.
 //! - `findings`: the bounded queue of guard findings.
 //! - `clock`: time, replaceable in tests.
@@ -33,6 +34,7 @@ mod needs;
 mod output;
 mod runtime;
 mod sandbox;
+mod shards;
 pub mod state;
 
 pub use bindings::vigil::guard::types::{
@@ -46,4 +48,5 @@ pub use guard::{
 pub use needs::{Needs, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
+pub use shards::Sharded;
 pub use vigil_guest::route::{Pattern, PatternError};

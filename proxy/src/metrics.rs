@@ -1,33 +1,18 @@
 //! Prometheus metrics of the sidecar, exposed on the admin listener's `/metrics`.
 
+mod tallies;
+
+pub use tallies::{method_label, Verdict};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tallies::Tallies;
 use vigil_host::state::TableSizes;
-use vigil_host::{Decision, GuardResult};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: String,
-    route: String,
-    status: u16,
-    verdict: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct GuardLabels {
-    guard: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct GuardVerdictLabels {
-    guard: String,
-    result: &'static str,
-}
+use vigil_host::Decision;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -42,51 +27,18 @@ struct TableLabels {
 /// Every metric, registered once.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    requests: Family<RequestLabels, Counter>,
-    guard_seconds: Family<GuardLabels, Histogram>,
-    guard_results: Family<GuardVerdictLabels, Counter>,
+    tallies: Arc<Tallies>,
     upstream_errors: Family<KindLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
     state_entries: Family<TableLabels, Gauge>,
-}
-
-/// How a request ended, for the `verdict` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Forwarded to the upstream.
-    Allowed,
-    /// Refused by a guard.
-    Denied,
-    /// Refused by the proxy itself (bad request, too large, upstream error).
-    Error,
 }
 
 impl Metrics {
     /// Registers all metrics.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vigil");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests by method, route, status and verdict",
-            requests.clone(),
-        );
-        let guard_seconds = Family::<GuardLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2, 1e-1,
-            ])
-        });
-        registry.register(
-            "guard_duration_seconds",
-            "Time spent in a guard's on-request",
-            guard_seconds.clone(),
-        );
-        let guard_results = Family::<GuardVerdictLabels, Counter>::default();
-        registry.register(
-            "guard_results",
-            "Guard results: allow, deny, and faults by kind (deadline, limit, trap, instantiate)",
-            guard_results.clone(),
-        );
+        let tallies = Arc::new(Tallies::default());
+        registry.register_collector(Box::new(tallies.clone()));
         let upstream_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "upstream_errors",
@@ -107,9 +59,7 @@ impl Metrics {
         );
         Metrics {
             registry: Mutex::new(registry),
-            requests,
-            guard_seconds,
-            guard_results,
+            tallies,
             upstream_errors,
             reloads,
             state_entries,
@@ -118,38 +68,14 @@ impl Metrics {
 
     /// Counts a finished request.
     pub fn request(&self, method: &str, route: &str, status: u16, verdict: Verdict) {
-        let verdict = match verdict {
-            Verdict::Allowed => "allowed",
-            Verdict::Denied => "denied",
-            Verdict::Error => "error",
-        };
-        self.requests
-            .get_or_create(&RequestLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-                status,
-                verdict,
-            })
-            .inc();
+        self.tallies.request(method, route, status, verdict);
     }
 
     /// Records each guard's time and result for one decision.
     pub fn decision(&self, decision: &Decision) {
         for outcome in &decision.outcomes {
-            let guard = outcome.guard.to_string();
-            self.guard_seconds
-                .get_or_create(&GuardLabels {
-                    guard: guard.clone(),
-                })
-                .observe(outcome.elapsed.as_secs_f64());
-            let result = match &outcome.result {
-                GuardResult::Allowed => "allow",
-                GuardResult::Denied(_) => "deny",
-                GuardResult::Faulted(fault) => fault.kind.as_str(),
-            };
-            self.guard_results
-                .get_or_create(&GuardVerdictLabels { guard, result })
-                .inc();
+            self.tallies
+                .guard(&outcome.guard, outcome.elapsed, &outcome.result);
         }
     }
 
