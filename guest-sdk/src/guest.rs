@@ -49,34 +49,53 @@ pub trait Guard {
     /// Whether [`Guard::on_response`] does anything. Set it to `false` when it does not: Vigil
     /// then never calls it, which saves a call per request.
     const OBSERVES_RESPONSES: bool = true;
+
+    /// The response statuses [`Guard::on_response`] does something for, as a comma-separated
+    /// list of statuses and classes (`"404"`, `"401,403"`, `"4xx,5xx"`); empty means every
+    /// status. Vigil calls `on_response` only for these, which saves a call on every other
+    /// response. At most 46 bytes; Vigil refuses to load a guard whose list it cannot read.
+    const OBSERVED_STATUSES: &'static str = "";
 }
+
+/// Bytes `OBSERVED_STATUSES` may take in the `vigil-guard-needs` section.
+const MAX_STATUSES_LEN: usize = 46;
 
 /// Length of the `vigil-guard-needs` section [`guard!`] writes.
 #[doc(hidden)]
-pub const NEEDS_LEN: usize = "headers responses".len();
+pub const NEEDS_LEN: usize = "headers responses=".len() + MAX_STATUSES_LEN;
 
 /// The text of the `vigil-guard-needs` custom section: the words `headers` and `responses`
-/// for what the guard uses, space-padded to a fixed length. Used by [`guard!`].
+/// (or `responses=STATUSES`) for what the guard uses, space-padded to a fixed length. Used by
+/// [`guard!`].
 #[doc(hidden)]
-pub const fn needs_section(headers: bool, responses: bool) -> [u8; NEEDS_LEN] {
+pub const fn needs_section(headers: bool, responses: bool, statuses: &str) -> [u8; NEEDS_LEN] {
+    assert!(
+        statuses.len() <= MAX_STATUSES_LEN,
+        "OBSERVED_STATUSES is longer than 46 bytes"
+    );
     let mut out = [b' '; NEEDS_LEN];
     let mut at = 0;
     if headers {
-        at = copy_word(&mut out, at, b"headers");
+        at = copy_word(&mut out, at, b"headers") + 1;
     }
     if responses {
-        copy_word(&mut out, at, b"responses");
+        at = copy_word(&mut out, at, b"responses");
+        if !statuses.is_empty() {
+            at = copy_word(&mut out, at, b"=");
+            copy_word(&mut out, at, statuses.as_bytes());
+        }
     }
     out
 }
 
+/// Copies `word` into `out` at `at`; returns where it ends.
 const fn copy_word(out: &mut [u8; NEEDS_LEN], at: usize, word: &[u8]) -> usize {
     let mut i = 0;
     while i < word.len() {
         out[at + i] = word[i];
         i += 1;
     }
-    at + word.len() + 1
+    at + word.len()
 }
 
 /// Configuration of a guard that takes none; any JSON object is accepted.
@@ -98,6 +117,7 @@ macro_rules! guard {
             static NEEDS: [u8; $crate::NEEDS_LEN] = $crate::needs_section(
                 <$guard as $crate::Guard>::READS_HEADERS,
                 <$guard as $crate::Guard>::OBSERVES_RESPONSES,
+                <$guard as $crate::Guard>::OBSERVED_STATUSES,
             );
 
             struct Export;
@@ -295,11 +315,35 @@ pub mod log {
 mod tests {
     use super::*;
 
+    fn text(section: [u8; NEEDS_LEN]) -> String {
+        String::from_utf8(section.to_vec())
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
     #[test]
     fn the_needs_section_lists_what_the_guard_uses() {
-        assert_eq!(&needs_section(true, true), b"headers responses");
-        assert_eq!(&needs_section(true, false), b"headers          ");
-        assert_eq!(&needs_section(false, true), b"responses        ");
-        assert_eq!(&needs_section(false, false), b"                 ");
+        assert_eq!(text(needs_section(true, true, "")), "headers responses");
+        assert_eq!(text(needs_section(true, false, "")), "headers");
+        assert_eq!(text(needs_section(false, true, "")), "responses");
+        assert_eq!(text(needs_section(false, false, "")), "");
+        assert_eq!(
+            text(needs_section(true, true, "401,403")),
+            "headers responses=401,403"
+        );
+        assert_eq!(text(needs_section(false, true, "404")), "responses=404");
+        assert_eq!(text(needs_section(false, false, "404")), "");
+        let longest = "4xx,".repeat(11) + "5x";
+        assert_eq!(
+            text(needs_section(true, true, &longest)),
+            format!("headers responses={longest}")
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "longer than 46 bytes")]
+    fn a_status_list_that_does_not_fit_is_refused() {
+        needs_section(false, true, &"4xx,".repeat(12));
     }
 }

@@ -106,12 +106,13 @@ impl Chain {
             .any(|g| g.needs().headers && g.applies_to(method, route))
     }
 
-    /// Whether a guard that will observe this decision's response reads headers.
-    pub fn reads_response_headers(&self, decision: &Decision) -> bool {
+    /// Whether a guard that will observe this decision's response, answered with `status`,
+    /// reads headers.
+    pub fn reads_response_headers(&self, decision: &Decision, status: u16) -> bool {
         decision.outcomes.iter().any(|outcome| {
             self.guards
                 .get(outcome.index)
-                .is_some_and(|g| g.needs().responses && g.needs().headers)
+                .is_some_and(|g| g.needs().observes(status) && g.needs().headers)
         })
     }
 
@@ -183,8 +184,8 @@ impl Chain {
     }
 
     /// Records the request in its client's history, then shows the response to every guard
-    /// that saw the request and observes responses, each with the body prefix and headers it
-    /// saw in `evaluate`.
+    /// that saw the request and observes responses with its status, each with the body prefix
+    /// and headers it saw in `evaluate`.
     pub fn observe(
         &self,
         runtime: &Runtime,
@@ -213,7 +214,7 @@ impl Chain {
             let Some(guard) = self.guards.get(outcome.index) else {
                 continue;
             };
-            if !guard.needs().responses {
+            if !guard.needs().observes(resp.status) {
                 continue;
             }
             req.body = body_for(guard, &body);

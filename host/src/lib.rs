@@ -45,7 +45,7 @@ pub use findings::Finding;
 pub use guard::{
     Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
 };
-pub use needs::{Needs, NEEDS_SECTION};
+pub use needs::{Needs, Statuses, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
 pub use shards::Sharded;

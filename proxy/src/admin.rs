@@ -75,7 +75,7 @@ fn guards(sidecar: &Sidecar) -> serde_json::Value {
                 "routes": spec.routes.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
                 "needs": {
                     "headers": g.needs().headers,
-                    "responses": g.needs().responses,
+                    "responses": g.needs().responses.to_string(),
                 },
                 "requests": stats.requests.load(Ordering::Relaxed),
                 "responses": stats.responses.load(Ordering::Relaxed),

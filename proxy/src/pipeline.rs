@@ -212,8 +212,12 @@ impl Seen<'_> {
         headers: &HeaderMap,
         verdict: Verdict,
     ) {
-        // Only guards that saw the request see the response; only those that read headers get them.
-        let headers = if self.chain.reads_response_headers(&self.decision) {
+        // Only guards that saw the request and observe this status see the response; only those
+        // that read headers get them.
+        let headers = if self
+            .chain
+            .reads_response_headers(&self.decision, status.as_u16())
+        {
             guard_headers(headers)
         } else {
             Vec::new()

@@ -380,7 +380,7 @@ async fn admin_endpoints() {
     assert_eq!(guards[0]["responses"], 1);
     assert_eq!(
         guards[0]["needs"],
-        serde_json::json!({"headers": true, "responses": true}),
+        serde_json::json!({"headers": true, "responses": "all"}),
         "allow-all keeps the SDK's defaults"
     );
     assert_eq!(guards[0]["content_hash"].as_str().unwrap().len(), 16);

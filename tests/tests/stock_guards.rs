@@ -3,6 +3,7 @@
 //! the same volume of ordinary traffic is not, monitor mode only records, and bad
 //! configurations are refused naming the field.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use vigil_host::clock::{Clock, ManualClock};
@@ -552,12 +553,17 @@ fn enumeration_refuses_walking_and_guessing_ids() {
     let denial = object(&b, 50, "walker", 200).denial.expect("51st object");
     assert_eq!((denial.status, denial.retry_after_secs), (429, Some(600)));
     assert_eq!(b.finding_kinds(), ["enumeration"]);
+    let guard = &b.chain.guards()[0];
+    assert_eq!(guard.needs().responses.to_string(), "404");
+    let observed = || guard.stats().responses.load(Ordering::Relaxed);
+    assert_eq!(observed(), 0, "on-response is called for 404s only");
 
     // Mostly 404s: refused once ten requests were judged.
     for id in 0..10 {
         let status = if id % 4 == 0 { 200 } else { 404 };
         assert_allowed(&object(&b, 1000 + id, "guesser", status), "guess");
     }
+    assert_eq!(observed(), 7, "the seven 404s");
     for _ in 0..3 {
         assert_eq!(denied(&object(&b, 2000, "guesser", 404)), 429);
     }

@@ -66,6 +66,8 @@ struct Enumeration;
 impl Guard for Enumeration {
     type Config = Config;
     const READS_HEADERS: bool = false;
+    // Only 404s are counted: no call for the other responses.
+    const OBSERVED_STATUSES: &'static str = "404";
 
     fn check_config(config: &Config) -> Result<(), String> {
         if config.routes.is_empty() {
