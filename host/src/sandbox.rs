@@ -110,6 +110,9 @@ pub(crate) struct GuestState {
     client_key: String,
     /// The panic message the guard reported during this call, if any.
     pub(crate) panic: Option<String>,
+    /// The patterns of the last `happened` call, parsed: a guard asks about the same ones on
+    /// every request, so they are parsed once per instance.
+    happened_patterns: Vec<Pattern>,
 }
 
 impl GuestState {
@@ -137,6 +140,7 @@ impl GuestState {
             services,
             client_key: String::new(),
             panic: None,
+            happened_patterns: Vec::new(),
         }
     }
 
@@ -195,23 +199,31 @@ impl state::Host for GuestState {
                 patterns.len()
             )));
         }
-        let mut parsed = Vec::with_capacity(patterns.len());
-        for pattern in &patterns {
-            if pattern.len() > MAX_HAPPENED_PATTERN_BYTES {
-                return Err(wasmtime::Error::msg(format!(
-                    "happened: a pattern of {} bytes; at most {MAX_HAPPENED_PATTERN_BYTES} are allowed",
-                    pattern.len()
-                )));
+        let known = patterns
+            .iter()
+            .map(String::as_str)
+            .eq(self.happened_patterns.iter().map(Pattern::as_str));
+        if !known {
+            self.happened_patterns.clear();
+            for pattern in &patterns {
+                if pattern.len() > MAX_HAPPENED_PATTERN_BYTES {
+                    return Err(wasmtime::Error::msg(format!(
+                        "happened: a pattern of {} bytes; at most {MAX_HAPPENED_PATTERN_BYTES} are allowed",
+                        pattern.len()
+                    )));
+                }
+                self.happened_patterns.push(
+                    Pattern::parse(pattern)
+                        .map_err(|e| wasmtime::Error::msg(format!("happened: {e}")))?,
+                );
             }
-            parsed.push(
-                Pattern::parse(pattern)
-                    .map_err(|e| wasmtime::Error::msg(format!("happened: {e}")))?,
-            );
         }
-        Ok(self
-            .services
-            .state
-            .happened(&self.client_key, &parsed, within_ms, successful_only))
+        Ok(self.services.state.happened(
+            &self.client_key,
+            &self.happened_patterns,
+            within_ms,
+            successful_only,
+        ))
     }
 
     fn rate(
