@@ -30,7 +30,7 @@
 //! account, and such attempts are still held to `max_failures`. A failure is a response whose
 //! status is in `failure_statuses`.
 
-use guard_util::{DurationText, PatternText, SEP};
+use guard_util::{key, DurationText, PatternText};
 use serde::Deserialize;
 use std::time::Duration;
 use vigil_guest::{state, Guard, Request, Response, Verdict};
@@ -194,7 +194,7 @@ impl Guard for CredentialStuffing {
         }
         let window = *config.window.get();
         let client = &req.client.key;
-        let failures = state::count(&format!("failures{SEP}{client}"), 0, window);
+        let failures = state::count(&key(&["failures", client]), 0, window);
         if failures >= i64::from(config.max_failures) {
             let detail = format!("{failures} failed logins within {}", config.window.text());
             return refuse(req, window, detail);
@@ -202,7 +202,7 @@ impl Guard for CredentialStuffing {
         let Some(account) = config.account.of(req) else {
             return Verdict::Allow;
         };
-        let accounts = state::distinct(&format!("accounts{SEP}{client}"), &account, window);
+        let accounts = state::distinct(&key(&["accounts", client]), &account, window);
         if accounts > config.max_accounts {
             let detail = format!(
                 "{accounts} different accounts tried within {}",
@@ -210,7 +210,7 @@ impl Guard for CredentialStuffing {
             );
             return refuse(req, window, detail);
         }
-        let clients = state::distinct(&format!("clients{SEP}{account}"), client, window);
+        let clients = state::distinct(&key(&["clients", &account]), client, window);
         if clients > config.max_clients_per_account {
             let detail = format!(
                 "account {account:?} tried by {clients} clients within {}",
@@ -223,8 +223,8 @@ impl Guard for CredentialStuffing {
 
     fn on_response(config: &Config, req: &Request, resp: &Response) {
         if config.login.matches(req) && config.failure_statuses.contains(&resp.status) {
-            let key = format!("failures{SEP}{}", req.client.key);
-            state::count(&key, 1, *config.window.get());
+            let failures = key(&["failures", &req.client.key]);
+            state::count(&failures, 1, *config.window.get());
         }
     }
 }

@@ -24,7 +24,7 @@
 //! The host caps a distinct set (256 members by default): a `max_distinct` at or above that cap
 //! never triggers.
 
-use guard_util::{DurationText, PatternText, SEP};
+use guard_util::{key, DurationText, PatternText};
 use serde::Deserialize;
 use vigil_guest::{state, Guard, Request, Response, Verdict};
 
@@ -93,10 +93,12 @@ impl Guard for Enumeration {
         }
         let client = &req.client.key;
         let window = *config.window.get();
-        let objects = state::distinct(&format!("objects{SEP}{client}"), &req.path, window);
-        let passed_key = format!("passed{SEP}{client}");
-        let passed = state::count(&passed_key, 0, window);
-        let not_found = state::count(&format!("404{SEP}{client}"), 0, window);
+        let objects = state::distinct(&key(&["objects", client]), &req.path, window);
+        // Counted as passed before judging and taken back on refusal: one call fewer for the
+        // requests that pass, which are nearly all.
+        let passed_key = key(&["passed", client]);
+        let passed = state::count(&passed_key, 1, window) - 1;
+        let not_found = state::count(&key(&["404", client]), 0, window);
         let detail = if objects > config.max_distinct {
             format!(
                 "{objects} different objects within {}",
@@ -110,17 +112,16 @@ impl Guard for Enumeration {
                 config.window.text()
             )
         } else {
-            state::count(&passed_key, 1, window);
             return Verdict::Allow;
         };
+        state::count(&passed_key, -1, window);
         state::finding("enumeration", &format!("client {client}: {detail}"));
         vigil_guest::too_many_requests("too many different objects requested", window)
     }
 
     fn on_response(config: &Config, req: &Request, resp: &Response) {
         if resp.status == 404 && config.applies(req) {
-            let key = format!("404{SEP}{}", req.client.key);
-            state::count(&key, 1, *config.window.get());
+            state::count(&key(&["404", &req.client.key]), 1, *config.window.get());
         }
     }
 }

@@ -106,3 +106,8 @@ pub fn check_patterns(field: &str, patterns: &[PatternText]) -> Result<(), Strin
 /// The separator of the parts of state keys: it cannot occur in a header value, a client key
 /// or a path, so two different tuples never make the same key.
 pub const SEP: char = '\n';
+
+/// A state key of these parts, joined by [`SEP`]. Cheaper than `format!` on every request.
+pub fn key(parts: &[&str]) -> String {
+    parts.join("\n")
+}

@@ -35,9 +35,11 @@
 //! `distinct-param`. Every rule whose target matches applies, in order; the first that denies
 //! decides.
 
-use guard_util::{DurationText, PatternText, SEP};
+use guard_util::{key, DurationText, PatternText};
 use serde::Deserialize;
+use std::sync::OnceLock;
 use std::time::Duration;
+use vigil_guest::route::segments;
 use vigil_guest::{state, Guard, Request, Verdict};
 
 #[derive(Deserialize)]
@@ -53,11 +55,15 @@ enum Rule {
         target: PatternText,
         after: Vec<PatternText>,
         within: DurationText,
+        #[serde(skip)]
+        asked: Asked,
     },
     Forbids {
         target: PatternText,
         after: Vec<PatternText>,
         within: DurationText,
+        #[serde(skip)]
+        asked: Asked,
     },
     FlowCap {
         target: PatternText,
@@ -69,7 +75,21 @@ enum Rule {
         param: Param,
         max: u32,
         window: DurationText,
+        /// The segment `param` names, worked out on first use (it is checked at init).
+        #[serde(skip)]
+        index: OnceLock<Option<usize>>,
     },
+}
+
+/// The `after` patterns as `happened` takes them, built on first use rather than per request.
+#[derive(Default)]
+struct Asked(OnceLock<Vec<String>>);
+
+impl Asked {
+    fn patterns(&self, after: &[PatternText]) -> &[String] {
+        self.0
+            .get_or_init(|| after.iter().map(|p| p.text().to_string()).collect())
+    }
 }
 
 #[derive(Deserialize)]
@@ -110,6 +130,7 @@ impl Rule {
                 param,
                 max,
                 window,
+                ..
             } => {
                 param_index(target.text(), param).map_err(|e| format!("{field}.param: {e}"))?;
                 check_max(field, *max)?;
@@ -125,11 +146,6 @@ fn check_max(field: &str, max: u32) -> Result<(), String> {
         return Err(format!("{field}.max: must be at least 1"));
     }
     Ok(())
-}
-
-/// The path segments of a pattern's or a request's path.
-fn segments(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|s| !s.is_empty())
 }
 
 /// Which path segment holds the parameter, checked against the target pattern.
@@ -178,11 +194,6 @@ fn patterns_text(patterns: &[PatternText]) -> String {
 
 /// Whether the client made one of the `after` requests within `within`: asked of the host,
 /// which keeps the history, so the history is not copied into the guard.
-fn happened(after: &[PatternText], within: Duration, successful_only: bool) -> bool {
-    let patterns: Vec<String> = after.iter().map(|p| p.text().to_string()).collect();
-    state::happened(&patterns, within, successful_only)
-}
-
 struct Sequence;
 
 impl Guard for Sequence {
@@ -208,8 +219,10 @@ impl Guard for Sequence {
                     target,
                     after,
                     within,
+                    asked,
                 } => {
-                    if !happened(after, *within.get(), true) {
+                    let patterns = asked.patterns(after);
+                    if !state::happened(patterns, *within.get(), true) {
                         let reason = format!(
                             "{} requires {} within {}",
                             target.text(),
@@ -223,8 +236,10 @@ impl Guard for Sequence {
                     target,
                     after,
                     within,
+                    asked,
                 } => {
-                    if happened(after, *within.get(), false) {
+                    let patterns = asked.patterns(after);
+                    if state::happened(patterns, *within.get(), false) {
                         let reason = format!(
                             "{} is not allowed within {} after {}",
                             target.text(),
@@ -239,7 +254,7 @@ impl Guard for Sequence {
                     max,
                     window,
                 } => {
-                    let key = format!("flow{SEP}{i}{SEP}{}{SEP}{client}", target.text());
+                    let key = key(&["flow", &i.to_string(), target.text(), client]);
                     let span = *window.get();
                     // Add first and take back on refusal: concurrent requests of one client
                     // each see a distinct total, so the cap cannot be overshot.
@@ -258,14 +273,16 @@ impl Guard for Sequence {
                     param,
                     max,
                     window,
+                    index,
                 } => {
-                    let Ok(index) = param_index(target.text(), param) else {
+                    let index = index.get_or_init(|| param_index(target.text(), param).ok());
+                    let Some(index) = *index else {
                         continue;
                     };
                     let Some(value) = segments(&req.path).nth(index) else {
                         continue;
                     };
-                    let key = format!("param{SEP}{i}{SEP}{}{SEP}{client}", target.text());
+                    let key = key(&["param", &i.to_string(), target.text(), client]);
                     let seen = state::distinct(&key, value, *window.get());
                     if seen > *max {
                         let reason = format!(
