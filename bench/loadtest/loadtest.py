@@ -443,12 +443,15 @@ def compare_builds(args, lab):
     peers = [lab.nginx("nginx", "nginx proxy_pass", "nginx.conf"),
              lab.nginx("nginx-limit-req", "nginx + limit_req", "nginx-limit-req.conf")]
     builds = []
-    for build, binary in (("baseline", args.baseline.resolve()), ("measured", lab.vigil)):
-        lab.vigil, measured = binary, lab.vigil
+    baseline_guards = (args.baseline_guards_dir or args.guards_dir).resolve()
+    for build, binary, guards in (("baseline", args.baseline.resolve(), baseline_guards),
+                                  ("measured", lab.vigil, lab.guards_dir)):
+        measured = (lab.vigil, lab.guards_dir)
+        lab.vigil, lab.guards_dir = binary, guards
         builds.append(lab.vigil_target(f"{build}", f"{build} build ({binary.name}), no guards"))
         builds.append(lab.vigil_target(f"{build}-stock", f"{build} build ({binary.name}), stock chain",
                                        "guards-3.toml"))
-        lab.vigil = measured
+        lab.vigil, lab.guards_dir = measured
     targets = peers + builds
     for target in targets:
         target.start()
@@ -663,7 +666,7 @@ def check_smoke(report):
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vigil", required=True, type=Path, help="the vigil binary to measure")
     parser.add_argument("--guards-dir", required=True, type=Path, help="directory of the compiled stock guards")
@@ -685,7 +688,12 @@ def parse_args():
     parser.add_argument("--baseline", type=Path,
                         help="another vigil build: measure it against --vigil (before and after a change), "
                              "each with no guards and the stock chain, beside nginx; saturation only")
-    args = parser.parse_args()
+    parser.add_argument("--baseline-guards-dir", type=Path,
+                        help="the stock guards the --baseline build runs (default --guards-dir): "
+                             "for a change to the guards or to what the host accepts of them")
+    args = parser.parse_args(argv)
+    if args.baseline_guards_dir and not args.baseline:
+        parser.error("--baseline-guards-dir: only with --baseline")
     if args.smoke:
         args.rounds, args.duration, args.latency_tool = 1, 1.0, "wrk"
         args.guard_counts, args.client_counts = [0, 1], [1_000]

@@ -3,6 +3,8 @@
 python3 -m unittest discover -s bench/loadtest
 """
 
+import contextlib
+import io
 import socket
 import tempfile
 import unittest
@@ -36,6 +38,17 @@ class TargetStart(unittest.TestCase):
             with self.assertRaises(SystemExit) as refused:
                 target.start()
             self.assertIn("broken target exited with status 1", str(refused.exception))
+
+
+class Arguments(unittest.TestCase):
+    def test_baseline_guards_without_a_baseline_are_refused(self):
+        with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+            loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--baseline-guards-dir", "old"])
+        self.assertIn("--baseline-guards-dir: only with --baseline", err.getvalue())
+
+    def test_baseline_guards_default_to_the_measured_ones(self):
+        args = loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--baseline", "old-vigil"])
+        self.assertIsNone(args.baseline_guards_dir)
 
 
 if __name__ == "__main__":
