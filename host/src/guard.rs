@@ -6,6 +6,7 @@ use crate::needs::Needs;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
 use crate::shards::Sharded;
+use crate::ticker::Running;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -231,6 +232,7 @@ pub struct Guard {
     pre: bindings::GuardPre<GuestState>,
     engine: Engine,
     services: Arc<HostServices>,
+    running: Arc<Running>,
     deadline_ticks: u64,
     init_deadline_ticks: u64,
     warm: WarmPool,
@@ -314,6 +316,7 @@ impl Runtime {
             pre,
             engine: self.engine.clone(),
             services: self.services.clone(),
+            running: self.running.clone(),
             deadline_ticks: self.deadline_ticks(limits.deadline),
             init_deadline_ticks: self.deadline_ticks(INIT_DEADLINE),
             warm: WarmPool::new(self.config.warm_instances_per_guard),
@@ -414,6 +417,7 @@ impl Guard {
         client_key: &str,
         f: impl FnOnce(&bindings::Guard, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
+        let _running = self.running.enter();
         let warm = self.warm.take();
         let mut instance = match warm {
             Some(instance) => instance,
@@ -494,6 +498,7 @@ impl Guard {
     /// A fresh instance with `init` already run, under [`INIT_DEADLINE`] or the call deadline,
     /// whichever is longer; each call then sets the call deadline again.
     fn instantiate(&self) -> Result<WarmInstance, InstantiateError> {
+        let _running = self.running.enter();
         let state = GuestState::new(self.identity.clone(), self.services.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -17,6 +17,7 @@
 //! - `output`: captured stdout/stderr/log under a per-call byte budget.
 //! - `shards`: values split per core, so hot paths do not share locks or cache lines.
 //! - `state`: the bounded, per-guard-namespaced state tables.
+//! - `ticker`: the deadline ticker, which sleeps while no guard code runs.
 //! - `findings`: the bounded queue of guard findings.
 //! - `clock`: time, replaceable in tests.
 //!
@@ -36,6 +37,7 @@ mod runtime;
 mod sandbox;
 mod shards;
 pub mod state;
+mod ticker;
 
 pub use bindings::vigil::guard::types::{
     Client, Deny, Event, Header, Level, Request, Response, Verdict,

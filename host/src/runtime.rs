@@ -8,12 +8,10 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::findings::{Finding, FindingSink};
 use crate::sandbox::{GuestState, HostServices, SandboxLimits};
 use crate::state::{StateLimits, StateStore};
-use anyhow::Context as _;
+use crate::ticker::{Running, Ticker};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
@@ -121,6 +119,8 @@ pub struct Runtime {
     pub(crate) services: Arc<HostServices>,
     pub(crate) config: RuntimeConfig,
     compile_cache: Option<Cache>,
+    /// Guard calls in progress: the ticker runs while there are any.
+    pub(crate) running: Arc<Running>,
     ticker: Ticker,
 }
 
@@ -162,13 +162,21 @@ impl Runtime {
             state: StateStore::new(config.state.clone(), config.clock.clone()),
             findings: FindingSink::new(config.max_pending_findings),
         });
-        let ticker = Ticker::start(&engine, Arc::downgrade(&services), &config)?;
+        let running = Arc::new(Running::new());
+        let ticker = Ticker::start(
+            &engine,
+            Arc::downgrade(&services),
+            running.clone(),
+            config.epoch_tick,
+            config.sweep_interval,
+        )?;
         Ok(Runtime {
             engine,
             linker,
             services,
             config,
             compile_cache,
+            running,
             ticker,
         })
     }
@@ -259,56 +267,4 @@ fn engine_config(config: &RuntimeConfig) -> Config {
         .memory_init_cow(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     engine
-}
-
-/// Advances the engine's epoch every tick (which is what interrupts a guard past its
-/// deadline) and sweeps idle state. Holds only weak references: it stops with the runtime.
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(
-        engine: &Engine,
-        services: Weak<HostServices>,
-        config: &RuntimeConfig,
-    ) -> anyhow::Result<Ticker> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine = engine.weak();
-        let (tick, sweep_every) = (config.epoch_tick, config.sweep_interval);
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("vigil-epoch".into())
-            .spawn(move || {
-                let mut last_sweep = Instant::now();
-                while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    let Some(engine) = engine.upgrade() else {
-                        return;
-                    };
-                    engine.increment_epoch();
-                    if last_sweep.elapsed() >= sweep_every {
-                        last_sweep = Instant::now();
-                        let Some(services) = services.upgrade() else {
-                            return;
-                        };
-                        let removed = services.state.sweep();
-                        tracing::debug!(removed, "swept idle guard state");
-                    }
-                }
-            })
-            .context("cannot start the guard deadline ticker thread")?;
-        Ok(Ticker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

@@ -62,7 +62,7 @@ impl<T> Sharded<T> {
 
 /// A small number for the calling thread, distinct for the first threads that ask: worker
 /// threads started one after the other land in different shards.
-fn thread_slot() -> usize {
+pub(crate) fn thread_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);

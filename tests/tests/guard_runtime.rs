@@ -332,6 +332,22 @@ fn infinite_loop_is_interrupted_at_the_deadline() {
 }
 
 #[test]
+fn a_loop_starting_while_the_ticker_sleeps_is_still_interrupted() {
+    let rt = runtime();
+    let c = hostile_chain(&rt, OnError::Allow);
+    let deadline = rt.config().default_limits.deadline;
+    // No guard code runs for longer than the ticker's idle grace (100 ms): it goes to sleep,
+    // and the call must wake it.
+    std::thread::sleep(Duration::from_millis(400));
+    let (fault, elapsed) = attack_timed(&c, "loop");
+    assert_eq!(fault.kind, FaultKind::Deadline, "{fault:?}");
+    assert!(
+        cut_short(elapsed, deadline),
+        "took {elapsed:?} for a {deadline:?} deadline"
+    );
+}
+
+#[test]
 fn allocation_beyond_the_memory_cap_is_a_limit_fault() {
     let rt = runtime();
     let mut s = spec("hostile", "hostile", "");
