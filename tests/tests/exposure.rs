@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 use serde_json::Value;
-use vigil_tests::harness::{send, Proxy, Upstream};
+use vigil_tests::harness::{send, tempdir, Proxy, Upstream};
 
 const SPEC: &str = r#"
 openapi: 3.0.3
@@ -27,13 +27,6 @@ trusted_proxies = ["127.0.0.1/32"]
 spec = "openapi.yaml"
 internal_only = ["GET /admin/**"]
 "#;
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Sends a request as if from `client` (a public address behind the trusted local proxy).
 async fn from(proxy: &Proxy, client: &str, method: &str, path: &str, extra: &[(&str, &str)]) {

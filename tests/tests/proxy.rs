@@ -3,14 +3,7 @@
 use http::StatusCode;
 use std::time::Duration;
 use vigil_tests::guards;
-use vigil_tests::harness::{raw, send, Proxy, Upstream};
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use vigil_tests::harness::{guard_table, raw, send, start_with_upstream, tempdir, Proxy, Upstream};
 
 const BASE: &str = r#"
 [upstream]
@@ -21,20 +14,9 @@ max_body_bytes = 20971520
 max_header_bytes = 8192
 "#;
 
-fn guard(name: &str, module: &str, extra: &str) -> String {
-    format!("\n[[guard]]\nname = \"{name}\"\nmodule = \"{module}\"\n{extra}\n")
-}
-
-async fn start(name: &str, config: &str) -> (Upstream, Proxy) {
-    let upstream = Upstream::start().await;
-    let url = format!("http://{}", upstream.addr);
-    let proxy = Proxy::start(&tempdir(name), config, &url).await;
-    (upstream, proxy)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_arrive_byte_identical() {
-    let (_up, proxy) = start("bodies", BASE).await;
+    let (_up, proxy) = start_with_upstream("bodies", BASE).await;
     let body: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
@@ -47,7 +29,7 @@ async fn large_bodies_arrive_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_fields_never_reach_the_upstream() {
-    let (up, proxy) = start("hop", BASE).await;
+    let (up, proxy) = start_with_upstream("hop", BASE).await;
     let request = b"GET /echo HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, x-private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Kept: yes\r\nConnection: close\r\n\r\n";
     let answer = raw(proxy.addr, request).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -78,7 +60,7 @@ async fn hop_by_hop_fields_never_reach_the_upstream() {
 /// behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_framing_cannot_smuggle() {
-    let (up, proxy) = start("framing", BASE).await;
+    let (up, proxy) = start_with_upstream("framing", BASE).await;
     let answer = raw(
         proxy.addr,
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
@@ -111,9 +93,9 @@ async fn conflicting_framing_cannot_smuggle() {
 async fn denial_is_problem_json_with_retry_after() {
     let config = format!(
         "{BASE}{}",
-        guard("no-admin", guards::FIXED_VERDICT, "routes = [\"* /admin/**\"]\nconfig = { deny = 429, reason = \"slow down\", retry_after_secs = 7 }")
+        guard_table("no-admin", guards::FIXED_VERDICT, "routes = [\"* /admin/**\"]\nconfig = { deny = 429, reason = \"slow down\", retry_after_secs = 7 }")
     );
-    let (up, proxy) = start("deny", &config).await;
+    let (up, proxy) = start_with_upstream("deny", &config).await;
     let (status, headers, body) = send(proxy.addr, "GET", "/admin/stats", &[], vec![]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
@@ -135,13 +117,13 @@ async fn denial_is_problem_json_with_retry_after() {
 async fn monitor_mode_lets_everything_through_and_counts() {
     let config = format!(
         "{BASE}{}",
-        guard(
+        guard_table(
             "watch",
             guards::FIXED_VERDICT,
             "mode = \"monitor\"\nconfig = { deny = 403 }"
         )
     );
-    let (up, proxy) = start("monitor", &config).await;
+    let (up, proxy) = start_with_upstream("monitor", &config).await;
     for _ in 0..3 {
         assert_eq!(
             send(proxy.addr, "GET", "/x", &[], vec![]).await.0,
@@ -170,14 +152,14 @@ async fn seen_by_guard(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
-    let observer = guard("observer", guards::FIXED_VERDICT, "config = {}");
-    let (_up, untrusted) = start("xff-untrusted", &format!("{BASE}{observer}")).await;
+    let observer = guard_table("observer", guards::FIXED_VERDICT, "config = {}");
+    let (_up, untrusted) = start_with_upstream("xff-untrusted", &format!("{BASE}{observer}")).await;
     let (client, _) = seen_by_guard(&untrusted, "/", &[("x-forwarded-for", "198.51.100.9")]).await;
     assert_eq!(client, "127.0.0.1", "spoofed header ignored");
 
     let trusted_config =
         format!("{BASE}[identity]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{observer}");
-    let (up, trusted) = start("xff-trusted", &trusted_config).await;
+    let (up, trusted) = start_with_upstream("xff-trusted", &trusted_config).await;
     let (client, _) = seen_by_guard(&trusted, "/", &[("x-forwarded-for", "198.51.100.9")]).await;
     assert_eq!(client, "198.51.100.9");
     assert_eq!(
@@ -188,7 +170,7 @@ async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_modes() {
-    let observer = guard("observer", guards::FIXED_VERDICT, "config = {}");
+    let observer = guard_table("observer", guards::FIXED_VERDICT, "config = {}");
     let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2ln"; // {"sub":"user-42"}
     for (mode, headers, expected) in [
         (
@@ -209,7 +191,8 @@ async fn identity_modes() {
         ("header:x-api-key", vec![], "127.0.0.1"),
     ] {
         let config = format!("{BASE}[identity]\nkey = \"{mode}\"\n{observer}");
-        let (_up, proxy) = start(&format!("id-{}", mode.replace(':', "-")), &config).await;
+        let (_up, proxy) =
+            start_with_upstream(&format!("id-{}", mode.replace(':', "-")), &config).await;
         let (client, _) = seen_by_guard(&proxy, "/", &headers).await;
         assert_eq!(client, expected, "{mode}");
     }
@@ -226,7 +209,7 @@ async fn routes_from_spec_and_heuristics_and_bounded() {
     let upstream = Upstream::start().await;
     let config = format!(
         "{BASE}[api]\nspec = \"openapi.yaml\"\nmax_routes = 50\n{}",
-        guard("observer", guards::FIXED_VERDICT, "config = {}")
+        guard_table("observer", guards::FIXED_VERDICT, "config = {}")
     );
     let proxy = Proxy::start(&dir, &config, &format!("http://{}", upstream.addr)).await;
     assert_eq!(
@@ -258,7 +241,7 @@ async fn routes_from_spec_and_heuristics_and_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_and_slow() {
-    let (_up, proxy) = start("slow", BASE).await;
+    let (_up, proxy) = start_with_upstream("slow", BASE).await;
     let (status, headers, body) = send(proxy.addr, "GET", "/slow", &[], vec![]).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(
@@ -280,7 +263,7 @@ async fn upstream_down_and_slow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_and_body() {
     let config = BASE.replace("max_body_bytes = 20971520", "max_body_bytes = 1000");
-    let (up, proxy) = start("limits", &config).await;
+    let (up, proxy) = start_with_upstream("limits", &config).await;
     let big = "x".repeat(20_000);
     let answer = raw(
         proxy.addr,
@@ -306,7 +289,7 @@ async fn oversized_header_and_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge() {
-    let (up, proxy) = start("h2c", BASE).await;
+    let (up, proxy) = start_with_upstream("h2c", BASE).await;
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -336,7 +319,7 @@ async fn h2c_prior_knowledge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes_through() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_up, proxy) = start("ws", BASE).await;
+    let (_up, proxy) = start_with_upstream("ws", BASE).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
@@ -361,8 +344,8 @@ async fn websocket_upgrade_passes_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints() {
-    let config = format!("{BASE}{}", guard("allow", guards::ALLOW_ALL, ""));
-    let (_up, proxy) = start("admin", &config).await;
+    let config = format!("{BASE}{}", guard_table("allow", guards::ALLOW_ALL, ""));
+    let (_up, proxy) = start_with_upstream("admin", &config).await;
     assert_eq!(
         send(proxy.admin, "GET", "/healthz", &[], vec![]).await.0,
         StatusCode::OK
@@ -413,7 +396,7 @@ async fn hot_reload_good_and_bad_while_traffic_flows() {
     let dir = tempdir("reload");
     let upstream = Upstream::start().await;
     let url = format!("http://{}", upstream.addr);
-    let allow = format!("{BASE}{}", guard("gate", guards::ALLOW_ALL, ""));
+    let allow = format!("{BASE}{}", guard_table("gate", guards::ALLOW_ALL, ""));
     let proxy = Proxy::start(&dir, &allow, &url).await;
     let addr = proxy.addr;
     let traffic = tokio::spawn(async move {
@@ -426,7 +409,7 @@ async fn hot_reload_good_and_bad_while_traffic_flows() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let deny = format!(
         "{BASE}{}",
-        guard("gate", guards::FIXED_VERDICT, "config = { deny = 403 }")
+        guard_table("gate", guards::FIXED_VERDICT, "config = { deny = 403 }")
     );
     std::fs::write(dir.join("vigil.toml"), deny.replace("{upstream}", &url)).unwrap();
     let (status, _, body) = send(proxy.admin, "POST", "/guards/reload", &[], vec![]).await;
@@ -436,7 +419,10 @@ async fn hot_reload_good_and_bad_while_traffic_flows() {
         StatusCode::FORBIDDEN
     );
 
-    let bad = format!("{BASE}{}", guard("gate", "/nonexistent/guard.wasm", ""));
+    let bad = format!(
+        "{BASE}{}",
+        guard_table("gate", "/nonexistent/guard.wasm", "")
+    );
     std::fs::write(dir.join("vigil.toml"), bad.replace("{upstream}", &url)).unwrap();
     let (status, _, body) = send(proxy.admin, "POST", "/guards/reload", &[], vec![]).await;
     let body = String::from_utf8_lossy(&body);
@@ -465,7 +451,7 @@ async fn hot_reload_good_and_bad_while_traffic_flows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_requests_in_flight() {
-    let (_up, proxy) = start("graceful", BASE).await;
+    let (_up, proxy) = start_with_upstream("graceful", BASE).await;
     let addr = proxy.addr;
     let slow = tokio::spawn(async move { send(addr, "GET", "/slow", &[], vec![]).await.0 });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -483,8 +469,8 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_requests_over_64_connections_without_error() {
-    let config = format!("{BASE}{}", guard("allow", guards::ALLOW_ALL, ""));
-    let (up, proxy) = start("load", &config).await;
+    let config = format!("{BASE}{}", guard_table("allow", guards::ALLOW_ALL, ""));
+    let (up, proxy) = start_with_upstream("load", &config).await;
     let addr = proxy.addr;
     let mut workers = Vec::new();
     for w in 0..64 {
@@ -521,7 +507,7 @@ async fn twenty_thousand_requests_over_64_connections_without_error() {
 async fn slow_and_malformed_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let config = format!("{BASE}header_read_timeout = \"500ms\"\n");
-    let (up, proxy) = start("slowloris", &config).await;
+    let (up, proxy) = start_with_upstream("slowloris", &config).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Drip: ")
@@ -549,8 +535,11 @@ async fn slow_and_malformed_clients() {
 async fn guards_that_ask_get_a_body_prefix_and_the_body_still_streams_whole() {
     let settings =
         "body_limit = 16\nconfig = { max_requests = 1000, max_paths = 1000, report_header = true }";
-    let config = format!("{BASE}{}", guard("inspector", guards::STATEFUL, settings));
-    let (up, proxy) = start("body-prefix", &config).await;
+    let config = format!(
+        "{BASE}{}",
+        guard_table("inspector", guards::STATEFUL, settings)
+    );
+    let (up, proxy) = start_with_upstream("body-prefix", &config).await;
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let (status, _, problem) = send(
         proxy.addr,
