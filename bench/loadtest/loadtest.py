@@ -89,6 +89,44 @@ def cpu_seconds(pids):
     return total / CLOCK_TICKS
 
 
+def thread_activity(pids):
+    """Context switches (voluntary and not) and CPU seconds of these processes, summed over
+    every thread, from /proc: what a process costs its machine while it waits."""
+    switches, ticks = 0, 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as f:
+                    switches += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return switches, ticks / CLOCK_TICKS
+
+
+def idle_cost(targets, seconds):
+    """Wake-ups (context switches) per second and CPU (% of one core) of each target while no
+    request arrives, all measured in the same `seconds`: idle, they do not compete. A sidecar
+    runs next to every instance of a service, so what it costs a quiet node matters."""
+    log(f"idle cost: {seconds:g} s without requests")
+    time.sleep(1)  # let the last run's connections close
+    before = {t.name: thread_activity(t.pids()) for t in targets}
+    time.sleep(seconds)
+    for target in targets:
+        switches, cpu = thread_activity(target.pids())
+        target.idle = {
+            "wakeups_per_s": (switches - before[target.name][0]) / seconds,
+            "cpu_pct": (cpu - before[target.name][1]) / seconds * 100,
+        }
+
+
 def peak_rss_mib(pids):
     """Sum of VmHWM over these processes, in MiB. For nginx (master and workers) pages shared
     between processes are counted in each, so the sum is an upper bound."""
@@ -145,6 +183,7 @@ class Target:
     admin_port: int = 0
     process: subprocess.Popen = None
     samples: dict = field(default_factory=lambda: {"saturation": [], "latency": []})
+    idle: dict = None
 
     def start(self):
         # A port answered by a leftover process would be measured in this target's place.
@@ -397,6 +436,7 @@ def compare(args, lab):
     log(f"latency at {rate} requests/s ({args.latency_tool})")
     for target, sample in in_rounds(targets, args.rounds, lambda t: latency_run(t, args, rate), "latency"):
         target.samples["latency"].append(sample)
+    idle_cost(targets, args.idle)
     rows = []
     for target in targets:
         pids = target.pids()
@@ -410,6 +450,7 @@ def compare(args, lab):
             "p99.9_ms": target.metric("latency", "p99.9_ms"),
             "peak_rss_mib": peak_rss_mib(pids),
             "processes": len(pids),
+            "idle": target.idle,
             "errors": sum(s["errors"] for phase in target.samples.values() for s in phase),
             "samples": target.samples,
         })
@@ -459,10 +500,11 @@ def compare_builds(args, lab):
     warm_up(targets, load, args.clients)
     for target, sample in in_rounds(targets, args.rounds, lambda t: wrk(t, load, args.clients), "builds"):
         target.samples["saturation"].append(sample)
+    idle_cost(targets, args.idle)
     nginx_rps = {t.name: t.metric("saturation", "rps") for t in peers}
     rows = []
     for target in targets:
-        row = {"target": target.name, "label": target.label, **saturation_row(target)}
+        row = {"target": target.name, "label": target.label, **saturation_row(target), "idle": target.idle}
         row["rps_vs_nginx"] = row["rps"] / nginx_rps["nginx"]
         row["rps_vs_nginx-limit-req"] = row["rps"] / nginx_rps["nginx-limit-req"]
         rows.append(row)
@@ -579,6 +621,7 @@ def markdown(report):
         for r in report["builds"]:
             out.append(f"| {r['label']} | {r['rps']:,.0f} | {r['rps_vs_nginx']:.2f}× | {r['rps_vs_nginx-limit-req']:.2f}× "
                        f"| {r['cpu_s_per_10k']:.3f} | {r['p99_ms_closed_loop']:.2f} | {r['peak_rss_mib']:.1f} | {r['errors']} |")
+        out.extend(idle_table(report["builds"], args))
         return "\n".join(out) + "\n"
     compare_rows = report["compare"]["rows"]
     out.append(f"Rounds: {args['rounds']}, {args['duration']:g} s per run; saturation with wrk "
@@ -596,6 +639,7 @@ def markdown(report):
             f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p99.9_ms']:.3f} | {r['p99_vs_nginx']:.2f}× "
             f"| {r['p99_vs_nginx-limit-req']:.2f}× | {r['cpu_s_per_10k']:.3f} | {r['peak_rss_mib']:.1f} "
             f"({r['processes']} proc) | {r['errors']} |")
+    out.extend(idle_table(compare_rows, args))
     if report.get("guards"):
         out.append("")
         out.append("| Vigil, guards | req/s at saturation | CPU s / 10k req | CPU vs 0 guards | p99 ms (closed loop) | peak RSS MiB | errors |")
@@ -616,6 +660,15 @@ def markdown(report):
     for line in report["targets"]:
         out.append(f"- {line}")
     return "\n".join(out) + "\n"
+
+
+def idle_table(rows, args):
+    """Markdown lines of the idle phase: each target's wake-ups and CPU with no requests."""
+    out = ["", f"Idle, {args['idle']:g} s without requests after the runs (all threads of the target's processes):", "",
+           "| target | wake-ups / s | CPU % of a core |", "| --- | ---: | ---: |"]
+    for r in rows:
+        out.append(f"| {r['label']} | {r['idle']['wakeups_per_s']:,.1f} | {r['idle']['cpu_pct']:.2f} |")
+    return out
 
 
 def verdicts(report):
@@ -656,6 +709,8 @@ def check_smoke(report):
             wrong.append("no CPU time read")
         if not row["peak_rss_mib"] > 0:
             wrong.append("no peak RSS read")
+        if "idle" in row and row["idle"] is None:
+            wrong.append("no idle figures read")
         if "tracked" in row and (row["tracked"] is None or row["tracked"] < min(row["clients"], CLIENT_TABLE_BOUND) * 0.9):
             wrong.append(f"Vigil tracks {row['tracked']} clients")
         if wrong:
@@ -684,6 +739,8 @@ def parse_args(argv=None):
     parser.add_argument("--guard-counts", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 3, 8])
     parser.add_argument("--client-counts", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1_000, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--idle", type=float, default=10.0,
+                        help="seconds of the idle phase: wake-ups and CPU of every target with no requests")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--baseline", type=Path,
                         help="another vigil build: measure it against --vigil (before and after a change), "
@@ -695,7 +752,7 @@ def parse_args(argv=None):
     if args.baseline_guards_dir and not args.baseline:
         parser.error("--baseline-guards-dir: only with --baseline")
     if args.smoke:
-        args.rounds, args.duration, args.latency_tool = 1, 1.0, "wrk"
+        args.rounds, args.duration, args.latency_tool, args.idle = 1, 1.0, "wrk", 1.0
         args.guard_counts, args.client_counts = [0, 1], [1_000]
     for count in args.guard_counts:
         if count and not (HERE / f"guards-{count}.toml").exists():

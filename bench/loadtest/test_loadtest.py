@@ -6,6 +6,8 @@ python3 -m unittest discover -s bench/loadtest
 import contextlib
 import io
 import socket
+import subprocess
+import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -38,6 +40,37 @@ class TargetStart(unittest.TestCase):
             with self.assertRaises(SystemExit) as refused:
                 target.start()
             self.assertIn("broken target exited with status 1", str(refused.exception))
+
+
+class IdleCost(unittest.TestCase):
+    def test_wakeups_and_cpu_of_a_process_are_counted_over_its_threads(self):
+        script = (
+            "import sys, time\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "for _ in range(40): time.sleep(0.01)\n"
+            "print('done', flush=True)\n"
+            "sys.stdin.readline()\n"
+        )
+        sleeper = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(sleeper.stdout.readline().strip(), "ready")
+            before = loadtest.thread_activity([sleeper.pid])
+            sleeper.stdin.write("go\n")
+            sleeper.stdin.flush()
+            self.assertEqual(sleeper.stdout.readline().strip(), "done")
+            after = loadtest.thread_activity([sleeper.pid])
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+        self.assertGreaterEqual(after[0] - before[0], 40, "forty sleeps wake the process forty times")
+        self.assertGreaterEqual(after[1], before[1])
+
+    def test_a_process_that_is_gone_counts_nothing(self):
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        self.assertEqual(loadtest.thread_activity([gone.pid]), (0, 0))
 
 
 class Arguments(unittest.TestCase):
