@@ -59,14 +59,10 @@ def descendants(root_pid):
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
+        fields = stat_fields(f"/proc/{entry}/stat")
+        if fields is None:
             continue
-        # The command name may hold spaces and parentheses; fields resume after the last ')'.
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        children.setdefault(int(fields[1]), []).append(int(entry))
     found, stack = [], [root_pid]
     while stack:
         pid = stack.pop()
@@ -75,18 +71,25 @@ def descendants(root_pid):
     return found
 
 
+def stat_fields(path):
+    """The fields of a /proc stat file that follow the command name, or None when the process
+    or thread is gone. The name may hold spaces and parentheses: fields resume after the last ')'."""
+    try:
+        with open(path) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_ticks(fields):
+    """utime + stime from a stat file's fields (see stat_fields), in clock ticks; 0 when gone."""
+    return int(fields[11]) + int(fields[12]) if fields else 0
+
+
 def cpu_seconds(pids):
     """utime + stime of these processes (all their threads), in seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return sum(cpu_ticks(stat_fields(f"/proc/{pid}/stat")) for pid in pids) / CLOCK_TICKS
 
 
 def thread_activity(pids):
@@ -102,12 +105,9 @@ def thread_activity(pids):
             try:
                 with open(f"/proc/{pid}/task/{task}/status") as f:
                     switches += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
-                with open(f"/proc/{pid}/task/{task}/stat") as f:
-                    stat = f.read()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks += int(fields[11]) + int(fields[12])
+            ticks += cpu_ticks(stat_fields(f"/proc/{pid}/task/{task}/stat"))
     return switches, ticks / CLOCK_TICKS
 
 
