@@ -2,7 +2,7 @@
 
 mod tallies;
 
-pub use tallies::{method_label, Verdict};
+pub use tallies::Verdict;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -48,7 +48,7 @@ const METHODS: [&str; 9] = [
 ];
 
 /// The `method` label of a request method.
-pub fn method_label(method: &str) -> &'static str {
+fn method_label(method: &str) -> &'static str {
     METHODS
         .iter()
         .find(|known| **known == method)
