@@ -15,9 +15,8 @@ pub struct Sharded<T> {
 impl<T: Default> Sharded<T> {
     /// One default shard per available core.
     pub fn new() -> Sharded<T> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Sharded {
-            shards: (0..cores).map(|_| Mutex::default()).collect(),
+            shards: (0..cores()).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -58,6 +57,11 @@ impl<T> Sharded<T> {
     fn home(&self) -> usize {
         thread_slot() % self.shards.len()
     }
+}
+
+/// Cores available to this process: how many shards per-core structures keep.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A small number for the calling thread, distinct for the first threads that ask: worker

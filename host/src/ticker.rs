@@ -4,7 +4,7 @@
 //! sidecar, or one without guards, does not wake a thousand times a second.
 
 use crate::sandbox::HostServices;
-use crate::shards::thread_slot;
+use crate::shards::{cores, thread_slot};
 use anyhow::Context as _;
 #[cfg(test)]
 use std::sync::atomic::AtomicU64;
@@ -38,9 +38,8 @@ pub(crate) struct RunningCall<'a> {
 
 impl Running {
     pub(crate) fn new() -> Running {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Running {
-            slots: (0..cores).map(|_| CoreCounter::default()).collect(),
+            slots: (0..cores()).map(|_| CoreCounter::default()).collect(),
             ticker_asleep: AtomicBool::new(false),
             ticker: OnceLock::new(),
         }
