@@ -6,14 +6,14 @@ use crate::needs::Needs;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
 use crate::shards::Sharded;
-use crate::ticker::Running;
+use crate::watchdog::Running;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil_guest::route::Pattern;
 use wasmtime::component::Component;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// Whether a guard's denials are applied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -233,8 +233,6 @@ pub struct Guard {
     engine: Engine,
     services: Arc<HostServices>,
     running: Arc<Running>,
-    deadline_ticks: u64,
-    init_deadline_ticks: u64,
     warm: WarmPool,
     recycle_after: u64,
     stats: GuardStats,
@@ -308,6 +306,7 @@ impl Runtime {
             scope: self.state().scope(&spec.name),
             limits: limits.clone(),
         });
+        self.running.watch_deadline(limits.deadline);
         let guard = Guard {
             identity,
             routes: spec.routes.clone(),
@@ -317,8 +316,6 @@ impl Runtime {
             engine: self.engine.clone(),
             services: self.services.clone(),
             running: self.running.clone(),
-            deadline_ticks: self.deadline_ticks(limits.deadline),
-            init_deadline_ticks: self.deadline_ticks(INIT_DEADLINE),
             warm: WarmPool::new(self.config.warm_instances_per_guard),
             recycle_after: self.config.recycle_after_calls.max(1),
             stats: GuardStats::default(),
@@ -417,7 +414,6 @@ impl Guard {
         client_key: &str,
         f: impl FnOnce(&bindings::Guard, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
-        let _running = self.running.enter();
         let warm = self.warm.take();
         let mut instance = match warm {
             Some(instance) => instance,
@@ -433,9 +429,14 @@ impl Guard {
                 fault
             })?,
         };
-        instance.store.data_mut().begin_call(client_key);
-        instance.store.set_epoch_deadline(self.deadline_ticks);
+        let running = self.running.enter(self.identity.limits.deadline);
+        instance
+            .store
+            .data_mut()
+            .begin_call(client_key, running.ends());
+        instance.store.set_epoch_deadline(1);
         let result = f(&instance.guard, &mut instance.store);
+        drop(running);
         let dropped = instance.store.data().output.finish(self.name());
         if dropped > 0 {
             self.stats
@@ -498,18 +499,27 @@ impl Guard {
     /// A fresh instance with `init` already run, under [`INIT_DEADLINE`] or the call deadline,
     /// whichever is longer; each call then sets the call deadline again.
     fn instantiate(&self) -> Result<WarmInstance, InstantiateError> {
-        let _running = self.running.enter();
+        let running = self
+            .running
+            .enter(self.identity.limits.deadline.max(INIT_DEADLINE));
         let state = GuestState::new(self.identity.clone(), self.services.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(self.deadline_ticks.max(self.init_deadline_ticks));
+        store.epoch_deadline_callback(|store| {
+            Ok(if store.data().overdue() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+        store.data_mut().begin_call("", running.ends());
         let fault = |kind, detail| InstantiateError::Fault(Fault { kind, detail });
         let guard = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| fault(FaultKind::Instantiate, root_cause(&e)))?;
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-        store.data_mut().begin_call("");
         let init = guard.call_init(&mut store, &self.spec.config_json);
         store.data().output.finish(self.name());
         match init {

@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //!
-//! - `runtime`: the engine (pooling allocator, copy-on-write images, epoch ticker) and linker.
+//! - `runtime`: the engine (pooling allocator, copy-on-write images, epoch deadlines) and linker.
 //! - `guard`: loading and checking a guard; its warm instance pool; faults.
 //! - `chain`: ordered evaluation, first applied denial wins, monitor mode.
 //! - `needs`: what a guard declares it uses (headers, responses).
@@ -17,7 +17,7 @@
 //! - `output`: captured stdout/stderr/log under a per-call byte budget.
 //! - `shards`: values split per core, so hot paths do not share locks or cache lines.
 //! - `state`: the bounded, per-guard-namespaced state tables.
-//! - `ticker`: the deadline ticker, which sleeps while no guard code runs.
+//! - `watchdog`: interrupts calls past their deadline; wakes only when one may be due.
 //! - `findings`: the bounded queue of guard findings.
 //! - `clock`: time, replaceable in tests.
 //!
@@ -37,7 +37,7 @@ mod runtime;
 mod sandbox;
 mod shards;
 pub mod state;
-mod ticker;
+mod watchdog;
 
 pub use bindings::vigil::guard::types::{
     Client, Deny, Event, Header, Level, Request, Response, Verdict,

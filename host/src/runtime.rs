@@ -1,5 +1,5 @@
 //! The runtime: one wasmtime engine tuned for many short calls (component model, pooling
-//! allocator with copy-on-write images, epoch deadlines driven by a ticker thread, an on-disk
+//! allocator with copy-on-write images, epoch deadlines enforced by a watchdog thread, an on-disk
 //! cache of compiled guards), the linker that offers guards the `state` interface and
 //! capability-free WASI, and the shared state.
 
@@ -8,7 +8,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::findings::{Finding, FindingSink};
 use crate::sandbox::{GuestState, HostServices, SandboxLimits};
 use crate::state::{StateLimits, StateStore};
-use crate::ticker::{Running, Ticker};
+use crate::watchdog::{Running, Watchdog};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +33,6 @@ pub struct RuntimeConfig {
     /// Calls after which a warm instance is discarded and replaced by a fresh one, bounding
     /// whatever a guard accumulates in its own memory.
     pub recycle_after_calls: u64,
-    /// Granularity of deadlines.
-    pub epoch_tick: Duration,
     /// How often idle state entries are swept.
     pub sweep_interval: Duration,
     /// Bounds of the state tables.
@@ -101,7 +99,6 @@ impl Default for RuntimeConfig {
             default_limits: SandboxLimits::default(),
             warm_instances_per_guard: cores * 2,
             recycle_after_calls: 10_000,
-            epoch_tick: Duration::from_millis(1),
             sweep_interval: Duration::from_secs(10),
             state: StateLimits::default(),
             max_pending_findings: 10_000,
@@ -119,13 +116,13 @@ pub struct Runtime {
     pub(crate) services: Arc<HostServices>,
     pub(crate) config: RuntimeConfig,
     compile_cache: Option<Cache>,
-    /// Guard calls in progress: the ticker runs while there are any.
+    /// Guard calls in progress and when each must end, for the watchdog.
     pub(crate) running: Arc<Running>,
-    ticker: Ticker,
+    watchdog: Watchdog,
 }
 
 impl Runtime {
-    /// Builds the engine and starts the deadline ticker. Fails with a clear message when the
+    /// Builds the engine and starts the deadline watchdog. Fails with a clear message when the
     /// instance pool cannot be reserved on this machine.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
         let mut engine_config = engine_config(&config);
@@ -163,11 +160,10 @@ impl Runtime {
             findings: FindingSink::new(config.max_pending_findings),
         });
         let running = Arc::new(Running::new());
-        let ticker = Ticker::start(
+        let watchdog = Watchdog::start(
             &engine,
             Arc::downgrade(&services),
             running.clone(),
-            config.epoch_tick,
             config.sweep_interval,
         )?;
         Ok(Runtime {
@@ -177,7 +173,7 @@ impl Runtime {
             config,
             compile_cache,
             running,
-            ticker,
+            watchdog,
         })
     }
 
@@ -207,18 +203,11 @@ impl Runtime {
             .as_ref()
             .map_or((0, 0), |c| (c.cache_hits(), c.cache_misses()))
     }
-
-    /// Epoch ticks that make up `deadline`, rounded up, plus one because the current tick may
-    /// be about to end.
-    pub(crate) fn deadline_ticks(&self, deadline: Duration) -> u64 {
-        let tick = self.config.epoch_tick.as_nanos().max(1);
-        (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
-    }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.ticker.stop();
+        self.watchdog.stop();
     }
 }
 

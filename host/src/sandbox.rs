@@ -6,7 +6,7 @@ use crate::findings::FindingSink;
 use crate::output::OutputCapture;
 use crate::state::{GuardScope, StateStore};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vigil_guest::route::Pattern;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -108,6 +108,8 @@ pub(crate) struct GuestState {
     services: Arc<HostServices>,
     /// The client of the request being evaluated; set before each call.
     client_key: String,
+    /// When the current call must end (`None`: never); the epoch callback checks it.
+    call_ends: Option<Instant>,
     /// The panic message the guard reported during this call, if any.
     pub(crate) panic: Option<String>,
     /// The patterns of the last `happened` call, parsed: a guard asks about the same ones on
@@ -139,17 +141,25 @@ impl GuestState {
             guard,
             services,
             client_key: String::new(),
+            call_ends: None,
             panic: None,
             happened_patterns: Vec::new(),
         }
     }
 
-    /// Prepares for a call made on behalf of `client_key`.
-    pub(crate) fn begin_call(&mut self, client_key: &str) {
+    /// Prepares for a call made on behalf of `client_key` that must end by `ends`.
+    pub(crate) fn begin_call(&mut self, client_key: &str, ends: Option<Instant>) {
         self.client_key.clear();
         self.client_key.push_str(client_key);
+        self.call_ends = ends;
         self.panic = None;
         self.output.begin(self.guard.limits.output_bytes_per_call);
+    }
+
+    /// Whether the current call is past its end: the watchdog advanced the epoch because some
+    /// call is, and each store checks whether it is its own.
+    pub(crate) fn overdue(&self) -> bool {
+        self.call_ends.is_some_and(|ends| Instant::now() >= ends)
     }
 
     fn truncated<'a>(&self, text: &'a str) -> &'a str {

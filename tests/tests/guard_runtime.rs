@@ -312,7 +312,7 @@ fn attack_timed(c: &Chain, kind: &str) -> (vigil_host::Fault, Duration) {
 }
 
 /// Whether a call was cut short rather than left to run: far above the deadline, because a
-/// loaded machine may deschedule the thread or the ticker, and far below "never".
+/// loaded machine may deschedule the thread or the watchdog, and far below "never".
 fn cut_short(elapsed: Duration, deadline: Duration) -> bool {
     elapsed < deadline * 10 + Duration::from_secs(1)
 }
@@ -332,11 +332,11 @@ fn infinite_loop_is_interrupted_at_the_deadline() {
 }
 
 #[test]
-fn a_loop_starting_while_the_ticker_sleeps_is_still_interrupted() {
+fn a_loop_starting_while_the_watchdog_sleeps_is_still_interrupted() {
     let rt = runtime();
     let c = hostile_chain(&rt, OnError::Allow);
     let deadline = rt.config().default_limits.deadline;
-    // No guard code runs for longer than the ticker's idle grace (100 ms): it goes to sleep,
+    // No guard code runs for longer than the watchdog's idle grace (100 ms): it goes to sleep,
     // and the call must wake it.
     std::thread::sleep(Duration::from_millis(400));
     let (fault, elapsed) = attack_timed(&c, "loop");
@@ -344,6 +344,37 @@ fn a_loop_starting_while_the_ticker_sleeps_is_still_interrupted() {
     assert!(
         cut_short(elapsed, deadline),
         "took {elapsed:?} for a {deadline:?} deadline"
+    );
+}
+
+#[test]
+fn interrupting_an_overdue_call_leaves_calls_within_their_deadline_running() {
+    let rt = runtime();
+    let impatient = hostile_chain(&rt, OnError::Allow);
+    let patience = Duration::from_millis(1500);
+    let mut s = spec("hostile-patient", "hostile", "");
+    s.limits = Some(SandboxLimits {
+        deadline: patience,
+        ..SandboxLimits::default()
+    });
+    let patient = chain(vec![load(&rt, s)]);
+    let patient = std::thread::spawn(move || attack_timed(&patient, "loop"));
+    // Every interruption of these advances the epoch the patient call also runs under.
+    std::thread::sleep(Duration::from_millis(100));
+    let deadline = rt.config().default_limits.deadline;
+    for _ in 0..5 {
+        let (fault, elapsed) = attack_timed(&impatient, "loop");
+        assert_eq!(fault.kind, FaultKind::Deadline, "{fault:?}");
+        assert!(
+            cut_short(elapsed, deadline),
+            "took {elapsed:?} for a {deadline:?} deadline"
+        );
+    }
+    let (fault, elapsed) = patient.join().unwrap();
+    assert_eq!(fault.kind, FaultKind::Deadline, "{fault:?}");
+    assert!(
+        elapsed >= patience,
+        "cut at {elapsed:?}, before its own {patience:?} deadline"
     );
 }
 
