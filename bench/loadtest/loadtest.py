@@ -344,7 +344,10 @@ def wrk(target, load, clients, offset=0):
 
 def oha(target, rate, connections, duration):
     """An open-loop run at `rate` requests per second; latency is measured from each request's
-    scheduled start (coordinated-omission correction)."""
+    scheduled start (coordinated-omission correction). The target's CPU per request at this
+    rate is what it costs a node below saturation, where a sidecar spends most of its time."""
+    pids = target.pids()
+    cpu_before = cpu_seconds(pids)
     command = [
         "oha", "--no-tui", "--output-format", "json", "-z", f"{duration:g}s",
         "-c", str(connections), "-q", str(rate), "--latency-correction",
@@ -353,16 +356,19 @@ def oha(target, rate, connections, duration):
         "-H", "x-api-key: client-1", "--rand-regex-url", f"http://127.0.0.1:{target.port}/items/[0-9]",
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pids) - cpu_before
     result = json.loads(out)
     percentiles = result["latencyPercentiles"]
     statuses = result.get("statusCodeDistribution", {})
     errors = sum(result.get("errorDistribution", {}).values()) + sum(
         n for code, n in statuses.items() if code != "200"
     )
+    answered = sum(statuses.values())
     return {
         "rate": rate,
         "rps": result["summary"]["requestsPerSec"],
         "errors": errors,
+        "cpu_s_per_10k": cpu / answered * 10_000 if answered else float("nan"),
         "p50_ms": percentiles["p50"] * 1000,
         "p99_ms": percentiles["p99"] * 1000,
         "p99.9_ms": percentiles["p99.9"] * 1000,
@@ -431,11 +437,7 @@ def compare(args, lab):
     warm_up(targets, load, args.clients)
     for target, sample in in_rounds(targets, args.rounds, lambda t: wrk(t, load, args.clients), "saturation"):
         target.samples["saturation"].append(sample)
-    slowest = min(t.metric("saturation", "rps") for t in targets)
-    rate = args.rate or int(max(100, round(slowest * args.rate_fraction / 100, -2)))
-    log(f"latency at {rate} requests/s ({args.latency_tool})")
-    for target, sample in in_rounds(targets, args.rounds, lambda t: latency_run(t, args, rate), "latency"):
-        target.samples["latency"].append(sample)
+    rate = fixed_rate_phase(args, targets)
     idle_cost(targets, args.idle)
     rows = []
     for target in targets:
@@ -445,6 +447,7 @@ def compare(args, lab):
             "label": target.label,
             "rps": target.metric("saturation", "rps"),
             "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
+            "cpu_s_per_10k_at_rate": target.metric("latency", "cpu_s_per_10k"),
             "p50_ms": target.metric("latency", "p50_ms"),
             "p99_ms": target.metric("latency", "p99_ms"),
             "p99.9_ms": target.metric("latency", "p99.9_ms"),
@@ -465,6 +468,17 @@ def compare(args, lab):
     return {"rate": rate, "rows": rows}
 
 
+def fixed_rate_phase(args, targets):
+    """Latency and CPU of every target at one rate below saturation (`--rate`, else
+    `--rate-fraction` of the slowest target's saturation rate), in rounds. Returns the rate."""
+    slowest = min(t.metric("saturation", "rps") for t in targets)
+    rate = args.rate or int(max(100, round(slowest * args.rate_fraction / 100, -2)))
+    log(f"latency at {rate} requests/s ({args.latency_tool})")
+    for target, sample in in_rounds(targets, args.rounds, lambda t: latency_run(t, args, rate), "latency"):
+        target.samples["latency"].append(sample)
+    return rate
+
+
 def saturation_row(target):
     """What every saturation-only table reports of a target: medians of its runs, its peak RSS
     and every error of those runs."""
@@ -479,8 +493,8 @@ def saturation_row(target):
 
 def compare_builds(args, lab):
     """Before and after: the `--baseline` build and the `--vigil` build, each without guards
-    and with the stock chain, alternating with nginx and nginx + limit_req in the same rounds.
-    Saturation only."""
+    and with the stock chain, alternating with nginx and nginx + limit_req in the same rounds:
+    saturation, then latency and CPU at a fixed rate."""
     peers = [lab.nginx("nginx", "nginx proxy_pass", "nginx.conf"),
              lab.nginx("nginx-limit-req", "nginx + limit_req", "nginx-limit-req.conf")]
     builds = []
@@ -500,11 +514,14 @@ def compare_builds(args, lab):
     warm_up(targets, load, args.clients)
     for target, sample in in_rounds(targets, args.rounds, lambda t: wrk(t, load, args.clients), "builds"):
         target.samples["saturation"].append(sample)
+    rate = fixed_rate_phase(args, targets)
     idle_cost(targets, args.idle)
     nginx_rps = {t.name: t.metric("saturation", "rps") for t in peers}
     rows = []
     for target in targets:
-        row = {"target": target.name, "label": target.label, **saturation_row(target), "idle": target.idle}
+        row = {"target": target.name, "label": target.label, **saturation_row(target), "idle": target.idle,
+               "rate": rate, "cpu_s_per_10k_at_rate": target.metric("latency", "cpu_s_per_10k"),
+               "p99_ms": target.metric("latency", "p99_ms")}
         row["rps_vs_nginx"] = row["rps"] / nginx_rps["nginx"]
         row["rps_vs_nginx-limit-req"] = row["rps"] / nginx_rps["nginx-limit-req"]
         rows.append(row)
@@ -612,15 +629,18 @@ def markdown(report):
     args = report["settings"]
     out = []
     if report.get("builds"):
+        rate = report["builds"][0]["rate"]
         out.append(f"Builds compared: {args['rounds']} rounds of {args['duration']:g} s, wrk -t{args['threads']} "
-                   f"-c{args['connections']} over {args['clients']:,} clients, saturation only.")
+                   f"-c{args['connections']} over {args['clients']:,} clients at saturation; then "
+                   f"{rate:,} requests/s with {args['latency_tool']}, {args['latency_connections']} connections.")
         out.append("")
         out.append("| target | req/s at saturation | vs nginx | vs nginx+limit_req | CPU s / 10k req "
-                   "| p99 ms (closed loop) | peak RSS MiB | errors |")
-        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                   f"| CPU s / 10k req at {rate:,}/s | p99 ms at {rate:,}/s | peak RSS MiB | errors |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in report["builds"]:
             out.append(f"| {r['label']} | {r['rps']:,.0f} | {r['rps_vs_nginx']:.2f}× | {r['rps_vs_nginx-limit-req']:.2f}× "
-                       f"| {r['cpu_s_per_10k']:.3f} | {r['p99_ms_closed_loop']:.2f} | {r['peak_rss_mib']:.1f} | {r['errors']} |")
+                       f"| {r['cpu_s_per_10k']:.3f} | {r['cpu_s_per_10k_at_rate']:.3f} | {r['p99_ms']:.3f} "
+                       f"| {r['peak_rss_mib']:.1f} | {r['errors']} |")
         out.extend(idle_table(report["builds"], args))
         return "\n".join(out) + "\n"
     compare_rows = report["compare"]["rows"]
@@ -631,14 +651,15 @@ def markdown(report):
                + f", {args['latency_connections']} connections.")
     out.append("")
     out.append("| target | req/s at saturation | vs nginx | vs nginx+limit_req | p50 ms | p99 ms | p99.9 ms "
-               "| p99 vs nginx | p99 vs nginx+limit_req | CPU s / 10k req | peak RSS MiB | errors |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+               "| p99 vs nginx | p99 vs nginx+limit_req | CPU s / 10k req | CPU s / 10k req at the fixed rate "
+               "| peak RSS MiB | errors |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in compare_rows:
         out.append(
             f"| {r['label']} | {r['rps']:,.0f} | {r['rps_vs_nginx']:.2f}× | {r['rps_vs_nginx-limit-req']:.2f}× "
             f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p99.9_ms']:.3f} | {r['p99_vs_nginx']:.2f}× "
-            f"| {r['p99_vs_nginx-limit-req']:.2f}× | {r['cpu_s_per_10k']:.3f} | {r['peak_rss_mib']:.1f} "
-            f"({r['processes']} proc) | {r['errors']} |")
+            f"| {r['p99_vs_nginx-limit-req']:.2f}× | {r['cpu_s_per_10k']:.3f} | {r['cpu_s_per_10k_at_rate']:.3f} "
+            f"| {r['peak_rss_mib']:.1f} ({r['processes']} proc) | {r['errors']} |")
     out.extend(idle_table(compare_rows, args))
     if report.get("guards"):
         out.append("")
@@ -707,6 +728,8 @@ def check_smoke(report):
             wrong.append("no requests per second measured")
         if not row["cpu_s_per_10k"] > 0:
             wrong.append("no CPU time read")
+        if "cpu_s_per_10k_at_rate" in row and not row["cpu_s_per_10k_at_rate"] > 0:
+            wrong.append("no CPU time read at the fixed rate")
         if not row["peak_rss_mib"] > 0:
             wrong.append("no peak RSS read")
         if "idle" in row and row["idle"] is None:
