@@ -25,9 +25,11 @@ const IDLE_AFTER: Duration = Duration::from_millis(100);
 /// still interrupted, by ticks every quarter of the shortest deadline while they last.
 const SLOTS: usize = 64;
 
-/// How soon the watchdog looks again after interrupting: the overdue call may be in a host
-/// call and notice the epoch only when it returns to guest code.
-const RECHECK: Duration = Duration::from_millis(1);
+/// The watchdog's shortest sleep: deadlines are kept to within about this much, and a deadline
+/// of zero cannot make it spin. It is also how soon it looks again after interrupting, since
+/// the overdue call may be in a host call and notice the epoch only when it returns to guest
+/// code.
+const GRANULARITY: Duration = Duration::from_millis(1);
 
 /// Guard calls in progress and when each must end.
 pub(crate) struct Running {
@@ -167,17 +169,20 @@ impl Running {
     /// How long the watchdog may sleep after `scan` without missing a deadline.
     fn sleep_after(&self, scan: &Scan, now: Instant) -> Duration {
         let shortest = Duration::from_nanos(self.shortest.load(Ordering::SeqCst));
-        if scan.overdue {
-            return RECHECK;
-        }
-        if scan.overflowing {
-            return (shortest / 4).max(RECHECK);
-        }
-        // A call starting while the watchdog sleeps ends no sooner than `shortest` from now.
-        match scan.next_end {
-            Some(end) => Duration::from_nanos(end.saturating_sub(self.nanos_at(now))).min(shortest),
-            None => shortest,
-        }
+        let sleep = if scan.overdue {
+            GRANULARITY
+        } else if scan.overflowing {
+            shortest / 4
+        } else {
+            // A call starting while the watchdog sleeps ends no sooner than `shortest` from now.
+            match scan.next_end {
+                Some(end) => {
+                    Duration::from_nanos(end.saturating_sub(self.nanos_at(now))).min(shortest)
+                }
+                None => shortest,
+            }
+        };
+        sleep.max(GRANULARITY)
     }
 }
 
@@ -449,6 +454,24 @@ mod tests {
             "a call with the new, shorter deadline was not interrupted"
         );
         drop(call);
+        watchdog.stop();
+    }
+
+    #[test]
+    fn a_zero_deadline_does_not_make_the_watchdog_spin() {
+        let running = Arc::new(Running::new());
+        let (_engine, mut watchdog) = watchdog(&running);
+        running.watch_deadline(Duration::ZERO);
+        let before = watchdog.wakes();
+        let call = running.enter(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(200));
+        drop(call);
+        std::thread::sleep(Duration::from_millis(100));
+        // At most about one wake-up per millisecond; without the floor it wakes several times
+        // a millisecond.
+        let wakes = watchdog.wakes() - before;
+        assert!(wakes <= 400, "{wakes} wake-ups in 300 ms");
+        assert!(watchdog.ticks() > 0, "the overdue call was not interrupted");
         watchdog.stop();
     }
 
