@@ -304,9 +304,10 @@ mod tests {
 
     const DEADLINE: Duration = Duration::from_millis(20);
 
-    fn watchdog(running: &Arc<Running>) -> (Engine, Watchdog) {
+    /// A watchdog of `running` whose guards' shortest deadline is `shortest`.
+    fn watchdog(running: &Arc<Running>, shortest: Duration) -> (Engine, Watchdog) {
         let engine = Engine::new(wasmtime::Config::new().epoch_interruption(true)).unwrap();
-        running.watch_deadline(DEADLINE);
+        running.watch_deadline(shortest);
         let watchdog = Watchdog::start(
             &engine,
             Weak::new(),
@@ -327,6 +328,11 @@ mod tests {
         }
     }
 
+    /// Whether the watchdog advances the epoch within 5 s.
+    fn interrupted(watchdog: &Watchdog) -> bool {
+        eventually(|| watchdog.ticks() > 0)
+    }
+
     /// Waits up to 5 s for `done`: a loaded machine may deschedule the watchdog for a while.
     fn eventually(done: impl Fn() -> bool) -> bool {
         let start = Instant::now();
@@ -342,7 +348,7 @@ mod tests {
     #[test]
     fn calls_that_end_in_time_never_advance_the_epoch() {
         let running = Arc::new(Running::new());
-        let (_engine, mut watchdog) = watchdog(&running);
+        let (_engine, mut watchdog) = watchdog(&running, DEADLINE);
         // Far longer than the calls, so that a descheduled test thread does not overrun it.
         let deadline = Duration::from_millis(200);
         running.watch_deadline(deadline);
@@ -361,7 +367,7 @@ mod tests {
     #[test]
     fn an_overdue_call_advances_the_epoch_soon_after_its_end() {
         let running = Arc::new(Running::new());
-        let (_engine, mut watchdog) = watchdog(&running);
+        let (_engine, mut watchdog) = watchdog(&running, DEADLINE);
         let call = running.enter(DEADLINE);
         std::thread::sleep(DEADLINE / 2);
         let ticks = watchdog.ticks();
@@ -369,7 +375,7 @@ mod tests {
             assert_eq!(ticks, 0, "interrupted before its end");
         }
         assert!(
-            eventually(|| watchdog.ticks() > 0),
+            interrupted(&watchdog),
             "no interruption for a call past its end"
         );
         drop(call);
@@ -383,7 +389,7 @@ mod tests {
     #[test]
     fn idle_the_watchdog_sleeps_and_a_call_wakes_it() {
         let running = Arc::new(Running::new());
-        let (_engine, mut watchdog) = watchdog(&running);
+        let (_engine, mut watchdog) = watchdog(&running, DEADLINE);
         std::thread::sleep(IDLE_AFTER + Duration::from_millis(100));
         let asleep = watchdog.wakes();
         std::thread::sleep(Duration::from_millis(300));
@@ -394,7 +400,7 @@ mod tests {
         );
         let call = running.enter(DEADLINE);
         assert!(
-            eventually(|| watchdog.ticks() > 0),
+            interrupted(&watchdog),
             "a call starting while the watchdog slept was not interrupted"
         );
         drop(call);
@@ -404,12 +410,12 @@ mod tests {
     #[test]
     fn a_call_starting_during_a_longer_one_is_interrupted_at_its_own_end() {
         let running = Arc::new(Running::new());
-        let (_engine, mut watchdog) = watchdog(&running);
+        let (_engine, mut watchdog) = watchdog(&running, DEADLINE);
         let long = running.enter(Duration::from_secs(3600));
         std::thread::sleep(Duration::from_millis(50));
         let short = running.enter(DEADLINE);
         assert!(
-            eventually(|| watchdog.ticks() > 0),
+            interrupted(&watchdog),
             "the watchdog slept until the longer call's end"
         );
         drop((long, short));
@@ -419,12 +425,12 @@ mod tests {
     #[test]
     fn calls_beyond_the_slots_are_still_interrupted() {
         let running = Arc::new(Running::with_slots(1));
-        let (_engine, mut watchdog) = watchdog(&running);
+        let (_engine, mut watchdog) = watchdog(&running, DEADLINE);
         let first = running.enter(Duration::from_secs(3600));
         let second = running.enter(DEADLINE);
         assert_eq!(second.slot, None);
         assert!(
-            eventually(|| watchdog.ticks() > 0),
+            interrupted(&watchdog),
             "no interruption for a call without a slot"
         );
         drop((first, second));
@@ -435,22 +441,14 @@ mod tests {
     #[test]
     fn a_shorter_deadline_wakes_a_long_sleep() {
         let running = Arc::new(Running::new());
-        let engine = Engine::new(wasmtime::Config::new().epoch_interruption(true)).unwrap();
-        running.watch_deadline(Duration::from_secs(3600));
-        let mut watchdog = Watchdog::start(
-            &engine,
-            Weak::new(),
-            running.clone(),
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+        let (_engine, mut watchdog) = watchdog(&running, Duration::from_secs(3600));
         // Just started, the watchdog is not idle yet: it sleeps for the shortest deadline, an
         // hour, and a call starting now would not wake it.
         std::thread::sleep(Duration::from_millis(50));
         running.watch_deadline(DEADLINE);
         let call = running.enter(DEADLINE);
         assert!(
-            eventually(|| watchdog.ticks() > 0),
+            interrupted(&watchdog),
             "a call with the new, shorter deadline was not interrupted"
         );
         drop(call);
@@ -460,7 +458,7 @@ mod tests {
     #[test]
     fn a_zero_deadline_does_not_make_the_watchdog_spin() {
         let running = Arc::new(Running::new());
-        let (_engine, mut watchdog) = watchdog(&running);
+        let (_engine, mut watchdog) = watchdog(&running, DEADLINE);
         running.watch_deadline(Duration::ZERO);
         let before = watchdog.wakes();
         let call = running.enter(Duration::ZERO);
@@ -478,7 +476,7 @@ mod tests {
     #[test]
     fn stopping_a_sleeping_watchdog_does_not_wait_for_its_timeout() {
         let running = Arc::new(Running::new());
-        let (_engine, mut watchdog) = watchdog(&running);
+        let (_engine, mut watchdog) = watchdog(&running, DEADLINE);
         std::thread::sleep(IDLE_AFTER + Duration::from_millis(50));
         let started = Instant::now();
         watchdog.stop();
