@@ -553,7 +553,7 @@ fn load_rejects_bad_configuration_naming_the_field() {
 
     let (_, text) = load_error(&rt, spec("v", "login-throttle", r#"{"per_minute": 0}"#));
     assert!(
-        text.contains("per_minute: must be greater than 0"),
+        text.contains("per_minute: must be a number greater than 0"),
         "{text}"
     );
 

@@ -20,8 +20,8 @@ impl Guard for LoginThrottle {
     const OBSERVES_RESPONSES: bool = false;
 
     fn check_config(config: &Config) -> Result<(), String> {
-        if !(config.per_minute > 0.0) {
-            return Err("per_minute: must be greater than 0".into());
+        if !(config.per_minute.is_finite() && config.per_minute > 0.0) {
+            return Err("per_minute: must be a number greater than 0".into());
         }
         Ok(())
     }

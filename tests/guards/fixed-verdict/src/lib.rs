@@ -25,9 +25,9 @@ impl Guard for FixedVerdict {
 
     fn check_config(config: &Config) -> Result<(), String> {
         match config.deny {
-            Some(status) if !(400..=599).contains(&status) => {
-                Err(format!("deny: {status} is not an HTTP error status (400-599)"))
-            }
+            Some(status) if !(400..=599).contains(&status) => Err(format!(
+                "deny: {status} is not an HTTP error status (400-599)"
+            )),
             _ => Ok(()),
         }
     }
@@ -44,7 +44,10 @@ impl Guard for FixedVerdict {
     }
 
     fn on_response(_: &Config, req: &Request, resp: &Response) {
-        state::finding("response", &format!("{} {}", resp.status, req.route_or_path()));
+        state::finding(
+            "response",
+            &format!("{} {}", resp.status, req.route_or_path()),
+        );
     }
 }
 

@@ -45,7 +45,10 @@ impl Guard for Hostile {
                 };
                 let vars = std::env::vars().count();
                 let args = std::env::args().count();
-                vigil_guest::deny(403, format!("file={file}; env={env}; vars={vars}; args={args}"))
+                vigil_guest::deny(
+                    403,
+                    format!("file={file}; env={env}; vars={vars}; args={args}"),
+                )
             }
             Some("chatty") => {
                 let line = "x".repeat(1023);

@@ -37,7 +37,9 @@ impl Guard for Stateful {
         let seen_before = state::get(&format!("seen:{client}")).is_some();
         state::set(&format!("seen:{client}"), b"1", window);
         if req.header("x-report").is_some() && config.report_header {
-            let last = history.first().map(|e| format!("{} {} {}", e.method, e.route, e.status));
+            let last = history
+                .first()
+                .map(|e| format!("{} {} {}", e.method, e.route, e.status));
             return vigil_guest::deny(
                 418,
                 format!(
