@@ -12,6 +12,7 @@
 //! - `respond`: every answer the proxy gives itself (problem+json).
 //! - `sidecar`: shared parts, readiness, hot reload.
 //! - `server`: the public and admin listeners, graceful shutdown.
+//! - `accept`: taking connections off a listener, pausing while out of descriptors.
 //! - `admin`: health, readiness, metrics, guards, reload.
 //! - `metrics`: Prometheus metrics.
 //! - `demo`: `vigil demo`, a sample shop under attack.
@@ -23,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod client;
 pub mod collector;

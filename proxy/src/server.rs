@@ -1,6 +1,7 @@
 //! The listeners: the public one (HTTP/1.1 and prior-knowledge HTTP/2 on one port, with
 //! upgrades), served by worker threads, and the admin one, both stopping gracefully when told to.
 
+use crate::accept::next_connection;
 use crate::admin;
 use crate::pipeline;
 use crate::sidecar::Sidecar;
@@ -109,17 +110,7 @@ pub async fn serve_public(
     });
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
         let Ok(permit) = sidecar.connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; connection dropped");
             continue;
@@ -184,14 +175,7 @@ pub async fn serve_admin(
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            () = &mut shutdown => return,
-        };
+    while let Some((stream, _)) = next_connection(&listener, &mut shutdown).await {
         let sidecar = sidecar.clone();
         let service = service_fn(move |req| {
             let sidecar = sidecar.clone();

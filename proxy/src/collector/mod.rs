@@ -20,6 +20,7 @@ pub mod sqlite;
 pub mod store;
 pub mod vulns;
 
+use crate::accept::next_connection;
 use crate::respond::ProxyBody;
 use anyhow::Context as _;
 use config::CollectorConfig;
@@ -193,17 +194,11 @@ async fn accept<H, F>(
         .header_read_timeout(limits.header_read_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    continue;
-                }
-            },
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
+    while let Some((stream, peer)) = next_connection(&listener, &mut stopped).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; connection dropped");
             continue;
