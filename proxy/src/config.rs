@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vigil_host::state::StateLimits;
 use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
 /// A configuration error, naming the file and the key.
@@ -40,6 +41,8 @@ pub struct Config {
     pub log: Log,
     /// Bounds of the exposure inventory.
     pub inventory: InventoryLimits,
+    /// Bounds of the state the host keeps for guards (fixed at start).
+    pub state: StateLimits,
     /// Reporting to a collector; `None` when `[report]` names no collector.
     pub report: Option<Reporting>,
 }
@@ -163,7 +166,36 @@ struct RawConfig {
     #[serde(default)]
     inventory: RawInventory,
     #[serde(default)]
+    state: RawState,
+    #[serde(default)]
     report: RawReport,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawState {
+    max_clients: usize,
+    history_depth: usize,
+    max_keys: usize,
+    max_distinct_sets: usize,
+    max_distinct_members: usize,
+    max_kv_entries: usize,
+    idle_expiry: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        let limits = StateLimits::default();
+        RawState {
+            max_clients: limits.max_clients,
+            history_depth: limits.history_depth,
+            max_keys: limits.max_keys,
+            max_distinct_sets: limits.max_distinct_sets,
+            max_distinct_members: limits.max_distinct_members,
+            max_kv_entries: limits.max_kv_entries,
+            idle_expiry: "30m".into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -513,6 +545,7 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
         max_findings: at_least("inventory.max_findings", raw.inventory.max_findings, 1)?,
         ..InventoryLimits::default()
     };
+    let state = state_limits(raw.state)?;
     let report = reporting(raw.report, base, listen.address)?;
     Ok(Config {
         file: file.to_path_buf(),
@@ -526,7 +559,49 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
         },
         log,
         inventory,
+        state,
         report,
+    })
+}
+
+/// Upper bounds of `[state]`: each table's memory grows with its bound (a client with a full
+/// history of 32 events is about 620 bytes), so a typo must not let it grow to the machine's.
+const MAX_TRACKED: usize = 10_000_000;
+const MAX_HISTORY_DEPTH: usize = 1024;
+const MAX_DISTINCT_MEMBERS: usize = 65_536;
+
+fn state_limits(raw: RawState) -> Result<StateLimits, String> {
+    let idle_expiry = duration("state.idle_expiry", &raw.idle_expiry)?;
+    if idle_expiry < Duration::from_secs(1) {
+        return Err(format!(
+            "state.idle_expiry: must be at least 1s, got {}",
+            raw.idle_expiry
+        ));
+    }
+    Ok(StateLimits {
+        max_clients: in_range("state.max_clients", raw.max_clients, 1, MAX_TRACKED)?,
+        history_depth: in_range(
+            "state.history_depth",
+            raw.history_depth,
+            1,
+            MAX_HISTORY_DEPTH,
+        )?,
+        max_keys: in_range("state.max_keys", raw.max_keys, 1, MAX_TRACKED)?,
+        max_distinct_sets: in_range(
+            "state.max_distinct_sets",
+            raw.max_distinct_sets,
+            1,
+            MAX_TRACKED,
+        )?,
+        max_distinct_members: in_range(
+            "state.max_distinct_members",
+            raw.max_distinct_members,
+            1,
+            MAX_DISTINCT_MEMBERS,
+        )?,
+        max_kv_entries: in_range("state.max_kv_entries", raw.max_kv_entries, 1, MAX_TRACKED)?,
+        idle_expiry,
+        ..StateLimits::default()
     })
 }
 
@@ -647,13 +722,7 @@ fn workers(configured: Option<usize>) -> Result<usize, String> {
     let Some(workers) = configured else {
         return Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)));
     };
-    let workers = at_least("listen.workers", workers, 1)?;
-    if workers > MAX_WORKERS {
-        return Err(format!(
-            "listen.workers: must be at most {MAX_WORKERS}, got {workers}"
-        ));
-    }
-    Ok(workers)
+    in_range("listen.workers", workers, 1, MAX_WORKERS)
 }
 
 pub(crate) fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
@@ -663,6 +732,14 @@ pub(crate) fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
 ) -> Result<T, String> {
     if value < min {
         return Err(format!("{key}: must be at least {min}, got {value}"));
+    }
+    Ok(value)
+}
+
+fn in_range(key: &str, value: usize, min: usize, max: usize) -> Result<usize, String> {
+    let value = at_least(key, value, min)?;
+    if value > max {
+        return Err(format!("{key}: must be at most {max}, got {value}"));
     }
     Ok(value)
 }
@@ -786,11 +863,57 @@ mod tests {
             (&format!("{MINIMAL}[inventory]\nmax_endpoints = 0\n"), "inventory.max_endpoints: must be at least 1"),
             (&format!("{MINIMAL}[listen]\nworkers = 0\n"), "listen.workers: must be at least 1, got 0"),
             (&format!("{MINIMAL}[listen]\nworkers = 100000\n"), "listen.workers: must be at most 256, got 100000"),
+            (&format!("{MINIMAL}[state]\nmax_clients = 0\n"), "state.max_clients: must be at least 1, got 0"),
+            (&format!("{MINIMAL}[state]\nmax_clients = 20000000\n"), "state.max_clients: must be at most 10000000, got 20000000"),
+            (&format!("{MINIMAL}[state]\nhistory_depth = 5000\n"), "state.history_depth: must be at most 1024"),
+            (&format!("{MINIMAL}[state]\nmax_distinct_members = 0\n"), "state.max_distinct_members: must be at least 1"),
+            (&format!("{MINIMAL}[state]\nidle_expiry = \"500ms\"\n"), "state.idle_expiry: must be at least 1s, got 500ms"),
+            (&format!("{MINIMAL}[state]\nidle_expiry = \"soon\"\n"), "state.idle_expiry: expected a duration"),
+            (&format!("{MINIMAL}[state]\nmax_client = 10\n"), "unknown field `max_client`"),
         ] {
             let error = parse(text).expect_err(expected);
             assert!(error.starts_with("/etc/vigil/vigil.toml: "), "{error}");
             assert!(error.contains(expected), "expected {expected:?} in: {error}");
         }
+    }
+
+    #[test]
+    fn state_bounds_default_to_the_hosts_and_can_be_sized() {
+        let defaults = StateLimits::default();
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            (
+                c.state.max_clients,
+                c.state.history_depth,
+                c.state.idle_expiry
+            ),
+            (
+                defaults.max_clients,
+                defaults.history_depth,
+                defaults.idle_expiry
+            )
+        );
+        let c = parse(&format!(
+            "{MINIMAL}[state]\nmax_clients = 1000000\nhistory_depth = 8\nmax_keys = 500\nmax_distinct_sets = 40\n\
+             max_distinct_members = 1024\nmax_kv_entries = 7\nidle_expiry = \"5m\"\n"
+        ))
+        .unwrap();
+        let s = &c.state;
+        assert_eq!(
+            (
+                s.max_clients,
+                s.history_depth,
+                s.max_keys,
+                s.max_distinct_sets
+            ),
+            (1_000_000, 8, 500, 40)
+        );
+        assert_eq!((s.max_distinct_members, s.max_kv_entries), (1024, 7));
+        assert_eq!(s.idle_expiry, Duration::from_secs(300));
+        assert_eq!(
+            s.max_kv_value_bytes, defaults.max_kv_value_bytes,
+            "keys not in [state] keep the host's defaults"
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub struct ReloadReport {
 impl Sidecar {
     /// Starts the runtime and loads the configured chain; any error here is fatal.
     pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Sidecar> {
-        let runtime = Runtime::new(RuntimeConfig::default())?;
+        let runtime = Runtime::new(RuntimeConfig {
+            state: config.state.clone(),
+            ..RuntimeConfig::default()
+        })?;
         let chain = load_chain(&runtime, &config.guards)?;
         let spec = match &config.api.spec {
             Some(path) => Some(

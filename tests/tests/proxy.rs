@@ -3,7 +3,9 @@
 use http::StatusCode;
 use std::time::Duration;
 use vigil_tests::guards;
-use vigil_tests::harness::{guard_table, raw, send, start_with_upstream, tempdir, Proxy, Upstream};
+use vigil_tests::harness::{
+    guard_table, metric, raw, send, start_with_upstream, tempdir, Proxy, Upstream,
+};
 
 const BASE: &str = r#"
 [upstream]
@@ -559,4 +561,29 @@ async fn guards_that_ask_get_a_body_prefix_and_the_body_still_streams_whole() {
     let (status, _, echoed) = send(proxy.addr, "POST", "/login", &[], body.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert!(echoed == body, "{} bytes came back", echoed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_section_bounds_the_client_table() {
+    let config = format!(
+        "{BASE}[identity]\nkey = \"header:x-api-key\"\n[state]\nmax_clients = 64\nhistory_depth = 4\n"
+    );
+    let (_up, proxy) = start_with_upstream("state-bounds", &config).await;
+    for client in 0..300 {
+        let key = format!("client-{client}");
+        let (status, _, _) = send(
+            proxy.addr,
+            "GET",
+            "/items/1",
+            &[("x-api-key", &key)],
+            vec![],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let tracked = metric(&proxy, "vigil_state_entries{table=\"clients\"}").await;
+    assert!(
+        (1..=64).contains(&tracked),
+        "300 clients seen, max_clients = 64: {tracked} tracked"
+    );
 }

@@ -24,7 +24,7 @@ use vigil_guest::route::Pattern;
 
 /// Bounds of the state tables. Every table evicts its least recently seen entry when full and
 /// drops entries idle for longer than `idle_expiry`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateLimits {
     /// Clients whose history is kept.
     pub max_clients: usize,
