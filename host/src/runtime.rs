@@ -142,8 +142,8 @@ impl Runtime {
         engine_config.cache(compile_cache.clone());
         let engine = Engine::new(&engine_config).map_err(|e| {
             anyhow::anyhow!(
-                "cannot set up the guard engine with a pool of {} instances of up to {} MiB \
-                 (lower max_instances or max_guard_memory): {e}",
+                "cannot reserve address space for a pool of {} guard instances with memories \
+                 of up to {} MiB: {e}",
                 config.max_instances,
                 config.max_guard_memory >> 20
             )

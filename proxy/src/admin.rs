@@ -37,7 +37,7 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
             match result {
                 Ok(Ok(report)) => json(
                     StatusCode::OK,
-                    &serde_json::json!({"status": "reloaded", "guards": report.guards}),
+                    &serde_json::json!({"status": "reloaded", "guards": report.guards, "needs_restart": report.needs_restart}),
                 ),
                 Ok(Err(error)) => json(
                     StatusCode::UNPROCESSABLE_ENTITY,

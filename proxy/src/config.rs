@@ -43,8 +43,23 @@ pub struct Config {
     pub inventory: InventoryLimits,
     /// Bounds of the state the host keeps for guards (fixed at start).
     pub state: StateLimits,
+    /// Size of the guard instance pool (fixed at start).
+    pub sandbox: Sandbox,
+    /// Every section but `[[guard]]`, as written: a reload swaps the guard chain only, so a
+    /// change here is reported as waiting for a restart.
+    pub fixed_sections: toml::Table,
     /// Reporting to a collector; `None` when `[report]` names no collector.
     pub report: Option<Reporting>,
+}
+
+/// How many guard instances the runtime may hold and how much memory a guard may be given.
+/// Each instance reserves address space (not memory) up front, so the pool is sized at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Guard instances alive at once, all guards together.
+    pub max_instances: u32,
+    /// The most linear memory a guard's `memory_mb` may ask for, in bytes.
+    pub max_guard_memory_bytes: usize,
 }
 
 /// Where and how the sidecar reports its inventory and findings.
@@ -168,7 +183,16 @@ struct RawConfig {
     #[serde(default)]
     state: RawState,
     #[serde(default)]
+    sandbox: RawSandbox,
+    #[serde(default)]
     report: RawReport,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSandbox {
+    max_instances: Option<usize>,
+    max_guard_memory_mb: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -425,6 +449,10 @@ impl Config {
         };
         let mut raw: RawConfig =
             toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_string()))?;
+        let mut fixed_sections: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| fail(e.to_string().trim_end().to_string()))?;
+        fixed_sections.remove("guard");
         if let Some(listen) = &overrides.listen {
             raw.listen.address = listen.clone();
         }
@@ -439,7 +467,9 @@ impl Config {
             raw.report.token_file = None;
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        build(raw, base, path).map_err(fail)
+        let mut config = build(raw, base, path).map_err(fail)?;
+        config.fixed_sections = fixed_sections;
+        Ok(config)
     }
 }
 
@@ -490,6 +520,7 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
         internal_only: patterns("api.internal_only", &raw.api.internal_only)?,
         max_routes: at_least("api.max_routes", raw.api.max_routes, 1)?,
     };
+    let sandbox = sandbox(raw.sandbox, listen.workers)?;
     let mut guards = Vec::with_capacity(raw.guards.len());
     for (i, g) in raw.guards.into_iter().enumerate() {
         let key = format!("guard[{i}] ({:?})", g.name);
@@ -530,6 +561,12 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
                 limits.deadline = duration(&format!("{key}.deadline"), d)?;
             }
             if let Some(mb) = g.memory_mb {
+                let most = sandbox.max_guard_memory_bytes >> 20;
+                if mb > most {
+                    return Err(format!(
+                        "{key}.memory_mb: {mb} is more than sandbox.max_guard_memory_mb ({most}) allows"
+                    ));
+                }
                 limits.memory_bytes = at_least(&format!("{key}.memory_mb"), mb, 1)? << 20;
             }
             spec.limits = Some(limits);
@@ -560,7 +597,39 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
         log,
         inventory,
         state,
+        sandbox,
+        fixed_sections: toml::Table::new(),
         report,
+    })
+}
+
+/// Bounds of `[sandbox]`. Each instance reserves about 8 GiB of address space (two 4 GiB
+/// memory reservations), so 4,096 instances take 32 TiB of the 128 TiB a process can address;
+/// a guard's memory is a wasm32 memory, at most 4 GiB.
+const MAX_INSTANCES: usize = 4096;
+const MIN_DEFAULT_INSTANCES: usize = 256;
+const INSTANCES_PER_WORKER: usize = 32;
+const MAX_GUARD_MEMORY_MB: usize = 4096;
+const DEFAULT_GUARD_MEMORY_MB: usize = 256;
+
+/// `[sandbox]`; by default 32 instances per worker (at least 256, at most 4,096): room for 16
+/// guards, each called by every worker at once, twice over during a reload.
+fn sandbox(raw: RawSandbox, workers: usize) -> Result<Sandbox, String> {
+    let default_instances = workers
+        .saturating_mul(INSTANCES_PER_WORKER)
+        .clamp(MIN_DEFAULT_INSTANCES, MAX_INSTANCES);
+    let max_instances = match raw.max_instances {
+        Some(n) => in_range("sandbox.max_instances", n, 2, MAX_INSTANCES)?,
+        None => default_instances,
+    };
+    let memory_mb = match raw.max_guard_memory_mb {
+        Some(mb) => in_range("sandbox.max_guard_memory_mb", mb, 1, MAX_GUARD_MEMORY_MB)?,
+        None => DEFAULT_GUARD_MEMORY_MB,
+    };
+    Ok(Sandbox {
+        // At most MAX_INSTANCES, so it fits.
+        max_instances: max_instances as u32,
+        max_guard_memory_bytes: memory_mb << 20,
     })
 }
 
@@ -870,6 +939,13 @@ mod tests {
             (&format!("{MINIMAL}[state]\nidle_expiry = \"500ms\"\n"), "state.idle_expiry: must be at least 1s, got 500ms"),
             (&format!("{MINIMAL}[state]\nidle_expiry = \"soon\"\n"), "state.idle_expiry: expected a duration"),
             (&format!("{MINIMAL}[state]\nmax_client = 10\n"), "unknown field `max_client`"),
+            (&format!("{MINIMAL}[sandbox]\nmax_instances = 1\n"), "sandbox.max_instances: must be at least 2, got 1"),
+            (&format!("{MINIMAL}[sandbox]\nmax_instances = 100000\n"), "sandbox.max_instances: must be at most 4096, got 100000"),
+            (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 0\n"), "sandbox.max_guard_memory_mb: must be at least 1, got 0"),
+            (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 8192\n"), "sandbox.max_guard_memory_mb: must be at most 4096, got 8192"),
+            (&format!("{MINIMAL}[sandbox]\nmax_instance = 10\n"), "unknown field `max_instance`"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 300\n"), "guard[0] (\"g\").memory_mb: 300 is more than sandbox.max_guard_memory_mb (256) allows"),
+            (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 16\n[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 32\n"), "guard[0] (\"g\").memory_mb: 32 is more than sandbox.max_guard_memory_mb (16) allows"),
         ] {
             let error = parse(text).expect_err(expected);
             assert!(error.starts_with("/etc/vigil/vigil.toml: "), "{error}");
@@ -913,6 +989,51 @@ mod tests {
         assert_eq!(
             s.max_kv_value_bytes, defaults.max_kv_value_bytes,
             "keys not in [state] keep the host's defaults"
+        );
+    }
+
+    #[test]
+    fn the_sandbox_grows_with_the_workers_and_can_be_sized() {
+        let pool = |workers: usize| {
+            parse(&format!("{MINIMAL}[listen]\nworkers = {workers}\n"))
+                .unwrap()
+                .sandbox
+        };
+        assert_eq!(pool(2).max_instances, 256, "at least 256");
+        assert_eq!(pool(8).max_instances, 256);
+        assert_eq!(pool(64).max_instances, 2048, "32 per worker");
+        assert_eq!(pool(256).max_instances, 4096, "at most 4096");
+        assert_eq!(pool(2).max_guard_memory_bytes, 256 << 20);
+        let c = parse(&format!(
+            "{MINIMAL}[sandbox]\nmax_instances = 40\nmax_guard_memory_mb = 64\n\
+             [[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 64\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sandbox,
+            Sandbox {
+                max_instances: 40,
+                max_guard_memory_bytes: 64 << 20
+            }
+        );
+        assert_eq!(c.guards[0].limits.as_ref().unwrap().memory_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn the_sections_a_reload_cannot_change_are_kept_as_written() {
+        let c = parse(&format!(
+            "{MINIMAL}[state]\nmax_clients = 10\n[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\n"
+        ))
+        .unwrap();
+        let sections: Vec<&String> = c.fixed_sections.keys().collect();
+        assert_eq!(
+            sections,
+            ["upstream", "state"],
+            "[[guard]] is not among them"
+        );
+        assert_eq!(
+            c.fixed_sections["state"]["max_clients"].as_integer(),
+            Some(10)
         );
     }
 

@@ -37,6 +37,8 @@ pub struct Sidecar {
     pub listen: Listen,
     config_path: PathBuf,
     overrides: Overrides,
+    /// The settings a reload cannot change, as they were at start.
+    fixed_sections: toml::Table,
     ready: AtomicBool,
     request_prefix: u32,
     request_counter: AtomicU64,
@@ -52,16 +54,30 @@ pub struct Sidecar {
 pub struct ReloadReport {
     /// Names of the guards now serving, in order.
     pub guards: Vec<String>,
+    /// Sections of the file that changed but keep their start-up settings until a restart.
+    pub needs_restart: Vec<String>,
 }
 
 impl Sidecar {
     /// Starts the runtime and loads the configured chain; any error here is fatal.
     pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Sidecar> {
+        let sandbox = &config.sandbox;
         let runtime = Runtime::new(RuntimeConfig {
             state: config.state.clone(),
+            max_instances: sandbox.max_instances,
+            max_guard_memory: sandbox.max_guard_memory_bytes,
             ..RuntimeConfig::default()
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}; each instance reserves about 8 GiB of address space (not memory): lower \
+                 sandbox.max_instances (now {}) in {}, or raise the process's address-space \
+                 limit (ulimit -v)",
+                sandbox.max_instances,
+                config.file.display()
+            )
         })?;
-        let chain = load_chain(&runtime, &config.guards)?;
+        let chain = load_chain(&runtime, &config.guards, config.listen.workers)?;
         let spec = match &config.api.spec {
             Some(path) => Some(
                 ApiSpec::load(path)
@@ -90,6 +106,7 @@ impl Sidecar {
             listen: config.listen.clone(),
             config_path: config.file.clone(),
             overrides,
+            fixed_sections: config.fixed_sections.clone(),
             ready: AtomicBool::new(false),
             request_prefix: RandomState::new().hash_one(std::process::id()) as u32,
             request_counter: AtomicU64::new(0),
@@ -138,14 +155,18 @@ impl Sidecar {
         let result = Config::load(&self.config_path, &self.overrides)
             .map_err(|e| e.to_string())
             .and_then(|config| {
-                let chain =
-                    load_chain(&self.runtime, &config.guards).map_err(|e| format!("{e:#}"))?;
+                // The pool was sized for the workers running now, not for a changed file.
+                let chain = load_chain(&self.runtime, &config.guards, self.listen.workers)
+                    .map_err(|e| format!("{e:#}"))?;
                 *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
-                Ok(chain)
+                Ok((
+                    chain,
+                    changed_sections(&config.fixed_sections, &self.fixed_sections),
+                ))
             });
         self.metrics.reload(result.is_ok());
         match result {
-            Ok(chain) => {
+            Ok((chain, needs_restart)) => {
                 let guards: Vec<String> = chain
                     .guards()
                     .iter()
@@ -153,7 +174,17 @@ impl Sidecar {
                     .collect();
                 *self.chain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
                 tracing::info!(guards = ?guards, "guard chain reloaded");
-                Ok(ReloadReport { guards })
+                if !needs_restart.is_empty() {
+                    tracing::warn!(
+                        sections = ?needs_restart,
+                        "these sections changed, but a reload only swaps the guard chain: they \
+                         keep their start-up settings until the next restart"
+                    );
+                }
+                Ok(ReloadReport {
+                    guards,
+                    needs_restart,
+                })
             }
             Err(error) => {
                 tracing::error!(%error, "reload failed; the previous guard chain keeps serving");
@@ -179,12 +210,39 @@ impl Sidecar {
     }
 }
 
-fn load_chain(runtime: &Runtime, specs: &[GuardSpec]) -> anyhow::Result<Chain> {
+/// Loads the chain, first checking that the instance pool can hold it: every worker may be
+/// inside every guard at once, and after a reload the old chain's instances live until its
+/// last request ends. A pool too small would fail calls under load, not at start.
+fn load_chain(runtime: &Runtime, specs: &[GuardSpec], workers: usize) -> anyhow::Result<Chain> {
+    let needed = 2 * specs.len() * workers;
+    let pool = runtime.config().max_instances as usize;
+    if needed > pool {
+        anyhow::bail!(
+            "sandbox.max_instances = {pool} cannot hold {} guards on {workers} workers: that \
+             needs at least {needed} (2 × guards × workers: each worker may be in every guard \
+             at once, and a reload keeps the old chain's instances until its last request ends); \
+             raise it, or run fewer guards or workers",
+            specs.len()
+        );
+    }
     let mut guards = Vec::with_capacity(specs.len());
     for spec in specs {
         guards.push(runtime.load_guard(spec.clone())?);
     }
     Chain::new(guards).context("cannot form the guard chain")
+}
+
+/// Keys of `new` and `running` whose values differ, sorted.
+fn changed_sections(new: &toml::Table, running: &toml::Table) -> Vec<String> {
+    let mut changed: Vec<String> = new
+        .keys()
+        .chain(running.keys())
+        .filter(|key| new.get(*key) != running.get(*key))
+        .cloned()
+        .collect();
+    changed.sort();
+    changed.dedup();
+    changed
 }
 
 fn watch_list(config: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {

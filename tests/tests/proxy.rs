@@ -587,3 +587,98 @@ async fn state_section_bounds_the_client_table() {
         "300 clients seen, max_clients = 64: {tracked} tracked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_pool_must_hold_the_chain_at_start_and_on_reload() {
+    let dir = tempdir("instance-pool");
+    let upstream = Upstream::start().await;
+    let url = format!("http://{}", upstream.addr);
+    let pool_of_4 = format!("{BASE}workers = 2\n[sandbox]\nmax_instances = 4\n");
+    let two_guards = format!(
+        "{pool_of_4}{}{}",
+        guard_table("first", guards::ALLOW_ALL, ""),
+        guard_table("second", guards::ALLOW_ALL, "")
+    );
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, two_guards.replace("{upstream}", &url)).unwrap();
+    let config = vigil::config::Config::load(&path, &Default::default()).unwrap();
+    let refused = tokio::task::spawn_blocking(move || {
+        vigil::sidecar::Sidecar::new(config, Default::default()).map(|_| ())
+    })
+    .await
+    .unwrap()
+    .expect_err("2 guards on 2 workers need 8 instances, not 4");
+    let refused = format!("{refused:#}");
+    assert!(
+        refused.contains("sandbox.max_instances = 4 cannot hold 2 guards on 2 workers")
+            && refused.contains("at least 8"),
+        "{refused}"
+    );
+
+    let one_guard = format!(
+        "{pool_of_4}{}",
+        guard_table("first", guards::FIXED_VERDICT, "config = { deny = 403 }")
+    );
+    let proxy = Proxy::start(&dir, &one_guard, &url).await;
+    assert_eq!(
+        send(proxy.addr, "GET", "/x", &[], vec![]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    std::fs::write(&path, two_guards.replace("{upstream}", &url)).unwrap();
+    let (status, _, body) = send(proxy.admin, "POST", "/guards/reload", &[], vec![]).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.contains("sandbox.max_instances = 4 cannot hold 2 guards"),
+        "{body}"
+    );
+    assert_eq!(
+        send(proxy.addr, "GET", "/x", &[], vec![]).await.0,
+        StatusCode::FORBIDDEN,
+        "the chain that fits keeps serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_names_the_sections_that_wait_for_a_restart() {
+    let dir = tempdir("needs-restart");
+    let upstream = Upstream::start().await;
+    let url = format!("http://{}", upstream.addr);
+    let guard = guard_table("gate", guards::ALLOW_ALL, "");
+    let proxy = Proxy::start(&dir, &format!("{BASE}{guard}"), &url).await;
+    let reload = |config: String| {
+        let path = dir.join("vigil.toml");
+        let admin = proxy.admin;
+        let url = url.clone();
+        async move {
+            std::fs::write(path, config.replace("{upstream}", &url)).unwrap();
+            let (status, _, body) = send(admin, "POST", "/guards/reload", &[], vec![]).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            body["needs_restart"].clone()
+        }
+    };
+    assert_eq!(
+        reload(format!("{BASE}{guard}")).await,
+        serde_json::json!([]),
+        "nothing changed"
+    );
+    let other_guard = guard_table("gate", guards::FIXED_VERDICT, "config = { deny = 403 }");
+    assert_eq!(
+        reload(format!("{BASE}{other_guard}")).await,
+        serde_json::json!([]),
+        "guards are what a reload changes"
+    );
+    assert_eq!(
+        reload(format!(
+            "{BASE}max_headers = 50\n[state]\nmax_clients = 64\n{other_guard}"
+        ))
+        .await,
+        serde_json::json!(["listen", "state"])
+    );
+    assert_eq!(
+        send(proxy.addr, "GET", "/x", &[], vec![]).await.0,
+        StatusCode::FORBIDDEN,
+        "the guards were still swapped"
+    );
+}
