@@ -92,6 +92,29 @@ def cpu_seconds(pids):
     return sum(cpu_ticks(stat_fields(f"/proc/{pid}/stat")) for pid in pids) / CLOCK_TICKS
 
 
+def machine_times(stat_text=None):
+    """(busy, total) clock ticks of the whole machine since boot, from /proc/stat's `cpu` line;
+    iowait counts as idle."""
+    if stat_text is None:
+        with open("/proc/stat") as f:
+            stat_text = f.read()
+    fields = [int(x) for x in stat_text.splitlines()[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already in user).
+    total = sum(fields[:8])
+    return total - fields[3] - fields[4], total
+
+
+def busy_pct(before, after):
+    """Share of the machine's CPU time that was busy between two `machine_times` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total * 100 if total else float("nan")
+
+
+# A fixed-rate run that keeps the machine busier than this measures queueing for a core (the
+# load generator, the upstream and the target share them), not the target's latency.
+OVERLOADED_PCT = 90.0
+
+
 def thread_activity(pids):
     """Context switches (voluntary and not) and CPU seconds of these processes, summed over
     every thread, from /proc: what a process costs its machine while it waits."""
@@ -114,7 +137,10 @@ def thread_activity(pids):
 def idle_cost(targets, seconds):
     """Wake-ups (context switches) per second and CPU (% of one core) of each target while no
     request arrives, all measured in the same `seconds`: idle, they do not compete. A sidecar
-    runs next to every instance of a service, so what it costs a quiet node matters."""
+    runs next to every instance of a service, so what it costs a quiet node matters. With
+    `seconds` 0 there is no idle phase and no idle figures."""
+    if seconds == 0:
+        return
     log(f"idle cost: {seconds:g} s without requests")
     time.sleep(1)  # let the last run's connections close
     before = {t.name: thread_activity(t.pids()) for t in targets}
@@ -347,7 +373,7 @@ def oha(target, rate, connections, duration):
     scheduled start (coordinated-omission correction). The target's CPU per request at this
     rate is what it costs a node below saturation, where a sidecar spends most of its time."""
     pids = target.pids()
-    cpu_before = cpu_seconds(pids)
+    cpu_before, machine_before = cpu_seconds(pids), machine_times()
     command = [
         "oha", "--no-tui", "--output-format", "json", "-z", f"{duration:g}s",
         "-c", str(connections), "-q", str(rate), "--latency-correction",
@@ -357,6 +383,7 @@ def oha(target, rate, connections, duration):
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pids) - cpu_before
+    machine = busy_pct(machine_before, machine_times())
     result = json.loads(out)
     percentiles = result["latencyPercentiles"]
     statuses = result.get("statusCodeDistribution", {})
@@ -372,7 +399,22 @@ def oha(target, rate, connections, duration):
         "p50_ms": percentiles["p50"] * 1000,
         "p99_ms": percentiles["p99"] * 1000,
         "p99.9_ms": percentiles["p99.9"] * 1000,
+        "machine_busy_pct": machine,
     }
+
+
+def overloaded_runs(rows):
+    """Markdown lines naming the fixed-rate runs during which the machine was nearly saturated,
+    so that a tail there is read as the machine's, not the target's."""
+    runs = [f"{r['label']} round {i} ({s['machine_busy_pct']:.0f}% busy, p50 {s['p50_ms']:.1f} ms, "
+            f"p99 {s['p99_ms']:.1f} ms)"
+            for r in rows for i, s in enumerate(r["samples"].get("latency", []), 1)
+            if s.get("machine_busy_pct", 0) > OVERLOADED_PCT]
+    if not runs:
+        return []
+    return ["", f"Fixed-rate runs with the machine over {OVERLOADED_PCT:g}% busy (the load generator, the "
+                "upstream and the target queue for the cores; their latency is not the target's): "
+                + "; ".join(runs) + "."]
 
 
 def latency_run(target, args, rate):
@@ -453,7 +495,7 @@ def compare(args, lab):
             "p99.9_ms": target.metric("latency", "p99.9_ms"),
             "peak_rss_mib": peak_rss_mib(pids),
             "processes": len(pids),
-            "idle": target.idle,
+            **({"idle": target.idle} if args.idle else {}),
             "errors": sum(s["errors"] for phase in target.samples.values() for s in phase),
             "samples": target.samples,
         })
@@ -519,8 +561,8 @@ def compare_builds(args, lab):
     nginx_rps = {t.name: t.metric("saturation", "rps") for t in peers}
     rows = []
     for target in targets:
-        row = {"target": target.name, "label": target.label, **saturation_row(target), "idle": target.idle,
-               "rate": rate, "cpu_s_per_10k_at_rate": target.metric("latency", "cpu_s_per_10k"),
+        row = {"target": target.name, "label": target.label, **saturation_row(target),
+               **({"idle": target.idle} if args.idle else {}), "rate": rate, "samples": target.samples, "cpu_s_per_10k_at_rate": target.metric("latency", "cpu_s_per_10k"),
                "p99_ms": target.metric("latency", "p99_ms")}
         row["rps_vs_nginx"] = row["rps"] / nginx_rps["nginx"]
         row["rps_vs_nginx-limit-req"] = row["rps"] / nginx_rps["nginx-limit-req"]
@@ -641,6 +683,7 @@ def markdown(report):
             out.append(f"| {r['label']} | {r['rps']:,.0f} | {r['rps_vs_nginx']:.2f}× | {r['rps_vs_nginx-limit-req']:.2f}× "
                        f"| {r['cpu_s_per_10k']:.3f} | {r['cpu_s_per_10k_at_rate']:.3f} | {r['p99_ms']:.3f} "
                        f"| {r['peak_rss_mib']:.1f} | {r['errors']} |")
+        out.extend(overloaded_runs(report["builds"]))
         out.extend(idle_table(report["builds"], args))
         return "\n".join(out) + "\n"
     compare_rows = report["compare"]["rows"]
@@ -660,6 +703,7 @@ def markdown(report):
             f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p99.9_ms']:.3f} | {r['p99_vs_nginx']:.2f}× "
             f"| {r['p99_vs_nginx-limit-req']:.2f}× | {r['cpu_s_per_10k']:.3f} | {r['cpu_s_per_10k_at_rate']:.3f} "
             f"| {r['peak_rss_mib']:.1f} ({r['processes']} proc) | {r['errors']} |")
+    out.extend(overloaded_runs(compare_rows))
     out.extend(idle_table(compare_rows, args))
     if report.get("guards"):
         out.append("")
@@ -685,6 +729,8 @@ def markdown(report):
 
 def idle_table(rows, args):
     """Markdown lines of the idle phase: each target's wake-ups and CPU with no requests."""
+    if not args["idle"]:
+        return []
     out = ["", f"Idle, {args['idle']:g} s without requests after the runs (all threads of the target's processes):", "",
            "| target | wake-ups / s | CPU % of a core |", "| --- | ---: | ---: |"]
     for r in rows:
@@ -763,7 +809,8 @@ def parse_args(argv=None):
     parser.add_argument("--client-counts", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1_000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--idle", type=float, default=10.0,
-                        help="seconds of the idle phase: wake-ups and CPU of every target with no requests")
+                        help="seconds of the idle phase: wake-ups and CPU of every target with no requests "
+                             "(0: no idle phase)")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--baseline", type=Path,
                         help="another vigil build: measure it against --vigil (before and after a change), "
@@ -774,6 +821,15 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.baseline_guards_dir and not args.baseline:
         parser.error("--baseline-guards-dir: only with --baseline")
+    # Refused before any target starts: a bad value found after the runs would lose them.
+    for name, value, positive in [("--rounds", args.rounds, True), ("--duration", args.duration, True),
+                                  ("--threads", args.threads, True), ("--connections", args.connections, True),
+                                  ("--clients", args.clients, True), ("--latency-connections", args.latency_connections, True),
+                                  ("--rate-fraction", args.rate_fraction, True), ("--idle", args.idle, False)]:
+        if value < 0 or (positive and value == 0):
+            parser.error(f"{name}: must be {'more than 0' if positive else '0 or more'}, got {value:g}")
+    if args.rate is not None and args.rate <= 0:
+        parser.error(f"--rate: must be more than 0, got {args.rate}")
     if args.smoke:
         args.rounds, args.duration, args.latency_tool, args.idle = 1, 1.0, "wrk", 1.0
         args.guard_counts, args.client_counts = [0, 1], [1_000]

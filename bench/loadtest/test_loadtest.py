@@ -83,6 +83,46 @@ class Arguments(unittest.TestCase):
         args = loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--baseline", "old-vigil"])
         self.assertIsNone(args.baseline_guards_dir)
 
+    def test_values_that_cannot_be_measured_are_refused_before_any_run(self):
+        for flag, value, expected in [("--rounds", "0", "--rounds: must be more than 0, got 0"),
+                                      ("--duration", "-1", "--duration: must be more than 0, got -1"),
+                                      ("--idle", "-5", "--idle: must be 0 or more, got -5"),
+                                      ("--rate", "0", "--rate: must be more than 0, got 0")]:
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+                loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", flag, value])
+            self.assertIn(expected, err.getvalue())
+
+    def test_no_idle_phase_leaves_no_idle_figures(self):
+        args = loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--idle", "0"])
+        self.assertEqual(args.idle, 0)
+        target = loadtest.Target.__new__(loadtest.Target)
+        target.idle = None
+        loadtest.idle_cost([target], 0)
+        self.assertIsNone(target.idle, "no phase measured")
+        self.assertEqual(loadtest.idle_table([{"label": "x"}], {"idle": 0}), [])
+
+
+class Overload(unittest.TestCase):
+    STAT = "cpu  {user} 0 {system} {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+
+    def test_busy_share_of_the_machine_counts_iowait_as_idle(self):
+        before = loadtest.machine_times(self.STAT.format(user=100, system=50, idle=800, iowait=50))
+        after = loadtest.machine_times(self.STAT.format(user=250, system=100, idle=820, iowait=80))
+        self.assertEqual(loadtest.busy_pct(before, after), 200 / 250 * 100)
+        busy, total = loadtest.machine_times()
+        self.assertTrue(0 < busy < total, "this machine's own /proc/stat reads")
+
+    def test_only_runs_on_a_saturated_machine_are_named(self):
+        calm = {"machine_busy_pct": 60.0, "p50_ms": 0.7, "p99_ms": 3.0}
+        busy = {"machine_busy_pct": 97.0, "p50_ms": 24.3, "p99_ms": 196.0}
+        rows = [{"label": "nginx", "samples": {"latency": [calm, calm]}},
+                {"label": "Vigil", "samples": {"latency": [calm, busy]}}]
+        lines = loadtest.overloaded_runs(rows)
+        self.assertEqual(len(lines), 2)
+        self.assertIn("Vigil round 2 (97% busy, p50 24.3 ms, p99 196.0 ms)", lines[1])
+        self.assertNotIn("nginx", lines[1])
+        self.assertEqual(loadtest.overloaded_runs(rows[:1]), [])
+
 
 if __name__ == "__main__":
     unittest.main()
