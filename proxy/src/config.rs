@@ -467,13 +467,16 @@ impl Config {
             raw.report.token_file = None;
         }
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = build(raw, base, path).map_err(fail)?;
-        config.fixed_sections = fixed_sections;
-        Ok(config)
+        build(raw, fixed_sections, base, path).map_err(fail)
     }
 }
 
-fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
+fn build(
+    raw: RawConfig,
+    fixed_sections: toml::Table,
+    base: &Path,
+    file: &Path,
+) -> Result<Config, String> {
     let listen = Listen {
         address: socket_addr("listen.address", &raw.listen.address)?,
         header_read_timeout: duration(
@@ -598,7 +601,7 @@ fn build(raw: RawConfig, base: &Path, file: &Path) -> Result<Config, String> {
         inventory,
         state,
         sandbox,
-        fixed_sections: toml::Table::new(),
+        fixed_sections,
         report,
     })
 }
