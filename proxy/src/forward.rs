@@ -15,16 +15,23 @@ use std::task::{Context, Poll};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1), removed in both directions.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("proxy-connection"),
-];
+/// Whether `name` is a hop-by-hop field (RFC 9110 §7.6.1, and every `Proxy-*` field), removed
+/// in both directions. This runs for every field of every head, so the standard names are
+/// compared as the constants they are (no text comparison), and only the others as text.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    const KEEP_ALIVE: &[u8] = b"keep-alive";
+    const PROXY: &[u8] = b"proxy-";
+    if name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+    {
+        return true;
+    }
+    let name = name.as_str().as_bytes();
+    name == KEEP_ALIVE || name.starts_with(PROXY)
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -75,70 +82,106 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `Connection`. With `upgrade`, keeps `Connection: upgrade` and `Upgrade` so the handshake
 /// can pass.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    let upgrade_value = headers.get(header::UPGRADE).cloned();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    let proxy_fields: Vec<HeaderName> = headers
+    // One pass over the names, hashing nothing: most requests carry no hop-by-hop field, and
+    // most responses only `Connection`.
+    let listed: Vec<&str> = connection_tokens(headers).collect();
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
+        .filter(|name| {
+            is_hop_by_hop(name) || listed.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
+        })
         .cloned()
         .collect();
-    for name in proxy_fields {
+    if doomed.is_empty() {
+        return;
+    }
+    let upgrade_value = upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    for name in doomed {
         headers.remove(name);
     }
-    if let (true, Some(value)) = (upgrade, upgrade_value) {
+    if let Some(value) = upgrade_value {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
     }
 }
 
-/// Adds `X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded` and `Via` for the hop from `peer`.
+/// The forwarding fields one client connection adds to each of its requests, written once
+/// when the connection is accepted rather than formatted again for every request.
+#[derive(Clone, Debug)]
+pub struct Hop {
+    /// The peer's address.
+    peer: IpAddr,
+    /// The `X-Forwarded-For` element: the peer's address as text.
+    forwarded_for: HeaderValue,
+    /// The `Forwarded` element (RFC 7239).
+    forwarded: HeaderValue,
+}
+
+impl Hop {
+    /// The hop from a client connected from `peer`.
+    pub fn new(peer: IpAddr) -> Hop {
+        let node = match peer {
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
+            IpAddr::V4(ip) => format!("for={ip};proto=http"),
+        };
+        Hop {
+            peer,
+            forwarded_for: HeaderValue::from_str(&peer.to_string())
+                .expect("an IP address is a valid header value"),
+            forwarded: HeaderValue::from_str(&node).expect("a node is a valid header value"),
+        }
+    }
+
+    /// `ip` as text, taken from the connection's when it is the peer's (the usual case: no
+    /// trusted proxy in between), so that it is not formatted again for every request.
+    pub fn text_of(&self, ip: IpAddr) -> String {
+        match self.forwarded_for.to_str() {
+            Ok(text) if ip == self.peer => text.to_string(),
+            _ => ip.to_string(),
+        }
+    }
+}
+
+/// Adds `X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded` and `Via` for `hop`.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    hop: &Hop,
     version: Version,
     keep_client_proto: bool,
 ) {
-    let peer_text = peer.to_string();
-    append_list(headers, X_FORWARDED_FOR, &peer_text);
+    append_list(headers, X_FORWARDED_FOR, &hop.forwarded_for);
     if !(keep_client_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    let node = match peer {
-        IpAddr::V6(_) => format!("for=\"[{peer_text}]\";proto=http"),
-        IpAddr::V4(_) => format!("for={peer_text};proto=http"),
-    };
-    append_list(headers, header::FORWARDED, &node);
-    let via = match version {
+    append_list(headers, header::FORWARDED, &hop.forwarded);
+    let via = HeaderValue::from_static(match version {
         Version::HTTP_2 => "2 vigil",
         Version::HTTP_10 => "1.0 vigil",
         _ => "1.1 vigil",
-    };
-    append_list(headers, header::VIA, via);
+    });
+    append_list(headers, header::VIA, &via);
 }
 
 /// Appends `item` to the comma-separated list field `name`, folding the field's existing lines
 /// into one.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let mut combined = String::new();
-    for existing in headers
-        .get_all(&name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        combined.push_str(existing);
-        combined.push_str(", ");
-    }
-    combined.push_str(item);
-    if let Ok(v) = HeaderValue::from_str(&combined) {
-        headers.insert(name, v);
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
+    match headers.entry(name) {
+        header::Entry::Vacant(field) => {
+            field.insert(item.clone());
+        }
+        header::Entry::Occupied(mut field) => {
+            let mut combined = Vec::new();
+            for existing in field.iter() {
+                combined.extend_from_slice(existing.as_bytes());
+                combined.extend_from_slice(b", ");
+            }
+            combined.extend_from_slice(item.as_bytes());
+            if let Ok(value) = HeaderValue::from_bytes(&combined) {
+                field.insert(value);
+            }
+        }
     }
 }
 
@@ -272,6 +315,26 @@ mod tests {
     }
 
     #[test]
+    fn fields_named_in_connection_match_whatever_their_case() {
+        let mut h = headers(&[
+            ("connection", "X-Secret"),
+            ("x-secret", "1"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn a_head_without_hop_by_hop_fields_is_left_as_it_is() {
+        let pairs = [("host", "shop"), ("accept", "*/*"), ("accept", "text/html")];
+        let mut h = headers(&pairs);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h, headers(&pairs));
+    }
+
+    #[test]
     fn keeps_the_upgrade_handshake_when_upgrading() {
         let mut h = headers(&[
             ("connection", "Upgrade, x-secret"),
@@ -313,7 +376,7 @@ mod tests {
         let mut h = headers(&[("x-forwarded-for", "198.51.100.1"), ("via", "1.1 edge")]);
         add_forwarding(
             &mut h,
-            "2001:db8::7".parse().unwrap(),
+            &Hop::new("2001:db8::7".parse().unwrap()),
             Version::HTTP_11,
             false,
         );
@@ -330,6 +393,13 @@ mod tests {
     }
 
     #[test]
+    fn a_hop_writes_its_peer_and_any_other_address() {
+        let hop = Hop::new("2001:db8::7".parse().unwrap());
+        assert_eq!(hop.text_of("2001:db8::7".parse().unwrap()), "2001:db8::7");
+        assert_eq!(hop.text_of("192.0.2.1".parse().unwrap()), "192.0.2.1");
+    }
+
+    #[test]
     fn forwarding_folds_every_earlier_line() {
         let mut h = headers(&[
             ("x-forwarded-for", "198.51.100.1"),
@@ -337,7 +407,7 @@ mod tests {
         ]);
         add_forwarding(
             &mut h,
-            "192.0.2.9".parse().unwrap(),
+            &Hop::new("192.0.2.9".parse().unwrap()),
             Version::HTTP_10,
             false,
         );

@@ -2,7 +2,7 @@
 //! chain → forward → observe the response → account (history, inventory, metrics). Everything else is a room it calls.
 
 use crate::client::ResolvedClient;
-use crate::forward::{self, PrefixedBody};
+use crate::forward::{self, Hop, PrefixedBody};
 use crate::inventory::Observation;
 use crate::metrics::Verdict;
 use crate::respond::{self, ProxyBody, ProxyError};
@@ -24,6 +24,7 @@ pub async fn handle(
     upstream: &UpstreamClient,
     req: Request<Incoming>,
     peer: SocketAddr,
+    hop: &Hop,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let request_id = sidecar.next_request_id();
@@ -85,7 +86,7 @@ pub async fn handle(
         },
         client: vigil_host::Client {
             key: client.key.clone(),
-            ip: client.ip.to_string(),
+            ip: hop.text_of(client.ip),
             public: client.public,
             authenticated: client.authenticated,
         },
@@ -130,7 +131,7 @@ pub async fn handle(
     let version = upstream_request.version();
     let headers = upstream_request.headers_mut();
     forward::strip_hop_by_hop(headers, upgrading);
-    forward::add_forwarding(headers, peer.ip(), version, trusted_peer);
+    forward::add_forwarding(headers, hop, version, trusted_peer);
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert(respond::X_REQUEST_ID, id);
     }

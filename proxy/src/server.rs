@@ -3,6 +3,7 @@
 
 use crate::accept::next_connection;
 use crate::admin;
+use crate::forward::Hop;
 use crate::pipeline;
 use crate::sidecar::Sidecar;
 use crate::upstream::UpstreamClient;
@@ -117,10 +118,12 @@ pub async fn serve_public(
         };
         let _ = stream.set_nodelay(true);
         let worker = worker.clone();
+        let hop = Arc::new(Hop::new(peer.ip()));
         let service = service_fn(move |req| {
-            let worker = worker.clone();
+            let (worker, hop) = (worker.clone(), hop.clone());
             async move {
-                let response = pipeline::handle(&worker.sidecar, &worker.upstream, req, peer).await;
+                let response =
+                    pipeline::handle(&worker.sidecar, &worker.upstream, req, peer, &hop).await;
                 Ok::<_, Infallible>(response)
             }
         });

@@ -124,7 +124,11 @@ impl Sidecar {
     /// A new request id, unique within this process and unlikely to repeat across restarts.
     pub fn next_request_id(&self) -> String {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}{n:08x}", self.request_prefix)
+        // By hand: `format!` is a measurable share of a request that does little else.
+        let mut id = String::with_capacity(24);
+        push_hex(&mut id, u64::from(self.request_prefix));
+        push_hex(&mut id, n);
+        id
     }
 
     /// Moves the findings guards reported into the inventory.
@@ -263,3 +267,27 @@ fn watch_list(config: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
 
 /// Shared handle.
 pub type SharedSidecar = Arc<Sidecar>;
+
+/// Appends `value` in lower-case hex, at least 8 digits (as `{:08x}` would).
+fn push_hex(out: &mut String, value: u64) {
+    let digits = (64 - value.leading_zeros() as usize).div_ceil(4).max(8);
+    for shift in (0..digits).rev().map(|digit| digit * 4) {
+        out.push(char::from(
+            b"0123456789abcdef"[(value >> shift) as usize & 0xf],
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_hex;
+
+    #[test]
+    fn request_ids_are_written_as_format_would() {
+        for value in [0, 1, 0xabc, 0xffff_ffff, 0x1_0000_0000, u64::MAX] {
+            let mut id = String::new();
+            push_hex(&mut id, value);
+            assert_eq!(id, format!("{value:08x}"));
+        }
+    }
+}

@@ -214,8 +214,9 @@ impl StateStore {
                 | (event.authenticated as u8 * FLAG_AUTHENTICATED),
         };
         let depth = self.limits.history_depth;
-        self.histories.upsert(
-            self.bounded_key(client_key).into(),
+        self.histories.upsert_borrowed::<str, _>(
+            &self.bounded_key(client_key),
+            |key: &str| key.into(),
             self.clock.now_ms(),
             History::default,
             |h| h.push(stored, depth),

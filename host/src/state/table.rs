@@ -54,12 +54,57 @@ impl<K: Hash + Eq, V> BoundedTable<K, V> {
     ) -> R {
         let mut shard = lock(self.shard(&key));
         if let Some(slot) = shard.get_mut(&key) {
-            if now_ms.saturating_sub(slot.last_seen_ms) > self.idle_ms {
-                slot.value = create();
-            }
-            slot.last_seen_ms = now_ms;
-            return f(&mut slot.value);
+            return self.touch(slot, now_ms, create, f);
         }
+        self.insert(&mut shard, key, now_ms, create, f)
+    }
+
+    /// [`upsert`](Self::upsert) by a borrowed form of the key (`&str` for `Box<str>` keys),
+    /// calling `own` for the owned key only when the entry is new: an entry already there
+    /// costs no allocation.
+    pub(crate) fn upsert_borrowed<Q, R>(
+        &self,
+        key: &Q,
+        own: impl FnOnce(&Q) -> K,
+        now_ms: u64,
+        create: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut shard = lock(self.shard(key));
+        if let Some(slot) = shard.get_mut(key) {
+            return self.touch(slot, now_ms, create, f);
+        }
+        self.insert(&mut shard, own(key), now_ms, create, f)
+    }
+
+    /// An existing entry, seen now: recreated first if it was idle too long.
+    fn touch<R>(
+        &self,
+        slot: &mut Slot<V>,
+        now_ms: u64,
+        create: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        if now_ms.saturating_sub(slot.last_seen_ms) > self.idle_ms {
+            slot.value = create();
+        }
+        slot.last_seen_ms = now_ms;
+        f(&mut slot.value)
+    }
+
+    /// A new entry, evicting the shard's least recently seen one when full.
+    fn insert<R>(
+        &self,
+        shard: &mut LruCache<K, Slot<V>>,
+        key: K,
+        now_ms: u64,
+        create: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
         let mut value = create();
         let result = f(&mut value);
         shard.push(
@@ -138,6 +183,25 @@ mod tests {
         // The newest keys survive.
         assert_eq!(table.read(&9_999, 10_000, |v| *v), Some(9_999));
         assert_eq!(table.read(&0, 10_000, |v| *v), None);
+    }
+
+    #[test]
+    fn a_borrowed_key_is_owned_only_for_a_new_entry() {
+        let table: BoundedTable<Box<str>, u32> = BoundedTable::new(100, u64::MAX);
+        let owned = std::cell::Cell::new(0);
+        let own = |key: &str| {
+            owned.set(owned.get() + 1);
+            Box::from(key)
+        };
+        for now in 0..3 {
+            table.upsert_borrowed("client", own, now, || 0, |v| *v += 1);
+        }
+        assert_eq!(
+            owned.get(),
+            1,
+            "the key was allocated again for a known client"
+        );
+        assert_eq!(table.read("client", 3, |v| *v), Some(3));
     }
 
     #[test]
