@@ -5,6 +5,9 @@
 #                                  haproxy and wrk (Debian) and oha (crates.io) when missing
 #   scripts/loadtest.sh --smoke    seconds-long runs that check the harness works (CI): the
 #                                  debug build that cargo test makes, wrk only
+#   scripts/loadtest.sh --floor target/release/examples/forward_only
+#                                  adds Vigil's transport alone to the comparison (build it
+#                                  first: cargo build --release -p vigil --example forward_only)
 #
 # Any other option goes to bench/loadtest/loadtest.py (--help lists them). Results: the table
 # is printed and written with the raw samples to target/loadtest/<UTC time>/results.{md,json}.
@@ -49,6 +52,8 @@ if $smoke; then
     # the tests); a plain `cargo build` would unify features differently and recompile.
     cargo test -q --workspace --no-run
     vigil=target/debug/vigil
+    # The transport-alone line too, so that the smoke run checks it (cargo test builds examples).
+    set -- "$@" --floor "${CARGO_TARGET_DIR:-target}/debug/examples/forward_only"
 else
     if ! command -v oha >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/oha" ]; then
         say "installing oha from crates.io (rate-controlled latency with coordinated-omission correction)"

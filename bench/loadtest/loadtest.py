@@ -306,6 +306,14 @@ class Lab:
                         self.run_dir / f"{name}.log", admin_port=admin_port)
         return self._add(target)
 
+    def floor_target(self, binary):
+        """Vigil's transport alone (`proxy/examples/forward_only.rs`): what Vigil's own work
+        costs is the difference between it and Vigil without guards."""
+        port = self._port()
+        command = [str(binary), f"127.0.0.1:{port}", f"http://127.0.0.1:{UPSTREAM_PORT}", str(CORES)]
+        return self._add(Target("floor", "Vigil's transport alone (forward_only)", port, command,
+                                self.run_dir / "floor.log"))
+
     def _add(self, target):
         self.targets.append(target)
         return target
@@ -472,6 +480,8 @@ def compare(args, lab):
     vigil_none = lab.vigil_target("vigil", "Vigil, no guards")
     vigil_stock = lab.vigil_target("vigil-stock", "Vigil, stock chain (3 guards)", "guards-3.toml")
     proxies = [nginx, nginx_lr, haproxy, haproxy_st, vigil_none, vigil_stock]
+    if args.floor:
+        proxies.insert(4, lab.floor_target(args.floor.resolve()))
     for target in proxies:
         target.start()
     targets = [upstream] + proxies
@@ -820,7 +830,15 @@ def parse_args(argv=None):
     parser.add_argument("--baseline-guards-dir", type=Path,
                         help="the stock guards the --baseline build runs (default --guards-dir): "
                              "for a change to the guards or to what the host accepts of them")
+    parser.add_argument("--floor", type=Path,
+                        help="the forward_only example (cargo build --release -p vigil --example "
+                             "forward_only): Vigil's transport with none of its own work, measured beside "
+                             "the others so that Vigil's own cost is told from its HTTP stack's")
     args = parser.parse_args(argv)
+    if args.floor and args.baseline:
+        parser.error("--floor: only in the comparison run, not with --baseline")
+    if args.floor and not args.floor.is_file():
+        parser.error(f"--floor: no such file: {args.floor}")
     if args.baseline_guards_dir and not args.baseline:
         parser.error("--baseline-guards-dir: only with --baseline")
     # Refused before any target starts: a bad value found after the runs would lose them.

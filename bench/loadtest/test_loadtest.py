@@ -83,6 +83,13 @@ class Arguments(unittest.TestCase):
         args = loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--baseline", "old-vigil"])
         self.assertIsNone(args.baseline_guards_dir)
 
+    def test_a_floor_binary_that_is_missing_or_beside_a_baseline_is_refused(self):
+        for extra, expected in [(["--floor", "/nonexistent/forward_only"], "--floor: no such file"),
+                                (["--floor", sys.executable, "--baseline", "old"], "--floor: only in the comparison run")]:
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+                loadtest.parse_args(["--vigil", "v", "--guards-dir", "g"] + extra)
+            self.assertIn(expected, err.getvalue())
+
     def test_values_that_cannot_be_measured_are_refused_before_any_run(self):
         for flag, value, expected in [("--rounds", "0", "--rounds: must be more than 0, got 0"),
                                       ("--duration", "-1", "--duration: must be more than 0, got -1"),
