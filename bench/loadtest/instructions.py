@@ -41,8 +41,8 @@ def count(kind, binary, guards_dir, requests):
     lab = loadtest.Lab(run_dir, binary, guards_dir)
     lab.start_upstream()
     if kind == "floor":
-        port = lab._port()
-        command = [str(binary), f"127.0.0.1:{port}", f"http://127.0.0.1:{loadtest.UPSTREAM_PORT}", "1"]
+        target = lab.floor_target(binary, workers=1)
+        port, command = target.port, target.command
     else:
         target = lab.vigil_target("vigil", kind, "guards-3.toml" if kind == "stock" else None)
         port, command = target.port, target.command

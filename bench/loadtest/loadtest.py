@@ -306,11 +306,11 @@ class Lab:
                         self.run_dir / f"{name}.log", admin_port=admin_port)
         return self._add(target)
 
-    def floor_target(self, binary):
+    def floor_target(self, binary, workers=CORES):
         """Vigil's transport alone (`proxy/examples/forward_only.rs`): what Vigil's own work
         costs is the difference between it and Vigil without guards."""
         port = self._port()
-        command = [str(binary), f"127.0.0.1:{port}", f"http://127.0.0.1:{UPSTREAM_PORT}", str(CORES)]
+        command = [str(binary), f"127.0.0.1:{port}", f"http://127.0.0.1:{UPSTREAM_PORT}", str(workers)]
         return self._add(Target("floor", "Vigil's transport alone (forward_only)", port, command,
                                 self.run_dir / "floor.log"))
 

@@ -107,8 +107,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// The forwarding fields one client connection adds to each of its requests, written once
-/// when the connection is accepted rather than formatted again for every request.
+/// The client end of one connection: its address, and the forwarding fields it adds to each
+/// of its requests, written once when the connection is accepted rather than formatted again
+/// for every request.
 #[derive(Clone, Debug)]
 pub struct Hop {
     /// The peer's address.
@@ -132,6 +133,11 @@ impl Hop {
                 .expect("an IP address is a valid header value"),
             forwarded: HeaderValue::from_str(&node).expect("a node is a valid header value"),
         }
+    }
+
+    /// The address of the client end of the connection.
+    pub fn peer(&self) -> IpAddr {
+        self.peer
     }
 
     /// `ip` as text, taken from the connection's when it is the peer's (the usual case: no

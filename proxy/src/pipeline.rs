@@ -14,7 +14,6 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use vigil_host::{Decision, Header};
 
@@ -23,7 +22,6 @@ pub async fn handle(
     sidecar: &Sidecar,
     upstream: &UpstreamClient,
     req: Request<Incoming>,
-    peer: SocketAddr,
     hop: &Hop,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
@@ -45,7 +43,7 @@ pub async fn handle(
         );
     }
 
-    let client = sidecar.clients.resolve(peer.ip(), req.headers());
+    let client = sidecar.clients.resolve(hop.peer(), req.headers());
     let route = sidecar.routes.resolve(&method, req.uri().path());
     let chain = sidecar.chain();
 
@@ -127,7 +125,7 @@ pub async fn handle(
     let upgrading = forward::is_upgrade(&parts.headers);
     let mut upstream_request = Request::from_parts(parts, body);
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut upstream_request));
-    let trusted_peer = sidecar.clients.is_trusted(peer.ip());
+    let trusted_peer = sidecar.clients.is_trusted(hop.peer());
     let version = upstream_request.version();
     let headers = upstream_request.headers_mut();
     forward::strip_hop_by_hop(headers, upgrading);

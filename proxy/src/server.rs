@@ -122,8 +122,7 @@ pub async fn serve_public(
         let service = service_fn(move |req| {
             let (worker, hop) = (worker.clone(), hop.clone());
             async move {
-                let response =
-                    pipeline::handle(&worker.sidecar, &worker.upstream, req, peer, &hop).await;
+                let response = pipeline::handle(&worker.sidecar, &worker.upstream, req, &hop).await;
                 Ok::<_, Infallible>(response)
             }
         });
