@@ -46,6 +46,15 @@ pub trait Guard {
     /// guard on every call.
     const READS_HEADERS: bool = true;
 
+    /// The header fields the guard reads under `config` (names, case-insensitive), when that
+    /// depends on the configuration: Vigil then copies only those into it, in requests and
+    /// responses alike; an empty list means none. `None` (the default) leaves it to
+    /// [`Guard::READS_HEADERS`]. Called once per instance, from `init`.
+    fn headers_read(config: &Self::Config) -> Option<Vec<String>> {
+        let _ = config;
+        None
+    }
+
     /// Whether [`Guard::on_response`] does anything. Set it to `false` when it does not: Vigil
     /// then never calls it, which saves a call per request.
     const OBSERVES_RESPONSES: bool = true;
@@ -130,6 +139,9 @@ macro_rules! guard {
                     let parsed =
                         $crate::parse_config::<<$guard as $crate::Guard>::Config>(&config)?;
                     <$guard as $crate::Guard>::check_config(&parsed)?;
+                    if let Some(names) = <$guard as $crate::Guard>::headers_read(&parsed) {
+                        $crate::bindings::vigil::guard::state::reads_headers(&names);
+                    }
                     let _ = CONFIG.set(parsed);
                     Ok(())
                 }

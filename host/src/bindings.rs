@@ -10,5 +10,6 @@ wasmtime::component::bindgen!({
         "vigil:guard/state.rate": trappable,
         "vigil:guard/state.happened": trappable,
         "vigil:guard/state.set": trappable,
+        "vigil:guard/state.reads-headers": trappable,
     },
 });

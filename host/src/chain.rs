@@ -4,6 +4,7 @@
 
 use crate::bindings::vigil::guard::types::{Deny, Header, Request, Response, Verdict};
 use crate::guard::{timed, Fault, Guard, Mode, OnError};
+use crate::needs::HeaderFields;
 use crate::state::EventRecord;
 use crate::Runtime;
 use std::sync::Arc;
@@ -103,7 +104,15 @@ impl Chain {
     pub fn reads_request_headers(&self, method: &str, route: &str) -> bool {
         self.guards
             .iter()
-            .any(|g| g.needs().headers && g.applies_to(method, route))
+            .any(|g| g.header_fields().any() && g.applies_to(method, route))
+    }
+
+    /// Whether a guard that sees requests for this method and route reads the header field
+    /// `name` (lower-case): the proxy copies only those.
+    pub fn reads_request_header(&self, method: &str, route: &str, name: &str) -> bool {
+        self.guards
+            .iter()
+            .any(|g| g.header_fields().includes(name) && g.applies_to(method, route))
     }
 
     /// Whether a guard that will observe this decision's response, answered with `status`,
@@ -112,7 +121,7 @@ impl Chain {
         decision.outcomes.iter().any(|outcome| {
             self.guards
                 .get(outcome.index)
-                .is_some_and(|g| g.needs().observes(status) && g.needs().headers)
+                .is_some_and(|g| g.needs().observes(status) && g.header_fields().any())
         })
     }
 
@@ -128,9 +137,9 @@ impl Chain {
                 continue;
             }
             req.body = body_for(guard, &body);
-            headers.lend(req, guard);
+            let lent = headers.lend(req, guard);
             let (verdict, elapsed) = timed(|| guard.on_request(req));
-            headers.take_back(req);
+            headers.take_back(req, lent);
             let mode = guard.spec().mode;
             let (result, wanted_denial) = match verdict {
                 Ok(Verdict::Allow) => (GuardResult::Allowed, None),
@@ -218,15 +227,22 @@ impl Chain {
                 continue;
             }
             req.body = body_for(guard, &body);
-            headers.lend(req, guard);
-            let resp = if guard.needs().headers {
-                resp
-            } else {
-                &bare_response
+            let lent = headers.lend(req, guard);
+            let narrowed;
+            let resp = match guard.header_fields() {
+                HeaderFields::All => resp,
+                HeaderFields::None => &bare_response,
+                HeaderFields::Named(_) => {
+                    narrowed = Response {
+                        headers: selected(&resp.headers, guard.header_fields()),
+                        ..*resp
+                    };
+                    &narrowed
+                }
             };
             // A fault here was already counted and logged; the response is not changed.
             let _ = guard.on_response(req, resp);
-            headers.take_back(req);
+            headers.take_back(req, lent);
         }
         req.body = body;
         headers.restore(req);
@@ -234,30 +250,57 @@ impl Chain {
 }
 
 /// A request's headers held aside while guards are called: moved into the request for guards
-/// that read headers and back out after, so guards that do not get an empty list (nothing to
-/// copy into them) and no header list is ever cloned.
+/// that read every field and back out after, copied in part for guards that read some, so
+/// guards that read none get an empty list (nothing to copy into them).
 struct HeldHeaders(Vec<Header>);
+
+/// What [`HeldHeaders::lend`] put into the request.
+#[derive(Clone, Copy)]
+enum Lent {
+    Nothing,
+    Selection,
+    Whole,
+}
 
 impl HeldHeaders {
     fn take(req: &mut Request) -> HeldHeaders {
         HeldHeaders(std::mem::take(&mut req.headers))
     }
 
-    fn lend(&mut self, req: &mut Request, guard: &Guard) {
-        if guard.needs().headers {
-            req.headers = std::mem::take(&mut self.0);
+    fn lend(&mut self, req: &mut Request, guard: &Guard) -> Lent {
+        match guard.header_fields() {
+            HeaderFields::None => Lent::Nothing,
+            HeaderFields::All => {
+                req.headers = std::mem::take(&mut self.0);
+                Lent::Whole
+            }
+            fields @ HeaderFields::Named(_) => {
+                req.headers = selected(&self.0, fields);
+                Lent::Selection
+            }
         }
     }
 
-    fn take_back(&mut self, req: &mut Request) {
-        if !req.headers.is_empty() {
-            self.0 = std::mem::take(&mut req.headers);
+    fn take_back(&mut self, req: &mut Request, lent: Lent) {
+        match lent {
+            Lent::Nothing => {}
+            Lent::Selection => req.headers.clear(),
+            Lent::Whole => self.0 = std::mem::take(&mut req.headers),
         }
     }
 
     fn restore(self, req: &mut Request) {
         req.headers = self.0;
     }
+}
+
+/// Copies of the fields of `headers` that `fields` includes, in their order.
+fn selected(headers: &[Header], fields: &HeaderFields) -> Vec<Header> {
+    headers
+        .iter()
+        .filter(|h| fields.includes(&h.name))
+        .cloned()
+        .collect()
 }
 
 /// The part of the body prefix a guard may see: up to its own cap, or nothing.

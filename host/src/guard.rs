@@ -2,7 +2,7 @@
 //! applied around every call.
 
 use crate::bindings::{self, vigil::guard::types};
-use crate::needs::Needs;
+use crate::needs::{HeaderFields, Needs};
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
 use crate::shards::Sharded;
@@ -229,6 +229,7 @@ pub struct Guard {
     routes: Vec<Pattern>,
     content_hash: u64,
     needs: Needs,
+    header_fields: HeaderFields,
     pre: bindings::GuardPre<GuestState>,
     engine: Engine,
     services: Arc<HostServices>,
@@ -307,11 +308,12 @@ impl Runtime {
             limits: limits.clone(),
         });
         self.running.watch_deadline(limits.deadline);
-        let guard = Guard {
+        let mut guard = Guard {
             identity,
             routes: spec.routes.clone(),
             content_hash: content_hash(&bytes),
             needs,
+            header_fields: HeaderFields::of(needs, None),
             pre,
             engine: self.engine.clone(),
             services: self.services.clone(),
@@ -322,7 +324,7 @@ impl Runtime {
             spec,
         };
         // Instantiate once now so a bad configuration or a failing init is a load error.
-        let first = guard.instantiate().map_err(|e| match e {
+        let mut first = guard.instantiate().map_err(|e| match e {
             InstantiateError::Init(message) => LoadError::Init {
                 guard: guard.spec.name.clone(),
                 message,
@@ -333,6 +335,9 @@ impl Runtime {
                 fault.kind.as_str()
             )),
         })?;
+        // Later instances run the same `init` on the same configuration; this one decides.
+        let declared = first.store.data_mut().declared_headers.take();
+        guard.header_fields = HeaderFields::of(needs, declared);
         guard.warm.put(first);
         Ok(Arc::new(guard))
     }
@@ -367,6 +372,11 @@ impl Guard {
     /// What the guard declared it uses.
     pub fn needs(&self) -> Needs {
         self.needs
+    }
+
+    /// The header fields the guard is given.
+    pub fn header_fields(&self) -> &HeaderFields {
+        &self.header_fields
     }
 
     /// Counters since load.
@@ -513,7 +523,7 @@ impl Guard {
             })
         });
         store.set_epoch_deadline(1);
-        store.data_mut().begin_call("", running.ends());
+        store.data_mut().begin_init(running.ends());
         let fault = |kind, detail| InstantiateError::Fault(Fault { kind, detail });
         let guard = self
             .pre

@@ -12,7 +12,7 @@
 //! - `runtime`: the engine (pooling allocator, copy-on-write images, epoch deadlines) and linker.
 //! - `guard`: loading and checking a guard; its warm instance pool; faults.
 //! - `chain`: ordered evaluation, first applied denial wins, monitor mode.
-//! - `needs`: what a guard declares it uses (headers, responses).
+//! - `needs`: what a guard declares it uses (headers, responses), and which header fields it gets.
 //! - `sandbox`: an instance's store data, limits, and the `state` imports.
 //! - `output`: captured stdout/stderr/log under a per-call byte budget.
 //! - `shards`: values split per core, so hot paths do not share locks or cache lines.
@@ -47,7 +47,7 @@ pub use findings::Finding;
 pub use guard::{
     Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
 };
-pub use needs::{Needs, Statuses, NEEDS_SECTION};
+pub use needs::{HeaderFields, Needs, Statuses, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
 pub use shards::Sharded;

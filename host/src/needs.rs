@@ -90,6 +90,45 @@ impl Needs {
     }
 }
 
+/// The header fields a guard is given: what its section declares, narrowed by the names its
+/// `init` passed to `reads-headers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderFields {
+    /// None: its header lists are empty.
+    None,
+    /// Only the fields with these names (lower-case, sorted, no repeats).
+    Named(Box<[String]>),
+    /// Every field.
+    All,
+}
+
+impl HeaderFields {
+    /// What a guard with these needs gets after declaring `declared` (lower-case, sorted, no
+    /// repeats) from `init`, or nothing.
+    pub fn of(needs: Needs, declared: Option<Vec<String>>) -> HeaderFields {
+        match declared {
+            _ if !needs.headers => HeaderFields::None,
+            None => HeaderFields::All,
+            Some(names) if names.is_empty() => HeaderFields::None,
+            Some(names) => HeaderFields::Named(names.into_boxed_slice()),
+        }
+    }
+
+    /// Whether it gets any field at all.
+    pub fn any(&self) -> bool {
+        !matches!(self, HeaderFields::None)
+    }
+
+    /// Whether it gets the field named `name` (lower-case, as HTTP/1 names reach the proxy).
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            HeaderFields::None => false,
+            HeaderFields::Named(names) => names.binary_search_by(|n| n.as_str().cmp(name)).is_ok(),
+            HeaderFields::All => true,
+        }
+    }
+}
+
 /// A set of HTTP response statuses (100 to 999).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Statuses {
@@ -271,5 +310,21 @@ mod tests {
             let error = Needs::of_component(&component(&[(NEEDS_SECTION, data)])).unwrap_err();
             assert!(error.contains(named), "{data:?}: {error}");
         }
+    }
+
+    #[test]
+    fn named_header_fields_narrow_but_never_widen_the_declaration() {
+        let names = |list: &[&str]| Some(list.iter().map(|n| n.to_string()).collect());
+        let named = HeaderFields::of(Needs::ALL, names(&["accept", "x-api-key"]));
+        assert!(named.includes("x-api-key") && named.includes("accept"));
+        assert!(!named.includes("user-agent") && !named.includes("x-api"));
+        assert_eq!(HeaderFields::of(Needs::ALL, names(&[])), HeaderFields::None);
+        assert_eq!(HeaderFields::of(Needs::ALL, None), HeaderFields::All);
+        assert_eq!(
+            HeaderFields::of(Needs::NONE, names(&["x-api-key"])),
+            HeaderFields::None,
+            "a guard that declared no headers gets none, whatever init says"
+        );
+        assert!(!HeaderFields::None.any() && named.any() && HeaderFields::All.includes("any"));
     }
 }

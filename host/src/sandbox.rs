@@ -115,6 +115,10 @@ pub(crate) struct GuestState {
     /// The patterns of the last `happened` call, parsed: a guard asks about the same ones on
     /// every request, so they are parsed once per instance.
     happened_patterns: Vec<Pattern>,
+    /// Whether the current call is `init`, the only one that may call `reads-headers`.
+    initializing: bool,
+    /// The header names the guard's `init` passed to `reads-headers`, lower-cased.
+    pub(crate) declared_headers: Option<Vec<String>>,
 }
 
 impl GuestState {
@@ -144,7 +148,15 @@ impl GuestState {
             call_ends: None,
             panic: None,
             happened_patterns: Vec::new(),
+            initializing: false,
+            declared_headers: None,
         }
+    }
+
+    /// Prepares for the instance's `init`, which must end by `ends`.
+    pub(crate) fn begin_init(&mut self, ends: Option<Instant>) {
+        self.begin_call("", ends);
+        self.initializing = true;
     }
 
     /// Prepares for a call made on behalf of `client_key` that must end by `ends`.
@@ -152,6 +164,7 @@ impl GuestState {
         self.client_key.clear();
         self.client_key.push_str(client_key);
         self.call_ends = ends;
+        self.initializing = false;
         self.panic = None;
         self.output.begin(self.guard.limits.output_bytes_per_call);
     }
@@ -189,6 +202,10 @@ impl WasiView for GuestState {
 const MAX_HAPPENED_PATTERNS: usize = 64;
 /// Longest pattern `happened` accepts.
 const MAX_HAPPENED_PATTERN_BYTES: usize = 1024;
+/// Header names one `reads-headers` call may give.
+const MAX_READ_HEADERS: usize = 64;
+/// Longest header name `reads-headers` accepts.
+const MAX_READ_HEADER_BYTES: usize = 256;
 
 impl types::Host for GuestState {}
 
@@ -286,6 +303,31 @@ impl state::Host for GuestState {
         if matches!(level, types::Level::Error) && text.starts_with("panic") {
             self.panic = Some(text.to_string());
         }
+    }
+
+    fn reads_headers(&mut self, names: Vec<String>) -> wasmtime::Result<()> {
+        if !self.initializing {
+            return Err(wasmtime::Error::msg(
+                "reads-headers: called outside init; a guard says which headers it reads from init",
+            ));
+        }
+        if names.len() > MAX_READ_HEADERS {
+            return Err(wasmtime::Error::msg(format!(
+                "reads-headers: {} names; at most {MAX_READ_HEADERS} are allowed",
+                names.len()
+            )));
+        }
+        if let Some(long) = names.iter().find(|n| n.len() > MAX_READ_HEADER_BYTES) {
+            return Err(wasmtime::Error::msg(format!(
+                "reads-headers: a name of {} bytes; at most {MAX_READ_HEADER_BYTES} are allowed",
+                long.len()
+            )));
+        }
+        let mut names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        names.sort_unstable();
+        names.dedup();
+        self.declared_headers = Some(names);
+        Ok(())
     }
 
     fn finding(&mut self, kind: String, detail: String) {

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use vigil_host::{FaultKind, Mode, OnError};
+use vigil_host::{FaultKind, HeaderFields, Mode, OnError};
 
 /// Serves one admin request.
 pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -74,7 +74,11 @@ fn guards(sidecar: &Sidecar) -> serde_json::Value {
                 "on_error": if spec.on_error == OnError::Deny { "deny" } else { "allow" },
                 "routes": spec.routes.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
                 "needs": {
-                    "headers": g.needs().headers,
+                    "headers": match g.header_fields() {
+                        HeaderFields::None => serde_json::json!(false),
+                        HeaderFields::All => serde_json::json!(true),
+                        HeaderFields::Named(names) => serde_json::json!(names),
+                    },
                     "responses": g.needs().responses.to_string(),
                 },
                 "requests": stats.requests.load(Ordering::Relaxed),

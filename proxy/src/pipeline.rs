@@ -76,9 +76,12 @@ pub async fn handle(
         path: parts.uri.path().to_string(),
         route: Some(route.template.to_string()),
         query: parts.uri.query().map(str::to_string),
-        // Copied only for guards that read them: none on the route, no copy.
+        // Copied only for guards that read them: none on the route, no copy; only the fields
+        // some guard there reads.
         headers: if headers_read {
-            guard_headers(&parts.headers)
+            guard_headers(&parts.headers, |name| {
+                chain.reads_request_header(&method, &route.template, name)
+            })
         } else {
             Vec::new()
         },
@@ -217,7 +220,7 @@ impl Seen<'_> {
             .chain
             .reads_response_headers(&self.decision, status.as_u16())
         {
-            guard_headers(headers)
+            guard_headers(headers, |_| true)
         } else {
             Vec::new()
         };
@@ -274,9 +277,10 @@ fn tunnel(
     });
 }
 
-fn guard_headers(headers: &HeaderMap) -> Vec<Header> {
+fn guard_headers(headers: &HeaderMap, wanted: impl Fn(&str) -> bool) -> Vec<Header> {
     headers
         .iter()
+        .filter(|(name, _)| wanted(name.as_str()))
         .map(|(name, value)| Header {
             name: name.as_str().to_string(),
             value: value.as_bytes().to_vec(),

@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use vigil_host::{
-    Chain, FaultKind, GuardResult, LoadError, Mode, Needs, OnError, Pattern, Response, Runtime,
-    RuntimeConfig, SandboxLimits, Verdict,
+    Chain, FaultKind, GuardResult, HeaderFields, LoadError, Mode, Needs, OnError, Pattern,
+    Response, Runtime, RuntimeConfig, SandboxLimits, Verdict,
 };
 use vigil_tests::{guards, load, load_error, request, runtime, spec, with_policy};
 
@@ -234,6 +234,136 @@ fn guards_get_only_what_they_declare_they_use() {
     );
     assert_eq!(blind.stats().responses.load(Ordering::Relaxed), 0);
     assert_eq!(observer.stats().responses.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        rate_limit.header_fields(),
+        &HeaderFields::None,
+        "a rate limit keyed by client reads no header"
+    );
+    let by_key = load(
+        &rt,
+        spec(
+            "rl-key",
+            "rate-limit",
+            r#"{"key": ["client", "header:X-Api-Key"], "rate": 100}"#,
+        ),
+    );
+    assert_eq!(
+        by_key.header_fields(),
+        &HeaderFields::Named(["x-api-key".to_string()].into()),
+        "one keyed by a header reads that one"
+    );
+}
+
+/// The names of the header fields each guard reported receiving, by guard and call.
+fn received(rt: &Runtime) -> Vec<(String, String, String)> {
+    rt.drain_findings()
+        .into_iter()
+        .map(|f| (f.guard, f.kind, f.detail))
+        .collect()
+}
+
+#[test]
+fn guards_get_only_the_header_fields_their_init_names() {
+    let rt = runtime();
+    let picky = load(
+        &rt,
+        spec(
+            "picky",
+            "picky",
+            r#"{"reads": ["X-Api-Key", "accept", "x-api-key"]}"#,
+        ),
+    );
+    assert_eq!(
+        picky.header_fields(),
+        &HeaderFields::Named(["accept".to_string(), "x-api-key".to_string()].into()),
+        "names are lower-cased and kept once"
+    );
+    let none = load(&rt, spec("none", "picky", r#"{"reads": []}"#));
+    assert_eq!(none.header_fields(), &HeaderFields::None);
+    let all = load(&rt, spec("all", "picky", r#"{"reads": null}"#));
+    assert_eq!(
+        all.header_fields(),
+        &HeaderFields::All,
+        "no call: every field"
+    );
+    let blind = load(&rt, spec("blind", "blind", ""));
+    assert_eq!(blind.header_fields(), &HeaderFields::None);
+
+    let narrow = chain(vec![none.clone(), picky.clone()]);
+    assert!(narrow.reads_request_headers("GET", "/"));
+    assert!(narrow.reads_request_header("GET", "/", "x-api-key"));
+    assert!(!narrow.reads_request_header("GET", "/", "user-agent"));
+    assert!(!chain(vec![none.clone()]).reads_request_headers("GET", "/"));
+
+    let c = chain(vec![picky, none, all]);
+    let sent = [("user-agent", "t"), ("x-api-key", "k1"), ("accept", "*/*")];
+    let mut req = request("GET", "/", "c", &sent);
+    rt.drain_findings();
+    let d = c.evaluate(&mut req);
+    assert!(c.reads_response_headers(&d, 200));
+    let resp = Response {
+        headers: request(
+            "GET",
+            "/",
+            "c",
+            &[("content-type", "text/plain"), ("accept", "x")],
+        )
+        .headers,
+        ..response(200)
+    };
+    c.observe(&rt, &mut req, &resp, &d);
+    assert_eq!(
+        req.headers,
+        request("GET", "/", "c", &sent).headers,
+        "the request keeps them all"
+    );
+    let expected = [
+        ("picky", "request", "x-api-key,accept"),
+        ("none", "request", ""),
+        ("all", "request", "user-agent,x-api-key,accept"),
+        ("picky", "response", "accept"),
+        ("none", "response", ""),
+        ("all", "response", "content-type,accept"),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(g, k, d)| (g.to_string(), k.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(received(&rt), expected);
+}
+
+#[test]
+fn reads_headers_is_refused_outside_init_and_beyond_its_limits() {
+    let rt = runtime();
+    let late = load(&rt, spec("late", "picky", r#"{"reads": [], "late": true}"#));
+    let d = chain(vec![late]).evaluate(&mut request("GET", "/", "c", &[]));
+    assert!(d.allowed(), "fail open");
+    match &d.outcomes[0].result {
+        GuardResult::Faulted(fault) => {
+            assert_eq!(fault.kind, FaultKind::Trap);
+            assert!(
+                fault.detail.contains("reads-headers: called outside init"),
+                "{}",
+                fault.detail
+            );
+        }
+        other => panic!("expected a fault, got {other:?}"),
+    }
+
+    let many: Vec<String> = (0..65).map(|i| format!("\"x-{i}\"")).collect();
+    let config = format!(r#"{{"reads": [{}]}}"#, many.join(","));
+    let (_, text) = load_error(&rt, spec("many", "picky", &config));
+    assert!(
+        text.contains("guard \"many\"")
+            && text.contains("reads-headers: 65 names; at most 64 are allowed"),
+        "{text}"
+    );
+    let config = format!(r#"{{"reads": ["{}"]}}"#, "x".repeat(257));
+    let (_, text) = load_error(&rt, spec("long", "picky", &config));
+    assert!(
+        text.contains("reads-headers: a name of 257 bytes; at most 256 are allowed"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -61,13 +61,28 @@ async fn statuses(proxy: &vigil_tests::harness::Proxy, calls: &[Call]) -> Vec<St
     out
 }
 
+/// A guard call cut at its deadline fails open and a refusal goes missing; these tests count
+/// refusals, not speed, and run beside others on a busy machine with debug builds.
+const SLACK: &str = "deadline = \"2s\"\n";
+
 async fn run(s: Scenario) {
     assert_eq!(s.attack.len(), s.normal.len(), "same volume");
-    let config = format!("{BASE}{}", guard_table(s.guard, s.module, &s.table));
+    let table = format!("{SLACK}{}", s.table);
+    let config = format!("{BASE}{}", guard_table(s.guard, s.module, &table));
     let (up, proxy) = start_with_upstream(s.guard, &config).await;
     let got = statuses(&proxy, &s.attack).await;
     let refused = got.iter().filter(|st| **st == s.status).count();
-    assert_eq!(refused, s.refused, "{}: attack answered {got:?}", s.guard);
+    let cut = format!(
+        "vigil_guard_results_total{{guard=\"{}\",result=\"deadline\"}}",
+        s.guard
+    );
+    assert_eq!(
+        refused,
+        s.refused,
+        "{}: attack answered {got:?}, {} calls cut at the deadline",
+        s.guard,
+        metric(&proxy, &cut).await
+    );
     assert!(
         got.iter()
             .all(|st| *st == s.status || *st == StatusCode::OK),
@@ -89,7 +104,7 @@ async fn run(s: Scenario) {
     proxy.shutdown().await;
 
     let monitored = format!("{}-monitor", s.guard);
-    let table = format!("mode = \"monitor\"\n{}", s.table);
+    let table = format!("mode = \"monitor\"\n{SLACK}{}", s.table);
     let config = format!("{BASE}{}", guard_table(&monitored, s.module, &table));
     let (up, proxy) = start_with_upstream(&monitored, &config).await;
     let got = statuses(&proxy, &s.attack).await;
@@ -180,4 +195,31 @@ async fn enumeration_through_the_proxy() {
             .collect(),
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_keyed_by_a_header_gets_that_header_alone() {
+    let table = r#"config = { key = "header:X-Team", rate = 1, per = "minute", burst = 1 }"#;
+    let config = format!(
+        "{BASE}{}",
+        guard_table("per-team", guards::RATE_LIMIT, table)
+    );
+    let (_up, proxy) = start_with_upstream("per-team", &config).await;
+    let (_, _, body) = send(proxy.admin, "GET", "/guards", &[], vec![]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        listed[0]["needs"],
+        serde_json::json!({"headers": ["x-team"], "responses": "none"}),
+        "the header its key names, nothing else"
+    );
+    // One client, two teams: had the header not reached the guard, both would share the
+    // client's bucket and team b's first request would be refused too.
+    let as_team = |team: &'static str| {
+        let headers = [("x-api-key", "k1"), ("x-team", team), ("user-agent", "t")];
+        async move { send(proxy.addr, "GET", "/items", &headers, vec![]).await.0 }
+    };
+    assert_eq!(as_team("a").await, StatusCode::OK);
+    assert_eq!(as_team("a").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(as_team("b").await, StatusCode::OK);
+    proxy.shutdown().await;
 }

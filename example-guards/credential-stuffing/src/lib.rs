@@ -166,6 +166,13 @@ struct CredentialStuffing;
 impl Guard for CredentialStuffing {
     type Config = Config;
 
+    fn headers_read(config: &Config) -> Option<Vec<String>> {
+        Some(match &config.account {
+            Account::Header(name) => vec![name.clone()],
+            Account::JsonField(_) | Account::FormField(_) => Vec::new(),
+        })
+    }
+
     fn check_config(config: &Config) -> Result<(), String> {
         config.login.check("login")?;
         if config.account.name().trim().is_empty() {

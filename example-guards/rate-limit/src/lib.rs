@@ -171,8 +171,20 @@ struct RateLimit;
 
 impl Guard for RateLimit {
     type Config = Config;
-    // Headers are read when the key names one; responses are not looked at.
+    // Responses are not looked at; of the headers, only those the key names are read.
     const OBSERVES_RESPONSES: bool = false;
+
+    fn headers_read(config: &Config) -> Option<Vec<String>> {
+        let named = config
+            .key
+            .parts()
+            .iter()
+            .filter_map(|part| match part.get() {
+                KeyPart::Header(name) => Some(name.clone()),
+                _ => None,
+            });
+        Some(named.collect())
+    }
 
     fn check_config(config: &Config) -> Result<(), String> {
         let parts = config.key.parts();
