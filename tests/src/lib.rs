@@ -1,6 +1,7 @@
 //! Shared helpers of Vigil's end-to-end tests: compiled guard paths, runtimes, requests.
 
 use std::sync::Arc;
+use std::time::Duration;
 use vigil_host::{
     Client, Guard, GuardSource, GuardSpec, LoadError, Mode, OnError, Request, Runtime,
     RuntimeConfig,
@@ -8,9 +9,16 @@ use vigil_host::{
 
 pub use vigil_guard_artifacts as guards;
 
-/// A runtime with default settings.
+/// The call deadline of [`runtime`]'s guards. Tests assert what guards decide; with debug
+/// builds on a busy machine a call descheduled past the product's 10 ms would fail open and
+/// the decision go missing. Tests of deadlines set their own.
+pub const RELAXED_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A runtime with default settings but a [`RELAXED_DEADLINE`].
 pub fn runtime() -> Runtime {
-    Runtime::new(RuntimeConfig::default()).expect("runtime starts")
+    let mut config = RuntimeConfig::default();
+    config.default_limits.deadline = RELAXED_DEADLINE;
+    Runtime::new(config).expect("runtime starts")
 }
 
 /// A spec for the compiled guard crate `crate_name` under `name`, with this JSON config.

@@ -408,11 +408,15 @@ fn body_prefix_only_for_guards_that_ask() {
     );
 }
 
+/// The product's default call deadline, which the hostile guard's attacks run into.
+fn deadline() -> Duration {
+    SandboxLimits::default().deadline
+}
+
 fn hostile_chain(rt: &Runtime, on_error: OnError) -> Chain {
-    chain(vec![load(
-        rt,
-        with_policy(spec("hostile", "hostile", ""), Mode::Enforce, on_error),
-    )])
+    let mut hostile = with_policy(spec("hostile", "hostile", ""), Mode::Enforce, on_error);
+    hostile.limits = Some(SandboxLimits::default());
+    chain(vec![load(rt, hostile)])
 }
 
 /// Runs one attack, checks its fault, then checks the next request is evaluated normally.
@@ -451,7 +455,7 @@ fn cut_short(elapsed: Duration, deadline: Duration) -> bool {
 fn infinite_loop_is_interrupted_at_the_deadline() {
     let rt = runtime();
     let c = hostile_chain(&rt, OnError::Allow);
-    let deadline = rt.config().default_limits.deadline;
+    let deadline = deadline();
     let (fault, elapsed) = attack_timed(&c, "loop");
     assert_eq!(fault.kind, FaultKind::Deadline, "{fault:?}");
     assert!(
@@ -465,7 +469,7 @@ fn infinite_loop_is_interrupted_at_the_deadline() {
 fn a_loop_starting_while_the_watchdog_sleeps_is_still_interrupted() {
     let rt = runtime();
     let c = hostile_chain(&rt, OnError::Allow);
-    let deadline = rt.config().default_limits.deadline;
+    let deadline = deadline();
     // No guard code runs for longer than the watchdog's idle grace (100 ms): it goes to sleep,
     // and the call must wake it.
     std::thread::sleep(Duration::from_millis(400));
@@ -491,7 +495,7 @@ fn interrupting_an_overdue_call_leaves_calls_within_their_deadline_running() {
     let patient = std::thread::spawn(move || attack_timed(&patient, "loop"));
     // Every interruption of these advances the epoch the patient call also runs under.
     std::thread::sleep(Duration::from_millis(100));
-    let deadline = rt.config().default_limits.deadline;
+    let deadline = deadline();
     for _ in 0..5 {
         let (fault, elapsed) = attack_timed(&impatient, "loop");
         assert_eq!(fault.kind, FaultKind::Deadline, "{fault:?}");
@@ -832,7 +836,7 @@ fn concurrent_evaluation_from_many_threads() {
 fn sleeping_is_cut_short_at_the_deadline() {
     let rt = runtime();
     let c = hostile_chain(&rt, OnError::Allow);
-    let deadline = rt.config().default_limits.deadline;
+    let deadline = deadline();
     let (fault, elapsed) = attack_timed(&c, "sleep");
     assert!(
         cut_short(elapsed, deadline),
