@@ -74,8 +74,8 @@ fn serve(listener: std::net::TcpListener, upstream: &Upstream) -> anyhow::Result
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
-            .max_buf_size(16 * 1024)
-            .max_headers(100);
+            .max_buf_size(16 * 1024);
+        // hyper's own limit of 100 header fields is Vigil's default, which it leaves unset.
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);

@@ -288,13 +288,17 @@ struct RawListen {
     shutdown_grace: String,
 }
 
+/// The default `listen.max_headers`: hyper's own limit, which it parses without a buffer
+/// made for each request head.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
 impl Default for RawListen {
     fn default() -> Self {
         RawListen {
             address: "0.0.0.0:8080".into(),
             header_read_timeout: "10s".into(),
             max_header_bytes: 16 * 1024,
-            max_headers: 100,
+            max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: 16 << 20,
             max_connections: 10_000,
             workers: None,

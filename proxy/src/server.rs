@@ -3,6 +3,7 @@
 
 use crate::accept::next_connection;
 use crate::admin;
+use crate::config::DEFAULT_MAX_HEADERS;
 use crate::forward::Hop;
 use crate::pipeline;
 use crate::sidecar::Sidecar;
@@ -95,12 +96,16 @@ pub async fn serve_public(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(sidecar.listen.header_read_timeout)
-        .max_buf_size(sidecar.listen.max_header_bytes.max(8192))
-        .max_headers(sidecar.listen.max_headers);
+        .max_buf_size(sidecar.listen.max_header_bytes.max(8192));
+    // hyper parses into a buffer on the stack sized for its own limit of 100 fields; any limit
+    // set, even 100, makes it fill a new buffer of that size for every request head instead.
+    if sidecar.listen.max_headers != DEFAULT_MAX_HEADERS {
+        http1.max_headers(sidecar.listen.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -262,6 +262,45 @@ async fn upstream_down_and_slow() {
     assert!(String::from_utf8_lossy(&body).contains("unavailable"));
 }
 
+/// A request head with `fields` header fields in all (Host among them), closing the connection.
+fn head_with_fields(fields: usize) -> Vec<u8> {
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 2..fields {
+        head.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_header_fields_are_refused_at_the_default_and_a_configured_limit() {
+    // BASE leaves `max_headers` at its default, 100. The test upstream has the same limit and
+    // Vigil adds three forwarding fields, so the largest head shown to pass is 95 fields.
+    for (config, limit, passes) in [
+        (BASE.to_string(), 100, 95),
+        (
+            BASE.replace("[listen]\n", "[listen]\nmax_headers = 20\n"),
+            20,
+            20,
+        ),
+    ] {
+        let (up, proxy) = start_with_upstream("fields", &config).await;
+        let answer = raw(proxy.addr, &head_with_fields(passes)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{passes} fields: {answer}"
+        );
+        let answer = raw(proxy.addr, &head_with_fields(limit + 1)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431"),
+            "{} fields over a limit of {limit}: {answer}",
+            limit + 1
+        );
+        assert_eq!(up.count(), 1, "refused by Vigil, not by the upstream");
+        proxy.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_and_body() {
     let config = BASE.replace("max_body_bytes = 20971520", "max_body_bytes = 1000");
