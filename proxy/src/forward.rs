@@ -82,8 +82,11 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `Connection`. With `upgrade`, keeps `Connection: upgrade` and `Upgrade` so the handshake
 /// can pass.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names, hashing nothing: most requests carry no hop-by-hop field, and
-    // most responses only `Connection`.
+    // One pass over the names, hashing nothing: most requests carry no hop-by-hop field (and
+    // so no `Connection` naming others), and most responses only `Connection`.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<&str> = connection_tokens(headers).collect();
     let doomed: Vec<HeaderName> = headers
         .keys()
