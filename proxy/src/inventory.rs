@@ -9,6 +9,7 @@
 use crate::client::{CredentialKind, ResolvedClient};
 use crate::report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
 use crate::route::{ApiSpec, Route, OVERFLOW_TEMPLATE};
+use foldhash::fast::RandomState;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,7 +71,7 @@ pub struct Inventory {
     documented: Vec<EndpointKey>,
     started_ms: u64,
     /// method → route → tallies; two levels so a lookup borrows the request's strings.
-    endpoints: RwLock<HashMap<String, RouteTallies>>,
+    endpoints: RwLock<HashMap<String, RouteTallies, RandomState>>,
     endpoint_count: AtomicU64,
     overflowed: AtomicU64,
     period_start_ms: AtomicU64,
@@ -78,7 +79,7 @@ pub struct Inventory {
 }
 
 /// The tallies of one method's routes.
-type RouteTallies = HashMap<Arc<str>, Arc<Mutex<Tally>>>;
+type RouteTallies = HashMap<Arc<str>, Arc<Mutex<Tally>>, RandomState>;
 
 /// Both tallies of one endpoint.
 struct Tally {
@@ -170,7 +171,7 @@ impl Inventory {
             internal_only,
             documented,
             started_ms: now_ms,
-            endpoints: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(HashMap::default()),
             endpoint_count: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             period_start_ms: AtomicU64::new(now_ms),

@@ -49,7 +49,8 @@ impl History {
 
 /// Maps names to small ids and back, up to a bound; past it every new name shares one id.
 pub(crate) struct Interner {
-    ids: RwLock<HashMap<Box<str>, u32>>,
+    /// Looked up twice per request; bounded by `limit`, so a fast, randomly seeded hash does.
+    ids: RwLock<HashMap<Box<str>, u32, foldhash::fast::RandomState>>,
     names: RwLock<Vec<Box<str>>>,
     insert: Mutex<()>,
     limit: usize,
@@ -59,7 +60,7 @@ impl Interner {
     /// Id 0 is `overflow_name`, given to every name past `limit`.
     pub(crate) fn new(limit: usize, overflow_name: &str) -> Self {
         Interner {
-            ids: RwLock::new(HashMap::new()),
+            ids: RwLock::new(HashMap::default()),
             names: RwLock::new(vec![overflow_name.into()]),
             insert: Mutex::new(()),
             limit,

@@ -1,9 +1,10 @@
 //! A bounded, sharded map with least-recently-seen eviction and idle expiry: the one structure
 //! behind every per-client and per-key table, so that no input can grow memory without limit.
 
+use foldhash::fast::RandomState;
 use lru::LruCache;
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 
 /// Shards keep lock hold times short when many worker threads touch state at once.
@@ -18,6 +19,8 @@ type Shard<K, V> = Mutex<LruCache<K, Slot<V>>>;
 
 pub(crate) struct BoundedTable<K, V> {
     shards: Box<[Shard<K, V>]>,
+    /// Picks the shard. Keys come from clients, so it is seeded at random; it only spreads
+    /// them over shards, each bounded, so a fast hash does.
     hasher: RandomState,
     per_shard: usize,
     idle_ms: u64,
@@ -32,7 +35,7 @@ impl<K: Hash + Eq, V> BoundedTable<K, V> {
             .collect();
         BoundedTable {
             shards,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             idle_ms,
         }

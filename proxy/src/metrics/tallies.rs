@@ -2,6 +2,7 @@
 //! thread and summed when `/metrics` is read. A request touches only its own thread's tallies:
 //! no label strings are allocated, no lock or cache line is shared with the other workers.
 
+use foldhash::fast::RandomState;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
@@ -113,8 +114,8 @@ impl GuardTally {
 #[derive(Debug, Default)]
 struct Shard {
     /// By route, then by the other labels: a lookup by the request's route borrows it.
-    requests: HashMap<Box<str>, Vec<(RequestKind, u64)>>,
-    guards: HashMap<Arc<str>, GuardTally>,
+    requests: HashMap<Box<str>, Vec<(RequestKind, u64)>, RandomState>,
+    guards: HashMap<Arc<str>, GuardTally, RandomState>,
 }
 
 /// The per-request series, one shard per core.
