@@ -218,11 +218,7 @@ fn guards_get_only_what_they_declare_they_use() {
     assert!(both.reads_response_headers(&d, 200));
     both.observe(&rt, &mut req, &response(200), &d);
     assert_eq!(req.headers.len(), 2, "and keeps them after observe");
-    let seen: Vec<(String, String, String)> = rt
-        .drain_findings()
-        .into_iter()
-        .map(|f| (f.guard, f.kind, f.detail))
-        .collect();
+    let seen = received(&rt);
     let seen: Vec<(&str, &str, &str)> = seen
         .iter()
         .map(|(g, k, d)| (g.as_str(), k.as_str(), d.as_str()))
@@ -254,7 +250,7 @@ fn guards_get_only_what_they_declare_they_use() {
     );
 }
 
-/// The names of the header fields each guard reported receiving, by guard and call.
+/// The findings the guards reported since the last call, as (guard, kind, detail).
 fn received(rt: &Runtime) -> Vec<(String, String, String)> {
     rt.drain_findings()
         .into_iter()
