@@ -14,9 +14,10 @@ and shutdown cancel out.
       --guards-dir target/wasm-guests/wasm32-wasip2/release [--baseline OLD] [--floor FORWARD_ONLY]
 
 The guards are compiled once per count into a cache of its own (`VIGIL_CACHE_DIR`), before
-the two runs, so that both find them there. Needs valgrind (Debian's `valgrind`). Under valgrind the guard instance pool is made small
-(`[sandbox] max_instances`) and one worker serves: valgrind cannot reserve the pool's usual
-address space, and runs the threads one at a time anyway.
+the two runs, so that both find them there. Needs valgrind (Debian's `valgrind`). Under
+valgrind the guard instance pool is made small (`[sandbox] max_instances`) and one worker
+serves: valgrind cannot reserve the pool's usual address space, and runs the threads one at
+a time anyway.
 """
 
 import argparse
@@ -91,6 +92,7 @@ def per_request(kind, binary, guards_dir, small, large):
             count(kind, binary, guards_dir, 1)
         return (count(kind, binary, guards_dir, large) - count(kind, binary, guards_dir, small)) / (large - small)
     finally:
+        os.environ.pop("VIGIL_CACHE_DIR", None)
         shutil.rmtree(cache, ignore_errors=True)
 
 

@@ -323,7 +323,8 @@ impl state::Host for GuestState {
                 long.len()
             )));
         }
-        let mut names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let mut names = names;
+        names.iter_mut().for_each(|n| n.make_ascii_lowercase());
         names.sort_unstable();
         names.dedup();
         self.declared_headers = Some(names);
