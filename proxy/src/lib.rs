@@ -13,6 +13,7 @@
 //! - `sidecar`: shared parts, readiness, hot reload.
 //! - `server`: the public and admin listeners, graceful shutdown.
 //! - `accept`: taking connections off a listener, pausing while out of descriptors.
+//! - `balance`: spreading connections evenly over the workers.
 //! - `admin`: health, readiness, metrics, guards, reload.
 //! - `metrics`: Prometheus metrics.
 //! - `demo`: `vigil demo`, a sample shop under attack.
@@ -26,6 +27,7 @@
 
 pub mod accept;
 pub mod admin;
+mod balance;
 pub mod client;
 pub mod collector;
 pub mod config;

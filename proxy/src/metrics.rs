@@ -24,6 +24,11 @@ struct TableLabels {
     table: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: usize,
+}
+
 /// Every metric, registered once.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -31,6 +36,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
     state_entries: Family<TableLabels, Gauge>,
+    worker_connections: Family<WorkerLabels, Gauge>,
 }
 
 impl Metrics {
@@ -57,12 +63,19 @@ impl Metrics {
             "Entries in each host state table",
             state_entries.clone(),
         );
+        let worker_connections = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "worker_connections",
+            "Client connections each worker serves now",
+            worker_connections.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             tallies,
             upstream_errors,
             reloads,
             state_entries,
+            worker_connections,
         }
     }
 
@@ -84,6 +97,13 @@ impl Metrics {
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
             .inc();
+    }
+
+    /// The count of client connections `worker` serves, shared with the worker that keeps it.
+    pub fn worker_connections(&self, worker: usize) -> Gauge {
+        self.worker_connections
+            .get_or_create(&WorkerLabels { worker })
+            .clone()
     }
 
     /// Counts a reload attempt.

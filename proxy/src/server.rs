@@ -3,6 +3,7 @@
 
 use crate::accept::next_connection;
 use crate::admin;
+use crate::balance::{Admitted, Balance, Handoff, Placement};
 use crate::config::DEFAULT_MAX_HEADERS;
 use crate::forward::Hop;
 use crate::pipeline;
@@ -15,13 +16,16 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 /// The threads serving the public listener. Each runs an event loop of its own and accepts
 /// from the shared listening socket, so a connection, its requests and their upstream
 /// exchanges stay on one thread: no request is handed between threads, as with nginx's workers.
+/// A worker that accepts more than its share hands the connection to a less busy one
+/// (`balance`) before serving it.
 pub struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -33,11 +37,26 @@ pub fn start_workers(
     listener: std::net::TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Workers> {
-    listener
-        .set_nonblocking(true)
-        .context("cannot make the public listener non-blocking")?;
-    let mut threads = Vec::with_capacity(sidecar.listen.workers);
-    for index in 0..sidecar.listen.workers {
+    let listeners = (0..sidecar.listen.workers)
+        .map(|_| listener.try_clone())
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot share the public listener with a worker")?;
+    start_workers_on(sidecar, listeners, shutdown)
+}
+
+/// Starts one worker per listener, as [`start_workers`] does with clones of one socket. The
+/// workers balance their connections among themselves whatever socket each accepted from.
+pub fn start_workers_on(
+    sidecar: Arc<Sidecar>,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Workers> {
+    let gauges = (0..listeners.len())
+        .map(|index| sidecar.metrics.worker_connections(index))
+        .collect();
+    let (balance, inboxes) = Balance::new(gauges);
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         // Everything that can fail happens here, before the thread starts, so it is reported
         // as a start-up error rather than a worker that silently never serves.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -46,16 +65,21 @@ pub fn start_workers(
             .with_context(|| format!("cannot start the event loop of worker {index}"))?;
         let listener = {
             let _registered_with = runtime.enter();
-            let clone = listener
-                .try_clone()
-                .context("cannot share the public listener with a worker")?;
-            TcpListener::from_std(clone).context("cannot register the public listener")?
+            listener
+                .set_nonblocking(true)
+                .context("cannot make the public listener non-blocking")?;
+            TcpListener::from_std(listener).context("cannot register the public listener")?
+        };
+        let seat = Seat {
+            index,
+            balance: balance.clone(),
+            inbox,
         };
         let (sidecar, mut shutdown) = (sidecar.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
             .name(format!("vigil-worker-{index}"))
             .spawn(move || {
-                runtime.block_on(serve_public(sidecar, listener, async move {
+                runtime.block_on(serve_worker(sidecar, listener, seat, async move {
                     let _ = shutdown.wait_for(|stop| *stop).await;
                 }));
             })
@@ -87,12 +111,35 @@ struct Worker {
     upstream: UpstreamClient,
 }
 
+/// One worker's place among the workers: which it is, and the connections others hand it.
+struct Seat {
+    index: usize,
+    balance: Arc<Balance>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+}
+
 /// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish within the configured grace period. Each call keeps its own pool of upstream
 /// connections.
 pub async fn serve_public(
     sidecar: Arc<Sidecar>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (balance, mut inboxes) = Balance::new(vec![sidecar.metrics.worker_connections(0)]);
+    let seat = Seat {
+        index: 0,
+        balance,
+        inbox: inboxes.remove(0),
+    };
+    serve_worker(sidecar, listener, seat, shutdown).await
+}
+
+/// Serves the connections this worker accepts and keeps, and those other workers hand it.
+async fn serve_worker(
+    sidecar: Arc<Sidecar>,
+    listener: TcpListener,
+    mut seat: Seat,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -115,12 +162,7 @@ pub async fn serve_public(
         sidecar: sidecar.clone(),
     });
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown).await {
-        let Ok(permit) = sidecar.connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; connection dropped");
-            continue;
-        };
+    let serve = |stream: TcpStream, peer: SocketAddr, admitted: Admitted| {
         let _ = stream.set_nodelay(true);
         let worker = worker.clone();
         let hop = Arc::new(Hop::new(peer.ip()));
@@ -139,10 +181,43 @@ pub async fn serve_public(
             if let Err(error) = connection.await {
                 log_connection_error(peer, &*error);
             }
-            drop(permit);
+            drop(admitted);
         });
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = next_connection(&listener, &mut shutdown) => {
+                let Some((stream, peer)) = accepted else { break };
+                let Ok(permit) = sidecar.connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, "connection limit reached; connection dropped");
+                    continue;
+                };
+                match seat.balance.place(seat.index, permit) {
+                    Placement::Here(admitted) => serve(stream, peer, admitted),
+                    Placement::There(worker, admitted) => {
+                        if let Some(returned) = hand_over(&seat.balance, worker, stream, peer, admitted) {
+                            serve(returned.0, returned.1, returned.2);
+                        }
+                    }
+                }
+            }
+            Some(handoff) = seat.inbox.recv() => {
+                if let Some((stream, peer, admitted)) = take_over(handoff) {
+                    serve(stream, peer, admitted);
+                }
+            }
+        }
     }
     drop(listener);
+    // From here a worker handing this one a connection gets it back and serves it itself;
+    // those handed before are served here, within the grace period like the rest.
+    seat.inbox.close();
+    while let Ok(handoff) = seat.inbox.try_recv() {
+        if let Some((stream, peer, admitted)) = take_over(handoff) {
+            serve(stream, peer, admitted);
+        }
+    }
     sidecar.set_ready(false);
     let grace = sidecar.listen.shutdown_grace;
     let worker = std::thread::current().name().unwrap_or("-").to_string();
@@ -154,6 +229,46 @@ pub async fn serve_public(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!(worker, "all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!(worker, "grace period over; closing remaining connections"),
+    }
+}
+
+/// Passes a connection this worker accepted to `worker`; returns it if that worker has
+/// stopped taking connections (it is shutting down), for this one to serve.
+fn hand_over(
+    balance: &Balance,
+    worker: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+) -> Option<(TcpStream, SocketAddr, Admitted)> {
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "cannot pass a connection to another worker; closing it");
+            return None;
+        }
+    };
+    let handoff = Handoff {
+        stream,
+        peer,
+        admitted,
+    };
+    balance.hand_to(worker, handoff).err().and_then(take_over)
+}
+
+/// Registers a connection another worker accepted with this worker's event loop.
+fn take_over(handoff: Handoff) -> Option<(TcpStream, SocketAddr, Admitted)> {
+    let Handoff {
+        stream,
+        peer,
+        admitted,
+    } = handoff;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => Some((stream, peer, admitted)),
+        Err(error) => {
+            tracing::warn!(%peer, %error, "cannot take over a connection another worker accepted; closing it");
+            None
+        }
     }
 }
 

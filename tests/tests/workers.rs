@@ -1,8 +1,11 @@
-//! `vigil run` serves clients on `listen.workers` threads: every worker answers, and on SIGTERM
-//! every worker lets its in-flight requests finish before the process exits.
+//! `vigil run` serves clients on `listen.workers` threads: every worker answers, on SIGTERM
+//! every worker lets its in-flight requests finish before the process exits, and connections
+//! are spread evenly over the workers whichever of them accepts.
 
 use std::net::SocketAddr;
-use vigil_tests::harness::Upstream;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vigil_tests::harness::{tempdir, Upstream};
 use vigil_tests::process::{eventually, free_port, http, temp_dir, Process};
 
 /// Names of the process's threads that serve clients.
@@ -87,4 +90,87 @@ fn one_worker_is_enough() {
     let answer = http(public, "GET", "/items/1", &[], b"").unwrap();
     assert_eq!(answer.status, 200);
     assert_eq!(process.signal_and_wait("TERM"), Some(0));
+}
+
+/// `vigil_worker_connections` of each of `workers` workers.
+fn connections_per_worker(sidecar: &vigil::sidecar::Sidecar, workers: usize) -> Vec<u64> {
+    let metrics = sidecar.metrics.render(sidecar.runtime.state().sizes());
+    (0..workers)
+        .map(|worker| {
+            let series = format!("vigil_worker_connections{{worker=\"{worker}\"}} ");
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {series}in /metrics:\n{metrics}"))
+        })
+        .collect()
+}
+
+/// Sends one request on a new keep-alive connection and reads its answer's status line,
+/// leaving the connection open.
+async fn open_connection(addr: SocketAddr, n: usize) -> (tokio::net::TcpStream, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /items/{n} HTTP/1.1\r\nhost: shop\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "answer cut short");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_one_worker_accepts_are_shared_with_the_others() {
+    let upstream = Upstream::start().await;
+    let dir = tempdir("balance");
+    let path = dir.join("vigil.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\nworkers = 2\nshutdown_grace = \"2s\"\n\
+             [upstream]\nurl = \"http://{}\"\n",
+            upstream.addr
+        ),
+    )
+    .unwrap();
+    let config = vigil::config::Config::load(&path, &Default::default()).unwrap();
+    let sidecar = Arc::new(
+        tokio::task::spawn_blocking(|| vigil::sidecar::Sidecar::new(config, Default::default()))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    // Every client connects to worker 0's socket; worker 1's is never connected to, so any
+    // connection worker 1 serves was handed to it.
+    let accepting = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = accepting.local_addr().unwrap();
+    let never_connected = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let workers =
+        vigil::server::start_workers_on(sidecar.clone(), vec![accepting, never_connected], stop_rx)
+            .unwrap();
+
+    let mut clients = Vec::new();
+    for n in 0..8 {
+        let (stream, status) = open_connection(addr, n).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "connection {n}");
+        clients.push(stream);
+    }
+    assert_eq!(upstream.count(), 8, "every request reached the upstream");
+    assert_eq!(connections_per_worker(&sidecar, 2), [4, 4]);
+
+    drop(clients);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while connections_per_worker(&sidecar, 2) != [0, 0] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed connections still counted: {:?}",
+            connections_per_worker(&sidecar, 2)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    workers.wait().await;
 }
