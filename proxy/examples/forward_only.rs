@@ -1,6 +1,6 @@
 //! The floor under Vigil's request path, for the load test: the same transport (one
-//! current-thread event loop per worker accepting from a shared socket, hyper's HTTP/1 server,
-//! Vigil's per-worker upstream pool) forwarding every request untouched, with no client or
+//! current-thread event loop per worker accepting from a shared socket, connections shared
+//! evenly among the workers, hyper's HTTP/1 server, Vigil's per-worker upstream pool) forwarding every request untouched, with no client or
 //! route resolution, guards, history, inventory or metrics. Set beside `vigil run` without
 //! guards, it tells the cost of Vigil's own work from the cost of the HTTP stack it is built on.
 //!
@@ -14,9 +14,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
+use vigil::balance::{seats, Connection, Seat};
 use vigil::config::Upstream;
 use vigil::respond::{ProxyBody, ProxyError};
 use vigil::upstream::UpstreamClient;
@@ -47,11 +50,16 @@ fn main() -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     listener.set_nonblocking(true)?;
-    let threads = (0..workers)
-        .map(|_| {
+    // Vigil's default `listen.max_connections`.
+    let limit = Arc::new(Semaphore::new(10_000));
+    let threads = seats((0..workers).map(|_| Gauge::default()).collect())
+        .into_iter()
+        .map(|seat| {
             let listener = listener.try_clone()?;
-            let upstream = upstream.clone();
-            Ok(std::thread::spawn(move || serve(listener, &upstream)))
+            let (upstream, limit) = (upstream.clone(), limit.clone());
+            Ok(std::thread::spawn(move || {
+                serve(listener, seat, &limit, &upstream)
+            }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     for thread in threads {
@@ -62,7 +70,12 @@ fn main() -> anyhow::Result<()> {
 
 /// Serves like `vigil::server::serve_public`, with the same HTTP settings (header timeout,
 /// size limits), but hands each request straight to the upstream client.
-fn serve(listener: std::net::TcpListener, upstream: &Upstream) -> anyhow::Result<()> {
+fn serve(
+    listener: std::net::TcpListener,
+    mut seat: Seat,
+    limit: &Arc<Semaphore>,
+    upstream: &Upstream,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -76,8 +89,12 @@ fn serve(listener: std::net::TcpListener, upstream: &Upstream) -> anyhow::Result
             .header_read_timeout(Duration::from_secs(10))
             .max_buf_size(16 * 1024);
         // hyper's own limit of 100 header fields is Vigil's default, which it leaves unset.
-        loop {
-            let (stream, _) = listener.accept().await?;
+        while let Some(Connection {
+            stream, admitted, ..
+        }) = seat
+            .next_connection(&listener, limit, std::future::pending())
+            .await
+        {
             let _ = stream.set_nodelay(true);
             let client = client.clone();
             let service = service_fn(move |req: Request<Incoming>| {
@@ -89,8 +106,10 @@ fn serve(listener: std::net::TcpListener, upstream: &Upstream) -> anyhow::Result
                 .into_owned();
             tokio::spawn(async move {
                 let _ = connection.await;
+                drop(admitted);
             });
         }
+        Ok(())
     })
 }
 

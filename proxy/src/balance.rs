@@ -6,23 +6,27 @@
 //! it, before reading a byte of it, to the one serving fewest. Only accepting pays for this; a
 //! connection's requests never move between threads.
 
+use crate::accept;
 use prometheus_client::metrics::gauge::Gauge;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-/// A connection a worker accepted for another to serve.
-pub(crate) struct Handoff {
-    /// Deregistered from the accepting worker's event loop.
-    pub(crate) stream: std::net::TcpStream,
-    pub(crate) peer: SocketAddr,
-    pub(crate) admitted: Admitted,
+/// A client connection a worker is to serve.
+pub struct Connection {
+    /// The socket, registered with the serving worker's event loop.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Keeps the connection counted until dropped.
+    pub admitted: Admitted,
 }
 
 /// What keeps a connection counted while it is open: its place under `listen.max_connections`
 /// and in its worker's count.
-pub(crate) struct Admitted {
+pub struct Admitted {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
 }
@@ -33,39 +37,155 @@ impl Drop for Admitted {
     }
 }
 
+/// A connection a worker accepted for another to serve, deregistered from the first's event
+/// loop.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+}
+
 /// The workers' connection counts and the way to each worker's event loop.
-pub(crate) struct Balance {
+struct Balance {
     /// Connections each worker serves now; also `vigil_worker_connections`.
     open: Box<[Gauge]>,
     inboxes: Box<[mpsc::UnboundedSender<Handoff>]>,
 }
 
 /// Where an accepted connection is to be served.
-pub(crate) enum Placement {
+enum Placement {
     /// By the worker that accepted it.
     Here(Admitted),
     /// By the worker this index names, through its inbox.
     There(usize, Admitted),
 }
 
-impl Balance {
-    /// A balance over one worker per gauge, with the inbox each worker takes handed
-    /// connections from (in the same order). An inbox is unbounded: what is in it is already
-    /// bounded by `listen.max_connections`.
-    pub(crate) fn new(open: Vec<Gauge>) -> (Arc<Balance>, Vec<mpsc::UnboundedReceiver<Handoff>>) {
-        let (inboxes, receivers) = (0..open.len())
-            .map(|_| mpsc::unbounded_channel())
-            .unzip::<_, _, Vec<_>, Vec<_>>();
-        let balance = Balance {
-            open: open.into_boxed_slice(),
-            inboxes: inboxes.into_boxed_slice(),
-        };
-        (Arc::new(balance), receivers)
+/// One worker's place among the workers: which it is, and the connections others hand it.
+pub struct Seat {
+    index: usize,
+    balance: Arc<Balance>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+}
+
+/// One seat per worker, each counting its connections in its gauge. The inboxes are
+/// unbounded: what is in them is already bounded by the connection limit.
+pub fn seats(open: Vec<Gauge>) -> Vec<Seat> {
+    let (inboxes, receivers): (Vec<_>, Vec<_>) =
+        (0..open.len()).map(|_| mpsc::unbounded_channel()).unzip();
+    let balance = Arc::new(Balance {
+        open: open.into_boxed_slice(),
+        inboxes: inboxes.into_boxed_slice(),
+    });
+    receivers
+        .into_iter()
+        .enumerate()
+        .map(|(index, inbox)| Seat {
+            index,
+            balance: balance.clone(),
+            inbox,
+        })
+        .collect()
+}
+
+impl Seat {
+    /// The next connection this worker is to serve: one it accepted from `listener` and keeps,
+    /// or one another worker handed it. A connection over `limit` is closed at once. `None`
+    /// once `shutdown` resolves.
+    pub async fn next_connection(
+        &mut self,
+        listener: &TcpListener,
+        limit: &Arc<Semaphore>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Option<Connection> {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = accept::next_connection(listener, &mut shutdown) => {
+                    let (stream, peer) = accepted?;
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit reached; connection dropped");
+                        continue;
+                    };
+                    let connection = match self.balance.place(self.index, permit) {
+                        Placement::Here(admitted) => Some(Connection { stream, peer, admitted }),
+                        Placement::There(worker, admitted) => {
+                            self.hand_over(worker, Connection { stream, peer, admitted })
+                        }
+                    };
+                    if connection.is_some() {
+                        return connection;
+                    }
+                }
+                Some(handoff) = self.inbox.recv() => {
+                    if let Some(connection) = take_over(handoff) {
+                        return Some(connection);
+                    }
+                }
+            }
+        }
     }
 
+    /// Stops taking connections from other workers and returns those already handed to this
+    /// one, to be served with the rest. A worker handing this one a connection from now on
+    /// gets it back and serves it itself.
+    pub fn close(&mut self) -> Vec<Connection> {
+        self.inbox.close();
+        std::iter::from_fn(|| self.inbox.try_recv().ok())
+            .filter_map(take_over)
+            .collect()
+    }
+
+    /// Passes a connection this worker accepted to `worker`; returns it if that worker no
+    /// longer takes connections (it is shutting down), for this one to serve.
+    fn hand_over(&self, worker: usize, connection: Connection) -> Option<Connection> {
+        let Connection {
+            stream,
+            peer,
+            admitted,
+        } = connection;
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "cannot pass a connection to another worker; closing it");
+                return None;
+            }
+        };
+        let handoff = Handoff {
+            stream,
+            peer,
+            admitted,
+        };
+        self.balance
+            .hand_to(worker, handoff)
+            .err()
+            .and_then(take_over)
+    }
+}
+
+/// Registers a connection another worker accepted with this worker's event loop.
+fn take_over(handoff: Handoff) -> Option<Connection> {
+    let Handoff {
+        stream,
+        peer,
+        admitted,
+    } = handoff;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => Some(Connection {
+            stream,
+            peer,
+            admitted,
+        }),
+        Err(error) => {
+            tracing::warn!(%peer, %error, "cannot take over a connection another worker accepted; closing it");
+            None
+        }
+    }
+}
+
+impl Balance {
     /// Where the connection `worker` just accepted (under `permit`) is served; it counts as
     /// open there from now on.
-    pub(crate) fn place(&self, worker: usize, permit: OwnedSemaphorePermit) -> Placement {
+    fn place(&self, worker: usize, permit: OwnedSemaphorePermit) -> Placement {
         let (least_busy, fewest) = self
             .open
             .iter()
@@ -91,8 +211,8 @@ impl Balance {
     }
 
     /// Passes a connection to `worker`'s inbox; gives it back if that worker has stopped taking
-    /// connections, for the sender to serve itself.
-    pub(crate) fn hand_to(&self, worker: usize, handoff: Handoff) -> Result<(), Handoff> {
+    /// connections.
+    fn hand_to(&self, worker: usize, handoff: Handoff) -> Result<(), Handoff> {
         self.inboxes[worker]
             .send(handoff)
             .map_err(|refused| refused.0)
@@ -108,10 +228,11 @@ impl Balance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::Semaphore;
 
     fn balance(workers: usize) -> Arc<Balance> {
-        Balance::new((0..workers).map(|_| Gauge::default()).collect()).0
+        seats((0..workers).map(|_| Gauge::default()).collect())[0]
+            .balance
+            .clone()
     }
 
     fn permit() -> OwnedSemaphorePermit {
@@ -166,8 +287,9 @@ mod tests {
 
     #[test]
     fn a_connection_for_a_stopped_worker_comes_back_to_the_sender() {
-        let (balance, mut inboxes) = Balance::new(vec![Gauge::default(), Gauge::default()]);
-        inboxes[1].close();
+        let mut seats = seats(vec![Gauge::default(), Gauge::default()]);
+        assert!(seats[1].close().is_empty());
+        let balance = seats[0].balance.clone();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let Placement::Here(admitted) = balance.place(0, permit()) else {

@@ -27,7 +27,7 @@
 
 pub mod accept;
 pub mod admin;
-mod balance;
+pub mod balance;
 pub mod client;
 pub mod collector;
 pub mod config;

@@ -3,7 +3,7 @@
 
 use crate::accept::next_connection;
 use crate::admin;
-use crate::balance::{Admitted, Balance, Handoff, Placement};
+use crate::balance::{seats, Connection, Seat};
 use crate::config::DEFAULT_MAX_HEADERS;
 use crate::forward::Hop;
 use crate::pipeline;
@@ -16,10 +16,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// The threads serving the public listener. Each runs an event loop of its own and accepts
 /// from the shared listening socket, so a connection, its requests and their upstream
@@ -54,9 +53,8 @@ pub fn start_workers_on(
     let gauges = (0..listeners.len())
         .map(|index| sidecar.metrics.worker_connections(index))
         .collect();
-    let (balance, inboxes) = Balance::new(gauges);
     let mut threads = Vec::with_capacity(listeners.len());
-    for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+    for (index, (listener, seat)) in listeners.into_iter().zip(seats(gauges)).enumerate() {
         // Everything that can fail happens here, before the thread starts, so it is reported
         // as a start-up error rather than a worker that silently never serves.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -69,11 +67,6 @@ pub fn start_workers_on(
                 .set_nonblocking(true)
                 .context("cannot make the public listener non-blocking")?;
             TcpListener::from_std(listener).context("cannot register the public listener")?
-        };
-        let seat = Seat {
-            index,
-            balance: balance.clone(),
-            inbox,
         };
         let (sidecar, mut shutdown) = (sidecar.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
@@ -111,13 +104,6 @@ struct Worker {
     upstream: UpstreamClient,
 }
 
-/// One worker's place among the workers: which it is, and the connections others hand it.
-struct Seat {
-    index: usize,
-    balance: Arc<Balance>,
-    inbox: mpsc::UnboundedReceiver<Handoff>,
-}
-
 /// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish within the configured grace period. Each call keeps its own pool of upstream
 /// connections.
@@ -126,12 +112,7 @@ pub async fn serve_public(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (balance, mut inboxes) = Balance::new(vec![sidecar.metrics.worker_connections(0)]);
-    let seat = Seat {
-        index: 0,
-        balance,
-        inbox: inboxes.remove(0),
-    };
+    let seat = seats(vec![sidecar.metrics.worker_connections(0)]).remove(0);
     serve_worker(sidecar, listener, seat, shutdown).await
 }
 
@@ -162,7 +143,12 @@ async fn serve_worker(
         sidecar: sidecar.clone(),
     });
     let graceful = GracefulShutdown::new();
-    let serve = |stream: TcpStream, peer: SocketAddr, admitted: Admitted| {
+    let serve = |connection: Connection| {
+        let Connection {
+            stream,
+            peer,
+            admitted,
+        } = connection;
         let _ = stream.set_nodelay(true);
         let worker = worker.clone();
         let hop = Arc::new(Hop::new(peer.ip()));
@@ -185,39 +171,14 @@ async fn serve_worker(
         });
     };
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = next_connection(&listener, &mut shutdown) => {
-                let Some((stream, peer)) = accepted else { break };
-                let Ok(permit) = sidecar.connections.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "connection limit reached; connection dropped");
-                    continue;
-                };
-                match seat.balance.place(seat.index, permit) {
-                    Placement::Here(admitted) => serve(stream, peer, admitted),
-                    Placement::There(worker, admitted) => {
-                        if let Some(returned) = hand_over(&seat.balance, worker, stream, peer, admitted) {
-                            serve(returned.0, returned.1, returned.2);
-                        }
-                    }
-                }
-            }
-            Some(handoff) = seat.inbox.recv() => {
-                if let Some((stream, peer, admitted)) = take_over(handoff) {
-                    serve(stream, peer, admitted);
-                }
-            }
-        }
+    while let Some(connection) = seat
+        .next_connection(&listener, &sidecar.connections, &mut shutdown)
+        .await
+    {
+        serve(connection);
     }
     drop(listener);
-    // From here a worker handing this one a connection gets it back and serves it itself;
-    // those handed before are served here, within the grace period like the rest.
-    seat.inbox.close();
-    while let Ok(handoff) = seat.inbox.try_recv() {
-        if let Some((stream, peer, admitted)) = take_over(handoff) {
-            serve(stream, peer, admitted);
-        }
-    }
+    seat.close().into_iter().for_each(serve);
     sidecar.set_ready(false);
     let grace = sidecar.listen.shutdown_grace;
     let worker = std::thread::current().name().unwrap_or("-").to_string();
@@ -229,46 +190,6 @@ async fn serve_worker(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!(worker, "all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!(worker, "grace period over; closing remaining connections"),
-    }
-}
-
-/// Passes a connection this worker accepted to `worker`; returns it if that worker has
-/// stopped taking connections (it is shutting down), for this one to serve.
-fn hand_over(
-    balance: &Balance,
-    worker: usize,
-    stream: TcpStream,
-    peer: SocketAddr,
-    admitted: Admitted,
-) -> Option<(TcpStream, SocketAddr, Admitted)> {
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "cannot pass a connection to another worker; closing it");
-            return None;
-        }
-    };
-    let handoff = Handoff {
-        stream,
-        peer,
-        admitted,
-    };
-    balance.hand_to(worker, handoff).err().and_then(take_over)
-}
-
-/// Registers a connection another worker accepted with this worker's event loop.
-fn take_over(handoff: Handoff) -> Option<(TcpStream, SocketAddr, Admitted)> {
-    let Handoff {
-        stream,
-        peer,
-        admitted,
-    } = handoff;
-    match TcpStream::from_std(stream) {
-        Ok(stream) => Some((stream, peer, admitted)),
-        Err(error) => {
-            tracing::warn!(%peer, %error, "cannot take over a connection another worker accepted; closing it");
-            None
-        }
     }
 }
 
