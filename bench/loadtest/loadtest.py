@@ -134,6 +134,26 @@ def thread_activity(pids):
     return switches, ticks / CLOCK_TICKS
 
 
+def worker_cpu_seconds(pids):
+    """CPU seconds of each of Vigil's event-loop threads (named `vigil-worker-N`) in these
+    processes, by name; empty for targets without them."""
+    workers = {}
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            if name.startswith("vigil-worker-"):
+                workers[name] = cpu_ticks(stat_fields(f"/proc/{pid}/task/{task}/stat")) / CLOCK_TICKS
+    return workers
+
+
 def idle_cost(targets, seconds):
     """Wake-ups (context switches) per second and CPU (% of one core) of each target while no
     request arrives, all measured in the same `seconds`: idle, they do not compete. A sidecar
@@ -350,7 +370,7 @@ class Load:
 def wrk(target, load, clients, offset=0):
     """A closed-loop saturation run; returns requests, seconds, CPU of the target, latency."""
     pids = target.pids()
-    cpu_before = cpu_seconds(pids)
+    cpu_before, workers_before = cpu_seconds(pids), worker_cpu_seconds(pids)
     command = [
         "wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{math.ceil(load.duration)}s",
         "-s", str(HERE / "requests.lua"), f"http://127.0.0.1:{target.port}",
@@ -358,6 +378,7 @@ def wrk(target, load, clients, offset=0):
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pids) - cpu_before
+    workers_after = worker_cpu_seconds(pids)
     lines = [line for line in out.splitlines() if line.startswith("result:")]
     if not lines:
         raise SystemExit(f"loadtest: wrk printed no result for {target.label}:\n{out}")
@@ -374,6 +395,8 @@ def wrk(target, load, clients, offset=0):
         "p50_ms": result["latency_us"]["p50"] / 1000,
         "p99_ms": result["latency_us"]["p99"] / 1000,
         "p99.9_ms": result["latency_us"]["p99.9"] / 1000,
+        # Each event loop's share of the run, to tell a lopsided round from a slow one.
+        "worker_cpu_s": [workers_after[name] - workers_before.get(name, 0.0) for name in sorted(workers_after)],
     }
 
 
@@ -424,6 +447,26 @@ def overloaded_runs(rows):
     return ["", f"Fixed-rate runs with the machine over {OVERLOADED_PCT:g}% busy (the load generator, the "
                 "upstream and the target queue for the cores; their latency is not the target's): "
                 + "; ".join(runs) + "."]
+
+
+# A saturation round in which one worker took more than this share of the workers' CPU was
+# served lopsided: its figures describe the split as much as the target.
+LOPSIDED_SHARE = 0.6
+
+
+def lopsided_runs(rows):
+    """Markdown lines naming the saturation rounds in which one of Vigil's workers did most of
+    the work, with each worker's CPU seconds."""
+    runs = []
+    for r in rows:
+        for i, s in enumerate(r["samples"].get("saturation", []), 1):
+            split = s.get("worker_cpu_s") or []
+            if len(split) > 1 and sum(split) > 0 and max(split) / sum(split) > LOPSIDED_SHARE:
+                runs.append(f"{r['label']} round {i} ({' / '.join(f'{x:.1f}' for x in split)} s)")
+    if not runs:
+        return []
+    return ["", f"Saturation rounds with one worker over {LOPSIDED_SHARE:.0%} of the workers' CPU "
+                "(CPU seconds per worker): " + "; ".join(runs) + "."]
 
 
 def latency_run(target, args, rate):
@@ -696,6 +739,7 @@ def markdown(report):
                        f"| {r['cpu_s_per_10k']:.3f} | {r['cpu_s_per_10k_at_rate']:.3f} | {r['p99_ms']:.3f} "
                        f"| {r['peak_rss_mib']:.1f} | {r['errors']} |")
         out.extend(overloaded_runs(report["builds"]))
+        out.extend(lopsided_runs(report["builds"]))
         out.extend(idle_table(report["builds"], args))
         return "\n".join(out) + "\n"
     compare_rows = report["compare"]["rows"]
@@ -716,6 +760,7 @@ def markdown(report):
             f"| {r['p99_vs_nginx-limit-req']:.2f}× | {r['cpu_s_per_10k']:.3f} | {r['cpu_s_per_10k_at_rate']:.3f} "
             f"| {r['peak_rss_mib']:.1f} ({r['processes']} proc) | {r['errors']} |")
     out.extend(overloaded_runs(compare_rows))
+    out.extend(lopsided_runs(compare_rows))
     out.extend(idle_table(compare_rows, args))
     if report.get("guards"):
         out.append("")

@@ -5,10 +5,13 @@ python3 -m unittest discover -s bench/loadtest
 
 import contextlib
 import io
+import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 from pathlib import Path
 
@@ -129,6 +132,47 @@ class Overload(unittest.TestCase):
         self.assertIn("Vigil round 2 (97% busy, p50 24.3 ms, p99 196.0 ms)", lines[1])
         self.assertNotIn("nginx", lines[1])
         self.assertEqual(loadtest.overloaded_runs(rows[:1]), [])
+
+
+class WorkerSplit(unittest.TestCase):
+    def test_only_rounds_one_worker_mostly_served_are_named(self):
+        even = {"worker_cpu_s": [4.8, 5.0]}
+        lopsided = {"worker_cpu_s": [0.6, 2.1]}
+        rows = [{"label": "nginx", "samples": {"saturation": [{}, {}]}},
+                {"label": "Vigil", "samples": {"saturation": [even, lopsided, {"worker_cpu_s": [3.0]}]}}]
+        lines = loadtest.lopsided_runs(rows)
+        self.assertEqual(len(lines), 2)
+        self.assertIn("Vigil round 2 (0.6 / 2.1 s)", lines[1])
+        self.assertNotIn("round 1", lines[1])
+        self.assertNotIn("round 3", lines[1], "one worker has no one to be uneven with")
+        self.assertEqual(loadtest.lopsided_runs(rows[:1]), [])
+
+    def test_worker_threads_are_found_by_name_and_others_ignored(self):
+        self.assertEqual(loadtest.worker_cpu_seconds([os.getpid()]), {}, "no thread is named like a worker")
+        named, done = threading.Event(), threading.Event()
+
+        def worker():
+            with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+                f.write("vigil-worker-7")
+            deadline = time.process_time() + 0.05
+            while time.process_time() < deadline:
+                pass
+            named.set()
+            done.wait()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        try:
+            named.wait()
+            workers = loadtest.worker_cpu_seconds([os.getpid()])
+        finally:
+            done.set()
+            thread.join()
+        self.assertEqual(list(workers), ["vigil-worker-7"])
+        self.assertGreaterEqual(workers["vigil-worker-7"], 0.0)
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        self.assertEqual(loadtest.worker_cpu_seconds([gone.pid]), {})
 
 
 if __name__ == "__main__":

@@ -54,12 +54,14 @@ fn main() -> anyhow::Result<()> {
     let limit = Arc::new(Semaphore::new(10_000));
     let threads = seats((0..workers).map(|_| Gauge::default()).collect())
         .into_iter()
-        .map(|seat| {
+        .enumerate()
+        .map(|(index, seat)| {
             let listener = listener.try_clone()?;
             let (upstream, limit) = (upstream.clone(), limit.clone());
-            Ok(std::thread::spawn(move || {
-                serve(listener, seat, &limit, &upstream)
-            }))
+            // Named as Vigil's workers are, for the load test's per-worker CPU.
+            Ok(std::thread::Builder::new()
+                .name(format!("vigil-worker-{index}"))
+                .spawn(move || serve(listener, seat, &limit, &upstream))?)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     for thread in threads {
