@@ -115,22 +115,27 @@ def busy_pct(before, after):
 OVERLOADED_PCT = 90.0
 
 
-def thread_activity(pids):
-    """Context switches (voluntary and not) and CPU seconds of these processes, summed over
-    every thread, from /proc: what a process costs its machine while it waits."""
-    switches, ticks = 0, 0
+def thread_dirs(pids):
+    """The /proc directories of every thread of these processes; gone processes have none."""
     for pid in pids:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/status") as f:
-                    switches += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
-            except OSError:
-                continue
-            ticks += cpu_ticks(stat_fields(f"/proc/{pid}/task/{task}/stat"))
+        yield from (f"/proc/{pid}/task/{task}" for task in tasks)
+
+
+def thread_activity(pids):
+    """Context switches (voluntary and not) and CPU seconds of these processes, summed over
+    every thread, from /proc: what a process costs its machine while it waits."""
+    switches, ticks = 0, 0
+    for thread in thread_dirs(pids):
+        try:
+            with open(f"{thread}/status") as f:
+                switches += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
+        except OSError:
+            continue
+        ticks += cpu_ticks(stat_fields(f"{thread}/stat"))
     return switches, ticks / CLOCK_TICKS
 
 
@@ -138,19 +143,14 @@ def worker_cpu_seconds(pids):
     """CPU seconds of each of Vigil's event-loop threads (named `vigil-worker-N`) in these
     processes, by name; empty for targets without them."""
     workers = {}
-    for pid in pids:
+    for thread in thread_dirs(pids):
         try:
-            tasks = os.listdir(f"/proc/{pid}/task")
+            with open(f"{thread}/comm") as f:
+                name = f.read().strip()
         except OSError:
             continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/comm") as f:
-                    name = f.read().strip()
-            except OSError:
-                continue
-            if name.startswith("vigil-worker-"):
-                workers[name] = cpu_ticks(stat_fields(f"/proc/{pid}/task/{task}/stat")) / CLOCK_TICKS
+        if name.startswith("vigil-worker-"):
+            workers[name] = cpu_ticks(stat_fields(f"{thread}/stat")) / CLOCK_TICKS
     return workers
 
 
