@@ -1,6 +1,7 @@
 //! Real servers for end-to-end tests: an upstream that echoes and records what it received,
 //! and an in-process Vigil on real sockets. Both stop when their handle is dropped.
 
+use crate::RELAXED_DEADLINE;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -254,9 +255,19 @@ pub fn tempdir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// `vigil.toml` text for one `[[guard]]` table with `module` and extra lines.
+/// `vigil.toml` text for one `[[guard]]` table with `module` and extra lines. Unless `extra`
+/// sets a `deadline`, the guard gets [`RELAXED_DEADLINE`]: on a loaded machine a trivial call
+/// can overrun the product's 10 ms, fail open, and lose the decision a test asserts.
 pub fn guard_table(name: &str, module: &str, extra: &str) -> String {
-    format!("\n[[guard]]\nname = \"{name}\"\nmodule = \"{module}\"\n{extra}\n")
+    let sets_deadline = extra
+        .lines()
+        .any(|line| line.trim_start().starts_with("deadline"));
+    let deadline = if sets_deadline {
+        String::new()
+    } else {
+        format!("deadline = \"{}ms\"\n", RELAXED_DEADLINE.as_millis())
+    };
+    format!("\n[[guard]]\nname = \"{name}\"\nmodule = \"{module}\"\n{deadline}{extra}\n")
 }
 
 /// Starts an upstream and Vigil in front of it with this configuration.
@@ -275,4 +286,21 @@ pub async fn metric(proxy: &Proxy, series: &str) -> u64 {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guard_table_gets_the_relaxed_deadline_unless_it_sets_one() {
+        let relaxed = guard_table("g", "g.wasm", "config = {}");
+        assert!(relaxed.contains(&format!(
+            "deadline = \"{}ms\"\n",
+            RELAXED_DEADLINE.as_millis()
+        )));
+        let own = guard_table("g", "g.wasm", "deadline = \"500ms\"\nconfig = {}");
+        assert_eq!(own.matches("deadline").count(), 1, "one deadline key: {own}");
+        assert!(own.contains("deadline = \"500ms\""));
+    }
 }

@@ -4,8 +4,8 @@
 //! have refused.
 
 use http::StatusCode;
+use vigil_tests::guards;
 use vigil_tests::harness::{guard_table, metric, send, start_with_upstream};
-use vigil_tests::{guards, RELAXED_DEADLINE};
 
 /// Clients are told apart by an API key, as the demo's users are.
 const BASE: &str =
@@ -61,16 +61,9 @@ async fn statuses(proxy: &vigil_tests::harness::Proxy, calls: &[Call]) -> Vec<St
     out
 }
 
-/// The guard table line giving a guard the tests' relaxed deadline: a call cut at its
-/// deadline fails open and a refusal goes missing; these tests count refusals, not speed.
-fn slack() -> String {
-    format!("deadline = \"{}ms\"\n", RELAXED_DEADLINE.as_millis())
-}
-
 async fn run(s: Scenario) {
     assert_eq!(s.attack.len(), s.normal.len(), "same volume");
-    let table = format!("{}{}", slack(), s.table);
-    let config = format!("{BASE}{}", guard_table(s.guard, s.module, &table));
+    let config = format!("{BASE}{}", guard_table(s.guard, s.module, &s.table));
     let (up, proxy) = start_with_upstream(s.guard, &config).await;
     let got = statuses(&proxy, &s.attack).await;
     let refused = got.iter().filter(|st| **st == s.status).count();
@@ -106,7 +99,7 @@ async fn run(s: Scenario) {
     proxy.shutdown().await;
 
     let monitored = format!("{}-monitor", s.guard);
-    let table = format!("mode = \"monitor\"\n{}{}", slack(), s.table);
+    let table = format!("mode = \"monitor\"\n{}", s.table);
     let config = format!("{BASE}{}", guard_table(&monitored, s.module, &table));
     let (up, proxy) = start_with_upstream(&monitored, &config).await;
     let got = statuses(&proxy, &s.attack).await;
@@ -201,13 +194,10 @@ async fn enumeration_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_keyed_by_a_header_gets_that_header_alone() {
-    let table = format!(
-        r#"{}config = {{ key = "header:X-Team", rate = 1, per = "minute", burst = 1 }}"#,
-        slack()
-    );
+    let table = r#"config = { key = "header:X-Team", rate = 1, per = "minute", burst = 1 }"#;
     let config = format!(
         "{BASE}{}",
-        guard_table("per-team", guards::RATE_LIMIT, &table)
+        guard_table("per-team", guards::RATE_LIMIT, table)
     );
     let (_up, proxy) = start_with_upstream("per-team", &config).await;
     let (_, _, body) = send(proxy.admin, "GET", "/guards", &[], vec![]).await;
