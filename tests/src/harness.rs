@@ -300,7 +300,11 @@ mod tests {
             RELAXED_DEADLINE.as_millis()
         )));
         let own = guard_table("g", "g.wasm", "deadline = \"500ms\"\nconfig = {}");
-        assert_eq!(own.matches("deadline").count(), 1, "one deadline key: {own}");
+        assert_eq!(
+            own.matches("deadline").count(),
+            1,
+            "one deadline key: {own}"
+        );
         assert!(own.contains("deadline = \"500ms\""));
     }
 }
