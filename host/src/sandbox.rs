@@ -305,7 +305,7 @@ impl state::Host for GuestState {
         }
     }
 
-    fn reads_headers(&mut self, names: Vec<String>) -> wasmtime::Result<()> {
+    fn reads_headers(&mut self, mut names: Vec<String>) -> wasmtime::Result<()> {
         if !self.initializing {
             return Err(wasmtime::Error::msg(
                 "reads-headers: called outside init; a guard says which headers it reads from init",
@@ -323,7 +323,6 @@ impl state::Host for GuestState {
                 long.len()
             )));
         }
-        let mut names = names;
         names.iter_mut().for_each(|n| n.make_ascii_lowercase());
         names.sort_unstable();
         names.dedup();

@@ -1,8 +1,9 @@
 //! The floor under Vigil's request path, for the load test: the same transport (one
 //! current-thread event loop per worker accepting from a shared socket, connections shared
-//! evenly among the workers, hyper's HTTP/1 server, Vigil's per-worker upstream pool) forwarding every request untouched, with no client or
-//! route resolution, guards, history, inventory or metrics. Set beside `vigil run` without
-//! guards, it tells the cost of Vigil's own work from the cost of the HTTP stack it is built on.
+//! evenly among the workers, hyper's HTTP/1 server, Vigil's per-worker upstream pool)
+//! forwarding every request untouched, with no client or route resolution, guards, history,
+//! inventory or metrics. Set beside `vigil run` without guards, it tells the cost of Vigil's
+//! own work from the cost of the HTTP stack it is built on.
 //!
 //! `forward_only <listen address> <upstream URL> [workers]`
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use vigil::balance::{seats, Connection, Seat};
-use vigil::config::Upstream;
+use vigil::config::{Upstream, DEFAULT_MAX_CONNECTIONS};
 use vigil::respond::{ProxyBody, ProxyError};
 use vigil::upstream::UpstreamClient;
 
@@ -50,8 +51,7 @@ fn main() -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     listener.set_nonblocking(true)?;
-    // Vigil's default `listen.max_connections`.
-    let limit = Arc::new(Semaphore::new(10_000));
+    let limit = Arc::new(Semaphore::new(DEFAULT_MAX_CONNECTIONS));
     let threads = seats((0..workers).map(|_| Gauge::default()).collect())
         .into_iter()
         .enumerate()

@@ -292,6 +292,9 @@ struct RawListen {
 /// made for each request head.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 
+/// The default `listen.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 impl Default for RawListen {
     fn default() -> Self {
         RawListen {
@@ -300,7 +303,7 @@ impl Default for RawListen {
             max_header_bytes: 16 * 1024,
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: 16 << 20,
-            max_connections: 10_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             workers: None,
             shutdown_grace: "30s".into(),
         }

@@ -95,9 +95,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         })
         .cloned()
         .collect();
-    if doomed.is_empty() {
-        return;
-    }
     let upgrade_value = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
