@@ -101,10 +101,15 @@ def main():
     parser.add_argument("--vigil", required=True, type=Path)
     parser.add_argument("--guards-dir", required=True, type=Path)
     parser.add_argument("--baseline", type=Path, help="another vigil build, counted the same way")
+    parser.add_argument("--baseline-guards-dir", type=Path,
+                        help="the baseline's own guard builds, when the guard contract changed between "
+                             "the two (default: --guards-dir)")
     parser.add_argument("--floor", type=Path, help="the forward_only example: Vigil's transport alone")
     parser.add_argument("--requests", type=lambda s: [int(x) for x in s.split(",")], default=[200, 2000],
                         help="the two runs' request counts (default 200,2000)")
     args = parser.parse_args()
+    if args.baseline_guards_dir and not args.baseline:
+        parser.error("--baseline-guards-dir: needs --baseline")
     if len(args.requests) != 2 or not 0 < args.requests[0] < args.requests[1]:
         parser.error("--requests: two counts, the first smaller, both more than 0")
     for path in [args.vigil, args.baseline, args.floor]:
@@ -114,15 +119,17 @@ def main():
         raise SystemExit("instructions: valgrind is not installed (apt-get install valgrind)")
     rows = []
     if args.floor:
-        rows.append(("Vigil's transport alone (forward_only)", "floor", args.floor))
-    for label, binary in [("baseline", args.baseline), ("measured", args.vigil)]:
+        rows.append(("Vigil's transport alone (forward_only)", "floor", args.floor, args.guards_dir))
+    builds = [("baseline", args.baseline, args.baseline_guards_dir or args.guards_dir),
+              ("measured", args.vigil, args.guards_dir)]
+    for label, binary, guards_dir in builds:
         if binary:
-            rows += [(f"{label} ({binary.name}), no guards", "none", binary),
-                     (f"{label} ({binary.name}), stock chain", "stock", binary)]
+            rows += [(f"{label} ({binary.name}), no guards", "none", binary, guards_dir),
+                     (f"{label} ({binary.name}), stock chain", "stock", binary, guards_dir)]
     print("| build | instructions per request |")
     print("| --- | ---: |")
-    for label, kind, binary in rows:
-        figure = per_request(kind, binary.resolve(), args.guards_dir.resolve(), *args.requests)
+    for label, kind, binary, guards_dir in rows:
+        figure = per_request(kind, binary.resolve(), guards_dir.resolve(), *args.requests)
         print(f"| {label} | {figure:,.0f} |", flush=True)
 
 

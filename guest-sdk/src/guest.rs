@@ -1,22 +1,24 @@
-//! The guest side of the guard world: generated bindings, the [`Guard`] trait and its macro.
+//! The guest side of the `packed-guard` world: generated bindings, the [`Guard`] trait and its
+//! macro.
 
 use std::time::Duration;
 
-/// Types and functions generated from `wit/guard.wit` by wit-bindgen.
+/// Types and functions generated from `wit/guard.wit` by wit-bindgen, for the `packed-guard`
+/// world: requests and responses arrive packed, one allocation each, and [`guard!`] reads
+/// them in place as [`Request`] and [`Response`].
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "guard",
+        world: "packed-guard",
         pub_export_macro: true,
         export_macro_name: "__export_guard_world",
         default_bindings_module: "vigil_guest::bindings",
     });
 }
 
-pub use bindings::vigil::guard::types::{
-    Client, Deny, Event, Header, Level, Request, Response, Verdict,
-};
+pub use crate::request::{Client, Header, Request, Response};
+pub use bindings::vigil::guard::types::{Deny, Event, Level, Verdict};
 
 /// A guard's policy. Implement it on a unit struct and register it with [`guard!`].
 pub trait Guard {
@@ -146,11 +148,14 @@ macro_rules! guard {
                     Ok(())
                 }
 
-                fn on_request(req: $crate::Request) -> $crate::Verdict {
+                fn on_request(req: ::std::vec::Vec<u8>) -> $crate::Verdict {
+                    let req = $crate::unpacked(&req, $crate::request::unpack_request);
                     <$guard as $crate::Guard>::on_request($crate::configured(&CONFIG), &req)
                 }
 
-                fn on_response(req: $crate::Request, resp: $crate::Response) {
+                fn on_response(req: ::std::vec::Vec<u8>, resp: ::std::vec::Vec<u8>) {
+                    let req = $crate::unpacked(&req, $crate::request::unpack_request);
+                    let resp = $crate::unpacked(&resp, $crate::request::unpack_response);
                     <$guard as $crate::Guard>::on_response($crate::configured(&CONFIG), &req, &resp)
                 }
             }
@@ -164,6 +169,16 @@ macro_rules! guard {
 pub fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
     let json = if json.trim().is_empty() { "{}" } else { json };
     serde_json::from_str(json).map_err(|e| format!("invalid config: {e}"))
+}
+
+/// What `unpack` reads from the host's bytes. Used by [`guard!`]; the host packs what it
+/// sends, so a malformed value is a host bug, reported as a panic that names the item.
+#[doc(hidden)]
+pub fn unpacked<'a, T>(
+    bytes: &'a [u8],
+    unpack: fn(&'a [u8]) -> Result<T, crate::request::UnpackError>,
+) -> T {
+    unpack(bytes).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The configuration stored by `init`. Used by [`guard!`].
@@ -202,53 +217,6 @@ pub fn too_many_requests(reason: impl Into<String>, wait: Duration) -> Verdict {
         reason: reason.into(),
         retry_after_secs: Some(secs),
     })
-}
-
-impl Request {
-    /// The first value of header `name` (case-insensitive), if present and valid UTF-8.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_bytes(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The raw bytes of the first value of header `name` (case-insensitive).
-    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        find_header(&self.headers, name)
-    }
-
-    /// The route template when the proxy resolved one, else the path.
-    pub fn route_or_path(&self) -> &str {
-        self.route.as_deref().unwrap_or(&self.path)
-    }
-
-    /// Whether the request matches a route pattern such as `"POST /cart/*"`.
-    pub fn matches(&self, pattern: &str) -> bool {
-        crate::route::matches(pattern, &self.method, self.route_or_path())
-    }
-
-    /// The first value of query parameter `name`, not percent-decoded.
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .as_deref()?
-            .split('&')
-            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-    }
-}
-
-impl Response {
-    /// The first value of header `name` (case-insensitive), if present and valid UTF-8.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name).and_then(|v| std::str::from_utf8(v).ok())
-    }
-}
-
-fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_slice())
 }
 
 /// The host's state, private to this guard. See the `state` interface in `wit/guard.wit`.

@@ -82,9 +82,11 @@
 //! - [`duration`]: the duration syntax of configurations (`"15m"`), also used by the host.
 //! - [`state`]: the host's state, behind safe wrappers.
 //! - [`log`]: log lines attributed to the guard.
+//! - [`request`]: the request and response a guard sees, read in place from the host's bytes.
 //! - [`bindings`]: the raw types and functions generated from `wit/guard.wit`.
 
 pub mod duration;
+pub mod request;
 pub mod route;
 
 #[cfg(feature = "bindings")]

@@ -13,3 +13,16 @@ wasmtime::component::bindgen!({
         "vigil:guard/state.reads-headers": trappable,
     },
 });
+
+/// The `packed-guard` world's exports. Its imports and types are the `guard` world's, bound
+/// once above.
+pub mod packed {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "packed-guard",
+        with: {
+            "vigil:guard/types": super::vigil::guard::types,
+            "vigil:guard/state": super::vigil::guard::state,
+        },
+    });
+}

@@ -1,8 +1,9 @@
 //! One loaded guard: its checked component, a pool of warm instances, and the fault policy
 //! applied around every call.
 
-use crate::bindings::{self, vigil::guard::types};
+use crate::bindings::{self, packed::PackedGuard, packed::PackedGuardPre, vigil::guard::types};
 use crate::needs::{HeaderFields, Needs};
+use crate::packed;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
 use crate::shards::Sharded;
@@ -180,8 +181,109 @@ impl GuardStats {
 
 struct WarmInstance {
     store: Store<GuestState>,
-    guard: bindings::Guard,
+    exports: Exports,
     calls: u64,
+}
+
+/// Which world of the contract a guard exports (see `guard.wit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum World {
+    /// `guard`: requests and responses as records.
+    Guard,
+    /// `packed-guard`: requests and responses packed into one byte list each.
+    PackedGuard,
+}
+
+impl World {
+    /// The world's name in `guard.wit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Guard => "guard",
+            World::PackedGuard => "packed-guard",
+        }
+    }
+}
+
+/// A guard's component, checked against its world and ready to instantiate.
+enum Pre {
+    Guard(bindings::GuardPre<GuestState>),
+    PackedGuard(PackedGuardPre<GuestState>),
+}
+
+impl Pre {
+    /// The world `instance_pre` exports; the error names what each world lacks.
+    fn new(instance_pre: wasmtime::component::InstancePre<GuestState>) -> Result<Pre, String> {
+        let as_guard = match bindings::GuardPre::new(instance_pre.clone()) {
+            Ok(pre) => return Ok(Pre::Guard(pre)),
+            Err(e) => root_cause(&e),
+        };
+        let as_packed = match PackedGuardPre::new(instance_pre) {
+            Ok(pre) => return Ok(Pre::PackedGuard(pre)),
+            Err(e) => root_cause(&e),
+        };
+        Err(format!(
+            "it is not a guard: it exports neither of the vigil:guard@0.1.0 worlds: as `guard`, \
+             {as_guard}; as `packed-guard`, {as_packed}"
+        ))
+    }
+
+    fn world(&self) -> World {
+        match self {
+            Pre::Guard(_) => World::Guard,
+            Pre::PackedGuard(_) => World::PackedGuard,
+        }
+    }
+
+    fn instantiate(&self, store: &mut Store<GuestState>) -> wasmtime::Result<Exports> {
+        Ok(match self {
+            Pre::Guard(pre) => Exports::Guard(pre.instantiate(store)?),
+            Pre::PackedGuard(pre) => Exports::PackedGuard(pre.instantiate(store)?),
+        })
+    }
+}
+
+/// An instance's exports, in its world.
+enum Exports {
+    Guard(bindings::Guard),
+    PackedGuard(PackedGuard),
+}
+
+impl Exports {
+    fn call_init(
+        &self,
+        store: &mut Store<GuestState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Exports::Guard(guard) => guard.call_init(store, config),
+            Exports::PackedGuard(guard) => guard.call_init(store, config),
+        }
+    }
+
+    fn call_on_request(
+        &self,
+        store: &mut Store<GuestState>,
+        req: &types::Request,
+    ) -> wasmtime::Result<types::Verdict> {
+        match self {
+            Exports::Guard(guard) => guard.call_on_request(store, req),
+            Exports::PackedGuard(guard) => guard.call_on_request(store, &packed::request(req)),
+        }
+    }
+
+    fn call_on_response(
+        &self,
+        store: &mut Store<GuestState>,
+        req: &types::Request,
+        resp: &types::Response,
+    ) -> wasmtime::Result<()> {
+        match self {
+            Exports::Guard(guard) => guard.call_on_response(store, req, resp),
+            Exports::PackedGuard(guard) => {
+                guard.call_on_response(store, &packed::request(req), &packed::response(resp))
+            }
+        }
+    }
 }
 
 /// Warm instances of one guard, one shard per core. A worker thread takes and returns
@@ -230,7 +332,7 @@ pub struct Guard {
     content_hash: u64,
     needs: Needs,
     header_fields: HeaderFields,
-    pre: bindings::GuardPre<GuestState>,
+    pre: Pre,
     engine: Engine,
     services: Arc<HostServices>,
     running: Arc<Running>,
@@ -296,12 +398,7 @@ impl Runtime {
                 root_cause(&e)
             ))
         })?;
-        let pre = bindings::GuardPre::new(instance_pre).map_err(|e| {
-            invalid(format!(
-                "it is not a guard: it does not export the vigil:guard@0.1.0 `guard` world ({})",
-                root_cause(&e)
-            ))
-        })?;
+        let pre = Pre::new(instance_pre).map_err(invalid)?;
         let identity = Arc::new(GuardIdentity {
             name: spec.name.as_str().into(),
             scope: self.state().scope(&spec.name),
@@ -374,6 +471,11 @@ impl Guard {
         self.needs
     }
 
+    /// The world of the contract it exports.
+    pub fn world(&self) -> World {
+        self.pre.world()
+    }
+
     /// The header fields the guard is given.
     pub fn header_fields(&self) -> &HeaderFields {
         &self.header_fields
@@ -396,8 +498,8 @@ impl Guard {
     /// Calls `on-request`.
     pub(crate) fn on_request(&self, req: &types::Request) -> Result<types::Verdict, Fault> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let verdict = self.call(&req.client.key, |guard, store| {
-            guard.call_on_request(store, req)
+        let verdict = self.call(&req.client.key, |exports, store| {
+            exports.call_on_request(store, req)
         })?;
         if matches!(verdict, types::Verdict::Deny(_)) {
             self.stats.denials.fetch_add(1, Ordering::Relaxed);
@@ -412,8 +514,8 @@ impl Guard {
         resp: &types::Response,
     ) -> Result<(), Fault> {
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
-        self.call(&req.client.key, |guard, store| {
-            guard.call_on_response(store, req, resp)
+        self.call(&req.client.key, |exports, store| {
+            exports.call_on_response(store, req, resp)
         })
     }
 
@@ -422,7 +524,7 @@ impl Guard {
     fn call<R>(
         &self,
         client_key: &str,
-        f: impl FnOnce(&bindings::Guard, &mut Store<GuestState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let warm = self.warm.take();
         let mut instance = match warm {
@@ -445,7 +547,7 @@ impl Guard {
             .data_mut()
             .begin_call(client_key, running.ends());
         instance.store.set_epoch_deadline(1);
-        let result = f(&instance.guard, &mut instance.store);
+        let result = f(&instance.exports, &mut instance.store);
         drop(running);
         let dropped = instance.store.data().output.finish(self.name());
         if dropped > 0 {
@@ -525,17 +627,17 @@ impl Guard {
         store.set_epoch_deadline(1);
         store.data_mut().begin_init(running.ends());
         let fault = |kind, detail| InstantiateError::Fault(Fault { kind, detail });
-        let guard = self
+        let exports = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| fault(FaultKind::Instantiate, root_cause(&e)))?;
         self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
-        let init = guard.call_init(&mut store, &self.spec.config_json);
+        let init = exports.call_init(&mut store, &self.spec.config_json);
         store.data().output.finish(self.name());
         match init {
             Ok(Ok(())) => Ok(WarmInstance {
                 store,
-                guard,
+                exports,
                 calls: 0,
             }),
             Ok(Err(message)) => Err(InstantiateError::Init(message)),

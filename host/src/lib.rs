@@ -33,6 +33,7 @@ mod findings;
 mod guard;
 mod needs;
 mod output;
+mod packed;
 mod runtime;
 mod sandbox;
 mod shards;
@@ -45,7 +46,7 @@ pub use bindings::vigil::guard::types::{
 pub use chain::{Chain, ChainError, Decision, Denial, GuardOutcome, GuardResult};
 pub use findings::Finding;
 pub use guard::{
-    Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
+    Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError, World,
 };
 pub use needs::{HeaderFields, Needs, Statuses, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};

@@ -70,6 +70,7 @@ fn guards(sidecar: &Sidecar) -> serde_json::Value {
             serde_json::json!({
                 "name": g.name(),
                 "content_hash": format!("{:016x}", g.content_hash()),
+                "world": g.world().as_str(),
                 "mode": if spec.mode == Mode::Monitor { "monitor" } else { "enforce" },
                 "on_error": if spec.on_error == OnError::Deny { "deny" } else { "allow" },
                 "routes": spec.routes.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),

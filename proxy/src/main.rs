@@ -45,7 +45,7 @@ enum Command {
     /// Start a sample shop API with Vigil and the stock guards in front, drive normal traffic
     /// and four attacks through it, and print what was blocked and why.
     Demo(DemoArgs),
-    /// Load a guard, check it against the guard world and run its init with the given config.
+    /// Load a guard, check it against the guard contract (either world) and run its init with the given config.
     CheckGuard(GuardArgs),
     /// Send a series of identical requests through a guard and print each verdict.
     Try(TryArgs),
@@ -341,10 +341,11 @@ fn check_guard(args: &GuardArgs) -> anyhow::Result<()> {
     let chain = load(&runtime, args)?;
     let guard = &chain.guards()[0];
     println!(
-        "ok: guard {:?} from {} (content hash {:016x}) targets vigil:guard@0.1.0 and accepted its config",
+        "ok: guard {:?} from {} (content hash {:016x}) exports the vigil:guard@0.1.0 `{}` world and accepted its config",
         guard.name(),
         args.module.display(),
-        guard.content_hash()
+        guard.content_hash(),
+        guard.world().as_str()
     );
     Ok(())
 }

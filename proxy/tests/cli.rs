@@ -24,6 +24,10 @@ fn check_guard_accepts_a_good_guard() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("ok: guard \"guard\""), "{out}");
+    assert!(
+        out.contains("exports the vigil:guard@0.1.0 `packed-guard` world"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Builds every guard under `example-guards/` and `tests/guards/` to a component of the
-//! `vigil:guard` world and writes their paths as constants for the tests and benchmarks.
+//! `vigil:guard` contract and writes their paths as constants for the tests and benchmarks.
 //!
 //! Rust guards: rustup's `wasm32-wasip2` target when it is installed (the ordinary developer
 //! machine), else Debian's `rustc-web` with std rebuilt from source (`scripts/setup.sh`

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use vigil_host::{
     Chain, FaultKind, GuardResult, HeaderFields, LoadError, Mode, Needs, OnError, Pattern,
-    Response, Runtime, RuntimeConfig, SandboxLimits, Verdict,
+    Response, Runtime, RuntimeConfig, SandboxLimits, Verdict, World,
 };
 use vigil_tests::{guards, load, load_error, request, runtime, spec, with_policy};
 
@@ -404,6 +404,71 @@ fn body_prefix_only_for_guards_that_ask() {
     );
 }
 
+#[test]
+fn every_field_reaches_a_packed_guard_intact() {
+    let rt = runtime();
+    let mut echo = spec("echo", "echo", "");
+    echo.body_limit = 64;
+    let guard = load(&rt, echo);
+    assert_eq!(guard.world(), World::PackedGuard, "the Rust SDK's world");
+    let c = chain(vec![guard]);
+    let mut req = request(
+        "PATCH",
+        "/users/42",
+        "client-é",
+        &[("x-api-key", "k-1"), ("accept", "*/*")],
+    );
+    req.headers.push(vigil_host::Header {
+        name: "x-raw".into(),
+        value: vec![0, 0xff],
+    });
+    req.route = Some("/users/{id}".into());
+    req.query = Some("a=1&b=".into());
+    req.client.ip = "2001:db8::7".into();
+    req.client.public = false;
+    req.client.authenticated = true;
+    req.received_ms = 1_764_000_000_123;
+    req.body = Some(b"{\"name\":\"x\"}".to_vec());
+    let decision = c.evaluate(&mut req);
+    assert!(decision.allowed());
+    let resp = Response {
+        status: 204,
+        headers: vec![vigil_host::Header {
+            name: "etag".into(),
+            value: b"\"v2\"".to_vec(),
+        }],
+        latency_us: 98_765,
+    };
+    c.observe(&rt, &mut req, &resp, &decision);
+    let seen: Vec<(String, String)> = rt
+        .drain_findings()
+        .into_iter()
+        .map(|f| (f.kind, f.detail))
+        .collect();
+    let request_seen = "PATCH /users/42 route=Some(\"/users/{id}\") query=Some(\"a=1&b=\") \
+        key=client-é ip=2001:db8::7 public=false authenticated=true at=1764000000123 \
+        headers=[x-api-key=[107, 45, 49],accept=[42, 47, 42],x-raw=[0, 255]] \
+        body=Some([123, 34, 110, 97, 109, 101, 34, 58, 34, 120, 34, 125])";
+    let response_seen = "PATCH /users/42 status=204 latency=98765 headers=[etag=[34, 118, 50, 34]]";
+    assert_eq!(
+        seen,
+        [
+            ("request".to_string(), request_seen.to_string()),
+            ("response".to_string(), response_seen.to_string()),
+        ]
+    );
+
+    // Absent parts stay absent; an empty body stays present.
+    let mut bare = request("GET", "/", "c", &[]);
+    bare.body = Some(Vec::new());
+    c.evaluate(&mut bare);
+    let detail = &rt.drain_findings()[0].detail;
+    assert!(
+        detail.contains("route=None query=None") && detail.ends_with("headers=[] body=Some([])"),
+        "{detail}"
+    );
+}
+
 /// The product's default call deadline, which the hostile guard's attacks run into.
 fn deadline() -> Duration {
     SandboxLimits::default().deadline
@@ -627,6 +692,12 @@ fn load_rejects_bad_modules_with_clear_errors() {
         text.contains("guard \"other\"") && text.contains("not a guard"),
         "{text}"
     );
+    // Both worlds are named, each with what it misses.
+    assert!(
+        text.contains("as `guard`, ") && text.contains("as `packed-guard`, "),
+        "{text}"
+    );
+    assert_eq!(text.matches("init").count(), 2, "{text}");
 
     let mut garbage = spec("garbage", "allow-all", "");
     garbage.source = bytes(b"#!/bin/sh\necho not wasm\n".to_vec());

@@ -5,7 +5,7 @@
 //! configuration is refused at load naming the field. Also: the compile cache.
 
 use http::StatusCode;
-use vigil_host::{Chain, CompileCache, Mode, OnError, Runtime, RuntimeConfig};
+use vigil_host::{Chain, CompileCache, Mode, OnError, Runtime, RuntimeConfig, World};
 use vigil_tests::guards;
 use vigil_tests::harness::{guard_table, metric, send, start_with_upstream, tempdir, Proxy};
 use vigil_tests::{load, load_error, spec, with_policy};
@@ -181,6 +181,11 @@ fn path_guard_status_checks_reasons_and_findings() {
     let config = r#"{"status": 400, "checks": {"scanners": false}}"#;
     let guard = load(&rt, spec("paths", "path-guard", config));
     assert_eq!(
+        guard.world(),
+        World::Guard,
+        "wit-bindgen's C output binds records"
+    );
+    assert_eq!(
         (guard.needs().headers, guard.needs().responses.is_empty()),
         (true, true),
         "the C guard declares it reads headers and not responses"
@@ -340,6 +345,9 @@ fn method_allow_refuses_bad_configs_naming_the_field() {
     ] {
         refused(&rt, "method-allow", config, expected);
     }
+    let config = r#"{"routes": {"/x": ["GET"]}}"#;
+    let guard = load(&rt, roomy(spec("methods", "method-allow", config)));
+    assert_eq!(guard.world(), World::Guard, "componentize-py binds records");
 }
 
 /// A bad configuration in vigil.toml stops the sidecar at start with the guard and the field.

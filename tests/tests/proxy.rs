@@ -408,6 +408,7 @@ async fn admin_endpoints() {
         "allow-all keeps the SDK's defaults"
     );
     assert_eq!(guards[0]["content_hash"].as_str().unwrap().len(), 16);
+    assert_eq!(guards[0]["world"], "packed-guard", "the Rust SDK's world");
     let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(

@@ -91,8 +91,8 @@ impl Account {
     fn of(&self, req: &Request) -> Option<String> {
         let raw = match self {
             Account::Header(name) => req.header(name).map(str::to_string),
-            Account::JsonField(name) => json_field(req.body.as_deref()?, name),
-            Account::FormField(name) => form_field(req.body.as_deref()?, name),
+            Account::JsonField(name) => json_field(req.body?, name),
+            Account::FormField(name) => form_field(req.body?, name),
         }?;
         let account = raw.trim().to_lowercase();
         (!account.is_empty()).then_some(account)
@@ -230,7 +230,7 @@ impl Guard for CredentialStuffing {
 
     fn on_response(config: &Config, req: &Request, resp: &Response) {
         if config.login.matches(req) && config.failure_statuses.contains(&resp.status) {
-            let failures = key(&["failures", &req.client.key]);
+            let failures = key(&["failures", req.client.key]);
             state::count(&failures, 1, *config.window.get());
         }
     }

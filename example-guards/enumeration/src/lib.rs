@@ -93,7 +93,7 @@ impl Guard for Enumeration {
         }
         let client = &req.client.key;
         let window = *config.window.get();
-        let objects = state::distinct(&key(&["objects", client]), &req.path, window);
+        let objects = state::distinct(&key(&["objects", client]), req.path, window);
         // Counted as passed before judging and taken back on refusal: one call fewer for the
         // requests that pass, which are nearly all.
         let passed_key = key(&["passed", client]);
@@ -121,7 +121,7 @@ impl Guard for Enumeration {
 
     fn on_response(config: &Config, req: &Request, resp: &Response) {
         if resp.status == 404 && config.applies(req) {
-            state::count(&key(&["404", &req.client.key]), 1, *config.window.get());
+            state::count(&key(&["404", req.client.key]), 1, *config.window.get());
         }
     }
 }

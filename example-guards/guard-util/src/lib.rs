@@ -91,7 +91,7 @@ impl<'de, T: FromText> Deserialize<'de> for Checked<T> {
 impl Checked<Pattern> {
     /// Whether the request matches the pattern.
     pub fn matches(&self, req: &Request) -> bool {
-        self.get().matches(&req.method, req.route_or_path())
+        self.get().matches(req.method, req.route_or_path())
     }
 }
 

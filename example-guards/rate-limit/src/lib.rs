@@ -231,10 +231,10 @@ fn state_key(scope: String, parts: &[Checked<KeyPart>], req: &Request) -> String
     for part in parts {
         key.push(SEP);
         match part.get() {
-            KeyPart::Client => key.push_str(&req.client.key),
-            KeyPart::Ip => key.push_str(&req.client.ip),
+            KeyPart::Client => key.push_str(req.client.key),
+            KeyPart::Ip => key.push_str(req.client.ip),
             KeyPart::Route => {
-                key.push_str(&req.method);
+                key.push_str(req.method);
                 key.push(' ');
                 key.push_str(req.route_or_path());
             }
@@ -245,7 +245,7 @@ fn state_key(scope: String, parts: &[Checked<KeyPart>], req: &Request) -> String
                 }
                 None => {
                     key.push_str("c=");
-                    key.push_str(&req.client.key);
+                    key.push_str(req.client.key);
                 }
             },
         }

@@ -279,7 +279,7 @@ impl Guard for Sequence {
                     let Some(index) = *index else {
                         continue;
                     };
-                    let Some(value) = segments(&req.path).nth(index) else {
+                    let Some(value) = segments(req.path).nth(index) else {
                         continue;
                     };
                     let key = key(&["param", &i.to_string(), target.text(), client]);

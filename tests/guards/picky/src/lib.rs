@@ -16,7 +16,7 @@ struct Config {
 }
 
 fn names(headers: &[Header]) -> String {
-    let names: Vec<&str> = headers.iter().map(|h| h.name.as_str()).collect();
+    let names: Vec<&str> = headers.iter().map(|h| h.name).collect();
     names.join(",")
 }
 

@@ -33,7 +33,7 @@ impl Guard for Stateful {
         let client = &req.client.key;
         let history = state::history(8);
         let requests = state::count(&format!("req:{client}"), 1, window);
-        let paths = state::distinct(&format!("paths:{client}"), &req.path, window);
+        let paths = state::distinct(&format!("paths:{client}"), req.path, window);
         let seen_before = state::get(&format!("seen:{client}")).is_some();
         state::set(&format!("seen:{client}"), b"1", window);
         if req.header("x-report").is_some() && config.report_header {
@@ -46,7 +46,7 @@ impl Guard for Stateful {
                     "history={} last={} requests={requests} paths={paths} seen={seen_before} body={}",
                     history.len(),
                     last.unwrap_or_default(),
-                    req.body.as_ref().map_or(0, Vec::len)
+                    req.body.map_or(0, <[u8]>::len)
                 ),
             );
         }
