@@ -405,12 +405,19 @@ fn body_prefix_only_for_guards_that_ask() {
 }
 
 #[test]
-fn every_field_reaches_a_packed_guard_intact() {
+fn every_field_reaches_a_guard_of_either_world_intact() {
+    every_field_reaches("echo", World::PackedGuard);
+    every_field_reaches("echo-records", World::Guard);
+}
+
+/// Runs a request and its response through guard `crate_name`, which reports each field it
+/// gets as a finding, and checks every field arrived as sent.
+fn every_field_reaches(crate_name: &str, world: World) {
     let rt = runtime();
-    let mut echo = spec("echo", "echo", "");
+    let mut echo = spec("echo", crate_name, "");
     echo.body_limit = 64;
     let guard = load(&rt, echo);
-    assert_eq!(guard.world(), World::PackedGuard, "the Rust SDK's world");
+    assert_eq!(guard.world(), world, "{crate_name}");
     let c = chain(vec![guard]);
     let mut req = request(
         "PATCH",
@@ -455,7 +462,8 @@ fn every_field_reaches_a_packed_guard_intact() {
         [
             ("request".to_string(), request_seen.to_string()),
             ("response".to_string(), response_seen.to_string()),
-        ]
+        ],
+        "{crate_name}"
     );
 
     // Absent parts stay absent; an empty body stays present.
@@ -465,7 +473,7 @@ fn every_field_reaches_a_packed_guard_intact() {
     let detail = &rt.drain_findings()[0].detail;
     assert!(
         detail.contains("route=None query=None") && detail.ends_with("headers=[] body=Some([])"),
-        "{detail}"
+        "{crate_name}: {detail}"
     );
 }
 
