@@ -129,11 +129,21 @@ impl fmt::Display for UnpackError {
 
 impl std::error::Error for UnpackError {}
 
-const PUBLIC: u8 = 1;
-const AUTHENTICATED: u8 = 2;
-const ROUTE: u8 = 4;
-const QUERY: u8 = 8;
-const BODY: u8 = 16;
+/// The flag bits of a packed request, shared with the host that packs them.
+pub mod flag {
+    /// The client's IP is public.
+    pub const PUBLIC: u8 = 1;
+    /// The request carries credentials.
+    pub const AUTHENTICATED: u8 = 2;
+    /// A route template follows the path.
+    pub const ROUTE: u8 = 4;
+    /// A query string follows the route.
+    pub const QUERY: u8 = 8;
+    /// A body prefix follows the header fields.
+    pub const BODY: u8 = 16;
+}
+
+use flag::{AUTHENTICATED, BODY, PUBLIC, QUERY, ROUTE};
 
 /// Reads a packed request.
 pub fn unpack_request(bytes: &[u8]) -> Result<Request<'_>, UnpackError> {

@@ -3,13 +3,7 @@
 //! its memory instead of one per string and list.
 
 use crate::bindings::vigil::guard::types::{Header, Request, Response};
-
-/// Flag bits of a packed request.
-const PUBLIC: u8 = 1;
-const AUTHENTICATED: u8 = 2;
-const ROUTE: u8 = 4;
-const QUERY: u8 = 8;
-const BODY: u8 = 16;
+use vigil_guest::request::flag::{AUTHENTICATED, BODY, PUBLIC, QUERY, ROUTE};
 
 /// `req` in the packed layout.
 pub(crate) fn request(req: &Request) -> Vec<u8> {
