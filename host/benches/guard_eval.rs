@@ -248,6 +248,33 @@ fn polyglot(c: &mut Criterion) {
     group.finish();
 }
 
+/// A bare call in each world of the contract: the same request (one header field, a route)
+/// lowered whole into a guard that allows it at once, as records or as one packed byte list.
+fn worlds(c: &mut Criterion) {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let mut group = c.benchmark_group("worlds");
+    group.measurement_time(Duration::from_secs(5));
+    let mut n = 0;
+    let mut next = move || {
+        n += 1;
+        request(n)
+    };
+    for (world, path) in [
+        ("guard", artifacts::ECHO_RECORDS),
+        ("packed-guard", artifacts::ECHO),
+    ] {
+        let chain = chain_of(&runtime, vec![spec(world, path, "")]);
+        group.bench_function(world, |b| {
+            b.iter_batched_ref(
+                &mut next,
+                |req| assert!(chain.evaluate(req).allowed()),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn state(c: &mut Criterion) {
     let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
     let state = runtime.state();
@@ -295,6 +322,6 @@ fn state(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = evaluate, stock, polyglot, state
+    targets = evaluate, stock, polyglot, worlds, state
 }
 criterion_main!(benches);

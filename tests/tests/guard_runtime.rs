@@ -423,7 +423,7 @@ fn every_field_reaches(crate_name: &str, world: World) {
         "PATCH",
         "/users/42",
         "client-é",
-        &[("x-api-key", "k-1"), ("accept", "*/*")],
+        &[("x-api-key", "k-1"), ("x-echo", "1")],
     );
     req.headers.push(vigil_host::Header {
         name: "x-raw".into(),
@@ -454,7 +454,7 @@ fn every_field_reaches(crate_name: &str, world: World) {
         .collect();
     let request_seen = "PATCH /users/42 route=Some(\"/users/{id}\") query=Some(\"a=1&b=\") \
         key=client-é ip=2001:db8::7 public=false authenticated=true at=1764000000123 \
-        headers=[x-api-key=[107, 45, 49],accept=[42, 47, 42],x-raw=[0, 255]] \
+        headers=[x-api-key=[107, 45, 49],x-echo=[49],x-raw=[0, 255]] \
         body=Some([123, 34, 110, 97, 109, 101, 34, 58, 34, 120, 34, 125])";
     let response_seen = "PATCH /users/42 status=204 latency=98765 headers=[etag=[34, 118, 50, 34]]";
     assert_eq!(
@@ -467,14 +467,18 @@ fn every_field_reaches(crate_name: &str, world: World) {
     );
 
     // Absent parts stay absent; an empty body stays present.
-    let mut bare = request("GET", "/", "c", &[]);
+    let mut bare = request("GET", "/", "c", &[("x-echo", "")]);
     bare.body = Some(Vec::new());
     c.evaluate(&mut bare);
     let detail = &rt.drain_findings()[0].detail;
     assert!(
-        detail.contains("route=None query=None") && detail.ends_with("headers=[] body=Some([])"),
+        detail.contains("route=None query=None")
+            && detail.ends_with("headers=[x-echo=[]] body=Some([])"),
         "{crate_name}: {detail}"
     );
+    // Without the header it allows at once and reports nothing.
+    assert!(c.evaluate(&mut request("GET", "/", "c", &[])).allowed());
+    assert!(rt.drain_findings().is_empty(), "{crate_name}");
 }
 
 /// The product's default call deadline, which the hostile guard's attacks run into.

@@ -1,6 +1,7 @@
 //! The `echo` guard written against the `guard` world, where requests and responses arrive as
-//! records (as C and Python guards get them), without the SDK: reports every field in the
-//! same words as `echo`, so tests can check both worlds deliver the same values.
+//! records (as C and Python guards get them), without the SDK: reports every field of
+//! requests carrying `x-echo` in the same words as `echo`, so tests can check both worlds
+//! deliver the same values, and allows others at once.
 
 wit_bindgen::generate!({ path: "../../../guest-sdk/wit", world: "guard" });
 
@@ -23,6 +24,9 @@ impl Guest for EchoRecords {
     }
 
     fn on_request(req: Request) -> Verdict {
+        if !req.headers.iter().any(|h| h.name == "x-echo") {
+            return Verdict::Allow;
+        }
         let c = &req.client;
         finding(
             "request",
@@ -45,6 +49,9 @@ impl Guest for EchoRecords {
     }
 
     fn on_response(req: Request, resp: Response) {
+        if !req.headers.iter().any(|h| h.name == "x-echo") {
+            return;
+        }
         finding(
             "response",
             &format!(
