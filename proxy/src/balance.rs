@@ -31,6 +31,15 @@ pub struct Admitted {
     open: Gauge,
 }
 
+impl Admitted {
+    /// Counts the connection under `open` from now on, instead of where it was placed.
+    fn count_under(mut self, open: &Gauge) -> Admitted {
+        open.inc();
+        std::mem::replace(&mut self.open, open.clone()).dec();
+        self
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.open.dec();
@@ -155,10 +164,15 @@ impl Seat {
             peer,
             admitted,
         };
-        self.balance
-            .hand_to(worker, handoff)
-            .err()
-            .and_then(take_over)
+        let returned = self.balance.hand_to(worker, handoff).err()?;
+        // Served here after all, so counted here, not under the worker that refused it.
+        let admitted = returned
+            .admitted
+            .count_under(&self.balance.open[self.index]);
+        take_over(Handoff {
+            admitted,
+            ..returned
+        })
     }
 }
 
@@ -304,5 +318,35 @@ mod tests {
             .hand_to(1, handoff)
             .expect_err("worker 1 has stopped");
         assert_eq!(returned.peer.ip().to_string(), "127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn a_connection_handed_back_counts_under_the_worker_that_serves_it() {
+        let mut seats = seats(vec![Gauge::default(), Gauge::default()]);
+        assert!(seats[1].close().is_empty());
+        let balance = seats[0].balance.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let Placement::Here(_first) = balance.place(0, permit()) else {
+            panic!("an idle balance keeps the first connection");
+        };
+        let Placement::There(1, admitted) = balance.place(0, permit()) else {
+            panic!("the second goes to the idle worker");
+        };
+        assert_eq!(balance.open_counts(), [1, 1]);
+        let connection = Connection {
+            stream,
+            peer,
+            admitted,
+        };
+        let served = seats[0]
+            .hand_over(1, connection)
+            .expect("worker 1 has stopped, so worker 0 serves it");
+        assert_eq!(balance.open_counts(), [2, 0]);
+        drop(served);
+        assert_eq!(balance.open_counts(), [1, 0]);
     }
 }
