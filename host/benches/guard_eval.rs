@@ -209,7 +209,6 @@ fn stock(c: &mut Criterion) {
 /// The C and Python example guards, each allowing the request after its full check, against
 /// the Rust stock rate-limit guard in the same run.
 fn polyglot(c: &mut Criterion) {
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let guards = [
         spec(
             "rust-rate-limit",
@@ -227,7 +226,24 @@ fn polyglot(c: &mut Criterion) {
             r#"{"routes": {"/users/{id}": ["GET", "PUT"], "/login": ["POST"]}}"#,
         ),
     ];
-    let mut group = c.benchmark_group("polyglot");
+    each_alone(c, "polyglot", guards);
+}
+
+/// A bare call in each world of the contract: the same request (one header field, a route)
+/// lowered whole into a guard that allows it at once, as records or as one packed byte list.
+fn worlds(c: &mut Criterion) {
+    let guards = [
+        spec("guard", artifacts::ECHO_RECORDS, ""),
+        spec("packed-guard", artifacts::ECHO, ""),
+    ];
+    each_alone(c, "worlds", guards);
+}
+
+/// Benchmarks in `group` of one chain per guard, each guard alone, named after the guard;
+/// every request must be allowed.
+fn each_alone(c: &mut Criterion, group: &str, guards: impl IntoIterator<Item = GuardSpec>) {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let mut group = c.benchmark_group(group);
     group.measurement_time(Duration::from_secs(5));
     let mut n = 0;
     let mut next = move || {
@@ -238,33 +254,6 @@ fn polyglot(c: &mut Criterion) {
         let name = guard.name.clone();
         let chain = chain_of(&runtime, vec![guard]);
         group.bench_function(name, |b| {
-            b.iter_batched_ref(
-                &mut next,
-                |req| assert!(chain.evaluate(req).allowed()),
-                BatchSize::SmallInput,
-            )
-        });
-    }
-    group.finish();
-}
-
-/// A bare call in each world of the contract: the same request (one header field, a route)
-/// lowered whole into a guard that allows it at once, as records or as one packed byte list.
-fn worlds(c: &mut Criterion) {
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let mut group = c.benchmark_group("worlds");
-    group.measurement_time(Duration::from_secs(5));
-    let mut n = 0;
-    let mut next = move || {
-        n += 1;
-        request(n)
-    };
-    for (world, path) in [
-        ("guard", artifacts::ECHO_RECORDS),
-        ("packed-guard", artifacts::ECHO),
-    ] {
-        let chain = chain_of(&runtime, vec![spec(world, path, "")]);
-        group.bench_function(world, |b| {
             b.iter_batched_ref(
                 &mut next,
                 |req| assert!(chain.evaluate(req).allowed()),
