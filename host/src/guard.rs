@@ -1,13 +1,14 @@
 //! One loaded guard: its checked component, a pool of warm instances, and the fault policy
 //! applied around every call.
 
-use crate::bindings::{self, packed::PackedGuard, packed::PackedGuardPre, vigil::guard::types};
+use crate::bindings::vigil::guard::types;
 use crate::needs::{HeaderFields, Needs};
-use crate::packed;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
 use crate::shards::Sharded;
 use crate::watchdog::Running;
+pub use crate::world::World;
+use crate::world::{Exports, Pre};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -183,107 +184,6 @@ struct WarmInstance {
     store: Store<GuestState>,
     exports: Exports,
     calls: u64,
-}
-
-/// Which world of the contract a guard exports (see `guard.wit`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum World {
-    /// `guard`: requests and responses as records.
-    Guard,
-    /// `packed-guard`: requests and responses packed into one byte list each.
-    PackedGuard,
-}
-
-impl World {
-    /// The world's name in `guard.wit`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            World::Guard => "guard",
-            World::PackedGuard => "packed-guard",
-        }
-    }
-}
-
-/// A guard's component, checked against its world and ready to instantiate.
-enum Pre {
-    Guard(bindings::GuardPre<GuestState>),
-    PackedGuard(PackedGuardPre<GuestState>),
-}
-
-impl Pre {
-    /// The world `instance_pre` exports; the error names what each world lacks.
-    fn new(instance_pre: wasmtime::component::InstancePre<GuestState>) -> Result<Pre, String> {
-        let as_guard = match bindings::GuardPre::new(instance_pre.clone()) {
-            Ok(pre) => return Ok(Pre::Guard(pre)),
-            Err(e) => root_cause(&e),
-        };
-        let as_packed = match PackedGuardPre::new(instance_pre) {
-            Ok(pre) => return Ok(Pre::PackedGuard(pre)),
-            Err(e) => root_cause(&e),
-        };
-        Err(format!(
-            "it is not a guard: it exports neither of the vigil:guard@0.1.0 worlds: as `guard`, \
-             {as_guard}; as `packed-guard`, {as_packed}"
-        ))
-    }
-
-    fn world(&self) -> World {
-        match self {
-            Pre::Guard(_) => World::Guard,
-            Pre::PackedGuard(_) => World::PackedGuard,
-        }
-    }
-
-    fn instantiate(&self, store: &mut Store<GuestState>) -> wasmtime::Result<Exports> {
-        Ok(match self {
-            Pre::Guard(pre) => Exports::Guard(pre.instantiate(store)?),
-            Pre::PackedGuard(pre) => Exports::PackedGuard(pre.instantiate(store)?),
-        })
-    }
-}
-
-/// An instance's exports, in its world.
-enum Exports {
-    Guard(bindings::Guard),
-    PackedGuard(PackedGuard),
-}
-
-impl Exports {
-    fn call_init(
-        &self,
-        store: &mut Store<GuestState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<(), String>> {
-        match self {
-            Exports::Guard(guard) => guard.call_init(store, config),
-            Exports::PackedGuard(guard) => guard.call_init(store, config),
-        }
-    }
-
-    fn call_on_request(
-        &self,
-        store: &mut Store<GuestState>,
-        req: &types::Request,
-    ) -> wasmtime::Result<types::Verdict> {
-        match self {
-            Exports::Guard(guard) => guard.call_on_request(store, req),
-            Exports::PackedGuard(guard) => guard.call_on_request(store, &packed::request(req)),
-        }
-    }
-
-    fn call_on_response(
-        &self,
-        store: &mut Store<GuestState>,
-        req: &types::Request,
-        resp: &types::Response,
-    ) -> wasmtime::Result<()> {
-        match self {
-            Exports::Guard(guard) => guard.call_on_response(store, req, resp),
-            Exports::PackedGuard(guard) => {
-                guard.call_on_response(store, &packed::request(req), &packed::response(resp))
-            }
-        }
-    }
 }
 
 /// Warm instances of one guard, one shard per core. A worker thread takes and returns
@@ -690,7 +590,8 @@ fn check_imports(component: &Component, engine: &Engine) -> Result<(), String> {
     ))
 }
 
-fn root_cause(error: &wasmtime::Error) -> String {
+/// The error's text, with its root cause when that says more.
+pub(crate) fn root_cause(error: &wasmtime::Error) -> String {
     let mut text = error.to_string();
     let root = error.root_cause().to_string();
     if root != text {

@@ -11,6 +11,8 @@
 //!
 //! - `runtime`: the engine (pooling allocator, copy-on-write images, epoch deadlines) and linker.
 //! - `guard`: loading and checking a guard; its warm instance pool; faults.
+//! - `world`: the contract's two worlds, which one a guard exports, and calls through it.
+//! - `packed`: requests and responses packed for the `packed-guard` world.
 //! - `chain`: ordered evaluation, first applied denial wins, monitor mode.
 //! - `needs`: what a guard declares it uses (headers, responses), and which header fields it gets.
 //! - `sandbox`: an instance's store data, limits, and the `state` imports.
@@ -39,6 +41,7 @@ mod sandbox;
 mod shards;
 pub mod state;
 mod watchdog;
+mod world;
 
 pub use bindings::vigil::guard::types::{
     Client, Deny, Event, Header, Level, Request, Response, Verdict,
@@ -46,10 +49,11 @@ pub use bindings::vigil::guard::types::{
 pub use chain::{Chain, ChainError, Decision, Denial, GuardOutcome, GuardResult};
 pub use findings::Finding;
 pub use guard::{
-    Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError, World,
+    Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
 };
 pub use needs::{HeaderFields, Needs, Statuses, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
 pub use shards::Sharded;
 pub use vigil_guest::route::{Pattern, PatternError};
+pub use world::World;
