@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-browser.sh   # headless Chromium for the collector's dashboard test
 cargo test --workspace "$@"
+# The stock guards' shared helpers are plain Rust: their unit tests run natively.
+(cd example-guards && cargo test -p guard-util "$@")

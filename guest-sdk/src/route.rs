@@ -104,22 +104,26 @@ impl Pattern {
                 return false;
             }
         }
-        let mut parts = segments(route);
+        // Literals are compared in place against the route's bytes: this runs for every
+        // pattern on every request, in guards too, where each segment cut out first costs.
+        let mut rest = route.as_bytes();
         for segment in &self.segments {
+            rest = skip_slashes(rest);
             match segment {
                 Segment::Rest => return true,
                 Segment::One => {
-                    if parts.next().is_none() {
+                    if rest.is_empty() {
                         return false;
                     }
+                    rest = &rest[segment_len(rest)..];
                 }
-                Segment::Literal(lit) => match parts.next() {
-                    Some(p) if p == lit => {}
+                Segment::Literal(lit) => match rest.strip_prefix(lit.as_bytes()) {
+                    Some(after) if after.first().is_none_or(|&b| b == b'/') => rest = after,
                     _ => return false,
                 },
             }
         }
-        parts.next().is_none()
+        skip_slashes(rest).is_empty()
     }
 
     /// The text the pattern was parsed from.
@@ -163,16 +167,26 @@ impl<'a> Iterator for Segments<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let bytes = self.rest.as_bytes();
-        let start = bytes.iter().position(|&b| b != b'/')?;
-        let len = bytes[start..]
-            .iter()
-            .position(|&b| b == b'/')
-            .unwrap_or(bytes.len() - start);
+        let start = bytes.len() - skip_slashes(bytes).len();
+        if start == bytes.len() {
+            return None;
+        }
+        let end = start + segment_len(&bytes[start..]);
         // Both ends are at a '/' or an end of the string, so at char boundaries.
-        let segment = &self.rest[start..start + len];
-        self.rest = &self.rest[start + len..];
+        let segment = &self.rest[start..end];
+        self.rest = &self.rest[end..];
         Some(segment)
     }
+}
+
+fn skip_slashes(bytes: &[u8]) -> &[u8] {
+    let slashes = bytes.iter().take_while(|&&b| b == b'/').count();
+    &bytes[slashes..]
+}
+
+/// The length of the segment `bytes` starts with: up to the next '/' or the end.
+fn segment_len(bytes: &[u8]) -> usize {
+    bytes.iter().position(|&b| b == b'/').unwrap_or(bytes.len())
 }
 
 #[cfg(test)]
@@ -187,6 +201,13 @@ mod tests {
         assert!(!p.matches("GET", "/login"));
         assert!(!p.matches("POST", "/login/x"));
         assert!(!p.matches("POST", "/"));
+        // A literal is a whole segment, not a prefix of one; empty segments are skipped.
+        assert!(!p.matches("POST", "/loginx"));
+        assert!(!p.matches("POST", "/logi"));
+        assert!(p.matches("POST", "//login//"));
+        let two = Pattern::parse("GET /a/{id}").unwrap();
+        assert!(two.matches("GET", "/a//7/"));
+        assert!(!two.matches("GET", "/a//"));
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! account, and such attempts are still held to `max_failures`. A failure is a response whose
 //! status is in `failure_statuses`.
 
-use guard_util::{key, DurationText, PatternText};
+use guard_util::{with_key, DurationText, PatternText};
 use serde::Deserialize;
 use std::time::Duration;
 use vigil_guest::{state, Guard, Request, Response, Verdict};
@@ -201,7 +201,7 @@ impl Guard for CredentialStuffing {
         }
         let window = *config.window.get();
         let client = &req.client.key;
-        let failures = state::count(&key(&["failures", client]), 0, window);
+        let failures = with_key(&["failures", client], |k| state::count(k, 0, window));
         if failures >= i64::from(config.max_failures) {
             let detail = format!("{failures} failed logins within {}", config.window.text());
             return refuse(req, window, detail);
@@ -209,7 +209,9 @@ impl Guard for CredentialStuffing {
         let Some(account) = config.account.of(req) else {
             return Verdict::Allow;
         };
-        let accounts = state::distinct(&key(&["accounts", client]), &account, window);
+        let accounts = with_key(&["accounts", client], |k| {
+            state::distinct(k, &account, window)
+        });
         if accounts > config.max_accounts {
             let detail = format!(
                 "{accounts} different accounts tried within {}",
@@ -217,7 +219,9 @@ impl Guard for CredentialStuffing {
             );
             return refuse(req, window, detail);
         }
-        let clients = state::distinct(&key(&["clients", &account]), client, window);
+        let clients = with_key(&["clients", &account], |k| {
+            state::distinct(k, client, window)
+        });
         if clients > config.max_clients_per_account {
             let detail = format!(
                 "account {account:?} tried by {clients} clients within {}",
@@ -230,8 +234,10 @@ impl Guard for CredentialStuffing {
 
     fn on_response(config: &Config, req: &Request, resp: &Response) {
         if config.login.matches(req) && config.failure_statuses.contains(&resp.status) {
-            let failures = key(&["failures", req.client.key]);
-            state::count(&failures, 1, *config.window.get());
+            let window = *config.window.get();
+            with_key(&["failures", req.client.key], |k| {
+                state::count(k, 1, window)
+            });
         }
     }
 }

@@ -24,7 +24,7 @@
 //! The host caps a distinct set (256 members by default): a `max_distinct` at or above that cap
 //! never triggers.
 
-use guard_util::{key, DurationText, PatternText};
+use guard_util::{with_key, DurationText, PatternText};
 use serde::Deserialize;
 use vigil_guest::{state, Guard, Request, Response, Verdict};
 
@@ -93,12 +93,13 @@ impl Guard for Enumeration {
         }
         let client = &req.client.key;
         let window = *config.window.get();
-        let objects = state::distinct(&key(&["objects", client]), req.path, window);
+        let objects = with_key(&["objects", client], |k| {
+            state::distinct(k, req.path, window)
+        });
         // Counted as passed before judging and taken back on refusal: one call fewer for the
         // requests that pass, which are nearly all.
-        let passed_key = key(&["passed", client]);
-        let passed = state::count(&passed_key, 1, window) - 1;
-        let not_found = state::count(&key(&["404", client]), 0, window);
+        let passed = with_key(&["passed", client], |k| state::count(k, 1, window)) - 1;
+        let not_found = with_key(&["404", client], |k| state::count(k, 0, window));
         let detail = if objects > config.max_distinct {
             format!(
                 "{objects} different objects within {}",
@@ -114,14 +115,15 @@ impl Guard for Enumeration {
         } else {
             return Verdict::Allow;
         };
-        state::count(&passed_key, -1, window);
+        with_key(&["passed", client], |k| state::count(k, -1, window));
         state::finding("enumeration", &format!("client {client}: {detail}"));
         vigil_guest::too_many_requests("too many different objects requested", window)
     }
 
     fn on_response(config: &Config, req: &Request, resp: &Response) {
         if resp.status == 404 && config.applies(req) {
-            state::count(&key(&["404", req.client.key]), 1, *config.window.get());
+            let window = *config.window.get();
+            with_key(&["404", req.client.key], |k| state::count(k, 1, window));
         }
     }
 }

@@ -25,7 +25,7 @@
 //! "First" is the order of the JSON object the host passes; keep route patterns disjoint if the
 //! configuration goes through a format that may reorder keys.
 
-use guard_util::{Checked, FromText, PatternText, SEP};
+use guard_util::{push_decimal, with_key_written, Checked, FromText, PatternText, SEP};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -213,21 +213,30 @@ impl Guard for RateLimit {
             .enumerate()
             .find(|(_, (pattern, _))| pattern.matches(req))
         {
-            Some((i, (pattern, limit))) => (i.to_string(), config.route_quota(pattern, limit)),
-            None => ("*".to_string(), config.default_quota()),
+            Some((i, (pattern, limit))) => (Some(i), config.route_quota(pattern, limit)),
+            None => (None, config.default_quota()),
         };
         let quota = quota.expect("quotas are checked at init");
-        let key = state_key(scope, config.key.parts(), req);
-        match state::rate(&key, quota.per_second, quota.burst) {
+        let key = |key: &mut String| write_state_key(key, scope, config.key.parts(), req);
+        match with_key_written(key, |k| state::rate(k, quota.per_second, quota.burst)) {
             Ok(()) => Verdict::Allow,
             Err(wait) => vigil_guest::too_many_requests("rate limit exceeded", wait),
         }
     }
 }
 
-/// The limit's scope, then each configured part of the request.
-fn state_key(scope: String, parts: &[Checked<KeyPart>], req: &Request) -> String {
-    let mut key = scope;
+/// The limit's scope (the index of its route, or `*` for the default), then each configured
+/// part of the request.
+fn write_state_key(
+    key: &mut String,
+    scope: Option<usize>,
+    parts: &[Checked<KeyPart>],
+    req: &Request,
+) {
+    match scope {
+        Some(route) => push_decimal(key, route),
+        None => key.push('*'),
+    }
     for part in parts {
         key.push(SEP);
         match part.get() {
@@ -250,7 +259,6 @@ fn state_key(scope: String, parts: &[Checked<KeyPart>], req: &Request) -> String
             },
         }
     }
-    key
 }
 
 vigil_guest::guard!(RateLimit);

@@ -35,7 +35,7 @@
 //! `distinct-param`. Every rule whose target matches applies, in order; the first that denies
 //! decides.
 
-use guard_util::{key, DurationText, PatternText};
+use guard_util::{push_decimal, with_key_written, DurationText, PatternText, SEP};
 use serde::Deserialize;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -254,12 +254,12 @@ impl Guard for Sequence {
                     max,
                     window,
                 } => {
-                    let key = key(&["flow", &i.to_string(), target.text(), client]);
+                    let key = |k: &mut String| rule_key(k, "flow", i, target.text(), client);
                     let span = *window.get();
                     // Add first and take back on refusal: concurrent requests of one client
                     // each see a distinct total, so the cap cannot be overshot.
-                    if state::count(&key, 1, span) > i64::from(*max) {
-                        state::count(&key, -1, span);
+                    if with_key_written(key, |k| state::count(k, 1, span)) > i64::from(*max) {
+                        with_key_written(key, |k| state::count(k, -1, span));
                         let reason = format!(
                             "{} is limited to {max} per {}",
                             target.text(),
@@ -282,8 +282,9 @@ impl Guard for Sequence {
                     let Some(value) = segments(req.path).nth(index) else {
                         continue;
                     };
-                    let key = key(&["param", &i.to_string(), target.text(), client]);
-                    let seen = state::distinct(&key, value, *window.get());
+                    let key = |k: &mut String| rule_key(k, "param", i, target.text(), client);
+                    let span = *window.get();
+                    let seen = with_key_written(key, |k| state::distinct(k, value, span));
                     if seen > *max {
                         let reason = format!(
                             "more than {max} different values on {} within {}",
@@ -296,6 +297,17 @@ impl Guard for Sequence {
             }
         }
         Verdict::Allow
+    }
+}
+
+/// The key of a rule's state for one client: the rule's kind, index and target, then the client.
+fn rule_key(key: &mut String, kind: &str, index: usize, target: &str, client: &str) {
+    key.push_str(kind);
+    key.push(SEP);
+    push_decimal(key, index);
+    for part in [target, client] {
+        key.push(SEP);
+        key.push_str(part);
     }
 }
 
