@@ -5,6 +5,7 @@
 use crate::bindings::vigil::guard::types::{Deny, Header, Request, Response, Verdict};
 use crate::guard::{timed, Fault, Guard, Mode, OnError};
 use crate::needs::HeaderFields;
+use crate::packed::RequestPacker;
 use crate::state::EventRecord;
 use crate::Runtime;
 use std::sync::Arc;
@@ -132,13 +133,14 @@ impl Chain {
         let body = req.body.take();
         let mut headers = HeldHeaders::take(req);
         let mut decision = Decision::default();
+        let packer = RequestPacker::default();
         for (index, guard) in self.guards.iter().enumerate() {
             if !guard.applies_to(&req.method, req.route.as_deref().unwrap_or(&req.path)) {
                 continue;
             }
             req.body = body_for(guard, &body);
             let lent = headers.lend(req, guard);
-            let (verdict, elapsed) = timed(|| guard.on_request(req));
+            let (verdict, elapsed) = timed(|| guard.on_request(req, &packer));
             headers.take_back(req, lent);
             let mode = guard.spec().mode;
             let (result, wanted_denial) = match verdict {

@@ -3,6 +3,7 @@
 
 use crate::bindings::vigil::guard::types;
 use crate::needs::{HeaderFields, Needs};
+use crate::packed::RequestPacker;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
 use crate::shards::Sharded;
@@ -394,11 +395,15 @@ impl Guard {
         self.identity.name.clone()
     }
 
-    /// Calls `on-request`.
-    pub(crate) fn on_request(&self, req: &types::Request) -> Result<types::Verdict, Fault> {
+    /// Calls `on-request`; a packed-world guard gets the request from `packer`.
+    pub(crate) fn on_request(
+        &self,
+        req: &types::Request,
+        packer: &RequestPacker,
+    ) -> Result<types::Verdict, Fault> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let verdict = self.call(&req.client.key, |exports, store| {
-            exports.call_on_request(store, req)
+            exports.call_on_request(store, req, packer)
         })?;
         if matches!(verdict, types::Verdict::Deny(_)) {
             self.stats.denials.fetch_add(1, Ordering::Relaxed);

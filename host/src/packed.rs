@@ -3,6 +3,8 @@
 //! its memory instead of one per string and list.
 
 use crate::bindings::vigil::guard::types::{Header, Request, Response};
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use vigil_guest::request::flag::{AUTHENTICATED, BODY, PUBLIC, QUERY, ROUTE};
 
 /// `req` in the packed layout.
@@ -42,6 +44,26 @@ pub(crate) fn request(req: &Request) -> Vec<u8> {
         put_bytes(&mut out, body);
     }
     out
+}
+
+/// One request packed for the guards that evaluate it. Those that see neither headers nor a
+/// body (most guards) see the same bytes, packed once for all of them; any other view is
+/// packed for its guard alone. Only the headers and the body may differ between the views it
+/// is asked for.
+#[derive(Debug, Default)]
+pub(crate) struct RequestPacker {
+    bare: OnceCell<Vec<u8>>,
+}
+
+impl RequestPacker {
+    /// `req`, as the guard about to be called sees it, in the packed layout.
+    pub(crate) fn pack(&self, req: &Request) -> Cow<'_, [u8]> {
+        if req.headers.is_empty() && req.body.is_none() {
+            Cow::Borrowed(self.bare.get_or_init(|| request(req)))
+        } else {
+            Cow::Owned(request(req))
+        }
+    }
 }
 
 /// `resp` in the packed layout.
@@ -158,6 +180,31 @@ mod tests {
         assert!(!read.client.public && !read.client.authenticated && read.headers.is_empty());
         req.body = None;
         assert_eq!(unpack_request(&request(&req)).unwrap().body, None);
+    }
+
+    #[test]
+    fn the_packer_shares_only_the_bare_view() {
+        let full = full_request();
+        let mut bare = full_request();
+        bare.headers.clear();
+        bare.body = None;
+        let packer = RequestPacker::default();
+        // Each guard's view, in chain order: a reader of headers and body, two bare guards,
+        // then a reader of the body alone.
+        let first = packer.pack(&full);
+        let second = packer.pack(&bare);
+        let third = packer.pack(&bare);
+        let mut body_only = full_request();
+        body_only.headers.clear();
+        let fourth = packer.pack(&body_only);
+        assert_eq!(*first, request(&full)[..]);
+        assert_eq!(*second, request(&bare)[..]);
+        assert!(
+            std::ptr::eq(&*second, &*third),
+            "the bare view is packed once"
+        );
+        assert_eq!(*fourth, request(&body_only)[..]);
+        assert!(matches!(first, Cow::Owned(_)) && matches!(fourth, Cow::Owned(_)));
     }
 
     #[test]

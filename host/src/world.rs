@@ -5,7 +5,7 @@
 use crate::bindings::packed::{PackedGuard, PackedGuardPre};
 use crate::bindings::{self, vigil::guard::types};
 use crate::guard::root_cause;
-use crate::packed;
+use crate::packed::{self, RequestPacker};
 use crate::sandbox::GuestState;
 use wasmtime::component::InstancePre;
 use wasmtime::Store;
@@ -89,10 +89,11 @@ impl Exports {
         &self,
         store: &mut Store<GuestState>,
         req: &types::Request,
+        packer: &RequestPacker,
     ) -> wasmtime::Result<types::Verdict> {
         match self {
             Exports::Guard(guard) => guard.call_on_request(store, req),
-            Exports::PackedGuard(guard) => guard.call_on_request(store, &packed::request(req)),
+            Exports::PackedGuard(guard) => guard.call_on_request(store, &packer.pack(req)),
         }
     }
 
