@@ -87,7 +87,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let listed: Vec<&str> = connection_tokens(headers).collect();
+    // `keep-alive` is removed as hop-by-hop anyway, and `close` names no field (RFC 9110
+    // reserves the name): leaving them out keeps the common `Connection` of a response from
+    // costing a text comparison per field.
+    let listed: Vec<&str> = connection_tokens(headers)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .collect();
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
@@ -330,6 +335,22 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn a_response_closing_or_keeping_alive_loses_only_its_hop_by_hop_fields() {
+        for connection in ["Keep-Alive", "close", "keep-alive, Close"] {
+            let mut h = headers(&[
+                ("connection", connection),
+                ("keep-alive", "timeout=5"),
+                ("content-type", "text/plain"),
+                ("server", "upstream"),
+            ]);
+            strip_hop_by_hop(&mut h, false);
+            let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["content-type", "server"], "{connection}");
+        }
     }
 
     #[test]
