@@ -61,6 +61,31 @@ impl Config {
     }
 }
 
+/// A client's requests that passed and its 404s in the window, kept in one counter so that one
+/// call reads both: each request adds 1 and each 404 adds [`Tally::NOT_FOUND`]. The passed
+/// requests of a window stay far below that.
+struct Tally(i64);
+
+impl Tally {
+    const NOT_FOUND: i64 = 1 << 32;
+
+    /// The requests let through. A request counted and then taken back may each fall on
+    /// either side of the window's edge, so this can be briefly negative.
+    fn passed(&self) -> i64 {
+        let low = self.0.rem_euclid(Self::NOT_FOUND);
+        if low >= Self::NOT_FOUND / 2 {
+            low - Self::NOT_FOUND
+        } else {
+            low
+        }
+    }
+
+    /// The requests answered 404.
+    fn not_found(&self) -> i64 {
+        (self.0 - self.passed()) / Self::NOT_FOUND
+    }
+}
+
 struct Enumeration;
 
 impl Guard for Enumeration {
@@ -98,8 +123,8 @@ impl Guard for Enumeration {
         });
         // Counted as passed before judging and taken back on refusal: one call fewer for the
         // requests that pass, which are nearly all.
-        let passed = with_key(&["passed", client], |k| state::count(k, 1, window)) - 1;
-        let not_found = with_key(&["404", client], |k| state::count(k, 0, window));
+        let tally = Tally(with_key(&["tally", client], |k| state::count(k, 1, window)));
+        let (passed, not_found) = (tally.passed() - 1, tally.not_found());
         let detail = if objects > config.max_distinct {
             format!(
                 "{objects} different objects within {}",
@@ -115,7 +140,7 @@ impl Guard for Enumeration {
         } else {
             return Verdict::Allow;
         };
-        with_key(&["passed", client], |k| state::count(k, -1, window));
+        with_key(&["tally", client], |k| state::count(k, -1, window));
         state::finding("enumeration", &format!("client {client}: {detail}"));
         vigil_guest::too_many_requests("too many different objects requested", window)
     }
@@ -123,9 +148,32 @@ impl Guard for Enumeration {
     fn on_response(config: &Config, req: &Request, resp: &Response) {
         if resp.status == 404 && config.applies(req) {
             let window = *config.window.get();
-            with_key(&["404", req.client.key], |k| state::count(k, 1, window));
+            with_key(&["tally", req.client.key], |k| {
+                state::count(k, Tally::NOT_FOUND, window)
+            });
         }
     }
 }
 
 vigil_guest::guard!(Enumeration);
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn a_tally_holds_passed_requests_and_404s_apart() {
+        let tally = |passed: i64, not_found: i64| {
+            let t = Tally(passed + not_found * Tally::NOT_FOUND);
+            (t.passed(), t.not_found())
+        };
+        assert_eq!(tally(0, 0), (0, 0));
+        assert_eq!(tally(12, 7), (12, 7));
+        assert_eq!(tally(3, 0), (3, 0));
+        assert_eq!(tally(0, 5), (0, 5));
+        // A take-back whose request already left the window.
+        assert_eq!(tally(-1, 4), (-1, 4));
+        assert_eq!(tally(-1, 0), (-1, 0));
+        assert_eq!(tally(1_000_000_000, 1_000_000), (1_000_000_000, 1_000_000));
+    }
+}
