@@ -6,8 +6,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_guard_artifacts as artifacts;
+use vigil_guest::route::Pattern;
 use vigil_host::state::EventRecord;
 use vigil_host::{
     Chain, Client, GuardSource, GuardSpec, Request, Response, Runtime, RuntimeConfig,
@@ -291,6 +292,33 @@ fn state(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % keys.len();
             state.history(&keys[i], 8)
+        })
+    });
+    // The stock `forbids` rule asked of clients whose history is full and never matches it:
+    // every event is scanned.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let full = &keys[..1_000];
+    for key in full {
+        for _ in 0..RuntimeConfig::default().state.history_depth {
+            let event = EventRecord {
+                at_ms: now_ms,
+                method: "GET",
+                route: "/items/{id}",
+                status: 200,
+                public: true,
+                authenticated: false,
+            };
+            state.record(key, &event);
+        }
+    }
+    let forbidden_after = [Pattern::parse("POST /password-reset").unwrap()];
+    group.bench_function("happened-full-history", |b| {
+        b.iter(|| {
+            i = (i + 1) % full.len();
+            state.happened(&full[i], &forbidden_after, 600_000, false)
         })
     });
     group.bench_function("count", |b| {

@@ -47,6 +47,45 @@ impl History {
     }
 }
 
+/// How many method and route pairs a [`MatchMemo`] remembers.
+const MEMO_PAIRS: usize = 8;
+
+/// Whether events' method and route match, each pair of ids decided once per scan: a client's
+/// history mostly repeats a few routes, and deciding is text work (patterns against names),
+/// where comparing ids is not. Past [`MEMO_PAIRS`] pairs it decides each event again.
+pub(crate) struct MatchMemo<F> {
+    decided: [(u8, u32, bool); MEMO_PAIRS],
+    len: usize,
+    decide: F,
+}
+
+impl<F: FnMut(u8, u32) -> bool> MatchMemo<F> {
+    /// A memo of `decide(method, route)`.
+    pub(crate) fn new(decide: F) -> Self {
+        MatchMemo {
+            decided: [(0, 0, false); MEMO_PAIRS],
+            len: 0,
+            decide,
+        }
+    }
+
+    pub(crate) fn matches(&mut self, event: &StoredEvent) -> bool {
+        let pair = (event.method, event.route);
+        if let Some(&(_, _, matched)) = self.decided[..self.len]
+            .iter()
+            .find(|(method, route, _)| (*method, *route) == pair)
+        {
+            return matched;
+        }
+        let matched = (self.decide)(pair.0, pair.1);
+        if self.len < MEMO_PAIRS {
+            self.decided[self.len] = (pair.0, pair.1, matched);
+            self.len += 1;
+        }
+        matched
+    }
+}
+
 /// Maps names to small ids and back, up to a bound; past it every new name shares one id.
 pub(crate) struct Interner {
     /// Looked up twice per request; bounded by `limit`, so a fast, randomly seeded hash does.
@@ -137,6 +176,32 @@ mod tests {
         assert_eq!(times[0], 99);
         assert_eq!(times[31], 68);
         assert!(h.heap_bytes() <= 32 * 16, "{}", h.heap_bytes());
+    }
+
+    #[test]
+    fn a_memo_decides_each_pair_once_and_every_pair_past_its_room() {
+        let mut decided = Vec::new();
+        let mut memo = MatchMemo::new(|method, route| {
+            decided.push((method, route));
+            route % 2 == 0
+        });
+        let at = |method, route| StoredEvent {
+            method,
+            route,
+            ..event(0)
+        };
+        assert!(memo.matches(&at(1, 2)));
+        assert!(!memo.matches(&at(1, 3)));
+        assert!(memo.matches(&at(1, 2)));
+        assert!(!memo.matches(&at(2, 3)), "another method is another pair");
+        for route in 10..20 {
+            assert_eq!(memo.matches(&at(1, route)), route % 2 == 0);
+        }
+        assert!(!memo.matches(&at(1, 19)));
+        assert!(memo.matches(&at(1, 2)));
+        // (1,2), (1,3), (2,3), then 10..20 of which 10..14 fit; 15..19 and 19 again do not.
+        assert_eq!(decided.len(), 3 + 10 + 1);
+        assert_eq!(decided.iter().filter(|p| **p == (1, 2)).count(), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub(crate) use table::lock;
 use crate::bindings::vigil::guard::types::Event;
 use crate::clock::SharedClock;
 use counters::{DistinctSet, WindowCounter};
-use history::{History, Interner, StoredEvent, FLAG_AUTHENTICATED, FLAG_PUBLIC};
+use history::{History, Interner, MatchMemo, StoredEvent, FLAG_AUTHENTICATED, FLAG_PUBLIC};
 use rate::{RateKey, RateLimiters};
 use std::borrow::Cow;
 use std::hash::{BuildHasher, RandomState};
@@ -258,13 +258,14 @@ impl StateStore {
         self.histories
             .read::<str, _>(&key, now, |h| {
                 let (methods, routes) = (self.methods.names(), self.routes.names());
+                let mut memo = MatchMemo::new(|method: u8, route| {
+                    let (method, route) = (methods.get(method.into()), routes.get(route));
+                    patterns.iter().any(|p| p.matches(method, route))
+                });
                 h.newest_first(usize::MAX)
                     .take_while(|e| e.at_ms >= since)
                     .filter(|e| !successful_only || (200..400).contains(&e.status))
-                    .any(|e| {
-                        let (method, route) = (methods.get(e.method.into()), routes.get(e.route));
-                        patterns.iter().any(|p| p.matches(method, route))
-                    })
+                    .any(|e| memo.matches(e))
             })
             .unwrap_or(false)
     }
