@@ -6,11 +6,10 @@ use crate::needs::{HeaderFields, Needs};
 use crate::packed::RequestPacker;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
-use crate::shards::Sharded;
+use crate::shards::{Counter, Sharded};
 use crate::watchdog::Running;
 use crate::world::{Exports, Pre, World};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil_guest::route::Pattern;
@@ -156,27 +155,28 @@ pub struct Fault {
     pub detail: String,
 }
 
-/// Counters of one guard since it was loaded.
+/// Counters of one guard since it was loaded. Each worker counts in a cell of its own: they
+/// are counted on every request, by every worker.
 #[derive(Debug, Default)]
 pub struct GuardStats {
     /// Calls of `on-request`.
-    pub requests: AtomicU64,
+    pub requests: Counter,
     /// Calls of `on-response`.
-    pub responses: AtomicU64,
+    pub responses: Counter,
     /// Denials returned (applied or not).
-    pub denials: AtomicU64,
+    pub denials: Counter,
     /// Faults by kind: deadline, limit, trap, instantiate.
-    pub faults: [AtomicU64; 4],
+    pub faults: [Counter; 4],
     /// Output bytes dropped over the per-call budget.
-    pub output_dropped_bytes: AtomicU64,
+    pub output_dropped_bytes: Counter,
     /// Fresh instances created.
-    pub instances_created: AtomicU64,
+    pub instances_created: Counter,
 }
 
 impl GuardStats {
     /// Faults of one kind.
     pub fn faults(&self, kind: FaultKind) -> u64 {
-        self.faults[kind as usize].load(Ordering::Relaxed)
+        self.faults[kind as usize].get()
     }
 }
 
@@ -401,12 +401,12 @@ impl Guard {
         req: &types::Request,
         packer: &RequestPacker,
     ) -> Result<types::Verdict, Fault> {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests.add(1);
         let verdict = self.call(&req.client.key, |exports, store| {
             exports.call_on_request(store, req, packer)
         })?;
         if matches!(verdict, types::Verdict::Deny(_)) {
-            self.stats.denials.fetch_add(1, Ordering::Relaxed);
+            self.stats.denials.add(1);
         }
         Ok(verdict)
     }
@@ -417,7 +417,7 @@ impl Guard {
         req: &types::Request,
         resp: &types::Response,
     ) -> Result<(), Fault> {
-        self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        self.stats.responses.add(1);
         self.call(&req.client.key, |exports, store| {
             exports.call_on_response(store, req, resp)
         })
@@ -455,9 +455,7 @@ impl Guard {
         drop(running);
         let dropped = instance.store.data().output.finish(self.name());
         if dropped > 0 {
-            self.stats
-                .output_dropped_bytes
-                .fetch_add(dropped, Ordering::Relaxed);
+            self.stats.output_dropped_bytes.add(dropped);
         }
         match result {
             Ok(value) => {
@@ -483,7 +481,7 @@ impl Guard {
     }
 
     fn count_fault(&self, fault: &Fault) {
-        self.stats.faults[fault.kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.stats.faults[fault.kind as usize].add(1);
     }
 
     fn classify(&self, error: &wasmtime::Error, state: &GuestState) -> Fault {
@@ -535,7 +533,7 @@ impl Guard {
             .pre
             .instantiate(&mut store)
             .map_err(|e| fault(FaultKind::Instantiate, root_cause(&e)))?;
-        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
+        self.stats.instances_created.add(1);
         let init = exports.call_init(&mut store, &self.spec.config_json);
         store.data().output.finish(self.name());
         match init {
