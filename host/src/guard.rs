@@ -6,10 +6,11 @@ use crate::needs::{HeaderFields, Needs};
 use crate::packed::RequestPacker;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
-use crate::shards::{Counter, Sharded};
+use crate::shards::Sharded;
 use crate::watchdog::Running;
 use crate::world::{Exports, Pre, World};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil_guest::route::Pattern;
@@ -155,28 +156,27 @@ pub struct Fault {
     pub detail: String,
 }
 
-/// Counters of one guard since it was loaded. Each worker counts in a cell of its own: they
-/// are counted on every request, by every worker.
+/// Counters of one guard since it was loaded.
 #[derive(Debug, Default)]
 pub struct GuardStats {
     /// Calls of `on-request`.
-    pub requests: Counter,
+    pub requests: AtomicU64,
     /// Calls of `on-response`.
-    pub responses: Counter,
+    pub responses: AtomicU64,
     /// Denials returned (applied or not).
-    pub denials: Counter,
+    pub denials: AtomicU64,
     /// Faults by kind: deadline, limit, trap, instantiate.
-    pub faults: [Counter; 4],
+    pub faults: [AtomicU64; 4],
     /// Output bytes dropped over the per-call budget.
-    pub output_dropped_bytes: Counter,
+    pub output_dropped_bytes: AtomicU64,
     /// Fresh instances created.
-    pub instances_created: Counter,
+    pub instances_created: AtomicU64,
 }
 
 impl GuardStats {
     /// Faults of one kind.
     pub fn faults(&self, kind: FaultKind) -> u64 {
-        self.faults[kind as usize].get()
+        self.faults[kind as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -401,12 +401,12 @@ impl Guard {
         req: &types::Request,
         packer: &RequestPacker,
     ) -> Result<types::Verdict, Fault> {
-        self.stats.requests.add(1);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let verdict = self.call(&req.client.key, |exports, store| {
             exports.call_on_request(store, req, packer)
         })?;
         if matches!(verdict, types::Verdict::Deny(_)) {
-            self.stats.denials.add(1);
+            self.stats.denials.fetch_add(1, Ordering::Relaxed);
         }
         Ok(verdict)
     }
@@ -417,7 +417,7 @@ impl Guard {
         req: &types::Request,
         resp: &types::Response,
     ) -> Result<(), Fault> {
-        self.stats.responses.add(1);
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
         self.call(&req.client.key, |exports, store| {
             exports.call_on_response(store, req, resp)
         })
@@ -455,7 +455,9 @@ impl Guard {
         drop(running);
         let dropped = instance.store.data().output.finish(self.name());
         if dropped > 0 {
-            self.stats.output_dropped_bytes.add(dropped);
+            self.stats
+                .output_dropped_bytes
+                .fetch_add(dropped, Ordering::Relaxed);
         }
         match result {
             Ok(value) => {
@@ -481,7 +483,7 @@ impl Guard {
     }
 
     fn count_fault(&self, fault: &Fault) {
-        self.stats.faults[fault.kind as usize].add(1);
+        self.stats.faults[fault.kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     fn classify(&self, error: &wasmtime::Error, state: &GuestState) -> Fault {
@@ -533,7 +535,7 @@ impl Guard {
             .pre
             .instantiate(&mut store)
             .map_err(|e| fault(FaultKind::Instantiate, root_cause(&e)))?;
-        self.stats.instances_created.add(1);
+        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
         let init = exports.call_init(&mut store, &self.spec.config_json);
         store.data().output.finish(self.name());
         match init {

@@ -54,6 +54,6 @@ pub use guard::{
 pub use needs::{HeaderFields, Needs, Statuses, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};
 pub use sandbox::SandboxLimits;
-pub use shards::{Counter, Sharded};
+pub use shards::Sharded;
 pub use vigil_guest::route::{Pattern, PatternError};
 pub use world::World;

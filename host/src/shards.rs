@@ -3,26 +3,20 @@
 //! the whole merge the shards.
 
 use crate::state::lock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// One `T` per core; a thread always lands in the same shard.
 #[derive(Debug)]
 pub struct Sharded<T> {
-    shards: Box<[Shard<T>]>,
+    shards: Box<[Mutex<T>]>,
 }
-
-/// One shard, alone in its cache lines: neighbouring shards would otherwise share a line, and
-/// each lock taken by one core would pull it away from the other.
-#[repr(align(128))]
-#[derive(Debug, Default)]
-struct Shard<T>(Mutex<T>);
 
 impl<T: Default> Sharded<T> {
     /// One default shard per available core.
     pub fn new() -> Sharded<T> {
         Sharded {
-            shards: (0..cores()).map(|_| Shard::default()).collect(),
+            shards: (0..cores()).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -46,63 +40,22 @@ impl<T> Sharded<T> {
 
     /// The calling thread's shard, locked.
     pub fn local(&self) -> MutexGuard<'_, T> {
-        lock(&self.shards[self.home()].0)
+        lock(&self.shards[self.home()])
     }
 
     /// The other shards, locked one at a time, starting after the calling thread's.
     pub fn others(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
         let home = self.home();
-        (1..self.shards.len()).map(move |offset| lock(&self.shards[(home + offset) % self.len()].0))
+        (1..self.shards.len()).map(move |offset| lock(&self.shards[(home + offset) % self.len()]))
     }
 
     /// Every shard, locked one at a time.
     pub fn all(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
-        self.shards.iter().map(|shard| lock(&shard.0))
+        self.shards.iter().map(lock)
     }
 
     fn home(&self) -> usize {
         thread_slot() % self.shards.len()
-    }
-}
-
-/// A count kept in one cell per core: counting touches only the calling thread's cell, so a
-/// count taken on every request moves no cache line between cores.
-#[derive(Debug)]
-pub struct Counter {
-    cells: Box<[Cell]>,
-}
-
-#[repr(align(128))]
-#[derive(Debug, Default)]
-struct Cell(AtomicU64);
-
-impl Counter {
-    /// A counter at zero.
-    pub fn new() -> Counter {
-        Counter {
-            cells: (0..cores()).map(|_| Cell::default()).collect(),
-        }
-    }
-
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.cells[thread_slot() % self.cells.len()]
-            .0
-            .fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The count: every cell's, summed.
-    pub fn get(&self) -> u64 {
-        self.cells
-            .iter()
-            .map(|cell| cell.0.load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
-    }
-}
-
-impl Default for Counter {
-    fn default() -> Self {
-        Counter::new()
     }
 }
 
@@ -141,27 +94,5 @@ mod tests {
         *counts.local() += 1;
         assert_eq!(counts.others().count(), counts.len() - 1);
         assert_eq!(counts.all().map(|n| *n).sum::<u64>(), 4001);
-    }
-
-    #[test]
-    fn a_counter_sums_what_every_thread_added() {
-        let counter = Counter::new();
-        std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    for _ in 0..1000 {
-                        counter.add(1);
-                    }
-                });
-            }
-        });
-        counter.add(5);
-        assert_eq!(counter.get(), 4005);
-    }
-
-    #[test]
-    fn shards_and_cells_do_not_share_cache_lines() {
-        assert!(std::mem::align_of::<Shard<u64>>() >= 128);
-        assert!(std::mem::align_of::<Cell>() >= 128);
     }
 }

@@ -5,6 +5,7 @@ use crate::respond::{full, ProxyBody};
 use crate::sidecar::Sidecar;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use vigil_host::{FaultKind, HeaderFields, Mode, OnError};
 
@@ -81,9 +82,9 @@ fn guards(sidecar: &Sidecar) -> serde_json::Value {
                     },
                     "responses": g.needs().responses.to_string(),
                 },
-                "requests": stats.requests.get(),
-                "responses": stats.responses.get(),
-                "denials": stats.denials.get(),
+                "requests": stats.requests.load(Ordering::Relaxed),
+                "responses": stats.responses.load(Ordering::Relaxed),
+                "denials": stats.denials.load(Ordering::Relaxed),
                 "faults": {
                     "deadline": stats.faults(FaultKind::Deadline),
                     "limit": stats.faults(FaultKind::Limit),

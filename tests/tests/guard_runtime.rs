@@ -1,6 +1,7 @@
 //! The guard runtime against real compiled guards: verdicts, routes, chains, monitor mode,
 //! on-response, hostile guards, load-time rejects and state through the `state` imports.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use vigil_host::{
     Chain, FaultKind, GuardResult, HeaderFields, LoadError, Mode, Needs, OnError, Pattern,
@@ -227,8 +228,8 @@ fn guards_get_only_what_they_declare_they_use() {
         [("blind", "headers", "0"), ("observer", "response", "200 /")],
         "blind got no headers and no on-response call"
     );
-    assert_eq!(blind.stats().responses.get(), 0);
-    assert_eq!(observer.stats().responses.get(), 1);
+    assert_eq!(blind.stats().responses.load(Ordering::Relaxed), 0);
+    assert_eq!(observer.stats().responses.load(Ordering::Relaxed), 1);
     assert_eq!(
         rate_limit.header_fields(),
         &HeaderFields::None,
@@ -377,7 +378,7 @@ fn a_warm_instance_serves_threads_in_turn_without_new_instances() {
         .unwrap();
     }
     assert_eq!(
-        guard.stats().instances_created.get(),
+        guard.stats().instances_created.load(Ordering::Relaxed),
         1,
         "the instance made at load moved from thread to thread"
     );
@@ -668,7 +669,9 @@ fn huge_output_is_capped_and_harmless() {
     let stats = c.guards()[0].stats();
     let budget = rt.config().default_limits.output_bytes_per_call as u64;
     let printed = 2 * 128 * 1024 + 100 * 1023;
-    let dropped = stats.output_dropped_bytes.get();
+    let dropped = stats
+        .output_dropped_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         dropped >= printed - budget,
         "dropped {dropped} of {printed}"
@@ -894,8 +897,13 @@ fn concurrent_evaluation_from_many_threads() {
         }
     });
     let stats = c.guards()[0].stats();
-    assert_eq!(stats.requests.get(), 1600);
-    let created = stats.instances_created.get();
+    assert_eq!(
+        stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+        1600
+    );
+    let created = stats
+        .instances_created
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         created <= 16,
         "warm instances are reused, {created} created"

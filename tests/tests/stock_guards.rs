@@ -3,6 +3,7 @@
 //! the same volume of ordinary traffic is not, monitor mode only records, and bad
 //! configurations are refused naming the field.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use vigil_host::clock::{Clock, ManualClock};
@@ -554,7 +555,7 @@ fn enumeration_refuses_walking_and_guessing_ids() {
     assert_eq!(b.finding_kinds(), ["enumeration"]);
     let guard = &b.chain.guards()[0];
     assert_eq!(guard.needs().responses.to_string(), "404");
-    let observed = || guard.stats().responses.get();
+    let observed = || guard.stats().responses.load(Ordering::Relaxed);
     assert_eq!(observed(), 0, "on-response is called for 404s only");
 
     // Mostly 404s: refused once ten requests were judged.
