@@ -301,16 +301,17 @@ fn state(c: &mut Criterion) {
         .unwrap()
         .as_millis() as u64;
     let full = &keys[..1_000];
+    let event = EventRecord {
+        at_ms: now_ms,
+        method: "GET",
+        route: "/items/{id}",
+        status: 200,
+        public: true,
+        authenticated: false,
+    };
+    let depth = RuntimeConfig::default().state.history_depth;
     for key in full {
-        for _ in 0..RuntimeConfig::default().state.history_depth {
-            let event = EventRecord {
-                at_ms: now_ms,
-                method: "GET",
-                route: "/items/{id}",
-                status: 200,
-                public: true,
-                authenticated: false,
-            };
+        for _ in 0..depth {
             state.record(key, &event);
         }
     }

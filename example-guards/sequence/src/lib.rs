@@ -291,7 +291,7 @@ impl Guard for Sequence {
                             target.text(),
                             window.text()
                         );
-                        return deny(429, "id-enumeration", reason, client, Some(*window.get()));
+                        return deny(429, "id-enumeration", reason, client, Some(span));
                     }
                 }
             }
