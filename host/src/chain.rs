@@ -3,13 +3,13 @@
 //! fault follows the guard's `on_error` policy.
 
 use crate::bindings::vigil::guard::types::{Deny, Header, Request, Response, Verdict};
-use crate::guard::{timed, Fault, Guard, Mode, OnError};
+use crate::guard::{Fault, Guard, Mode, OnError};
 use crate::needs::HeaderFields;
 use crate::packed::RequestPacker;
 use crate::state::EventRecord;
 use crate::Runtime;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// An ordered set of loaded guards.
 #[derive(Clone, Default, Debug)]
@@ -140,7 +140,9 @@ impl Chain {
             }
             req.body = body_for(guard, &body);
             let lent = headers.lend(req, guard);
-            let (verdict, elapsed) = timed(|| guard.on_request(req, &packer));
+            let started = Instant::now();
+            let verdict = guard.on_request(req, &packer, started);
+            let elapsed = started.elapsed();
             headers.take_back(req, lent);
             let mode = guard.spec().mode;
             let (result, wanted_denial) = match verdict {

@@ -395,14 +395,16 @@ impl Guard {
         self.identity.name.clone()
     }
 
-    /// Calls `on-request`; a packed-world guard gets the request from `packer`.
+    /// Calls `on-request`, which the caller started timing at `started`; a packed-world guard
+    /// gets the request from `packer`.
     pub(crate) fn on_request(
         &self,
         req: &types::Request,
         packer: &RequestPacker,
+        started: Instant,
     ) -> Result<types::Verdict, Fault> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let verdict = self.call(&req.client.key, |exports, store| {
+        let verdict = self.call(&req.client.key, started, |exports, store| {
             exports.call_on_request(store, req, packer)
         })?;
         if matches!(verdict, types::Verdict::Deny(_)) {
@@ -418,34 +420,41 @@ impl Guard {
         resp: &types::Response,
     ) -> Result<(), Fault> {
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
-        self.call(&req.client.key, |exports, store| {
+        self.call(&req.client.key, Instant::now(), |exports, store| {
             exports.call_on_response(store, req, resp)
         })
     }
 
-    /// Runs one export on a warm instance (or a fresh one), under the deadline. A faulted
-    /// instance is discarded so the next call starts clean.
+    /// Runs one export on a warm instance (or a fresh one), under the deadline, counted from
+    /// `started` (from the end of instantiation for a fresh instance). A faulted instance is
+    /// discarded so the next call starts clean.
     fn call<R>(
         &self,
         client_key: &str,
+        started: Instant,
         f: impl FnOnce(&Exports, &mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, Fault> {
         let warm = self.warm.take();
-        let mut instance = match warm {
-            Some(instance) => instance,
-            None => self.instantiate().map_err(|e| {
-                let fault = match e {
-                    InstantiateError::Fault(fault) => fault,
-                    InstantiateError::Init(message) => Fault {
-                        kind: FaultKind::Instantiate,
-                        detail: format!("init failed on a fresh instance: {message}"),
-                    },
-                };
-                self.count_fault(&fault);
-                fault
-            })?,
+        let (mut instance, started) = match warm {
+            Some(instance) => (instance, started),
+            None => self
+                .instantiate()
+                .map(|fresh| (fresh, Instant::now()))
+                .map_err(|e| {
+                    let fault = match e {
+                        InstantiateError::Fault(fault) => fault,
+                        InstantiateError::Init(message) => Fault {
+                            kind: FaultKind::Instantiate,
+                            detail: format!("init failed on a fresh instance: {message}"),
+                        },
+                    };
+                    self.count_fault(&fault);
+                    fault
+                })?,
         };
-        let running = self.running.enter(self.identity.limits.deadline);
+        let running = self
+            .running
+            .enter_at(started, self.identity.limits.deadline);
         instance
             .store
             .data_mut()
@@ -609,13 +618,6 @@ fn content_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// Time a closure, for per-guard outcome figures.
-pub(crate) fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
-    let start = Instant::now();
-    let r = f();
-    (r, start.elapsed())
 }
 
 impl std::fmt::Debug for Guard {

@@ -105,7 +105,12 @@ impl Running {
     /// Marks a call with this deadline as in progress until the returned value is dropped,
     /// waking the watchdog if it sleeps.
     pub(crate) fn enter(&self, deadline: Duration) -> RunningCall<'_> {
-        let started = Instant::now();
+        self.enter_at(Instant::now(), deadline)
+    }
+
+    /// [`enter`](Self::enter) for a call that started at `started`: a caller that has just
+    /// read the clock spares a second read.
+    pub(crate) fn enter_at(&self, started: Instant, deadline: Duration) -> RunningCall<'_> {
         let end = self
             .nanos_at(started)
             .saturating_add(nanos(deadline))
