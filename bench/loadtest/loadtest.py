@@ -228,6 +228,9 @@ class Target:
     command: list
     log_path: Path
     admin_port: int = 0
+    # Run to completion before `command`: Vigil's `check` compiles the guards into the cache,
+    # so that the target's peak RSS is its serving, not a one-time compilation.
+    prepare: list = None
     process: subprocess.Popen = None
     samples: dict = field(default_factory=lambda: {"saturation": [], "latency": []})
     idle: dict = None
@@ -239,6 +242,13 @@ class Target:
                 raise SystemExit(
                     f"loadtest: port {port} ({self.label}) is already in use by another process; "
                     f"stop it (`ss -ltnp 'sport = :{port}'` shows which) and run again"
+                )
+        if self.prepare:
+            done = subprocess.run(self.prepare, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(
+                    f"loadtest: {self.label}: `{' '.join(self.prepare)}` failed "
+                    f"(exit {done.returncode}): {(done.stdout + done.stderr).strip()[-2000:]}"
                 )
         log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
@@ -323,7 +333,8 @@ class Lab:
         conf = self.run_dir / f"{name}.toml"
         conf.write_text(text)
         target = Target(name, label, port, [str(self.vigil), "run", "--config", str(conf)],
-                        self.run_dir / f"{name}.log", admin_port=admin_port)
+                        self.run_dir / f"{name}.log", admin_port=admin_port,
+                        prepare=[str(self.vigil), "check", "--config", str(conf)])
         return self._add(target)
 
     def floor_target(self, binary, workers=CORES):
@@ -627,19 +638,31 @@ def compare_builds(args, lab):
     return rows
 
 
+def guard_chains(guard_counts, guards_dir):
+    """The chains the guard scaling measures: (row key, target name, label, guards file). Beside
+    the three stock guards, three that do nothing, which tell what the calls cost by themselves,
+    when the guards directory has them (the test guards are built beside the stock ones)."""
+    chains = [(n, f"vigil-{n}-guards", f"{n} guards", f"guards-{n}.toml" if n else None)
+              for n in guard_counts]
+    if 3 in guard_counts:
+        if (guards_dir / "noop.wasm").is_file():
+            chains.append((NOOP_GUARDS, "vigil-3-noop-guards", NOOP_GUARDS, "guards-3-noop.toml"))
+        else:
+            log(f"no noop.wasm in {guards_dir}: the guard scaling runs without the guards that do nothing")
+    return chains
+
+
 def scale_guards(args, lab):
     load = Load(args.threads, args.connections, args.duration)
-    targets = [
-        lab.vigil_target(f"vigil-{n}-guards", f"{n} guards", f"guards-{n}.toml" if n else None)
-        for n in args.guard_counts
-    ]
+    chains = guard_chains(args.guard_counts, lab.guards_dir)
+    targets = [lab.vigil_target(name, label, file) for _, name, label, file in chains]
     for target in targets:
         target.start()
     warm_up(targets, load, args.clients)
     for target, sample in in_rounds(targets, args.rounds, lambda t: wrk(t, load, args.clients), "guards"):
         target.samples["saturation"].append(sample)
     rows = []
-    for n, target in zip(args.guard_counts, targets):
+    for (n, *_), target in zip(chains, targets):
         rows.append({"guards": n, **saturation_row(target)})
         target.stop()
     lab.targets.clear()
@@ -647,6 +670,9 @@ def scale_guards(args, lab):
     for row in rows:
         row["cpu_vs_0_guards"] = row["cpu_s_per_10k"] / base["cpu_s_per_10k"]
     return rows
+
+
+NOOP_GUARDS = "3 that do nothing"
 
 
 def scale_clients(args, lab):

@@ -18,6 +18,13 @@ from pathlib import Path
 import loadtest
 
 
+def free_port():
+    """A port nothing listens on."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]
+
+
 class TargetStart(unittest.TestCase):
     def test_a_port_already_in_use_is_refused_before_measuring(self):
         with socket.socket() as busy, tempfile.TemporaryDirectory() as run_dir:
@@ -32,13 +39,23 @@ class TargetStart(unittest.TestCase):
             self.assertIn(f"port {port} (probe target) is already in use", str(refused.exception))
             self.assertIsNone(target.process, "nothing was started")
 
-    def test_a_target_that_exits_at_once_is_reported(self):
-        with socket.socket() as free, tempfile.TemporaryDirectory() as run_dir:
-            free.bind(("127.0.0.1", 0))
-            port = free.getsockname()[1]
-            free.close()
+    def test_a_failing_preparation_is_reported_with_its_output(self):
+        with tempfile.TemporaryDirectory() as run_dir:
             target = loadtest.Target(
-                "broken", "broken target", port, ["false"], Path(run_dir) / "broken.log"
+                "probe", "probe target", free_port(), ["sleep", "30"], Path(run_dir) / "probe.log",
+                prepare=["sh", "-c", "echo 'guard rate-limit: no such file' >&2; exit 3"],
+            )
+            with self.assertRaises(SystemExit) as refused:
+                target.start()
+        self.assertIn("probe target", str(refused.exception))
+        self.assertIn("exit 3", str(refused.exception))
+        self.assertIn("no such file", str(refused.exception))
+        self.assertIsNone(target.process, "the target itself is not started")
+
+    def test_a_target_that_exits_at_once_is_reported(self):
+        with tempfile.TemporaryDirectory() as run_dir:
+            target = loadtest.Target(
+                "broken", "broken target", free_port(), ["false"], Path(run_dir) / "broken.log"
             )
             with self.assertRaises(SystemExit) as refused:
                 target.start()
@@ -110,6 +127,22 @@ class Arguments(unittest.TestCase):
         loadtest.idle_cost([target], 0)
         self.assertIsNone(target.idle, "no phase measured")
         self.assertEqual(loadtest.idle_table([{"label": "x"}], {"idle": 0}), [])
+
+
+class GuardChains(unittest.TestCase):
+    def test_guards_that_do_nothing_join_the_three_stock_guards_when_built(self):
+        with tempfile.TemporaryDirectory() as guards:
+            guards = Path(guards)
+            (guards / "noop.wasm").write_bytes(b"")
+            keys = [key for key, *_ in loadtest.guard_chains([0, 1, 3, 8], guards)]
+            self.assertEqual(keys, [0, 1, 3, 8, loadtest.NOOP_GUARDS])
+            self.assertEqual([key for key, *_ in loadtest.guard_chains([0, 1], guards)], [0, 1])
+
+    def test_without_the_guards_that_do_nothing_the_run_goes_on_and_says_so(self):
+        with tempfile.TemporaryDirectory() as guards, contextlib.redirect_stderr(io.StringIO()) as err:
+            chains = loadtest.guard_chains([0, 3], Path(guards))
+        self.assertEqual([key for key, *_ in chains], [0, 3])
+        self.assertIn("no noop.wasm in", err.getvalue())
 
 
 class Overload(unittest.TestCase):
