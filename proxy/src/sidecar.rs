@@ -271,15 +271,11 @@ pub type SharedSidecar = Arc<Sidecar>;
 /// Appends `value` in lower-case hex, at least 8 digits (as `{:08x}` would).
 fn push_hex(out: &mut String, value: u64) {
     let digits = (64 - value.leading_zeros() as usize).div_ceil(4).max(8);
-    // Written into bytes, then appended at once: a `push` per digit costs more than the digit.
-    let mut hex = [0u8; 16];
-    for (place, shift) in hex[..digits]
-        .iter_mut()
-        .zip((0..digits).rev().map(|digit| digit * 4))
-    {
-        *place = b"0123456789abcdef"[(value >> shift) as usize & 0xf];
+    for shift in (0..digits).rev().map(|digit| digit * 4) {
+        out.push(char::from(
+            b"0123456789abcdef"[(value >> shift) as usize & 0xf],
+        ));
     }
-    out.push_str(std::str::from_utf8(&hex[..digits]).expect("hex digits are ASCII"));
 }
 
 #[cfg(test)]
