@@ -629,3 +629,69 @@ impl std::fmt::Debug for Guard {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::vigil::guard::types::{Client, Header, Request};
+    use crate::RuntimeConfig;
+
+    /// A call that had to wait for a fresh instance gets its whole deadline from the end of
+    /// instantiation, not from when the chain started timing it: a slow start-up must not
+    /// leave the first call overdue before it runs.
+    #[test]
+    fn a_fresh_instance_gets_its_whole_deadline() {
+        let deadline = Duration::from_millis(400);
+        let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime starts");
+        let mut spec = GuardSpec::new(
+            "hostile",
+            GuardSource::File(vigil_guard_artifacts::path("hostile").into()),
+        );
+        spec.limits = Some(SandboxLimits {
+            deadline,
+            ..SandboxLimits::default()
+        });
+        let guard = runtime.load_guard(spec).expect("hostile loads");
+        // A guard with a short deadline keeps the watchdog looking every 50 ms, so an end
+        // already passed would be seen within 50 ms.
+        let mut brisk = GuardSpec::new(
+            "brisk",
+            GuardSource::File(vigil_guard_artifacts::path("allow-all").into()),
+        );
+        brisk.limits = Some(SandboxLimits {
+            deadline: Duration::from_millis(50),
+            ..SandboxLimits::default()
+        });
+        let _brisk = runtime.load_guard(brisk).expect("allow-all loads");
+        while guard.warm.take().is_some() {}
+        // The watchdog counts ends from its own start; the stale start below must come after it.
+        std::thread::sleep(Duration::from_millis(700));
+        let looping = Request {
+            method: "GET".into(),
+            path: "/".into(),
+            route: None,
+            query: None,
+            headers: vec![Header {
+                name: "x-attack".into(),
+                value: b"loop".to_vec(),
+            }],
+            client: Client {
+                key: "c".into(),
+                ip: "203.0.113.7".into(),
+                public: true,
+                authenticated: false,
+            },
+            received_ms: 0,
+            body: None,
+        };
+        let long_ago = Instant::now() - Duration::from_millis(500);
+        let called = Instant::now();
+        let fault = guard
+            .on_request(&looping, &RequestPacker::default(), long_ago)
+            .expect_err("the loop is interrupted");
+        let ran = called.elapsed();
+        assert_eq!(fault.kind, FaultKind::Deadline, "{fault:?}");
+        assert!(ran >= deadline / 2, "interrupted after {ran:?}");
+        assert_eq!(guard.stats().instances_created.load(Ordering::Relaxed), 2);
+    }
+}
