@@ -638,6 +638,9 @@ def compare_builds(args, lab):
     return rows
 
 
+NOOP_GUARDS = "3 that do nothing"
+
+
 def guard_chains(guard_counts, guards_dir):
     """The chains the guard scaling measures: (row key, target name, label, guards file). Beside
     the three stock guards, three that do nothing, which tell what the calls cost by themselves,
@@ -670,9 +673,6 @@ def scale_guards(args, lab):
     for row in rows:
         row["cpu_vs_0_guards"] = row["cpu_s_per_10k"] / base["cpu_s_per_10k"]
     return rows
-
-
-NOOP_GUARDS = "3 that do nothing"
 
 
 def scale_clients(args, lab):
