@@ -198,7 +198,7 @@ impl Chain {
 
     /// Records the request in its client's history, then shows the response to every guard
     /// that saw the request and observes responses with its status, each with the body prefix
-    /// and headers it saw in `evaluate`.
+    /// and headers it saw in `evaluate`. A chain without guards keeps no history.
     pub fn observe(
         &self,
         runtime: &Runtime,
@@ -206,6 +206,11 @@ impl Chain {
         resp: &Response,
         decision: &Decision,
     ) {
+        // Histories are read only by guards: a sidecar run for its inventory alone should not
+        // spend a table insert per request, nor memory per client, on them.
+        if self.guards.is_empty() {
+            return;
+        }
         runtime.state().record(
             &req.client.key,
             &EventRecord {

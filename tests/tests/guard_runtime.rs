@@ -806,6 +806,25 @@ fn guards_query_state_through_imports() {
 }
 
 #[test]
+fn only_a_chain_with_guards_keeps_histories() {
+    let rt = runtime();
+    let observe_one = |c: &Chain, client: &str| {
+        let mut req = request("GET", "/a", client, &[]);
+        let d = c.evaluate(&mut req);
+        c.observe(&rt, &mut req, &response(200), &d);
+    };
+    let empty = chain(vec![]);
+    for client in ["alice", "bob", "carol"] {
+        observe_one(&empty, client);
+    }
+    assert_eq!(rt.state().sizes().clients, 0, "no guard reads a history");
+
+    let guarded = chain(vec![load(&rt, spec("allow", "allow-all", ""))]);
+    observe_one(&guarded, "alice");
+    assert_eq!(rt.state().sizes().clients, 1);
+}
+
+#[test]
 fn two_guards_keys_do_not_collide() {
     let rt = runtime();
     let config = r#"{"max_requests": 1000, "max_paths": 1000, "report_header": true}"#;

@@ -603,13 +603,11 @@ async fn guards_that_ask_get_a_body_prefix_and_the_body_still_streams_whole() {
     assert!(echoed == body, "{} bytes came back", echoed.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_section_bounds_the_client_table() {
-    let config = format!(
-        "{BASE}[identity]\nkey = \"header:x-api-key\"\n[state]\nmax_clients = 64\nhistory_depth = 4\n"
-    );
-    let (_up, proxy) = start_with_upstream("state-bounds", &config).await;
-    for client in 0..300 {
+/// Sends `clients` requests, each from its own `x-api-key`; returns how many clients the state
+/// tables then hold.
+async fn clients_tracked_after(name: &str, config: &str, clients: usize) -> u64 {
+    let (_up, proxy) = start_with_upstream(name, config).await;
+    for client in 0..clients {
         let key = format!("client-{client}");
         let (status, _, _) = send(
             proxy.addr,
@@ -621,11 +619,27 @@ async fn state_section_bounds_the_client_table() {
         .await;
         assert_eq!(status, StatusCode::OK);
     }
-    let tracked = metric(&proxy, "vigil_state_entries{table=\"clients\"}").await;
+    metric(&proxy, "vigil_state_entries{table=\"clients\"}").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_section_bounds_the_client_table() {
+    let config = format!(
+        "{BASE}[identity]\nkey = \"header:x-api-key\"\n[state]\nmax_clients = 64\nhistory_depth = 4\n{}",
+        guard_table("allow", guards::ALLOW_ALL, "")
+    );
+    let tracked = clients_tracked_after("state-bounds", &config, 300).await;
     assert!(
         (1..=64).contains(&tracked),
         "300 clients seen, max_clients = 64: {tracked} tracked"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_guards_no_client_history_is_kept() {
+    let config = format!("{BASE}[identity]\nkey = \"header:x-api-key\"\n");
+    let tracked = clients_tracked_after("no-history", &config, 20).await;
+    assert_eq!(tracked, 0, "no guard reads a history");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
