@@ -17,6 +17,7 @@
 //! - `needs`: what a guard declares it uses (headers, responses), and which header fields it gets.
 //! - `sandbox`: an instance's store data, limits, and the `state` imports.
 //! - `output`: captured stdout/stderr/log under a per-call byte budget.
+//! - `nonblocking_io`: `wasi:io` streams and polls that trap rather than wait.
 //! - `shards`: values split per core, so hot paths do not share locks or cache lines.
 //! - `state`: the bounded, per-guard-namespaced state tables.
 //! - `watchdog`: interrupts calls past their deadline; wakes only when one may be due.
@@ -34,6 +35,7 @@ pub mod clock;
 mod findings;
 mod guard;
 mod needs;
+mod nonblocking_io;
 mod output;
 mod packed;
 mod runtime;

@@ -6,6 +6,7 @@
 use crate::bindings;
 use crate::clock::{SharedClock, SystemClock};
 use crate::findings::{Finding, FindingSink};
+use crate::nonblocking_io;
 use crate::sandbox::{GuestState, HostServices, SandboxLimits};
 use crate::state::{StateLimits, StateStore};
 use crate::watchdog::{Running, Watchdog};
@@ -153,6 +154,10 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("cannot link WASI into the guard linker: {e}"))?;
         forbid_waiting(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot restrict the guard clocks: {e}"))?;
+        // The sync WASI streams enter a tokio runtime to wait, which panics on the sidecar's
+        // workers: guards get streams that never wait instead.
+        nonblocking_io::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link non-blocking WASI streams: {e}"))?;
         bindings::Guard::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("cannot link the state interface: {e}"))?;
         let services = Arc::new(HostServices {

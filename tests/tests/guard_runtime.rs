@@ -679,6 +679,45 @@ fn huge_output_is_capped_and_harmless() {
     assert!(c.evaluate(&mut request("GET", "/", "b", &[])).allowed());
 }
 
+/// The sidecar calls guards from inside its workers' tokio runtimes, where anything that
+/// entered a runtime to wait (wasmtime-wasi's sync streams did, even to drop one) panicked.
+#[test]
+fn a_guard_printing_inside_a_tokio_runtime_is_capped_not_a_panic() {
+    let rt = runtime();
+    let mut s = with_policy(spec("hostile", "hostile", ""), Mode::Enforce, OnError::Deny);
+    s.limits = Some(SandboxLimits {
+        deadline: Duration::from_secs(5),
+        ..SandboxLimits::default()
+    });
+    let c = chain(vec![load(&rt, s)]);
+    let budget = rt.config().default_limits.output_bytes_per_call as u64;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let d = c.evaluate(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
+            // on_error = deny: had printing faulted, the request would have been refused.
+            assert!(d.allowed(), "{:?}", d.outcomes);
+            assert_eq!(d.outcomes[0].result, GuardResult::Allowed);
+            let printed = 2 * 128 * 1024 + 100 * 1023;
+            let dropped = c.guards()[0]
+                .stats()
+                .output_dropped_bytes
+                .load(Ordering::Relaxed);
+            assert!(
+                dropped >= printed - budget,
+                "dropped {dropped} of {printed}"
+            );
+            // A fault is still a fault under on_error, and the next call runs normally.
+            let fault = attack(&c, "panic");
+            assert_eq!(fault.kind, FaultKind::Trap, "{fault:?}");
+            let d = c.evaluate(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
+            assert!(d.allowed(), "{:?}", d.outcomes);
+        });
+    assert_eq!(c.guards()[0].stats().faults(FaultKind::Trap), 1);
+}
+
 #[test]
 fn load_rejects_bad_modules_with_clear_errors() {
     let rt = runtime();

@@ -736,3 +736,38 @@ async fn a_reload_names_the_sections_that_wait_for_a_restart() {
         "the guards were still swapped"
     );
 }
+
+/// Guards run on the workers' event loops, where wasmtime-wasi's sync streams panicked trying
+/// to enter a runtime to print: the client got no response at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_that_prints_a_lot_still_lets_the_request_through() {
+    // on_error = deny: had printing faulted the guard, the request would be refused with 503.
+    let config = format!(
+        "{BASE}{}",
+        guard_table(
+            "hostile",
+            guards::HOSTILE,
+            "on_error = \"deny\"\ndeadline = \"5s\""
+        )
+    );
+    let (up, proxy) = start_with_upstream("chatty-guard", &config).await;
+    let chatty = [("x-attack", "chatty")];
+    let (status, _, body) = send(proxy.addr, "GET", "/noisy", &chatty, vec![]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = send(proxy.addr, "GET", "/quiet", &[], vec![]).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the next request is served normally"
+    );
+    assert_eq!(up.count(), 2);
+    assert_eq!(
+        metric(
+            &proxy,
+            "vigil_guard_results_total{guard=\"hostile\",result=\"allow\"}"
+        )
+        .await,
+        2
+    );
+    proxy.shutdown().await;
+}
