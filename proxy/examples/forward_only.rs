@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use vigil::balance::{seats, Connection, Seat};
-use vigil::config::{Upstream, DEFAULT_MAX_CONNECTIONS};
+use vigil::config::{Upstream, DEFAULT_MAX_CONNECTIONS, DEFAULT_UPSTREAM_CONNECTIONS};
 use vigil::respond::{ProxyBody, ProxyError};
 use vigil::upstream::UpstreamClient;
 
@@ -47,6 +47,8 @@ fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         rewrite_host: false,
+        max_connections: DEFAULT_UPSTREAM_CONNECTIONS,
+        queue_timeout: Duration::from_secs(5),
     };
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -61,7 +63,7 @@ fn main() -> anyhow::Result<()> {
             // Named as Vigil's workers are, for the load test's per-worker CPU.
             Ok(std::thread::Builder::new()
                 .name(format!("vigil-worker-{index}"))
-                .spawn(move || serve(listener, seat, &limit, &upstream))?)
+                .spawn(move || serve(listener, workers, seat, &limit, &upstream))?)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     for thread in threads {
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
 /// size limits), but hands each request straight to the upstream client.
 fn serve(
     listener: std::net::TcpListener,
+    workers: usize,
     mut seat: Seat,
     limit: &Arc<Semaphore>,
     upstream: &Upstream,
@@ -83,7 +86,7 @@ fn serve(
         .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let client = Arc::new(UpstreamClient::new(upstream));
+        let client = Arc::new(UpstreamClient::new(upstream, workers));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

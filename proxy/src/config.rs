@@ -3,6 +3,7 @@
 
 use crate::client::{ClientPolicy, IdentityKey};
 use crate::inventory::InventoryLimits;
+use crate::normalize::{EscapedSlashes, PathParameters, PathPolicy};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ pub struct Config {
     pub listen: Listen,
     /// The service behind Vigil.
     pub upstream: Upstream,
+    /// How request paths are normalised before routing and forwarding.
+    pub path: PathPolicy,
     /// How clients are identified.
     pub client: ClientPolicy,
     /// API description: spec, explicit routes, internal-only routes.
@@ -94,8 +97,16 @@ pub struct Reporting {
 pub struct Listen {
     /// Address to accept clients on.
     pub address: SocketAddr,
-    /// Time a client has to send the request head.
+    /// Time a client has to send a request head once it started one, and to start its first
+    /// request once connected.
     pub header_read_timeout: Duration,
+    /// Time a connection may stay open with no request in flight between requests (HTTP/1.1
+    /// keep-alive, an HTTP/2 connection with no open stream).
+    pub idle_timeout: Duration,
+    /// Streams an HTTP/2 client may have open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Protocols a client may upgrade to (`Upgrade`), lower-case; `h2c` never.
+    pub upgrades: Vec<String>,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
     /// Most header fields in a request.
@@ -104,6 +115,8 @@ pub struct Listen {
     pub max_body_bytes: u64,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one client address; 0: no limit.
+    pub max_connections_per_ip: usize,
     /// Threads serving clients, each with its own event loop and upstream connections.
     pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
@@ -121,6 +134,11 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Replace `Host` with the upstream's authority instead of keeping the client's.
     pub rewrite_host: bool,
+    /// Connections to the upstream open at once, over all workers.
+    pub max_connections: usize,
+    /// How long a request waits for an upstream connection when all are busy before it is
+    /// answered 503.
+    pub queue_timeout: Duration,
 }
 
 /// API description.
@@ -168,6 +186,8 @@ struct RawConfig {
     #[serde(default)]
     listen: RawListen,
     upstream: RawUpstream,
+    #[serde(default)]
+    path: RawPath,
     #[serde(default)]
     identity: RawIdentity,
     #[serde(default)]
@@ -280,10 +300,14 @@ impl Default for RawReport {
 struct RawListen {
     address: String,
     header_read_timeout: String,
+    idle_timeout: String,
+    max_streams_per_connection: u32,
+    upgrades: Vec<String>,
     max_header_bytes: usize,
     max_headers: usize,
     max_body_bytes: u64,
     max_connections: usize,
+    max_connections_per_ip: usize,
     workers: Option<usize>,
     shutdown_grace: String,
 }
@@ -300,10 +324,14 @@ impl Default for RawListen {
         RawListen {
             address: "0.0.0.0:8080".into(),
             header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            max_streams_per_connection: 100,
+            upgrades: vec!["websocket".into()],
             max_header_bytes: 16 * 1024,
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: 16 << 20,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: 0,
             workers: None,
             shutdown_grace: "30s".into(),
         }
@@ -320,6 +348,40 @@ struct RawUpstream {
     connect_timeout: String,
     #[serde(default)]
     rewrite_host: bool,
+    #[serde(default = "default_upstream_connections")]
+    max_connections: usize,
+    #[serde(default = "default_queue_timeout")]
+    queue_timeout: String,
+}
+
+/// The default `upstream.max_connections`: well under the 1,024 descriptors a process gets by
+/// default, with room left for clients.
+pub const DEFAULT_UPSTREAM_CONNECTIONS: usize = 512;
+
+fn default_upstream_connections() -> usize {
+    DEFAULT_UPSTREAM_CONNECTIONS
+}
+
+fn default_queue_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPath {
+    merge_slashes: bool,
+    escaped_slashes: String,
+    parameters: String,
+}
+
+impl Default for RawPath {
+    fn default() -> Self {
+        RawPath {
+            merge_slashes: true,
+            escaped_slashes: "reject".into(),
+            parameters: "reject".into(),
+        }
+    }
 }
 
 fn default_upstream_timeout() -> String {
@@ -490,10 +552,18 @@ fn build(
             "listen.header_read_timeout",
             &raw.listen.header_read_timeout,
         )?,
+        idle_timeout: duration("listen.idle_timeout", &raw.listen.idle_timeout)?,
+        max_streams_per_connection: at_least(
+            "listen.max_streams_per_connection",
+            raw.listen.max_streams_per_connection,
+            1,
+        )?,
+        upgrades: upgrades(&raw.listen.upgrades)?,
         max_header_bytes: at_least("listen.max_header_bytes", raw.listen.max_header_bytes, 1024)?,
         max_headers: at_least("listen.max_headers", raw.listen.max_headers, 1)?,
         max_body_bytes: raw.listen.max_body_bytes,
         max_connections: at_least("listen.max_connections", raw.listen.max_connections, 1)?,
+        max_connections_per_ip: raw.listen.max_connections_per_ip,
         workers: workers(raw.listen.workers)?,
         shutdown_grace: duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
     };
@@ -513,7 +583,14 @@ fn build(
         timeout: duration("upstream.timeout", &raw.upstream.timeout)?,
         connect_timeout: duration("upstream.connect_timeout", &raw.upstream.connect_timeout)?,
         rewrite_host: raw.upstream.rewrite_host,
+        max_connections: at_least(
+            "upstream.max_connections",
+            raw.upstream.max_connections,
+            listen.workers,
+        )?,
+        queue_timeout: duration("upstream.queue_timeout", &raw.upstream.queue_timeout)?,
     };
+    let path = path_policy(&raw.path)?;
     let identity: IdentityKey = raw
         .identity
         .key
@@ -598,6 +675,7 @@ fn build(
         file: file.to_path_buf(),
         listen,
         upstream,
+        path,
         client,
         api,
         guards,
@@ -836,6 +914,61 @@ fn networks(key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
+/// `listen.upgrades`: protocol names as `Upgrade` carries them (RFC 9110 §7.8), lower-cased.
+fn upgrades(values: &[String]) -> Result<Vec<String>, String> {
+    values
+        .iter()
+        .map(|value| {
+            let name = value.trim().to_ascii_lowercase();
+            let is_token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !is_token {
+                return Err(format!(
+                    "listen.upgrades: {value:?} is not a protocol name without a version (such as \"websocket\")"
+                ));
+            }
+            if name == "h2c" || name == "http" {
+                return Err(format!(
+                    "listen.upgrades: {value:?} cannot be allowed: an HTTP/2 upgrade would carry \
+                     requests past the guards (clients may speak HTTP/2 directly instead)"
+                ));
+            }
+            Ok(name)
+        })
+        .collect()
+}
+
+/// `[path]`: how request paths are normalised.
+fn path_policy(raw: &RawPath) -> Result<PathPolicy, String> {
+    let escaped_slashes = match raw.escaped_slashes.as_str() {
+        "reject" => EscapedSlashes::Reject,
+        "keep" => EscapedSlashes::Keep,
+        "decode" => EscapedSlashes::Decode,
+        other => {
+            return Err(format!(
+                "path.escaped_slashes: expected \"reject\", \"keep\" or \"decode\", got {other:?}"
+            ))
+        }
+    };
+    let parameters = match raw.parameters.as_str() {
+        "reject" => PathParameters::Reject,
+        "keep" => PathParameters::Keep,
+        "strip" => PathParameters::Strip,
+        other => {
+            return Err(format!(
+                "path.parameters: expected \"reject\", \"keep\" or \"strip\", got {other:?}"
+            ))
+        }
+    };
+    Ok(PathPolicy {
+        merge_slashes: raw.merge_slashes,
+        escaped_slashes,
+        parameters,
+    })
+}
+
 fn patterns(key: &str, values: &[String]) -> Result<Vec<Pattern>, String> {
     values
         .iter()
@@ -882,6 +1015,37 @@ mod tests {
         );
         assert!(c.guards.is_empty());
         assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.listen.idle_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.listen.upgrades,
+            ["websocket"],
+            "only WebSocket upgrades by default"
+        );
+        assert_eq!(c.listen.max_connections_per_ip, 0);
+        assert_eq!(c.upstream.max_connections, DEFAULT_UPSTREAM_CONNECTIONS);
+        assert_eq!(c.upstream.queue_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.path,
+            PathPolicy {
+                merge_slashes: true,
+                escaped_slashes: EscapedSlashes::Reject,
+                parameters: PathParameters::Reject,
+            },
+            "the safe choices by default"
+        );
+        let lenient = parse(&format!(
+            "{MINIMAL}[path]\nmerge_slashes = false\nescaped_slashes = \"keep\"\nparameters = \"strip\"\n[listen]\nupgrades = [\"WebSocket\", \"x-custom\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            lenient.path,
+            PathPolicy {
+                merge_slashes: false,
+                escaped_slashes: EscapedSlashes::Keep,
+                parameters: PathParameters::Strip,
+            }
+        );
+        assert_eq!(lenient.listen.upgrades, ["websocket", "x-custom"]);
     }
 
     #[test]
@@ -941,6 +1105,16 @@ mod tests {
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nspool_max_reports = 1\n"), "report.spool_max_reports: must be at least 2"),
             (&format!("{MINIMAL}[inventory]\nmax_endpoints = 0\n"), "inventory.max_endpoints: must be at least 1"),
             (&format!("{MINIMAL}[listen]\nworkers = 0\n"), "listen.workers: must be at least 1, got 0"),
+            (&format!("{MINIMAL}[listen]\nupgrades = [\"h2c\"]\n"), "listen.upgrades: \"h2c\" cannot be allowed"),
+            (&format!("{MINIMAL}[listen]\nupgrades = [\"web socket\"]\n"), "listen.upgrades: \"web socket\" is not a protocol name"),
+            (&format!("{MINIMAL}[listen]\nupgrades = [\"HTTP/2.0\"]\n"), "listen.upgrades: \"HTTP/2.0\" is not a protocol name without a version"),
+            (&format!("{MINIMAL}[listen]\nidle_timeout = \"forever\"\n"), "listen.idle_timeout: expected a duration"),
+            (&format!("{MINIMAL}[listen]\nmax_streams_per_connection = 0\n"), "listen.max_streams_per_connection: must be at least 1"),
+            ("[upstream]\nurl = \"http://x:1\"\nmax_connections = 0\n", "upstream.max_connections: must be at least"),
+            ("[upstream]\nurl = \"http://x:1\"\nqueue_timeout = \"a while\"\n", "upstream.queue_timeout: expected a duration"),
+            (&format!("{MINIMAL}[path]\nescaped_slashes = \"allow\"\n"), "path.escaped_slashes: expected \"reject\", \"keep\" or \"decode\", got \"allow\""),
+            (&format!("{MINIMAL}[path]\nparameters = \"decode\"\n"), "path.parameters: expected \"reject\", \"keep\" or \"strip\", got \"decode\""),
+            (&format!("{MINIMAL}[path]\nmerge_slash = true\n"), "unknown field `merge_slash`"),
             (&format!("{MINIMAL}[listen]\nworkers = 100000\n"), "listen.workers: must be at most 256, got 100000"),
             (&format!("{MINIMAL}[state]\nmax_clients = 0\n"), "state.max_clients: must be at least 1, got 0"),
             (&format!("{MINIMAL}[state]\nmax_clients = 20000000\n"), "state.max_clients: must be at most 10000000, got 20000000"),

@@ -1,5 +1,6 @@
 //! HTTP hygiene a proxy owes on the way to the upstream: hop-by-hop fields, conflicting framing,
-//! forwarding headers, and a request body replayed after guards read its prefix.
+//! the request's `Host`, the upgrades allowed, forwarding headers, and a request body replayed
+//! after guards read its prefix.
 
 use crate::respond::ProxyError;
 use bytes::Bytes;
@@ -62,10 +63,126 @@ pub fn check_framing(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
     Ok(length)
 }
 
-/// Whether the request asks to switch protocols (WebSocket and the like).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+/// Whether a response's framing is ambiguous: both `Content-Length` and `Transfer-Encoding`
+/// (RFC 9112 §6.3 lets `Transfer-Encoding` win, but a peer that sent both may be desynchronised
+/// from its connection, which is then not to be reused).
+pub fn is_ambiguous_response(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Settles which host a request is for, as RFC 9112 §3.2 and RFC 9113 §8.3.1 say: an HTTP/1.1
+/// request has exactly one valid `Host`; a target in absolute form, or HTTP/2's `:authority`,
+/// names the host, and `Host` is set to it so that routing, guards and the upstream see the
+/// same. Anything else is a 400.
+pub fn settle_host(parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+    let mut fields = parts.headers.get_all(header::HOST).iter();
+    let host = fields.next();
+    if fields.next().is_some() {
+        return Err(ProxyError::BadRequest(
+            "the request has more than one Host field".into(),
+        ));
+    }
+    if let Some(host) = host {
+        if !is_host(host.as_bytes()) {
+            return Err(ProxyError::BadRequest(
+                "the request's Host is not a host name or address with an optional port".into(),
+            ));
+        }
+    }
+    let authority = parts.uri.authority();
+    match (parts.version, host, authority) {
+        (Version::HTTP_11, None, _) => Err(ProxyError::BadRequest(
+            "an HTTP/1.1 request must have a Host field".into(),
+        )),
+        (_, _, Some(authority)) if !is_host(authority.as_str().as_bytes()) => Err(
+            ProxyError::BadRequest("the request target's authority is not a host".into()),
+        ),
+        (Version::HTTP_2, Some(host), Some(authority))
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Err(ProxyError::BadRequest(
+                "the request's Host differs from its :authority".into(),
+            ))
+        }
+        (_, _, Some(authority)) => {
+            let value = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| ProxyError::BadRequest("invalid authority".into()))?;
+            parts.headers.insert(header::HOST, value);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `host [":" port]` (RFC 9110 §7.2): a registered name of unreserved characters and
+/// percent-escapes, an IPv4 address or a bracketed IPv6 one; no user information, no list.
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        Some(colon) if !value.ends_with(b"]") => (&value[..colon], &value[colon + 1..]),
+        _ => (value, &b""[..]),
+    };
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    let host_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            std::str::from_utf8(inner).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        _ => {
+            !host.is_empty()
+                && host.iter().all(|&b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+                })
+        }
+    };
+    host_ok && port_ok
+}
+
+/// The `Upgrade` to forward: the protocols the request offers (`Connection: upgrade` and
+/// `Upgrade`) that `allowed` names, or `None` when it offers none of them; the request is then
+/// forwarded as an ordinary one. `h2c` is never among them (the configuration refuses it): a
+/// tunnel is outside the guards, and HTTP/2 in one would carry requests no guard sees.
+pub fn allowed_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    let offered = headers.get(header::UPGRADE)?;
+    if !connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")) {
+        return None;
+    }
+    let kept: Vec<&str> = offered
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|protocol| is_allowed_protocol(protocol, allowed))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// Whether the upstream's `101 Switching Protocols` switches to one of the protocols the
+/// request offered; anything else is not tunnelled.
+pub fn accepts_upgrade(offered: &HeaderValue, response: &HeaderMap) -> bool {
+    let Some(chosen) = response
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    else {
+        return false;
+    };
+    offered.to_str().is_ok_and(|offered| {
+        offered
+            .split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case(chosen))
+    })
+}
+
+/// Whether `protocol` (`name[/version]`) is one of the `allowed` names.
+fn is_allowed_protocol(protocol: &str, allowed: &[String]) -> bool {
+    let name = protocol.split('/').next().unwrap_or("").trim();
+    !name.is_empty()
+        && !name.eq_ignore_ascii_case("h2c")
+        && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -79,12 +196,12 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Removes hop-by-hop fields: the fixed list, every `Proxy-*` field and every field named in
-/// `Connection`. With `upgrade`, keeps `Connection: upgrade` and `Upgrade` so the handshake
-/// can pass.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// `Connection`. With `upgrade`, sets `Connection: upgrade` and that `Upgrade` so the
+/// handshake can pass.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     // One pass over the names, hashing nothing: most requests carry no hop-by-hop field (and
     // so no `Connection` naming others), and most responses only `Connection`.
-    if !headers.keys().any(is_hop_by_hop) {
+    if upgrade.is_none() && !headers.keys().any(is_hop_by_hop) {
         return;
     }
     // `keep-alive` is removed as hop-by-hop anyway, and `close` names no field (RFC 9110
@@ -100,13 +217,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         })
         .cloned()
         .collect();
-    let upgrade_value = upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten();
     for name in doomed {
         headers.remove(name);
     }
-    if let Some(value) = upgrade_value {
+    if let Some(value) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
     }
@@ -208,6 +322,23 @@ pub(crate) fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// An error reading the client's request body (malformed chunked encoding, a connection
+/// closed mid-body): the client's fault, answered 400 and never blamed on the upstream.
+#[derive(Debug)]
+pub struct ClientBodyError(pub hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot read the request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// A request body of which a prefix was already read (for guards that inspect bodies):
 /// replays the prefix, then streams the rest.
 pub struct PrefixedBody {
@@ -221,7 +352,7 @@ impl PrefixedBody {
     pub async fn read(
         mut body: Incoming,
         want: usize,
-    ) -> Result<(Bytes, PrefixedBody), hyper::Error> {
+    ) -> Result<(Bytes, PrefixedBody), ClientBodyError> {
         let mut chunks = VecDeque::new();
         let mut seen = 0;
         let mut ended = false;
@@ -232,7 +363,7 @@ impl PrefixedBody {
                     break;
                 }
                 Some(frame) => {
-                    if let Ok(data) = frame?.into_data() {
+                    if let Ok(data) = frame.map_err(ClientBodyError)?.into_data() {
                         seen += data.len();
                         chunks.push_back(data);
                     }
@@ -270,7 +401,7 @@ impl Body for PrefixedBody {
             None => Poll::Ready(None),
             Some(rest) => Pin::new(rest)
                 .poll_frame(cx)
-                .map_err(|e| Box::new(e) as BoxError),
+                .map_err(|e| Box::new(ClientBodyError(e)) as BoxError),
         }
     }
 
@@ -320,7 +451,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, None);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
     }
@@ -332,7 +463,7 @@ mod tests {
             ("x-secret", "1"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, None);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
     }
@@ -346,7 +477,7 @@ mod tests {
                 ("content-type", "text/plain"),
                 ("server", "upstream"),
             ]);
-            strip_hop_by_hop(&mut h, false);
+            strip_hop_by_hop(&mut h, None);
             let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
             names.sort_unstable();
             assert_eq!(names, ["content-type", "server"], "{connection}");
@@ -357,7 +488,7 @@ mod tests {
     fn a_head_without_hop_by_hop_fields_is_left_as_it_is() {
         let pairs = [("host", "shop"), ("accept", "*/*"), ("accept", "text/html")];
         let mut h = headers(&pairs);
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, None);
         assert_eq!(h, headers(&pairs));
     }
 
@@ -368,11 +499,127 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-secret", "1"),
         ]);
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
+        let upgrade = allowed_upgrade(&h, &["websocket".into()]);
+        assert_eq!(upgrade.as_ref().unwrap(), "websocket");
+        strip_hop_by_hop(&mut h, upgrade);
         assert_eq!(h.get("connection").unwrap(), "upgrade");
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert!(!h.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn only_allowed_upgrades_pass_and_never_h2c() {
+        let allowed = ["websocket".to_string()];
+        let offer = |upgrade: &str, connection: &str| {
+            allowed_upgrade(
+                &headers(&[("upgrade", upgrade), ("connection", connection)]),
+                &allowed,
+            )
+        };
+        assert_eq!(offer("h2c", "Upgrade, HTTP2-Settings"), None);
+        assert_eq!(offer("H2C", "upgrade"), None);
+        assert_eq!(offer("h2c, websocket", "upgrade").unwrap(), "websocket");
+        assert_eq!(
+            offer("WebSocket", "keep-alive, Upgrade").unwrap(),
+            "WebSocket"
+        );
+        assert_eq!(
+            offer("websocket", "keep-alive"),
+            None,
+            "no Connection: upgrade"
+        );
+        assert_eq!(offer("TLS/1.2", "upgrade"), None);
+        let h2c_allowed = ["h2c".to_string()];
+        let h2c = headers(&[("upgrade", "h2c"), ("connection", "upgrade")]);
+        assert_eq!(
+            allowed_upgrade(&h2c, &h2c_allowed),
+            None,
+            "h2c is never allowed"
+        );
+        // Stripping without an allowed upgrade removes the whole handshake.
+        let mut h = headers(&[
+            ("upgrade", "h2c"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn a_switch_must_be_to_an_offered_protocol() {
+        let offered = HeaderValue::from_static("websocket");
+        assert!(accepts_upgrade(
+            &offered,
+            &headers(&[("upgrade", "WebSocket")])
+        ));
+        assert!(!accepts_upgrade(&offered, &headers(&[("upgrade", "h2c")])));
+        assert!(!accepts_upgrade(&offered, &headers(&[])));
+    }
+
+    fn request_parts(target: &str, version: Version, hosts: &[&str]) -> http::request::Parts {
+        let mut builder = http::Request::builder().uri(target).version(version);
+        for host in hosts {
+            builder = builder.header("host", *host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn an_http11_request_has_exactly_one_valid_host() {
+        let settle =
+            |hosts: &[&str]| settle_host(&mut request_parts("/x", Version::HTTP_11, hosts));
+        assert!(settle(&["shop.example"]).is_ok());
+        assert!(settle(&["shop.example:8080"]).is_ok());
+        assert!(settle(&["192.0.2.1:80"]).is_ok());
+        assert!(settle(&["[2001:db8::1]:443"]).is_ok());
+        for bad in [
+            &[][..],
+            &["a.example", "b.example"][..],
+            &["a.example, b.example"][..],
+            &["user@a.example"][..],
+            &[""][..],
+            &["a.example:http"][..],
+            &["[not-v6]"][..],
+            &["a example"][..],
+        ] {
+            assert!(
+                matches!(settle(bad), Err(ProxyError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+        // HTTP/1.0 may leave it out.
+        assert!(settle_host(&mut request_parts("/x", Version::HTTP_10, &[])).is_ok());
+    }
+
+    #[test]
+    fn an_absolute_target_names_the_host() {
+        let mut parts = request_parts(
+            "http://other.example/x",
+            Version::HTTP_11,
+            &["shop.example"],
+        );
+        settle_host(&mut parts).unwrap();
+        assert_eq!(parts.headers.get("host").unwrap(), "other.example");
+        let mut h2 = request_parts("http://shop.example/x", Version::HTTP_2, &[]);
+        settle_host(&mut h2).unwrap();
+        assert_eq!(h2.headers.get("host").unwrap(), "shop.example");
+        let mut differing =
+            request_parts("http://shop.example/x", Version::HTTP_2, &["other.example"]);
+        assert!(settle_host(&mut differing).is_err());
+    }
+
+    #[test]
+    fn ambiguous_response_framing_is_recognised() {
+        assert!(is_ambiguous_response(&headers(&[
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+        ])));
+        assert!(!is_ambiguous_response(&headers(&[("content-length", "5")])));
+        assert!(!is_ambiguous_response(&headers(&[(
+            "transfer-encoding",
+            "chunked"
+        )])));
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! - `route`: which route template a request belongs to (config, OpenAPI, heuristics).
 //! - `config`: `vigil.toml`, validated.
 //! - `pipeline`: the request path, top to bottom.
-//! - `forward`: HTTP hygiene on the way to the upstream.
+//! - `normalize`: one spelling per request path (RFC 3986), before anything reads it.
+//! - `forward`: HTTP hygiene on the way to the upstream (framing, `Host`, upgrades).
 //! - `upstream`: keep-alive connections to the upstream, one pool per worker.
 //! - `respond`: every answer the proxy gives itself (problem+json).
 //! - `sidecar`: shared parts, readiness, hot reload.
 //! - `server`: the public and admin listeners, graceful shutdown.
 //! - `accept`: taking connections off a listener, pausing while out of descriptors.
+//! - `idle`: closing client connections that hold a seat with no request in flight.
+//! - `peers`: connections per client address.
 //! - `balance`: spreading connections evenly over the workers.
 //! - `admin`: health, readiness, metrics, guards, reload.
 //! - `metrics`: Prometheus metrics.
@@ -33,8 +36,11 @@ pub mod collector;
 pub mod config;
 pub mod demo;
 pub mod forward;
+pub mod idle;
 pub mod inventory;
 pub mod metrics;
+pub mod normalize;
+pub mod peers;
 pub mod pipeline;
 pub mod report;
 pub mod reporter;

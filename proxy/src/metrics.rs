@@ -48,7 +48,7 @@ impl Metrics {
         let upstream_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "upstream_errors",
-            "Upstream failures by kind (connect, timeout, other)",
+            "Upstream failures by kind (connect, timeout, exhausted, invalid_response, client_body, body_too_large, other)",
             upstream_errors.clone(),
         );
         let reloads = Family::<KindLabels, Counter>::default();

@@ -1,19 +1,23 @@
-//! The request path, top to bottom: check framing → resolve client and route → run the guard
-//! chain → forward → observe the response → account (history, inventory, metrics). Everything else is a room it calls.
+//! The request path, top to bottom: check framing and host → normalise the path → resolve
+//! client and route → run the guard chain → forward → observe the response → account (history,
+//! inventory, metrics). Everything else is a room it calls.
 
 use crate::client::ResolvedClient;
-use crate::forward::{self, Hop, PrefixedBody};
+use crate::forward::{self, ClientBodyError, Hop, PrefixedBody};
 use crate::inventory::Observation;
 use crate::metrics::Verdict;
+use crate::normalize;
 use crate::respond::{self, ProxyBody, ProxyError};
 use crate::route::Route;
 use crate::sidecar::Sidecar;
 use crate::upstream::{UpstreamClient, UpstreamError};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::borrow::Cow;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use vigil_host::{Decision, Header};
 
@@ -28,10 +32,18 @@ pub async fn handle(
     let request_id = sidecar.next_request_id();
     let method = req.method().as_str().to_string();
 
-    let declared_length = match forward::check_framing(req.headers()) {
+    let (mut parts, body) = req.into_parts();
+    let declared_length = match forward::check_framing(&parts.headers) {
         Ok(length) => length,
         Err(error) => return refuse(sidecar, &method, "-", error, &request_id),
     };
+    if let Err(error) = forward::settle_host(&mut parts) {
+        return refuse(sidecar, &method, "-", error, &request_id);
+    }
+    // From here on, routing, the guards, the inventory and the upstream see one spelling.
+    if let Err(error) = normalise_target(&mut parts.uri, &sidecar.path) {
+        return refuse(sidecar, &method, "-", error, &request_id);
+    }
     let max_body = sidecar.listen.max_body_bytes;
     if declared_length.is_some_and(|l| l > max_body) {
         return refuse(
@@ -43,8 +55,8 @@ pub async fn handle(
         );
     }
 
-    let client = sidecar.clients.resolve(hop.peer(), req.headers());
-    let route = sidecar.routes.resolve(&method, req.uri().path());
+    let client = sidecar.clients.resolve(hop.peer(), &parts.headers);
+    let route = sidecar.routes.resolve(&method, parts.uri.path());
     let chain = sidecar.chain();
 
     let headers_read = chain.reads_request_headers(&method, &route.template);
@@ -56,20 +68,23 @@ pub async fn handle(
         .map(|g| g.spec().body_limit)
         .max()
         .unwrap_or(0);
-    let (parts, body) = req.into_parts();
-    let (body_prefix, body): (Option<Bytes>, ProxyBody) =
-        if body_wanted > 0 && !http_body::Body::is_end_stream(&body) {
-            match PrefixedBody::read(body, body_wanted).await {
-                Ok((prefix, rest)) => (Some(prefix), Limited::new(rest, max_body as usize).boxed()),
-                Err(error) => {
-                    let error =
-                        ProxyError::BadRequest(format!("cannot read the request body: {error}"));
-                    return refuse(sidecar, &method, &route.template, error, &request_id);
-                }
+    let (body_prefix, body): (Option<Bytes>, ProxyBody) = if body_wanted > 0
+        && !http_body::Body::is_end_stream(&body)
+    {
+        match PrefixedBody::read(body, body_wanted).await {
+            Ok((prefix, rest)) => (Some(prefix), Limited::new(rest, max_body as usize).boxed()),
+            Err(error) => {
+                tracing::info!(request_id, error = %forward::source_text(&error), "cannot read the request body");
+                let error = ProxyError::BadRequest(MALFORMED_BODY.into());
+                return refuse(sidecar, &method, &route.template, error, &request_id);
             }
-        } else {
-            (None, Limited::new(body, max_body as usize).boxed())
-        };
+        }
+    } else {
+        (
+            None,
+            Limited::new(body.map_err(ClientBodyError), max_body as usize).boxed(),
+        )
+    };
 
     let mut guard_request = vigil_host::Request {
         method: method.clone(),
@@ -125,13 +140,15 @@ pub async fn handle(
         return response;
     }
 
-    let upgrading = forward::is_upgrade(&parts.headers);
+    let upgrade = forward::allowed_upgrade(&parts.headers, &sidecar.listen.upgrades);
     let mut upstream_request = Request::from_parts(parts, body);
-    let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut upstream_request));
+    let client_upgrade = upgrade
+        .is_some()
+        .then(|| hyper::upgrade::on(&mut upstream_request));
     let trusted_peer = sidecar.clients.is_trusted(hop.peer());
     let version = upstream_request.version();
     let headers = upstream_request.headers_mut();
-    forward::strip_hop_by_hop(headers, upgrading);
+    forward::strip_hop_by_hop(headers, upgrade.clone());
     forward::add_forwarding(headers, hop, version, trusted_peer);
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert(respond::X_REQUEST_ID, id);
@@ -145,6 +162,9 @@ pub async fn handle(
             let error = match error {
                 UpstreamError::Timeout => ProxyError::UpstreamTimeout,
                 UpstreamError::BodyTooLarge => ProxyError::BodyTooLarge(max_body),
+                UpstreamError::ClientBody => ProxyError::BadRequest(MALFORMED_BODY.into()),
+                UpstreamError::Exhausted(why) => ProxyError::Overloaded(why),
+                UpstreamError::Invalid(why) => ProxyError::UpstreamInvalid(why),
                 UpstreamError::Connect(why) | UpstreamError::Other(why) => {
                     ProxyError::UpstreamUnavailable(why)
                 }
@@ -161,22 +181,65 @@ pub async fn handle(
     };
 
     let status = response.status();
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching
+        && !upgrade
+            .as_ref()
+            .is_some_and(|offered| forward::accepts_upgrade(offered, response.headers()))
+    {
+        // Tunnelling a switch the client did not get to offer would carry bytes no guard sees.
+        tracing::warn!(request_id, method, route = %route.template, "the upstream switched protocols to one the request did not offer; not tunnelled");
+        let error = ProxyError::UpstreamInvalid("an unrequested protocol switch".into());
+        let response = error.response(&request_id);
+        seen.account(
+            sidecar,
+            response.status(),
+            response.headers(),
+            Verdict::Error,
+        );
+        return response;
+    }
     seen.account(sidecar, status, response.headers(), Verdict::Allowed);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-        tunnel(
-            client_upgrade,
-            hyper::upgrade::on(&mut response),
-            request_id.clone(),
-        );
-    }
-    forward::strip_hop_by_hop(response.headers_mut(), switching);
+    let response_upgrade = match client_upgrade {
+        Some(client_upgrade) if switching => {
+            tunnel(
+                client_upgrade,
+                hyper::upgrade::on(&mut response),
+                request_id.clone(),
+            );
+            response.headers().get(http::header::UPGRADE).cloned()
+        }
+        _ => None,
+    };
+    forward::strip_hop_by_hop(response.headers_mut(), response_upgrade);
     response.map(|body| {
         body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed()
     })
+}
+
+/// What a client whose request body cannot be read is told; the cause goes to the log.
+const MALFORMED_BODY: &str =
+    "the request body is malformed (broken chunked encoding or an early end)";
+
+/// Rewrites the request target to its normalised path (and the query as it was), in origin
+/// form: the upstream gets what the guards saw.
+fn normalise_target(uri: &mut Uri, policy: &normalize::PathPolicy) -> Result<(), ProxyError> {
+    let normalised = match normalize::path(uri.path(), policy) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(path)) => path,
+        Err(error) => return Err(ProxyError::BadRequest(error.to_string())),
+    };
+    let target = match uri.query() {
+        Some(query) => format!("{normalised}?{query}"),
+        None => normalised,
+    };
+    let target = PathAndQuery::try_from(target)
+        .map_err(|_| ProxyError::BadRequest("the request target is invalid".into()))?;
+    *uri = Uri::from(target);
+    Ok(())
 }
 
 /// Answers a request the proxy refuses before any guard runs.

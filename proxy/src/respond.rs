@@ -19,11 +19,19 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-/// Why the proxy answers a request itself instead of the upstream.
+/// Why the proxy answers a request itself instead of the upstream. The texts these carry are
+/// for the log; what the client reads is a fixed sentence per kind, so no internal detail
+/// (addresses, library errors) reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
     /// The upstream refused or dropped the connection.
     UpstreamUnavailable(String),
+    /// The upstream answered with something that cannot be forwarded safely (ambiguous
+    /// framing, a protocol switch nobody asked for); its connection is not reused.
+    UpstreamInvalid(String),
+    /// Out of a resource (upstream connections, file descriptors): this request cannot be
+    /// served now, others go on.
+    Overloaded(String),
     /// The upstream did not answer in time.
     UpstreamTimeout,
     /// The request body is over the limit.
@@ -35,7 +43,10 @@ pub enum ProxyError {
 impl ProxyError {
     fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamInvalid(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -44,8 +55,12 @@ impl ProxyError {
 
     fn detail(&self) -> String {
         match self {
-            ProxyError::UpstreamUnavailable(why) => {
-                format!("the upstream service is unavailable: {why}")
+            ProxyError::UpstreamUnavailable(_) => "the upstream service is unavailable".into(),
+            ProxyError::UpstreamInvalid(_) => {
+                "the upstream service sent a response that cannot be forwarded".into()
+            }
+            ProxyError::Overloaded(_) => {
+                "the proxy has no capacity for this request now; try again shortly".into()
             }
             ProxyError::UpstreamTimeout => "the upstream service did not answer in time".into(),
             ProxyError::BodyTooLarge(limit) => {
@@ -66,10 +81,18 @@ impl ProxyError {
             "request_id": request_id,
         });
         let mut response = problem(status, &body, request_id);
-        if matches!(self, ProxyError::BadRequest(_)) {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        match self {
+            ProxyError::BadRequest(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ProxyError::Overloaded(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }

@@ -6,6 +6,7 @@ use crate::admin;
 use crate::balance::{seats, Connection, Seat};
 use crate::config::DEFAULT_MAX_HEADERS;
 use crate::forward::Hop;
+use crate::idle::{Activity, Tracked};
 use crate::pipeline;
 use crate::sidecar::Sidecar;
 use crate::upstream::UpstreamClient;
@@ -137,9 +138,10 @@ async fn serve_worker(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(sidecar.listen.max_header_bytes as u32);
+        .max_header_list_size(sidecar.listen.max_header_bytes as u32)
+        .max_concurrent_streams(sidecar.listen.max_streams_per_connection);
     let worker = Arc::new(Worker {
-        upstream: UpstreamClient::new(&sidecar.upstream),
+        upstream: UpstreamClient::new(&sidecar.upstream, sidecar.listen.workers),
         sidecar: sidecar.clone(),
     });
     let graceful = GracefulShutdown::new();
@@ -149,25 +151,41 @@ async fn serve_worker(
             peer,
             admitted,
         } = connection;
+        let Some(peer_seat) = sidecar.peers.admit(peer.ip()) else {
+            tracing::warn!(%peer, "connection limit per address reached; connection dropped");
+            return;
+        };
         let _ = stream.set_nodelay(true);
         let worker = worker.clone();
         let hop = Arc::new(Hop::new(peer.ip()));
+        let activity = Activity::new();
+        let tracker = activity.clone();
         let service = service_fn(move |req| {
             let (worker, hop) = (worker.clone(), hop.clone());
+            let in_flight = tracker.begin();
             async move {
                 let response = pipeline::handle(&worker.sidecar, &worker.upstream, req, &hop).await;
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let (first, between) = (
+            sidecar.listen.header_read_timeout,
+            sidecar.listen.idle_timeout,
+        );
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                log_connection_error(peer, &*error);
+            tokio::select! {
+                served = connection => if let Err(error) = served {
+                    log_connection_error(peer, &*error);
+                },
+                () = activity.expired(first, between) => {
+                    tracing::debug!(%peer, "connection closed: no request in flight within the timeout");
+                }
             }
-            drop(admitted);
+            drop((admitted, peer_seat));
         });
     };
     tokio::pin!(shutdown);

@@ -6,6 +6,8 @@ use crate::client::ClientPolicy;
 use crate::config::{Config, Listen, Overrides, Upstream};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::normalize::PathPolicy;
+use crate::peers::PeerConnections;
 use crate::route::{ApiSpec, RouteTable};
 use anyhow::Context as _;
 use std::hash::{BuildHasher, RandomState};
@@ -29,12 +31,16 @@ pub struct Sidecar {
     pub upstream: Upstream,
     /// Client connections open now, across all workers (`listen.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// Client connections open now by address (`listen.max_connections_per_ip`).
+    pub peers: Arc<PeerConnections>,
     /// Metrics.
     pub metrics: Metrics,
     /// Which endpoints are reached, by whom, with what outcome.
     pub inventory: Inventory,
     /// Listener limits.
     pub listen: Listen,
+    /// How request paths are normalised.
+    pub path: PathPolicy,
     config_path: PathBuf,
     overrides: Overrides,
     /// The settings a reload cannot change, as they were at start.
@@ -101,9 +107,11 @@ impl Sidecar {
             clients: config.client.clone(),
             upstream: config.upstream.clone(),
             connections: Arc::new(Semaphore::new(config.listen.max_connections)),
+            peers: PeerConnections::new(config.listen.max_connections_per_ip),
             metrics: Metrics::new(),
             inventory,
             listen: config.listen.clone(),
+            path: config.path,
             config_path: config.file.clone(),
             overrides,
             fixed_sections: config.fixed_sections.clone(),

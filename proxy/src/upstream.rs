@@ -1,10 +1,13 @@
 //! Keep-alive connections to the upstream, one pool per worker thread: a request takes an idle
 //! connection (or opens one), and the connection goes back to the pool when the response body
 //! has been read to its end. Nothing here is shared with another worker, so checkout and return
-//! touch no other thread's memory.
+//! touch no other thread's memory. Each worker opens at most its share of
+//! `upstream.max_connections`; past that a request waits for one to come free, up to
+//! `upstream.queue_timeout`, and is then answered 503: clients holding many requests open
+//! cannot make the proxy run out of descriptors.
 
 use crate::config::Upstream;
-use crate::forward::source_text;
+use crate::forward::{self, source_text, ClientBodyError};
 use crate::respond::ProxyBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -20,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Idle connections kept per worker; past this a finished connection is closed.
 const MAX_IDLE: usize = 1024;
@@ -36,6 +40,7 @@ pub struct UpstreamClient {
     timeout: Duration,
     connect_timeout: Duration,
     rewrite_host: bool,
+    queue_timeout: Duration,
     pool: Arc<IdlePool>,
 }
 
@@ -43,16 +48,28 @@ struct IdlePool {
     /// Most recently returned last: reuse takes the warmest connection, pruning looks at the
     /// oldest.
     idle: Mutex<VecDeque<Idle>>,
+    /// One permit per connection this worker may have open, idle or busy.
+    open: Arc<Semaphore>,
+    /// Woken when a connection goes back to the pool, for a request waiting for one.
+    returned: Notify,
+}
+
+/// An open upstream connection and its place under the limit, given back when it closes.
+struct Pooled {
+    sender: SendRequest<ProxyBody>,
+    _open: OwnedSemaphorePermit,
 }
 
 struct Idle {
-    sender: SendRequest<ProxyBody>,
+    connection: Pooled,
     since: Instant,
 }
 
 impl UpstreamClient {
-    /// A client for the configured upstream (`http://host[:port]`, checked by the config).
-    pub fn new(upstream: &Upstream) -> UpstreamClient {
+    /// A client for the configured upstream (`http://host[:port]`, checked by the config), for
+    /// one of `workers` workers.
+    pub fn new(upstream: &Upstream, workers: usize) -> UpstreamClient {
+        let share = upstream.max_connections.div_ceil(workers.max(1));
         let host = upstream.url.host().unwrap_or("localhost");
         let port = upstream.url.port_u16().unwrap_or(80);
         let authority = upstream
@@ -66,8 +83,11 @@ impl UpstreamClient {
             timeout: upstream.timeout,
             connect_timeout: upstream.connect_timeout,
             rewrite_host: upstream.rewrite_host,
+            queue_timeout: upstream.queue_timeout,
             pool: Arc::new(IdlePool {
                 idle: Mutex::new(VecDeque::new()),
+                open: Arc::new(Semaphore::new(share)),
+                returned: Notify::new(),
             }),
         }
     }
@@ -107,11 +127,10 @@ impl UpstreamClient {
         &self,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let queue_deadline = tokio::time::Instant::now() + self.queue_timeout;
         loop {
-            let (mut sender, reused) = match self.pool.take() {
-                Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
-            };
+            let (mut connection, reused) = self.checkout(queue_deadline).await?;
+            let sender = &mut connection.sender;
             // A pooled connection may have been closed by the upstream while idle; a fresh one
             // is ready once its handshake is done.
             if sender.ready().await.is_err() {
@@ -124,12 +143,19 @@ impl UpstreamClient {
             }
             match sender.try_send_request(req).await {
                 Ok(response) => {
+                    if forward::is_ambiguous_response(response.headers()) {
+                        // Dropping the connection with the response closes it: whatever
+                        // follows on it cannot be trusted to start a new response.
+                        return Err(UpstreamError::Invalid(
+                            "the response has both Content-Length and Transfer-Encoding".into(),
+                        ));
+                    }
                     let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
                     let pool = self.pool.clone();
                     return Ok(response.map(|body| UpstreamBody {
                         body,
                         finished: false,
-                        connection: reusable.then_some((sender, pool)),
+                        connection: reusable.then_some((connection, pool)),
                     }));
                 }
                 Err(mut error) => match error.take_message() {
@@ -143,7 +169,36 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+    /// An idle connection (`true`) or a new one (`false`), waiting until `deadline` for one to
+    /// come free when this worker has all its connections open.
+    async fn checkout(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Pooled, bool), UpstreamError> {
+        loop {
+            if let Some(connection) = self.pool.take() {
+                return Ok((connection, true));
+            }
+            if let Ok(permit) = self.pool.open.clone().try_acquire_owned() {
+                return Ok((self.connect(permit).await?, false));
+            }
+            tokio::select! {
+                permit = self.pool.open.clone().acquire_owned() => {
+                    let permit = permit.expect("the pool's semaphore is never closed");
+                    return Ok((self.connect(permit).await?, false));
+                }
+                () = self.pool.returned.notified() => continue,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(UpstreamError::Exhausted(format!(
+                        "every upstream connection of this worker stayed busy for {:?}",
+                        self.queue_timeout
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Pooled, UpstreamError> {
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.address.as_str()),
@@ -154,6 +209,12 @@ impl UpstreamClient {
                 return Err(UpstreamError::Connect(format!(
                     "connecting to {} timed out after {:?}",
                     self.address, self.connect_timeout
+                )))
+            }
+            Ok(Err(error)) if is_out_of_resources(&error) => {
+                return Err(UpstreamError::Exhausted(format!(
+                    "cannot connect to {}: {error}",
+                    self.address
                 )))
             }
             Ok(Err(error)) => {
@@ -174,8 +235,18 @@ impl UpstreamClient {
                 tracing::debug!(error = %source_text(&error), "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Pooled {
+            sender,
+            _open: permit,
+        })
     }
+}
+
+/// Errors of the process, not of the upstream: out of descriptors or memory.
+fn is_out_of_resources(error: &std::io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
+    matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12))
+        || error.kind() == std::io::ErrorKind::OutOfMemory
 }
 
 impl IdlePool {
@@ -183,50 +254,53 @@ impl IdlePool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take(&self) -> Option<SendRequest<ProxyBody>> {
+    fn take(&self) -> Option<Pooled> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
+            if !entry.connection.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.connection);
             }
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<ProxyBody>) {
+    fn put(&self, connection: Pooled) {
         let now = Instant::now();
-        let mut idle = self.lock();
-        // The oldest entry is the one most likely closed or expired; checking it on every
-        // return keeps the pool from holding dead connections once traffic falls.
-        if idle
-            .front()
-            .is_some_and(|e| e.sender.is_closed() || now - e.since >= IDLE_TIMEOUT)
         {
-            idle.pop_front();
+            let mut idle = self.lock();
+            // The oldest entry is the one most likely closed or expired; checking it on every
+            // return keeps the pool from holding dead connections once traffic falls.
+            if idle
+                .front()
+                .is_some_and(|e| e.connection.sender.is_closed() || now - e.since >= IDLE_TIMEOUT)
+            {
+                idle.pop_front();
+            }
+            if idle.len() < MAX_IDLE && !connection.sender.is_closed() {
+                idle.push_back(Idle {
+                    connection,
+                    since: now,
+                });
+            }
         }
-        if idle.len() < MAX_IDLE && !sender.is_closed() {
-            idle.push_back(Idle { sender, since: now });
-        }
+        self.returned.notify_one();
     }
 }
 
+/// Whose fault a failed exchange is: the client's body (over the limit, or unreadable) or the
+/// upstream's.
 fn classify(error: hyper::Error) -> UpstreamError {
-    if body_limit_hit(&error) {
-        UpstreamError::BodyTooLarge
-    } else {
-        UpstreamError::Other(source_text(&error))
-    }
-}
-
-fn body_limit_hit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = current {
         if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+            return UpstreamError::BodyTooLarge;
+        }
+        if e.is::<ClientBodyError>() {
+            return UpstreamError::ClientBody;
         }
         current = e.source();
     }
-    false
+    UpstreamError::Other(source_text(&error))
 }
 
 /// A response body from the upstream. Its connection goes back to the worker's pool when the
@@ -235,7 +309,7 @@ fn body_limit_hit(error: &(dyn std::error::Error + 'static)) -> bool {
 pub struct UpstreamBody {
     body: Incoming,
     finished: bool,
-    connection: Option<(SendRequest<ProxyBody>, Arc<IdlePool>)>,
+    connection: Option<(Pooled, Arc<IdlePool>)>,
 }
 
 impl Body for UpstreamBody {
@@ -264,9 +338,13 @@ impl Body for UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if let Some((sender, pool)) = self.connection.take() {
+        if let Some((connection, pool)) = self.connection.take() {
             if self.finished || self.body.is_end_stream() {
-                pool.put(sender);
+                pool.put(connection);
+            } else {
+                // Closed with it: its place under the limit is free for a waiting request.
+                drop(connection);
+                pool.returned.notify_one();
             }
         }
     }
@@ -281,6 +359,13 @@ pub enum UpstreamError {
     Timeout,
     /// The client's body went over the limit while streaming.
     BodyTooLarge,
+    /// The client's body could not be read (malformed chunked encoding, an early end).
+    ClientBody,
+    /// No connection to the upstream could be had in time, or the process is out of
+    /// descriptors.
+    Exhausted(String),
+    /// The upstream's response cannot be forwarded safely.
+    Invalid(String),
     /// Anything else (connection reset, protocol error).
     Other(String),
 }
@@ -292,6 +377,9 @@ impl UpstreamError {
             UpstreamError::Connect(_) => "connect",
             UpstreamError::Timeout => "timeout",
             UpstreamError::BodyTooLarge => "body_too_large",
+            UpstreamError::ClientBody => "client_body",
+            UpstreamError::Exhausted(_) => "exhausted",
+            UpstreamError::Invalid(_) => "invalid_response",
             UpstreamError::Other(_) => "other",
         }
     }

@@ -21,13 +21,16 @@ use tokio::sync::oneshot;
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A test upstream on 127.0.0.1. Paths: `/slow` answers after 2 s, `/status/N` answers N,
-/// `/bytes/N` answers N bytes, `/ws` accepts an upgrade and echoes raw bytes, anything else
-/// echoes the request body.
+/// `/bytes/N` answers N bytes, `/ws` answers 101 (whatever the request asked) and echoes raw
+/// bytes, `/consume` reads the whole body before answering with its length, anything else
+/// echoes the request body as it streams.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Headers of every request received, in order.
     pub seen: Arc<Mutex<Vec<HeaderMap>>>,
+    /// Method and target (`GET /a?b`) of every request received, in order.
+    pub targets: Arc<Mutex<Vec<String>>>,
     accepted: Arc<AtomicUsize>,
     _stop: oneshot::Sender<()>,
 }
@@ -38,8 +41,9 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let targets = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = oneshot::channel();
-        let recorder = seen.clone();
+        let recorder = (seen.clone(), targets.clone());
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
         tokio::spawn(async move {
@@ -62,6 +66,7 @@ impl Upstream {
         Upstream {
             addr,
             seen,
+            targets,
             accepted,
             _stop: stop,
         }
@@ -82,18 +87,40 @@ impl Upstream {
         self.seen.lock().unwrap().len()
     }
 
+    /// Method and target of every request received so far.
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 }
 
+type Recorder = (Arc<Mutex<Vec<HeaderMap>>>, Arc<Mutex<Vec<String>>>);
+
 async fn upstream_handler(
     mut req: Request<Incoming>,
-    seen: Arc<Mutex<Vec<HeaderMap>>>,
+    (seen, targets): Recorder,
 ) -> Result<Response<Body>, Infallible> {
     seen.lock().unwrap().push(req.headers().clone());
+    targets
+        .lock()
+        .unwrap()
+        .push(format!("{} {}", req.method(), req.uri()));
     let path = req.uri().path().to_string();
+    if path == "/consume" {
+        let text = match req.into_body().collect().await {
+            Ok(body) => format!("{} bytes", body.to_bytes().len()),
+            Err(error) => format!("body error: {error}"),
+        };
+        return Ok(Response::new(
+            Full::new(Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed(),
+        ));
+    }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(2)).await;
         return Ok(Response::new(full("slow")));
