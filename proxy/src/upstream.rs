@@ -384,3 +384,19 @@ impl UpstreamError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_is_the_proxys_trouble_not_the_upstreams() {
+        for errno in [24, 23] {
+            assert!(is_out_of_resources(&std::io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_out_of_resources(&refused));
+    }
+}

@@ -914,3 +914,32 @@ fn configuration_errors_name_the_file_and_key() {
         "{help}"
     );
 }
+
+#[test]
+fn silent_connections_do_not_hold_the_ingest_listener() {
+    let mut collector = Collector::start("silent");
+    let text = std::fs::read_to_string(&collector.config).unwrap();
+    std::fs::write(
+        &collector.config,
+        text.replacen(
+            "[listen]\n",
+            "[listen]\nheader_read_timeout = \"500ms\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    collector.crash();
+    collector.launch();
+    let mut silent = std::net::TcpStream::connect(collector.ingest).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let read = std::io::Read::read_to_end(&mut silent, &mut sink);
+    assert!(
+        read.is_ok() && started.elapsed() < std::time::Duration::from_secs(4),
+        "a connection that never sent a byte was still open after {:?}: {read:?}",
+        started.elapsed()
+    );
+}

@@ -546,3 +546,64 @@ async fn one_address_cannot_take_every_seat_when_capped() {
         "seats come back when connections close"
     );
 }
+
+/// The report's attack: HTTP/2 connections, each holding many streams whose bodies never end.
+/// Upstream connections stay within the limit, the excess gets 503, and other clients are
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_http2_bodies_cannot_exhaust_upstream_connections() {
+    let config = r#"
+[upstream]
+url = "{upstream}"
+max_connections = 4
+queue_timeout = "300ms"
+[listen]
+workers = 1
+"#;
+    let (up, proxy) = start_with_upstream("h2-bodies", config).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut bodies = Vec::new();
+    let mut responses = Vec::new();
+    for _ in 0..20 {
+        let (mut body, channel) = http_body_util::channel::Channel::<Bytes>::new(1);
+        body.send_data(Bytes::from_static(b"abc")).await.unwrap();
+        bodies.push(body);
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("http://shop/echo")
+            .body(channel)
+            .unwrap();
+        let mut sender = sender.clone();
+        responses.push(tokio::spawn(async move {
+            sender.send_request(request).await.map(|r| r.status())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for response in responses {
+        let status = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("every stream gets an answer")
+            .unwrap()
+            .unwrap();
+        statuses.push(status);
+    }
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    // The echo answers at once and streams the body back: 4 streams hold the 4 connections.
+    assert_eq!(refused, 16, "{statuses:?}");
+    assert!(
+        up.connections() <= 4,
+        "{} upstream connections",
+        up.connections()
+    );
+    drop(bodies);
+}

@@ -21,6 +21,7 @@ pub mod store;
 pub mod vulns;
 
 use crate::accept::next_connection;
+use crate::idle::{Activity, Tracked};
 use crate::respond::ProxyBody;
 use anyhow::Context as _;
 use config::CollectorConfig;
@@ -41,6 +42,9 @@ use vulns::Vulnerability;
 
 /// Time in-flight requests get to finish on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a connection may stay open between requests; a sidecar's reporter opens one per
+/// delivery. Before its first request a connection gets `listen.header_read_timeout`.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running collector's shared parts.
 pub struct Collector {
@@ -204,17 +208,29 @@ async fn accept<H, F>(
             continue;
         };
         let handler = handler.clone();
+        let activity = Activity::new();
+        let tracker = activity.clone();
         let service = service_fn(move |req| {
+            let in_flight = tracker.begin();
             let answer = handler(req);
-            async move { Ok::<_, Infallible>(answer.await) }
+            async move {
+                let response = answer.await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+            }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let first = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            tokio::select! {
+                served = connection => if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                },
+                () = activity.expired(first, IDLE_TIMEOUT) => {
+                    tracing::debug!(%peer, "connection closed: no request in flight within the timeout");
+                }
             }
             drop(permit);
         });
