@@ -4,6 +4,7 @@
 
 use crate::config::{Config, Overrides};
 use crate::inventory::Exposure;
+use crate::server::Listeners;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -50,16 +51,13 @@ pub async fn run(guards: &Path) -> anyhow::Result<()> {
     let sidecar = Arc::new(tokio::task::block_in_place(|| {
         Sidecar::new(config, Overrides::default())
     })?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let proxy = listener.local_addr()?;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let listeners = Listeners::bind(loopback, loopback)?;
+    let proxy = listeners.public.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(crate::server::serve_public(
-        sidecar.clone(),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let served = tokio::spawn(crate::server::run(sidecar.clone(), listeners, async {
+        let _ = stopped.await;
+    }));
 
     let client = Client::builder(TokioExecutor::new()).build_http();
     let traffic = Traffic { client, proxy };
@@ -71,7 +69,7 @@ pub async fn run(guards: &Path) -> anyhow::Result<()> {
     report.push(traffic.burst().await);
 
     let _ = stop.send(());
-    let _ = served.await;
+    served.await??;
     let _ = std::fs::remove_dir_all(&dir);
     sidecar.collect_guard_findings();
     print_report(&report, &sidecar.inventory.exposure());

@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use vigil::config::{Config, LogFormat, Overrides};
+use vigil::server::Listeners;
 use vigil::sidecar::Sidecar;
 use vigil_host::{
     Chain, Client, GuardResult, GuardSource, GuardSpec, Pattern, Request, Response, Runtime,
@@ -228,51 +228,17 @@ fn run(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
 
 async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let (public_address, admin_address) = (config.listen.address, config.admin.address);
-    let reporting = config.report.clone();
     let sidecar = Arc::new(tokio::task::block_in_place(|| {
         Sidecar::new(config, overrides)
     })?);
-    let reporter = match reporting {
-        Some(settings) => {
-            tracing::info!(collector = %settings.collector, service = %settings.service, instance = %settings.instance, interval = ?settings.interval, "reporting to the collector");
-            Some(vigil::reporter::Reporter::start(sidecar.clone(), settings)?)
-        }
-        None => None,
-    };
-    let public = tokio::net::TcpListener::bind(public_address)
-        .await
-        .and_then(|listener| listener.into_std())
-        .with_context(|| format!("cannot listen on {public_address} (listen.address)"))?;
-    let admin = tokio::net::TcpListener::bind(admin_address)
-        .await
-        .with_context(|| format!("cannot listen on {admin_address} (admin.address)"))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    tokio::spawn(vigil::server::serve_admin(
-        sidecar.clone(),
-        admin,
-        stopped(stop_rx.clone()),
-    ));
-    tokio::spawn(watch_for_reloads(sidecar.clone()));
-    let workers = vigil::server::start_workers(sidecar.clone(), public, stop_rx)?;
-    tokio::spawn(async move {
-        wait_for_shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    sidecar.set_ready(true);
-    tracing::info!(%public_address, %admin_address, workers = sidecar.listen.workers, guards = sidecar.chain().guards().len(), "vigil is serving");
-    workers.wait().await;
-    if let Some(reporter) = reporter {
-        reporter.shutdown().await;
-    }
-    tracing::info!("stopped");
-    Ok(())
+    let listeners = Listeners::bind(public_address, admin_address)?;
+    tokio::spawn(reload_on_hangup(sidecar.clone()));
+    tracing::info!(%public_address, %admin_address, "listening");
+    vigil::server::run(sidecar, listeners, wait_for_shutdown_signal()).await
 }
 
-/// Reloads the guard chain on SIGHUP and when the configuration or a guard module changes.
-async fn watch_for_reloads(sidecar: Arc<Sidecar>) {
+/// Reloads the guard chain on SIGHUP (changed files are noticed by the server itself).
+async fn reload_on_hangup(sidecar: Arc<Sidecar>) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => signal,
         Err(error) => {
@@ -280,19 +246,8 @@ async fn watch_for_reloads(sidecar: Arc<Sidecar>) {
             return;
         }
     };
-    let mut poll = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        let cause = tokio::select! {
-            _ = hangup.recv() => "SIGHUP",
-            _ = poll.tick() => {
-                let watched = sidecar.clone();
-                if !tokio::task::spawn_blocking(move || watched.files_changed()).await.unwrap_or(false) {
-                    continue;
-                }
-                "file change"
-            }
-        };
-        tracing::info!(cause, "reloading the guard chain");
+    while hangup.recv().await.is_some() {
+        tracing::info!(cause = "SIGHUP", "reloading the guard chain");
         let reloading = sidecar.clone();
         let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
     }

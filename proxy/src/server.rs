@@ -1,5 +1,7 @@
-//! The listeners: the public one (HTTP/1.1 and prior-knowledge HTTP/2 on one port, with
-//! upgrades), served by worker threads, and the admin one, both stopping gracefully when told to.
+//! Serving a sidecar: [`run`] is the one way in, for `vigil run`, `vigil demo` and the tests.
+//! It serves the public listener (HTTP/1.1 and prior-knowledge HTTP/2 on one port, with
+//! upgrades) on worker threads and the admin listener on the caller's runtime, reports and
+//! reloads, until told to stop, and then drains.
 
 use crate::accept::next_connection;
 use crate::admin;
@@ -21,6 +23,101 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// The sockets a sidecar serves.
+pub struct Listeners {
+    /// Clients connect here; every worker accepts from it.
+    pub public: std::net::TcpListener,
+    /// The admin API.
+    pub admin: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds `listen.address` and `admin.address`, naming the key of an address that fails.
+    pub fn bind(
+        public: std::net::SocketAddr,
+        admin: std::net::SocketAddr,
+    ) -> anyhow::Result<Listeners> {
+        let bind = |address, key| {
+            std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address} ({key})"))
+        };
+        Ok(Listeners {
+            public: bind(public, "listen.address")?,
+            admin: bind(admin, "admin.address")?,
+        })
+    }
+}
+
+/// How often the configuration file and guard modules are checked for changes.
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves `sidecar` on `listeners` until `shutdown` resolves, then drains: stops accepting,
+/// lets in-flight requests finish within `listen.shutdown_grace`, and delivers the last
+/// report. Reloads the guard chain when the configuration or a module changes. Runs on a
+/// tokio runtime of the caller's (the control runtime); clients are served by the workers'.
+pub async fn run(
+    sidecar: Arc<Sidecar>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Listeners { public, admin } = listeners;
+    admin
+        .set_nonblocking(true)
+        .context("cannot make the admin listener non-blocking")?;
+    let admin = TcpListener::from_std(admin).context("cannot register the admin listener")?;
+    let reporter = match sidecar.reporting.clone() {
+        Some(settings) => {
+            tracing::info!(collector = %settings.collector, service = %settings.service, instance = %settings.instance, interval = ?settings.interval, "reporting to the collector");
+            Some(crate::reporter::Reporter::start(sidecar.clone(), settings)?)
+        }
+        None => None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_served = tokio::spawn(serve_admin(
+        sidecar.clone(),
+        admin,
+        stopped(stop_rx.clone()),
+    ));
+    let watcher = tokio::spawn(reload_on_change(sidecar.clone()));
+    let workers = start_workers(sidecar.clone(), public, stop_rx)?;
+    sidecar.set_ready(true);
+    tracing::info!(
+        workers = sidecar.listen.workers,
+        guards = sidecar.chain().guards().len(),
+        "vigil is serving"
+    );
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    workers.wait().await;
+    watcher.abort();
+    let _ = admin_served.await;
+    if let Some(reporter) = reporter {
+        reporter.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Reloads the guard chain when the configuration file or a guard module changes.
+async fn reload_on_change(sidecar: Arc<Sidecar>) {
+    let mut poll = tokio::time::interval(RELOAD_POLL);
+    loop {
+        poll.tick().await;
+        let watched = sidecar.clone();
+        if tokio::task::spawn_blocking(move || watched.files_changed())
+            .await
+            .unwrap_or(false)
+        {
+            tracing::info!(cause = "file change", "reloading the guard chain");
+            let reloading = sidecar.clone();
+            let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+        }
+    }
+}
+
 /// The threads serving the public listener. Each runs an event loop of its own and accepts
 /// from the shared listening socket, so a connection, its requests and their upstream
 /// exchanges stay on one thread: no request is handed between threads, as with nginx's workers.
@@ -32,7 +129,7 @@ pub struct Workers {
 
 /// Starts `listen.workers` threads serving `listener` until `shutdown` turns true; each then
 /// drains its connections within the grace period.
-pub fn start_workers(
+fn start_workers(
     sidecar: Arc<Sidecar>,
     listener: std::net::TcpListener,
     shutdown: watch::Receiver<bool>,
@@ -103,18 +200,6 @@ impl Workers {
 struct Worker {
     sidecar: Arc<Sidecar>,
     upstream: UpstreamClient,
-}
-
-/// Serves clients on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish within the configured grace period. Each call keeps its own pool of upstream
-/// connections.
-pub async fn serve_public(
-    sidecar: Arc<Sidecar>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) {
-    let seat = seats(vec![sidecar.metrics.worker_connections(0)]).remove(0);
-    serve_worker(sidecar, listener, seat, shutdown).await
 }
 
 /// Serves the connections this worker accepts and keeps, and those other workers hand it.
@@ -229,7 +314,7 @@ fn log_connection_error(peer: std::net::SocketAddr, error: &(dyn std::error::Err
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
-pub async fn serve_admin(
+async fn serve_admin(
     sidecar: Arc<Sidecar>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,

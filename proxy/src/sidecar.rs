@@ -3,7 +3,7 @@
 //! reload.
 
 use crate::client::ClientPolicy;
-use crate::config::{Config, Listen, Overrides, Upstream};
+use crate::config::{Config, Listen, Overrides, Reporting, Upstream};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::normalize::PathPolicy;
@@ -41,6 +41,8 @@ pub struct Sidecar {
     pub listen: Listen,
     /// How request paths are normalised.
     pub path: PathPolicy,
+    /// Where reports go, if anywhere; the reporter starts with the sidecar's serving.
+    pub reporting: Option<Reporting>,
     config_path: PathBuf,
     overrides: Overrides,
     /// The settings a reload cannot change, as they were at start.
@@ -112,6 +114,7 @@ impl Sidecar {
             inventory,
             listen: config.listen.clone(),
             path: config.path,
+            reporting: config.report.clone(),
             config_path: config.file.clone(),
             overrides,
             fixed_sections: config.fixed_sections.clone(),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -175,7 +175,7 @@ pub struct Proxy {
     /// The sidecar, for inspection.
     pub sidecar: Arc<vigil::sidecar::Sidecar>,
     stop: Option<oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<()>>,
+    served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Proxy {
@@ -194,23 +194,23 @@ impl Proxy {
             .unwrap()
             .expect("sidecar starts"),
         );
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = vigil::server::Listeners::bind(loopback, loopback).unwrap();
+        let (addr, admin_addr) = (
+            listeners.public.local_addr().unwrap(),
+            listeners.admin.local_addr().unwrap(),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
-        let (admin_stop_tx, admin_stop) = oneshot::channel::<()>();
-        tokio::spawn(vigil::server::serve_admin(sidecar.clone(), admin, async {
-            let _ = admin_stop.await;
+        let served = tokio::spawn(vigil::server::run(sidecar.clone(), listeners, async move {
+            let _ = stopped.await;
         }));
-        sidecar.set_ready(true);
-        let served = tokio::spawn(vigil::server::serve_public(
-            sidecar.clone(),
-            public,
-            async move {
-                let _ = stopped.await;
-                let _ = admin_stop_tx.send(());
-            },
-        ));
+        // Serving once the admin API answers, as `vigil run` is once it logs so.
+        while !TcpStream::connect(admin_addr)
+            .await
+            .is_ok_and(|_| sidecar.is_ready())
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Proxy {
             addr,
             admin: admin_addr,
@@ -226,7 +226,7 @@ impl Proxy {
             let _ = stop.send(());
         }
         if let Some(served) = self.served.take() {
-            served.await.unwrap();
+            served.await.unwrap().expect("the sidecar stops cleanly");
         }
     }
 }

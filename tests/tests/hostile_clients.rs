@@ -527,17 +527,25 @@ async fn a_502_says_nothing_of_the_proxys_internals() {
 async fn one_address_cannot_take_every_seat_when_capped() {
     let config = "[listen]\nmax_connections_per_ip = 2\nheader_read_timeout = \"5s\"\n";
     let (_up, proxy) = guarded("per-ip", config).await;
-    let _held = [
-        TcpStream::connect(proxy.addr).await.unwrap(),
-        TcpStream::connect(proxy.addr).await.unwrap(),
-    ];
-    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
-    let closed = closed_within(&mut third, Duration::from_secs(2)).await;
-    assert!(
-        closed.is_some(),
-        "a third connection from one address was kept"
+    // Workers accept concurrently, so which of the three is refused is not fixed: one is.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    let mut closed = 0;
+    for stream in &mut streams {
+        if closed_within(stream, Duration::from_millis(1500))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 1,
+        "connections closed out of three from one address"
     );
-    drop(_held);
+    drop(streams);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _, _) = send(proxy.addr, "GET", "/x", &[], Vec::new()).await;
     assert_eq!(

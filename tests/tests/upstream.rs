@@ -10,10 +10,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vigil_tests::harness::{send, start_with_upstream, tempdir, Proxy};
 
+/// One worker: each worker keeps its own pool, and these tests count one pool's connections.
 const BASE: &str = r#"
 [upstream]
 url = "{upstream}"
 timeout = "1s"
+[listen]
+workers = 1
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
