@@ -61,7 +61,6 @@ const ADMIN_SPELLINGS: &[&str] = &[
     "//admin/stats",
     "/admin//stats",
     "/admin/./stats",
-    "/../admin/stats",
     "/%41dmin/../admin/stats",
     "/admin/%73tats",
 ];
@@ -104,7 +103,7 @@ async fn the_upstream_and_the_inventory_see_the_normalised_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encoded_slashes_parameters_and_broken_escapes_are_refused_by_default() {
+async fn encoded_slashes_parameters_broken_escapes_and_climbing_above_the_root_are_refused() {
     let (up, proxy) = guarded("escapes", "").await;
     for target in [
         "/admin%2Fstats",
@@ -115,6 +114,8 @@ async fn encoded_slashes_parameters_and_broken_escapes_are_refused_by_default() 
         "/x/..;/admin/stats",
         "/admin/%zz",
         "/admin/%4",
+        "/../admin/stats",
+        "/x/../../admin/stats",
     ] {
         let request = format!("GET {target} HTTP/1.1\r\nHost: shop\r\n\r\n");
         let answer = raw(proxy.addr, request.as_bytes()).await;
