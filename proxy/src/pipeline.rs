@@ -169,14 +169,7 @@ pub async fn handle(
                     ProxyError::UpstreamUnavailable(why)
                 }
             };
-            let response = error.response(&request_id);
-            seen.account(
-                sidecar,
-                response.status(),
-                response.headers(),
-                Verdict::Error,
-            );
-            return response;
+            return seen.answer(sidecar, error, &request_id);
         }
     };
 
@@ -190,14 +183,7 @@ pub async fn handle(
         // Tunnelling a switch the client did not get to offer would carry bytes no guard sees.
         tracing::warn!(request_id, method, route = %route.template, "the upstream switched protocols to one the request did not offer; not tunnelled");
         let error = ProxyError::UpstreamInvalid("an unrequested protocol switch".into());
-        let response = error.response(&request_id);
-        seen.account(
-            sidecar,
-            response.status(),
-            response.headers(),
-            Verdict::Error,
-        );
-        return response;
+        return seen.answer(sidecar, error, &request_id);
     }
     seen.account(sidecar, status, response.headers(), Verdict::Allowed);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
@@ -269,6 +255,23 @@ struct Seen<'a> {
 }
 
 impl Seen<'_> {
+    /// Answers the request with `error` in place of the upstream, and accounts for it.
+    fn answer(
+        &mut self,
+        sidecar: &Sidecar,
+        error: ProxyError,
+        request_id: &str,
+    ) -> Response<ProxyBody> {
+        let response = error.response(request_id);
+        self.account(
+            sidecar,
+            response.status(),
+            response.headers(),
+            Verdict::Error,
+        );
+        response
+    }
+
     /// The last step of every such request: history, `on-response`, inventory, metrics.
     fn account(
         &mut self,

@@ -343,6 +343,16 @@ async fn a_long_response_is_not_cut_by_the_idle_timeout() {
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"slow"[..]));
 }
 
+/// One worker with four upstream connections, and little patience for a free one.
+const BOUNDED_UPSTREAM: &str = r#"
+[upstream]
+url = "{upstream}"
+max_connections = 4
+queue_timeout = "300ms"
+[listen]
+workers = 1
+"#;
+
 /// Holds `count` requests open through the proxy: each sends its head and part of a body the
 /// upstream echoes as it arrives, so each keeps one upstream connection busy.
 async fn hold_requests(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
@@ -360,15 +370,7 @@ async fn hold_requests(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_bounded_and_the_excess_gets_503() {
-    let config = r#"
-[upstream]
-url = "{upstream}"
-max_connections = 4
-queue_timeout = "300ms"
-[listen]
-workers = 1
-"#;
-    let (up, proxy) = start_with_upstream("bounded", config).await;
+    let (up, proxy) = start_with_upstream("bounded", BOUNDED_UPSTREAM).await;
     let mut held = hold_requests(proxy.addr, 4).await;
     // Let the held requests reach the upstream before the next one queues.
     for _ in 0..50 {
@@ -561,15 +563,7 @@ async fn one_address_cannot_take_every_seat_when_capped() {
 /// answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_http2_bodies_cannot_exhaust_upstream_connections() {
-    let config = r#"
-[upstream]
-url = "{upstream}"
-max_connections = 4
-queue_timeout = "300ms"
-[listen]
-workers = 1
-"#;
-    let (up, proxy) = start_with_upstream("h2-bodies", config).await;
+    let (up, proxy) = start_with_upstream("h2-bodies", BOUNDED_UPSTREAM).await;
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
