@@ -71,10 +71,15 @@
 //! ```
 //!
 //! [`Guard::check_config`] runs through `init` on every fresh instance, and once at load time,
-//! where an error rejects the guard with your message. Instances are recycled and discarded
-//! after any fault, so **guest memory does not survive between requests**: keep everything that
-//! must last in [`state`]. A panic is reported to the host log with its message and the guard's
-//! `on_error` policy decides the request.
+//! where an error rejects the guard with your message. **An instance serves many requests, from
+//! many clients**: the host keeps a pool of warm instances, each serving up to
+//! `recycle_after_calls` (10,000 by default) requests before it is replaced, and discards one
+//! after any fault. So guest memory (statics, caches, anything a call leaves behind) does
+//! survive between requests, but unpredictably: which instance serves the next request of a
+//! client is not fixed, and an instance can be replaced at any time. Never keep one client's
+//! data in guest memory (another client's request may read it) and never count on it being
+//! there; keep everything that must last in [`state`]. A panic is reported to the host log with
+//! its message and the guard's `on_error` policy decides the request.
 //!
 //! # Layout
 //!

@@ -24,8 +24,9 @@
 //! - `findings`: the bounded queue of guard findings.
 //! - `clock`: time, replaceable in tests.
 //!
-//! Guest memory does not survive between requests: instances are recycled after a number of
-//! calls and discarded after any fault. Guards keep lasting data in the host's state.
+//! An instance is pooled: it serves up to `recycle_after_calls` requests of any clients before
+//! it is replaced, and is discarded after any fault. Guest memory therefore outlives a call but
+//! not reliably, and is shared by clients; guards keep lasting data in the host's state.
 
 #![forbid(unsafe_code)]
 
