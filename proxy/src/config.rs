@@ -831,7 +831,7 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
         max_backoff: duration("report.max_backoff", &raw.max_backoff)?,
         spool_dir: base.join(raw.spool_dir),
         spool_max_reports: at_least("report.spool_max_reports", raw.spool_max_reports, 2)?,
-        spool_max_bytes: at_least("report.spool_max_mb", raw.spool_max_mb, 1)? << 20,
+        spool_max_bytes: in_range("report.spool_max_mb", raw.spool_max_mb, 1, MAX_SPOOL_MB)? << 20,
         zombie_after: duration("report.zombie_after", &raw.zombie_after)?,
     }))
 }
@@ -893,7 +893,16 @@ pub(crate) fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(value)
 }
 
-fn in_range(key: &str, value: usize, min: usize, max: usize) -> Result<usize, String> {
+/// The most `report.spool_max_mb` may be: 1 TiB, far beyond any disk a sidecar is given, and
+/// small enough that the size in bytes cannot overflow.
+const MAX_SPOOL_MB: u64 = 1 << 20;
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, String> {
     let value = at_least(key, value, min)?;
     if value > max {
         return Err(format!("{key}: must be at most {max}, got {value}"));
@@ -1103,6 +1112,7 @@ mod tests {
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ntoken = \"a b\"\n"), "report.token: must be non-empty printable ASCII"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ntoken_file = \"missing-token\"\n"), "report.token_file: cannot read /etc/vigil/missing-token"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nspool_max_reports = 1\n"), "report.spool_max_reports: must be at least 2"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nspool_max_mb = 17592186044416\n"), "report.spool_max_mb: must be at most 1048576, got 17592186044416"),
             (&format!("{MINIMAL}[inventory]\nmax_endpoints = 0\n"), "inventory.max_endpoints: must be at least 1"),
             (&format!("{MINIMAL}[listen]\nworkers = 0\n"), "listen.workers: must be at least 1, got 0"),
             (&format!("{MINIMAL}[listen]\nupgrades = [\"h2c\"]\n"), "listen.upgrades: \"h2c\" cannot be allowed"),
