@@ -38,7 +38,7 @@ mod guard;
 mod needs;
 mod nonblocking_io;
 mod output;
-mod packed;
+pub mod packed;
 mod runtime;
 mod sandbox;
 mod shards;

@@ -8,7 +8,7 @@ use std::cell::OnceCell;
 use vigil_guest::request::flag::{AUTHENTICATED, BODY, PUBLIC, QUERY, ROUTE};
 
 /// `req` in the packed layout.
-pub(crate) fn request(req: &Request) -> Vec<u8> {
+pub fn request(req: &Request) -> Vec<u8> {
     let strings = req.method.len()
         + req.path.len()
         + req.route.as_ref().map_or(0, String::len)
@@ -67,7 +67,7 @@ impl RequestPacker {
 }
 
 /// `resp` in the packed layout.
-pub(crate) fn response(resp: &Response) -> Vec<u8> {
+pub fn response(resp: &Response) -> Vec<u8> {
     let mut out = Vec::with_capacity(10 + fields_len(&resp.headers));
     out.extend_from_slice(&resp.status.to_le_bytes());
     out.extend_from_slice(&resp.latency_us.to_le_bytes());

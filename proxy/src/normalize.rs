@@ -314,7 +314,13 @@ mod tests {
 
     #[test]
     fn climbing_above_the_root_is_refused() {
-        for raw in ["/..", "/../admin", "/a/../../admin", "/%2e%2e/admin", "/a/./../.."] {
+        for raw in [
+            "/..",
+            "/../admin",
+            "/a/../../admin",
+            "/%2e%2e/admin",
+            "/a/./../..",
+        ] {
             assert_eq!(normal(raw), Err(PathError::AboveRoot), "{raw}");
         }
         // Merged slashes are not segments: `//..` has nothing to climb from either.

@@ -239,7 +239,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<bool, Refusal> {
 
 /// Inflates a gzip body, refusing it as soon as it grows past `limit` (a gzip bomb stops
 /// there, having cost `limit` bytes of memory at most).
-fn inflate(body: &[u8], limit: usize) -> Result<Bytes, Refusal> {
+pub fn inflate(body: &[u8], limit: usize) -> Result<Bytes, Refusal> {
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
     flate2::read::GzDecoder::new(body)
         .take(limit as u64 + 1)
@@ -253,8 +253,8 @@ fn inflate(body: &[u8], limit: usize) -> Result<Bytes, Refusal> {
     Ok(out.into())
 }
 
-/// JSON syntax errors are 400; JSON of the wrong shape and reports that fail validation 422.
-fn parse(json: &[u8]) -> Result<Report, Refusal> {
+/// Reads and validates a report's JSON: bad syntax is 400, a wrong shape or invalid report 422.
+pub fn parse(json: &[u8]) -> Result<Report, Refusal> {
     let report: Report = serde_json::from_slice(json).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
