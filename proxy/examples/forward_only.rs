@@ -20,10 +20,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use vigil::balance::{seats, Connection, Seat};
 use vigil::config::{Upstream, DEFAULT_MAX_CONNECTIONS, DEFAULT_UPSTREAM_CONNECTIONS};
+use vigil::forward::upstream::UpstreamClient;
 use vigil::respond::{ProxyBody, ProxyError};
-use vigil::upstream::UpstreamClient;
+use vigil::serve::balance::{seats, Connection, Seat};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves like `vigil::server::serve_public`, with the same HTTP settings (header timeout,
+/// Serves like `vigil::serve::serve_public`, with the same HTTP settings (header timeout,
 /// size limits), but hands each request straight to the upstream client.
 fn serve(
     listener: std::net::TcpListener,

@@ -1,9 +1,9 @@
 //! `vigil.toml`: the sidecar's one configuration file, parsed and validated at start (and at
 //! every reload). Every error names the file, the key and what was expected.
 
-use crate::client::{ClientPolicy, IdentityKey};
-use crate::inventory::InventoryLimits;
-use crate::normalize::{EscapedSlashes, PathParameters, PathPolicy};
+use crate::exposure::inventory::InventoryLimits;
+use crate::forward::normalize::{EscapedSlashes, PathParameters, PathPolicy};
+use crate::identity::{ClientPolicy, IdentityKey};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -840,12 +840,12 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
 fn check_report_name(key: &str, value: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.@:".contains(c);
     if value.is_empty()
-        || value.len() > crate::report::MAX_NAME_BYTES
+        || value.len() > crate::exposure::report::MAX_NAME_BYTES
         || !value.chars().all(allowed)
     {
         return Err(format!(
             "{key}: {value:?} must be 1 to {} characters of letters, digits and - _ . @ :",
-            crate::report::MAX_NAME_BYTES
+            crate::exposure::report::MAX_NAME_BYTES
         ));
     }
     Ok(())

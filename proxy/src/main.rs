@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use vigil::config::{Config, LogFormat, Overrides};
-use vigil::server::Listeners;
+use vigil::serve::Listeners;
 use vigil::sidecar::Sidecar;
 use vigil_host::{
     Chain, Client, GuardResult, GuardSource, GuardSpec, Pattern, Request, Response, Runtime,
@@ -83,7 +83,7 @@ struct CollectArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// Directory of the compiled stock guards (rate_limit.wasm, sequence.wasm, ...).
-    #[arg(long, default_value_os_t = vigil::demo::default_guards_dir())]
+    #[arg(long, default_value_os_t = vigil::cli::demo::default_guards_dir())]
     guards: PathBuf,
 }
 
@@ -196,7 +196,7 @@ fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(vigil::demo::run(&args.guards))
+    runtime.block_on(vigil::cli::demo::run(&args.guards))
 }
 
 fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
@@ -215,7 +215,7 @@ fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
 fn run(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
     let config = args.load(log)?;
     init_logging(&config.log.level, config.log.format);
-    // Clients are served by the workers' own event loops (server::start_workers); this one
+    // Clients are served by the workers' own event loops (serve::run); this one
     // runs the admin API, the reporter, reloads and signals.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -234,7 +234,7 @@ async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let listeners = Listeners::bind(public_address, admin_address)?;
     tokio::spawn(reload_on_hangup(sidecar.clone()));
     tracing::info!(%public_address, %admin_address, "listening");
-    vigil::server::run(sidecar, listeners, wait_for_shutdown_signal()).await
+    vigil::serve::run(sidecar, listeners, wait_for_shutdown_signal()).await
 }
 
 /// Reloads the guard chain on SIGHUP (changed files are noticed by the server itself).

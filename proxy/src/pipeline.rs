@@ -2,15 +2,15 @@
 //! client and route → run the guard chain → forward → observe the response → account (history,
 //! inventory, metrics). Everything else is a room it calls.
 
-use crate::client::ResolvedClient;
-use crate::forward::{self, ClientBodyError, Hop, PrefixedBody};
-use crate::inventory::Observation;
+use crate::exposure::inventory::Observation;
+use crate::forward::hygiene::{self, ClientBodyError, Hop, PrefixedBody};
+use crate::forward::normalize;
+use crate::forward::upstream::{UpstreamClient, UpstreamError};
+use crate::identity::ResolvedClient;
 use crate::metrics::Verdict;
-use crate::normalize;
 use crate::respond::{self, ProxyBody, ProxyError};
-use crate::route::Route;
+use crate::routing::Route;
 use crate::sidecar::Sidecar;
-use crate::upstream::{UpstreamClient, UpstreamError};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
@@ -33,11 +33,11 @@ pub async fn handle(
     let method = req.method().as_str().to_string();
 
     let (mut parts, body) = req.into_parts();
-    let declared_length = match forward::check_framing(&parts.headers) {
+    let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
         Err(error) => return refuse(sidecar, &method, "-", error, &request_id),
     };
-    if let Err(error) = forward::settle_host(&mut parts) {
+    if let Err(error) = hygiene::settle_host(&mut parts) {
         return refuse(sidecar, &method, "-", error, &request_id);
     }
     // From here on, routing, the guards, the inventory and the upstream see one spelling.
@@ -74,7 +74,7 @@ pub async fn handle(
         match PrefixedBody::read(body, body_wanted).await {
             Ok((prefix, rest)) => (Some(prefix), Limited::new(rest, max_body as usize).boxed()),
             Err(error) => {
-                tracing::info!(request_id, error = %forward::source_text(&error), "cannot read the request body");
+                tracing::info!(request_id, error = %hygiene::source_text(&error), "cannot read the request body");
                 let error = ProxyError::BadRequest(MALFORMED_BODY.into());
                 return refuse(sidecar, &method, &route.template, error, &request_id);
             }
@@ -140,7 +140,7 @@ pub async fn handle(
         return response;
     }
 
-    let upgrade = forward::allowed_upgrade(&parts.headers, &sidecar.listen.upgrades);
+    let upgrade = hygiene::allowed_upgrade(&parts.headers, &sidecar.listen.upgrades);
     let mut upstream_request = Request::from_parts(parts, body);
     let client_upgrade = upgrade
         .is_some()
@@ -148,8 +148,8 @@ pub async fn handle(
     let trusted_peer = sidecar.clients.is_trusted(hop.peer());
     let version = upstream_request.version();
     let headers = upstream_request.headers_mut();
-    forward::strip_hop_by_hop(headers, upgrade.clone());
-    forward::add_forwarding(headers, hop, version, trusted_peer);
+    hygiene::strip_hop_by_hop(headers, upgrade.clone());
+    hygiene::add_forwarding(headers, hop, version, trusted_peer);
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert(respond::X_REQUEST_ID, id);
     }
@@ -178,7 +178,7 @@ pub async fn handle(
     if switching
         && !upgrade
             .as_ref()
-            .is_some_and(|offered| forward::accepts_upgrade(offered, response.headers()))
+            .is_some_and(|offered| hygiene::accepts_upgrade(offered, response.headers()))
     {
         // Tunnelling a switch the client did not get to offer would carry bytes no guard sees.
         tracing::warn!(request_id, method, route = %route.template, "the upstream switched protocols to one the request did not offer; not tunnelled");
@@ -199,7 +199,7 @@ pub async fn handle(
         }
         _ => None,
     };
-    forward::strip_hop_by_hop(response.headers_mut(), response_upgrade);
+    hygiene::strip_hop_by_hop(response.headers_mut(), response_upgrade);
     response.map(|body| {
         body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed()

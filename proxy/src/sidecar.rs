@@ -2,13 +2,13 @@
 //! table, the client policy, the upstream client, the inventory, metrics, readiness, and hot
 //! reload.
 
-use crate::client::ClientPolicy;
 use crate::config::{Config, Listen, Overrides, Reporting, Upstream};
-use crate::inventory::Inventory;
+use crate::exposure::inventory::Inventory;
+use crate::forward::normalize::PathPolicy;
+use crate::identity::ClientPolicy;
 use crate::metrics::Metrics;
-use crate::normalize::PathPolicy;
-use crate::peers::PeerConnections;
-use crate::route::{ApiSpec, RouteTable};
+use crate::routing::{ApiSpec, RouteTable};
+use crate::serve::peers::PeerConnections;
 use anyhow::Context as _;
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;

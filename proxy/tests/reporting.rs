@@ -248,7 +248,7 @@ fn spooled_requests(dir: &Path) -> u64 {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".json.gz"))
         .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|body| vigil::spool::decode(&body).ok())
+        .filter_map(|body| vigil::exposure::spool::decode(&body).ok())
         .flat_map(|report| report.endpoints)
         .map(|e| e.requests)
         .sum()

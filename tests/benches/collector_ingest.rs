@@ -13,7 +13,9 @@ use vigil::collector::config::CollectorConfig;
 use vigil::collector::sqlite::SqliteStore;
 use vigil::collector::store::Store;
 use vigil::collector::Collector;
-use vigil::report::{Dropped, EndpointDelta, Finding, Period, Report, SequenceRange, SCHEMA};
+use vigil::exposure::report::{
+    Dropped, EndpointDelta, Finding, Period, Report, SequenceRange, SCHEMA,
+};
 use vigil_tests::process::{http, temp_dir};
 
 /// Sidecar instances reporting.

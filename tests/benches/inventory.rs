@@ -8,10 +8,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
-use vigil::client::{CredentialKind, ResolvedClient};
-use vigil::inventory::{Inventory, InventoryLimits, Observation};
+use vigil::exposure::inventory::{Inventory, InventoryLimits, Observation};
+use vigil::identity::{CredentialKind, ResolvedClient};
 use vigil::metrics::{Metrics, Verdict};
-use vigil::route::{Route, RouteSource};
+use vigil::routing::{Route, RouteSource};
 
 fn accounting(c: &mut Criterion) {
     let inventory = Inventory::new(InventoryLimits::default(), Vec::new(), None, 0);

@@ -195,13 +195,13 @@ impl Proxy {
             .expect("sidecar starts"),
         );
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listeners = vigil::server::Listeners::bind(loopback, loopback).unwrap();
+        let listeners = vigil::serve::Listeners::bind(loopback, loopback).unwrap();
         let (addr, admin_addr) = (
             listeners.public.local_addr().unwrap(),
             listeners.admin.local_addr().unwrap(),
         );
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(vigil::server::run(sidecar.clone(), listeners, async move {
+        let served = tokio::spawn(vigil::serve::run(sidecar.clone(), listeners, async move {
             let _ = stopped.await;
         }));
         // Serving once the admin API answers, as `vigil run` is once it logs so.

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use vigil::report::{
+use vigil::exposure::report::{
     Dropped, EndpointDelta, EndpointKey, Finding, Period, Report, SequenceRange, SCHEMA,
 };
-use vigil::sketch::Sketch;
+use vigil::exposure::sketch::Sketch;
 use vigil_tests::browser;
 use vigil_tests::process::{eventually, free_port, http, temp_dir, Process, Response};
 

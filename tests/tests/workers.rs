@@ -149,7 +149,7 @@ async fn connections_one_worker_accepts_are_shared_with_the_others() {
     let never_connected = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let workers =
-        vigil::server::start_workers_on(sidecar.clone(), vec![accepting, never_connected], stop_rx)
+        vigil::serve::start_workers_on(sidecar.clone(), vec![accepting, never_connected], stop_rx)
             .unwrap();
 
     let mut clients = Vec::new();

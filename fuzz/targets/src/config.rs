@@ -1,5 +1,5 @@
 //! `vigil.toml` (`vigil::config::Config::parse`), and the identity-key syntax it holds
-//! (`identity.key`, `vigil::client::IdentityKey`).
+//! (`identity.key`, `vigil::identity::IdentityKey`).
 //!
 //! Input: the text of a configuration file. `report.token_file` is the one setting that reads
 //! a file while parsing; a text that sets it is parsed with the token given as the environment
@@ -13,8 +13,8 @@
 //! the same.
 
 use std::path::Path;
-use vigil::client::IdentityKey;
 use vigil::config::{Config, Overrides};
+use vigil::identity::IdentityKey;
 use vigil_host::Pattern;
 
 /// A file that does not exist: guard modules and the spec are only named, never read.

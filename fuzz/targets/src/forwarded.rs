@@ -1,5 +1,5 @@
 //! Who the client is: the RFC 7239 `Forwarded` and the `X-Forwarded-For` parsers, the walk over
-//! trusted hops, and the identity key and credentials (`vigil::client::ClientPolicy::resolve`).
+//! trusted hops, and the identity key and credentials (`vigil::identity::ClientPolicy::resolve`).
 //!
 //! Input: header fields, one `name: value` a line (`x-forwarded-for`, `forwarded`, `cookie`,
 //! `authorization`, `x-user`, any other); a `peer: IP` line sets the socket peer, 10.0.0.1 by
@@ -19,7 +19,9 @@ use http::header::FORWARDED;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr};
-use vigil::client::{is_public, ClientPolicy, IdentityKey, ResolvedClient, MAX_HOPS, MAX_KEY_LEN};
+use vigil::identity::{
+    is_public, ClientPolicy, IdentityKey, ResolvedClient, MAX_HOPS, MAX_KEY_LEN,
+};
 
 /// Trusted proxies; the last is 172.16/12 written in IPv4-mapped form.
 const TRUSTED: [&str; 5] = [

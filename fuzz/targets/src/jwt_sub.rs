@@ -1,5 +1,5 @@
 //! The `sub` claim of an `Authorization: Bearer` JWT, the identity key under `identity.key =
-//! "jwt-sub"` (`vigil::client`; the signature is never checked).
+//! "jwt-sub"` (`vigil::identity`; the signature is never checked).
 //!
 //! Input: the value of one `Authorization` field, e.g. `Bearer eyJ….eyJ….sig`.
 //!
@@ -14,7 +14,7 @@ use base64::Engine as _;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr};
-use vigil::client::{ClientPolicy, CredentialKind, IdentityKey, MAX_KEY_LEN};
+use vigil::identity::{ClientPolicy, CredentialKind, IdentityKey, MAX_KEY_LEN};
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
 

@@ -1,4 +1,4 @@
-//! OpenAPI 3 documents, YAML or JSON (`vigil::route::ApiSpec::parse`), and resolution of
+//! OpenAPI 3 documents, YAML or JSON (`vigil::routing::ApiSpec::parse`), and resolution of
 //! requests against their paths.
 //!
 //! Input: the text of a document.
@@ -8,7 +8,7 @@
 //! `/`, no empty segment, no trailing `/`); a route table built on the spec accepts it, and
 //! each operation's own template (within the caps on path length) resolves to a spec route.
 
-use vigil::route::{ApiSpec, RouteSource, RouteTable, MAX_SEGMENTS, MAX_SEGMENT_BYTES};
+use vigil::routing::{ApiSpec, RouteSource, RouteTable, MAX_SEGMENTS, MAX_SEGMENT_BYTES};
 
 const METHODS: [&str; 8] = [
     "GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE",

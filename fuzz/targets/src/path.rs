@@ -1,4 +1,4 @@
-//! The request path normaliser (`vigil::normalize::path`), which decides what path routing,
+//! The request path normaliser (`vigil::forward::normalize::path`), which decides what path routing,
 //! the guards, the inventory and the upstream see.
 //!
 //! Input: a request path, as the HTTP parser hands it over (starting with `/`).
@@ -10,7 +10,7 @@
 //! `%` and two hex digits, an encoded slash under "reject", a `;` under "reject", a `..` above
 //! the root).
 
-use vigil::normalize::{path, EscapedSlashes, PathError, PathParameters, PathPolicy};
+use vigil::forward::normalize::{path, EscapedSlashes, PathError, PathParameters, PathPolicy};
 
 /// Normalises the input under each policy and checks the result.
 pub fn fuzz(data: &[u8]) {

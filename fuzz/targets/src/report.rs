@@ -1,5 +1,5 @@
 //! Reports as the collector decodes them (`vigil::collector::ingest`): a gzip body inflated
-//! under a size cap, then JSON read into a `vigil::report::Report` and validated.
+//! under a size cap, then JSON read into a `vigil::exposure::report::Report` and validated.
 //!
 //! Input: a report body, JSON or (starting with the gzip magic) gzip-compressed JSON.
 //!

@@ -1,5 +1,5 @@
 //! Route templates of the configuration (`api.routes`, e.g. `/users/{id}/orders`) and the
-//! resolution of request paths against them (`vigil::route::RouteTable`).
+//! resolution of request paths against them (`vigil::routing::RouteTable`).
 //!
 //! Input: a template on the first line; each further line is a request, `METHOD /path` or just
 //! `/path`.
@@ -12,7 +12,7 @@
 //! only when it has as many segments; else to a heuristic template of its shape (or, once the
 //! learned set is full, the overflow template), which is never documented.
 
-use vigil::route::{RouteSource, RouteTable, MAX_SEGMENTS, MAX_SEGMENT_BYTES, OVERFLOW_TEMPLATE};
+use vigil::routing::{RouteSource, RouteTable, MAX_SEGMENTS, MAX_SEGMENT_BYTES, OVERFLOW_TEMPLATE};
 
 /// Heuristic templates remembered: small, so that the overflow is reached too.
 const MAX_LEARNED: usize = 4;

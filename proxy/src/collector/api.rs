@@ -5,7 +5,7 @@ use super::reply;
 use super::store::{EndpointQuery, FindingQuery};
 use super::vulns;
 use super::Collector;
-use crate::report::FindingKind;
+use crate::exposure::report::FindingKind;
 use crate::respond::ProxyBody;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;

@@ -6,7 +6,7 @@ use super::config::Token;
 use super::reply;
 use super::store::{Applied, StoreError};
 use super::Collector;
-use crate::report::Report;
+use crate::exposure::report::Report;
 use crate::respond::ProxyBody;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};

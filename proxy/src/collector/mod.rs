@@ -20,9 +20,9 @@ pub mod sqlite;
 pub mod store;
 pub mod vulns;
 
-use crate::accept::next_connection;
-use crate::idle::{Activity, Tracked};
 use crate::respond::ProxyBody;
+use crate::serve::accept::next_connection;
+use crate::serve::idle::{Activity, Tracked};
 use anyhow::Context as _;
 use config::CollectorConfig;
 use http::{Method, Request, Response, StatusCode};

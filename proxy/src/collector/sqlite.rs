@@ -5,8 +5,8 @@ use super::store::{
     Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
     FindingRecord, Pruned, Service, Store, StoreError,
 };
-use crate::report::{Credentials, FindingKind, Report, StatusClasses};
-use crate::sketch::{stable_hash, Sketch};
+use crate::exposure::report::{Credentials, FindingKind, Report, StatusClasses};
+use crate::exposure::sketch::{stable_hash, Sketch};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The collector's storage interface: what ingest, the API and retention need from a database,
 //! in domain terms, so that an engine other than SQLite can stand behind the same trait.
 
-use crate::report::{Credentials, Report, StatusClasses};
+use crate::exposure::report::{Credentials, Report, StatusClasses};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

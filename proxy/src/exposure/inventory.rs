@@ -6,9 +6,9 @@
 //! `max_endpoints` endpoints (later ones are counted under one overflow endpoint) and at most
 //! `max_findings` pending findings (repeats fold into one record with a count).
 
-use crate::client::{CredentialKind, ResolvedClient};
-use crate::report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
-use crate::route::{ApiSpec, Route, OVERFLOW_TEMPLATE};
+use crate::exposure::report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
+use crate::identity::{CredentialKind, ResolvedClient};
+use crate::routing::{ApiSpec, Route, OVERFLOW_TEMPLATE};
 use foldhash::fast::RandomState;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -198,7 +198,7 @@ impl Inventory {
                     >= self.limits.usual_auth_share * tally.total.requests as f64;
             let public_hash = client
                 .public
-                .then(|| crate::sketch::stable_hash(client.key.as_bytes()));
+                .then(|| crate::exposure::sketch::stable_hash(client.key.as_bytes()));
             for side in [&mut tally.total, &mut tally.delta] {
                 count(side, seen, public_hash, success);
             }
@@ -561,7 +561,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RouteSource;
+    use crate::routing::RouteSource;
     use std::net::IpAddr;
 
     const SPEC: &str = "openapi: 3.0.0\npaths:\n  /users/{id}:\n    get: {}\n  /orders:\n    get: {}\n    post: {}\n";

@@ -3,15 +3,20 @@
 //! upgrades) on worker threads and the admin listener on the caller's runtime, reports and
 //! reloads, until told to stop, and then drains.
 
-use crate::accept::next_connection;
-use crate::admin;
-use crate::balance::{seats, Connection, Seat};
+pub mod accept;
+pub mod admin;
+pub mod balance;
+pub mod idle;
+pub mod peers;
+
 use crate::config::DEFAULT_MAX_HEADERS;
-use crate::forward::Hop;
-use crate::idle::{Activity, Tracked};
+use crate::forward::hygiene::Hop;
+use crate::forward::upstream::UpstreamClient;
 use crate::pipeline;
+use crate::serve::accept::next_connection;
+use crate::serve::balance::{seats, Connection, Seat};
+use crate::serve::idle::{Activity, Tracked};
 use crate::sidecar::Sidecar;
-use crate::upstream::UpstreamClient;
 use anyhow::Context as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -68,7 +73,10 @@ pub async fn run(
     let reporter = match sidecar.reporting.clone() {
         Some(settings) => {
             tracing::info!(collector = %settings.collector, service = %settings.service, instance = %settings.instance, interval = ?settings.interval, "reporting to the collector");
-            Some(crate::reporter::Reporter::start(sidecar.clone(), settings)?)
+            Some(crate::exposure::reporter::Reporter::start(
+                sidecar.clone(),
+                settings,
+            )?)
         }
         None => None,
     };

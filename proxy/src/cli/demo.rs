@@ -3,8 +3,8 @@
 //! this process on loopback sockets and stops when the report is printed.
 
 use crate::config::{Config, Overrides};
-use crate::inventory::Exposure;
-use crate::server::Listeners;
+use crate::exposure::inventory::Exposure;
+use crate::serve::Listeners;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -55,7 +55,7 @@ pub async fn run(guards: &Path) -> anyhow::Result<()> {
     let listeners = Listeners::bind(loopback, loopback)?;
     let proxy = listeners.public.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(crate::server::run(sidecar.clone(), listeners, async {
+    let served = tokio::spawn(crate::serve::run(sidecar.clone(), listeners, async {
         let _ = stopped.await;
     }));
 
@@ -300,7 +300,7 @@ fn print_report(scenarios: &[Scenario], exposure: &Exposure) {
     }
     println!();
     println!("Findings (besides the denials above)");
-    let denials = crate::report::FindingKind::ClientDenied.as_str();
+    let denials = crate::exposure::report::FindingKind::ClientDenied.as_str();
     for finding in exposure
         .recent_findings
         .iter()

@@ -5,7 +5,7 @@
 //! made, several when the spool merged reports that never left the machine. The collector
 //! applies each range once.
 
-use crate::sketch::Sketch;
+use crate::exposure::sketch::Sketch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -6,7 +6,7 @@
 //! it, before reading a byte of it, to the one serving fewest. Only accepting pays for this; a
 //! connection's requests never move between threads.
 
-use crate::accept;
+use crate::serve::accept;
 use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
 use std::net::SocketAddr;

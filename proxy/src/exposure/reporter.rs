@@ -4,10 +4,10 @@
 //! makes one bounded attempt to deliver everything.
 
 use crate::config::Reporting;
-use crate::forward::source_text;
-use crate::report::{Report, SequenceRange, SCHEMA};
+use crate::exposure::report::{Report, SequenceRange, SCHEMA};
+use crate::exposure::spool::{Spool, SpoolLimits, Spooled};
+use crate::forward::hygiene::source_text;
 use crate::sidecar::Sidecar;
-use crate::spool::{Spool, SpoolLimits, Spooled};
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};

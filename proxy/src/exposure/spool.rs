@@ -9,7 +9,7 @@
 //! into one; only when no pair can be merged is the oldest dropped, and the count of dropped
 //! reports travels in the next report.
 
-use crate::report::Report;
+use crate::exposure::report::Report;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use std::collections::BTreeMap;
@@ -372,7 +372,7 @@ fn annotate(error: io::Error, what: &str, path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Dropped, EndpointDelta, Period, SequenceRange, SCHEMA};
+    use crate::exposure::report::{Dropped, EndpointDelta, Period, SequenceRange, SCHEMA};
 
     fn report(sequence: u64, requests: u64) -> Report {
         Report {

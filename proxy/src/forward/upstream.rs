@@ -7,7 +7,7 @@
 //! cannot make the proxy run out of descriptors.
 
 use crate::config::Upstream;
-use crate::forward::{self, source_text, ClientBodyError};
+use crate::forward::hygiene::{self, source_text, ClientBodyError};
 use crate::respond::ProxyBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -143,7 +143,7 @@ impl UpstreamClient {
             }
             match sender.try_send_request(req).await {
                 Ok(response) => {
-                    if forward::is_ambiguous_response(response.headers()) {
+                    if hygiene::is_ambiguous_response(response.headers()) {
                         // Dropping the connection with the response closes it: whatever
                         // follows on it cannot be trusted to start a new response.
                         return Err(UpstreamError::Invalid(

@@ -1,0 +1,3 @@
+//! What the command line runs besides the sidecar and the collector.
+
+pub mod demo;
