@@ -4,18 +4,26 @@
 //! Every header read here is attacker-controlled unless it was set by a trusted proxy, so the
 //! hop walks are capped at [`MAX_HOPS`] and parsing borrows from the headers instead of
 //! allocating; the only allocations are the key itself and a decoded JWT payload (itself capped).
+//!
+//! This module holds the policy (trusted hops, public or internal, the identity key); the
+//! forwarding headers are parsed in `forwarded`, credentials recognised in `credentials`, and
+//! the JWT subject read in `jwt`.
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
-use http::header::{AUTHORIZATION, COOKIE, FORWARDED};
+mod credentials;
+mod forwarded;
+mod jwt;
+
+use credentials::cookie_value;
+pub use credentials::CredentialKind;
+use forwarded::{is_tchar, parse_forwarded, parse_node, Node, NodeRing};
+use http::header::FORWARDED;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::{IpNet, Ipv4Net};
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::Hasher;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// Most proxy hops read from `X-Forwarded-For` or `Forwarded`, counted from the right.
@@ -27,26 +35,7 @@ pub const MAX_KEY_LEN: usize = 256;
 /// Bytes of a too-long value kept before the `#hash` suffix.
 const KEY_PREFIX_LEN: usize = 200;
 
-/// A JWT payload longer than this is not decoded: real claims are far smaller, and decoding
-/// allocates.
-const MAX_JWT_PAYLOAD_LEN: usize = 8 * 1024;
-
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Headers that carry an API key by convention, whatever the identity setting.
-const API_KEY_HEADERS: [HeaderName; 2] = [
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-];
-
-/// JWTs are base64url without padding, but some issuers pad and some leave stray trailing bits;
-/// neither matters for a grouping key.
-const JWT_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
 
 const IDENTITY_FORMS: &str = r#"expected one of "ip", "header:NAME", "cookie:NAME", "jwt-sub""#;
 
@@ -117,37 +106,6 @@ impl<'de> serde::Deserialize<'de> for IdentityKey {
     }
 }
 
-/// A kind of credential a request carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CredentialKind {
-    /// `Authorization: Bearer …`.
-    Bearer,
-    /// `Authorization: Basic …`.
-    Basic,
-    /// A session cookie (the identity cookie, or any cookie when identity is not a cookie).
-    Cookie,
-    /// An `x-api-key` or `api-key` header, or the identity header.
-    ApiKey,
-}
-
-impl CredentialKind {
-    /// Stable lower-case name, for logs and metric labels.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Bearer => "bearer",
-            Self::Basic => "basic",
-            Self::Cookie => "cookie",
-            Self::ApiKey => "api-key",
-        }
-    }
-}
-
-impl fmt::Display for CredentialKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// How to resolve the client of a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientPolicy {
@@ -187,7 +145,7 @@ impl ClientPolicy {
             Some(value) => cap_key(&value),
             None => ip.to_string(),
         };
-        let credentials = self.credentials(headers);
+        let credentials = credentials::credentials(&self.identity, headers);
         ResolvedClient {
             ip,
             key,
@@ -216,7 +174,7 @@ impl ClientPolicy {
                 .rev()
                 .flat_map(|value| value.as_bytes().rsplit(|&b| b == b','))
                 .map(|hop| match hop.trim_ascii() {
-                    [] => Hop::Blank,
+                    [] => Node::Blank,
                     hop => parse_node(hop),
                 });
             return self.walk(peer, hops);
@@ -224,7 +182,7 @@ impl ClientPolicy {
         if headers.contains_key(FORWARDED) {
             // Quoted strings may hold commas, so `Forwarded` is parsed left to right; the ring
             // keeps only the right-most hops, which are the ones the walk can reach.
-            let mut ring = HopRing::new();
+            let mut ring = NodeRing::new();
             for value in headers.get_all(FORWARDED) {
                 parse_forwarded(value.as_bytes(), &mut ring);
             }
@@ -236,19 +194,19 @@ impl ClientPolicy {
     /// Walks hops right to left: each trusted hop vouches for the one before it, so the first
     /// untrusted hop is the client. A hop that cannot be read (or a proxy hiding its client)
     /// ends the chain of vouching; the last address reached is then the best we know.
-    fn walk(&self, peer: IpAddr, hops: impl Iterator<Item = Hop>) -> IpAddr {
+    fn walk(&self, peer: IpAddr, hops: impl Iterator<Item = Node>) -> IpAddr {
         let mut last_good = peer;
         for hop in hops.take(MAX_HOPS) {
             match hop {
-                Hop::Addr(ip) => {
+                Node::Addr(ip) => {
                     let ip = ip.to_canonical();
                     if !self.is_trusted(ip) {
                         return ip;
                     }
                     last_good = ip;
                 }
-                Hop::Blank => {}
-                Hop::Hidden | Hop::Invalid => break,
+                Node::Blank => {}
+                Node::Hidden | Node::Invalid => break,
             }
         }
         last_good
@@ -265,38 +223,8 @@ impl ClientPolicy {
                 }
                 std::str::from_utf8(value).ok().map(Cow::Borrowed)
             }
-            IdentityKey::JwtSub => jwt_sub(headers).map(Cow::Owned),
+            IdentityKey::JwtSub => jwt::sub(headers).map(Cow::Owned),
         }
-    }
-
-    fn credentials(&self, headers: &HeaderMap) -> Vec<CredentialKind> {
-        let mut found = Vec::new();
-        let authorization = headers.get_all(AUTHORIZATION);
-        if authorization
-            .iter()
-            .any(|v| auth_credentials(v, b"bearer").is_some())
-        {
-            found.push(CredentialKind::Bearer);
-        }
-        if authorization
-            .iter()
-            .any(|v| auth_credentials(v, b"basic").is_some())
-        {
-            found.push(CredentialKind::Basic);
-        }
-        let cookie = match &self.identity {
-            IdentityKey::Cookie(name) => cookie_value(headers, name).is_some_and(|v| !v.is_empty()),
-            _ => is_present(headers, &COOKIE),
-        };
-        if cookie {
-            found.push(CredentialKind::Cookie);
-        }
-        let identity_header =
-            matches!(&self.identity, IdentityKey::Header(name) if is_present(headers, name));
-        if identity_header || API_KEY_HEADERS.iter().any(|n| is_present(headers, n)) {
-            found.push(CredentialKind::ApiKey);
-        }
-        found
     }
 }
 
@@ -354,185 +282,6 @@ fn canonical_net(net: &IpNet) -> IpNet {
     *net
 }
 
-/// One entry of a forwarding header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hop {
-    Addr(IpAddr),
-    /// An empty list element; says nothing, so the walk steps over it.
-    Blank,
-    /// `unknown`, an obfuscated `_name`, or a `Forwarded` element without `for=`: the proxy
-    /// that wrote it hides its client, so nothing further left can be vouched for.
-    Hidden,
-    Invalid,
-}
-
-/// Parses a node: an IP, `v4:port`, `[v6]`, `[v6]:port`, `unknown` or `_obfuscated` (RFC 7239
-/// §6, which `X-Forwarded-For` writers also follow in practice).
-fn parse_node(raw: &[u8]) -> Hop {
-    let Ok(text) = std::str::from_utf8(raw) else {
-        return Hop::Invalid;
-    };
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Hop::Addr(ip);
-    }
-    if let Some(rest) = text.strip_prefix('[') {
-        let Some((addr, tail)) = rest.split_once(']') else {
-            return Hop::Invalid;
-        };
-        let port_ok = tail.is_empty() || tail.strip_prefix(':').is_some_and(is_port);
-        return match addr.parse::<Ipv6Addr>() {
-            Ok(v6) if port_ok => Hop::Addr(IpAddr::V6(v6)),
-            _ => Hop::Invalid,
-        };
-    }
-    let (name, port) = match text.split_once(':') {
-        Some((name, port)) => (name, Some(port)),
-        None => (text, None),
-    };
-    if name.eq_ignore_ascii_case("unknown") || name.starts_with('_') {
-        return Hop::Hidden;
-    }
-    match (name.parse::<Ipv4Addr>(), port) {
-        (Ok(v4), Some(port)) if is_port(port) => Hop::Addr(IpAddr::V4(v4)),
-        _ => Hop::Invalid,
-    }
-}
-
-fn is_port(port: &str) -> bool {
-    let digits = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
-    let obfuscated = port.len() > 1
-        && port.starts_with('_')
-        && port
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    digits || obfuscated
-}
-
-/// The right-most [`MAX_HOPS`] hops seen, in a fixed array so a long header costs no memory.
-struct HopRing {
-    hops: [Hop; MAX_HOPS],
-    pushed: usize,
-}
-
-impl HopRing {
-    fn new() -> Self {
-        Self {
-            hops: [Hop::Blank; MAX_HOPS],
-            pushed: 0,
-        }
-    }
-
-    fn push(&mut self, hop: Hop) {
-        self.hops[self.pushed % MAX_HOPS] = hop;
-        self.pushed += 1;
-    }
-
-    fn right_to_left(&self) -> impl Iterator<Item = Hop> + '_ {
-        let kept = self.pushed.min(MAX_HOPS);
-        (1..=kept).map(move |back| self.hops[(self.pushed - back) % MAX_HOPS])
-    }
-}
-
-/// Parses one `Forwarded` value (RFC 7239: `elem *("," elem)`, `elem = pair *(";" pair)`,
-/// `pair = token "=" (token / quoted-string)`), pushing one hop per element.
-fn parse_forwarded(mut rest: &[u8], ring: &mut HopRing) {
-    loop {
-        let (hop, after) = forwarded_element(rest);
-        ring.push(hop);
-        match after {
-            Some(after) => rest = after,
-            None => return,
-        }
-    }
-}
-
-/// Reads one element; returns its hop and the input after its `,` (`None` at the end).
-fn forwarded_element(mut s: &[u8]) -> (Hop, Option<&[u8]>) {
-    let mut for_hop = None;
-    let mut any_pair = false;
-    let mut malformed = false;
-    let end = loop {
-        s = s.trim_ascii_start();
-        match s.first() {
-            None => break None,
-            Some(b',') => break Some(&s[1..]),
-            Some(b';') => {
-                s = &s[1..];
-                continue;
-            }
-            Some(_) => {}
-        }
-        any_pair = true;
-        let key_len = s.iter().take_while(|&&b| is_tchar(b)).count();
-        let (key, after_key) = s.split_at(key_len);
-        let Some(after_eq) = after_key.strip_prefix(b"=").filter(|_| !key.is_empty()) else {
-            malformed = true;
-            s = skip_to_delimiter(after_key);
-            continue;
-        };
-        let (value, after_value) = forwarded_value(after_eq);
-        if key.eq_ignore_ascii_case(b"for") {
-            // A second `for` in one element is ambiguous; RFC 7239 forbids it.
-            malformed |= for_hop.is_some();
-            for_hop = Some(match value {
-                Some(value) if !value.is_empty() => parse_node(value),
-                _ => Hop::Invalid,
-            });
-        }
-        s = after_value.trim_ascii_start();
-        if !matches!(s.first(), None | Some(b',' | b';')) {
-            malformed = true;
-            s = skip_to_delimiter(s);
-        }
-    };
-    let hop = match (malformed, for_hop, any_pair) {
-        (true, _, _) => Hop::Invalid,
-        (false, Some(hop), _) => hop,
-        (false, None, true) => Hop::Hidden,
-        (false, None, false) => Hop::Blank,
-    };
-    (hop, end)
-}
-
-/// Reads a token or quoted-string value. A quoted value with escapes yields `None`: no real
-/// node needs one, and unescaping would need an allocation.
-fn forwarded_value(s: &[u8]) -> (Option<&[u8]>, &[u8]) {
-    let Some(quoted) = s.strip_prefix(b"\"") else {
-        let len = s
-            .iter()
-            .take_while(|&&b| !matches!(b, b',' | b';' | b' ' | b'\t' | b'"'))
-            .count();
-        return (Some(&s[..len]), &s[len..]);
-    };
-    let mut escaped = false;
-    let mut i = 0;
-    while i < quoted.len() {
-        match quoted[i] {
-            b'\\' => {
-                escaped = true;
-                i += 2;
-            }
-            b'"' => {
-                let value = (!escaped).then(|| &quoted[..i]);
-                return (value, &quoted[i + 1..]);
-            }
-            _ => i += 1,
-        }
-    }
-    // Unterminated: nothing after the quote can be trusted to be structure.
-    (None, &[])
-}
-
-fn skip_to_delimiter(s: &[u8]) -> &[u8] {
-    let len = s.iter().take_while(|&&b| b != b',' && b != b';').count();
-    &s[len..]
-}
-
-/// RFC 9110 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// A header value fit to be a key: trimmed, non-empty, printable ASCII (spaces allowed inside).
 fn header_text(value: &HeaderValue) -> Option<&str> {
     let bytes = value.as_bytes().trim_ascii();
@@ -540,65 +289,6 @@ fn header_text(value: &HeaderValue) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(bytes).ok()
-}
-
-/// The first cookie called `name` across all `Cookie` headers, trimmed and unquoted.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
-        .find_map(|pair| {
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (key, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
-            if key != name.as_bytes() {
-                return None;
-            }
-            let unquoted = value
-                .strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""));
-            Some(unquoted.unwrap_or(value))
-        })
-}
-
-/// The credentials of an `Authorization` value when its scheme is `scheme` (lower-case; the
-/// scheme is matched case-insensitively, as RFC 9110 says).
-fn auth_credentials<'v>(value: &'v HeaderValue, scheme: &[u8]) -> Option<&'v [u8]> {
-    let bytes = value.as_bytes().trim_ascii();
-    let space = bytes.iter().position(|&b| b == b' ')?;
-    let credentials = bytes[space..].trim_ascii();
-    (bytes[..space].eq_ignore_ascii_case(scheme) && !credentials.is_empty()).then_some(credentials)
-}
-
-/// The string `sub` claim of the first bearer JWT, signature unchecked.
-fn jwt_sub(headers: &HeaderMap) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        sub: Option<String>,
-    }
-    let token = headers
-        .get_all(AUTHORIZATION)
-        .iter()
-        .find_map(|v| auth_credentials(v, b"bearer"))?;
-    let mut parts = token.split(|&b| b == b'.');
-    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || payload.is_empty() || payload.len() > MAX_JWT_PAYLOAD_LEN {
-        return None;
-    }
-    let json = JWT_BASE64.decode(payload).ok()?;
-    // A derived struct also accepts a JSON array (`["x"]` as `sub`); claims are an object.
-    if json.trim_ascii_start().first() != Some(&b'{') {
-        return None;
-    }
-    let sub = serde_json::from_slice::<Claims>(&json).ok()?.sub?;
-    (!sub.is_empty() && !sub.chars().any(char::is_control)).then_some(sub)
-}
-
-fn is_present<K: http::header::AsHeaderName>(headers: &HeaderMap, name: K) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().is_empty())
 }
 
 /// Shortens a long key so that distinct values stay distinct (see [`ResolvedClient::key`]).
@@ -615,7 +305,9 @@ fn cap_key(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::engine::general_purpose::{GeneralPurpose, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    use std::net::Ipv4Addr;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
