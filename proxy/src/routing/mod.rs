@@ -30,12 +30,20 @@
 //! [`OVERFLOW_TEMPLATE`] ([`RouteSource::Overflow`]), which does not depend on the path. Only
 //! the first [`MAX_SEGMENTS`] segments of a path are considered (the rest become one trailing
 //! `{*}` and no configured or spec template matches), each cut to [`MAX_SEGMENT_BYTES`] bytes.
+//!
+//! The OpenAPI document is read in `openapi`, templates parsed and matched in `template`, and
+//! ID-like segments recognised in `heuristics`.
 
-use serde_yaml_ng::{Mapping, Value};
+mod heuristics;
+mod openapi;
+mod template;
+
+use heuristics::heuristic_template;
+pub use openapi::{ApiSpec, SpecError};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use template::{best_match, path_parts, Seg, Template};
 
 /// Template for heuristic paths that no longer fit in the learned set.
 pub const OVERFLOW_TEMPLATE: &str = "/{*}";
@@ -45,11 +53,6 @@ pub const MAX_SEGMENTS: usize = 32;
 
 /// Bytes of a path segment considered; the rest is cut off before matching.
 pub const MAX_SEGMENT_BYTES: usize = 256;
-
-/// Path item keys that are operations; the others (`parameters`, `summary`, `$ref`...) are not.
-const SPEC_METHODS: [&str; 8] = [
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
 
 /// Where a request's route template came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,196 +88,6 @@ pub struct Route {
     pub source: RouteSource,
     /// Whether the OpenAPI spec has this method on this template (parameter names aside).
     pub documented: bool,
-}
-
-/// Why an OpenAPI document could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    /// The file could not be read.
-    #[error("cannot read OpenAPI spec {}: {cause}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        cause: std::io::Error,
-    },
-    /// The document in a file is unusable.
-    #[error("OpenAPI spec {}: {error}", path.display())]
-    InFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with its content.
-        error: Box<SpecError>,
-    },
-    /// The text is not valid JSON (when it starts with '{') or YAML.
-    #[error("invalid {format}: {message}")]
-    Syntax {
-        /// `JSON` or `YAML`.
-        format: &'static str,
-        /// The parser's message, with the location.
-        message: String,
-    },
-    /// The `openapi` field is missing or not a 3.x version.
-    #[error("not an OpenAPI 3 document: {0}")]
-    NotOpenApi3(String),
-    /// There is no `paths` object.
-    #[error("no `paths` object in the OpenAPI document")]
-    NoPaths,
-    /// A key of `paths` does not start with '/'.
-    #[error("path {0:?} does not start with '/'")]
-    PathWithoutSlash(String),
-    /// A template's `{` and `}` do not pair up within its segments.
-    #[error("path {0:?} has unbalanced braces")]
-    UnbalancedBraces(String),
-}
-
-/// The operations of an OpenAPI 3 document: which methods exist on which templates.
-#[derive(Clone, Debug, Default)]
-pub struct ApiSpec {
-    paths: Vec<SpecPath>,
-}
-
-#[derive(Clone, Debug)]
-struct SpecPath {
-    template: Template,
-    /// Uppercase.
-    methods: Vec<String>,
-}
-
-impl SpecPath {
-    fn has(&self, method: &str) -> bool {
-        self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
-    }
-}
-
-impl ApiSpec {
-    /// Parses an OpenAPI 3 document in YAML or JSON.
-    pub fn parse(text: &str) -> Result<ApiSpec, SpecError> {
-        let doc: Value = if text.trim_start().starts_with('{') {
-            // JSON is YAML, but serde_json's messages are clearer for a JSON document.
-            let syntax = |message: String| SpecError::Syntax {
-                format: "JSON",
-                message,
-            };
-            let json: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| syntax(e.to_string()))?;
-            serde_yaml_ng::to_value(json).map_err(|e| syntax(e.to_string()))?
-        } else {
-            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Syntax {
-                format: "YAML",
-                message: e.to_string(),
-            })?
-        };
-        let root = doc
-            .as_mapping()
-            .ok_or_else(|| SpecError::NotOpenApi3("the document is not a mapping".into()))?;
-        check_version(root)?;
-        let base = base_path(root)?;
-        let paths = root
-            .get("paths")
-            .and_then(Value::as_mapping)
-            .ok_or(SpecError::NoPaths)?;
-        let mut spec = ApiSpec::default();
-        for (key, item) in paths {
-            let Some(key) = key.as_str() else {
-                return Err(SpecError::PathWithoutSlash(describe(key)));
-            };
-            // Specification extensions may sit beside the paths.
-            if key.starts_with("x-") {
-                continue;
-            }
-            if !key.starts_with('/') {
-                return Err(SpecError::PathWithoutSlash(key.to_string()));
-            }
-            let template = Template::from_parts(base.iter().copied().chain(split_path(key)))
-                .map_err(|_| SpecError::UnbalancedBraces(key.to_string()))?;
-            let mut methods: Vec<String> = Vec::new();
-            for name in item
-                .as_mapping()
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, _)| k.as_str())
-            {
-                let is_method = SPEC_METHODS.iter().any(|m| m.eq_ignore_ascii_case(name));
-                if is_method && !methods.iter().any(|m| m.eq_ignore_ascii_case(name)) {
-                    methods.push(name.to_ascii_uppercase());
-                }
-            }
-            spec.paths.push(SpecPath { template, methods });
-        }
-        Ok(spec)
-    }
-
-    /// Reads and parses an OpenAPI 3 document; errors name the file.
-    pub fn load(path: &Path) -> Result<ApiSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| SpecError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
-        ApiSpec::parse(&text).map_err(|error| SpecError::InFile {
-            path: path.to_path_buf(),
-            error: Box::new(error),
-        })
-    }
-
-    /// Every `(METHOD, template)` pair, method uppercase, template with the base path.
-    pub fn operations(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.paths.iter().flat_map(|p| {
-            p.methods
-                .iter()
-                .map(move |m| (m.as_str(), &*p.template.text))
-        })
-    }
-}
-
-/// Accepts `openapi: 3.x` as a string, or as the number YAML makes of an unquoted `3.1`.
-fn check_version(root: &Mapping) -> Result<(), SpecError> {
-    let problem = match root.get("openapi") {
-        Some(Value::String(v)) if v == "3" || v.starts_with("3.") => return Ok(()),
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|v| (3.0..4.0).contains(&v)) => {
-            return Ok(())
-        }
-        Some(other) => format!("`openapi` is {}, expected 3.x", describe(other)),
-        None if root.get("swagger").is_some() => {
-            "it has `swagger` instead of `openapi` (Swagger 2.0); convert it to OpenAPI 3".into()
-        }
-        None => "missing `openapi` field".into(),
-    };
-    Err(SpecError::NotOpenApi3(problem))
-}
-
-/// The segments of the first server's path part (see the module docs).
-fn base_path(root: &Mapping) -> Result<Vec<&str>, SpecError> {
-    let url = root
-        .get("servers")
-        .and_then(Value::as_sequence)
-        .and_then(|servers| servers.first())
-        .and_then(|server| server.get("url"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let path = match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
-        None if url.starts_with('/') => url,
-        None => "",
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let parts: Vec<&str> = split_path(path).collect();
-    if parts.iter().any(|p| parse_segment(p).is_err()) {
-        return Err(SpecError::UnbalancedBraces(url.to_string()));
-    }
-    Ok(parts)
-}
-
-fn describe(value: &Value) -> String {
-    match value {
-        Value::String(s) => format!("{s:?}"),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => "null".into(),
-        Value::Sequence(_) => "a list".into(),
-        Value::Mapping(_) => "a mapping".into(),
-        Value::Tagged(t) => format!("a value tagged {}", t.tag),
-    }
 }
 
 /// Maps requests to route templates; shared by all connections.
@@ -419,205 +232,10 @@ impl RouteTable {
     }
 }
 
-/// One segment of a parsed template.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Seg {
-    Literal(Box<str>),
-    Param,
-    /// Text around parameters in one segment, e.g. `{name}.json`.
-    Mixed {
-        prefix: Box<str>,
-        suffix: Box<str>,
-    },
-}
-
-impl Seg {
-    fn matches(&self, part: &str) -> bool {
-        match self {
-            Seg::Literal(lit) => **lit == *part,
-            Seg::Param => !part.is_empty(),
-            Seg::Mixed { prefix, suffix } => {
-                // Like a whole-segment parameter, the parameters must capture something.
-                part.len() > prefix.len() + suffix.len()
-                    && part.starts_with(&**prefix)
-                    && part.ends_with(&**suffix)
-            }
-        }
-    }
-}
-
-/// A parsed template with its canonical text.
-#[derive(Clone, Debug)]
-struct Template {
-    text: Arc<str>,
-    segs: Vec<Seg>,
-    /// Ranks overlapping templates: literal segments, then mixed ones.
-    specificity: (usize, usize),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TemplateError {
-    NoSlash,
-    Unbalanced,
-}
-
-impl TemplateError {
-    fn cause(self) -> &'static str {
-        match self {
-            TemplateError::NoSlash => "it does not start with '/'",
-            TemplateError::Unbalanced => "it has unbalanced braces",
-        }
-    }
-}
-
-impl Template {
-    fn parse(text: &str) -> Result<Template, TemplateError> {
-        if !text.starts_with('/') {
-            return Err(TemplateError::NoSlash);
-        }
-        Template::from_parts(split_path(text))
-    }
-
-    fn from_parts<'a>(parts: impl IntoIterator<Item = &'a str>) -> Result<Template, TemplateError> {
-        let mut segs = Vec::new();
-        let mut text = String::new();
-        for part in parts {
-            segs.push(parse_segment(part)?);
-            text.push('/');
-            text.push_str(part);
-        }
-        if text.is_empty() {
-            text.push('/');
-        }
-        let count = |f: fn(&Seg) -> bool| segs.iter().filter(|s| f(s)).count();
-        let specificity = (
-            count(|s| matches!(s, Seg::Literal(_))),
-            count(|s| matches!(s, Seg::Mixed { .. })),
-        );
-        Ok(Template {
-            text: Arc::from(text),
-            segs,
-            specificity,
-        })
-    }
-
-    fn matches(&self, parts: &[&str]) -> bool {
-        self.segs.len() == parts.len() && self.segs.iter().zip(parts).all(|(s, p)| s.matches(p))
-    }
-}
-
-/// Parses one template segment; braces must pair up inside it, without nesting.
-fn parse_segment(part: &str) -> Result<Seg, TemplateError> {
-    let mut open = false;
-    let mut params = 0;
-    for c in part.chars() {
-        match (c, open) {
-            ('{', false) => open = true,
-            ('}', true) => {
-                open = false;
-                params += 1;
-            }
-            ('{', true) | ('}', false) => return Err(TemplateError::Unbalanced),
-            _ => {}
-        }
-    }
-    if open {
-        return Err(TemplateError::Unbalanced);
-    }
-    if params == 0 {
-        return Ok(Seg::Literal(part.into()));
-    }
-    let prefix = part.split_once('{').map_or("", |(p, _)| p);
-    let suffix = part.rsplit_once('}').map_or("", |(_, s)| s);
-    if params == 1 && prefix.is_empty() && suffix.is_empty() {
-        Ok(Seg::Param)
-    } else {
-        Ok(Seg::Mixed {
-            prefix: prefix.into(),
-            suffix: suffix.into(),
-        })
-    }
-}
-
-/// The index of the most specific matching item, the first among equals.
-fn best_match<T>(items: &[T], template: impl Fn(&T) -> &Template, parts: &[&str]) -> Option<usize> {
-    let mut best: Option<(usize, (usize, usize))> = None;
-    for (i, item) in items.iter().enumerate() {
-        let t = template(item);
-        if t.matches(parts) && best.is_none_or(|(_, s)| t.specificity > s) {
-            best = Some((i, t.specificity));
-        }
-    }
-    best.map(|(i, _)| i)
-}
-
-fn split_path(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|s| !s.is_empty())
-}
-
-/// The path's non-empty segments, capped and truncated; `true` if segments were dropped.
-fn path_parts(path: &str) -> (Vec<&str>, bool) {
-    let mut parts = Vec::new();
-    for part in split_path(path) {
-        if parts.len() == MAX_SEGMENTS {
-            return (parts, true);
-        }
-        parts.push(&part[..part.floor_char_boundary(MAX_SEGMENT_BYTES)]);
-    }
-    (parts, false)
-}
-
-fn heuristic_template(parts: &[&str], capped: bool) -> String {
-    let mut out = String::new();
-    for part in parts {
-        out.push('/');
-        out.push_str(classify(part).unwrap_or(part));
-    }
-    if capped {
-        out.push_str("/{*}");
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
-/// The placeholder for a segment that looks like a value rather than a name.
-fn classify(seg: &str) -> Option<&'static str> {
-    let b = seg.as_bytes();
-    if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
-        Some("{id}")
-    } else if is_uuid(b) {
-        Some("{uuid}")
-    } else if b.len() >= 16 && b.iter().all(u8::is_ascii_hexdigit) {
-        Some("{hex}")
-    } else if b.len() >= 20
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
-        && b.iter().any(u8::is_ascii_digit)
-        && b.iter().any(u8::is_ascii_alphabetic)
-    {
-        Some("{token}")
-    } else if b.contains(&b'@') {
-        Some("{email}")
-    } else if b.len() > 64 {
-        Some("{param}")
-    } else {
-        None
-    }
-}
-
-fn is_uuid(b: &[u8]) -> bool {
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const SPEC_YAML: &str = r#"
 openapi: 3.0.3
@@ -655,10 +273,6 @@ paths:
             want,
             "{method} {path}"
         );
-    }
-
-    fn parse_err(text: &str) -> String {
-        ApiSpec::parse(text).unwrap_err().to_string()
     }
 
     #[test]
@@ -901,42 +515,6 @@ paths:
                 ("/users/{id}", RouteSource::Spec, true),
             );
         }
-    }
-
-    #[test]
-    fn spec_errors_say_what_is_wrong() {
-        let e = parse_err("info: {title: t}\npaths: {}");
-        assert!(
-            e.contains("not an OpenAPI 3") && e.contains("missing `openapi`"),
-            "{e}"
-        );
-        let e = parse_err("swagger: '2.0'\npaths: {}");
-        assert!(
-            e.contains("not an OpenAPI 3") && e.contains("Swagger 2.0"),
-            "{e}"
-        );
-        let e = parse_err("openapi: '2.0'\npaths: {}");
-        assert!(e.contains(r#"`openapi` is "2.0", expected 3.x"#), "{e}");
-        let e = parse_err("- a list");
-        assert!(e.contains("not an OpenAPI 3"), "{e}");
-        assert!(matches!(
-            ApiSpec::parse("openapi: 3.0.0\ninfo: {}"),
-            Err(SpecError::NoPaths)
-        ));
-        let e = parse_err("openapi: 3.0.0\npaths: [1]");
-        assert!(e.contains("no `paths` object"), "{e}");
-        let e = parse_err("openapi: 3.0.0\npaths:\n  users: {get: {}}");
-        assert_eq!(e, r#"path "users" does not start with '/'"#);
-        let e = parse_err("openapi: 3.0.0\npaths:\n  /users/{id: {get: {}}");
-        assert_eq!(e, r#"path "/users/{id" has unbalanced braces"#);
-        let e = parse_err("openapi: 3.0.0\npaths:\n  /a/{b/c}: {get: {}}");
-        assert!(e.contains("unbalanced braces"), "{e}");
-        let e = parse_err("openapi: 3.0.0\nservers: [{url: '/v1/{x'}]\npaths: {}");
-        assert!(e.contains(r#""/v1/{x" has unbalanced braces"#), "{e}");
-        let e = parse_err("{\"openapi\": \"3.0.0\",\n \"paths\": }");
-        assert!(e.starts_with("invalid JSON") && e.contains("line 2"), "{e}");
-        let e = parse_err("openapi: [3");
-        assert!(e.starts_with("invalid YAML"), "{e}");
     }
 
     #[test]
