@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use vigil_host::{Decision, Header};
 
 /// Serves one request.
@@ -106,7 +106,7 @@ pub async fn handle(
             public: client.public,
             authenticated: client.authenticated,
         },
-        received_ms: now_ms(),
+        received_ms: sidecar.now_ms(),
         body: body_prefix.map(|b| b.to_vec()),
     };
     let decision = chain.evaluate(&mut guard_request);
@@ -311,7 +311,7 @@ impl Seen<'_> {
             client: self.client,
             status: status.as_u16(),
             denied_by,
-            at_ms: now_ms(),
+            at_ms: sidecar.now_ms(),
         });
         sidecar.metrics.request(
             &self.request.method,
@@ -352,11 +352,4 @@ fn guard_headers(headers: &HeaderMap, wanted: impl Fn(&str) -> bool) -> Vec<Head
             value: value.as_bytes().to_vec(),
         })
         .collect()
-}
-
-/// Wall-clock time in ms since the Unix epoch, as reports and guards see it.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

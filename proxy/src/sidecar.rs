@@ -97,7 +97,7 @@ impl Sidecar {
             config.inventory.clone(),
             config.api.internal_only.clone(),
             spec.as_ref(),
-            crate::pipeline::now_ms(),
+            runtime.state().clock().now_ms(),
         );
         let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)
             .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.file.display()))?;
@@ -155,6 +155,12 @@ impl Sidecar {
     /// Marks the sidecar ready (or not) for `/readyz`.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Wall-clock time in ms since the Unix epoch: the guard runtime's clock, so that the
+    /// proxy, the guards and their state tables agree on what time it is.
+    pub fn now_ms(&self) -> u64 {
+        self.runtime.state().clock().now_ms()
     }
 
     /// Whether `/readyz` answers 200.

@@ -152,7 +152,7 @@ impl ReporterState {
     /// Turns the inventory's delta into a spooled report. A spool error is logged: the
     /// counts of this period are then lost, and the log says so.
     async fn make_report(&mut self) {
-        let now = crate::pipeline::now_ms();
+        let now = self.sidecar.now_ms();
         self.sidecar.collect_guard_findings();
         if !self.zombies_reported && self.started.elapsed() >= self.settings.zombie_after {
             self.sidecar.inventory.report_zombies(now);
