@@ -10,7 +10,8 @@
 //! # Layout
 //!
 //! - `runtime`: the engine (pooling allocator, copy-on-write images, epoch deadlines) and linker.
-//! - `guard`: loading and checking a guard; its warm instance pool; faults.
+//! - `guard`: one loaded guard and its calls; its spec (`spec`), faults (`fault`), warm
+//!   instance pool (`pool`) and the checks a component passes to load (`checks`).
 //! - `world`: the contract's two worlds, which one a guard exports, and calls through it.
 //! - `packed`: requests and responses packed for the `packed-guard` world.
 //! - `chain`: ordered evaluation, first applied denial wins, monitor mode.

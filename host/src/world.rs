@@ -4,7 +4,7 @@
 
 use crate::bindings::packed::{PackedGuard, PackedGuardPre};
 use crate::bindings::{self, vigil::guard::types};
-use crate::guard::root_cause;
+use crate::guard::fault::root_cause;
 use crate::packed::{self, RequestPacker};
 use crate::sandbox::GuestState;
 use wasmtime::component::InstancePre;

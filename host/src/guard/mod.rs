@@ -1,12 +1,24 @@
 //! One loaded guard: its checked component, a pool of warm instances, and the fault policy
-//! applied around every call.
+//! applied around every call. What a guard is to be is `spec`, why a call failed `fault`, the
+//! warm instances `pool`, and what a component must be to load `checks`.
+
+mod checks;
+pub(crate) mod fault;
+mod pool;
+mod spec;
+
+use fault::root_cause;
+pub use fault::{Fault, FaultKind};
+pub use spec::{GuardSource, GuardSpec, Mode, OnError};
+
+use checks::{check_header, check_imports, content_hash};
+use pool::{WarmInstance, WarmPool};
 
 use crate::bindings::vigil::guard::types;
 use crate::needs::{HeaderFields, Needs};
 use crate::packed::RequestPacker;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
-use crate::shards::Sharded;
 use crate::watchdog::Running;
 use crate::world::{Exports, Pre, World};
 use std::path::PathBuf;
@@ -16,72 +28,6 @@ use std::time::{Duration, Instant};
 use vigil_guest::route::Pattern;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
-
-/// Whether a guard's denials are applied.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Denials are applied.
-    #[default]
-    Enforce,
-    /// Denials are recorded and reported, never applied.
-    Monitor,
-}
-
-/// What a guard's fault (trap, deadline, limit) means for the request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnError {
-    /// Let the request through (fail open).
-    #[default]
-    Allow,
-    /// Refuse the request with 503 (fail closed).
-    Deny,
-}
-
-/// Where a guard's component comes from.
-#[derive(Clone, Debug)]
-pub enum GuardSource {
-    /// A `.wasm` file on disk.
-    File(PathBuf),
-    /// The component's bytes.
-    Bytes(Vec<u8>),
-}
-
-/// Everything needed to load a guard.
-#[derive(Clone, Debug)]
-pub struct GuardSpec {
-    /// Unique name; also the namespace of its state, so state survives reloads.
-    pub name: String,
-    /// The component.
-    pub source: GuardSource,
-    /// Routes the guard sees; empty means every route.
-    pub routes: Vec<Pattern>,
-    /// Enforce or monitor.
-    pub mode: Mode,
-    /// Verdict on a fault.
-    pub on_error: OnError,
-    /// The guard's JSON configuration, passed to `init`.
-    pub config_json: String,
-    /// Sandbox limits; `None` takes the runtime's defaults.
-    pub limits: Option<SandboxLimits>,
-    /// Bytes of request body the guard receives; 0 means none.
-    pub body_limit: usize,
-}
-
-impl GuardSpec {
-    /// A spec with default settings: every route, enforce, fail open, no config.
-    pub fn new(name: impl Into<String>, source: GuardSource) -> GuardSpec {
-        GuardSpec {
-            name: name.into(),
-            source,
-            routes: Vec::new(),
-            mode: Mode::Enforce,
-            on_error: OnError::Allow,
-            config_json: "{}".into(),
-            limits: None,
-            body_limit: 0,
-        }
-    }
-}
 
 /// Why a guard could not be loaded. Every variant names the guard.
 #[derive(Debug, thiserror::Error)]
@@ -122,40 +68,6 @@ pub enum LoadError {
     },
 }
 
-/// The cause of a failed guard call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FaultKind {
-    /// The call ran past its deadline and was interrupted.
-    Deadline,
-    /// The guard tried to grow memory or tables past its cap.
-    Limit,
-    /// The guard trapped (including panics and refused host calls).
-    Trap,
-    /// No instance could be created (pool exhausted, or `init` failed on a fresh instance).
-    Instantiate,
-}
-
-impl FaultKind {
-    /// A stable lower-case name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FaultKind::Deadline => "deadline",
-            FaultKind::Limit => "limit",
-            FaultKind::Trap => "trap",
-            FaultKind::Instantiate => "instantiate",
-        }
-    }
-}
-
-/// A failed guard call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    /// The cause.
-    pub kind: FaultKind,
-    /// Human-readable detail (the panic message, the limit hit, the trap).
-    pub detail: String,
-}
-
 /// Counters of one guard since it was loaded.
 #[derive(Debug, Default)]
 pub struct GuardStats {
@@ -180,45 +92,6 @@ impl GuardStats {
     }
 }
 
-struct WarmInstance {
-    store: Store<GuestState>,
-    exports: Exports,
-    calls: u64,
-}
-
-/// Warm instances of one guard, one shard per core. A worker thread takes and returns
-/// instances in its own shard, so an instance's memory stays in one core's caches; an empty
-/// shard borrows from the others before a fresh instance is made.
-struct WarmPool {
-    shards: Sharded<Vec<WarmInstance>>,
-    per_shard: usize,
-}
-
-impl WarmPool {
-    fn new(max_warm: usize) -> WarmPool {
-        let shards = Sharded::new();
-        WarmPool {
-            per_shard: max_warm.div_ceil(shards.len()).max(1),
-            shards,
-        }
-    }
-
-    fn take(&self) -> Option<WarmInstance> {
-        if let Some(instance) = self.shards.local().pop() {
-            return Some(instance);
-        }
-        self.shards.others().find_map(|mut shard| shard.pop())
-    }
-
-    /// Keeps `instance` for a later call, unless this thread's shard is full.
-    fn put(&self, instance: WarmInstance) {
-        let mut shard = self.shards.local();
-        if shard.len() < self.per_shard {
-            shard.push(instance);
-        }
-    }
-}
-
 /// Time instantiation and `init` get. They run once per instance, not per request, and may
 /// start a whole language runtime (CPython); on a busy machine that can take far longer than
 /// a call's deadline, and a sidecar must not fail to start because its node is loaded.
@@ -240,19 +113,6 @@ pub struct Guard {
     recycle_after: u64,
     stats: GuardStats,
 }
-
-/// Interfaces a guard may import. Filesystem and CLI are there because Rust's and C's standard
-/// libraries import them; the context behind them has no preopened directory, no environment,
-/// no arguments and captured stdio, so they grant nothing.
-const ALLOWED_IMPORTS: &[&str] = &[
-    "vigil:guard/state@0.1.",
-    "vigil:guard/types@0.1.",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:io/",
-    "wasi:cli/",
-    "wasi:filesystem/",
-];
 
 impl Runtime {
     /// Loads, checks and initialises a guard. Errors name the guard and the cause.
@@ -564,62 +424,6 @@ impl Guard {
 
 /// Tells a core module or a random file from a component before compiling it, so the error
 /// says what to do.
-fn check_header(bytes: &[u8]) -> Result<(), String> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(
-            "not a WebAssembly file (no \\0asm header): is the path right, or the file corrupt?"
-                .into(),
-        );
-    }
-    // Core modules have version 1 and layer 0; components have layer 1.
-    if bytes[6..8] == [0, 0] {
-        return Err(
-            "is a core WebAssembly module, not a component: build it for wasm32-wasip2, or wrap it \
-             with `wasm-tools component new`"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
-fn check_imports(component: &Component, engine: &Engine) -> Result<(), String> {
-    let denied: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .filter(|name| {
-            !ALLOWED_IMPORTS
-                .iter()
-                .any(|allowed| name.starts_with(allowed))
-        })
-        .collect();
-    if denied.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "imports {}, which guards may not use (allowed: vigil:guard/state and WASI clocks, random, \
-         io, cli and filesystem, the last two without any capability)",
-        denied.join(", ")
-    ))
-}
-
-/// The error's text, with its root cause when that says more.
-pub(crate) fn root_cause(error: &wasmtime::Error) -> String {
-    let mut text = error.to_string();
-    let root = error.root_cause().to_string();
-    if root != text {
-        text = format!("{text}: {root}");
-    }
-    text
-}
-
-fn content_hash(bytes: &[u8]) -> u64 {
-    // FNV-1a: stable across runs and platforms, enough to tell two builds of a guard apart.
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
