@@ -15,7 +15,8 @@
 //!   (`hygiene`: framing, `Host`, upgrades, forwarding fields) and the upstream connections
 //!   (`upstream`).
 //! - `respond`: every answer the proxy gives itself (problem+json).
-//! - `config`: `vigil.toml`, validated.
+//! - `config`: `vigil.toml`: the checked types, the schema with its defaults (`raw`), the
+//!   section builders (`build`) and the value checks the collector shares (`validate`).
 //! - `metrics`: Prometheus metrics.
 //! - `exposure`: which endpoints are reached, by whom, with what outcome (`inventory`), and
 //!   the reports to the collector (`reporter`, `spool`, the wire format `report`, and

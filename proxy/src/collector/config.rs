@@ -1,7 +1,8 @@
 //! `collector.toml`: the collector's configuration, parsed and validated at start. Every error
 //! names the file, the key and what was expected.
 
-use crate::config::{at_least, duration, ConfigError};
+use crate::config::validate::{at_least, duration, socket_addr};
+use crate::config::ConfigError;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -331,12 +332,6 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
         },
         log_level: raw.log.level,
     })
-}
-
-fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{key}: expected an address such as 127.0.0.1:9000, got {value:?}"))
 }
 
 #[cfg(test)]

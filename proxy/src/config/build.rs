@@ -1,0 +1,412 @@
+//! From the schema to a [`Config`]: each section's values checked and turned into the types the
+//! sidecar uses, with errors that name the key and what was expected.
+
+use super::raw::{RawConfig, RawPath, RawReport, RawSandbox, RawState};
+use super::validate::{at_least, duration, in_range, networks, socket_addr};
+use super::{Admin, Api, Config, Listen, Log, Reporting, Sandbox, Upstream};
+use crate::exposure::inventory::InventoryLimits;
+use crate::forward::normalize::{EscapedSlashes, PathParameters, PathPolicy};
+use crate::identity::{ClientPolicy, IdentityKey};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use vigil_host::state::StateLimits;
+use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
+
+pub(super) fn build(
+    raw: RawConfig,
+    fixed_sections: toml::Table,
+    base: &Path,
+    file: &Path,
+) -> Result<Config, String> {
+    let listen = Listen {
+        address: socket_addr("listen.address", &raw.listen.address)?,
+        header_read_timeout: duration(
+            "listen.header_read_timeout",
+            &raw.listen.header_read_timeout,
+        )?,
+        idle_timeout: duration("listen.idle_timeout", &raw.listen.idle_timeout)?,
+        max_streams_per_connection: at_least(
+            "listen.max_streams_per_connection",
+            raw.listen.max_streams_per_connection,
+            1,
+        )?,
+        upgrades: upgrades(&raw.listen.upgrades)?,
+        max_header_bytes: at_least("listen.max_header_bytes", raw.listen.max_header_bytes, 1024)?,
+        max_headers: at_least("listen.max_headers", raw.listen.max_headers, 1)?,
+        max_body_bytes: raw.listen.max_body_bytes,
+        max_connections: at_least("listen.max_connections", raw.listen.max_connections, 1)?,
+        max_connections_per_ip: raw.listen.max_connections_per_ip,
+        workers: workers(raw.listen.workers)?,
+        shutdown_grace: duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
+    };
+    let url: http::Uri = raw
+        .upstream
+        .url
+        .parse()
+        .map_err(|e| format!("upstream.url: {:?} is not a URL ({e})", raw.upstream.url))?;
+    if url.scheme_str() != Some("http") || url.authority().is_none() {
+        return Err(format!(
+            "upstream.url: expected http://HOST:PORT, got {:?} (only plain HTTP upstreams are supported)",
+            raw.upstream.url
+        ));
+    }
+    let upstream = Upstream {
+        url,
+        timeout: duration("upstream.timeout", &raw.upstream.timeout)?,
+        connect_timeout: duration("upstream.connect_timeout", &raw.upstream.connect_timeout)?,
+        rewrite_host: raw.upstream.rewrite_host,
+        max_connections: at_least(
+            "upstream.max_connections",
+            raw.upstream.max_connections,
+            listen.workers,
+        )?,
+        queue_timeout: duration("upstream.queue_timeout", &raw.upstream.queue_timeout)?,
+    };
+    let path = path_policy(&raw.path)?;
+    let identity: IdentityKey = raw
+        .identity
+        .key
+        .parse()
+        .map_err(|e| format!("identity.key: {e}"))?;
+    let client = ClientPolicy {
+        identity,
+        trusted_proxies: networks("identity.trusted_proxies", &raw.identity.trusted_proxies)?,
+        internal_ranges: networks("identity.internal_ranges", &raw.identity.internal_ranges)?,
+    };
+    let api = Api {
+        spec: raw.api.spec.map(|p| base.join(p)),
+        routes: raw.api.routes,
+        internal_only: patterns("api.internal_only", &raw.api.internal_only)?,
+        max_routes: at_least("api.max_routes", raw.api.max_routes, 1)?,
+    };
+    let sandbox = sandbox(raw.sandbox, listen.workers)?;
+    let mut guards = Vec::with_capacity(raw.guards.len());
+    for (i, g) in raw.guards.into_iter().enumerate() {
+        let key = format!("guard[{i}] ({:?})", g.name);
+        if g.name.is_empty() {
+            return Err(format!("guard[{i}].name: must not be empty"));
+        }
+        if guards.iter().any(|s: &GuardSpec| s.name == g.name) {
+            return Err(format!(
+                "{key}.name: another guard already has this name; names must be unique"
+            ));
+        }
+        let mut spec = GuardSpec::new(&g.name, GuardSource::File(base.join(&g.module)));
+        spec.routes = patterns(&format!("{key}.routes"), &g.routes)?;
+        spec.mode = match g.mode.as_str() {
+            "enforce" => Mode::Enforce,
+            "monitor" => Mode::Monitor,
+            other => {
+                return Err(format!(
+                    "{key}.mode: expected \"enforce\" or \"monitor\", got {other:?}"
+                ))
+            }
+        };
+        spec.on_error = match g.on_error.as_str() {
+            "allow" => OnError::Allow,
+            "deny" => OnError::Deny,
+            other => {
+                return Err(format!(
+                    "{key}.on_error: expected \"allow\" or \"deny\", got {other:?}"
+                ))
+            }
+        };
+        spec.config_json = serde_json::to_string(&g.config.unwrap_or_default())
+            .map_err(|e| format!("{key}.config: cannot be expressed as JSON: {e}"))?;
+        spec.body_limit = g.body_limit;
+        if g.deadline.is_some() || g.memory_mb.is_some() {
+            let mut limits = SandboxLimits::default();
+            if let Some(d) = &g.deadline {
+                limits.deadline = duration(&format!("{key}.deadline"), d)?;
+            }
+            if let Some(mb) = g.memory_mb {
+                let most = sandbox.max_guard_memory_bytes >> 20;
+                if mb > most {
+                    return Err(format!(
+                        "{key}.memory_mb: {mb} is more than sandbox.max_guard_memory_mb ({most}) allows"
+                    ));
+                }
+                limits.memory_bytes = at_least(&format!("{key}.memory_mb"), mb, 1)? << 20;
+            }
+            spec.limits = Some(limits);
+        }
+        guards.push(spec);
+    }
+    let log = Log {
+        level: raw.log.level,
+        format: raw.log.format,
+    };
+    let inventory = InventoryLimits {
+        max_endpoints: at_least("inventory.max_endpoints", raw.inventory.max_endpoints, 1)?,
+        max_findings: at_least("inventory.max_findings", raw.inventory.max_findings, 1)?,
+        ..InventoryLimits::default()
+    };
+    let state = state_limits(raw.state)?;
+    let report = reporting(raw.report, base, listen.address)?;
+    Ok(Config {
+        file: file.to_path_buf(),
+        listen,
+        upstream,
+        path,
+        client,
+        api,
+        guards,
+        admin: Admin {
+            address: socket_addr("admin.address", &raw.admin.address)?,
+        },
+        log,
+        inventory,
+        state,
+        sandbox,
+        fixed_sections,
+        report,
+    })
+}
+
+/// Bounds of `[sandbox]`. Each instance reserves about 8 GiB of address space (two 4 GiB
+/// memory reservations), so 4,096 instances take 32 TiB of the 128 TiB a process can address;
+/// a guard's memory is a wasm32 memory, at most 4 GiB.
+const MAX_INSTANCES: usize = 4096;
+const MIN_DEFAULT_INSTANCES: usize = 256;
+const INSTANCES_PER_WORKER: usize = 32;
+const MAX_GUARD_MEMORY_MB: usize = 4096;
+const DEFAULT_GUARD_MEMORY_MB: usize = 256;
+
+/// `[sandbox]`; by default 32 instances per worker (at least 256, at most 4,096): room for 16
+/// guards, each called by every worker at once, twice over during a reload.
+fn sandbox(raw: RawSandbox, workers: usize) -> Result<Sandbox, String> {
+    let default_instances = workers
+        .saturating_mul(INSTANCES_PER_WORKER)
+        .clamp(MIN_DEFAULT_INSTANCES, MAX_INSTANCES);
+    let max_instances = match raw.max_instances {
+        Some(n) => in_range("sandbox.max_instances", n, 2, MAX_INSTANCES)?,
+        None => default_instances,
+    };
+    let memory_mb = match raw.max_guard_memory_mb {
+        Some(mb) => in_range("sandbox.max_guard_memory_mb", mb, 1, MAX_GUARD_MEMORY_MB)?,
+        None => DEFAULT_GUARD_MEMORY_MB,
+    };
+    Ok(Sandbox {
+        // At most MAX_INSTANCES, so it fits.
+        max_instances: max_instances as u32,
+        max_guard_memory_bytes: memory_mb << 20,
+    })
+}
+
+/// Upper bounds of `[state]`: each table's memory grows with its bound (a client with a full
+/// history of 32 events is about 620 bytes), so a typo must not let it grow to the machine's.
+const MAX_TRACKED: usize = 10_000_000;
+const MAX_HISTORY_DEPTH: usize = 1024;
+const MAX_DISTINCT_MEMBERS: usize = 65_536;
+
+fn state_limits(raw: RawState) -> Result<StateLimits, String> {
+    let idle_expiry = duration("state.idle_expiry", &raw.idle_expiry)?;
+    if idle_expiry < Duration::from_secs(1) {
+        return Err(format!(
+            "state.idle_expiry: must be at least 1s, got {}",
+            raw.idle_expiry
+        ));
+    }
+    Ok(StateLimits {
+        max_clients: in_range("state.max_clients", raw.max_clients, 1, MAX_TRACKED)?,
+        history_depth: in_range(
+            "state.history_depth",
+            raw.history_depth,
+            1,
+            MAX_HISTORY_DEPTH,
+        )?,
+        max_keys: in_range("state.max_keys", raw.max_keys, 1, MAX_TRACKED)?,
+        max_distinct_sets: in_range(
+            "state.max_distinct_sets",
+            raw.max_distinct_sets,
+            1,
+            MAX_TRACKED,
+        )?,
+        max_distinct_members: in_range(
+            "state.max_distinct_members",
+            raw.max_distinct_members,
+            1,
+            MAX_DISTINCT_MEMBERS,
+        )?,
+        max_kv_entries: in_range("state.max_kv_entries", raw.max_kv_entries, 1, MAX_TRACKED)?,
+        idle_expiry,
+        ..StateLimits::default()
+    })
+}
+
+fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<Reporting>, String> {
+    let Some(collector) = raw.collector else {
+        let stray = [
+            ("report.service", raw.service.is_some()),
+            ("report.token", raw.token.is_some()),
+            ("report.token_file", raw.token_file.is_some()),
+            ("report.instance", raw.instance.is_some()),
+        ];
+        if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "{key}: is set but report.collector is not; set report.collector to report"
+            ));
+        }
+        return Ok(None);
+    };
+    let url: http::Uri = collector
+        .parse()
+        .map_err(|e| format!("report.collector: {collector:?} is not a URL ({e})"))?;
+    if url.scheme_str() != Some("http") || url.authority().is_none() {
+        return Err(format!(
+            "report.collector: expected http://HOST:PORT, got {collector:?}"
+        ));
+    }
+    let service = raw.service.ok_or(
+        "report.service: missing; name the service this sidecar stands in front of".to_string(),
+    )?;
+    check_report_name("report.service", &service)?;
+    let instance = match raw.instance {
+        Some(instance) => instance,
+        None => format!("{service}@{}:{}", hostname(), listen.port()),
+    };
+    check_report_name("report.instance", &instance)?;
+    let token = match (raw.token, raw.token_file) {
+        (Some(_), Some(_)) => {
+            return Err("report.token_file: set either token or token_file, not both".into())
+        }
+        (Some(token), None) => Some(token),
+        (None, Some(file)) => {
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("report.token_file: cannot read {}: {e}", path.display()))?;
+            Some(text.trim().to_string())
+        }
+        (None, None) => None,
+    };
+    if let Some(token) = &token {
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "report.token: must be non-empty printable ASCII without spaces".to_string(),
+            );
+        }
+    }
+    let interval = duration("report.interval", &raw.interval)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!(
+            "report.interval: must be at least 100ms, got {}",
+            raw.interval
+        ));
+    }
+    Ok(Some(Reporting {
+        collector: url,
+        token,
+        service,
+        instance,
+        interval,
+        timeout: duration("report.timeout", &raw.timeout)?,
+        max_backoff: duration("report.max_backoff", &raw.max_backoff)?,
+        spool_dir: base.join(raw.spool_dir),
+        spool_max_reports: at_least("report.spool_max_reports", raw.spool_max_reports, 2)?,
+        spool_max_bytes: in_range("report.spool_max_mb", raw.spool_max_mb, 1, MAX_SPOOL_MB)? << 20,
+        zombie_after: duration("report.zombie_after", &raw.zombie_after)?,
+    }))
+}
+
+/// Service and instance names travel in every report; the collector applies the same rule.
+fn check_report_name(key: &str, value: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.@:".contains(c);
+    if value.is_empty()
+        || value.len() > crate::exposure::report::MAX_NAME_BYTES
+        || !value.chars().all(allowed)
+    {
+        return Err(format!(
+            "{key}: {value:?} must be 1 to {} characters of letters, digits and - _ . @ :",
+            crate::exposure::report::MAX_NAME_BYTES
+        ));
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Most worker threads: far beyond any core count a sidecar gets, low enough that a typo
+/// cannot start thousands of threads.
+const MAX_WORKERS: usize = 256;
+
+/// `listen.workers`, by default one per core the process may run on.
+fn workers(configured: Option<usize>) -> Result<usize, String> {
+    let Some(workers) = configured else {
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)));
+    };
+    in_range("listen.workers", workers, 1, MAX_WORKERS)
+}
+
+/// The most `report.spool_max_mb` may be: 1 TiB, far beyond any disk a sidecar is given, and
+/// small enough that the size in bytes cannot overflow.
+const MAX_SPOOL_MB: u64 = 1 << 20;
+
+/// `listen.upgrades`: protocol names as `Upgrade` carries them (RFC 9110 §7.8), lower-cased.
+fn upgrades(values: &[String]) -> Result<Vec<String>, String> {
+    values
+        .iter()
+        .map(|value| {
+            let name = value.trim().to_ascii_lowercase();
+            let is_token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !is_token {
+                return Err(format!(
+                    "listen.upgrades: {value:?} is not a protocol name without a version (such as \"websocket\")"
+                ));
+            }
+            if name == "h2c" || name == "http" {
+                return Err(format!(
+                    "listen.upgrades: {value:?} cannot be allowed: an HTTP/2 upgrade would carry \
+                     requests past the guards (clients may speak HTTP/2 directly instead)"
+                ));
+            }
+            Ok(name)
+        })
+        .collect()
+}
+
+/// `[path]`: how request paths are normalised.
+fn path_policy(raw: &RawPath) -> Result<PathPolicy, String> {
+    let escaped_slashes = match raw.escaped_slashes.as_str() {
+        "reject" => EscapedSlashes::Reject,
+        "keep" => EscapedSlashes::Keep,
+        "decode" => EscapedSlashes::Decode,
+        other => {
+            return Err(format!(
+                "path.escaped_slashes: expected \"reject\", \"keep\" or \"decode\", got {other:?}"
+            ))
+        }
+    };
+    let parameters = match raw.parameters.as_str() {
+        "reject" => PathParameters::Reject,
+        "keep" => PathParameters::Keep,
+        "strip" => PathParameters::Strip,
+        other => {
+            return Err(format!(
+                "path.parameters: expected \"reject\", \"keep\" or \"strip\", got {other:?}"
+            ))
+        }
+    };
+    Ok(PathPolicy {
+        merge_slashes: raw.merge_slashes,
+        escaped_slashes,
+        parameters,
+    })
+}
+
+fn patterns(key: &str, values: &[String]) -> Result<Vec<Pattern>, String> {
+    values
+        .iter()
+        .map(|v| Pattern::parse(v).map_err(|e| format!("{key}: {e}")))
+        .collect()
+}

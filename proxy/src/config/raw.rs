@@ -1,0 +1,316 @@
+//! The schema of `vigil.toml` as serde reads it, with every default: what a key may be spelt
+//! as, before any value is checked.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use vigil_host::state::StateLimits;
+
+use super::LogFormat;
+use crate::exposure::inventory::InventoryLimits;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) listen: RawListen,
+    pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) path: RawPath,
+    #[serde(default)]
+    pub(super) identity: RawIdentity,
+    #[serde(default)]
+    pub(super) api: RawApi,
+    #[serde(default, rename = "guard")]
+    pub(super) guards: Vec<RawGuard>,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) inventory: RawInventory,
+    #[serde(default)]
+    pub(super) state: RawState,
+    #[serde(default)]
+    pub(super) sandbox: RawSandbox,
+    #[serde(default)]
+    pub(super) report: RawReport,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSandbox {
+    pub(super) max_instances: Option<usize>,
+    pub(super) max_guard_memory_mb: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawState {
+    pub(super) max_clients: usize,
+    pub(super) history_depth: usize,
+    pub(super) max_keys: usize,
+    pub(super) max_distinct_sets: usize,
+    pub(super) max_distinct_members: usize,
+    pub(super) max_kv_entries: usize,
+    pub(super) idle_expiry: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        let limits = StateLimits::default();
+        RawState {
+            max_clients: limits.max_clients,
+            history_depth: limits.history_depth,
+            max_keys: limits.max_keys,
+            max_distinct_sets: limits.max_distinct_sets,
+            max_distinct_members: limits.max_distinct_members,
+            max_kv_entries: limits.max_kv_entries,
+            idle_expiry: "30m".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawInventory {
+    pub(super) max_endpoints: usize,
+    pub(super) max_findings: usize,
+}
+
+impl Default for RawInventory {
+    fn default() -> Self {
+        let limits = InventoryLimits::default();
+        RawInventory {
+            max_endpoints: limits.max_endpoints,
+            max_findings: limits.max_findings,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawReport {
+    pub(super) collector: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) service: Option<String>,
+    pub(super) instance: Option<String>,
+    pub(super) interval: String,
+    pub(super) timeout: String,
+    pub(super) max_backoff: String,
+    pub(super) spool_dir: PathBuf,
+    pub(super) spool_max_reports: usize,
+    pub(super) spool_max_mb: u64,
+    pub(super) zombie_after: String,
+}
+
+impl Default for RawReport {
+    fn default() -> Self {
+        RawReport {
+            collector: None,
+            token: None,
+            token_file: None,
+            service: None,
+            instance: None,
+            interval: "10s".into(),
+            timeout: "10s".into(),
+            max_backoff: "60s".into(),
+            spool_dir: PathBuf::from("vigil-spool"),
+            spool_max_reports: 1_000,
+            spool_max_mb: 64,
+            zombie_after: "1h".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawListen {
+    pub(super) address: String,
+    pub(super) header_read_timeout: String,
+    pub(super) idle_timeout: String,
+    pub(super) max_streams_per_connection: u32,
+    pub(super) upgrades: Vec<String>,
+    pub(super) max_header_bytes: usize,
+    pub(super) max_headers: usize,
+    pub(super) max_body_bytes: u64,
+    pub(super) max_connections: usize,
+    pub(super) max_connections_per_ip: usize,
+    pub(super) workers: Option<usize>,
+    pub(super) shutdown_grace: String,
+}
+
+/// The default `listen.max_headers`: hyper's own limit, which it parses without a buffer
+/// made for each request head.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// The default `listen.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            address: "0.0.0.0:8080".into(),
+            header_read_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            max_streams_per_connection: 100,
+            upgrades: vec!["websocket".into()],
+            max_header_bytes: 16 * 1024,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body_bytes: 16 << 20,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: 0,
+            workers: None,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) url: String,
+    #[serde(default = "default_upstream_timeout")]
+    pub(super) timeout: String,
+    #[serde(default = "default_connect_timeout")]
+    pub(super) connect_timeout: String,
+    #[serde(default)]
+    pub(super) rewrite_host: bool,
+    #[serde(default = "default_upstream_connections")]
+    pub(super) max_connections: usize,
+    #[serde(default = "default_queue_timeout")]
+    pub(super) queue_timeout: String,
+}
+
+/// The default `upstream.max_connections`: well under the 1,024 descriptors a process gets by
+/// default, with room left for clients.
+pub const DEFAULT_UPSTREAM_CONNECTIONS: usize = 512;
+
+fn default_upstream_connections() -> usize {
+    DEFAULT_UPSTREAM_CONNECTIONS
+}
+
+fn default_queue_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPath {
+    pub(super) merge_slashes: bool,
+    pub(super) escaped_slashes: String,
+    pub(super) parameters: String,
+}
+
+impl Default for RawPath {
+    fn default() -> Self {
+        RawPath {
+            merge_slashes: true,
+            escaped_slashes: "reject".into(),
+            parameters: "reject".into(),
+        }
+    }
+}
+
+fn default_upstream_timeout() -> String {
+    "30s".into()
+}
+
+fn default_connect_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIdentity {
+    pub(super) key: String,
+    pub(super) trusted_proxies: Vec<String>,
+    pub(super) internal_ranges: Vec<String>,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            key: "ip".into(),
+            trusted_proxies: Vec::new(),
+            internal_ranges: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawApi {
+    pub(super) spec: Option<PathBuf>,
+    pub(super) routes: Vec<String>,
+    pub(super) internal_only: Vec<String>,
+    pub(super) max_routes: usize,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            spec: None,
+            routes: Vec::new(),
+            internal_only: Vec::new(),
+            max_routes: 10_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGuard {
+    pub(super) name: String,
+    pub(super) module: PathBuf,
+    #[serde(default)]
+    pub(super) routes: Vec<String>,
+    #[serde(default = "default_mode")]
+    pub(super) mode: String,
+    #[serde(default = "default_on_error")]
+    pub(super) on_error: String,
+    #[serde(default)]
+    pub(super) config: Option<toml::Table>,
+    #[serde(default)]
+    pub(super) body_limit: usize,
+    pub(super) deadline: Option<String>,
+    pub(super) memory_mb: Option<usize>,
+}
+
+fn default_mode() -> String {
+    "enforce".into()
+}
+
+fn default_on_error() -> String {
+    "allow".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdmin {
+    pub(super) address: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            address: "127.0.0.1:9901".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub(super) level: String,
+    pub(super) format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
