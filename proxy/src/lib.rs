@@ -6,8 +6,8 @@
 //! - `pipeline`: the request path, top to bottom; every other module is a room it calls.
 //! - `sidecar`: the running sidecar's shared parts, readiness, hot reload.
 //! - `serve`: [`serve::run`], the one way to serve a sidecar: listeners, worker threads,
-//!   accepting (`accept`), spreading connections over the workers (`balance`), closing idle
-//!   ones (`idle`), connections per address (`peers`), and the admin API (`admin`).
+//!   spreading connections over the workers (`balance`), connections per address (`peers`),
+//!   and the admin API (`admin`).
 //! - `identity`: who sent the request (IP, trusted hops, public or internal, identity key,
 //!   credentials).
 //! - `routing`: which route template a request belongs to (config, OpenAPI, heuristics).
@@ -15,20 +15,20 @@
 //!   (`hygiene`: framing, `Host`, upgrades, forwarding fields) and the upstream connections
 //!   (`upstream`).
 //! - `respond`: every answer the proxy gives itself (problem+json).
-//! - `config`: `vigil.toml`: the checked types, the schema with its defaults (`raw`), the
-//!   section builders (`build`) and the value checks the collector shares (`validate`).
+//! - `config`: `vigil.toml`: the checked types, the schema with its defaults (`raw`) and the
+//!   section builders (`build`).
 //! - `metrics`: Prometheus metrics.
 //! - `exposure`: which endpoints are reached, by whom, with what outcome (`inventory`), and
-//!   the reports to the collector (`reporter`, `spool`, the wire format `report`, and
-//!   `sketch`'s mergeable distinct counts).
+//!   the reports to the collector (`reporter`, `spool`; the wire format is `vigil-report`'s).
+//!
+//! The collector (`vigil collect`) is the crate `vigil-collector`; what both need (the answer
+//! body, the accept loop, the idle-connection rule, configuration checks) is `vigil-common`.
 //! - `cli`: what the command line runs besides the sidecar (`demo`: a sample shop under
 //!   attack).
-//! - `collector`: `vigil collect`, which receives reports and merges them fleet-wide.
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
-pub mod collector;
 pub mod config;
 pub mod exposure;
 pub mod forward;

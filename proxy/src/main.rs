@@ -254,13 +254,13 @@ async fn reload_on_hangup(sidecar: Arc<Sidecar>) {
 }
 
 fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
-    let config = vigil::collector::config::CollectorConfig::load(&args.config)?;
+    let config = vigil_collector::config::CollectorConfig::load(&args.config)?;
     init_logging(log.as_deref().unwrap_or(&config.log_level), LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(vigil::collector::run(config, wait_for_shutdown_signal()))
+    runtime.block_on(vigil_collector::run(config, wait_for_shutdown_signal()))
 }
 
 async fn wait_for_shutdown_signal() {

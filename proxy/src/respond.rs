@@ -1,23 +1,13 @@
 //! Every answer the proxy gives itself, in one place: guard denials and proxy errors, as
 //! `application/problem+json` (RFC 9457) with the request id.
 
-use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use vigil_common::reply::typed;
+pub use vigil_common::reply::{full, ProxyBody};
 use vigil_host::Denial;
 
 /// The request id field, on every answer and on every request forwarded.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The body type of every response the proxy sends.
-pub type ProxyBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-/// Wraps bytes as a [`ProxyBody`].
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
 
 /// Why the proxy answers a request itself instead of the upstream. The texts these carry are
 /// for the log; what the client reads is a fixed sentence per kind, so no internal detail
@@ -122,15 +112,9 @@ pub fn denial(denial: &Denial, request_id: &str) -> Response<ProxyBody> {
 }
 
 fn problem(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    let mut response = typed(status, body.to_string(), "application/problem+json");
     if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID, id);
+        response.headers_mut().insert(X_REQUEST_ID, id);
     }
     response
 }

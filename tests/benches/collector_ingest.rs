@@ -9,13 +9,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vigil::collector::config::CollectorConfig;
-use vigil::collector::sqlite::SqliteStore;
-use vigil::collector::store::Store;
-use vigil::collector::Collector;
-use vigil::exposure::report::{
-    Dropped, EndpointDelta, Finding, Period, Report, SequenceRange, SCHEMA,
-};
+use vigil_collector::config::CollectorConfig;
+use vigil_collector::sqlite::SqliteStore;
+use vigil_collector::store::Store;
+use vigil_collector::Collector;
+use vigil_report::{Dropped, EndpointDelta, Finding, Period, Report, SequenceRange, SCHEMA};
 use vigil_tests::process::{http, temp_dir};
 
 /// Sidecar instances reporting.
@@ -113,7 +111,7 @@ fn start_collector(dir: &Path) -> SocketAddr {
             let ingest = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(ingest.local_addr().unwrap()).unwrap();
-            vigil::collector::serve(collector, ingest, api, std::future::pending()).await;
+            vigil_collector::serve(collector, ingest, api, std::future::pending()).await;
         });
     });
     rx.recv().unwrap()

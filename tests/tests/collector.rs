@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use vigil::exposure::report::{
+use vigil_report::sketch::Sketch;
+use vigil_report::{
     Dropped, EndpointDelta, EndpointKey, Finding, Period, Report, SequenceRange, SCHEMA,
 };
-use vigil::exposure::sketch::Sketch;
 use vigil_tests::browser;
 use vigil_tests::process::{eventually, free_port, http, temp_dir, Process, Response};
 
@@ -147,7 +147,7 @@ impl Collector {
 /// from it, so retention (which counts from now) keeps them.
 fn t0() -> u64 {
     static T0: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *T0.get_or_init(|| vigil::collector::now_ms() - 3_600_000)
+    *T0.get_or_init(|| vigil_collector::now_ms() - 3_600_000)
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -1,5 +1,5 @@
-//! Reports as the collector decodes them (`vigil::collector::ingest`): a gzip body inflated
-//! under a size cap, then JSON read into a `vigil::exposure::report::Report` and validated.
+//! Reports as the collector decodes them (`vigil_collector::ingest`): a gzip body inflated
+//! under a size cap, then JSON read into a `vigil_report::Report` and validated.
 //!
 //! Input: a report body, JSON or (starting with the gzip magic) gzip-compressed JSON.
 //!
@@ -7,7 +7,7 @@
 //! valid, encodes to JSON the collector accepts again as the same report, names its
 //! idempotency key `instance:first-last`, and its sketches estimate and merge without fault.
 
-use vigil::collector::ingest::{inflate, parse};
+use vigil_collector::ingest::{inflate, parse};
 
 /// Inflation cap: small, so that inputs reach it.
 const LIMIT: usize = 64 << 10;

@@ -300,7 +300,7 @@ fn print_report(scenarios: &[Scenario], exposure: &Exposure) {
     }
     println!();
     println!("Findings (besides the denials above)");
-    let denials = crate::exposure::report::FindingKind::ClientDenied.as_str();
+    let denials = vigil_report::FindingKind::ClientDenied.as_str();
     for finding in exposure
         .recent_findings
         .iter()

@@ -2,7 +2,6 @@
 //! sidecar uses, with errors that name the key and what was expected.
 
 use super::raw::{RawConfig, RawPath, RawReport, RawSandbox, RawState};
-use super::validate::{at_least, duration, in_range, networks, socket_addr};
 use super::{Admin, Api, Config, Listen, Log, Reporting, Sandbox, Upstream};
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::{EscapedSlashes, PathParameters, PathPolicy};
@@ -10,6 +9,7 @@ use crate::identity::{ClientPolicy, IdentityKey};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use vigil_common::config::{at_least, duration, in_range, networks, socket_addr};
 use vigil_host::state::StateLimits;
 use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
@@ -312,13 +312,11 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
 /// Service and instance names travel in every report; the collector applies the same rule.
 fn check_report_name(key: &str, value: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.@:".contains(c);
-    if value.is_empty()
-        || value.len() > crate::exposure::report::MAX_NAME_BYTES
-        || !value.chars().all(allowed)
+    if value.is_empty() || value.len() > vigil_report::MAX_NAME_BYTES || !value.chars().all(allowed)
     {
         return Err(format!(
             "{key}: {value:?} must be 1 to {} characters of letters, digits and - _ . @ :",
-            crate::exposure::report::MAX_NAME_BYTES
+            vigil_report::MAX_NAME_BYTES
         ));
     }
     Ok(())

@@ -3,12 +3,13 @@
 
 //!
 //! The types here are the checked configuration; `raw` is the schema serde reads with its
-//! defaults, `build` checks each section and builds these, and `validate` holds the checks of
-//! single values the collector's configuration uses too.
+//! defaults, and `build` checks each section and builds these, with the checks of single
+//! values the collector's configuration shares (`vigil_common::config`).
 
 mod build;
 mod raw;
-pub(crate) mod validate;
+
+pub use vigil_common::config::ConfigError;
 
 pub use raw::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADERS, DEFAULT_UPSTREAM_CONNECTIONS};
 
@@ -22,16 +23,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vigil_host::state::StateLimits;
 use vigil_host::{GuardSpec, Pattern};
-
-/// A configuration error, naming the file and the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
-pub struct ConfigError {
-    /// The configuration file.
-    pub file: PathBuf,
-    /// What is wrong, and where.
-    pub message: String,
-}
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

@@ -6,7 +6,6 @@
 //! `max_endpoints` endpoints (later ones are counted under one overflow endpoint) and at most
 //! `max_findings` pending findings (repeats fold into one record with a count).
 
-use crate::exposure::report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
 use crate::identity::{CredentialKind, ResolvedClient};
 use crate::routing::{ApiSpec, Route, OVERFLOW_TEMPLATE};
 use foldhash::fast::RandomState;
@@ -15,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use vigil_guest::route::Pattern;
+use vigil_report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
 
 /// The method under which requests beyond `max_endpoints` are counted.
 pub const OVERFLOW_METHOD: &str = "*";
@@ -198,7 +198,7 @@ impl Inventory {
                     >= self.limits.usual_auth_share * tally.total.requests as f64;
             let public_hash = client
                 .public
-                .then(|| crate::exposure::sketch::stable_hash(client.key.as_bytes()));
+                .then(|| vigil_report::sketch::stable_hash(client.key.as_bytes()));
             for side in [&mut tally.total, &mut tally.delta] {
                 count(side, seen, public_hash, success);
             }

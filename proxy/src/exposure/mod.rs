@@ -1,9 +1,7 @@
 //! Which endpoints are reached, by whom and with what outcome, and how that reaches the
-//! collector: the inventory, the reporter and its on-disk spool, the report wire format the
-//! collector reads too, and the mergeable distinct counts reports carry.
+//! collector: the inventory, and the reporter with its on-disk spool. The report itself, with
+//! the mergeable distinct counts it carries, is the crate `vigil-report`.
 
 pub mod inventory;
-pub mod report;
 pub mod reporter;
-pub mod sketch;
 pub mod spool;

@@ -4,7 +4,6 @@
 //! makes one bounded attempt to deliver everything.
 
 use crate::config::Reporting;
-use crate::exposure::report::{Report, SequenceRange, SCHEMA};
 use crate::exposure::spool::{Spool, SpoolLimits, Spooled};
 use crate::forward::hygiene::source_text;
 use crate::sidecar::Sidecar;
@@ -17,6 +16,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
+use vigil_report::{Report, SequenceRange, SCHEMA};
 
 /// The collector's ingest path, under `report.collector`.
 pub const INGEST_PATH: &str = "/v1/reports";

@@ -9,13 +9,13 @@
 //! into one; only when no pair can be merged is the oldest dropped, and the count of dropped
 //! reports travels in the next report.
 
-use crate::exposure::report::Report;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use vigil_report::Report;
 
 const STATE_FILE: &str = "state.json";
 const SENT_MARK: &str = ".sent";
@@ -372,7 +372,7 @@ fn annotate(error: io::Error, what: &str, path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposure::report::{Dropped, EndpointDelta, Period, SequenceRange, SCHEMA};
+    use vigil_report::{Dropped, EndpointDelta, Period, SequenceRange, SCHEMA};
 
     fn report(sequence: u64, requests: u64) -> Report {
         Report {

@@ -6,13 +6,13 @@
 //! it, before reading a byte of it, to the one serving fewest. Only accepting pays for this; a
 //! connection's requests never move between threads.
 
-use crate::serve::accept;
 use prometheus_client::metrics::gauge::Gauge;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use vigil_common::accept;
 
 /// A client connection a worker is to serve.
 pub struct Connection {

@@ -3,19 +3,15 @@
 //! upgrades) on worker threads and the admin listener on the caller's runtime, reports and
 //! reloads, until told to stop, and then drains.
 
-pub mod accept;
 pub mod admin;
 pub mod balance;
-pub mod idle;
 pub mod peers;
 
 use crate::config::DEFAULT_MAX_HEADERS;
 use crate::forward::hygiene::Hop;
 use crate::forward::upstream::UpstreamClient;
 use crate::pipeline;
-use crate::serve::accept::next_connection;
 use crate::serve::balance::{seats, Connection, Seat};
-use crate::serve::idle::{Activity, Tracked};
 use crate::sidecar::Sidecar;
 use anyhow::Context as _;
 use hyper::service::service_fn;
@@ -27,6 +23,8 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use vigil_common::accept::next_connection;
+use vigil_common::idle::{Activity, Tracked};
 
 /// The sockets a sidecar serves.
 pub struct Listeners {

@@ -5,14 +5,14 @@ use super::store::{
     Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
     FindingRecord, Pruned, Service, Store, StoreError,
 };
-use crate::exposure::report::{Credentials, FindingKind, Report, StatusClasses};
-use crate::exposure::sketch::{stable_hash, Sketch};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+use vigil_report::sketch::{stable_hash, Sketch};
+use vigil_report::{Credentials, FindingKind, Report, StatusClasses};
 
 /// Reader connections: API queries run beside ingest, which WAL allows.
 const READERS: usize = 2;

@@ -11,6 +11,8 @@
 //! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
 //! - `reply`: every answer the collector gives.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod config;
 pub mod dashboard;
@@ -20,9 +22,6 @@ pub mod sqlite;
 pub mod store;
 pub mod vulns;
 
-use crate::respond::ProxyBody;
-use crate::serve::accept::next_connection;
-use crate::serve::idle::{Activity, Tracked};
 use anyhow::Context as _;
 use config::CollectorConfig;
 use http::{Method, Request, Response, StatusCode};
@@ -38,6 +37,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::{Cutoffs, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use vigil_common::accept::next_connection;
+use vigil_common::idle::{Activity, Tracked};
+use vigil_common::reply::ProxyBody;
 use vulns::Vulnerability;
 
 /// Time in-flight requests get to finish on shutdown.

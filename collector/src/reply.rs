@@ -1,13 +1,13 @@
 //! Every answer the collector gives, in one place: JSON, problem+json, HTML and text.
 
-use crate::respond::{full, ProxyBody};
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
+use vigil_common::reply::{typed, ProxyBody};
 
 /// A JSON document.
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response<ProxyBody> {
     match serde_json::to_vec(value) {
-        Ok(body) => with_type(status, body, "application/json"),
+        Ok(body) => typed(status, body, "application/json"),
         Err(error) => problem(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("cannot encode the answer: {error}"),
@@ -23,12 +23,12 @@ pub fn problem(status: StatusCode, detail: &str) -> Response<ProxyBody> {
         "status": status.as_u16(),
         "detail": detail,
     });
-    with_type(status, body.to_string(), "application/problem+json")
+    typed(status, body.to_string(), "application/problem+json")
 }
 
 /// An HTML page.
 pub fn html(body: String) -> Response<ProxyBody> {
-    let mut response = with_type(StatusCode::OK, body, "text/html; charset=utf-8");
+    let mut response = typed(StatusCode::OK, body, "text/html; charset=utf-8");
     // The page is self-contained: no script, no outside resource may load.
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
@@ -39,18 +39,5 @@ pub fn html(body: String) -> Response<ProxyBody> {
 
 /// Plain text.
 pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    with_type(status, body, "text/plain; charset=utf-8")
-}
-
-fn with_type(
-    status: StatusCode,
-    body: impl Into<bytes::Bytes>,
-    content_type: &'static str,
-) -> Response<ProxyBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    typed(status, body, "text/plain; charset=utf-8")
 }

@@ -5,11 +5,11 @@ use super::reply;
 use super::store::{EndpointQuery, FindingQuery};
 use super::vulns;
 use super::Collector;
-use crate::exposure::report::FindingKind;
-use crate::respond::ProxyBody;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
+use vigil_common::reply::ProxyBody;
+use vigil_report::FindingKind;
 
 /// Most records one listing returns.
 pub const MAX_LIMIT: usize = 1_000;

@@ -2,22 +2,33 @@
 //! collector's): addresses, durations, bounds and address ranges. Each error names the key.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+/// A configuration error, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// What is wrong, and where.
+    pub message: String,
+}
+
 /// `value` as a socket address, or an error naming `key`.
-pub(crate) fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
+pub fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
     value
         .parse()
         .map_err(|_| format!("{key}: expected an address such as 127.0.0.1:8080, got {value:?}"))
 }
 
 /// `value` as a duration (`10s`, `500ms`, `15m`), or an error naming `key`.
-pub(crate) fn duration(key: &str, value: &str) -> Result<Duration, String> {
+pub fn duration(key: &str, value: &str) -> Result<Duration, String> {
     vigil_guest::duration::parse(value).map_err(|e| format!("{key}: {e}"))
 }
 
 /// `value`, unless it is below `min`.
-pub(crate) fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+pub fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
     key: &str,
     value: T,
     min: T,
@@ -29,7 +40,7 @@ pub(crate) fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 /// `value`, unless it is outside `min..=max`.
-pub(crate) fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+pub fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     key: &str,
     value: T,
     min: T,
@@ -43,7 +54,7 @@ pub(crate) fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 /// CIDR ranges (`10.0.0.0/8`; a bare address is one host), or an error naming the bad one.
-pub(crate) fn networks(key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+pub fn networks(key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
     values
         .iter()
         .map(|v| {

@@ -5,8 +5,12 @@
 //! made, several when the spool merged reports that never left the machine. The collector
 //! applies each range once.
 
-use crate::exposure::sketch::Sketch;
+#![forbid(unsafe_code)]
+
+pub mod sketch;
+
 use serde::{Deserialize, Serialize};
+use sketch::Sketch;
 use std::collections::BTreeMap;
 
 /// The schema version this build writes and accepts.

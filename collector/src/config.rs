@@ -1,12 +1,12 @@
 //! `collector.toml`: the collector's configuration, parsed and validated at start. Every error
 //! names the file, the key and what was expected.
 
-use crate::config::validate::{at_least, duration, socket_addr};
-use crate::config::ConfigError;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vigil_common::config::ConfigError;
+use vigil_common::config::{at_least, duration, socket_addr};
 
 /// Shortest bearer token accepted, so a guessable token cannot be configured by mistake.
 pub const MIN_TOKEN_BYTES: usize = 16;

@@ -6,14 +6,14 @@ use super::config::Token;
 use super::reply;
 use super::store::{Applied, StoreError};
 use super::Collector;
-use crate::exposure::report::Report;
-use crate::respond::ProxyBody;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::io::Read;
 use std::sync::Arc;
+use vigil_common::reply::ProxyBody;
+use vigil_report::Report;
 
 /// Why a report was refused; each cause has its status.
 #[derive(Debug, thiserror::Error)]

@@ -1,9 +1,9 @@
 //! The collector's storage interface: what ingest, the API and retention need from a database,
 //! in domain terms, so that an engine other than SQLite can stand behind the same trait.
 
-use crate::exposure::report::{Credentials, Report, StatusClasses};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use vigil_report::{Credentials, Report, StatusClasses};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,11 @@
+//! What Vigil's sidecar and its collector both need, in one place: the body type of every
+//! answer and the problem+json builder (`reply`), taking connections off a listener
+//! (`accept`), closing connections that hold a seat with no request in flight (`idle`), and the
+//! checks of configuration values with the error that names the file (`config`).
+
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod config;
+pub mod idle;
+pub mod reply;
