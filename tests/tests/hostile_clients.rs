@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vigil_tests::guards;
-use vigil_tests::harness::{guard_table, raw, send, start_with_upstream, Proxy, Upstream};
+use vigil_tests::harness::{
+    guard_table, h2_client, raw, send, start_with_upstream, Proxy, Upstream,
+};
 
 const BASE: &str = r#"
 [upstream]
@@ -244,14 +246,7 @@ async fn an_absolute_target_is_the_host_everyone_sees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_requests_are_normalised_and_guarded_too() {
     let (up, proxy) = guarded("h2-paths", "").await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_client(proxy.addr).await;
     for path in ["/x/../admin/stats", "/%61dmin/stats", "//admin/stats"] {
         let request = http::Request::builder()
             .uri(format!("http://shop{path}"))
@@ -564,14 +559,7 @@ async fn one_address_cannot_take_every_seat_when_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_http2_bodies_cannot_exhaust_upstream_connections() {
     let (up, proxy) = start_with_upstream("h2-bodies", BOUNDED_UPSTREAM).await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let sender = h2_client(proxy.addr).await;
     let mut bodies = Vec::new();
     let mut responses = Vec::new();
     for _ in 0..20 {

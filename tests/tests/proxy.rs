@@ -4,7 +4,7 @@ use http::StatusCode;
 use std::time::Duration;
 use vigil_tests::guards;
 use vigil_tests::harness::{
-    guard_table, metric, raw, send, start_with_upstream, tempdir, Proxy, Upstream,
+    guard_table, h2_client, metric, raw, send, start_with_upstream, tempdir, Proxy, Upstream,
 };
 
 const BASE: &str = r#"
@@ -331,14 +331,7 @@ async fn oversized_header_and_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge() {
     let (up, proxy) = start_with_upstream("h2c", BASE).await;
-    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_client(proxy.addr).await;
     let request = http::Request::builder()
         .method("POST")
         .uri("http://app.example/echo")
