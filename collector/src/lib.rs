@@ -40,6 +40,7 @@ use tokio::sync::{watch, Semaphore};
 use vigil_common::accept::next_connection;
 use vigil_common::idle::{Activity, Tracked};
 use vigil_common::reply::ProxyBody;
+use vigil_common::throttle::LogThrottle;
 use vulns::Vulnerability;
 
 /// Time in-flight requests get to finish on shutdown.
@@ -206,7 +207,10 @@ async fn accept<H, F>(
     tokio::pin!(stopped);
     while let Some((stream, peer)) = next_connection(&listener, &mut stopped).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; connection dropped");
+            static LIMIT_REACHED: LogThrottle = LogThrottle::new();
+            if let Some(left_out) = LIMIT_REACHED.allow() {
+                tracing::warn!(%peer, left_out, "connection limit reached; connection dropped");
+            }
             continue;
         };
         let handler = handler.clone();

@@ -1,7 +1,8 @@
 //! What Vigil's sidecar and its collector both need, in one place: the body type of every
 //! answer and the problem+json builder (`reply`), taking connections off a listener
 //! (`accept`), closing connections that hold a seat with no request in flight (`idle`), and the
-//! checks of configuration values with the error that names the file (`config`).
+//! checks of configuration values with the error that names the file (`config`), and log
+//! lines a client can cause written at most once a second (`throttle`).
 
 #![forbid(unsafe_code)]
 
@@ -9,3 +10,4 @@ pub mod accept;
 pub mod config;
 pub mod idle;
 pub mod reply;
+pub mod throttle;

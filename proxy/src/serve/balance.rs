@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use vigil_common::accept;
+use vigil_common::throttle::LogThrottle;
 
 /// A client connection a worker is to serve.
 pub struct Connection {
@@ -112,7 +113,10 @@ impl Seat {
                 accepted = accept::next_connection(listener, &mut shutdown) => {
                     let (stream, peer) = accepted?;
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; connection dropped");
+                        static LIMIT_REACHED: LogThrottle = LogThrottle::new();
+                        if let Some(left_out) = LIMIT_REACHED.allow() {
+                            tracing::warn!(%peer, left_out, "connection limit reached; connection dropped");
+                        }
                         continue;
                     };
                     let connection = match self.balance.place(self.index, permit) {

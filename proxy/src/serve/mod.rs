@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use vigil_common::accept::next_connection;
 use vigil_common::idle::{Activity, Tracked};
+use vigil_common::throttle::LogThrottle;
 
 /// The sockets a sidecar serves.
 pub struct Listeners {
@@ -243,7 +244,10 @@ async fn serve_worker(
             admitted,
         } = connection;
         let Some(peer_seat) = sidecar.peers.admit(peer.ip()) else {
-            tracing::warn!(%peer, "connection limit per address reached; connection dropped");
+            static LIMIT_REACHED: LogThrottle = LogThrottle::new();
+            if let Some(left_out) = LIMIT_REACHED.allow() {
+                tracing::warn!(%peer, left_out, "connection limit per address reached; connection dropped");
+            }
             return;
         };
         let _ = stream.set_nodelay(true);
