@@ -523,7 +523,7 @@ async fn a_502_says_nothing_of_the_proxys_internals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_seat_when_capped() {
-    let config = "[listen]\nmax_connections_per_ip = 2\nheader_read_timeout = \"5s\"\n";
+    let config = "[listen]\nmax_connections_per_ip = 2\nheader_read_timeout = \"30s\"\n";
     let (_up, proxy) = guarded("per-ip", config).await;
     // Workers accept concurrently, so which of the three is refused is not fixed: one is.
     let mut streams = Vec::new();
