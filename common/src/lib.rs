@@ -2,7 +2,8 @@
 //! answer and the problem+json builder (`reply`), taking connections off a listener
 //! (`accept`), closing connections that hold a seat with no request in flight (`idle`), and the
 //! checks of configuration values with the error that names the file (`config`), and log
-//! lines a client can cause written at most once a second (`throttle`).
+//! lines a client can cause written at most once a second (`throttle`), and HTTP's character
+//! classes (`syntax`).
 
 #![forbid(unsafe_code)]
 
@@ -10,4 +11,5 @@ pub mod accept;
 pub mod config;
 pub mod idle;
 pub mod reply;
+pub mod syntax;
 pub mod throttle;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use vigil_common::config::{at_least, duration, in_range, networks, socket_addr};
+use vigil_common::syntax::is_tchar;
 use vigil_host::state::StateLimits;
 use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
@@ -353,10 +354,7 @@ fn upgrades(values: &[String]) -> Result<Vec<String>, String> {
         .iter()
         .map(|value| {
             let name = value.trim().to_ascii_lowercase();
-            let is_token = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let is_token = !name.is_empty() && name.bytes().all(is_tchar);
             if !is_token {
                 return Err(format!(
                     "listen.upgrades: {value:?} is not a protocol name without a version (such as \"websocket\")"

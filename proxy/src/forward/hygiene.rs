@@ -2,6 +2,7 @@
 //! the request's `Host`, the upgrades allowed, forwarding headers, and a request body replayed
 //! after guards read its prefix.
 
+use crate::forward::normalize::is_unreserved;
 use crate::respond::ProxyError;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -128,12 +129,7 @@ fn is_host(value: &[u8]) -> bool {
         [b'[', inner @ .., b']'] => {
             std::str::from_utf8(inner).is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
         }
-        _ => {
-            !host.is_empty()
-                && host.iter().all(|&b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
-                })
-        }
+        _ => !host.is_empty() && host.iter().all(|&b| is_unreserved(b) || b == b'%'),
     };
     host_ok && port_ok
 }

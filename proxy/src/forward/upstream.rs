@@ -50,7 +50,8 @@ struct IdlePool {
     idle: Mutex<VecDeque<Idle>>,
     /// One permit per connection this worker may have open, idle or busy.
     open: Arc<Semaphore>,
-    /// Woken when a connection goes back to the pool, for a request waiting for one.
+    /// Woken when a connection goes back to the pool, for a request waiting for one (a closed
+    /// connection wakes it through `open` instead).
     returned: Notify,
 }
 
@@ -339,12 +340,10 @@ impl Body for UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if let Some((connection, pool)) = self.connection.take() {
+            // Otherwise it closes with the body, and giving back its permit wakes a request
+            // waiting for a connection.
             if self.finished || self.body.is_end_stream() {
                 pool.put(connection);
-            } else {
-                // Closed with it: its place under the limit is free for a waiting request.
-                drop(connection);
-                pool.returned.notify_one();
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use super::MAX_HOPS;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use vigil_common::syntax::is_tchar;
 
 /// One entry of a forwarding header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,9 +178,4 @@ fn forwarded_value(s: &[u8]) -> (Option<&[u8]>, &[u8]) {
 fn skip_to_delimiter(s: &[u8]) -> &[u8] {
     let len = s.iter().take_while(|&&b| b != b',' && b != b';').count();
     &s[len..]
-}
-
-/// RFC 9110 `tchar`.
-pub(super) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -15,7 +15,7 @@ mod jwt;
 
 use credentials::cookie_value;
 pub use credentials::CredentialKind;
-use forwarded::{is_tchar, parse_forwarded, parse_node, Node, NodeRing};
+use forwarded::{parse_forwarded, parse_node, Node, NodeRing};
 use http::header::FORWARDED;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::{IpNet, Ipv4Net};
@@ -25,6 +25,7 @@ use std::fmt;
 use std::hash::Hasher;
 use std::net::IpAddr;
 use std::str::FromStr;
+use vigil_common::syntax::is_tchar;
 
 /// Most proxy hops read from `X-Forwarded-For` or `Forwarded`, counted from the right.
 pub const MAX_HOPS: usize = 64;
