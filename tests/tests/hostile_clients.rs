@@ -107,21 +107,22 @@ async fn the_upstream_and_the_inventory_see_the_normalised_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoded_slashes_parameters_broken_escapes_and_climbing_above_the_root_are_refused() {
     let (up, proxy) = guarded("escapes", "").await;
-    for target in [
-        "/admin%2Fstats",
-        "/admin%2fstats",
-        "/admin%5Cstats",
-        "/admin\\stats",
-        "/admin;x=1/stats",
-        "/x/..;/admin/stats",
-        "/admin/%zz",
-        "/admin/%4",
-        "/../admin/stats",
-        "/x/../../admin/stats",
+    for (target, reason) in [
+        ("/admin%2Fstats", "encoded slash"),
+        ("/admin%2fstats", "encoded slash"),
+        ("/admin%5Cstats", "encoded slash"),
+        ("/admin\\stats", "encoded slash"),
+        ("/admin;x=1/stats", "';' parameter"),
+        ("/x/..;/admin/stats", "';' parameter"),
+        ("/admin/%zz", "not followed by two hex digits"),
+        ("/admin/%4", "not followed by two hex digits"),
+        ("/../admin/stats", "climbs above the root"),
+        ("/x/../../admin/stats", "climbs above the root"),
     ] {
         let request = format!("GET {target} HTTP/1.1\r\nHost: shop\r\n\r\n");
         let answer = raw(proxy.addr, request.as_bytes()).await;
         assert_eq!(status_of(&answer), 400, "{target}: {answer}");
+        assert!(answer.contains(reason), "{target}: {answer}");
         assert!(
             answer.to_ascii_lowercase().contains("connection: close"),
             "{target}: {answer}"
@@ -205,21 +206,30 @@ async fn only_the_allowed_upgrades_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http11_requests_need_exactly_one_valid_host() {
     let (up, proxy) = guarded("host", "").await;
-    for request in [
-        &b"GET /x HTTP/1.1\r\n\r\n"[..],
-        b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nHost: \r\n\r\n",
-        b"GET http://a.example/x HTTP/1.1\r\n\r\n",
+    for (request, reason) in [
+        (&b"GET /x HTTP/1.1\r\n\r\n"[..], "must have a Host field"),
+        (
+            b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+            "more than one Host field",
+        ),
+        (
+            b"GET /x HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n",
+            "not a host name",
+        ),
+        (
+            b"GET /x HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
+            "not a host name",
+        ),
+        (b"GET /x HTTP/1.1\r\nHost: \r\n\r\n", "not a host name"),
+        (
+            b"GET http://a.example/x HTTP/1.1\r\n\r\n",
+            "must have a Host field",
+        ),
     ] {
         let answer = raw(proxy.addr, request).await;
-        assert_eq!(
-            status_of(&answer),
-            400,
-            "{}: {answer}",
-            String::from_utf8_lossy(request)
-        );
+        let shown = String::from_utf8_lossy(request);
+        assert_eq!(status_of(&answer), 400, "{shown}: {answer}");
+        assert!(answer.contains(reason), "{shown}: {answer}");
     }
     assert_eq!(up.count(), 0);
 }
