@@ -12,14 +12,21 @@
 //! ```toml
 //! [package]
 //! name = "login-throttle"
+//! version = "0.1.0"
 //! edition = "2021"
 //!
 //! [lib]
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! vigil-guest = { path = "../../guest-sdk" }
+//! # A copy of Vigil's `guest-sdk` directory, or `git = "…"` for Vigil's repository.
+//! vigil-guest = { path = "../vigil/guest-sdk" }
 //! serde = { version = "1", features = ["derive"] }
+//!
+//! [profile.release]
+//! lto = true
+//! codegen-units = 1
+//! panic = "abort"
 //! ```
 //!
 //! `src/lib.rs`:

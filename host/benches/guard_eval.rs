@@ -62,7 +62,7 @@ fn evaluate(c: &mut Criterion) {
                 n += 1;
                 request(n)
             },
-            |req| assert!(trivial.evaluate(req).allowed()),
+            |req| assert!(trivial.evaluate(&trivial.plan_for(req), req).allowed()),
             BatchSize::SmallInput,
         )
     });
@@ -79,7 +79,11 @@ fn evaluate(c: &mut Criterion) {
                 n += 1;
                 request(n)
             },
-            |req| assert!(trivial_fresh.evaluate(req).allowed()),
+            |req| {
+                assert!(trivial_fresh
+                    .evaluate(&trivial_fresh.plan_for(req), req)
+                    .allowed())
+            },
             BatchSize::SmallInput,
         )
     });
@@ -97,7 +101,7 @@ fn evaluate(c: &mut Criterion) {
                 n += 1;
                 request(n)
             },
-            |req| assert!(three.evaluate(req).allowed()),
+            |req| assert!(three.evaluate(&three.plan_for(req), req).allowed()),
             BatchSize::SmallInput,
         )
     });
@@ -118,7 +122,7 @@ fn evaluate(c: &mut Criterion) {
                 n += 1;
                 request(n)
             },
-            |req| assert!(throttles.evaluate(req).allowed()),
+            |req| assert!(throttles.evaluate(&throttles.plan_for(req), req).allowed()),
             BatchSize::SmallInput,
         )
     });
@@ -135,8 +139,8 @@ fn evaluate(c: &mut Criterion) {
                 request(n)
             },
             |req| {
-                let d = trivial.evaluate(req);
-                trivial.observe(&warm, req, &resp, &d);
+                let d = trivial.evaluate(&trivial.plan_for(req), req);
+                trivial.observe(req, &resp, &d);
             },
             BatchSize::SmallInput,
         )
@@ -183,7 +187,7 @@ fn stock(c: &mut Criterion) {
         group.bench_function(guard.name.as_str(), |b| {
             b.iter_batched_ref(
                 &mut with_body,
-                |req| chain.evaluate(req),
+                |req| chain.evaluate(&chain.plan_for(req), req),
                 BatchSize::SmallInput,
             )
         });
@@ -200,7 +204,7 @@ fn stock(c: &mut Criterion) {
     group.bench_function("whole-chain", |b| {
         b.iter_batched_ref(
             &mut with_body,
-            |req| chain.evaluate(req),
+            |req| chain.evaluate(&chain.plan_for(req), req),
             BatchSize::SmallInput,
         )
     });
@@ -257,7 +261,7 @@ fn each_alone(c: &mut Criterion, group: &str, guards: impl IntoIterator<Item = G
         group.bench_function(name, |b| {
             b.iter_batched_ref(
                 &mut next,
-                |req| assert!(chain.evaluate(req).allowed()),
+                |req| assert!(chain.evaluate(&chain.plan_for(req), req).allowed()),
                 BatchSize::SmallInput,
             )
         });

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! Runtime::new ──► Runtime::load_guard (check, init) ──► Chain::new
-//!     per request: Chain::evaluate ──► Decision ──► (proxy forwards) ──► Chain::observe
+//!     per request: Chain::plan (once per route) ──► Chain::evaluate ──► Decision
+//!                  ──► (proxy forwards) ──► Chain::observe
 //! ```
 //!
 //! # Layout
@@ -14,7 +15,8 @@
 //!   instance pool (`pool`) and the checks a component passes to load (`checks`).
 //! - `world`: the contract's two worlds, which one a guard exports, and calls through it.
 //! - `packed`: requests and responses packed for the `packed-guard` world.
-//! - `chain`: ordered evaluation, first applied denial wins, monitor mode.
+//! - `chain`: ordered evaluation, first applied denial wins, monitor mode; its `plan`: what the
+//!   guards of one route need (body, header fields, responses), worked out once per route.
 //! - `needs`: what a guard declares it uses (headers, responses), and which header fields it gets.
 //! - `sandbox`: an instance's store data, limits, and the `state` imports.
 //! - `output`: captured stdout/stderr/log under a per-call byte budget.
@@ -50,10 +52,10 @@ mod world;
 pub use bindings::vigil::guard::types::{
     Client, Deny, Event, Header, Level, Request, Response, Verdict,
 };
-pub use chain::{Chain, ChainError, Decision, Denial, GuardOutcome, GuardResult};
+pub use chain::{Chain, ChainError, Decision, Denial, GuardOutcome, GuardResult, Plan};
 pub use findings::Finding;
 pub use guard::{
-    Fault, FaultKind, Guard, GuardSource, GuardSpec, GuardStats, LoadError, Mode, OnError,
+    Fault, FaultKind, GuardSource, GuardSpec, GuardStats, LoadError, LoadedGuard, Mode, OnError,
 };
 pub use needs::{HeaderFields, Needs, Statuses, NEEDS_SECTION};
 pub use runtime::{CompileCache, Runtime, RuntimeConfig};

@@ -119,6 +119,20 @@ impl HeaderFields {
         !matches!(self, HeaderFields::None)
     }
 
+    /// The fields either gets: what a request must carry for both.
+    pub(crate) fn union(&self, other: &HeaderFields) -> HeaderFields {
+        match (self, other) {
+            (HeaderFields::All, _) | (_, HeaderFields::All) => HeaderFields::All,
+            (HeaderFields::None, fields) | (fields, HeaderFields::None) => fields.clone(),
+            (HeaderFields::Named(one), HeaderFields::Named(other)) => {
+                let mut names: Vec<String> = one.iter().chain(other.iter()).cloned().collect();
+                names.sort_unstable();
+                names.dedup();
+                HeaderFields::Named(names.into_boxed_slice())
+            }
+        }
+    }
+
     /// Whether it gets the field named `name` (lower-case, as HTTP/1 names reach the proxy).
     pub fn includes(&self, name: &str) -> bool {
         match self {
@@ -157,7 +171,8 @@ impl Statuses {
         self.bits == Statuses::NONE.bits
     }
 
-    fn union(self, other: Statuses) -> Statuses {
+    /// Every status in either set.
+    pub(crate) fn union(self, other: Statuses) -> Statuses {
         let mut bits = self.bits;
         for (mine, theirs) in bits.iter_mut().zip(other.bits) {
             *mine |= theirs;

@@ -328,7 +328,7 @@ fn try_guard(args: &TryArgs) -> anyhow::Result<()> {
             received_ms: runtime.state().clock().now_ms(),
             body: None,
         };
-        let decision = chain.evaluate(&mut req);
+        let decision = chain.evaluate(&chain.plan_for(&req), &mut req);
         let (verdict, detail) = match (
             &decision.denial,
             decision.outcomes.first().map(|o| &o.result),
@@ -361,7 +361,7 @@ fn try_guard(args: &TryArgs) -> anyhow::Result<()> {
             headers: Vec::new(),
             latency_us: 0,
         };
-        chain.observe(&runtime, &mut req, &resp, &decision);
+        chain.observe(&mut req, &resp, &decision);
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 mod tallies;
 
-pub use tallies::Verdict;
+pub use tallies::Disposition;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -80,7 +80,7 @@ impl Metrics {
     }
 
     /// Counts a finished request.
-    pub fn request(&self, method: &str, route: &str, status: u16, verdict: Verdict) {
+    pub fn request(&self, method: &str, route: &str, status: u16, verdict: Disposition) {
         self.tallies.request(method, route, status, verdict);
     }
 

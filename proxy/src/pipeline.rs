@@ -3,11 +3,11 @@
 //! inventory, metrics). Everything else is a room it calls.
 
 use crate::exposure::inventory::Observation;
-use crate::forward::hygiene::{self, ClientBodyError, Hop, PrefixedBody};
+use crate::forward::hygiene::{self, ClientBodyError, ClientEnd, PrefixedBody};
 use crate::forward::normalize;
 use crate::forward::upstream::{UpstreamClient, UpstreamError};
 use crate::identity::ResolvedClient;
-use crate::metrics::Verdict;
+use crate::metrics::Disposition;
 use crate::respond::{self, ProxyBody, ProxyError};
 use crate::routing::Route;
 use crate::sidecar::Sidecar;
@@ -19,14 +19,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
 use std::time::Instant;
-use vigil_host::{Decision, Header};
+use vigil_host::{Decision, Header, Plan};
 
 /// Serves one request.
 pub async fn handle(
     sidecar: &Sidecar,
     upstream: &UpstreamClient,
     req: Request<Incoming>,
-    hop: &Hop,
+    client_end: &ClientEnd,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let request_id = sidecar.next_request_id();
@@ -55,19 +55,15 @@ pub async fn handle(
         );
     }
 
-    let client = sidecar.clients.resolve(hop.peer(), &parts.headers);
+    let client = sidecar
+        .clients
+        .resolve(client_end.address(), &parts.headers);
     let route = sidecar.routes.resolve(&method, parts.uri.path());
     let chain = sidecar.chain();
 
-    let headers_read = chain.reads_request_headers(&method, &route.template);
+    let plan = chain.plan(&method, &route.template);
     // Guards that inspect bodies get a prefix; the body is then streamed on, prefix first.
-    let body_wanted = chain
-        .guards()
-        .iter()
-        .filter(|g| g.applies_to(&method, &route.template))
-        .map(|g| g.spec().body_limit)
-        .max()
-        .unwrap_or(0);
+    let body_wanted = plan.body_limit();
     let (body_prefix, body): (Option<Bytes>, ProxyBody) = if body_wanted > 0
         && !http_body::Body::is_end_stream(&body)
     {
@@ -93,26 +89,25 @@ pub async fn handle(
         query: parts.uri.query().map(str::to_string),
         // Copied only for guards that read them: none on the route, no copy; only the fields
         // some guard there reads.
-        headers: if headers_read {
-            guard_headers(&parts.headers, |name| {
-                chain.reads_request_header(&method, &route.template, name)
-            })
+        headers: if plan.reads_request_headers() {
+            guard_headers(&parts.headers, |name| plan.reads_request_header(name))
         } else {
             Vec::new()
         },
         client: vigil_host::Client {
             key: client.key.clone(),
-            ip: hop.text_of(client.ip),
+            ip: client_end.text_of(client.ip),
             public: client.public,
             authenticated: client.authenticated,
         },
         received_ms: sidecar.now_ms(),
         body: body_prefix.map(|b| b.to_vec()),
     };
-    let decision = chain.evaluate(&mut guard_request);
+    let decision = chain.evaluate(&plan, &mut guard_request);
     sidecar.metrics.decision(&decision);
     let mut seen = Seen {
         chain: &chain,
+        plan: &plan,
         client: &client,
         route: &route,
         request: guard_request,
@@ -125,7 +120,7 @@ pub async fn handle(
             sidecar,
             response.status(),
             response.headers(),
-            Verdict::Denied,
+            Disposition::Denied,
         );
         tracing::info!(
             request_id,
@@ -145,11 +140,11 @@ pub async fn handle(
     let client_upgrade = upgrade
         .is_some()
         .then(|| hyper::upgrade::on(&mut upstream_request));
-    let trusted_peer = sidecar.clients.is_trusted(hop.peer());
+    let trusted_peer = sidecar.clients.is_trusted(client_end.address());
     let version = upstream_request.version();
     let headers = upstream_request.headers_mut();
     hygiene::strip_hop_by_hop(headers, upgrade.clone());
-    hygiene::add_forwarding(headers, hop, version, trusted_peer);
+    hygiene::add_forwarding(headers, client_end, version, trusted_peer);
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         headers.insert(respond::X_REQUEST_ID, id);
     }
@@ -185,7 +180,7 @@ pub async fn handle(
         let error = ProxyError::UpstreamInvalid("an unrequested protocol switch".into());
         return seen.answer(sidecar, error, &request_id);
     }
-    seen.account(sidecar, status, response.headers(), Verdict::Allowed);
+    seen.account(sidecar, status, response.headers(), Disposition::Allowed);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
     let response_upgrade = match client_upgrade {
@@ -238,15 +233,19 @@ fn refuse(
 ) -> Response<ProxyBody> {
     tracing::info!(request_id, method, error = ?error, "request refused by the proxy");
     let response = error.response(request_id);
-    sidecar
-        .metrics
-        .request(method, route, response.status().as_u16(), Verdict::Error);
+    sidecar.metrics.request(
+        method,
+        route,
+        response.status().as_u16(),
+        Disposition::Error,
+    );
     response
 }
 
 /// A request that went through the guard chain, awaiting its outcome.
 struct Seen<'a> {
     chain: &'a vigil_host::Chain,
+    plan: &'a Plan,
     client: &'a ResolvedClient,
     route: &'a Route,
     request: vigil_host::Request,
@@ -267,7 +266,7 @@ impl Seen<'_> {
             sidecar,
             response.status(),
             response.headers(),
-            Verdict::Error,
+            Disposition::Error,
         );
         response
     }
@@ -278,14 +277,11 @@ impl Seen<'_> {
         sidecar: &Sidecar,
         status: StatusCode,
         headers: &HeaderMap,
-        verdict: Verdict,
+        verdict: Disposition,
     ) {
         // Only guards that saw the request and observe this status see the response; only those
         // that read headers get them.
-        let headers = if self
-            .chain
-            .reads_response_headers(&self.decision, status.as_u16())
-        {
+        let headers = if self.plan.reads_response_headers(status.as_u16()) {
             guard_headers(headers, |_| true)
         } else {
             Vec::new()
@@ -295,14 +291,10 @@ impl Seen<'_> {
             headers,
             latency_us: self.started.elapsed().as_micros() as u64,
         };
-        self.chain.observe(
-            &sidecar.runtime,
-            &mut self.request,
-            &response,
-            &self.decision,
-        );
+        self.chain
+            .observe(&mut self.request, &response, &self.decision);
         let denied_by = match verdict {
-            Verdict::Denied => self.decision.denial.as_ref().map(|d| &*d.guard),
+            Disposition::Denied => self.decision.denial.as_ref().map(|d| &*d.guard),
             _ => None,
         };
         sidecar.inventory.record(&Observation {

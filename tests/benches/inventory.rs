@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use vigil::exposure::inventory::{Inventory, InventoryLimits, Observation};
 use vigil::identity::{CredentialKind, ResolvedClient};
-use vigil::metrics::{Metrics, Verdict};
+use vigil::metrics::{Disposition, Metrics};
 use vigil::routing::{Route, RouteSource};
 
 fn accounting(c: &mut Criterion) {
@@ -59,7 +59,7 @@ fn accounting(c: &mut Criterion) {
                 black_box("GET"),
                 &routes[n % 50].template,
                 200,
-                Verdict::Allowed,
+                Disposition::Allowed,
             );
         })
     });

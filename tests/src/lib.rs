@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 use vigil_host::{
-    Client, Guard, GuardSource, GuardSpec, LoadError, Mode, OnError, Request, Runtime,
-    RuntimeConfig,
+    Chain, Client, Decision, GuardSource, GuardSpec, LoadError, LoadedGuard, Mode, OnError,
+    Request, Runtime, RuntimeConfig,
 };
 
 pub use vigil_guard_artifacts as guards;
@@ -21,6 +21,19 @@ pub fn runtime() -> Runtime {
     Runtime::new(config).expect("runtime starts")
 }
 
+/// A chain's evaluation as the proxy makes it: the plan for the request's route, then the guards.
+pub trait Decide {
+    /// Plans for `req`'s method and route, then evaluates it.
+    fn decide(&self, req: &mut Request) -> Decision;
+}
+
+impl Decide for Chain {
+    fn decide(&self, req: &mut Request) -> Decision {
+        let plan = self.plan_for(req);
+        self.evaluate(&plan, req)
+    }
+}
+
 /// A spec for the compiled guard crate `crate_name` under `name`, with this JSON config.
 pub fn spec(name: &str, crate_name: &str, config: &str) -> GuardSpec {
     let mut spec = GuardSpec::new(name, GuardSource::File(guards::path(crate_name).into()));
@@ -29,7 +42,7 @@ pub fn spec(name: &str, crate_name: &str, config: &str) -> GuardSpec {
 }
 
 /// Loads a compiled guard, panicking with the load error.
-pub fn load(runtime: &Runtime, spec: GuardSpec) -> Arc<Guard> {
+pub fn load(runtime: &Runtime, spec: GuardSpec) -> Arc<LoadedGuard> {
     let name = spec.name.clone();
     runtime
         .load_guard(spec)

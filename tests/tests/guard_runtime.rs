@@ -7,9 +7,9 @@ use vigil_host::{
     Chain, FaultKind, GuardResult, HeaderFields, LoadError, Mode, Needs, OnError, Pattern,
     Response, Runtime, RuntimeConfig, SandboxLimits, Verdict, World,
 };
-use vigil_tests::{guards, load, load_error, request, runtime, spec, with_policy};
+use vigil_tests::{guards, load, load_error, request, runtime, spec, with_policy, Decide};
 
-fn chain(guards: Vec<std::sync::Arc<vigil_host::Guard>>) -> Chain {
+fn chain(guards: Vec<std::sync::Arc<vigil_host::LoadedGuard>>) -> Chain {
     Chain::new(guards).expect("chain")
 }
 
@@ -25,7 +25,7 @@ fn response(status: u16) -> Response {
 fn allow_and_deny_guards() {
     let rt = runtime();
     let allow = chain(vec![load(&rt, spec("allow", "allow-all", ""))]);
-    let decision = allow.evaluate(&mut request("GET", "/", "c1", &[]));
+    let decision = allow.decide(&mut request("GET", "/", "c1", &[]));
     assert!(decision.allowed());
     assert_eq!(decision.outcomes.len(), 1);
     assert_eq!(decision.outcomes[0].result, GuardResult::Allowed);
@@ -38,7 +38,7 @@ fn allow_and_deny_guards() {
             r#"{"deny": 403, "reason": "no robots", "retry_after_secs": 30}"#,
         ),
     )]);
-    let decision = deny.evaluate(&mut request("GET", "/", "c1", &[]));
+    let decision = deny.decide(&mut request("GET", "/", "c1", &[]));
     let denial = decision.denial.expect("denied");
     assert_eq!(denial.status, 403);
     assert_eq!(denial.reason, "no robots");
@@ -56,22 +56,20 @@ fn guards_only_see_their_routes() {
         Pattern::parse("* /admin/**").unwrap(),
     ];
     let c = chain(vec![load(&rt, s)]);
+    assert!(c.decide(&mut request("GET", "/login", "c", &[])).allowed());
     assert!(c
-        .evaluate(&mut request("GET", "/login", "c", &[]))
-        .allowed());
-    assert!(c
-        .evaluate(&mut request("POST", "/users", "c", &[]))
+        .decide(&mut request("POST", "/users", "c", &[]))
         .outcomes
         .is_empty());
     assert_eq!(
-        c.evaluate(&mut request("POST", "/login", "c", &[]))
+        c.decide(&mut request("POST", "/login", "c", &[]))
             .denial
             .unwrap()
             .status,
         401
     );
     assert_eq!(
-        c.evaluate(&mut request("GET", "/admin/stats", "c", &[]))
+        c.decide(&mut request("GET", "/admin/stats", "c", &[]))
             .denial
             .unwrap()
             .status,
@@ -80,7 +78,7 @@ fn guards_only_see_their_routes() {
     // The route template, when resolved, is what patterns match.
     let mut templated = request("GET", "/admin-panel/7", "c", &[]);
     templated.route = Some("/admin/{id}".into());
-    assert!(!c.evaluate(&mut templated).allowed());
+    assert!(!c.decide(&mut templated).allowed());
 }
 
 #[test]
@@ -104,7 +102,7 @@ fn first_applied_denial_wins_in_chain_order() {
     );
     let allow = load(&rt, spec("allow", "allow-all", ""));
 
-    let d = chain(vec![allow.clone(), first.clone(), second.clone()]).evaluate(&mut request(
+    let d = chain(vec![allow.clone(), first.clone(), second.clone()]).decide(&mut request(
         "GET",
         "/",
         "c",
@@ -117,7 +115,7 @@ fn first_applied_denial_wins_in_chain_order() {
         "evaluation stops at the first applied denial"
     );
 
-    let d = chain(vec![second, first]).evaluate(&mut request("GET", "/", "c", &[]));
+    let d = chain(vec![second, first]).decide(&mut request("GET", "/", "c", &[]));
     assert_eq!(d.denial.unwrap().reason, "second");
 
     let dup = Chain::new(vec![allow.clone(), allow]).unwrap_err();
@@ -136,13 +134,13 @@ fn monitor_mode_records_but_does_not_apply() {
         ),
     );
     let enforcer = load(&rt, spec("enforcer", "fixed-verdict", r#"{"deny": 403}"#));
-    let d = chain(vec![watcher.clone()]).evaluate(&mut request("GET", "/", "c", &[]));
+    let d = chain(vec![watcher.clone()]).decide(&mut request("GET", "/", "c", &[]));
     assert!(d.allowed());
     assert!(matches!(&d.outcomes[0].result, GuardResult::Denied(deny) if deny.status == 429));
     assert!(!d.outcomes[0].applied);
     assert_eq!(d.outcomes[0].mode, Mode::Monitor);
 
-    let d = chain(vec![watcher, enforcer]).evaluate(&mut request("GET", "/", "c", &[]));
+    let d = chain(vec![watcher, enforcer]).decide(&mut request("GET", "/", "c", &[]));
     assert_eq!(
         d.outcomes.len(),
         2,
@@ -161,8 +159,8 @@ fn on_response_sees_the_real_status_and_history_records_it() {
     let mut req = request("GET", "/users/42", "c", &[]);
     req.route = Some("/users/{id}".into());
     req.received_ms = 1_700_000_000_000;
-    let d = c.evaluate(&mut req);
-    c.observe(&rt, &mut req, &response(404), &d);
+    let d = c.decide(&mut req);
+    c.observe(&mut req, &response(404), &d);
     let findings = rt.drain_findings();
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(findings[0].guard, "observer");
@@ -206,17 +204,17 @@ fn guards_get_only_what_they_declare_they_use() {
     );
 
     let alone = chain(vec![blind.clone()]);
-    assert!(!alone.reads_request_headers("GET", "/"));
+    assert!(!alone.plan("GET", "/").reads_request_headers());
+    assert!(!alone.plan("GET", "/").reads_response_headers(200));
     let both = chain(vec![blind.clone(), observer.clone()]);
-    assert!(both.reads_request_headers("GET", "/"));
+    assert!(both.plan("GET", "/").reads_request_headers());
+    assert!(both.plan("GET", "/").reads_response_headers(200));
 
     let mut req = request("GET", "/", "c", &[("x-api-key", "k1"), ("user-agent", "t")]);
-    assert!(!alone.reads_response_headers(&alone.evaluate(&mut req.clone()), 200));
     rt.drain_findings();
-    let d = both.evaluate(&mut req);
+    let d = both.decide(&mut req);
     assert_eq!(req.headers.len(), 2, "the request keeps its headers");
-    assert!(both.reads_response_headers(&d, 200));
-    both.observe(&rt, &mut req, &response(200), &d);
+    both.observe(&mut req, &response(200), &d);
     assert_eq!(req.headers.len(), 2, "and keeps them after observe");
     let seen = received(&rt);
     let seen: Vec<(&str, &str, &str)> = seen
@@ -285,18 +283,21 @@ fn guards_get_only_the_header_fields_their_init_names() {
     let blind = load(&rt, spec("blind", "blind", ""));
     assert_eq!(blind.header_fields(), &HeaderFields::None);
 
-    let narrow = chain(vec![none.clone(), picky.clone()]);
-    assert!(narrow.reads_request_headers("GET", "/"));
-    assert!(narrow.reads_request_header("GET", "/", "x-api-key"));
-    assert!(!narrow.reads_request_header("GET", "/", "user-agent"));
-    assert!(!chain(vec![none.clone()]).reads_request_headers("GET", "/"));
+    let narrow = chain(vec![none.clone(), picky.clone()]).plan("GET", "/");
+    assert!(narrow.reads_request_headers());
+    assert!(narrow.reads_request_header("x-api-key"));
+    assert!(narrow.reads_request_header("accept"));
+    assert!(!narrow.reads_request_header("user-agent"));
+    assert!(!chain(vec![none.clone()])
+        .plan("GET", "/")
+        .reads_request_headers());
 
     let c = chain(vec![picky, none, all]);
     let sent = [("user-agent", "t"), ("x-api-key", "k1"), ("accept", "*/*")];
     let mut req = request("GET", "/", "c", &sent);
     rt.drain_findings();
-    let d = c.evaluate(&mut req);
-    assert!(c.reads_response_headers(&d, 200));
+    let d = c.decide(&mut req);
+    assert!(c.plan("GET", "/").reads_response_headers(200));
     let resp = Response {
         headers: request(
             "GET",
@@ -307,7 +308,7 @@ fn guards_get_only_the_header_fields_their_init_names() {
         .headers,
         ..response(200)
     };
-    c.observe(&rt, &mut req, &resp, &d);
+    c.observe(&mut req, &resp, &d);
     assert_eq!(
         req.headers,
         request("GET", "/", "c", &sent).headers,
@@ -332,7 +333,7 @@ fn guards_get_only_the_header_fields_their_init_names() {
 fn reads_headers_is_refused_outside_init_and_beyond_its_limits() {
     let rt = runtime();
     let late = load(&rt, spec("late", "picky", r#"{"reads": [], "late": true}"#));
-    let d = chain(vec![late]).evaluate(&mut request("GET", "/", "c", &[]));
+    let d = chain(vec![late]).decide(&mut request("GET", "/", "c", &[]));
     assert!(d.allowed(), "fail open");
     match &d.outcomes[0].result {
         GuardResult::Faulted(fault) => {
@@ -371,7 +372,7 @@ fn a_warm_instance_serves_threads_in_turn_without_new_instances() {
         let c = c.clone();
         std::thread::spawn(move || {
             for _ in 0..10 {
-                assert!(c.evaluate(&mut request("GET", "/", "c", &[])).allowed());
+                assert!(c.decide(&mut request("GET", "/", "c", &[])).allowed());
             }
         })
         .join()
@@ -396,7 +397,7 @@ fn body_prefix_only_for_guards_that_ask() {
     let c = chain(vec![load(&rt, with_body)]);
     let mut req = request("POST", "/x", "c", &[]);
     req.body = Some(b"0123456789".to_vec());
-    assert!(c.evaluate(&mut req).allowed());
+    assert!(c.decide(&mut req).allowed());
     assert_eq!(
         req.body.as_deref(),
         Some(&b"0123456789"[..]),
@@ -436,7 +437,7 @@ fn every_field_reaches(crate_name: &str, world: World) {
     req.client.authenticated = true;
     req.received_ms = 1_764_000_000_123;
     req.body = Some(b"{\"name\":\"x\"}".to_vec());
-    let decision = c.evaluate(&mut req);
+    let decision = c.decide(&mut req);
     assert!(decision.allowed());
     let resp = Response {
         status: 204,
@@ -446,7 +447,7 @@ fn every_field_reaches(crate_name: &str, world: World) {
         }],
         latency_us: 98_765,
     };
-    c.observe(&rt, &mut req, &resp, &decision);
+    c.observe(&mut req, &resp, &decision);
     let seen: Vec<(String, String)> = rt
         .drain_findings()
         .into_iter()
@@ -469,7 +470,7 @@ fn every_field_reaches(crate_name: &str, world: World) {
     // Absent parts stay absent; an empty body stays present.
     let mut bare = request("GET", "/", "c", &[("x-echo", "")]);
     bare.body = Some(Vec::new());
-    c.evaluate(&mut bare);
+    c.decide(&mut bare);
     let detail = &rt.drain_findings()[0].detail;
     assert!(
         detail.contains("route=None query=None")
@@ -477,7 +478,7 @@ fn every_field_reaches(crate_name: &str, world: World) {
         "{crate_name}: {detail}"
     );
     // Without the header it allows at once and reports nothing.
-    assert!(c.evaluate(&mut request("GET", "/", "c", &[])).allowed());
+    assert!(c.decide(&mut request("GET", "/", "c", &[])).allowed());
     assert!(rt.drain_findings().is_empty(), "{crate_name}");
 }
 
@@ -500,14 +501,14 @@ fn attack(c: &Chain, kind: &str) -> vigil_host::Fault {
 /// [`attack`], also returning how long the attacking call took (the next requests, which need
 /// a fresh instance, are not counted).
 fn attack_timed(c: &Chain, kind: &str) -> (vigil_host::Fault, Duration) {
-    let d = c.evaluate(&mut request("GET", "/", "attacker", &[("x-attack", kind)]));
+    let d = c.decide(&mut request("GET", "/", "attacker", &[("x-attack", kind)]));
     let elapsed = d.outcomes[0].elapsed;
     let fault = match &d.outcomes[0].result {
         GuardResult::Faulted(fault) => fault.clone(),
         other => panic!("attack {kind}: expected a fault, got {other:?}"),
     };
     for _ in 0..3 {
-        let next = c.evaluate(&mut request("GET", "/", "innocent", &[]));
+        let next = c.decide(&mut request("GET", "/", "innocent", &[]));
         assert_eq!(
             next.outcomes[0].result,
             GuardResult::Allowed,
@@ -612,7 +613,7 @@ fn trap_and_panic_follow_on_error() {
     let fault = attack(&open, "trap");
     assert_eq!(fault.kind, FaultKind::Trap);
     assert!(fault.detail.contains("unreachable"), "{}", fault.detail);
-    let d = open.evaluate(&mut request("GET", "/", "a", &[("x-attack", "trap")]));
+    let d = open.decide(&mut request("GET", "/", "a", &[("x-attack", "trap")]));
     assert!(d.allowed(), "on_error = allow lets the request through");
     for (abuse, expected) in [
         (
@@ -637,7 +638,7 @@ fn trap_and_panic_follow_on_error() {
         "{}",
         fault.detail
     );
-    let d = closed.evaluate(&mut request("GET", "/", "a", &[("x-attack", "panic")]));
+    let d = closed.decide(&mut request("GET", "/", "a", &[("x-attack", "panic")]));
     let denial = d.denial.expect("on_error = deny refuses");
     assert_eq!(denial.status, 503);
     assert!(denial.reason.contains("hostile"), "{}", denial.reason);
@@ -648,7 +649,7 @@ fn guards_have_no_files_environment_or_arguments() {
     std::env::set_var("HOME", "/root-of-the-host");
     let rt = runtime();
     let c = hostile_chain(&rt, OnError::Allow);
-    let d = c.evaluate(&mut request("GET", "/", "a", &[("x-attack", "snoop")]));
+    let d = c.decide(&mut request("GET", "/", "a", &[("x-attack", "snoop")]));
     let reason = d.denial.expect("snoop reports by denying").reason;
     assert!(reason.starts_with("file=denied"), "{reason}");
     assert!(reason.contains("env=empty; vars=0; args=0"), "{reason}");
@@ -664,7 +665,7 @@ fn huge_output_is_capped_and_harmless() {
         ..SandboxLimits::default()
     });
     let c = chain(vec![load(&rt, s)]);
-    let d = c.evaluate(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
+    let d = c.decide(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
     assert!(d.allowed(), "{:?}", d.outcomes);
     let stats = c.guards()[0].stats();
     let budget = rt.config().default_limits.output_bytes_per_call as u64;
@@ -676,7 +677,7 @@ fn huge_output_is_capped_and_harmless() {
         dropped >= printed - budget,
         "dropped {dropped} of {printed}"
     );
-    assert!(c.evaluate(&mut request("GET", "/", "b", &[])).allowed());
+    assert!(c.decide(&mut request("GET", "/", "b", &[])).allowed());
 }
 
 /// The sidecar calls guards from inside its workers' tokio runtimes, where anything that
@@ -696,7 +697,7 @@ fn a_guard_printing_inside_a_tokio_runtime_is_capped_not_a_panic() {
         .build()
         .unwrap()
         .block_on(async {
-            let d = c.evaluate(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
+            let d = c.decide(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
             // on_error = deny: had printing faulted, the request would have been refused.
             assert!(d.allowed(), "{:?}", d.outcomes);
             assert_eq!(d.outcomes[0].result, GuardResult::Allowed);
@@ -712,7 +713,7 @@ fn a_guard_printing_inside_a_tokio_runtime_is_capped_not_a_panic() {
             // A fault is still a fault under on_error, and the next call runs normally.
             let fault = attack(&c, "panic");
             assert_eq!(fault.kind, FaultKind::Trap, "{fault:?}");
-            let d = c.evaluate(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
+            let d = c.decide(&mut request("GET", "/", "a", &[("x-attack", "chatty")]));
             assert!(d.allowed(), "{:?}", d.outcomes);
         });
     assert_eq!(c.guards()[0].stats().faults(FaultKind::Trap), 1);
@@ -826,18 +827,18 @@ fn guards_query_state_through_imports() {
     for (i, path) in ["/a", "/b", "/a", "/c"].iter().enumerate() {
         let mut req = request("GET", path, "alice", &[]);
         req.received_ms = 1_000 + i as u64;
-        let d = c.evaluate(&mut req);
+        let d = c.decide(&mut req);
         assert!(d.allowed());
-        c.observe(&rt, &mut req, &response(200 + i as u16), &d);
+        c.observe(&mut req, &response(200 + i as u16), &d);
     }
-    let d = c.evaluate(&mut request("GET", "/d", "alice", &[("x-report", "1")]));
+    let d = c.decide(&mut request("GET", "/d", "alice", &[("x-report", "1")]));
     let reason = d.denial.unwrap().reason;
     assert_eq!(
         reason,
         "history=4 last=GET /c 203 requests=5 paths=4 seen=true body=0"
     );
     // Another client starts from nothing.
-    let d = c.evaluate(&mut request("GET", "/d", "bob", &[("x-report", "1")]));
+    let d = c.decide(&mut request("GET", "/d", "bob", &[("x-report", "1")]));
     assert_eq!(
         d.denial.unwrap().reason,
         "history=0 last= requests=1 paths=1 seen=false body=0"
@@ -849,8 +850,8 @@ fn only_a_chain_with_guards_keeps_histories() {
     let rt = runtime();
     let observe_one = |c: &Chain, client: &str| {
         let mut req = request("GET", "/a", client, &[]);
-        let d = c.evaluate(&mut req);
-        c.observe(&rt, &mut req, &response(200), &d);
+        let d = c.decide(&mut req);
+        c.observe(&mut req, &response(200), &d);
     };
     let empty = chain(vec![]);
     for client in ["alice", "bob", "carol"] {
@@ -870,9 +871,9 @@ fn two_guards_keys_do_not_collide() {
     let one = chain(vec![load(&rt, spec("one", "stateful", config))]);
     let two = chain(vec![load(&rt, spec("two", "stateful", config))]);
     for _ in 0..5 {
-        one.evaluate(&mut request("GET", "/x", "same-client", &[]));
+        one.decide(&mut request("GET", "/x", "same-client", &[]));
     }
-    let d = two.evaluate(&mut request(
+    let d = two.decide(&mut request(
         "GET",
         "/x",
         "same-client",
@@ -885,7 +886,7 @@ fn two_guards_keys_do_not_collide() {
         .contains("requests=1 paths=1 seen=false"));
     // State survives a reload: a guard loaded again under the same name sees its old keys.
     let reloaded = chain(vec![load(&rt, spec("one", "stateful", config))]);
-    let d = reloaded.evaluate(&mut request(
+    let d = reloaded.decide(&mut request(
         "GET",
         "/x",
         "same-client",
@@ -897,11 +898,12 @@ fn two_guards_keys_do_not_collide() {
 #[test]
 fn rate_limit_guard_allows_the_burst_then_denies_with_retry_after() {
     let clock = vigil_host::clock::ManualClock::new(Duration::from_secs(1_700_000_000));
-    let rt = Runtime::new(RuntimeConfig {
+    let mut config = RuntimeConfig {
         clock: clock.clone(),
         ..RuntimeConfig::default()
-    })
-    .unwrap();
+    };
+    config.default_limits.deadline = vigil_tests::RELAXED_DEADLINE;
+    let rt = Runtime::new(config).unwrap();
     let c = chain(vec![load(
         &rt,
         spec(
@@ -912,20 +914,20 @@ fn rate_limit_guard_allows_the_burst_then_denies_with_retry_after() {
     )]);
     let login = || request("POST", "/login", "mallory", &[]);
     for i in 0..3 {
-        assert!(c.evaluate(&mut login()).allowed(), "burst request {i}");
+        assert!(c.decide(&mut login()).allowed(), "burst request {i}");
     }
-    let denial = c.evaluate(&mut login()).denial.expect("over the burst");
+    let denial = c.decide(&mut login()).denial.expect("over the burst");
     assert_eq!(denial.status, 429);
     assert_eq!(denial.retry_after_secs, Some(10), "one request per 10 s");
     assert!(c
-        .evaluate(&mut request("POST", "/login", "someone-else", &[]))
+        .decide(&mut request("POST", "/login", "someone-else", &[]))
         .allowed());
     clock.advance(Duration::from_secs(10));
     assert!(
-        c.evaluate(&mut login()).allowed(),
+        c.decide(&mut login()).allowed(),
         "a token is back after 10 s"
     );
-    assert!(!c.evaluate(&mut login()).allowed());
+    assert!(!c.decide(&mut login()).allowed());
 }
 
 #[test]
@@ -947,8 +949,7 @@ fn concurrent_evaluation_from_many_threads() {
             let c = &c;
             s.spawn(move || {
                 for i in 0..200 {
-                    let d =
-                        c.evaluate(&mut request("GET", &format!("/{i}"), &format!("t{t}"), &[]));
+                    let d = c.decide(&mut request("GET", &format!("/{i}"), &format!("t{t}"), &[]));
                     assert!(d.allowed(), "{:?}", d.outcomes);
                 }
             });

@@ -8,7 +8,7 @@ use http::StatusCode;
 use vigil_host::{Chain, CompileCache, Mode, OnError, Runtime, RuntimeConfig, World};
 use vigil_tests::guards;
 use vigil_tests::harness::{guard_table, metric, send, start_with_upstream, tempdir, Proxy};
-use vigil_tests::{load, load_error, spec, with_policy};
+use vigil_tests::{load, load_error, spec, with_policy, Decide};
 
 const BASE: &str = "[upstream]\nurl = \"{upstream}\"\ntimeout = \"2s\"\n";
 
@@ -221,10 +221,7 @@ fn path_guard_status_checks_reasons_and_findings() {
     let chain = Chain::new(vec![guard]).unwrap();
     let denial = |path: &str, ua: &str| {
         let mut req = vigil_tests::request("GET", path, "c", &[("user-agent", ua)]);
-        chain
-            .evaluate(&mut req)
-            .denial
-            .map(|d| (d.status, d.reason))
+        chain.decide(&mut req).denial.map(|d| (d.status, d.reason))
     };
     assert_eq!(
         denial("/a/%2e%2e/b", "curl/8"),
@@ -240,7 +237,7 @@ fn path_guard_status_checks_reasons_and_findings() {
 
     let chain = Chain::new(vec![load(&rt, spec("all", "path-guard", "{}"))]).unwrap();
     let mut req = vigil_tests::request("GET", "/.git/HEAD", "c", &[]);
-    let denial = chain.evaluate(&mut req).denial.expect("scanner probe");
+    let denial = chain.decide(&mut req).denial.expect("scanner probe");
     assert_eq!(
         (denial.status, denial.reason.as_str()),
         (403, "scanner probe of .git")
@@ -444,7 +441,7 @@ fn second_load_of_a_guard_comes_from_the_compile_cache() {
     assert_eq!(second.compile_cache_counts(), (1, 0));
     let chain = Chain::new(vec![guard]).unwrap();
     let mut req = vigil_tests::request("GET", "/%2e%2e/x", "c", &[]);
-    assert_eq!(chain.evaluate(&mut req).denial.map(|d| d.status), Some(403));
+    assert_eq!(chain.decide(&mut req).denial.map(|d| d.status), Some(403));
 }
 
 #[test]

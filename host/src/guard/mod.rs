@@ -97,8 +97,8 @@ impl GuardStats {
 /// a call's deadline, and a sidecar must not fail to start because its node is loaded.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(2);
 
-/// A loaded guard. Cheap to share; calls may run on many threads at once.
-pub struct Guard {
+/// A guard module loaded, checked and initialised, ready to be called. Cheap to share; calls may run on many threads at once.
+pub struct LoadedGuard {
     identity: Arc<GuardIdentity>,
     spec: GuardSpec,
     routes: Vec<Pattern>,
@@ -116,7 +116,7 @@ pub struct Guard {
 
 impl Runtime {
     /// Loads, checks and initialises a guard. Errors name the guard and the cause.
-    pub fn load_guard(&self, spec: GuardSpec) -> Result<Arc<Guard>, LoadError> {
+    pub fn load_guard(&self, spec: GuardSpec) -> Result<Arc<LoadedGuard>, LoadError> {
         let name = spec.name.clone();
         let invalid = |reason: String| LoadError::Invalid {
             guard: name.clone(),
@@ -165,7 +165,7 @@ impl Runtime {
             limits: limits.clone(),
         });
         self.running.watch_deadline(limits.deadline);
-        let mut guard = Guard {
+        let mut guard = LoadedGuard {
             identity,
             routes: spec.routes.clone(),
             content_hash: content_hash(&bytes),
@@ -205,7 +205,7 @@ enum InstantiateError {
     Fault(Fault),
 }
 
-impl Guard {
+impl LoadedGuard {
     /// The guard's name.
     pub fn name(&self) -> &str {
         &self.identity.name
@@ -249,6 +249,11 @@ impl Guard {
     /// Whether the guard sees requests for this method and route (or path).
     pub fn applies_to(&self, method: &str, route: &str) -> bool {
         self.routes.is_empty() || self.routes.iter().any(|p| p.matches(method, route))
+    }
+
+    /// The state and findings of the runtime that loaded it.
+    pub(crate) fn services(&self) -> &Arc<HostServices> {
+        &self.services
     }
 
     pub(crate) fn name_arc(&self) -> Arc<str> {
@@ -424,9 +429,9 @@ impl Guard {
 
 /// Tells a core module or a random file from a component before compiling it, so the error
 /// says what to do.
-impl std::fmt::Debug for Guard {
+impl std::fmt::Debug for LoadedGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard")
+        f.debug_struct("LoadedGuard")
             .field("name", &self.name())
             .field("mode", &self.spec.mode)
             .field("routes", &self.routes)

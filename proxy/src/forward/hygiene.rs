@@ -226,7 +226,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
 /// of its requests, written once when the connection is accepted rather than formatted again
 /// for every request.
 #[derive(Clone, Debug)]
-pub struct Hop {
+pub struct ClientEnd {
     /// The peer's address.
     peer: IpAddr,
     /// The `X-Forwarded-For` element: the peer's address as text.
@@ -235,14 +235,14 @@ pub struct Hop {
     forwarded: HeaderValue,
 }
 
-impl Hop {
-    /// The hop from a client connected from `peer`.
-    pub fn new(peer: IpAddr) -> Hop {
+impl ClientEnd {
+    /// The client end of a connection from `peer`.
+    pub fn new(peer: IpAddr) -> ClientEnd {
         let node = match peer {
             IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
             IpAddr::V4(ip) => format!("for={ip};proto=http"),
         };
-        Hop {
+        ClientEnd {
             peer,
             forwarded_for: HeaderValue::from_str(&peer.to_string())
                 .expect("an IP address is a valid header value"),
@@ -251,7 +251,7 @@ impl Hop {
     }
 
     /// The address of the client end of the connection.
-    pub fn peer(&self) -> IpAddr {
+    pub fn address(&self) -> IpAddr {
         self.peer
     }
 
@@ -265,18 +265,18 @@ impl Hop {
     }
 }
 
-/// Adds `X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded` and `Via` for `hop`.
+/// Adds `X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded` and `Via` for the client end.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    hop: &Hop,
+    client_end: &ClientEnd,
     version: Version,
     keep_client_proto: bool,
 ) {
-    append_list(headers, X_FORWARDED_FOR, &hop.forwarded_for);
+    append_list(headers, X_FORWARDED_FOR, &client_end.forwarded_for);
     if !(keep_client_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    append_list(headers, header::FORWARDED, &hop.forwarded);
+    append_list(headers, header::FORWARDED, &client_end.forwarded);
     let via = HeaderValue::from_static(match version {
         Version::HTTP_2 => "2 vigil",
         Version::HTTP_10 => "1.0 vigil",
@@ -646,7 +646,7 @@ mod tests {
         let mut h = headers(&[("x-forwarded-for", "198.51.100.1"), ("via", "1.1 edge")]);
         add_forwarding(
             &mut h,
-            &Hop::new("2001:db8::7".parse().unwrap()),
+            &ClientEnd::new("2001:db8::7".parse().unwrap()),
             Version::HTTP_11,
             false,
         );
@@ -664,9 +664,15 @@ mod tests {
 
     #[test]
     fn a_hop_writes_its_peer_and_any_other_address() {
-        let hop = Hop::new("2001:db8::7".parse().unwrap());
-        assert_eq!(hop.text_of("2001:db8::7".parse().unwrap()), "2001:db8::7");
-        assert_eq!(hop.text_of("192.0.2.1".parse().unwrap()), "192.0.2.1");
+        let client_end = ClientEnd::new("2001:db8::7".parse().unwrap());
+        assert_eq!(
+            client_end.text_of("2001:db8::7".parse().unwrap()),
+            "2001:db8::7"
+        );
+        assert_eq!(
+            client_end.text_of("192.0.2.1".parse().unwrap()),
+            "192.0.2.1"
+        );
     }
 
     #[test]
@@ -677,7 +683,7 @@ mod tests {
         ]);
         add_forwarding(
             &mut h,
-            &Hop::new("192.0.2.9".parse().unwrap()),
+            &ClientEnd::new("192.0.2.9".parse().unwrap()),
             Version::HTTP_10,
             false,
         );

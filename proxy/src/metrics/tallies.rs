@@ -17,7 +17,7 @@ use vigil_host::{GuardResult, Sharded};
 
 /// How a request ended, for the `verdict` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Verdict {
+pub enum Disposition {
     /// Forwarded to the upstream.
     Allowed,
     /// Refused by a guard.
@@ -26,17 +26,17 @@ pub enum Verdict {
     Error,
 }
 
-impl Verdict {
+impl Disposition {
     fn as_str(self) -> &'static str {
         match self {
-            Verdict::Allowed => "allowed",
-            Verdict::Denied => "denied",
-            Verdict::Error => "error",
+            Disposition::Allowed => "allowed",
+            Disposition::Denied => "denied",
+            Disposition::Error => "error",
         }
     }
 }
 
-impl EncodeLabelValue for Verdict {
+impl EncodeLabelValue for Disposition {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         self.as_str().encode(encoder)
     }
@@ -82,7 +82,7 @@ fn result_index(result: &GuardResult) -> usize {
 struct RequestKind {
     method: &'static str,
     status: u16,
-    verdict: Verdict,
+    verdict: Disposition,
 }
 
 /// One guard's time and results on one thread.
@@ -126,7 +126,7 @@ pub struct Tallies {
 
 impl Tallies {
     /// Counts a finished request.
-    pub fn request(&self, method: &str, route: &str, status: u16, verdict: Verdict) {
+    pub fn request(&self, method: &str, route: &str, status: u16, verdict: Disposition) {
         let kind = RequestKind {
             method: method_label(method),
             status,
@@ -276,9 +276,9 @@ mod tests {
             for _ in 0..3 {
                 scope.spawn(|| {
                     for _ in 0..100 {
-                        tallies.request("GET", "/users/{id}", 200, Verdict::Allowed);
+                        tallies.request("GET", "/users/{id}", 200, Disposition::Allowed);
                     }
-                    tallies.request("GET", "/users/{id}", 429, Verdict::Denied);
+                    tallies.request("GET", "/users/{id}", 429, Disposition::Denied);
                 });
             }
         });
@@ -293,9 +293,9 @@ mod tests {
     fn invented_methods_share_one_series() {
         let tallies = Arc::new(Tallies::default());
         for i in 0..1000 {
-            tallies.request(&format!("X{i}"), "/", 405, Verdict::Error);
+            tallies.request(&format!("X{i}"), "/", 405, Disposition::Error);
         }
-        tallies.request("get", "/", 405, Verdict::Error);
+        tallies.request("get", "/", 405, Disposition::Error);
         let text = render(&tallies);
         let other =
             r#"vigil_requests_total{method="OTHER",route="/",status="405",verdict="error"}"#;

@@ -8,7 +8,7 @@ pub mod balance;
 pub mod peers;
 
 use crate::config::DEFAULT_MAX_HEADERS;
-use crate::forward::hygiene::Hop;
+use crate::forward::hygiene::ClientEnd;
 use crate::forward::upstream::UpstreamClient;
 use crate::pipeline;
 use crate::serve::balance::{seats, Connection, Seat};
@@ -252,14 +252,15 @@ async fn serve_worker(
         };
         let _ = stream.set_nodelay(true);
         let worker = worker.clone();
-        let hop = Arc::new(Hop::new(peer.ip()));
+        let client_end = Arc::new(ClientEnd::new(peer.ip()));
         let activity = Activity::new();
         let tracker = activity.clone();
         let service = service_fn(move |req| {
-            let (worker, hop) = (worker.clone(), hop.clone());
+            let (worker, client_end) = (worker.clone(), client_end.clone());
             let in_flight = tracker.begin();
             async move {
-                let response = pipeline::handle(&worker.sidecar, &worker.upstream, req, &hop).await;
+                let response =
+                    pipeline::handle(&worker.sidecar, &worker.upstream, req, &client_end).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });

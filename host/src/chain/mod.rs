@@ -2,19 +2,47 @@
 //! the first applied denial wins, monitor-mode denials are recorded but not applied, and a
 //! fault follows the guard's `on_error` policy.
 
+mod plan;
+
+pub use plan::Plan;
+
 use crate::bindings::vigil::guard::types::{Deny, Header, Request, Response, Verdict};
-use crate::guard::{Fault, Guard, Mode, OnError};
+use crate::guard::{Fault, LoadedGuard, Mode, OnError};
 use crate::needs::HeaderFields;
 use crate::packed::RequestPacker;
+use crate::sandbox::HostServices;
 use crate::state::EventRecord;
-use crate::Runtime;
+use plan::Plans;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An ordered set of loaded guards.
-#[derive(Clone, Default, Debug)]
+#[derive(Default)]
 pub struct Chain {
-    guards: Vec<Arc<Guard>>,
+    guards: Vec<Arc<LoadedGuard>>,
+    /// The runtime's state, which the guards share and the chain records histories into.
+    services: Option<Arc<HostServices>>,
+    plans: Plans,
+}
+
+impl Clone for Chain {
+    /// The same guards; plans are made again as requests come.
+    fn clone(&self) -> Chain {
+        Chain {
+            guards: self.guards.clone(),
+            services: self.services.clone(),
+            plans: Plans::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("guards", &self.guards)
+            .field("planned_routes", &self.plans.routes())
+            .finish()
+    }
 }
 
 /// What one guard said about one request.
@@ -82,62 +110,58 @@ pub enum ChainError {
     /// Two guards share a name (names key their state).
     #[error("two guards are named {0:?}; guard names must be unique")]
     DuplicateName(String),
+    /// The guards were loaded by different runtimes, which keep different state.
+    #[error("guard {0:?} was loaded by another runtime than the chain's first guard")]
+    MixedRuntimes(String),
 }
 
 impl Chain {
     /// A chain of these guards, evaluated in this order.
-    pub fn new(guards: Vec<Arc<Guard>>) -> Result<Chain, ChainError> {
+    pub fn new(guards: Vec<Arc<LoadedGuard>>) -> Result<Chain, ChainError> {
         for (i, guard) in guards.iter().enumerate() {
             if guards[..i].iter().any(|g| g.name() == guard.name()) {
                 return Err(ChainError::DuplicateName(guard.name().to_string()));
             }
+            if !Arc::ptr_eq(guard.services(), guards[0].services()) {
+                return Err(ChainError::MixedRuntimes(guard.name().to_string()));
+            }
         }
-        Ok(Chain { guards })
-    }
-
-    /// The guards, in order.
-    pub fn guards(&self) -> &[Arc<Guard>] {
-        &self.guards
-    }
-
-    /// Whether a guard that sees requests for this method and route reads headers: if none
-    /// does, the proxy need not copy them.
-    pub fn reads_request_headers(&self, method: &str, route: &str) -> bool {
-        self.guards
-            .iter()
-            .any(|g| g.header_fields().any() && g.applies_to(method, route))
-    }
-
-    /// Whether a guard that sees requests for this method and route reads the header field
-    /// `name` (lower-case): the proxy copies only those.
-    pub fn reads_request_header(&self, method: &str, route: &str, name: &str) -> bool {
-        self.guards
-            .iter()
-            .any(|g| g.header_fields().includes(name) && g.applies_to(method, route))
-    }
-
-    /// Whether a guard that will observe this decision's response, answered with `status`,
-    /// reads headers.
-    pub fn reads_response_headers(&self, decision: &Decision, status: u16) -> bool {
-        decision.outcomes.iter().any(|outcome| {
-            self.guards
-                .get(outcome.index)
-                .is_some_and(|g| g.needs().observes(status) && g.header_fields().any())
+        Ok(Chain {
+            services: guards.first().map(|g| g.services().clone()),
+            guards,
+            plans: Plans::default(),
         })
     }
 
-    /// Runs the request through every matching guard. `req.body` holds the largest body
-    /// prefix any guard asked for; each guard gets at most its own cap of it, or none; guards
-    /// that declared they read no headers get none.
-    pub fn evaluate(&self, req: &mut Request) -> Decision {
+    /// The guards, in order.
+    pub fn guards(&self) -> &[Arc<LoadedGuard>] {
+        &self.guards
+    }
+
+    /// What the guards that see requests for `method` on `route` need of them: made on the
+    /// first such request, then shared.
+    pub fn plan(&self, method: &str, route: &str) -> Arc<Plan> {
+        self.plans.get(self, method, route)
+    }
+
+    /// The plan for `req`, by its method and its route (its path when it has none).
+    pub fn plan_for(&self, req: &Request) -> Arc<Plan> {
+        self.plan(&req.method, req.route.as_deref().unwrap_or(&req.path))
+    }
+
+    /// Runs the request through the guards of its `plan` (from [`Chain::plan`] for its
+    /// method and route). `req.body` holds the largest body prefix any guard asked for; each
+    /// guard gets at most its own cap of it, or none; guards that declared they read no
+    /// headers get none.
+    pub fn evaluate(&self, plan: &Plan, req: &mut Request) -> Decision {
         let body = req.body.take();
         let mut headers = HeldHeaders::take(req);
         let mut decision = Decision::default();
         let packer = RequestPacker::default();
-        for (index, guard) in self.guards.iter().enumerate() {
-            if !guard.applies_to(&req.method, req.route.as_deref().unwrap_or(&req.path)) {
+        for &index in plan.guards.iter() {
+            let Some(guard) = self.guards.get(index) else {
                 continue;
-            }
+            };
             req.body = body_for(guard, &body);
             let lent = headers.lend(req, guard);
             let started = Instant::now();
@@ -199,19 +223,13 @@ impl Chain {
     /// Records the request in its client's history, then shows the response to every guard
     /// that saw the request and observes responses with its status, each with the body prefix
     /// and headers it saw in `evaluate`. A chain without guards keeps no history.
-    pub fn observe(
-        &self,
-        runtime: &Runtime,
-        req: &mut Request,
-        resp: &Response,
-        decision: &Decision,
-    ) {
+    pub fn observe(&self, req: &mut Request, resp: &Response, decision: &Decision) {
         // Histories are read only by guards: a sidecar run for its inventory alone should not
         // spend a table insert per request, nor memory per client, on them.
-        if self.guards.is_empty() {
+        let Some(services) = &self.services else {
             return;
-        }
-        runtime.state().record(
+        };
+        services.state.record(
             &req.client.key,
             &EventRecord {
                 at_ms: req.received_ms,
@@ -276,7 +294,7 @@ impl HeldHeaders {
         HeldHeaders(std::mem::take(&mut req.headers))
     }
 
-    fn lend(&mut self, req: &mut Request, guard: &Guard) -> Lent {
+    fn lend(&mut self, req: &mut Request, guard: &LoadedGuard) -> Lent {
         match guard.header_fields() {
             HeaderFields::None => Lent::Nothing,
             HeaderFields::All => {
@@ -313,7 +331,7 @@ fn selected(headers: &[Header], fields: &HeaderFields) -> Vec<Header> {
 }
 
 /// The part of the body prefix a guard may see: up to its own cap, or nothing.
-fn body_for(guard: &Guard, body: &Option<Vec<u8>>) -> Option<Vec<u8>> {
+fn body_for(guard: &LoadedGuard, body: &Option<Vec<u8>>) -> Option<Vec<u8>> {
     let cap = guard.spec().body_limit;
     match body {
         Some(bytes) if cap > 0 => Some(bytes[..bytes.len().min(cap)].to_vec()),
