@@ -11,13 +11,16 @@ mod raw;
 
 pub use vigil_common::config::ConfigError;
 
-pub use raw::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADERS, DEFAULT_UPSTREAM_CONNECTIONS};
+pub use raw::{
+    default_keys, SchemaDefault, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADERS,
+    DEFAULT_UPSTREAM_CONNECTIONS,
+};
 
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::PathPolicy;
 use crate::identity::ClientPolicy;
 use raw::RawConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -165,7 +168,7 @@ pub struct Admin {
 }
 
 /// Log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.

@@ -1,14 +1,18 @@
 //! The schema of `vigil.toml` as serde reads it, with every default: what a key may be spelt
 //! as, before any value is checked.
+//!
+//! The structs also derive `Serialize`, for one use only: [`default_keys`] lists the keys and
+//! defaults the configuration reference (`docs/configuration.md`) is checked against. Nothing
+//! the sidecar does serialises them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use vigil_host::state::StateLimits;
 
 use super::LogFormat;
 use crate::exposure::inventory::InventoryLimits;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     #[serde(default)]
@@ -36,14 +40,14 @@ pub(super) struct RawConfig {
     pub(super) report: RawReport,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawSandbox {
     pub(super) max_instances: Option<usize>,
     pub(super) max_guard_memory_mb: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawState {
     pub(super) max_clients: usize,
@@ -70,7 +74,7 @@ impl Default for RawState {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawInventory {
     pub(super) max_endpoints: usize,
@@ -87,7 +91,7 @@ impl Default for RawInventory {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawReport {
     pub(super) collector: Option<String>,
@@ -123,7 +127,7 @@ impl Default for RawReport {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawListen {
     pub(super) address: String,
@@ -166,7 +170,7 @@ impl Default for RawListen {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub(super) url: String,
@@ -194,7 +198,7 @@ fn default_queue_timeout() -> String {
     "5s".into()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPath {
     pub(super) merge_slashes: bool,
@@ -220,7 +224,7 @@ fn default_connect_timeout() -> String {
     "5s".into()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawIdentity {
     pub(super) key: String,
@@ -238,7 +242,7 @@ impl Default for RawIdentity {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawApi {
     pub(super) spec: Option<PathBuf>,
@@ -258,7 +262,7 @@ impl Default for RawApi {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGuard {
     pub(super) name: String,
@@ -285,7 +289,7 @@ fn default_on_error() -> String {
     "allow".into()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) address: String,
@@ -299,7 +303,7 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLog {
     pub(super) level: String,
@@ -312,5 +316,78 @@ impl Default for RawLog {
             level: "info".into(),
             format: LogFormat::Text,
         }
+    }
+}
+
+/// The smallest file serde accepts: the keys that have no default, with placeholder values, and
+/// one `[[guard]]` so that the guard keys are listed too.
+const REQUIRED_KEYS: &str = r#"
+[upstream]
+url = "http://127.0.0.1:3000"
+[[guard]]
+name = "guard"
+module = "guard.wasm"
+"#;
+
+/// What the schema gives a key of `vigil.toml` that the file leaves out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaDefault {
+    /// Nothing: the key must be written.
+    Required,
+    /// Nothing either, but the key may be left out (an `Option`): the sidecar then decides, or
+    /// goes without.
+    Unset,
+    /// This value, in TOML syntax: `"10s"`, `100`, `true`, `["websocket"]`.
+    Value(String),
+}
+
+/// Every key of `vigil.toml` as a dotted path (`listen.address`, `guard.mode` for each
+/// `[[guard]]`), in the schema's order, with its default: what the configuration reference is
+/// checked against.
+pub fn default_keys() -> Vec<(String, SchemaDefault)> {
+    let raw: RawConfig = toml::from_str(REQUIRED_KEYS).expect("the required keys parse");
+    let schema = serde_json::to_value(&raw).expect("the schema serialises");
+    let written: toml::Table = REQUIRED_KEYS.parse().expect("the required keys parse");
+    let written = serde_json::to_value(&written).expect("a TOML table serialises");
+    let mut required = Vec::new();
+    flatten("", &written, &mut required);
+    let mut keys = Vec::new();
+    flatten("", &schema, &mut keys);
+    keys.into_iter()
+        .map(|(key, value)| {
+            let default = if required.iter().any(|(k, _)| *k == key) {
+                SchemaDefault::Required
+            } else if value.is_null() {
+                SchemaDefault::Unset
+            } else {
+                let value = toml::Value::try_from(&value).expect("a default is a TOML value");
+                SchemaDefault::Value(value.to_string())
+            };
+            (key, default)
+        })
+        .collect()
+}
+
+/// The leaves of `value` under dotted paths. An array of tables (`[[guard]]`) contributes the
+/// keys of its first table; any other array is a value, and so is an empty table, which would
+/// otherwise leave no key behind.
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    let table = match value {
+        serde_json::Value::Object(table) => Some(table),
+        serde_json::Value::Array(items) => items.first().and_then(|first| first.as_object()),
+        _ => None,
+    };
+    match table {
+        Some(table) if !table.is_empty() => {
+            for (key, value) in table {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&path, value, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), value.clone())),
     }
 }
