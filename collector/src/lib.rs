@@ -267,7 +267,13 @@ async fn apply_retention(collector: Arc<Collector>, mut stop: watch::Receiver<bo
             .with_store(move |store| store.prune(cutoffs))
             .await
         {
-            Ok(pruned) => tracing::info!(?pruned, "retention applied"),
+            Ok(pruned) => tracing::info!(
+                findings = pruned.findings,
+                instances = pruned.instances,
+                endpoints = pruned.endpoints,
+                keys = pruned.keys,
+                "retention applied"
+            ),
             Err(error) => tracing::error!(%error, "retention failed"),
         }
     }

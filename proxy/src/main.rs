@@ -5,6 +5,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -183,7 +184,8 @@ fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -254,8 +256,12 @@ async fn reload_on_hangup(sidecar: Arc<Sidecar>) {
 }
 
 fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
-    let config = vigil_collector::config::CollectorConfig::load(&args.config)?;
-    init_logging(log.as_deref().unwrap_or(&config.log_level), LogFormat::Text);
+    let mut config = vigil_collector::config::CollectorConfig::load(&args.config)?;
+    if let Some(level) = log {
+        config.log.level =
+            vigil_common::config::log_filter("--log", level).map_err(anyhow::Error::msg)?;
+    }
+    init_logging(&config.log.level, config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -26,10 +26,21 @@ struct Collector {
     config: PathBuf,
     ingest: SocketAddr,
     api: SocketAddr,
+    /// Where its standard error goes, when a test reads its logs.
+    log: Option<PathBuf>,
 }
 
 impl Collector {
     fn start(name: &str) -> Collector {
+        Collector::configure(name, "", false)
+    }
+
+    /// A collector whose log lines the test reads, with `extra` added to its configuration.
+    fn start_logging(name: &str, extra: &str) -> Collector {
+        Collector::configure(name, extra, true)
+    }
+
+    fn configure(name: &str, extra: &str, logging: bool) -> Collector {
         let dir = temp_dir(&format!("collector-{name}"));
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/collector");
         let (ingest, api) = (free_port(), free_port());
@@ -43,7 +54,7 @@ impl Collector {
                  [storage]\npath = \"collector.db\"\n\
                  [[token]]\nname = \"fleet\"\ntoken = \"{FLEET_TOKEN}\"\n\
                  [[token]]\nname = \"shop-sidecars\"\ntoken = \"{SHOP_TOKEN}\"\nservice = \"shop\"\n\
-                 [vulnerabilities]\nknown = [\"{}\"]\nzap = [\"{}\"]\n",
+                 [vulnerabilities]\nknown = [\"{}\"]\nzap = [\"{}\"]\n{extra}",
                 fixtures.join("known-vulnerabilities.json").display(),
                 fixtures.join("zap-report.json").display()
             ),
@@ -51,6 +62,7 @@ impl Collector {
         .unwrap();
         let mut collector = Collector {
             process: None,
+            log: logging.then(|| dir.join("stderr.log")),
             dir,
             config,
             ingest: ([127, 0, 0, 1], ingest).into(),
@@ -61,11 +73,11 @@ impl Collector {
     }
 
     fn launch(&mut self) {
-        self.process = Some(Process::vigil(&[
-            "collect",
-            "--config",
-            self.config.to_str().unwrap(),
-        ]));
+        let args = ["collect", "--config", self.config.to_str().unwrap()];
+        self.process = Some(match &self.log {
+            Some(log) => Process::vigil_logging_to(&args, log),
+            None => Process::vigil(&args),
+        });
         for addr in [self.ingest, self.api] {
             eventually("the collector to listen", || {
                 http(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
@@ -77,6 +89,11 @@ impl Collector {
     fn crash(&mut self) {
         let code = self.process.take().unwrap().signal_and_wait("KILL");
         assert_eq!(code, None, "killed by the signal");
+    }
+
+    /// What it has logged so far.
+    fn logged(&self) -> String {
+        std::fs::read_to_string(self.log.as_ref().expect("started with start_logging")).unwrap()
     }
 
     fn database(&self) -> PathBuf {
@@ -942,4 +959,92 @@ fn silent_connections_do_not_hold_the_ingest_listener() {
         "a connection that never sent a byte was still open after {:?}: {read:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn logs_are_json_lines_with_plain_fields_when_asked() {
+    let collector = Collector::start_logging("json-logs", "[log]\nformat = \"json\"\n");
+    let report = report("billing", "billing-1", 1, 1);
+    assert_eq!(
+        collector.send("not-a-known-token-0123", &report).status,
+        401
+    );
+    assert_eq!(collector.send(SHOP_TOKEN, &report).status, 403);
+    eventually("both refusals and the retention pass logged", || {
+        let logged = collector.logged();
+        logged.matches("report refused").count() == 2 && logged.contains("retention applied")
+    });
+    let logged = collector.logged();
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect();
+    for line in &lines {
+        assert!(
+            line["timestamp"].is_string()
+                && line["level"].is_string()
+                && line["target"].is_string()
+                && line["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    let with = |message: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|line| line["fields"]["message"] == message)
+            .collect()
+    };
+
+    let serving = with("the collector is serving");
+    assert_eq!(serving.len(), 1, "{logged}");
+    assert_eq!(serving[0]["level"], "INFO");
+    assert_eq!(
+        serving[0]["fields"]["ingest_address"],
+        collector.ingest.to_string()
+    );
+    assert_eq!(
+        serving[0]["fields"]["api_address"],
+        collector.api.to_string()
+    );
+    assert!(serving[0]["fields"]["vulnerabilities"].as_u64().unwrap() > 0);
+
+    let retention = &with("retention applied")[0]["fields"];
+    for kind in ["findings", "instances", "endpoints", "keys"] {
+        assert_eq!(retention[kind], 0, "{retention}");
+    }
+
+    let refused = with("report refused");
+    let unauthorized = &refused[0]["fields"];
+    assert_eq!(unauthorized["status"], 401, "{unauthorized}");
+    assert!(unauthorized.get("token").is_none(), "{unauthorized}");
+    let forbidden = &refused[1]["fields"];
+    assert_eq!(forbidden["status"], 403, "{forbidden}");
+    assert_eq!(forbidden["token"], "shop-sidecars");
+    assert_eq!(
+        forbidden["reason"],
+        "token \"shop-sidecars\" may report only for service \"shop\", not \"billing\""
+    );
+}
+
+#[test]
+fn text_logs_are_plain_when_not_written_to_a_terminal() {
+    let collector = Collector::start_logging("text-logs", "");
+    eventually("the retention pass logged", || {
+        collector.logged().contains("retention applied")
+    });
+    let logged = collector.logged();
+    assert!(!logged.contains('\u{1b}'), "colour codes in {logged:?}");
+    assert!(!logged.trim_start().starts_with('{'), "{logged}");
+    let retention = logged
+        .lines()
+        .find(|line| line.contains("retention applied"))
+        .unwrap();
+    assert!(
+        retention.contains(" INFO ")
+            && retention.ends_with("retention applied findings=0 instances=0 endpoints=0 keys=0"),
+        "{retention}"
+    );
+    assert!(!logged.contains("Pruned"), "a Debug dump in {logged}");
 }
