@@ -96,6 +96,17 @@ impl Collector {
         std::fs::read_to_string(self.log.as_ref().expect("started with start_logging")).unwrap()
     }
 
+    /// `GET /metrics` on the API listener, as text.
+    fn metrics(&self) -> String {
+        let response = http(self.api, "GET", "/metrics", &[], b"").unwrap();
+        assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        response.text()
+    }
+
     fn database(&self) -> PathBuf {
         self.dir.join("collector.db")
     }
@@ -959,6 +970,113 @@ fn silent_connections_do_not_hold_the_ingest_listener() {
         "a connection that never sent a byte was still open after {:?}: {read:?}",
         started.elapsed()
     );
+}
+
+/// The value of the sample `name` (labels included, as rendered) in a `/metrics` text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+#[test]
+fn metrics_count_reports_by_result_on_the_api_listener_only() {
+    let collector = Collector::start("metrics");
+    let fresh = collector.metrics();
+    for name in [
+        "vigil_collector_reports_total{result=\"stored\"}",
+        "vigil_collector_reports_total{result=\"duplicate\"}",
+        "vigil_collector_reports_total{result=\"refused\"}",
+        "vigil_collector_reports_refused_total{reason=\"unauthorized\"}",
+        "vigil_collector_ingest_seconds_count",
+        "vigil_collector_store_errors_total{operation=\"apply\"}",
+        "vigil_collector_services",
+        "vigil_collector_endpoints",
+    ] {
+        assert_eq!(sample(&fresh, name), 0.0, "{name} before any report");
+    }
+    assert_eq!(
+        sample(
+            &fresh,
+            &format!(
+                "vigil_collector_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+
+    let mut shop = report("shop", "shop-1", 1, 1);
+    shop.endpoints.push(endpoint("GET", "/users/{id}", 3));
+    shop.endpoints.push(endpoint("POST", "/login", 1));
+    assert_eq!(collector.send(SHOP_TOKEN, &shop).status, 202);
+    assert_eq!(collector.send(SHOP_TOKEN, &shop).status, 200);
+    assert_eq!(collector.send("not-a-known-token-0123", &shop).status, 401);
+    let billing = report("billing", "billing-1", 1, 1);
+    assert_eq!(collector.send(SHOP_TOKEN, &billing).status, 403);
+
+    let text = collector.metrics();
+    for (name, value) in [
+        ("vigil_collector_reports_total{result=\"stored\"}", 1.0),
+        ("vigil_collector_reports_total{result=\"duplicate\"}", 1.0),
+        ("vigil_collector_reports_total{result=\"refused\"}", 2.0),
+        (
+            "vigil_collector_reports_refused_total{reason=\"unauthorized\"}",
+            1.0,
+        ),
+        (
+            "vigil_collector_reports_refused_total{reason=\"forbidden\"}",
+            1.0,
+        ),
+        (
+            "vigil_collector_reports_refused_total{reason=\"too_large\"}",
+            0.0,
+        ),
+        ("vigil_collector_ingest_seconds_count", 4.0),
+        (
+            "vigil_collector_store_errors_total{operation=\"apply\"}",
+            0.0,
+        ),
+        (
+            "vigil_collector_store_errors_total{operation=\"read\"}",
+            0.0,
+        ),
+        ("vigil_collector_services", 1.0),
+        ("vigil_collector_endpoints", 2.0),
+    ] {
+        assert_eq!(sample(&text, name), value, "{name} in\n{text}");
+    }
+    assert!(sample(&text, "vigil_collector_ingest_seconds_sum") > 0.0);
+    let listed = collector.get("/api/endpoints").as_array().unwrap().len();
+    assert_eq!(sample(&text, "vigil_collector_endpoints"), listed as f64);
+
+    // Retention runs once at start.
+    eventually("a retention pass in the metrics", || {
+        let text = collector.metrics();
+        sample(&text, "vigil_collector_retention_runs_total{result=\"ok\"}") >= 1.0
+    });
+    let text = collector.metrics();
+    assert_eq!(sample(&text, "vigil_collector_retention_last_run_ok"), 1.0);
+    let last_run = sample(
+        &text,
+        "vigil_collector_retention_last_run_timestamp_seconds",
+    );
+    let now_s = (vigil_collector::now_ms() / 1_000) as f64;
+    assert!(
+        (now_s - 600.0..=now_s).contains(&last_run),
+        "{last_run} is not a moment ago ({now_s})"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "vigil_collector_retention_runs_total{result=\"failed\"}"
+        ),
+        0.0
+    );
+
+    // The ingest listener faces the sidecars, and perhaps more: it does not serve metrics.
+    let public = http(collector.ingest, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(public.status, 404, "{}", public.text());
 }
 
 #[test]
