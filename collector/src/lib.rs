@@ -115,6 +115,33 @@ fn load_vulnerabilities(config: &CollectorConfig) -> anyhow::Result<Vec<Vulnerab
     Ok(all)
 }
 
+/// Checks what `config` refers to without opening the database or binding an address: the
+/// vulnerability files parse, and the database's directory exists (SQLite creates the file,
+/// not its directory). Returns a one-line summary for `vigil collect --check`.
+pub fn check(config: &CollectorConfig) -> anyhow::Result<String> {
+    let vulnerabilities = load_vulnerabilities(config)?;
+    let directory = match config.database.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    if !directory.is_dir() {
+        anyhow::bail!(
+            "{}: storage.path: the directory {} of the database does not exist",
+            config.file.display(),
+            directory.display()
+        );
+    }
+    Ok(format!(
+        "{} is valid; reports on {}, API and metrics on {}, {} token(s), {} known vulnerabilities, database {}",
+        config.file.display(),
+        config.listen.address,
+        config.api.address,
+        config.tokens.len(),
+        vulnerabilities.len(),
+        config.database.display()
+    ))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()

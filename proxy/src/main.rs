@@ -66,7 +66,7 @@ the whole fleet. Reports are stored in the SQLite file storage.path (WAL mode). 
 `/api/clients/denied`, `/api/vulnerabilities`) and Prometheus metrics (`/metrics`) are served \
 on api.address (default 127.0.0.1:9001). Known-vulnerable endpoints (vulnerabilities.known, \
 JSON lists) and OWASP ZAP JSON reports (vulnerabilities.zap) are ranked by runtime exposure. SIGTERM or SIGINT stops \
-accepting and drains.
+accepting and drains. --check validates the configuration and the files it names, and exits.
 
 Minimal collector.toml:
 
@@ -79,6 +79,9 @@ struct CollectArgs {
     /// The collector's configuration file (TOML).
     #[arg(long, short, default_value = "collector.toml")]
     config: PathBuf,
+    /// Validate the configuration and the vulnerability files it names, then exit.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -260,6 +263,10 @@ fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
     if let Some(level) = log {
         config.log.level =
             vigil_common::config::log_filter("--log", level).map_err(anyhow::Error::msg)?;
+    }
+    if args.check {
+        println!("ok: {}", vigil_collector::check(&config)?);
+        return Ok(());
     }
     init_logging(&config.log.level, config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
