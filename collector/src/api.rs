@@ -1,8 +1,10 @@
-//! The collector's read side: the dashboard at `/` and the JSON API under `/api/`.
+//! The collector's read side: the dashboard at `/`, the JSON API under `/api/` and the
+//! metrics at `/metrics`.
 
 use super::dashboard;
+use super::metrics::Operation;
 use super::reply;
-use super::store::{EndpointQuery, FindingQuery};
+use super::store::{EndpointQuery, FindingQuery, StoreError};
 use super::vulns;
 use super::Collector;
 use http::{Method, Request, Response, StatusCode};
@@ -16,7 +18,7 @@ pub const MAX_LIMIT: usize = 1_000;
 /// Records a listing returns when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
 
-const ROUTES: &str = "/, /healthz, /api/services, /api/endpoints, /api/findings, \
+const ROUTES: &str = "/, /healthz, /metrics, /api/services, /api/endpoints, /api/findings, \
                       /api/clients/denied, /api/vulnerabilities";
 
 /// Serves one read request.
@@ -32,6 +34,7 @@ pub async fn handle(collector: Arc<Collector>, req: Request<Incoming>) -> Respon
     let result = match path.as_str() {
         "/" => dashboard(&collector).await,
         "/healthz" => Ok(reply::text(StatusCode::OK, "ok\n")),
+        "/metrics" => Ok(metrics_page(&collector).await),
         "/api/services" => services(&collector, &query).await,
         "/api/endpoints" => endpoints(&collector, &query).await,
         "/api/findings" => findings(&collector, &query).await,
@@ -102,9 +105,26 @@ fn bad(detail: String) -> (StatusCode, String) {
     (StatusCode::BAD_REQUEST, detail)
 }
 
-fn unavailable(error: super::store::StoreError) -> (StatusCode, String) {
-    tracing::error!(%error, "reading the store failed");
-    (StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+/// Turns a failed query into a 503, counting it.
+fn unavailable(collector: &Collector) -> impl FnOnce(StoreError) -> (StatusCode, String) + '_ {
+    move |error| {
+        collector.metrics.store_error(Operation::Read);
+        tracing::error!(%error, "reading the store failed");
+        (StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+    }
+}
+
+/// The metrics, with the services and endpoints counted now. A failed count still answers,
+/// with the counts of the last scrape, so the store's failure shows in `store_errors`.
+pub async fn metrics_page(collector: &Arc<Collector>) -> Response<ProxyBody> {
+    match collector.with_store(|store| store.totals()).await {
+        Ok(totals) => collector.metrics.known(totals),
+        Err(error) => {
+            collector.metrics.store_error(Operation::Read);
+            tracing::error!(%error, "counting services and endpoints for /metrics failed");
+        }
+    }
+    reply::metrics(collector.metrics.render())
 }
 
 async fn services(collector: &Arc<Collector>, query: &Query) -> Answer {
@@ -112,7 +132,7 @@ async fn services(collector: &Arc<Collector>, query: &Query) -> Answer {
     let services = collector
         .with_store(|store| store.services())
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable(collector))?;
     Ok(reply::json(StatusCode::OK, &services))
 }
 
@@ -136,7 +156,7 @@ async fn endpoints(collector: &Arc<Collector>, query: &Query) -> Answer {
     let endpoints = collector
         .with_store(move |store| store.endpoints(&filter))
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable(collector))?;
     Ok(reply::json(StatusCode::OK, &endpoints))
 }
 
@@ -151,7 +171,7 @@ async fn findings(collector: &Arc<Collector>, query: &Query) -> Answer {
     let findings = collector
         .with_store(move |store| store.findings(&filter))
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable(collector))?;
     Ok(reply::json(StatusCode::OK, &findings))
 }
 
@@ -162,7 +182,7 @@ async fn denied_clients(collector: &Arc<Collector>, query: &Query) -> Answer {
     let clients = collector
         .with_store(move |store| store.denied_clients(service.as_deref(), limit))
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable(collector))?;
     Ok(reply::json(StatusCode::OK, &clients))
 }
 
@@ -173,7 +193,7 @@ async fn vulnerabilities(collector: &Arc<Collector>, query: &Query) -> Answer {
     let endpoints = collector
         .with_store(|store| store.endpoints(&EndpointQuery::default()))
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable(collector))?;
     let mut ranked = vulns::rank(&collector.vulnerabilities, &endpoints);
     if let Some(service) = service {
         ranked.retain(|r| {
@@ -201,7 +221,7 @@ async fn dashboard(collector: &Arc<Collector>) -> Answer {
             ))
         })
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable(collector))?;
     let ranked = vulns::rank(&collector.vulnerabilities, &endpoints);
     let page = dashboard::render(&dashboard::View {
         services: &services,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vigil_common::config::ConfigError;
-use vigil_common::config::{at_least, duration, socket_addr};
+use vigil_common::config::{at_least, duration, log_filter, log_format, socket_addr, LogFormat};
 
 /// Shortest bearer token accepted, so a guessable token cannot be configured by mistake.
 pub const MIN_TOKEN_BYTES: usize = 16;
@@ -28,8 +28,17 @@ pub struct CollectorConfig {
     pub retention: Retention,
     /// Known-vulnerable endpoint files.
     pub vulnerabilities: VulnerabilityFiles,
-    /// Log filter.
-    pub log_level: String,
+    /// How and what it logs.
+    pub log: Log,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Filter such as `info` or `warn,vigil_collector=debug`.
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
 }
 
 /// The ingest listener.
@@ -204,12 +213,14 @@ struct RawVulnerabilities {
 #[serde(deny_unknown_fields, default)]
 struct RawLog {
     level: String,
+    format: String,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             level: "info".into(),
+            format: "text".into(),
         }
     }
 }
@@ -309,6 +320,10 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
     if retention.interval < Duration::from_secs(1) {
         return Err("retention.interval: must be at least 1s".into());
     }
+    let log = Log {
+        level: log_filter("log.level", &raw.log.level)?,
+        format: log_format("log.format", &raw.log.format)?,
+    };
     Ok(CollectorConfig {
         file: file.to_path_buf(),
         listen,
@@ -330,7 +345,7 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
                 .map(|p| base.join(p))
                 .collect(),
         },
-        log_level: raw.log.level,
+        log,
     })
 }
 
@@ -353,6 +368,18 @@ mod tests {
         assert_eq!(config.database, Path::new("/etc/vigil/vigil-collector.db"));
         assert_eq!(config.tokens[0].service, None);
         assert_eq!(config.retention.findings, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn logging_is_read_from_the_log_section() {
+        let config = parse(&format!(
+            "{TOKEN}[log]\nlevel = \"warn,vigil_collector=debug\"\nformat = \"json\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.log.level, "warn,vigil_collector=debug");
+        assert_eq!(config.log.format, LogFormat::Json);
     }
 
     #[test]
@@ -389,6 +416,18 @@ mod tests {
                 "api.address",
             ),
             (&format!("{TOKEN}[storage]\nfile = \"x\"\n"), "unknown field `file`"),
+            (
+                &format!("{TOKEN}[log]\nlevel = \"verbose\"\n"),
+                "log.level: \"verbose\" does not name a log level",
+            ),
+            (
+                &format!("{TOKEN}[log]\nlevel = \"info,vigil_collector=chatty\"\n"),
+                "log.level: \"vigil_collector=chatty\"",
+            ),
+            (
+                &format!("{TOKEN}[log]\nformat = \"xml\"\n"),
+                "log.format: \"xml\" is not a log format",
+            ),
         ];
         for (text, expected) in cases {
             let error = parse(text).unwrap_err();

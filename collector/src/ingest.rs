@@ -3,6 +3,7 @@
 //! nothing.
 
 use super::config::Token;
+use super::metrics::Operation;
 use super::reply;
 use super::store::{Applied, StoreError};
 use super::Collector;
@@ -12,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Instant;
 use vigil_common::reply::ProxyBody;
 use vigil_report::Report;
 
@@ -52,6 +54,32 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every [`Refusal::reason`], so the metrics can show each from the start.
+    pub const REASONS: [&'static str; 8] = [
+        "unauthorized",
+        "forbidden",
+        "too_large",
+        "unsupported",
+        "malformed",
+        "invalid",
+        "conflict",
+        "unavailable",
+    ];
+
+    /// A word for the cause, as the metrics label it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Unauthorized(_) => "unauthorized",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::TooLarge(_) => "too_large",
+            Refusal::Unsupported(_) => "unsupported",
+            Refusal::Malformed(_) => "malformed",
+            Refusal::Invalid(_) => "invalid",
+            Refusal::Conflict(_) => "conflict",
+            Refusal::Unavailable(_) => "unavailable",
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -87,27 +115,34 @@ impl Refusal {
 
 /// Handles one report upload.
 pub async fn handle(collector: Arc<Collector>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let Some(token) = authenticate(&collector.config.tokens, req.headers()).cloned() else {
-        let refusal =
-            Refusal::Unauthorized("a valid `Authorization: Bearer <token>` header is required");
-        tracing::info!(status = 401, reason = %refusal, "report refused");
-        return refusal.response();
+    let started = Instant::now();
+    let token = authenticate(&collector.config.tokens, req.headers()).cloned();
+    let result = match &token {
+        Some(token) => receive(&collector, token, req).await,
+        None => Err(Refusal::Unauthorized(
+            "a valid `Authorization: Bearer <token>` header is required",
+        )),
     };
-    let peer_token = &token.name;
-    match receive(&collector, &token, req).await {
+    collector.metrics.report(
+        result.as_ref().map(|(applied, _)| *applied),
+        started.elapsed(),
+    );
+    // Absent from the line when no token matched; unquoted, like the other names, when one did.
+    let peer_token = token.as_ref().map(|t| tracing::field::display(&t.name));
+    match result {
         Ok((applied, key)) => {
             let (status, word) = match applied {
                 Applied::New => (StatusCode::ACCEPTED, "applied"),
                 Applied::Duplicate => (StatusCode::OK, "duplicate"),
             };
-            tracing::debug!(%key, token = %peer_token, status = word, "report received");
+            tracing::debug!(%key, token = peer_token, status = word, "report received");
             reply::json(
                 status,
                 &serde_json::json!({"status": word, "idempotency_key": key}),
             )
         }
         Err(refusal) => {
-            tracing::info!(token = %peer_token, status = refusal.status().as_u16(), reason = %refusal, "report refused");
+            tracing::info!(token = peer_token, status = refusal.status().as_u16(), reason = %refusal, "report refused");
             refusal.response()
         }
     }
@@ -187,11 +222,12 @@ async fn receive(
     let store = collector.store.clone();
     let applied = tokio::task::spawn_blocking(move || store.apply(&report, received_ms))
         .await
-        .map_err(|e| Refusal::Unavailable(format!("storage task failed: {e}")))?;
+        .unwrap_or_else(|e| Err(StoreError::Database(format!("storage task failed: {e}"))));
     match applied {
         Ok(applied) => Ok((applied, key)),
         Err(conflict @ StoreError::Conflict { .. }) => Err(Refusal::Conflict(conflict.to_string())),
         Err(StoreError::Database(error)) => {
+            collector.metrics.store_error(Operation::Apply);
             tracing::error!(%error, "storing a report failed");
             Err(Refusal::Unavailable(
                 "the collector cannot store reports right now; retry later".into(),
@@ -288,6 +324,26 @@ mod tests {
         assert!(matches!(inflate(&bomb, 1 << 20), Err(Refusal::TooLarge(_))));
         assert_eq!(inflate(&gzip(b"{}"), 2).unwrap(), Bytes::from_static(b"{}"));
         assert!(matches!(inflate(b"{}", 100), Err(Refusal::Malformed(_))));
+    }
+
+    #[test]
+    fn every_reason_is_listed_once() {
+        let refusals = [
+            Refusal::Unauthorized(""),
+            Refusal::Forbidden {
+                token: String::new(),
+                allowed: String::new(),
+                service: String::new(),
+            },
+            Refusal::TooLarge(String::new()),
+            Refusal::Unsupported(String::new()),
+            Refusal::Malformed(String::new()),
+            Refusal::Invalid(String::new()),
+            Refusal::Conflict(String::new()),
+            Refusal::Unavailable(String::new()),
+        ];
+        let reasons: Vec<&str> = refusals.iter().map(Refusal::reason).collect();
+        assert_eq!(reasons, Refusal::REASONS);
     }
 
     #[test]

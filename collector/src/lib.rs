@@ -9,6 +9,7 @@
 //! - `store`: the storage interface; `sqlite`: its SQLite implementation.
 //! - `api`: the JSON API and the dashboard's data; `dashboard`: the page at `/`.
 //! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
+//! - `metrics`: the Prometheus metrics at `/metrics` on the API listener.
 //! - `reply`: every answer the collector gives.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod dashboard;
 pub mod ingest;
+pub mod metrics;
 pub mod reply;
 pub mod sqlite;
 pub mod store;
@@ -30,6 +32,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use metrics::{Metrics, Operation};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +60,8 @@ pub struct Collector {
     pub store: Arc<dyn Store>,
     /// Known-vulnerable endpoints from the configured files.
     pub vulnerabilities: Vec<Vulnerability>,
+    /// What `/metrics` shows.
+    pub metrics: Metrics,
 }
 
 impl Collector {
@@ -69,6 +74,7 @@ impl Collector {
             config,
             store: Arc::new(store),
             vulnerabilities,
+            metrics: Metrics::new(),
         })
     }
 
@@ -107,6 +113,33 @@ fn load_vulnerabilities(config: &CollectorConfig) -> anyhow::Result<Vec<Vulnerab
         );
     }
     Ok(all)
+}
+
+/// Checks what `config` refers to without opening the database or binding an address: the
+/// vulnerability files parse, and the database's directory exists (SQLite creates the file,
+/// not its directory). Returns a one-line summary for `vigil collect --check`.
+pub fn check(config: &CollectorConfig) -> anyhow::Result<String> {
+    let vulnerabilities = load_vulnerabilities(config)?;
+    let directory = match config.database.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    if !directory.is_dir() {
+        anyhow::bail!(
+            "{}: storage.path: the directory {} of the database does not exist",
+            config.file.display(),
+            directory.display()
+        );
+    }
+    Ok(format!(
+        "{} is valid; reports on {}, API and metrics on {}, {} token(s), {} known vulnerabilities, database {}",
+        config.file.display(),
+        config.listen.address,
+        config.api.address,
+        config.tokens.len(),
+        vulnerabilities.len(),
+        config.database.display()
+    ))
 }
 
 /// Milliseconds since the Unix epoch.
@@ -249,26 +282,157 @@ async fn accept<H, F>(
 }
 
 async fn apply_retention(collector: Arc<Collector>, mut stop: watch::Receiver<bool>) {
-    let retention = collector.config.retention;
-    let mut tick = tokio::time::interval(retention.interval);
+    let mut tick = tokio::time::interval(collector.config.retention.interval);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let now = now_ms();
-        let before = |keep: Duration| now.saturating_sub(keep.as_millis() as u64);
-        let cutoffs = Cutoffs {
-            findings_ms: before(retention.findings),
-            instances_ms: before(retention.instances),
-            endpoints_ms: before(retention.endpoints),
-        };
-        match collector
-            .with_store(move |store| store.prune(cutoffs))
-            .await
-        {
-            Ok(pruned) => tracing::info!(?pruned, "retention applied"),
-            Err(error) => tracing::error!(%error, "retention failed"),
+        retain(&collector).await;
+    }
+}
+
+/// Applies the retention policy once, and records the pass in the metrics.
+async fn retain(collector: &Arc<Collector>) {
+    let retention = collector.config.retention;
+    let now = now_ms();
+    let before = |keep: Duration| now.saturating_sub(keep.as_millis() as u64);
+    let cutoffs = Cutoffs {
+        findings_ms: before(retention.findings),
+        instances_ms: before(retention.instances),
+        endpoints_ms: before(retention.endpoints),
+    };
+    match collector
+        .with_store(move |store| store.prune(cutoffs))
+        .await
+    {
+        Ok(pruned) => {
+            collector.metrics.retention(now, Some(pruned));
+            tracing::info!(
+                findings = pruned.findings,
+                instances = pruned.instances,
+                endpoints = pruned.endpoints,
+                keys = pruned.keys,
+                "retention applied"
+            );
         }
+        Err(error) => {
+            collector.metrics.retention(now, None);
+            collector.metrics.store_error(Operation::Prune);
+            tracing::error!(%error, "retention failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use metrics::sample;
+    use store::{
+        Applied, DeniedClient, Endpoint, EndpointQuery, FindingQuery, FindingRecord, Pruned,
+        Service, Totals,
+    };
+
+    /// A store whose every call fails, as a full disk or a damaged file makes it.
+    struct Broken;
+
+    fn broken<T>() -> Result<T, StoreError> {
+        Err(StoreError::Database("disk I/O error".into()))
+    }
+
+    impl Store for Broken {
+        fn apply(&self, _: &vigil_report::Report, _: u64) -> Result<Applied, StoreError> {
+            broken()
+        }
+        fn services(&self) -> Result<Vec<Service>, StoreError> {
+            broken()
+        }
+        fn endpoints(&self, _: &EndpointQuery) -> Result<Vec<Endpoint>, StoreError> {
+            broken()
+        }
+        fn findings(&self, _: &FindingQuery) -> Result<Vec<FindingRecord>, StoreError> {
+            broken()
+        }
+        fn denied_clients(
+            &self,
+            _: Option<&str>,
+            _: usize,
+        ) -> Result<Vec<DeniedClient>, StoreError> {
+            broken()
+        }
+        fn prune(&self, _: Cutoffs) -> Result<Pruned, StoreError> {
+            broken()
+        }
+        fn totals(&self) -> Result<Totals, StoreError> {
+            broken()
+        }
+    }
+
+    fn broken_collector() -> Arc<Collector> {
+        let config = CollectorConfig::parse(
+            std::path::Path::new("/etc/vigil/collector.toml"),
+            "[[token]]\ntoken = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        Arc::new(Collector {
+            config,
+            store: Arc::new(Broken),
+            vulnerabilities: Vec::new(),
+            metrics: Metrics::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failed_retention_pass_shows_in_the_metrics() {
+        let collector = broken_collector();
+        let started_s = (now_ms() / 1_000) as f64;
+        retain(&collector).await;
+        let text = collector.metrics.render();
+        for (name, value) in [
+            (
+                "vigil_collector_retention_runs_total{result=\"failed\"}",
+                1.0,
+            ),
+            ("vigil_collector_retention_runs_total{result=\"ok\"}", 0.0),
+            ("vigil_collector_retention_last_run_ok", 0.0),
+            (
+                "vigil_collector_store_errors_total{operation=\"prune\"}",
+                1.0,
+            ),
+        ] {
+            assert_eq!(sample(&text, name), Some(value), "{name} in\n{text}");
+        }
+        let last_run = sample(
+            &text,
+            "vigil_collector_retention_last_run_timestamp_seconds",
+        );
+        assert!(last_run.is_some_and(|s| s >= started_s), "{text}");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_when_the_store_cannot_count() {
+        let collector = broken_collector();
+        let response = api::metrics_page(&collector).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert_eq!(
+            sample(
+                &text,
+                "vigil_collector_store_errors_total{operation=\"read\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "vigil_collector_services"),
+            Some(0.0),
+            "{text}"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Every answer the collector gives, in one place: JSON, problem+json, HTML and text.
+//! Every answer the collector gives, in one place: JSON, problem+json, HTML, text and metrics.
 
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
@@ -40,4 +40,13 @@ pub fn html(body: String) -> Response<ProxyBody> {
 /// Plain text.
 pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     typed(status, body, "text/plain; charset=utf-8")
+}
+
+/// Metrics in the OpenMetrics text format, with the type the sidecar's `/metrics` gives.
+pub fn metrics(body: String) -> Response<ProxyBody> {
+    typed(
+        StatusCode::OK,
+        body,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )
 }

@@ -3,7 +3,7 @@
 
 use super::store::{
     Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
-    FindingRecord, Pruned, Service, Store, StoreError,
+    FindingRecord, Pruned, Service, Store, StoreError, Totals,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
@@ -795,5 +795,21 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM endpoints WHERE last_seen_ms < ?1", [endpoints])? as u64;
         tx.commit()?;
         Ok(pruned)
+    }
+
+    fn totals(&self) -> Result<Totals, StoreError> {
+        let connection = self.reader();
+        let mut statement = connection.prepare_cached(
+            "SELECT (SELECT count(*) FROM services),
+                 (SELECT count(*) FROM endpoints) + (SELECT count(*) FROM documented d
+                  WHERE NOT EXISTS (SELECT 1 FROM endpoints e
+                  WHERE e.service = d.service AND e.method = d.method AND e.route = d.route))",
+        )?;
+        Ok(statement.query_row([], |row| {
+            Ok(Totals {
+                services: unsigned(row.get(0)?),
+                endpoints: unsigned(row.get(1)?),
+            })
+        })?)
     }
 }

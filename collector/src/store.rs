@@ -264,6 +264,15 @@ pub struct Pruned {
     pub keys: u64,
 }
 
+/// How much the store holds, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Services that have reported.
+    pub services: u64,
+    /// Endpoints across services: reached, or documented and never reached.
+    pub endpoints: u64,
+}
+
 /// Storage behind the collector. Calls block: async callers run them on blocking threads.
 pub trait Store: Send + Sync + 'static {
     /// Applies a validated report once: its counts, findings and idempotency key in one
@@ -290,4 +299,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes what the retention policy no longer keeps.
     fn prune(&self, cutoffs: Cutoffs) -> Result<Pruned, StoreError>;
+
+    /// Services and endpoints known, counted without merging them (as `/api/endpoints`
+    /// lists them, one per service, method and route).
+    fn totals(&self) -> Result<Totals, StoreError>;
 }

@@ -5,6 +5,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -61,11 +62,11 @@ serve the dashboard and the JSON API.
 Sidecars POST gzip JSON reports to listen.address (default 0.0.0.0:9000) at /v1/reports with \
 `Authorization: Bearer <token>`; each [[token]] reports for one `service` or, without one, for \
 the whole fleet. Reports are stored in the SQLite file storage.path (WAL mode). The dashboard \
-(`/`) and the JSON API (`/api/services`, `/api/endpoints`, `/api/findings`, \
-`/api/clients/denied`, `/api/vulnerabilities`) are served on api.address (default \
-127.0.0.1:9001). Known-vulnerable endpoints (vulnerabilities.known, JSON lists) and OWASP ZAP \
-JSON reports (vulnerabilities.zap) are ranked by runtime exposure. SIGTERM or SIGINT stops \
-accepting and drains.
+(`/`), the JSON API (`/api/services`, `/api/endpoints`, `/api/findings`, \
+`/api/clients/denied`, `/api/vulnerabilities`) and Prometheus metrics (`/metrics`) are served \
+on api.address (default 127.0.0.1:9001). Known-vulnerable endpoints (vulnerabilities.known, \
+JSON lists) and OWASP ZAP JSON reports (vulnerabilities.zap) are ranked by runtime exposure. SIGTERM or SIGINT stops \
+accepting and drains. --check validates the configuration and the files it names, and exits.
 
 Minimal collector.toml:
 
@@ -78,6 +79,9 @@ struct CollectArgs {
     /// The collector's configuration file (TOML).
     #[arg(long, short, default_value = "collector.toml")]
     config: PathBuf,
+    /// Validate the configuration and the vulnerability files it names, then exit.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -183,7 +187,8 @@ fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -254,8 +259,16 @@ async fn reload_on_hangup(sidecar: Arc<Sidecar>) {
 }
 
 fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
-    let config = vigil_collector::config::CollectorConfig::load(&args.config)?;
-    init_logging(log.as_deref().unwrap_or(&config.log_level), LogFormat::Text);
+    let mut config = vigil_collector::config::CollectorConfig::load(&args.config)?;
+    if let Some(level) = log {
+        config.log.level =
+            vigil_common::config::log_filter("--log", level).map_err(anyhow::Error::msg)?;
+    }
+    if args.check {
+        println!("ok: {}", vigil_collector::check(&config)?);
+        return Ok(());
+    }
+    init_logging(&config.log.level, config.log.format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -332,3 +332,116 @@ fn start_up_errors_name_the_cause() {
         "{err}"
     );
 }
+
+/// A fresh directory holding `collector.toml` with `text`.
+fn write_collector_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("collector.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const COLLECTOR_TOKEN: &str = "[[token]]\ntoken = \"0123456789abcdef\"\n";
+
+#[test]
+fn collect_check_validates_without_serving() {
+    let config = write_collector_config(
+        "collect-check",
+        &format!(
+            "{COLLECTOR_TOKEN}[api]\naddress = \"127.0.0.1:9101\"\n\
+             [vulnerabilities]\nknown = [\"known.json\"]\n[log]\nlevel = \"warn\"\nformat = \"json\"\n"
+        ),
+    );
+    let dir = config.parent().unwrap();
+    std::fs::write(
+        dir.join("known.json"),
+        r#"[{"method":"GET","route":"/a","id":"V-1","severity":"high"},
+            {"method":"POST","route":"/b","id":"V-2","severity":"low"}]"#,
+    )
+    .unwrap();
+    let (code, out, err) = vigil(&["collect", "--check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with(&format!("ok: {} is valid;", config.display()))
+            && out.contains("API and metrics on 127.0.0.1:9101")
+            && out.contains("1 token(s), 2 known vulnerabilities"),
+        "{out}"
+    );
+    assert!(err.is_empty(), "{err}");
+    assert!(
+        !dir.join("vigil-collector.db").exists(),
+        "--check created the database"
+    );
+
+    // The default file, relative to the working directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["collect", "--check"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("ok: collector.toml is valid;"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn collect_check_names_the_bad_key_or_file() {
+    let cases = [
+        (
+            "level",
+            format!("{COLLECTOR_TOKEN}[log]\nlevel = \"verbose\"\n"),
+            "collector.toml: log.level: \"verbose\" does not name a log level",
+        ),
+        (
+            "format",
+            format!("{COLLECTOR_TOKEN}[log]\nformat = \"xml\"\n"),
+            "collector.toml: log.format: \"xml\" is not a log format",
+        ),
+        (
+            "vulns",
+            format!("{COLLECTOR_TOKEN}[vulnerabilities]\nknown = [\"missing.json\"]\n"),
+            "collector.toml: vulnerabilities.known[0]",
+        ),
+        (
+            "storage",
+            format!("{COLLECTOR_TOKEN}[storage]\npath = \"no-such-dir/collector.db\"\n"),
+            "collector.toml: storage.path: the directory",
+        ),
+        (
+            "token",
+            "[[token]]\ntoken = \"short\"\n".to_string(),
+            "collector.toml: token[0].token: 5 bytes",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let config = write_collector_config(&format!("collect-bad-{name}"), &text);
+        let (code, out, err) = vigil(&["collect", "--check", "--config", config.to_str().unwrap()]);
+        assert_eq!(code, 64, "{name}: {out}");
+        assert!(out.is_empty(), "{name}: {out}");
+        assert!(
+            err.contains(expected),
+            "{name}: {err:?} should contain {expected:?}"
+        );
+    }
+
+    let config = write_collector_config("collect-bad-flag", COLLECTOR_TOKEN);
+    let (code, _, err) = vigil(&[
+        "--log",
+        "verbose",
+        "collect",
+        "--check",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("--log: \"verbose\" does not name a log level"),
+        "{err}"
+    );
+}

@@ -84,6 +84,19 @@ impl Process {
         Process { child }
     }
 
+    /// Starts `vigil` with these arguments, its standard error written to the file `stderr`
+    /// (created or emptied), so a test can read what it logs.
+    pub fn vigil_logging_to(args: &[&str], stderr: &Path) -> Process {
+        let file = std::fs::File::create(stderr)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", stderr.display()));
+        let child = Command::new(vigil_binary())
+            .args(args)
+            .stderr(file)
+            .spawn()
+            .expect("vigil starts");
+        Process { child }
+    }
+
     /// The operating system's process id.
     pub fn id(&self) -> u32 {
         self.child.id()

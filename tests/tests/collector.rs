@@ -26,10 +26,21 @@ struct Collector {
     config: PathBuf,
     ingest: SocketAddr,
     api: SocketAddr,
+    /// Where its standard error goes, when a test reads its logs.
+    log: Option<PathBuf>,
 }
 
 impl Collector {
     fn start(name: &str) -> Collector {
+        Collector::configure(name, "", false)
+    }
+
+    /// A collector whose log lines the test reads, with `extra` added to its configuration.
+    fn start_logging(name: &str, extra: &str) -> Collector {
+        Collector::configure(name, extra, true)
+    }
+
+    fn configure(name: &str, extra: &str, logging: bool) -> Collector {
         let dir = temp_dir(&format!("collector-{name}"));
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/collector");
         let (ingest, api) = (free_port(), free_port());
@@ -43,7 +54,7 @@ impl Collector {
                  [storage]\npath = \"collector.db\"\n\
                  [[token]]\nname = \"fleet\"\ntoken = \"{FLEET_TOKEN}\"\n\
                  [[token]]\nname = \"shop-sidecars\"\ntoken = \"{SHOP_TOKEN}\"\nservice = \"shop\"\n\
-                 [vulnerabilities]\nknown = [\"{}\"]\nzap = [\"{}\"]\n",
+                 [vulnerabilities]\nknown = [\"{}\"]\nzap = [\"{}\"]\n{extra}",
                 fixtures.join("known-vulnerabilities.json").display(),
                 fixtures.join("zap-report.json").display()
             ),
@@ -51,6 +62,7 @@ impl Collector {
         .unwrap();
         let mut collector = Collector {
             process: None,
+            log: logging.then(|| dir.join("stderr.log")),
             dir,
             config,
             ingest: ([127, 0, 0, 1], ingest).into(),
@@ -61,11 +73,11 @@ impl Collector {
     }
 
     fn launch(&mut self) {
-        self.process = Some(Process::vigil(&[
-            "collect",
-            "--config",
-            self.config.to_str().unwrap(),
-        ]));
+        let args = ["collect", "--config", self.config.to_str().unwrap()];
+        self.process = Some(match &self.log {
+            Some(log) => Process::vigil_logging_to(&args, log),
+            None => Process::vigil(&args),
+        });
         for addr in [self.ingest, self.api] {
             eventually("the collector to listen", || {
                 http(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
@@ -77,6 +89,22 @@ impl Collector {
     fn crash(&mut self) {
         let code = self.process.take().unwrap().signal_and_wait("KILL");
         assert_eq!(code, None, "killed by the signal");
+    }
+
+    /// What it has logged so far.
+    fn logged(&self) -> String {
+        std::fs::read_to_string(self.log.as_ref().expect("started with start_logging")).unwrap()
+    }
+
+    /// `GET /metrics` on the API listener, as text.
+    fn metrics(&self) -> String {
+        let response = http(self.api, "GET", "/metrics", &[], b"").unwrap();
+        assert_eq!(response.status, 200, "GET /metrics: {}", response.text());
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        response.text()
     }
 
     fn database(&self) -> PathBuf {
@@ -942,4 +970,199 @@ fn silent_connections_do_not_hold_the_ingest_listener() {
         "a connection that never sent a byte was still open after {:?}: {read:?}",
         started.elapsed()
     );
+}
+
+/// The value of the sample `name` (labels included, as rendered) in a `/metrics` text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+#[test]
+fn metrics_count_reports_by_result_on_the_api_listener_only() {
+    let collector = Collector::start("metrics");
+    let fresh = collector.metrics();
+    for name in [
+        "vigil_collector_reports_total{result=\"stored\"}",
+        "vigil_collector_reports_total{result=\"duplicate\"}",
+        "vigil_collector_reports_total{result=\"refused\"}",
+        "vigil_collector_reports_refused_total{reason=\"unauthorized\"}",
+        "vigil_collector_ingest_seconds_count",
+        "vigil_collector_store_errors_total{operation=\"apply\"}",
+        "vigil_collector_services",
+        "vigil_collector_endpoints",
+    ] {
+        assert_eq!(sample(&fresh, name), 0.0, "{name} before any report");
+    }
+    assert_eq!(
+        sample(
+            &fresh,
+            &format!(
+                "vigil_collector_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+
+    let mut shop = report("shop", "shop-1", 1, 1);
+    shop.endpoints.push(endpoint("GET", "/users/{id}", 3));
+    shop.endpoints.push(endpoint("POST", "/login", 1));
+    assert_eq!(collector.send(SHOP_TOKEN, &shop).status, 202);
+    assert_eq!(collector.send(SHOP_TOKEN, &shop).status, 200);
+    assert_eq!(collector.send("not-a-known-token-0123", &shop).status, 401);
+    let billing = report("billing", "billing-1", 1, 1);
+    assert_eq!(collector.send(SHOP_TOKEN, &billing).status, 403);
+
+    let text = collector.metrics();
+    for (name, value) in [
+        ("vigil_collector_reports_total{result=\"stored\"}", 1.0),
+        ("vigil_collector_reports_total{result=\"duplicate\"}", 1.0),
+        ("vigil_collector_reports_total{result=\"refused\"}", 2.0),
+        (
+            "vigil_collector_reports_refused_total{reason=\"unauthorized\"}",
+            1.0,
+        ),
+        (
+            "vigil_collector_reports_refused_total{reason=\"forbidden\"}",
+            1.0,
+        ),
+        (
+            "vigil_collector_reports_refused_total{reason=\"too_large\"}",
+            0.0,
+        ),
+        ("vigil_collector_ingest_seconds_count", 4.0),
+        (
+            "vigil_collector_store_errors_total{operation=\"apply\"}",
+            0.0,
+        ),
+        (
+            "vigil_collector_store_errors_total{operation=\"read\"}",
+            0.0,
+        ),
+        ("vigil_collector_services", 1.0),
+        ("vigil_collector_endpoints", 2.0),
+    ] {
+        assert_eq!(sample(&text, name), value, "{name} in\n{text}");
+    }
+    assert!(sample(&text, "vigil_collector_ingest_seconds_sum") > 0.0);
+    let listed = collector.get("/api/endpoints").as_array().unwrap().len();
+    assert_eq!(sample(&text, "vigil_collector_endpoints"), listed as f64);
+
+    // Retention runs once at start.
+    eventually("a retention pass in the metrics", || {
+        let text = collector.metrics();
+        sample(&text, "vigil_collector_retention_runs_total{result=\"ok\"}") >= 1.0
+    });
+    let text = collector.metrics();
+    assert_eq!(sample(&text, "vigil_collector_retention_last_run_ok"), 1.0);
+    let last_run = sample(
+        &text,
+        "vigil_collector_retention_last_run_timestamp_seconds",
+    );
+    let now_s = (vigil_collector::now_ms() / 1_000) as f64;
+    assert!(
+        (now_s - 600.0..=now_s).contains(&last_run),
+        "{last_run} is not a moment ago ({now_s})"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "vigil_collector_retention_runs_total{result=\"failed\"}"
+        ),
+        0.0
+    );
+
+    // The ingest listener faces the sidecars, and perhaps more: it does not serve metrics.
+    let public = http(collector.ingest, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(public.status, 404, "{}", public.text());
+}
+
+#[test]
+fn logs_are_json_lines_with_plain_fields_when_asked() {
+    let collector = Collector::start_logging("json-logs", "[log]\nformat = \"json\"\n");
+    let report = report("billing", "billing-1", 1, 1);
+    assert_eq!(
+        collector.send("not-a-known-token-0123", &report).status,
+        401
+    );
+    assert_eq!(collector.send(SHOP_TOKEN, &report).status, 403);
+    eventually("both refusals and the retention pass logged", || {
+        let logged = collector.logged();
+        logged.matches("report refused").count() == 2 && logged.contains("retention applied")
+    });
+    let logged = collector.logged();
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect();
+    for line in &lines {
+        assert!(
+            line["timestamp"].is_string()
+                && line["level"].is_string()
+                && line["target"].is_string()
+                && line["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    let with = |message: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|line| line["fields"]["message"] == message)
+            .collect()
+    };
+
+    let serving = with("the collector is serving");
+    assert_eq!(serving.len(), 1, "{logged}");
+    assert_eq!(serving[0]["level"], "INFO");
+    assert_eq!(
+        serving[0]["fields"]["ingest_address"],
+        collector.ingest.to_string()
+    );
+    assert_eq!(
+        serving[0]["fields"]["api_address"],
+        collector.api.to_string()
+    );
+    assert!(serving[0]["fields"]["vulnerabilities"].as_u64().unwrap() > 0);
+
+    let retention = &with("retention applied")[0]["fields"];
+    for kind in ["findings", "instances", "endpoints", "keys"] {
+        assert_eq!(retention[kind], 0, "{retention}");
+    }
+
+    let refused = with("report refused");
+    let unauthorized = &refused[0]["fields"];
+    assert_eq!(unauthorized["status"], 401, "{unauthorized}");
+    assert!(unauthorized.get("token").is_none(), "{unauthorized}");
+    let forbidden = &refused[1]["fields"];
+    assert_eq!(forbidden["status"], 403, "{forbidden}");
+    assert_eq!(forbidden["token"], "shop-sidecars");
+    assert_eq!(
+        forbidden["reason"],
+        "token \"shop-sidecars\" may report only for service \"shop\", not \"billing\""
+    );
+}
+
+#[test]
+fn text_logs_are_plain_when_not_written_to_a_terminal() {
+    let collector = Collector::start_logging("text-logs", "");
+    eventually("the retention pass logged", || {
+        collector.logged().contains("retention applied")
+    });
+    let logged = collector.logged();
+    assert!(!logged.contains('\u{1b}'), "colour codes in {logged:?}");
+    assert!(!logged.trim_start().starts_with('{'), "{logged}");
+    let retention = logged
+        .lines()
+        .find(|line| line.contains("retention applied"))
+        .unwrap();
+    assert!(
+        retention.contains(" INFO ")
+            && retention.ends_with("retention applied findings=0 instances=0 endpoints=0 keys=0"),
+        "{retention}"
+    );
+    assert!(!logged.contains("Pruned"), "a Debug dump in {logged}");
 }

@@ -9,7 +9,7 @@
 mod build;
 mod raw;
 
-pub use vigil_common::config::ConfigError;
+pub use vigil_common::config::{ConfigError, LogFormat};
 
 pub use raw::{
     default_keys, SchemaDefault, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADERS,
@@ -20,7 +20,6 @@ use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::PathPolicy;
 use crate::identity::ClientPolicy;
 use raw::RawConfig;
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -165,16 +164,6 @@ pub struct Api {
 pub struct Admin {
     /// Address of `/healthz`, `/readyz`, `/metrics`, `/guards`; loopback by default.
     pub address: SocketAddr,
-}
-
-/// Log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Logging settings.
