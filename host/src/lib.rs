@@ -25,6 +25,7 @@
 //! - `state`: the bounded, per-guard-namespaced state tables.
 //! - `watchdog`: interrupts calls past their deadline; wakes only when one may be due.
 //! - `findings`: the bounded queue of guard findings.
+//! - `log_context`: the request (id, client, route) that guard log lines are about.
 //! - `clock`: time, replaceable in tests.
 //!
 //! An instance is pooled: it serves up to `recycle_after_calls` requests of any clients before
@@ -38,6 +39,7 @@ mod chain;
 pub mod clock;
 mod findings;
 mod guard;
+pub mod log_context;
 mod needs;
 mod nonblocking_io;
 mod output;

@@ -1,6 +1,7 @@
 //! A guard's stdout, stderr and `log` lines, captured per call under one byte budget and
 //! written to `tracing`, so a chatty guard can neither flood the logs nor stall the host.
 
+use crate::log_context;
 use crate::state::lock;
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -62,11 +63,15 @@ impl OutputCapture {
         for (stream, text) in [("stdout", &c.stdout), ("stderr", &c.stderr)] {
             if !text.is_empty() {
                 let text = String::from_utf8_lossy(text);
-                tracing::info!(target: "vigil::guard", guard, stream, output = %text.trim_end(), "guard output");
+                log_context::with(|request_id, client, route| {
+                    tracing::info!(target: "vigil::guard", guard, request_id, client, route, stream, output = %text.trim_end(), "guard output");
+                });
             }
         }
         if c.dropped > 0 {
-            tracing::warn!(target: "vigil::guard", guard, dropped_bytes = c.dropped, "guard output over the per-call limit was dropped");
+            log_context::with(|request_id, client, route| {
+                tracing::warn!(target: "vigil::guard", guard, request_id, client, route, dropped_bytes = c.dropped, "guard output over the per-call limit was dropped");
+            });
         }
         c.stdout = Vec::new();
         c.stderr = Vec::new();

@@ -3,6 +3,7 @@
 
 use crate::bindings::vigil::guard::{state, types};
 use crate::findings::FindingSink;
+use crate::log_context;
 use crate::output::OutputCapture;
 use crate::state::{GuardScope, StateStore};
 use std::sync::Arc;
@@ -293,13 +294,23 @@ impl state::Host for GuestState {
         }
         let text = self.truncated(&message[..floor_char_boundary(&message, granted)]);
         let guard = &*self.guard.name;
-        match level {
-            types::Level::Trace => tracing::trace!(target: "vigil::guard", guard, "{text}"),
-            types::Level::Debug => tracing::debug!(target: "vigil::guard", guard, "{text}"),
-            types::Level::Info => tracing::info!(target: "vigil::guard", guard, "{text}"),
-            types::Level::Warn => tracing::warn!(target: "vigil::guard", guard, "{text}"),
-            types::Level::Error => tracing::error!(target: "vigil::guard", guard, "{text}"),
-        }
+        log_context::with(|request_id, client, route| match level {
+            types::Level::Trace => {
+                tracing::trace!(target: "vigil::guard", guard, request_id, client, route, "{text}")
+            }
+            types::Level::Debug => {
+                tracing::debug!(target: "vigil::guard", guard, request_id, client, route, "{text}")
+            }
+            types::Level::Info => {
+                tracing::info!(target: "vigil::guard", guard, request_id, client, route, "{text}")
+            }
+            types::Level::Warn => {
+                tracing::warn!(target: "vigil::guard", guard, request_id, client, route, "{text}")
+            }
+            types::Level::Error => {
+                tracing::error!(target: "vigil::guard", guard, request_id, client, route, "{text}")
+            }
+        });
         if matches!(level, types::Level::Error) && text.starts_with("panic") {
             self.panic = Some(text.to_string());
         }

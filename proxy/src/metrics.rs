@@ -36,6 +36,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
     state_entries: Family<TableLabels, Gauge>,
+    decisions_active: Gauge,
     worker_connections: Family<WorkerLabels, Gauge>,
 }
 
@@ -63,6 +64,12 @@ impl Metrics {
             "Entries in each host state table",
             state_entries.clone(),
         );
+        let decisions_active = Gauge::default();
+        registry.register(
+            "decisions_active",
+            "Clients banned now (by a guard's `ban` or through the admin API)",
+            decisions_active.clone(),
+        );
         let worker_connections = Family::<WorkerLabels, Gauge>::default();
         registry.register(
             "worker_connections",
@@ -75,6 +82,7 @@ impl Metrics {
             upstream_errors,
             reloads,
             state_entries,
+            decisions_active,
             worker_connections,
         }
     }
@@ -120,11 +128,13 @@ impl Metrics {
             ("counters", sizes.counters),
             ("distinct_sets", sizes.distinct_sets),
             ("kv_entries", sizes.kv_entries),
+            ("bans", sizes.bans),
         ] {
             self.state_entries
                 .get_or_create(&TableLabels { table })
                 .set(n as i64);
         }
+        self.decisions_active.set(sizes.bans as i64);
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {

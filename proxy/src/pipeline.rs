@@ -18,8 +18,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
-use std::time::Instant;
-use vigil_host::{Decision, Header, Plan};
+use std::time::{Duration, Instant};
+use vigil_host::log_context;
+use vigil_host::state::Ban;
+use vigil_host::{Decision, Denial, Header, Plan};
 
 /// Serves one request.
 pub async fn handle(
@@ -29,10 +31,10 @@ pub async fn handle(
     client_end: &ClientEnd,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let request_id = sidecar.next_request_id();
     let method = req.method().as_str().to_string();
 
     let (mut parts, body) = req.into_parts();
+    let request_id = sidecar.request_id_for(&parts.headers);
     let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
         Err(error) => return refuse(sidecar, &method, "-", error, &request_id),
@@ -60,8 +62,15 @@ pub async fn handle(
         .resolve(client_end.address(), &parts.headers);
     let route = sidecar.routes.resolve(&method, parts.uri.path());
     let chain = sidecar.chain();
-
-    let plan = chain.plan(&method, &route.template);
+    // An allowlisted client skips the guards and any ban; a banned one is refused before any
+    // guard runs or its body is read.
+    let plan = if sidecar.allowlisted(client.ip, &client.key) {
+        Plan::empty()
+    } else if let Some(ban) = sidecar.runtime.state().ban_of(&client.key) {
+        return refuse_banned(sidecar, &method, &route, &client, &ban, &request_id);
+    } else {
+        chain.plan(&method, &route.template)
+    };
     // Guards that inspect bodies get a prefix; the body is then streamed on, prefix first.
     let body_wanted = plan.body_limit();
     let (body_prefix, body): (Option<Bytes>, ProxyBody) = if body_wanted > 0
@@ -103,11 +112,14 @@ pub async fn handle(
         received_ms: sidecar.now_ms(),
         body: body_prefix.map(|b| b.to_vec()),
     };
-    let decision = chain.evaluate(&plan, &mut guard_request);
+    let decision = log_context::about(&request_id, &client.key, &route.template, || {
+        chain.evaluate(&plan, &mut guard_request)
+    });
     sidecar.metrics.decision(&decision);
     let mut seen = Seen {
         chain: &chain,
         plan: &plan,
+        request_id: &request_id,
         client: &client,
         route: &route,
         request: guard_request,
@@ -115,6 +127,9 @@ pub async fn handle(
         started,
     };
     if let Some(denial) = seen.decision.denial.clone() {
+        if let Some(ban) = denial.ban {
+            ban_client(sidecar, &client, &denial, ban, &request_id);
+        }
         let response = respond::denial(&denial, &request_id);
         seen.account(
             sidecar,
@@ -195,6 +210,10 @@ pub async fn handle(
         _ => None,
     };
     hygiene::strip_hop_by_hop(response.headers_mut(), response_upgrade);
+    // Every answer carries the id the upstream was given, so a client can quote it.
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(respond::X_REQUEST_ID, id);
+    }
     response.map(|body| {
         body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed()
@@ -242,10 +261,57 @@ fn refuse(
     response
 }
 
+/// Refuses a request from a banned client without running any guard.
+fn refuse_banned(
+    sidecar: &Sidecar,
+    method: &str,
+    route: &Route,
+    client: &ResolvedClient,
+    ban: &Ban,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let response = respond::banned(ban, sidecar.now_ms(), request_id);
+    let status = response.status().as_u16();
+    tracing::info!(request_id, client = %client.key, method, route = %route.template, banned_by = %ban.by, "refused: the client is banned");
+    sidecar.inventory.record(&Observation {
+        method,
+        route,
+        client,
+        status,
+        denied_by: Some(&ban.by),
+        at_ms: sidecar.now_ms(),
+    });
+    sidecar
+        .metrics
+        .request(method, &route.template, status, Disposition::Denied);
+    response
+}
+
+/// Bans the client that a guard with `ban` in its table just refused.
+fn ban_client(
+    sidecar: &Sidecar,
+    client: &ResolvedClient,
+    denial: &Denial,
+    ban: Duration,
+    request_id: &str,
+) {
+    let until_ms = sidecar.now_ms().saturating_add(ban.as_millis() as u64);
+    sidecar.runtime.state().ban(
+        &client.key,
+        Ban {
+            until_ms,
+            by: denial.guard.clone(),
+            reason: denial.reason.clone(),
+        },
+    );
+    tracing::warn!(request_id, client = %client.key, guard = %denial.guard, reason = %denial.reason, ban_secs = ban.as_secs(), "client banned");
+}
+
 /// A request that went through the guard chain, awaiting its outcome.
 struct Seen<'a> {
     chain: &'a vigil_host::Chain,
     plan: &'a Plan,
+    request_id: &'a str,
     client: &'a ResolvedClient,
     route: &'a Route,
     request: vigil_host::Request,
@@ -291,8 +357,14 @@ impl Seen<'_> {
             headers,
             latency_us: self.started.elapsed().as_micros() as u64,
         };
-        self.chain
-            .observe(&mut self.request, &response, &self.decision);
+        let (chain, decision) = (self.chain, &self.decision);
+        let request = &mut self.request;
+        log_context::about(
+            self.request_id,
+            &self.client.key,
+            &self.route.template,
+            || chain.observe(request, &response, decision),
+        );
         let denied_by = match verdict {
             Disposition::Denied => self.decision.denial.as_ref().map(|d| &*d.guard),
             _ => None,

@@ -4,6 +4,7 @@
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use vigil_common::reply::typed;
 pub use vigil_common::reply::{full, ProxyBody};
+use vigil_host::state::Ban;
 use vigil_host::Denial;
 
 /// The request id field, on every answer and on every request forwarded.
@@ -107,6 +108,26 @@ pub fn denial(denial: &Denial, request_id: &str) -> Response<ProxyBody> {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// The answer to a banned client: 403, why, and when the ban ends (`Retry-After`).
+pub fn banned(ban: &Ban, now_ms: u64, request_id: &str) -> Response<ProxyBody> {
+    let status = StatusCode::FORBIDDEN;
+    let retry_after_secs = ban.until_ms.saturating_sub(now_ms).div_ceil(1000);
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Forbidden",
+        "status": status.as_u16(),
+        "detail": format!("this client is blocked for a while: {}", ban.reason),
+        "guard": &*ban.by,
+        "retry_after_secs": retry_after_secs,
+        "request_id": request_id,
+    });
+    let mut response = problem(status, &body, request_id);
+    if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

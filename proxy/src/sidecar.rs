@@ -2,14 +2,16 @@
 //! table, the client policy, the upstream client, the inventory, metrics, readiness, and hot
 //! reload.
 
-use crate::config::{Config, Listen, Overrides, Reporting, Upstream};
+use crate::config::{Config, Listen, Overrides, Reporting, RequestIdPolicy, Upstream};
 use crate::exposure::inventory::Inventory;
 use crate::forward::normalize::PathPolicy;
-use crate::identity::ClientPolicy;
+use crate::identity::{Allowlist, ClientPolicy};
 use crate::metrics::Metrics;
+use crate::respond::X_REQUEST_ID;
 use crate::routing::{ApiSpec, RouteTable};
 use crate::serve::peers::PeerConnections;
 use anyhow::Context as _;
+use http::HeaderMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +45,8 @@ pub struct Sidecar {
     pub path: PathPolicy,
     /// Where reports go, if anywhere; the reporter starts with the sidecar's serving.
     pub reporting: Option<Reporting>,
+    /// Clients that skip the guards; swapped by a reload.
+    allowlist: RwLock<Allowlist>,
     config_path: PathBuf,
     overrides: Overrides,
     /// The settings a reload cannot change, as they were at start.
@@ -118,6 +122,7 @@ impl Sidecar {
             config_path: config.file.clone(),
             overrides,
             fixed_sections: config.fixed_sections.clone(),
+            allowlist: RwLock::new(config.allowlist.clone()),
             ready: AtomicBool::new(false),
             request_prefix: RandomState::new().hash_one(std::process::id()) as u32,
             request_counter: AtomicU64::new(0),
@@ -130,6 +135,27 @@ impl Sidecar {
     /// The chain serving now.
     pub fn chain(&self) -> Arc<Chain> {
         self.chain.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The id of a request with these headers: the client's own `X-Request-Id` when the
+    /// policy keeps it and it is well formed and alone, a new one otherwise.
+    pub fn request_id_for(&self, headers: &HeaderMap) -> String {
+        if self.listen.request_id == RequestIdPolicy::Keep {
+            let mut sent = headers.get_all(X_REQUEST_ID).iter();
+            if let (Some(id), None) = (sent.next(), sent.next()) {
+                if is_well_formed_request_id(id.as_bytes()) {
+                    // Checked to be ASCII just above.
+                    return String::from_utf8_lossy(id.as_bytes()).into_owned();
+                }
+            }
+        }
+        self.next_request_id()
+    }
+
+    /// Whether a client at `ip` with key `key` skips the guards.
+    pub fn allowlisted(&self, ip: std::net::IpAddr, key: &str) -> bool {
+        let allowlist = self.allowlist.read().unwrap_or_else(|p| p.into_inner());
+        !allowlist.is_empty() && allowlist.admits(ip, key)
     }
 
     /// A new request id, unique within this process and unlikely to repeat across restarts.
@@ -180,6 +206,8 @@ impl Sidecar {
                 let chain = load_chain(&self.runtime, &config.guards, self.listen.workers)
                     .map_err(|e| format!("{e:#}"))?;
                 *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
+                *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) =
+                    config.allowlist.clone();
                 Ok((
                     chain,
                     changed_sections(&config.fixed_sections, &self.fixed_sections),
@@ -229,6 +257,18 @@ impl Sidecar {
         }
         changed
     }
+}
+
+/// Longest client request id kept.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Whether a client's `X-Request-Id` is kept: short, and only characters that cannot break a
+/// log line or a header (UUIDs, hex, base64 and the ids of common edge proxies pass).
+fn is_well_formed_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_BYTES).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(&b))
 }
 
 /// Loads the chain, first checking that the instance pool can hold it: every worker may be
@@ -297,7 +337,33 @@ fn push_hex(out: &mut String, value: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::push_hex;
+    use super::{is_well_formed_request_id, push_hex};
+
+    #[test]
+    fn only_short_plain_request_ids_are_kept() {
+        for kept in [
+            "0af7651916cd43dd8448eb211c80319c",
+            "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+            "Root=1-67891233-abcdef012345678912345678",
+            "aGVsbG8+d29ybGQ/Pz0=",
+        ] {
+            assert!(is_well_formed_request_id(kept.as_bytes()), "{kept}");
+        }
+        let long = "a".repeat(129);
+        for replaced in [
+            "",
+            "two words",
+            "line\nbreak",
+            "quote\"",
+            long.as_str(),
+            "é",
+        ] {
+            assert!(
+                !is_well_formed_request_id(replaced.as_bytes()),
+                "{replaced:?}"
+            );
+        }
+    }
 
     #[test]
     fn request_ids_are_written_as_format_would() {

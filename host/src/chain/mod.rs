@@ -8,6 +8,7 @@ pub use plan::Plan;
 
 use crate::bindings::vigil::guard::types::{Deny, Header, Request, Response, Verdict};
 use crate::guard::{Fault, LoadedGuard, Mode, OnError};
+use crate::log_context;
 use crate::needs::HeaderFields;
 use crate::packed::RequestPacker;
 use crate::sandbox::HostServices;
@@ -83,6 +84,8 @@ pub struct Denial {
     pub reason: String,
     /// Seconds for `Retry-After`.
     pub retry_after_secs: Option<u32>,
+    /// How long the client is then refused on every route (the guard's `ban`).
+    pub ban: Option<Duration>,
 }
 
 /// The chain's decision on one request.
@@ -177,6 +180,7 @@ impl Chain {
                         status: deny.status,
                         reason: deny.reason.clone(),
                         retry_after_secs: deny.retry_after_secs,
+                        ban: guard.spec().ban,
                     };
                     (GuardResult::Denied(deny), Some(denial))
                 }
@@ -186,6 +190,7 @@ impl Chain {
                         status: FAULT_STATUS,
                         reason: format!("guard {} failed", guard.name()),
                         retry_after_secs: None,
+                        ban: None,
                     });
                     (GuardResult::Faulted(fault), denial)
                 }
@@ -193,13 +198,18 @@ impl Chain {
             let applied = wanted_denial.is_some() && mode == Mode::Enforce;
             if mode == Mode::Monitor {
                 if let GuardResult::Denied(deny) = &result {
-                    tracing::info!(
-                        target: "vigil::guard",
-                        guard = guard.name(),
-                        status = deny.status,
-                        reason = %deny.reason,
-                        "monitor mode: would have denied"
-                    );
+                    log_context::with(|request_id, client, route| {
+                        tracing::info!(
+                            target: "vigil::guard",
+                            guard = guard.name(),
+                            request_id,
+                            client,
+                            route,
+                            status = deny.status,
+                            reason = %deny.reason,
+                            "monitor mode: would have denied"
+                        )
+                    });
                 }
             }
             decision.outcomes.push(GuardOutcome {

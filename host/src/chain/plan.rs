@@ -7,7 +7,7 @@ use crate::guard::LoadedGuard;
 use crate::needs::{HeaderFields, Statuses};
 use foldhash::fast::RandomState;
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// What the guards that see requests for one method and route need of them.
 #[derive(Debug, PartialEq)]
@@ -39,6 +39,14 @@ impl Plan {
         }
         plan.guards = positions.into_boxed_slice();
         plan
+    }
+
+    /// The plan of a request no guard is to see (a client on the allowlist).
+    pub fn empty() -> Arc<Plan> {
+        static EMPTY: OnceLock<Arc<Plan>> = OnceLock::new();
+        EMPTY
+            .get_or_init(|| Arc::new(Plan::of(std::iter::empty())))
+            .clone()
     }
 
     /// Whether no guard sees these requests.

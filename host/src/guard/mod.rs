@@ -15,6 +15,7 @@ use checks::{check_header, check_imports, content_hash};
 use pool::{WarmInstance, WarmPool};
 
 use crate::bindings::vigil::guard::types;
+use crate::log_context;
 use crate::needs::{HeaderFields, Needs};
 use crate::packed::RequestPacker;
 use crate::runtime::Runtime;
@@ -344,13 +345,18 @@ impl LoadedGuard {
             Err(error) => {
                 let fault = self.classify(&error, instance.store.data());
                 self.count_fault(&fault);
-                tracing::warn!(
-                    target: "vigil::guard",
-                    guard = self.name(),
-                    fault = fault.kind.as_str(),
-                    detail = %fault.detail,
-                    "guard call failed; instance discarded"
-                );
+                log_context::with(|request_id, client, route| {
+                    tracing::warn!(
+                        target: "vigil::guard",
+                        guard = self.name(),
+                        request_id,
+                        client,
+                        route,
+                        fault = fault.kind.as_str(),
+                        detail = %fault.detail,
+                        "guard call failed; instance discarded"
+                    )
+                });
                 Err(fault)
             }
         }

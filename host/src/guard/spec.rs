@@ -3,6 +3,7 @@
 
 use crate::sandbox::SandboxLimits;
 use std::path::PathBuf;
+use std::time::Duration;
 use vigil_guest::route::Pattern;
 
 /// Whether a guard's denials are applied.
@@ -53,6 +54,9 @@ pub struct GuardSpec {
     pub limits: Option<SandboxLimits>,
     /// Bytes of request body the guard receives; 0 means none.
     pub body_limit: usize,
+    /// How long a client it refuses (in enforce mode) is then refused on every route, without
+    /// any guard running; `None`: each request is judged afresh.
+    pub ban: Option<Duration>,
 }
 
 impl GuardSpec {
@@ -67,6 +71,7 @@ impl GuardSpec {
             config_json: "{}".into(),
             limits: None,
             body_limit: 0,
+            ban: None,
         }
     }
 }

@@ -3,16 +3,19 @@
 //! key/value store with TTL. Shared by every thread, bounded in every dimension, and namespaced
 //! per guard so one guard cannot read or disturb another's keys.
 
+mod bans;
 mod counters;
 mod history;
 mod rate;
 mod table;
 
+pub use bans::Ban;
 pub use rate::RateError;
 pub(crate) use table::lock;
 
 use crate::bindings::vigil::guard::types::Event;
 use crate::clock::SharedClock;
+use bans::Bans;
 use counters::{DistinctSet, WindowCounter};
 use history::{History, Interner, MatchMemo, StoredEvent, FLAG_AUTHENTICATED, FLAG_PUBLIC};
 use rate::{RateKey, RateLimiters};
@@ -114,6 +117,8 @@ pub struct TableSizes {
     pub distinct_sets: usize,
     /// Key/value entries.
     pub kv_entries: usize,
+    /// Bans in force.
+    pub bans: usize,
 }
 
 /// Why a state call is refused; the calling guard traps with this message.
@@ -140,6 +145,7 @@ pub struct StateStore {
     counters: BoundedTable<ScopedKey, WindowCounter>,
     distinct: BoundedTable<ScopedKey, DistinctSet>,
     kv: BoundedTable<ScopedKey, KvValue>,
+    bans: Bans,
     rates: RateLimiters,
     routes: Interner,
     methods: Interner,
@@ -157,6 +163,7 @@ impl StateStore {
             counters: BoundedTable::new(limits.max_keys, idle_ms),
             distinct: BoundedTable::new(limits.max_distinct_sets, idle_ms),
             kv: BoundedTable::new(limits.max_kv_entries, idle_ms),
+            bans: Bans::new(limits.max_clients),
             rates: RateLimiters::new(
                 limits.max_keys,
                 idle_ms,
@@ -201,6 +208,38 @@ impl StateStore {
             scope: scope.0,
             key: self.bounded_key(key).into(),
         }
+    }
+
+    /// Refuses `client` on every route until `ban.until_ms`, replacing any ban it had.
+    pub fn ban(&self, client: &str, ban: Ban) {
+        self.bans
+            .place(&self.bounded_key(client), ban, self.clock.now_ms());
+    }
+
+    /// The ban `client` is under now, if any.
+    pub fn ban_of(&self, client: &str) -> Option<Ban> {
+        self.bans.of(&self.bounded_key(client), self.clock.now_ms())
+    }
+
+    /// Lifts `client`'s ban; whether one was in force.
+    pub fn lift_ban(&self, client: &str) -> bool {
+        self.bans
+            .lift(&self.bounded_key(client), self.clock.now_ms())
+    }
+
+    /// The bans in force, by client key (as stored: keys over 128 bytes are hashed), soonest
+    /// to end first.
+    pub fn bans_in_force(&self) -> Vec<(String, Ban)> {
+        self.bans.in_force(self.clock.now_ms())
+    }
+
+    /// Forgets what the host keeps under `client`'s key: its history and its ban. Counters a
+    /// guard keyed by its own strings end with their windows. Whether anything was kept.
+    pub fn forget_client(&self, client: &str) -> bool {
+        let key = self.bounded_key(client);
+        let now = self.clock.now_ms();
+        let had_history = self.histories.remove::<str>(&key, now).is_some();
+        self.bans.lift(&key, now) | had_history
     }
 
     /// Appends a request to its client's history.
@@ -349,6 +388,7 @@ impl StateStore {
             counters: self.counters.len(),
             distinct_sets: self.distinct.len(),
             kv_entries: self.kv.len(),
+            bans: self.bans.in_force(self.clock.now_ms()).len(),
         }
     }
 

@@ -141,6 +141,36 @@ impl<K: Hash + Eq, V> BoundedTable<K, V> {
         Some(f(&mut slot.value))
     }
 
+    /// Removes the entry for `key`; returns it if it was there and not idle.
+    pub(crate) fn remove<Q>(&self, key: &Q, now_ms: u64) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let slot = lock(self.shard(key)).pop(key)?;
+        (now_ms.saturating_sub(slot.last_seen_ms) <= self.idle_ms).then_some(slot.value)
+    }
+
+    /// Copies of the live entries that `keep` accepts, shard by shard.
+    pub(crate) fn snapshot(&self, now_ms: u64, keep: impl Fn(&V) -> bool) -> Vec<(K, V)>
+    where
+        K: Clone,
+        V: Clone,
+    {
+        let mut entries = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            entries.extend(
+                shard
+                    .iter()
+                    .filter(|(_, slot)| now_ms.saturating_sub(slot.last_seen_ms) <= self.idle_ms)
+                    .filter(|(_, slot)| keep(&slot.value))
+                    .map(|(key, slot)| (key.clone(), slot.value.clone())),
+            );
+        }
+        entries
+    }
+
     /// Number of entries, idle ones included until the next sweep.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()

@@ -2,10 +2,10 @@
 //! sidecar uses, with errors that name the key and what was expected.
 
 use super::raw::{RawConfig, RawPath, RawReport, RawSandbox, RawState};
-use super::{Admin, Api, Config, Listen, Log, Reporting, Sandbox, Upstream};
+use super::{Admin, Api, Config, Listen, Log, Reporting, RequestIdPolicy, Sandbox, Upstream};
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::{EscapedSlashes, PathParameters, PathPolicy};
-use crate::identity::{ClientPolicy, IdentityKey};
+use crate::identity::{Allowlist, ClientPolicy, IdentityKey};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +40,15 @@ pub(super) fn build(
         max_connections_per_ip: raw.listen.max_connections_per_ip,
         workers: workers(raw.listen.workers)?,
         shutdown_grace: duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
+        request_id: match raw.listen.request_id.as_str() {
+            "keep" => RequestIdPolicy::Keep,
+            "replace" => RequestIdPolicy::Replace,
+            other => {
+                return Err(format!(
+                    "listen.request_id: expected \"keep\" or \"replace\", got {other:?}"
+                ))
+            }
+        },
     };
     let url: http::Uri = raw
         .upstream
@@ -132,6 +141,22 @@ pub(super) fn build(
             }
             spec.limits = Some(limits);
         }
+        if let Some(ban) = &g.ban {
+            let ban = duration(&format!("{key}.ban"), ban)?;
+            if !(MIN_BAN..=MAX_BAN).contains(&ban) {
+                return Err(format!(
+                    "{key}.ban: {:?} is outside 1s to 30d",
+                    g.ban.as_deref().unwrap_or_default()
+                ));
+            }
+            if spec.mode == Mode::Monitor {
+                return Err(format!(
+                    "{key}.ban: a guard in monitor mode refuses nobody, so it cannot ban; \
+                     remove `ban` or set mode = \"enforce\""
+                ));
+            }
+            spec.ban = Some(ban);
+        }
         guards.push(spec);
     }
     let log = Log {
@@ -162,8 +187,16 @@ pub(super) fn build(
         sandbox,
         fixed_sections,
         report,
+        allowlist: Allowlist::new(
+            networks("allowlist.networks", &raw.allowlist.networks)?,
+            raw.allowlist.clients,
+        ),
     })
 }
+
+/// Bounds of a guard's `ban`.
+const MIN_BAN: Duration = Duration::from_secs(1);
+const MAX_BAN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Bounds of `[sandbox]`. Each instance reserves about 8 GiB of address space (two 4 GiB
 /// memory reservations), so 4,096 instances take 32 TiB of the 128 TiB a process can address;

@@ -18,7 +18,7 @@ pub use raw::{
 
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::PathPolicy;
-use crate::identity::ClientPolicy;
+use crate::identity::{Allowlist, ClientPolicy};
 use raw::RawConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,8 @@ pub struct Config {
     pub fixed_sections: toml::Table,
     /// Reporting to a collector; `None` when `[report]` names no collector.
     pub report: Option<Reporting>,
+    /// Clients that skip the guards; a reload swaps it with the chain.
+    pub allowlist: Allowlist,
 }
 
 /// How many guard instances the runtime may hold and how much memory a guard may be given.
@@ -126,6 +128,18 @@ pub struct Listen {
     pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Whether a well-formed `X-Request-Id` from the client is kept or replaced.
+    pub request_id: RequestIdPolicy,
+}
+
+/// What happens to an `X-Request-Id` a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestIdPolicy {
+    /// Kept when well formed (1 to 128 of `A-Z a-z 0-9 - _ . : + / = @`), replaced otherwise:
+    /// a request keeps the id an edge proxy in front gave it.
+    Keep,
+    /// Always replaced by Vigil's own.
+    Replace,
 }
 
 /// Upstream settings.
@@ -210,6 +224,7 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| fail(e.to_string().trim_end().to_string()))?;
         fixed_sections.remove("guard");
+        fixed_sections.remove("allowlist");
         if let Some(listen) = &overrides.listen {
             raw.listen.address = listen.clone();
         }
@@ -384,6 +399,13 @@ mod tests {
             (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 8192\n"), "sandbox.max_guard_memory_mb: must be at most 4096, got 8192"),
             (&format!("{MINIMAL}[sandbox]\nmax_instance = 10\n"), "unknown field `max_instance`"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 300\n"), "guard[0] (\"g\").memory_mb: 300 is more than sandbox.max_guard_memory_mb (256) allows"),
+            (&format!("{MINIMAL}[listen]\nrequest_id = \"sometimes\"\n"), "listen.request_id: expected \"keep\" or \"replace\", got \"sometimes\""),
+            (&format!("{MINIMAL}[allowlist]\nnetworks = [\"10.0.0.0/40\"]\n"), "allowlist.networks: \"10.0.0.0/40\" is not an address"),
+            (&format!("{MINIMAL}[allowlist]\nclient = [\"a\"]\n"), "unknown field `client`"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nban = \"a while\"\n"), "guard[0] (\"g\").ban: expected a duration"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nban = \"90d\"\n"), "guard[0] (\"g\").ban: \"90d\" is outside 1s to 30d"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nban = \"0s\"\n"), "guard[0] (\"g\").ban: \"0s\" is outside 1s to 30d"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmode = \"monitor\"\nban = \"1m\"\n"), "guard[0] (\"g\").ban: a guard in monitor mode refuses nobody"),
             (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 16\n[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 32\n"), "guard[0] (\"g\").memory_mb: 32 is more than sandbox.max_guard_memory_mb (16) allows"),
         ] {
             let error = parse(text).expect_err(expected);

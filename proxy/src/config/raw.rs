@@ -38,6 +38,15 @@ pub(super) struct RawConfig {
     pub(super) sandbox: RawSandbox,
     #[serde(default)]
     pub(super) report: RawReport,
+    #[serde(default)]
+    pub(super) allowlist: RawAllowlist,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAllowlist {
+    pub(super) networks: Vec<String>,
+    pub(super) clients: Vec<String>,
 }
 
 #[derive(Deserialize, Serialize, Default)]
@@ -142,6 +151,7 @@ pub(super) struct RawListen {
     pub(super) max_connections_per_ip: usize,
     pub(super) workers: Option<usize>,
     pub(super) shutdown_grace: String,
+    pub(super) request_id: String,
 }
 
 /// The default `listen.max_headers`: hyper's own limit, which it parses without a buffer
@@ -166,6 +176,7 @@ impl Default for RawListen {
             max_connections_per_ip: 0,
             workers: None,
             shutdown_grace: "30s".into(),
+            request_id: "keep".into(),
         }
     }
 }
@@ -279,6 +290,7 @@ pub(super) struct RawGuard {
     pub(super) body_limit: usize,
     pub(super) deadline: Option<String>,
     pub(super) memory_mb: Option<usize>,
+    pub(super) ban: Option<String>,
 }
 
 fn default_mode() -> String {

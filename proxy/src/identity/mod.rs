@@ -7,12 +7,14 @@
 //!
 //! This module holds the policy (trusted hops, public or internal, the identity key); the
 //! forwarding headers are parsed in `forwarded`, credentials recognised in `credentials`, and
-//! the JWT subject read in `jwt`.
+//! the JWT subject read in `jwt`; clients that skip the guards are listed in `allowlist`.
 
+mod allowlist;
 mod credentials;
 mod forwarded;
 mod jwt;
 
+pub use allowlist::Allowlist;
 use credentials::cookie_value;
 pub use credentials::CredentialKind;
 use forwarded::{parse_forwarded, parse_node, Node, NodeRing};
@@ -259,7 +261,8 @@ pub fn is_public(ip: IpAddr, internal_ranges: &[IpNet]) -> bool {
     !special && !in_ranges(ip, internal_ranges)
 }
 
-fn in_ranges(ip: IpAddr, ranges: &[IpNet]) -> bool {
+/// Whether `ip` (IPv4-mapped IPv6 read as IPv4) is in one of `ranges`.
+pub(crate) fn in_ranges(ip: IpAddr, ranges: &[IpNet]) -> bool {
     let ip = ip.to_canonical();
     ranges.iter().any(|net| match (canonical_net(net), ip) {
         (IpNet::V4(net), IpAddr::V4(ip)) => net.contains(&ip),

@@ -4,14 +4,18 @@
 use crate::respond::{full, ProxyBody};
 use crate::sidecar::Sidecar;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+use vigil_host::state::Ban;
 use vigil_host::{FaultKind, HeaderFields, Mode, OnError};
 
 /// Serves one admin request.
 pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<ProxyBody> {
-    match (req.method(), req.uri().path()) {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if sidecar.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
@@ -27,6 +31,51 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
             response
         }
         (&Method::GET, "/guards") => json(StatusCode::OK, &guards(&sidecar)),
+        (&Method::GET, "/decisions") => json(StatusCode::OK, &decisions(&sidecar)),
+        (&Method::POST, "/decisions") => {
+            let body = Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
+                .collect()
+                .await;
+            match body {
+                Ok(body) => add_decision(&sidecar, &body.to_bytes()),
+                Err(_) => problem(
+                    StatusCode::BAD_REQUEST,
+                    "the body could not be read (at most 64 KiB)",
+                ),
+            }
+        }
+        (&Method::DELETE, path) if path.starts_with("/decisions/") => {
+            match client_in_path(path, "/decisions/") {
+                Some(client) if sidecar.runtime.state().lift_ban(&client) => {
+                    tracing::info!(%client, "ban lifted through the admin API");
+                    json(StatusCode::OK, &serde_json::json!({"lifted": client}))
+                }
+                Some(client) => problem(
+                    StatusCode::NOT_FOUND,
+                    &format!("no ban in force for client {client:?}"),
+                ),
+                None => problem(
+                    StatusCode::BAD_REQUEST,
+                    "the client key in the path is empty or not valid percent-encoded UTF-8",
+                ),
+            }
+        }
+        (&Method::DELETE, path) if path.starts_with("/clients/") => {
+            match client_in_path(path, "/clients/") {
+                Some(client) => {
+                    let had_state = sidecar.runtime.state().forget_client(&client);
+                    tracing::info!(%client, had_state, "client state forgotten through the admin API");
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"forgotten": client, "had_state": had_state}),
+                    )
+                }
+                None => problem(
+                    StatusCode::BAD_REQUEST,
+                    "the client key in the path is empty or not valid percent-encoded UTF-8",
+                ),
+            }
+        }
         (&Method::GET, "/exposure") => {
             sidecar.collect_guard_findings();
             json(StatusCode::OK, &sidecar.inventory.exposure())
@@ -49,14 +98,119 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
                 ),
             }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/guards" | "/guards/reload" | "/exposure") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/guards" | "/guards/reload" | "/exposure"
+            | "/decisions",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics, /guards, /exposure or POST /guards/reload\n",
+            "not found; try /healthz, /readyz, /metrics, /guards, /exposure, /decisions, \
+             DELETE /decisions/{client}, DELETE /clients/{client} or POST /guards/reload\n",
         ),
     }
+}
+
+/// Largest body the admin API reads.
+const MAX_ADMIN_BODY_BYTES: usize = 64 << 10;
+
+/// Bounds of a ban placed by hand.
+const MAX_MANUAL_BAN: Duration = Duration::from_secs(30 * 24 * 3600);
+const MAX_CLIENT_KEY_BYTES: usize = 1024;
+const MAX_REASON_BYTES: usize = 512;
+
+/// The bans in force.
+fn decisions(sidecar: &Sidecar) -> serde_json::Value {
+    let now = sidecar.now_ms();
+    let list: Vec<serde_json::Value> = sidecar
+        .runtime
+        .state()
+        .bans_in_force()
+        .into_iter()
+        .map(|(client, ban)| {
+            serde_json::json!({
+                "client": client,
+                "by": &*ban.by,
+                "reason": ban.reason,
+                "until_ms": ban.until_ms,
+                "remaining_secs": ban.until_ms.saturating_sub(now).div_ceil(1000),
+            })
+        })
+        .collect();
+    serde_json::json!({ "decisions": list })
+}
+
+/// What `POST /decisions` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManualBan {
+    client: String,
+    duration: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Bans a client by hand.
+fn add_decision(sidecar: &Sidecar, body: &[u8]) -> Response<ProxyBody> {
+    let wanted: ManualBan = match serde_json::from_slice(body) {
+        Ok(wanted) => wanted,
+        Err(error) => return problem(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "expected {{\"client\": KEY, \"duration\": \"15m\", \"reason\": TEXT}}: {error}"
+            ),
+        ),
+    };
+    if wanted.client.is_empty() || wanted.client.len() > MAX_CLIENT_KEY_BYTES {
+        return problem(StatusCode::BAD_REQUEST, "client: must be 1 to 1024 bytes");
+    }
+    let duration = match vigil_common::config::duration("duration", &wanted.duration) {
+        Ok(d) if !d.is_zero() && d <= MAX_MANUAL_BAN => d,
+        Ok(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "duration: must be more than 0 and at most 30d",
+            )
+        }
+        Err(error) => return problem(StatusCode::BAD_REQUEST, &error),
+    };
+    let reason = wanted
+        .reason
+        .unwrap_or_else(|| "banned by an operator".into());
+    if reason.len() > MAX_REASON_BYTES {
+        return problem(StatusCode::BAD_REQUEST, "reason: at most 512 bytes");
+    }
+    let until_ms = sidecar.now_ms().saturating_add(duration.as_millis() as u64);
+    tracing::info!(client = %wanted.client, %reason, ban_secs = duration.as_secs(), "client banned through the admin API");
+    sidecar.runtime.state().ban(
+        &wanted.client,
+        Ban {
+            until_ms,
+            by: "admin".into(),
+            reason: reason.clone(),
+        },
+    );
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({"client": wanted.client, "by": "admin", "reason": reason, "until_ms": until_ms}),
+    )
+}
+
+/// The client key after `prefix` in `path`, percent-decoded.
+fn client_in_path(path: &str, prefix: &str) -> Option<String> {
+    let encoded = path.strip_prefix(prefix)?;
+    let key = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()?;
+    (!key.is_empty()).then(|| key.into_owned())
+}
+
+/// An admin API error, as JSON.
+fn problem(status: StatusCode, detail: &str) -> Response<ProxyBody> {
+    json(
+        status,
+        &serde_json::json!({"status": status.as_u16(), "error": detail}),
+    )
 }
 
 fn guards(sidecar: &Sidecar) -> serde_json::Value {
