@@ -76,12 +76,29 @@ pub async fn handle(
     let (body_prefix, body): (Option<Bytes>, ProxyBody) = if body_wanted > 0
         && !http_body::Body::is_end_stream(&body)
     {
-        match PrefixedBody::read(body, body_wanted).await {
-            Ok((prefix, rest)) => (Some(prefix), Limited::new(rest, max_body as usize).boxed()),
-            Err(error) => {
+        // A client trickling its body would otherwise hold the request (and its connection,
+        // which counts as busy) for as long as it likes: the prefix gets the head's deadline.
+        let deadline = sidecar.listen.header_read_timeout;
+        match tokio::time::timeout(deadline, PrefixedBody::read(body, body_wanted)).await {
+            Ok(Ok((prefix, rest))) => (Some(prefix), Limited::new(rest, max_body as usize).boxed()),
+            Ok(Err(error)) => {
                 tracing::info!(request_id, error = %hygiene::source_text(&error), "cannot read the request body");
                 let error = ProxyError::BadRequest(MALFORMED_BODY.into());
                 return refuse(sidecar, &method, &route.template, error, &request_id);
+            }
+            Err(_) => {
+                tracing::info!(
+                    request_id,
+                    waited_ms = deadline.as_millis() as u64,
+                    "the request body did not arrive in time"
+                );
+                return refuse(
+                    sidecar,
+                    &method,
+                    &route.template,
+                    ProxyError::BodyTimeout,
+                    &request_id,
+                );
             }
         }
     } else {

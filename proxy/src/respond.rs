@@ -29,6 +29,9 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     /// The request is malformed; the connection is closed after the answer.
     BadRequest(String),
+    /// The part of the body the guards read did not arrive within `listen.header_read_timeout`;
+    /// the connection is closed after the answer.
+    BodyTimeout,
 }
 
 impl ProxyError {
@@ -41,6 +44,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -58,6 +62,7 @@ impl ProxyError {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
             ProxyError::BadRequest(why) => why.clone(),
+            ProxyError::BodyTimeout => "the request body did not arrive in time".into(),
         }
     }
 
@@ -73,7 +78,7 @@ impl ProxyError {
         });
         let mut response = problem(status, &body, request_id);
         match self {
-            ProxyError::BadRequest(_) => {
+            ProxyError::BadRequest(_) | ProxyError::BodyTimeout => {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -319,6 +319,34 @@ async fn silent_sockets_cannot_lock_other_clients_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_that_a_guard_reads_gets_408_in_time() {
+    let reader = guard_table(
+        "body-reader",
+        guards::FIXED_VERDICT,
+        "routes = [\"POST /login\"]\nbody_limit = 4096\nconfig = {}",
+    );
+    let config = format!("{BASE}[listen]\nheader_read_timeout = \"700ms\"\n{reader}");
+    let (up, proxy) = start_with_upstream("trickled-body", &config).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /login HTTP/1.1\r\nHost: shop\r\nContent-Length: 100\r\n\r\nuser=")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer and no close within 5 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(
+        answer.contains("the request body did not arrive in time"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(up.count(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_close_after_the_idle_timeout() {
     let config = "[listen]\nidle_timeout = \"700ms\"\nheader_read_timeout = \"5s\"\n";
     let (_up, proxy) = guarded("idle", config).await;

@@ -124,7 +124,12 @@ pub(super) fn build(
         };
         spec.config_json = serde_json::to_string(&g.config.unwrap_or_default())
             .map_err(|e| format!("{key}.config: cannot be expressed as JSON: {e}"))?;
-        spec.body_limit = g.body_limit;
+        spec.body_limit = in_range(
+            &format!("{key}.body_limit"),
+            g.body_limit,
+            0,
+            MAX_BODY_LIMIT,
+        )?;
         if g.deadline.is_some() || g.memory_mb.is_some() {
             let mut limits = SandboxLimits::default();
             if let Some(d) = &g.deadline {
@@ -193,6 +198,9 @@ pub(super) fn build(
         ),
     })
 }
+
+/// The most body a guard may read: the prefix is held in memory for every request in flight.
+const MAX_BODY_LIMIT: usize = 1 << 20;
 
 /// Bounds of a guard's `ban`.
 const MIN_BAN: Duration = Duration::from_secs(1);

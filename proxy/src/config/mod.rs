@@ -399,6 +399,7 @@ mod tests {
             (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 8192\n"), "sandbox.max_guard_memory_mb: must be at most 4096, got 8192"),
             (&format!("{MINIMAL}[sandbox]\nmax_instance = 10\n"), "unknown field `max_instance`"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 300\n"), "guard[0] (\"g\").memory_mb: 300 is more than sandbox.max_guard_memory_mb (256) allows"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nbody_limit = 4194304\n"), "guard[0] (\"g\").body_limit: must be at most 1048576, got 4194304"),
             (&format!("{MINIMAL}[listen]\nrequest_id = \"sometimes\"\n"), "listen.request_id: expected \"keep\" or \"replace\", got \"sometimes\""),
             (&format!("{MINIMAL}[allowlist]\nnetworks = [\"10.0.0.0/40\"]\n"), "allowlist.networks: \"10.0.0.0/40\" is not an address"),
             (&format!("{MINIMAL}[allowlist]\nclient = [\"a\"]\n"), "unknown field `client`"),

@@ -154,12 +154,14 @@ struct ManualBan {
 fn add_decision(sidecar: &Sidecar, body: &[u8]) -> Response<ProxyBody> {
     let wanted: ManualBan = match serde_json::from_slice(body) {
         Ok(wanted) => wanted,
-        Err(error) => return problem(
-            StatusCode::BAD_REQUEST,
-            &format!(
+        Err(error) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!(
                 "expected {{\"client\": KEY, \"duration\": \"15m\", \"reason\": TEXT}}: {error}"
             ),
-        ),
+            )
+        }
     };
     if wanted.client.is_empty() || wanted.client.len() > MAX_CLIENT_KEY_BYTES {
         return problem(StatusCode::BAD_REQUEST, "client: must be 1 to 1024 bytes");
