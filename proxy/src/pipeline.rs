@@ -13,7 +13,7 @@ use crate::routing::Route;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -195,6 +195,11 @@ pub async fn handle(
         _ => None,
     };
     hygiene::strip_hop_by_hop(response.headers_mut(), response_upgrade);
+    // hyper writes the status line in the response's version: an HTTP/1.0 upstream's would
+    // tell an HTTP/1.1 client to close its connection and to expect no chunked bodies.
+    if matches!(version, Version::HTTP_10 | Version::HTTP_11) {
+        *response.version_mut() = version;
+    }
     response.map(|body| {
         body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed()
