@@ -250,3 +250,50 @@ async fn an_http10_upstream_does_not_downgrade_http11_clients() {
     assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
     assert_eq!(body, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_of_the_upstream_url_prefixes_every_forwarded_path() {
+    let upstream = vigil_tests::harness::Upstream::start().await;
+    let config = format!(
+        "{BASE}{}",
+        vigil_tests::harness::guard_table(
+            "no-admin",
+            vigil_tests::guards::FIXED_VERDICT,
+            "routes = [\"GET /admin/**\"]\nconfig = { deny = 403, reason = \"admin is internal\" }",
+        )
+    );
+    let url = format!("http://{}/api/", upstream.addr);
+    let proxy = Proxy::start(&tempdir("prefix"), &config, &url).await;
+    for path in ["/users/7?fields=name&x=%2F", "/", "/users/8"] {
+        let (status, _, _) = send(proxy.addr, "GET", path, &[], vec![]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    let (status, _, body) = send(proxy.addr, "GET", "/admin/stats", &[], vec![]).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the guard sees the client's path"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("admin is internal"));
+    assert_eq!(
+        upstream.targets(),
+        [
+            "GET /api/users/7?fields=name&x=%2F",
+            "GET /api/",
+            "GET /api/users/8"
+        ]
+    );
+
+    let (_, _, body) = send(proxy.admin, "GET", "/exposure", &[], vec![]).await;
+    let exposure: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let routes: Vec<&str> = exposure["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["route"].as_str())
+        .collect();
+    assert!(
+        routes.contains(&"/users/{id}") && !routes.iter().any(|r| r.starts_with("/api")),
+        "the inventory counts the client's paths: {routes:?}"
+    );
+}

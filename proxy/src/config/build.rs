@@ -41,19 +41,10 @@ pub(super) fn build(
         workers: workers(raw.listen.workers)?,
         shutdown_grace: duration("listen.shutdown_grace", &raw.listen.shutdown_grace)?,
     };
-    let url: http::Uri = raw
-        .upstream
-        .url
-        .parse()
-        .map_err(|e| format!("upstream.url: {:?} is not a URL ({e})", raw.upstream.url))?;
-    if url.scheme_str() != Some("http") || url.authority().is_none() {
-        return Err(format!(
-            "upstream.url: expected http://HOST:PORT, got {:?} (only plain HTTP upstreams are supported)",
-            raw.upstream.url
-        ));
-    }
+    let (url, path_prefix) = upstream_url(&raw.upstream.url)?;
     let upstream = Upstream {
         url,
+        path_prefix,
         timeout: duration("upstream.timeout", &raw.upstream.timeout)?,
         connect_timeout: duration("upstream.connect_timeout", &raw.upstream.connect_timeout)?,
         rewrite_host: raw.upstream.rewrite_host,
@@ -163,6 +154,39 @@ pub(super) fn build(
         fixed_sections,
         report,
     })
+}
+
+/// `upstream.url`: the URL and its path as a prefix (without a trailing `/`). Parts a prefix
+/// cannot use are refused rather than dropped: `http::Uri` would parse a fragment and forget it.
+fn upstream_url(value: &str) -> Result<(http::Uri, String), String> {
+    let url: http::Uri = value
+        .parse()
+        .map_err(|e| format!("upstream.url: {value:?} is not a URL ({e})"))?;
+    let Some(authority) = url.authority().filter(|_| url.scheme_str() == Some("http")) else {
+        return Err(format!(
+            "upstream.url: expected http://HOST:PORT or http://HOST:PORT/PREFIX, got {value:?} \
+             (only plain HTTP upstreams are supported)"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "upstream.url: {value:?} carries user information (USER@HOST); Vigil sends no \
+             credentials to the upstream, so leave it out"
+        ));
+    }
+    if url.query().is_some() || value.contains('?') {
+        return Err(format!(
+            "upstream.url: {value:?} has a query; only a path can be put before the client's \
+             path, whose query is forwarded as it came"
+        ));
+    }
+    if value.contains('#') {
+        return Err(format!(
+            "upstream.url: {value:?} has a fragment (#...), which is never sent; leave it out"
+        ));
+    }
+    let prefix = url.path().trim_end_matches('/').to_string();
+    Ok((url, prefix))
 }
 
 /// Bounds of `[sandbox]`. Each instance reserves about 8 GiB of address space (two 4 GiB

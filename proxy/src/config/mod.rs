@@ -132,8 +132,11 @@ pub struct Listen {
 /// Upstream settings.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Base URL of the service, `http://host:port`.
+    /// Base URL of the service, `http://host:port`, perhaps with a path.
     pub url: http::Uri,
+    /// The path of `url` without a trailing `/`, put before every forwarded path; empty when
+    /// the URL has none.
+    pub path_prefix: String,
     /// Time to wait for the upstream's response head.
     pub timeout: Duration,
     /// Time to establish a connection.
@@ -145,6 +148,14 @@ pub struct Upstream {
     /// How long a request waits for an upstream connection when all are busy before it is
     /// answered 503.
     pub queue_timeout: Duration,
+}
+
+impl Upstream {
+    /// `host:port` to connect to (port 80 when the URL names none).
+    pub fn address(&self) -> String {
+        let host = self.url.host().unwrap_or("localhost");
+        format!("{host}:{}", self.url.port_u16().unwrap_or(80))
+    }
 }
 
 /// API description.
@@ -360,6 +371,9 @@ mod tests {
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"a.wasm\"\n[[guard]]\nname = \"g\"\nmodule = \"b.wasm\"\n"), "guard[1] (\"g\").name: another guard already has this name"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\n"), "missing field `module`"),
             (&format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "unknown variant `xml`"),
+            ("[upstream]\nurl = \"http://user:secret@x:1\"\n", "upstream.url: \"http://user:secret@x:1\" carries user information"),
+            ("[upstream]\nurl = \"http://x:1/api?v=2\"\n", "upstream.url: \"http://x:1/api?v=2\" has a query"),
+            ("[upstream]\nurl = \"http://x:1/api#top\"\n", "upstream.url: \"http://x:1/api#top\" has a fragment"),
             (&format!("{MINIMAL}[report]\nservice = \"shop\"\n"), "report.service: is set but report.collector is not"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\n"), "report.service: missing"),
             (&format!("{MINIMAL}[report]\ncollector = \"https://c\"\nservice = \"shop\"\n"), "report.collector: expected http://HOST:PORT"),
@@ -528,6 +542,21 @@ mod tests {
         assert_eq!(c.listen.address.to_string(), "127.0.0.1:7000");
         assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:4000/");
         assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn an_upstream_path_is_a_prefix_without_its_trailing_slash() {
+        let prefix = |url: &str| {
+            parse(&format!("[upstream]\nurl = \"{url}\"\n"))
+                .unwrap()
+                .upstream
+        };
+        assert_eq!(prefix("http://127.0.0.1:3000").path_prefix, "");
+        assert_eq!(prefix("http://127.0.0.1:3000/").path_prefix, "");
+        assert_eq!(prefix("http://127.0.0.1:3000/api").path_prefix, "/api");
+        assert_eq!(prefix("http://127.0.0.1:3000/api/").path_prefix, "/api");
+        assert_eq!(prefix("http://backend/v1/shop").path_prefix, "/v1/shop");
+        assert_eq!(prefix("http://backend/v1/shop").address(), "backend:80");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct UpstreamClient {
     address: String,
     /// The upstream's authority, for `Host` when `rewrite_host` is set.
     authority: HeaderValue,
+    /// The path of `upstream.url`, put before every request's path.
+    path_prefix: String,
     timeout: Duration,
     connect_timeout: Duration,
     rewrite_host: bool,
@@ -71,16 +73,12 @@ impl UpstreamClient {
     /// one of `workers` workers.
     pub fn new(upstream: &Upstream, workers: usize) -> UpstreamClient {
         let share = upstream.max_connections.div_ceil(workers.max(1));
-        let host = upstream.url.host().unwrap_or("localhost");
-        let port = upstream.url.port_u16().unwrap_or(80);
-        let authority = upstream
-            .url
-            .authority()
-            .map_or_else(|| host.to_string(), |a| a.as_str().to_string());
+        let authority = upstream.url.authority().map_or("localhost", |a| a.as_str());
         UpstreamClient {
-            address: format!("{host}:{port}"),
-            authority: HeaderValue::from_str(&authority)
+            address: upstream.address(),
+            authority: HeaderValue::from_str(authority)
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            path_prefix: upstream.path_prefix.clone(),
             timeout: upstream.timeout,
             connect_timeout: upstream.connect_timeout,
             rewrite_host: upstream.rewrite_host,
@@ -100,11 +98,16 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let original_authority = req.uri().authority().cloned();
         // The upstream gets origin-form (`/path?query`) whatever form the client used.
-        let path = req
+        let mut path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if !self.path_prefix.is_empty() && path.path().starts_with('/') {
+            path = PathAndQuery::try_from(format!("{}{path}", self.path_prefix)).map_err(|_| {
+                UpstreamError::Other("the prefixed request target is not a valid path".into())
+            })?;
+        }
         *req.uri_mut() = Uri::from(path);
         // The upstream connection is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
