@@ -5,6 +5,7 @@
 use crate::config::{Config, Listen, Overrides, Reporting, Upstream};
 use crate::exposure::inventory::Inventory;
 use crate::forward::normalize::PathPolicy;
+use crate::forward::upstream::UpstreamProbe;
 use crate::identity::ClientPolicy;
 use crate::metrics::Metrics;
 use crate::routing::{ApiSpec, RouteTable};
@@ -45,6 +46,9 @@ pub struct Sidecar {
     pub reporting: Option<Reporting>,
     config_path: PathBuf,
     overrides: Overrides,
+    /// Whether the upstream accepts connections, for `/readyz`; `None` when readiness does
+    /// not depend on it.
+    upstream_probe: Option<UpstreamProbe>,
     /// The settings a reload cannot change, as they were at start.
     fixed_sections: toml::Table,
     ready: AtomicBool,
@@ -117,6 +121,10 @@ impl Sidecar {
             reporting: config.report.clone(),
             config_path: config.file.clone(),
             overrides,
+            upstream_probe: config
+                .admin
+                .ready_requires_upstream
+                .then(|| UpstreamProbe::new(&config.upstream)),
             fixed_sections: config.fixed_sections.clone(),
             ready: AtomicBool::new(false),
             request_prefix: RandomState::new().hash_one(std::process::id()) as u32,
@@ -163,9 +171,21 @@ impl Sidecar {
         self.runtime.state().clock().now_ms()
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether the sidecar is serving (not starting, not draining).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// What `/readyz` answers: ready while serving and, unless `admin.ready_requires_upstream`
+    /// is off, while the upstream accepts connections; otherwise why not.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if !self.is_ready() {
+            return Err("not serving (starting or shutting down)".into());
+        }
+        match &self.upstream_probe {
+            Some(probe) => probe.check().await,
+            None => Ok(()),
+        }
     }
 
     /// Re-reads the configuration file and swaps in a completely built new chain. On any

@@ -146,7 +146,8 @@ fn run_serves_until_sigterm_then_exits_zero() {
     let config = write_config(
         "run",
         &format!(
-            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
+            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+             ready_requires_upstream = false\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
         ),
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))

@@ -297,3 +297,71 @@ async fn the_path_of_the_upstream_url_prefixes_every_forwarded_path() {
         "the inventory counts the client's paths: {routes:?}"
     );
 }
+
+/// `GET /readyz` on `proxy`'s admin listener: status and body.
+async fn readyz(proxy: &Proxy) -> (StatusCode, String) {
+    let (status, _, body) = send(proxy.admin, "GET", "/readyz", &[], vec![]).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_whether_the_upstream_accepts_connections() {
+    // A port nothing listens on, until the upstream comes up on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let proxy = Proxy::start(&tempdir("ready-upstream"), BASE, &url).await;
+    let (status, body) = readyz(&proxy).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.starts_with(&format!(
+            "not ready: the upstream at 127.0.0.1:{port} does not accept connections"
+        )),
+        "{body}"
+    );
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The last answer is kept for a second.
+    let mut ready = readyz(&proxy).await;
+    for _ in 0..30 {
+        if ready.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = readyz(&proxy).await;
+    }
+    assert_eq!(ready, (StatusCode::OK, "ready\n".to_string()));
+    let (probes, asking) = (accepted.load(Ordering::SeqCst), std::time::Instant::now());
+    for _ in 0..20 {
+        assert_eq!(readyz(&proxy).await.0, StatusCode::OK);
+    }
+    let most = probes + asking.elapsed().as_secs() as usize + 1;
+    assert!(
+        accepted.load(Ordering::SeqCst) <= most,
+        "at most one probe a second, not one per /readyz"
+    );
+
+    let unchecked = BASE.replace(
+        "[listen]",
+        "[admin]\nready_requires_upstream = false\n[listen]",
+    );
+    let dead = format!("http://127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let proxy = Proxy::start(&tempdir("ready-unchecked"), &unchecked, &dead).await;
+    assert_eq!(
+        readyz(&proxy).await,
+        (StatusCode::OK, "ready\n".to_string())
+    );
+}

@@ -146,6 +146,7 @@ pub(super) fn build(
         guards,
         admin: Admin {
             address: socket_addr("admin.address", &raw.admin.address)?,
+            ready_requires_upstream: raw.admin.ready_requires_upstream,
         },
         log,
         inventory,

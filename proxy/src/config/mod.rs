@@ -176,6 +176,8 @@ pub struct Api {
 pub struct Admin {
     /// Address of `/healthz`, `/readyz`, `/metrics`, `/guards`; loopback by default.
     pub address: SocketAddr,
+    /// `/readyz` answers 503 while the upstream refuses connections.
+    pub ready_requires_upstream: bool,
 }
 
 /// Log format.

@@ -246,6 +246,57 @@ impl UpstreamClient {
     }
 }
 
+/// How long a readiness answer about the upstream is kept: `/readyz` connects at most once
+/// per this, however often it is asked.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the upstream accepts connections, for `/readyz`: a TCP connection opened and
+/// closed, at most once per [`PROBE_INTERVAL`], within the connect timeout (at most the
+/// interval).
+pub struct UpstreamProbe {
+    address: String,
+    timeout: Duration,
+    /// The last answer and when it was found; a probe in progress holds the lock, so callers
+    /// meanwhile wait for its answer rather than connect too.
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl UpstreamProbe {
+    /// A probe of the configured upstream.
+    pub fn new(upstream: &Upstream) -> UpstreamProbe {
+        UpstreamProbe {
+            address: upstream.address(),
+            timeout: upstream.connect_timeout.min(PROBE_INTERVAL),
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Ok` if the upstream accepted a connection within the last [`PROBE_INTERVAL`] or does
+    /// now; otherwise what went wrong.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < PROBE_INTERVAL {
+                return answer.clone();
+            }
+        }
+        let answer =
+            match tokio::time::timeout(self.timeout, TcpStream::connect(&self.address)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(format!(
+                    "the upstream at {} does not accept connections: {error}",
+                    self.address
+                )),
+                Err(_) => Err(format!(
+                    "the upstream at {} did not accept a connection within {:?}",
+                    self.address, self.timeout
+                )),
+            };
+        *last = Some((Instant::now(), answer.clone()));
+        answer
+    }
+}
+
 /// Errors of the process, not of the upstream: out of descriptors or memory.
 fn is_out_of_resources(error: &std::io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
