@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use vigil::config::{Config, LogFormat, Overrides};
@@ -39,6 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar: proxy clients to the upstream through the guard chain.
+    #[command(long_about = RUN_ABOUT)]
     Run(ConfigArgs),
     /// Validate the configuration, the API spec and every guard without serving.
     Check(ConfigArgs),
@@ -54,6 +55,17 @@ enum Command {
     #[command(long_about = COLLECT_ABOUT)]
     Collect(CollectArgs),
 }
+
+const RUN_ABOUT: &str = "Run the sidecar: proxy clients to the upstream through the guard chain.
+
+The configuration is read from --config, by default vigil.toml in the working directory. \
+Without a file, --upstream (or VIGIL_UPSTREAM) is enough: every other setting keeps its \
+default (clients on 0.0.0.0:8080, the admin API on 127.0.0.1:9901, no guards), and \
+--listen, --admin and --log override those as they override a file's. SIGHUP reloads the \
+guards, SIGTERM or SIGINT drains and exits 0.
+
+  vigil run --upstream http://127.0.0.1:3000
+  vigil run --config /etc/vigil/vigil.toml";
 
 const COLLECT_ABOUT: &str = "Run the collector: receive sidecars' reports, merge them fleet-wide, \
 serve the dashboard and the JSON API.
@@ -87,29 +99,45 @@ struct DemoArgs {
     guards: PathBuf,
 }
 
+/// The configuration file read when `--config` is not given.
+const DEFAULT_CONFIG: &str = "vigil.toml";
+
 #[derive(Args)]
 struct ConfigArgs {
-    /// The configuration file (TOML).
-    #[arg(long, short, default_value = "vigil.toml")]
-    config: PathBuf,
+    /// The configuration file (TOML) [default: vigil.toml; without it, --upstream alone will do].
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// Public listen address, overriding listen.address.
     #[arg(long, env = "VIGIL_LISTEN")]
     listen: Option<String>,
-    /// Upstream URL, overriding upstream.url.
+    /// Upstream URL, overriding upstream.url; enough to run without a configuration file.
     #[arg(long, env = "VIGIL_UPSTREAM")]
     upstream: Option<String>,
+    /// Admin API listen address, overriding admin.address.
+    #[arg(long, env = "VIGIL_ADMIN")]
+    admin: Option<String>,
 }
 
 impl ConfigArgs {
     fn load(&self, log: &Option<String>) -> anyhow::Result<Config> {
         let overrides = self.overrides(log);
-        Ok(Config::load(&self.config, &overrides)?)
+        let file = match &self.config {
+            Some(file) => file.as_path(),
+            None if Path::new(DEFAULT_CONFIG).exists() => Path::new(DEFAULT_CONFIG),
+            None if self.upstream.is_some() => return Ok(Config::without_file(&overrides)?),
+            None => anyhow::bail!(
+                "no configuration: {DEFAULT_CONFIG} is not in the working directory; pass \
+                 --config FILE, or --upstream URL to run with every other setting at its default"
+            ),
+        };
+        Ok(Config::load(file, &overrides)?)
     }
 
     fn overrides(&self, log: &Option<String>) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
+            admin: self.admin.clone(),
             log_level: log.clone(),
             report_token: std::env::var("VIGIL_REPORT_TOKEN")
                 .ok()
@@ -203,12 +231,12 @@ fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
     init_logging(log.as_deref().unwrap_or("warn"), LogFormat::Text);
     let config = args.load(log)?;
     let guards = config.guards.len();
-    let file = config.file.clone();
-    Sidecar::new(config, args.overrides(log))?;
-    println!(
-        "ok: {} is valid; {guards} guard(s) loaded and initialised",
-        file.display()
+    let source = config.file.as_ref().map_or_else(
+        || "the configuration from the command line".to_string(),
+        |file| file.display().to_string(),
     );
+    Sidecar::new(config, args.overrides(log))?;
+    println!("ok: {source} is valid; {guards} guard(s) loaded and initialised");
     Ok(())
 }
 

@@ -44,7 +44,8 @@ pub struct Sidecar {
     pub path: PathPolicy,
     /// Where reports go, if anywhere; the reporter starts with the sidecar's serving.
     pub reporting: Option<Reporting>,
-    config_path: PathBuf,
+    /// `None`: started without a file, so a reload builds from the overrides again.
+    config_path: Option<PathBuf>,
     overrides: Overrides,
     /// Whether the upstream accepts connections, for `/readyz`; `None` when readiness does
     /// not depend on it.
@@ -86,14 +87,14 @@ impl Sidecar {
                  sandbox.max_instances (now {}) in {}, or raise the process's address-space \
                  limit (ulimit -v)",
                 sandbox.max_instances,
-                config.file.display()
+                config.source()
             )
         })?;
         let chain = load_chain(&runtime, &config.guards, config.listen.workers)?;
         let spec = match &config.api.spec {
             Some(path) => Some(
                 ApiSpec::load(path)
-                    .map_err(|e| anyhow::anyhow!("{}: api.spec: {e}", config.file.display()))?,
+                    .map_err(|e| anyhow::anyhow!("{}: api.spec: {e}", config.source()))?,
             ),
             None => None,
         };
@@ -104,7 +105,7 @@ impl Sidecar {
             runtime.state().clock().now_ms(),
         );
         let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)
-            .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.file.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.source()))?;
         let watched = watch_list(&config);
         Ok(Sidecar {
             runtime,
@@ -193,18 +194,20 @@ impl Sidecar {
     /// compiled): call it off the async workers.
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let result = Config::load(&self.config_path, &self.overrides)
-            .map_err(|e| e.to_string())
-            .and_then(|config| {
-                // The pool was sized for the workers running now, not for a changed file.
-                let chain = load_chain(&self.runtime, &config.guards, self.listen.workers)
-                    .map_err(|e| format!("{e:#}"))?;
-                *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
-                Ok((
-                    chain,
-                    changed_sections(&config.fixed_sections, &self.fixed_sections),
-                ))
-            });
+        let loaded = match &self.config_path {
+            Some(path) => Config::load(path, &self.overrides),
+            None => Config::without_file(&self.overrides),
+        };
+        let result = loaded.map_err(|e| e.to_string()).and_then(|config| {
+            // The pool was sized for the workers running now, not for a changed file.
+            let chain = load_chain(&self.runtime, &config.guards, self.listen.workers)
+                .map_err(|e| format!("{e:#}"))?;
+            *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
+            Ok((
+                chain,
+                changed_sections(&config.fixed_sections, &self.fixed_sections),
+            ))
+        });
         self.metrics.reload(result.is_ok());
         match result {
             Ok((chain, needs_restart)) => {
@@ -287,7 +290,7 @@ fn changed_sections(new: &toml::Table, running: &toml::Table) -> Vec<String> {
 }
 
 fn watch_list(config: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
-    let mut paths = vec![config.file.clone()];
+    let mut paths: Vec<PathBuf> = config.file.iter().cloned().collect();
     for spec in &config.guards {
         if let GuardSource::File(path) = &spec.source {
             paths.push(path.clone());

@@ -155,7 +155,7 @@ fn run_serves_until_sigterm_then_exits_zero() {
         .spawn()
         .unwrap();
     eventually("readiness", || {
-        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+        get(admin, "/readyz").starts_with("HTTP/1.1 200")
     });
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -172,10 +172,11 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Reads `GET path` from the admin listener.
-fn admin_get(admin: u16, path: &str) -> String {
+/// Reads the whole answer to `GET path` from a loopback port (the admin listener, or the
+/// public one).
+fn get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
     let _ = s.write_all(
@@ -212,7 +213,7 @@ fn sighup_and_file_changes_reload_the_guards() {
         .spawn()
         .unwrap();
     eventually("the first guard", || {
-        admin_get(admin, "/guards").contains("\"first\"")
+        get(admin, "/guards").contains("\"first\"")
     });
 
     // Change the file and signal at once; either trigger must end with the new chain.
@@ -222,14 +223,14 @@ fn sighup_and_file_changes_reload_the_guards() {
         .status()
         .unwrap();
     eventually("the reload", || {
-        admin_get(admin, "/guards").contains("\"second\"")
+        get(admin, "/guards").contains("\"second\"")
     });
 
     // No signal: the file watcher notices the change by itself.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     std::fs::write(&path, config("third")).unwrap();
     eventually("the file watcher", || {
-        admin_get(admin, "/guards").contains("\"third\"")
+        get(admin, "/guards").contains("\"third\"")
     });
 
     Command::new("kill")
@@ -332,4 +333,81 @@ fn start_up_errors_name_the_cause() {
         err.contains("api.spec") && err.contains("missing-openapi.yaml"),
         "{err}"
     );
+}
+
+/// An upstream on a thread that answers every connection's request `hello` and closes it.
+fn hello_upstream() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn run_needs_no_file_when_given_an_upstream() {
+    let dir = std::env::temp_dir().join(format!("vigil-cli-nofile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (public, admin, upstream) = (free_port(), free_port(), hello_upstream());
+
+    let (code, out, _) = vigil(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Without a file, --upstream (or VIGIL_UPSTREAM) is enough"),
+        "{out}"
+    );
+
+    let bare = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("run")
+        .current_dir(&dir)
+        .env_remove("VIGIL_UPSTREAM")
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        err.contains("no configuration: vigil.toml is not in the working directory; pass --config FILE, or --upstream URL"),
+        "{err}"
+    );
+
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--upstream", &format!("http://127.0.0.1:{upstream}")])
+        .args(["--listen", &format!("127.0.0.1:{public}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("readiness", || {
+        get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    let answer = get(public, "/users/7");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nhello"),
+        "{answer}"
+    );
+    let stderr = stop(child);
+    assert!(stderr.contains("vigil is serving"), "{stderr}");
+}
+
+/// Sends SIGTERM, checks the exit status and returns what the process wrote to stderr.
+fn stop(child: std::process::Child) -> String {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -18,7 +18,7 @@ pub(super) fn build(
     raw: RawConfig,
     fixed_sections: toml::Table,
     base: &Path,
-    file: &Path,
+    file: Option<&Path>,
 ) -> Result<Config, String> {
     let listen = Listen {
         address: socket_addr("listen.address", &raw.listen.address)?,
@@ -137,7 +137,7 @@ pub(super) fn build(
     let state = state_limits(raw.state)?;
     let report = reporting(raw.report, base, listen.address)?;
     Ok(Config {
-        file: file.to_path_buf(),
+        file: file.map(Path::to_path_buf),
         listen,
         upstream,
         path,
