@@ -1,5 +1,5 @@
 //! Checks of single values that every configuration file shares (the sidecar's and the
-//! collector's): addresses, durations, bounds and address ranges. Each error names the key.
+//! collector's): addresses, durations, bounds, address ranges and log filters. Each error names the key.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,4 +65,78 @@ pub fn networks(key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, Strin
                 })
         })
         .collect()
+}
+
+/// The levels a log filter directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A log filter (`info`, `vigil=debug, hyper=warn`) without spaces around its directives, or
+/// an error naming `key` and the bad directive. Every directive must name one of the levels:
+/// the subscriber would read a misspelt level such as `verbose` as a target name and then log
+/// nothing at all. Spaces go because the subscriber misreads a directive that starts with one.
+pub fn log_filter(key: &str, value: &str) -> Result<String, String> {
+    let directives: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(format!(
+            "{key}: expected a log filter such as \"info\" or \"vigil=debug,warn\", got {value:?}"
+        ));
+    }
+    for directive in &directives {
+        // `=` inside `[span{field=value}]` is not the one before the level.
+        let after_span = directive.rfind(']').map_or(0, |end| end + 1);
+        let level = match directive[after_span..].rfind('=') {
+            Some(at) => &directive[after_span + at + 1..],
+            None if after_span == 0 => directive,
+            None => "",
+        };
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "{key}: {directive:?} in {value:?} does not name a level: expected one of \
+                 trace, debug, info, warn, error, off, alone or after TARGET= (\"vigil=debug\")"
+            ));
+        }
+    }
+    let filter = directives.join(",");
+    match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(_) => Ok(filter),
+        Err(e) => Err(format!("{key}: {value:?} is not a log filter ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn log_filters_name_a_level_in_every_directive() {
+        for (good, kept) in [
+            ("info", "info"),
+            ("WARN", "WARN"),
+            ("vigil=debug,hyper=warn", "vigil=debug,hyper=warn"),
+            (" warn, vigil=trace ,", "warn,vigil=trace"),
+            ("vigil::pipeline=off", "vigil::pipeline=off"),
+            ("[request{id=7}]=debug", "[request{id=7}]=debug"),
+        ] {
+            assert_eq!(log_filter("log.level", good).as_deref(), Ok(kept), "{good}");
+        }
+        for (bad, named) in [
+            ("verbose", "\"verbose\""),
+            ("vigil=loud", "\"vigil=loud\""),
+            ("info,vigil", "\"vigil\""),
+            ("vigil=", "\"vigil=\""),
+            ("[request{id=7}]", "\"[request{id=7}]\""),
+            ("", "expected a log filter"),
+            (" , ", "expected a log filter"),
+        ] {
+            let error = log_filter("log.level", bad).expect_err(bad);
+            assert!(error.starts_with("log.level: "), "{error}");
+            assert!(error.contains(named), "{named} in {error}");
+        }
+        let error = log_filter("log.level", "vigil[=info").unwrap_err();
+        assert!(error.contains("is not a log filter"), "{error}");
+    }
 }

@@ -5,6 +5,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -188,13 +189,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, &cli.log),
         Command::Check(args) => check(args, &cli.log),
         Command::Demo(args) => demo(args, &cli.log),
-        Command::CheckGuard(args) => {
-            init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
-            check_guard(args)
-        }
+        Command::CheckGuard(args) => init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text)
+            .and_then(|()| check_guard(args)),
         Command::Try(args) => {
-            init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
-            try_guard(args)
+            init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text).and_then(|()| try_guard(args))
         }
         Command::Collect(args) => collect(args, &cli.log),
     };
@@ -207,19 +205,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+/// `--log`, or `default` without it.
+fn cli_log(log: &Option<String>, default: &str) -> String {
+    log.clone().unwrap_or_else(|| default.to_string())
+}
+
+/// Logs to stderr through `filter`, checked first: a filter the subscriber cannot use would
+/// otherwise silence the log without a word.
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = vigil_common::config::log_filter("--log (VIGIL_LOG)", filter)
+        .map_err(anyhow::Error::msg)?;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        // Colour codes are noise in a file or a log collector; NO_COLOR (no-color.org) is
+        // honoured as the subscriber would.
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        );
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
-    init_logging(log.as_deref().unwrap_or("error"), LogFormat::Text);
+    init_logging(&cli_log(log, "error"), LogFormat::Text)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -228,7 +241,7 @@ fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
 }
 
 fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
-    init_logging(log.as_deref().unwrap_or("warn"), LogFormat::Text);
+    init_logging(&cli_log(log, "warn"), LogFormat::Text)?;
     let config = args.load(log)?;
     let guards = config.guards.len();
     let source = config.file.as_ref().map_or_else(
@@ -241,8 +254,13 @@ fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
 }
 
 fn run(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
+    if let Some(filter) = log {
+        // Before the file, so that the error is not taken for one of the file's.
+        vigil_common::config::log_filter("--log (VIGIL_LOG)", filter)
+            .map_err(anyhow::Error::msg)?;
+    }
     let config = args.load(log)?;
-    init_logging(&config.log.level, config.log.format);
+    init_logging(&config.log.level, config.log.format)?;
     // Clients are served by the workers' own event loops (serve::run); this one
     // runs the admin API, the reporter, reloads and signals.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -283,7 +301,17 @@ async fn reload_on_hangup(sidecar: Arc<Sidecar>) {
 
 fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
     let config = vigil_collector::config::CollectorConfig::load(&args.config)?;
-    init_logging(log.as_deref().unwrap_or(&config.log_level), LogFormat::Text);
+    let filter =
+        match log {
+            Some(filter) => filter.clone(),
+            None => vigil_common::config::log_filter("log.level", &config.log_level).map_err(
+                |message| vigil_common::config::ConfigError {
+                    file: args.config.clone(),
+                    message,
+                },
+            )?,
+        };
+    init_logging(&filter, LogFormat::Text)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

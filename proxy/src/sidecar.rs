@@ -217,10 +217,12 @@ impl Sidecar {
                     .map(|g| g.name().to_string())
                     .collect();
                 *self.chain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
-                tracing::info!(guards = ?guards, "guard chain reloaded");
+                // Lists are logged joined: a field cannot be a list, and a Debug string of
+                // one would reach JSON logs as a string of quoted names.
+                tracing::info!(guards = %guards.join(","), "guard chain reloaded");
                 if !needs_restart.is_empty() {
                     tracing::warn!(
-                        sections = ?needs_restart,
+                        sections = %needs_restart.join(","),
                         "these sections changed, but a reload only swaps the guard chain: they \
                          keep their start-up settings until the next restart"
                     );

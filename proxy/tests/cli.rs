@@ -335,6 +335,56 @@ fn start_up_errors_name_the_cause() {
     );
 }
 
+#[test]
+fn check_and_run_refuse_a_log_filter_that_names_no_level() {
+    let config = write_config(
+        "loglevel",
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[log]\nlevel = \"verbose\"\n",
+    );
+    for command in ["check", "run"] {
+        let (code, _, err) = vigil(&[command, "--config", config.to_str().unwrap()]);
+        assert_eq!(code, 64, "{command}: {err}");
+        assert!(
+            err.contains("vigil.toml: log.level: \"verbose\" in \"verbose\" does not name a level: expected one of trace, debug, info, warn, error, off"),
+            "{command}: {err}"
+        );
+    }
+
+    let good = write_config(
+        "loglevel-good",
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let good = good.to_str().unwrap();
+    let (code, out, err) = vigil(&[
+        "--log",
+        "vigil=debug, hyper=warn",
+        "check",
+        "--config",
+        good,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is valid"), "{out}");
+    for args in [
+        &["--log", "vigil=loud", "check", "--config", good][..],
+        &["--log", "vigil=loud", "run", "--config", good],
+        &[
+            "--log",
+            "vigil=loud",
+            "check-guard",
+            vigil_guard_artifacts::ALLOW_ALL,
+        ],
+    ] {
+        let (code, _, err) = vigil(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(
+            err.contains(
+                "--log (VIGIL_LOG): \"vigil=loud\" in \"vigil=loud\" does not name a level"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// An upstream on a thread that answers every connection's request `hello` and closes it.
 fn hello_upstream() -> u16 {
     use std::io::{Read, Write};
@@ -386,6 +436,7 @@ fn run_needs_no_file_when_given_an_upstream() {
         .args(["--listen", &format!("127.0.0.1:{public}")])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
         .current_dir(&dir)
+        .env_remove("NO_COLOR")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -399,6 +450,10 @@ fn run_needs_no_file_when_given_an_upstream() {
     );
     let stderr = stop(child);
     assert!(stderr.contains("vigil is serving"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes when stderr is not a terminal: {stderr:?}"
+    );
 }
 
 /// Sends SIGTERM, checks the exit status and returns what the process wrote to stderr.
@@ -410,4 +465,92 @@ fn stop(child: std::process::Child) -> String {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn json_logs_carry_lists_as_text_and_no_colour() {
+    use std::io::BufRead;
+    let (public, admin) = (free_port(), free_port());
+    let config = |fixed: &str| {
+        let guard = |name: &str| {
+            format!(
+                "[[guard]]\nname = \"{name}\"\nmodule = \"{}\"\n",
+                vigil_guard_artifacts::ALLOW_ALL
+            )
+        };
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:1\"\n[log]\nformat = \"json\"\n{fixed}{}{}",
+            guard("first"),
+            guard("second")
+        )
+    };
+    let path = write_config("json-logs", &config(""));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stderr) = (lines.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    eventually("the guards", || {
+        get(admin, "/guards").contains("\"second\"")
+    });
+    std::fs::write(
+        &path,
+        config("[inventory]\nmax_endpoints = 10\n[state]\nmax_clients = 10\n"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let logged = |message: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == message)
+    };
+    eventually("the reload's log lines", || {
+        logged("guard chain reloaded").is_some()
+    });
+    let reloaded = logged("guard chain reloaded").unwrap();
+    assert_eq!(reloaded["fields"]["guards"], "first,second", "{reloaded}");
+    let waiting = logged(
+        "these sections changed, but a reload only swaps the guard chain: they keep their \
+         start-up settings until the next restart",
+    )
+    .expect("the sections waiting for a restart are logged");
+    assert_eq!(
+        waiting["fields"]["sections"], "inventory,state",
+        "{waiting}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap();
+    assert!(!lines.is_empty());
+    for line in lines.iter() {
+        assert!(!line.contains('\x1b'), "no colour codes: {line:?}");
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value["fields"].is_object(), "{line}");
+    }
 }

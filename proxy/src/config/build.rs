@@ -9,7 +9,7 @@ use crate::identity::{ClientPolicy, IdentityKey};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use vigil_common::config::{at_least, duration, in_range, networks, socket_addr};
+use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
 use vigil_host::state::StateLimits;
 use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
@@ -126,7 +126,7 @@ pub(super) fn build(
         guards.push(spec);
     }
     let log = Log {
-        level: raw.log.level,
+        level: log_filter("log.level", &raw.log.level)?,
         format: raw.log.format,
     };
     let inventory = InventoryLimits {

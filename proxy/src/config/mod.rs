@@ -281,7 +281,8 @@ impl Config {
             raw.admin.address = admin.clone();
         }
         if let Some(level) = &overrides.log_level {
-            raw.log.level = level.clone();
+            // Named as the user gave it, not as the key it replaces.
+            raw.log.level = vigil_common::config::log_filter("--log (VIGIL_LOG)", level)?;
         }
         if let Some(token) = &overrides.report_token {
             raw.report.token = Some(token.clone());
@@ -420,6 +421,8 @@ mod tests {
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"a.wasm\"\n[[guard]]\nname = \"g\"\nmodule = \"b.wasm\"\n"), "guard[1] (\"g\").name: another guard already has this name"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\n"), "missing field `module`"),
             (&format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "unknown variant `xml`"),
+            (&format!("{MINIMAL}[log]\nlevel = \"verbose\"\n"), "log.level: \"verbose\" in \"verbose\" does not name a level: expected one of trace, debug, info, warn, error, off"),
+            (&format!("{MINIMAL}[log]\nlevel = \"vigil=debug,hyper=loud\"\n"), "log.level: \"hyper=loud\" in \"vigil=debug,hyper=loud\" does not name a level"),
             ("[upstream]\nurl = \"http://user:secret@x:1\"\n", "upstream.url: \"http://user:secret@x:1\" carries user information"),
             ("[upstream]\nurl = \"http://x:1/api?v=2\"\n", "upstream.url: \"http://x:1/api?v=2\" has a query"),
             ("[upstream]\nurl = \"http://x:1/api#top\"\n", "upstream.url: \"http://x:1/api#top\" has a fragment"),
@@ -593,6 +596,18 @@ mod tests {
         assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:4000/");
         assert_eq!(c.admin.address.to_string(), "127.0.0.1:7001");
         assert_eq!(c.log.level, "debug");
+
+        let bad_log = Overrides {
+            log_level: Some("verbose".into()),
+            ..Overrides::default()
+        };
+        let error = Config::parse(Path::new("v.toml"), MINIMAL, &bad_log)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("v.toml: --log (VIGIL_LOG): \"verbose\""),
+            "the override is named as given: {error}"
+        );
     }
 
     #[test]
