@@ -33,6 +33,12 @@ pub async fn handle(
     let method = req.method().as_str().to_string();
 
     let (mut parts, body) = req.into_parts();
+    let listen = &sidecar.listen;
+    if let Err(error) =
+        hygiene::check_head_size(&parts, listen.max_header_bytes, listen.max_headers)
+    {
+        return refuse(sidecar, &method, "-", error, &request_id);
+    }
     let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
         Err(error) => return refuse(sidecar, &method, "-", error, &request_id),

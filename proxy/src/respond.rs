@@ -28,6 +28,9 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     /// The request is malformed; the connection is closed after the answer.
     BadRequest(String),
+    /// The request head is over `listen.max_header_bytes` or `listen.max_headers`; the
+    /// connection is closed after the answer.
+    HeadTooLarge(String),
 }
 
 impl ProxyError {
@@ -40,6 +43,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -56,7 +60,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge(limit) => {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
-            ProxyError::BadRequest(why) => why.clone(),
+            ProxyError::BadRequest(why) | ProxyError::HeadTooLarge(why) => why.clone(),
         }
     }
 
@@ -72,7 +76,7 @@ impl ProxyError {
         });
         let mut response = problem(status, &body, request_id);
         match self {
-            ProxyError::BadRequest(_) => {
+            ProxyError::BadRequest(_) | ProxyError::HeadTooLarge(_) => {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
