@@ -418,7 +418,7 @@ mod tests {
             (&format!("{TOKEN}[storage]\nfile = \"x\"\n"), "unknown field `file`"),
             (
                 &format!("{TOKEN}[log]\nlevel = \"verbose\"\n"),
-                "log.level: \"verbose\" does not name a log level",
+                "log.level: \"verbose\" in \"verbose\" does not name a level",
             ),
             (
                 &format!("{TOKEN}[log]\nlevel = \"info,vigil_collector=chatty\"\n"),

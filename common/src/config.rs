@@ -93,35 +93,41 @@ pub fn log_format(key: &str, value: &str) -> Result<LogFormat, String> {
 /// The levels a log filter directive may name.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
-/// `value` as a log filter (`info`, `warn,vigil_collector=debug`), or an error naming `key`.
-///
-/// Every directive must be a level, or a target and `=` and a level. The filter parser alone
-/// reads a lone unknown word such as `verbose` as a target to trace, which is never what was
-/// meant.
+/// A log filter (`info`, `vigil=debug, hyper=warn`) without spaces around its directives, or
+/// an error naming `key` and the bad directive. Every directive must name one of the levels:
+/// the subscriber would read a misspelt level such as `verbose` as a target name and then log
+/// nothing at all. Spaces go because the subscriber misreads a directive that starts with one.
 pub fn log_filter(key: &str, value: &str) -> Result<String, String> {
-    let expected = "expected one of trace, debug, info, warn, error, off, alone or after a \
-                    target as in `vigil_collector=debug`";
     let directives: Vec<&str> = value
         .split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .collect();
     if directives.is_empty() {
-        return Err(format!("{key}: the log filter is empty; {expected}"));
+        return Err(format!(
+            "{key}: expected a log filter such as \"info\" or \"vigil=debug,warn\", got {value:?}"
+        ));
     }
-    for directive in directives {
-        let level = directive
-            .rsplit_once('=')
-            .map_or(directive, |(_, level)| level);
-        if !LOG_LEVELS.iter().any(|l| level.eq_ignore_ascii_case(l)) {
+    for directive in &directives {
+        // `=` inside `[span{field=value}]` is not the one before the level.
+        let after_span = directive.rfind(']').map_or(0, |end| end + 1);
+        let level = match directive[after_span..].rfind('=') {
+            Some(at) => &directive[after_span + at + 1..],
+            None if after_span == 0 => directive,
+            None => "",
+        };
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
             return Err(format!(
-                "{key}: {directive:?} does not name a log level; {expected}"
+                "{key}: {directive:?} in {value:?} does not name a level: expected one of \
+                 trace, debug, info, warn, error, off, alone or after TARGET= (\"vigil=debug\")"
             ));
         }
     }
-    tracing_subscriber::EnvFilter::try_new(value)
-        .map_err(|e| format!("{key}: {value:?} is not a log filter: {e}"))?;
-    Ok(value.to_string())
+    let filter = directives.join(",");
+    match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(_) => Ok(filter),
+        Err(e) => Err(format!("{key}: {value:?} is not a log filter ({e})")),
+    }
 }
 
 #[cfg(test)]
@@ -130,28 +136,31 @@ mod tests {
 
     #[test]
     fn log_filters_name_a_level_in_every_directive() {
-        for good in [
-            "info",
-            "WARN",
-            "off",
-            "warn,vigil_collector=debug",
-            "hyper=error, info",
+        for (good, kept) in [
+            ("info", "info"),
+            ("WARN", "WARN"),
+            ("vigil=debug,hyper=warn", "vigil=debug,hyper=warn"),
+            (" warn, vigil=trace ,", "warn,vigil=trace"),
+            ("vigil::pipeline=off", "vigil::pipeline=off"),
+            ("[request{id=7}]=debug", "[request{id=7}]=debug"),
         ] {
-            assert_eq!(log_filter("log.level", good).as_deref(), Ok(good));
+            assert_eq!(log_filter("log.level", good).as_deref(), Ok(kept), "{good}");
         }
         for (bad, named) in [
             ("verbose", "\"verbose\""),
-            ("info,verbose", "\"verbose\""),
             ("vigil=loud", "\"vigil=loud\""),
-            ("", "empty"),
-            (" , ", "empty"),
+            ("info,vigil", "\"vigil\""),
+            ("vigil=", "\"vigil=\""),
+            ("[request{id=7}]", "\"[request{id=7}]\""),
+            ("", "expected a log filter"),
+            (" , ", "expected a log filter"),
         ] {
-            let error = log_filter("log.level", bad).unwrap_err();
-            assert!(
-                error.starts_with("log.level: ") && error.contains(named),
-                "{error:?} should name {named}"
-            );
+            let error = log_filter("log.level", bad).expect_err(bad);
+            assert!(error.starts_with("log.level: "), "{error}");
+            assert!(error.contains(named), "{named} in {error}");
         }
+        let error = log_filter("log.level", "vigil[=info").unwrap_err();
+        assert!(error.contains("is not a log filter"), "{error}");
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         url: upstream_url
             .parse()
             .with_context(|| format!("upstream URL {upstream_url:?}"))?,
+        path_prefix: String::new(),
         timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         rewrite_host: false,

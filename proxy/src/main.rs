@@ -6,7 +6,7 @@
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use vigil::config::{Config, LogFormat, Overrides};
@@ -40,6 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar: proxy clients to the upstream through the guard chain.
+    #[command(long_about = RUN_ABOUT)]
     Run(ConfigArgs),
     /// Validate the configuration, the API spec and every guard without serving.
     Check(ConfigArgs),
@@ -55,6 +56,17 @@ enum Command {
     #[command(long_about = COLLECT_ABOUT)]
     Collect(CollectArgs),
 }
+
+const RUN_ABOUT: &str = "Run the sidecar: proxy clients to the upstream through the guard chain.
+
+The configuration is read from --config, by default vigil.toml in the working directory. \
+Without a file, --upstream (or VIGIL_UPSTREAM) is enough: every other setting keeps its \
+default (clients on 0.0.0.0:8080, the admin API on 127.0.0.1:9901, no guards), and \
+--listen, --admin and --log override those as they override a file's. SIGHUP reloads the \
+guards, SIGTERM or SIGINT drains and exits 0.
+
+  vigil run --upstream http://127.0.0.1:3000
+  vigil run --config /etc/vigil/vigil.toml";
 
 const COLLECT_ABOUT: &str = "Run the collector: receive sidecars' reports, merge them fleet-wide, \
 serve the dashboard and the JSON API.
@@ -91,29 +103,45 @@ struct DemoArgs {
     guards: PathBuf,
 }
 
+/// The configuration file read when `--config` is not given.
+const DEFAULT_CONFIG: &str = "vigil.toml";
+
 #[derive(Args)]
 struct ConfigArgs {
-    /// The configuration file (TOML).
-    #[arg(long, short, default_value = "vigil.toml")]
-    config: PathBuf,
+    /// The configuration file (TOML) [default: vigil.toml; without it, --upstream alone will do].
+    #[arg(long, short)]
+    config: Option<PathBuf>,
     /// Public listen address, overriding listen.address.
     #[arg(long, env = "VIGIL_LISTEN")]
     listen: Option<String>,
-    /// Upstream URL, overriding upstream.url.
+    /// Upstream URL, overriding upstream.url; enough to run without a configuration file.
     #[arg(long, env = "VIGIL_UPSTREAM")]
     upstream: Option<String>,
+    /// Admin API listen address, overriding admin.address.
+    #[arg(long, env = "VIGIL_ADMIN")]
+    admin: Option<String>,
 }
 
 impl ConfigArgs {
     fn load(&self, log: &Option<String>) -> anyhow::Result<Config> {
         let overrides = self.overrides(log);
-        Ok(Config::load(&self.config, &overrides)?)
+        let file = match &self.config {
+            Some(file) => file.as_path(),
+            None if Path::new(DEFAULT_CONFIG).exists() => Path::new(DEFAULT_CONFIG),
+            None if self.upstream.is_some() => return Ok(Config::without_file(&overrides)?),
+            None => anyhow::bail!(
+                "no configuration: {DEFAULT_CONFIG} is not in the working directory; pass \
+                 --config FILE, or --upstream URL to run with every other setting at its default"
+            ),
+        };
+        Ok(Config::load(file, &overrides)?)
     }
 
     fn overrides(&self, log: &Option<String>) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
+            admin: self.admin.clone(),
             log_level: log.clone(),
             report_token: std::env::var("VIGIL_REPORT_TOKEN")
                 .ok()
@@ -164,13 +192,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, &cli.log),
         Command::Check(args) => check(args, &cli.log),
         Command::Demo(args) => demo(args, &cli.log),
-        Command::CheckGuard(args) => {
-            init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
-            check_guard(args)
-        }
+        Command::CheckGuard(args) => init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text)
+            .and_then(|()| check_guard(args)),
         Command::Try(args) => {
-            init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
-            try_guard(args)
+            init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text).and_then(|()| try_guard(args))
         }
         Command::Collect(args) => collect(args, &cli.log),
     };
@@ -183,20 +208,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+/// `--log`, or `default` without it.
+fn cli_log(log: &Option<String>, default: &str) -> String {
+    log.clone().unwrap_or_else(|| default.to_string())
+}
+
+/// Logs to stderr through `filter`, checked first: a filter the subscriber cannot use would
+/// otherwise silence the log without a word.
+fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = vigil_common::config::log_filter("--log (VIGIL_LOG)", filter)
+        .map_err(anyhow::Error::msg)?;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        // Colour codes are noise in a file or a log collector; NO_COLOR (no-color.org) is
+        // honoured as the subscriber would.
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        );
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
-    init_logging(log.as_deref().unwrap_or("error"), LogFormat::Text);
+    init_logging(&cli_log(log, "error"), LogFormat::Text)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -205,21 +244,26 @@ fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
 }
 
 fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
-    init_logging(log.as_deref().unwrap_or("warn"), LogFormat::Text);
+    init_logging(&cli_log(log, "warn"), LogFormat::Text)?;
     let config = args.load(log)?;
     let guards = config.guards.len();
-    let file = config.file.clone();
-    Sidecar::new(config, args.overrides(log))?;
-    println!(
-        "ok: {} is valid; {guards} guard(s) loaded and initialised",
-        file.display()
+    let source = config.file.as_ref().map_or_else(
+        || "the configuration from the command line".to_string(),
+        |file| file.display().to_string(),
     );
+    Sidecar::new(config, args.overrides(log))?;
+    println!("ok: {source} is valid; {guards} guard(s) loaded and initialised");
     Ok(())
 }
 
 fn run(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
+    if let Some(filter) = log {
+        // Before the file, so that the error is not taken for one of the file's.
+        vigil_common::config::log_filter("--log (VIGIL_LOG)", filter)
+            .map_err(anyhow::Error::msg)?;
+    }
     let config = args.load(log)?;
-    init_logging(&config.log.level, config.log.format);
+    init_logging(&config.log.level, config.log.format)?;
     // Clients are served by the workers' own event loops (serve::run); this one
     // runs the admin API, the reporter, reloads and signals.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -268,7 +312,7 @@ fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {
         println!("ok: {}", vigil_collector::check(&config)?);
         return Ok(());
     }
-    init_logging(&config.log.level, config.log.format);
+    init_logging(&config.log.level, config.log.format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

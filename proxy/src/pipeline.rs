@@ -13,7 +13,7 @@ use crate::routing::Route;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -35,6 +35,12 @@ pub async fn handle(
 
     let (mut parts, body) = req.into_parts();
     let request_id = sidecar.request_id_for(&parts.headers);
+    let listen = &sidecar.listen;
+    if let Err(error) =
+        hygiene::check_head_size(&parts, listen.max_header_bytes, listen.max_headers)
+    {
+        return refuse(sidecar, &method, "-", error, &request_id);
+    }
     let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
         Err(error) => return refuse(sidecar, &method, "-", error, &request_id),
@@ -227,6 +233,11 @@ pub async fn handle(
         _ => None,
     };
     hygiene::strip_hop_by_hop(response.headers_mut(), response_upgrade);
+    // hyper writes the status line in the response's version: an HTTP/1.0 upstream's would
+    // tell an HTTP/1.1 client to close its connection and to expect no chunked bodies.
+    if matches!(version, Version::HTTP_10 | Version::HTTP_11) {
+        *response.version_mut() = version;
+    }
     // Every answer carries the id the upstream was given, so a client can quote it.
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(respond::X_REQUEST_ID, id);

@@ -32,6 +32,9 @@ pub enum ProxyError {
     /// The part of the body the guards read did not arrive within `listen.header_read_timeout`;
     /// the connection is closed after the answer.
     BodyTimeout,
+    /// The request head is over `listen.max_header_bytes` or `listen.max_headers`; the
+    /// connection is closed after the answer.
+    HeadTooLarge(String),
 }
 
 impl ProxyError {
@@ -45,6 +48,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -61,7 +65,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge(limit) => {
                 format!("the request body exceeds the limit of {limit} bytes")
             }
-            ProxyError::BadRequest(why) => why.clone(),
+            ProxyError::BadRequest(why) | ProxyError::HeadTooLarge(why) => why.clone(),
             ProxyError::BodyTimeout => "the request body did not arrive in time".into(),
         }
     }
@@ -78,7 +82,7 @@ impl ProxyError {
         });
         let mut response = problem(status, &body, request_id);
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BodyTimeout => {
+            ProxyError::BadRequest(_) | ProxyError::BodyTimeout | ProxyError::HeadTooLarge(_) => {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -5,6 +5,7 @@
 use crate::config::{Config, Listen, Overrides, Reporting, RequestIdPolicy, Upstream};
 use crate::exposure::inventory::Inventory;
 use crate::forward::normalize::PathPolicy;
+use crate::forward::upstream::UpstreamProbe;
 use crate::identity::{Allowlist, ClientPolicy};
 use crate::metrics::Metrics;
 use crate::respond::X_REQUEST_ID;
@@ -47,8 +48,12 @@ pub struct Sidecar {
     pub reporting: Option<Reporting>,
     /// Clients that skip the guards; swapped by a reload.
     allowlist: RwLock<Allowlist>,
-    config_path: PathBuf,
+    /// `None`: started without a file, so a reload builds from the overrides again.
+    config_path: Option<PathBuf>,
     overrides: Overrides,
+    /// Whether the upstream accepts connections, for `/readyz`; `None` when readiness does
+    /// not depend on it.
+    upstream_probe: Option<UpstreamProbe>,
     /// The settings a reload cannot change, as they were at start.
     fixed_sections: toml::Table,
     ready: AtomicBool,
@@ -86,14 +91,14 @@ impl Sidecar {
                  sandbox.max_instances (now {}) in {}, or raise the process's address-space \
                  limit (ulimit -v)",
                 sandbox.max_instances,
-                config.file.display()
+                config.source()
             )
         })?;
         let chain = load_chain(&runtime, &config.guards, config.listen.workers)?;
         let spec = match &config.api.spec {
             Some(path) => Some(
                 ApiSpec::load(path)
-                    .map_err(|e| anyhow::anyhow!("{}: api.spec: {e}", config.file.display()))?,
+                    .map_err(|e| anyhow::anyhow!("{}: api.spec: {e}", config.source()))?,
             ),
             None => None,
         };
@@ -104,7 +109,7 @@ impl Sidecar {
             runtime.state().clock().now_ms(),
         );
         let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)
-            .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.file.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.source()))?;
         let watched = watch_list(&config);
         Ok(Sidecar {
             runtime,
@@ -121,6 +126,10 @@ impl Sidecar {
             reporting: config.report.clone(),
             config_path: config.file.clone(),
             overrides,
+            upstream_probe: config
+                .admin
+                .ready_requires_upstream
+                .then(|| UpstreamProbe::new(&config.upstream)),
             fixed_sections: config.fixed_sections.clone(),
             allowlist: RwLock::new(config.allowlist.clone()),
             ready: AtomicBool::new(false),
@@ -189,9 +198,21 @@ impl Sidecar {
         self.runtime.state().clock().now_ms()
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether the sidecar is serving (not starting, not draining).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// What `/readyz` answers: ready while serving and, unless `admin.ready_requires_upstream`
+    /// is off, while the upstream accepts connections; otherwise why not.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if !self.is_ready() {
+            return Err("not serving (starting or shutting down)".into());
+        }
+        match &self.upstream_probe {
+            Some(probe) => probe.check().await,
+            None => Ok(()),
+        }
     }
 
     /// Re-reads the configuration file and swaps in a completely built new chain. On any
@@ -199,20 +220,21 @@ impl Sidecar {
     /// compiled): call it off the async workers.
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let result = Config::load(&self.config_path, &self.overrides)
-            .map_err(|e| e.to_string())
-            .and_then(|config| {
-                // The pool was sized for the workers running now, not for a changed file.
-                let chain = load_chain(&self.runtime, &config.guards, self.listen.workers)
-                    .map_err(|e| format!("{e:#}"))?;
-                *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
-                *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) =
-                    config.allowlist.clone();
-                Ok((
-                    chain,
-                    changed_sections(&config.fixed_sections, &self.fixed_sections),
-                ))
-            });
+        let loaded = match &self.config_path {
+            Some(path) => Config::load(path, &self.overrides),
+            None => Config::without_file(&self.overrides),
+        };
+        let result = loaded.map_err(|e| e.to_string()).and_then(|config| {
+            // The pool was sized for the workers running now, not for a changed file.
+            let chain = load_chain(&self.runtime, &config.guards, self.listen.workers)
+                .map_err(|e| format!("{e:#}"))?;
+            *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
+            *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) = config.allowlist.clone();
+            Ok((
+                chain,
+                changed_sections(&config.fixed_sections, &self.fixed_sections),
+            ))
+        });
         self.metrics.reload(result.is_ok());
         match result {
             Ok((chain, needs_restart)) => {
@@ -222,10 +244,12 @@ impl Sidecar {
                     .map(|g| g.name().to_string())
                     .collect();
                 *self.chain.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(chain);
-                tracing::info!(guards = ?guards, "guard chain reloaded");
+                // Lists are logged joined: a field cannot be a list, and a Debug string of
+                // one would reach JSON logs as a string of quoted names.
+                tracing::info!(guards = %guards.join(","), "guard chain reloaded");
                 if !needs_restart.is_empty() {
                     tracing::warn!(
-                        sections = ?needs_restart,
+                        sections = %needs_restart.join(","),
                         "these sections changed, but a reload only swaps the guard chain: they \
                          keep their start-up settings until the next restart"
                     );
@@ -307,7 +331,7 @@ fn changed_sections(new: &toml::Table, running: &toml::Table) -> Vec<String> {
 }
 
 fn watch_list(config: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
-    let mut paths = vec![config.file.clone()];
+    let mut paths: Vec<PathBuf> = config.file.iter().cloned().collect();
     for spec in &config.guards {
         if let GuardSource::File(path) = &spec.source {
             paths.push(path.clone());

@@ -146,7 +146,8 @@ fn run_serves_until_sigterm_then_exits_zero() {
     let config = write_config(
         "run",
         &format!(
-            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
+            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+             ready_requires_upstream = false\n[upstream]\nurl = \"http://127.0.0.1:1\"\n"
         ),
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
@@ -154,7 +155,7 @@ fn run_serves_until_sigterm_then_exits_zero() {
         .spawn()
         .unwrap();
     eventually("readiness", || {
-        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+        get(admin, "/readyz").starts_with("HTTP/1.1 200")
     });
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -171,10 +172,11 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Reads `GET path` from the admin listener.
-fn admin_get(admin: u16, path: &str) -> String {
+/// Reads the whole answer to `GET path` from a loopback port (the admin listener, or the
+/// public one).
+fn get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
     let _ = s.write_all(
@@ -211,7 +213,7 @@ fn sighup_and_file_changes_reload_the_guards() {
         .spawn()
         .unwrap();
     eventually("the first guard", || {
-        admin_get(admin, "/guards").contains("\"first\"")
+        get(admin, "/guards").contains("\"first\"")
     });
 
     // Change the file and signal at once; either trigger must end with the new chain.
@@ -221,14 +223,14 @@ fn sighup_and_file_changes_reload_the_guards() {
         .status()
         .unwrap();
     eventually("the reload", || {
-        admin_get(admin, "/guards").contains("\"second\"")
+        get(admin, "/guards").contains("\"second\"")
     });
 
     // No signal: the file watcher notices the change by itself.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     std::fs::write(&path, config("third")).unwrap();
     eventually("the file watcher", || {
-        admin_get(admin, "/guards").contains("\"third\"")
+        get(admin, "/guards").contains("\"third\"")
     });
 
     Command::new("kill")
@@ -396,7 +398,7 @@ fn collect_check_names_the_bad_key_or_file() {
         (
             "level",
             format!("{COLLECTOR_TOKEN}[log]\nlevel = \"verbose\"\n"),
-            "collector.toml: log.level: \"verbose\" does not name a log level",
+            "collector.toml: log.level: \"verbose\" in \"verbose\" does not name a level",
         ),
         (
             "format",
@@ -441,7 +443,227 @@ fn collect_check_names_the_bad_key_or_file() {
     ]);
     assert_eq!(code, 64);
     assert!(
-        err.contains("--log: \"verbose\" does not name a log level"),
+        err.contains("\"verbose\" in \"verbose\" does not name a level"),
         "{err}"
     );
+}
+
+#[test]
+fn check_and_run_refuse_a_log_filter_that_names_no_level() {
+    let config = write_config(
+        "loglevel",
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[log]\nlevel = \"verbose\"\n",
+    );
+    for command in ["check", "run"] {
+        let (code, _, err) = vigil(&[command, "--config", config.to_str().unwrap()]);
+        assert_eq!(code, 64, "{command}: {err}");
+        assert!(
+            err.contains("vigil.toml: log.level: \"verbose\" in \"verbose\" does not name a level: expected one of trace, debug, info, warn, error, off"),
+            "{command}: {err}"
+        );
+    }
+
+    let good = write_config(
+        "loglevel-good",
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let good = good.to_str().unwrap();
+    let (code, out, err) = vigil(&[
+        "--log",
+        "vigil=debug, hyper=warn",
+        "check",
+        "--config",
+        good,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is valid"), "{out}");
+    for args in [
+        &["--log", "vigil=loud", "check", "--config", good][..],
+        &["--log", "vigil=loud", "run", "--config", good],
+        &[
+            "--log",
+            "vigil=loud",
+            "check-guard",
+            vigil_guard_artifacts::ALLOW_ALL,
+        ],
+    ] {
+        let (code, _, err) = vigil(args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(
+            err.contains(
+                "--log (VIGIL_LOG): \"vigil=loud\" in \"vigil=loud\" does not name a level"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// An upstream on a thread that answers every connection's request `hello` and closes it.
+fn hello_upstream() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn run_needs_no_file_when_given_an_upstream() {
+    let dir = std::env::temp_dir().join(format!("vigil-cli-nofile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (public, admin, upstream) = (free_port(), free_port(), hello_upstream());
+
+    let (code, out, _) = vigil(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Without a file, --upstream (or VIGIL_UPSTREAM) is enough"),
+        "{out}"
+    );
+
+    let bare = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("run")
+        .current_dir(&dir)
+        .env_remove("VIGIL_UPSTREAM")
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        err.contains("no configuration: vigil.toml is not in the working directory; pass --config FILE, or --upstream URL"),
+        "{err}"
+    );
+
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--upstream", &format!("http://127.0.0.1:{upstream}")])
+        .args(["--listen", &format!("127.0.0.1:{public}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .current_dir(&dir)
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("readiness", || {
+        get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    let answer = get(public, "/users/7");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nhello"),
+        "{answer}"
+    );
+    let stderr = stop(child);
+    assert!(stderr.contains("vigil is serving"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes when stderr is not a terminal: {stderr:?}"
+    );
+}
+
+/// Sends SIGTERM, checks the exit status and returns what the process wrote to stderr.
+fn stop(child: std::process::Child) -> String {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn json_logs_carry_lists_as_text_and_no_colour() {
+    use std::io::BufRead;
+    let (public, admin) = (free_port(), free_port());
+    let config = |fixed: &str| {
+        let guard = |name: &str| {
+            format!(
+                "[[guard]]\nname = \"{name}\"\nmodule = \"{}\"\n",
+                vigil_guard_artifacts::ALLOW_ALL
+            )
+        };
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+             [upstream]\nurl = \"http://127.0.0.1:1\"\n[log]\nformat = \"json\"\n{fixed}{}{}",
+            guard("first"),
+            guard("second")
+        )
+    };
+    let path = write_config("json-logs", &config(""));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stderr) = (lines.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    eventually("the guards", || {
+        get(admin, "/guards").contains("\"second\"")
+    });
+    std::fs::write(
+        &path,
+        config("[inventory]\nmax_endpoints = 10\n[state]\nmax_clients = 10\n"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let logged = |message: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == message)
+    };
+    eventually("the reload's log lines", || {
+        logged("guard chain reloaded").is_some()
+    });
+    let reloaded = logged("guard chain reloaded").unwrap();
+    assert_eq!(reloaded["fields"]["guards"], "first,second", "{reloaded}");
+    let waiting = logged(
+        "these sections changed, but a reload only swaps the guard chain: they keep their \
+         start-up settings until the next restart",
+    )
+    .expect("the sections waiting for a restart are logged");
+    assert_eq!(
+        waiting["fields"]["sections"], "inventory,state",
+        "{waiting}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap();
+    assert!(!lines.is_empty());
+    for line in lines.iter() {
+        assert!(!line.contains('\x1b'), "no colour codes: {line:?}");
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(value["fields"].is_object(), "{line}");
+    }
 }

@@ -30,7 +30,7 @@ fn an_address_space_limit_names_the_pool_setting_and_a_smaller_pool_starts() {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let base = format!(
         "[listen]\naddress = \"127.0.0.1:{}\"\nworkers = 2\n[admin]\naddress = \"{admin}\"\n\
-         [upstream]\nurl = \"http://127.0.0.1:9\"\n",
+         ready_requires_upstream = false\n[upstream]\nurl = \"http://127.0.0.1:9\"\n",
         free_port()
     );
     let config = dir.join("vigil.toml");

@@ -464,6 +464,66 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
     assert!(up.count() <= 5);
 }
 
+/// The body of a raw answer, after its head.
+fn body_of(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_is_answered_431_with_a_problem_body() {
+    let (up, proxy) = guarded("head-431", "[listen]\nmax_headers = 20\n").await;
+    let big = "x".repeat(20_000);
+    let too_long = format!("GET /a HTTP/1.1\r\nHost: shop\r\nX-Big: {big}\r\n\r\n");
+    let mut too_many = String::from("GET /a HTTP/1.1\r\nHost: shop\r\n");
+    for i in 0..20 {
+        too_many.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    too_many.push_str("\r\n");
+    for (request, starts, ends) in [
+        (
+            too_long,
+            "the request head is 20",
+            "bytes; at most 16384 are accepted",
+        ),
+        (
+            too_many,
+            "the request has 21 header fields",
+            "; at most 20 are accepted",
+        ),
+    ] {
+        // No `Connection: close` in the request: the refusal closes the connection itself.
+        let answer = raw(proxy.addr, request.as_bytes()).await;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert_eq!(status_of(&answer), 431, "{head}");
+        assert!(
+            head.contains("content-type: application/problem+json")
+                && head.contains("connection: close")
+                && head.contains("x-request-id: "),
+            "{head}"
+        );
+        let problem: serde_json::Value = serde_json::from_str(body_of(&answer)).unwrap();
+        assert_eq!(problem["status"], 431);
+        assert_eq!(problem["title"], "Request Header Fields Too Large");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(starts) && detail.ends_with(ends),
+            "{detail}"
+        );
+    }
+
+    // Beyond twice the limit, hyper refuses the head before it is whole: still 431.
+    let huge = format!(
+        "GET /a HTTP/1.1\r\nHost: shop\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(40_000)
+    );
+    assert_eq!(status_of(&raw(proxy.addr, huge.as_bytes()).await), 431);
+    assert_eq!(up.count(), 0, "{:?}", up.targets());
+}
+
 /// A raw upstream that answers every request with `response` and counts its connections.
 async fn raw_upstream(response: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

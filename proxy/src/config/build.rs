@@ -9,7 +9,7 @@ use crate::identity::{Allowlist, ClientPolicy, IdentityKey};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use vigil_common::config::{at_least, duration, in_range, networks, socket_addr};
+use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
 use vigil_host::state::StateLimits;
 use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
@@ -18,7 +18,7 @@ pub(super) fn build(
     raw: RawConfig,
     fixed_sections: toml::Table,
     base: &Path,
-    file: &Path,
+    file: Option<&Path>,
 ) -> Result<Config, String> {
     let listen = Listen {
         address: socket_addr("listen.address", &raw.listen.address)?,
@@ -50,19 +50,10 @@ pub(super) fn build(
             }
         },
     };
-    let url: http::Uri = raw
-        .upstream
-        .url
-        .parse()
-        .map_err(|e| format!("upstream.url: {:?} is not a URL ({e})", raw.upstream.url))?;
-    if url.scheme_str() != Some("http") || url.authority().is_none() {
-        return Err(format!(
-            "upstream.url: expected http://HOST:PORT, got {:?} (only plain HTTP upstreams are supported)",
-            raw.upstream.url
-        ));
-    }
+    let (url, path_prefix) = upstream_url(&raw.upstream.url)?;
     let upstream = Upstream {
         url,
+        path_prefix,
         timeout: duration("upstream.timeout", &raw.upstream.timeout)?,
         connect_timeout: duration("upstream.connect_timeout", &raw.upstream.connect_timeout)?,
         rewrite_host: raw.upstream.rewrite_host,
@@ -165,7 +156,7 @@ pub(super) fn build(
         guards.push(spec);
     }
     let log = Log {
-        level: raw.log.level,
+        level: log_filter("log.level", &raw.log.level)?,
         format: raw.log.format,
     };
     let inventory = InventoryLimits {
@@ -176,7 +167,7 @@ pub(super) fn build(
     let state = state_limits(raw.state)?;
     let report = reporting(raw.report, base, listen.address)?;
     Ok(Config {
-        file: file.to_path_buf(),
+        file: file.map(Path::to_path_buf),
         listen,
         upstream,
         path,
@@ -185,6 +176,7 @@ pub(super) fn build(
         guards,
         admin: Admin {
             address: socket_addr("admin.address", &raw.admin.address)?,
+            ready_requires_upstream: raw.admin.ready_requires_upstream,
         },
         log,
         inventory,
@@ -205,6 +197,39 @@ const MAX_BODY_LIMIT: usize = 1 << 20;
 /// Bounds of a guard's `ban`.
 const MIN_BAN: Duration = Duration::from_secs(1);
 const MAX_BAN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `upstream.url`: the URL and its path as a prefix (without a trailing `/`). Parts a prefix
+/// cannot use are refused rather than dropped: `http::Uri` would parse a fragment and forget it.
+fn upstream_url(value: &str) -> Result<(http::Uri, String), String> {
+    let url: http::Uri = value
+        .parse()
+        .map_err(|e| format!("upstream.url: {value:?} is not a URL ({e})"))?;
+    let Some(authority) = url.authority().filter(|_| url.scheme_str() == Some("http")) else {
+        return Err(format!(
+            "upstream.url: expected http://HOST:PORT or http://HOST:PORT/PREFIX, got {value:?} \
+             (only plain HTTP upstreams are supported)"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "upstream.url: {value:?} carries user information (USER@HOST); Vigil sends no \
+             credentials to the upstream, so leave it out"
+        ));
+    }
+    if url.query().is_some() || value.contains('?') {
+        return Err(format!(
+            "upstream.url: {value:?} has a query; only a path can be put before the client's \
+             path, whose query is forwarded as it came"
+        ));
+    }
+    if value.contains('#') {
+        return Err(format!(
+            "upstream.url: {value:?} has a fragment (#...), which is never sent; leave it out"
+        ));
+    }
+    let prefix = url.path().trim_end_matches('/').to_string();
+    Ok((url, prefix))
+}
 
 /// Bounds of `[sandbox]`. Each instance reserves about 8 GiB of address space (two 4 GiB
 /// memory reservations), so 4,096 instances take 32 TiB of the 128 TiB a process can address;

@@ -29,8 +29,9 @@ use vigil_host::{GuardSpec, Pattern};
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file it was read from; guard modules and the spec are relative to its directory.
-    pub file: PathBuf,
+    /// The file it was read from, if any (`vigil run --upstream URL` needs none); guard modules
+    /// and the spec are relative to its directory.
+    pub file: Option<PathBuf>,
     /// Public listener.
     pub listen: Listen,
     /// The service behind Vigil.
@@ -145,8 +146,11 @@ pub enum RequestIdPolicy {
 /// Upstream settings.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Base URL of the service, `http://host:port`.
+    /// Base URL of the service, `http://host:port`, perhaps with a path.
     pub url: http::Uri,
+    /// The path of `url` without a trailing `/`, put before every forwarded path; empty when
+    /// the URL has none.
+    pub path_prefix: String,
     /// Time to wait for the upstream's response head.
     pub timeout: Duration,
     /// Time to establish a connection.
@@ -158,6 +162,14 @@ pub struct Upstream {
     /// How long a request waits for an upstream connection when all are busy before it is
     /// answered 503.
     pub queue_timeout: Duration,
+}
+
+impl Upstream {
+    /// `host:port` to connect to (port 80 when the URL names none).
+    pub fn address(&self) -> String {
+        let host = self.url.host().unwrap_or("localhost");
+        format!("{host}:{}", self.url.port_u16().unwrap_or(80))
+    }
 }
 
 /// API description.
@@ -178,6 +190,8 @@ pub struct Api {
 pub struct Admin {
     /// Address of `/healthz`, `/readyz`, `/metrics`, `/guards`; loopback by default.
     pub address: SocketAddr,
+    /// `/readyz` answers 503 while the upstream refuses connections.
+    pub ready_requires_upstream: bool,
 }
 
 /// Logging settings.
@@ -196,11 +210,16 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `VIGIL_UPSTREAM`: the upstream URL.
     pub upstream: Option<String>,
+    /// `VIGIL_ADMIN`: the admin listen address.
+    pub admin: Option<String>,
     /// `VIGIL_LOG`: the log filter.
     pub log_level: Option<String>,
     /// `VIGIL_REPORT_TOKEN`: the collector's bearer token, kept out of the file.
     pub report_token: Option<String>,
 }
+
+/// What messages name in place of the file when the sidecar runs without one.
+const NO_FILE: &str = "(no configuration file)";
 
 impl Config {
     /// Reads and validates `path`, applying `overrides`.
@@ -212,34 +231,76 @@ impl Config {
         Config::parse(path, &text, overrides)
     }
 
+    /// The configuration of a sidecar started without a file: the upstream from `overrides`
+    /// (required), every other key at its default but those `overrides` set. Relative paths
+    /// are relative to the working directory.
+    pub fn without_file(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: PathBuf::from(NO_FILE),
+            message,
+        };
+        let url = overrides.upstream.clone().ok_or_else(|| {
+            fail("upstream.url: missing; pass --upstream URL (or set VIGIL_UPSTREAM)".into())
+        })?;
+        let mut upstream = toml::Table::new();
+        upstream.insert("url".into(), toml::Value::String(url));
+        let mut table = toml::Table::new();
+        table.insert("upstream".into(), toml::Value::Table(upstream));
+        let raw: RawConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| fail(e.to_string().trim_end().to_string()))?;
+        Config::build(raw, toml::Table::new(), None, overrides).map_err(fail)
+    }
+
     /// Validates configuration text as if read from `path`.
     pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
         let fail = |message: String| ConfigError {
             file: path.to_path_buf(),
             message,
         };
-        let mut raw: RawConfig =
+        let raw: RawConfig =
             toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_string()))?;
         let mut fixed_sections: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| fail(e.to_string().trim_end().to_string()))?;
         fixed_sections.remove("guard");
         fixed_sections.remove("allowlist");
+        Config::build(raw, fixed_sections, Some(path), overrides).map_err(fail)
+    }
+
+    /// Applies `overrides` to `raw` and checks the result.
+    fn build(
+        mut raw: RawConfig,
+        fixed_sections: toml::Table,
+        file: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, String> {
         if let Some(listen) = &overrides.listen {
             raw.listen.address = listen.clone();
         }
         if let Some(upstream) = &overrides.upstream {
             raw.upstream.url = upstream.clone();
         }
+        if let Some(admin) = &overrides.admin {
+            raw.admin.address = admin.clone();
+        }
         if let Some(level) = &overrides.log_level {
-            raw.log.level = level.clone();
+            // Named as the user gave it, not as the key it replaces.
+            raw.log.level = vigil_common::config::log_filter("--log (VIGIL_LOG)", level)?;
         }
         if let Some(token) = &overrides.report_token {
             raw.report.token = Some(token.clone());
             raw.report.token_file = None;
         }
-        let base = path.parent().unwrap_or(Path::new("."));
-        build::build(raw, fixed_sections, base, path).map_err(fail)
+        let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
+        build::build(raw, fixed_sections, base, file)
+    }
+
+    /// The file's name for messages, or what stands in for it when there is none.
+    pub fn source(&self) -> String {
+        self.file
+            .as_ref()
+            .map_or_else(|| NO_FILE.to_string(), |f| f.display().to_string())
     }
 }
 
@@ -364,6 +425,11 @@ mod tests {
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"a.wasm\"\n[[guard]]\nname = \"g\"\nmodule = \"b.wasm\"\n"), "guard[1] (\"g\").name: another guard already has this name"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\n"), "missing field `module`"),
             (&format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "unknown variant `xml`"),
+            (&format!("{MINIMAL}[log]\nlevel = \"verbose\"\n"), "log.level: \"verbose\" in \"verbose\" does not name a level: expected one of trace, debug, info, warn, error, off"),
+            (&format!("{MINIMAL}[log]\nlevel = \"vigil=debug,hyper=loud\"\n"), "log.level: \"hyper=loud\" in \"vigil=debug,hyper=loud\" does not name a level"),
+            ("[upstream]\nurl = \"http://user:secret@x:1\"\n", "upstream.url: \"http://user:secret@x:1\" carries user information"),
+            ("[upstream]\nurl = \"http://x:1/api?v=2\"\n", "upstream.url: \"http://x:1/api?v=2\" has a query"),
+            ("[upstream]\nurl = \"http://x:1/api#top\"\n", "upstream.url: \"http://x:1/api#top\" has a fragment"),
             (&format!("{MINIMAL}[report]\nservice = \"shop\"\n"), "report.service: is set but report.collector is not"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\n"), "report.service: missing"),
             (&format!("{MINIMAL}[report]\ncollector = \"https://c\"\nservice = \"shop\"\n"), "report.collector: expected http://HOST:PORT"),
@@ -533,13 +599,76 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:7000".into()),
             upstream: Some("http://127.0.0.1:4000".into()),
+            admin: Some("127.0.0.1:7001".into()),
             log_level: Some("debug".into()),
             report_token: None,
         };
         let c = Config::parse(Path::new("v.toml"), MINIMAL, &overrides).unwrap();
         assert_eq!(c.listen.address.to_string(), "127.0.0.1:7000");
         assert_eq!(c.upstream.url.to_string(), "http://127.0.0.1:4000/");
+        assert_eq!(c.admin.address.to_string(), "127.0.0.1:7001");
         assert_eq!(c.log.level, "debug");
+
+        let bad_log = Overrides {
+            log_level: Some("verbose".into()),
+            ..Overrides::default()
+        };
+        let error = Config::parse(Path::new("v.toml"), MINIMAL, &bad_log)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("v.toml: --log (VIGIL_LOG): \"verbose\""),
+            "the override is named as given: {error}"
+        );
+    }
+
+    #[test]
+    fn an_upstream_path_is_a_prefix_without_its_trailing_slash() {
+        let prefix = |url: &str| {
+            parse(&format!("[upstream]\nurl = \"{url}\"\n"))
+                .unwrap()
+                .upstream
+        };
+        assert_eq!(prefix("http://127.0.0.1:3000").path_prefix, "");
+        assert_eq!(prefix("http://127.0.0.1:3000/").path_prefix, "");
+        assert_eq!(prefix("http://127.0.0.1:3000/api").path_prefix, "/api");
+        assert_eq!(prefix("http://127.0.0.1:3000/api/").path_prefix, "/api");
+        assert_eq!(prefix("http://backend/v1/shop").path_prefix, "/v1/shop");
+        assert_eq!(prefix("http://backend/v1/shop").address(), "backend:80");
+    }
+
+    #[test]
+    fn without_a_file_the_upstream_is_enough_and_the_rest_is_default() {
+        let overrides = Overrides {
+            upstream: Some("http://127.0.0.1:3000/api".into()),
+            ..Overrides::default()
+        };
+        let c = Config::without_file(&overrides).unwrap();
+        assert!(c.file.is_none());
+        assert_eq!(c.source(), "(no configuration file)");
+        assert_eq!(c.upstream.path_prefix, "/api");
+        assert_eq!(c.listen.address.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.admin.address.to_string(), "127.0.0.1:9901");
+        assert!(c.admin.ready_requires_upstream);
+        assert!(c.guards.is_empty() && c.report.is_none());
+        assert_eq!(c.log.level, "info");
+
+        let error = Config::without_file(&Overrides::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "(no configuration file): upstream.url: missing; pass --upstream URL (or set VIGIL_UPSTREAM)"
+        );
+        let error = Config::without_file(&Overrides {
+            upstream: Some("https://x".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("upstream.url: expected http://HOST:PORT"),
+            "{error}"
+        );
     }
 
     #[test]

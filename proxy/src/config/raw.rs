@@ -305,12 +305,14 @@ fn default_on_error() -> String {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub(super) address: String,
+    pub(super) ready_requires_upstream: bool,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             address: "127.0.0.1:9901".into(),
+            ready_requires_upstream: true,
         }
     }
 }

@@ -38,6 +38,41 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Checks the size of a request head against `listen.max_header_bytes` and
+/// `listen.max_headers`, so that an oversized head is refused here, with a body saying why,
+/// rather than by the HTTP parser, which answers 431 with an empty body. The parser's own
+/// limits are set above these (`serve`) and remain the bound on what a connection buffers.
+/// The size is that of the head as HTTP/1.1 writes it: the request line, each field as
+/// `name: value` and the line ends (a head padded with extra spaces measures a little less).
+pub fn check_head_size(
+    parts: &http::request::Parts,
+    max_bytes: usize,
+    max_fields: usize,
+) -> Result<(), ProxyError> {
+    let fields = parts.headers.len();
+    if fields > max_fields {
+        return Err(ProxyError::HeadTooLarge(format!(
+            "the request has {fields} header fields; at most {max_fields} are accepted"
+        )));
+    }
+    let uri = &parts.uri;
+    let target = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => scheme.len() + "://".len() + authority.as_str().len(),
+        _ => 0,
+    } + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    // "METHOD SP target SP HTTP/1.1 CRLF", each "name: value CRLF", and the blank line.
+    let line = parts.method.as_str().len() + 1 + target + 1 + "HTTP/1.1".len() + 2;
+    let size = parts.headers.iter().fold(line + 2, |size, (name, value)| {
+        size + name.as_str().len() + 2 + value.len() + 2
+    });
+    if size > max_bytes {
+        return Err(ProxyError::HeadTooLarge(format!(
+            "the request head is {size} bytes; at most {max_bytes} are accepted"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the framing of a request: both `Content-Length` and `Transfer-Encoding`, or
 /// `Content-Length`s that disagree, are refused (request smuggling).
 pub fn check_framing(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {

@@ -37,6 +37,8 @@ pub struct UpstreamClient {
     address: String,
     /// The upstream's authority, for `Host` when `rewrite_host` is set.
     authority: HeaderValue,
+    /// The path of `upstream.url`, put before every request's path.
+    path_prefix: String,
     timeout: Duration,
     connect_timeout: Duration,
     rewrite_host: bool,
@@ -71,16 +73,12 @@ impl UpstreamClient {
     /// one of `workers` workers.
     pub fn new(upstream: &Upstream, workers: usize) -> UpstreamClient {
         let share = upstream.max_connections.div_ceil(workers.max(1));
-        let host = upstream.url.host().unwrap_or("localhost");
-        let port = upstream.url.port_u16().unwrap_or(80);
-        let authority = upstream
-            .url
-            .authority()
-            .map_or_else(|| host.to_string(), |a| a.as_str().to_string());
+        let authority = upstream.url.authority().map_or("localhost", |a| a.as_str());
         UpstreamClient {
-            address: format!("{host}:{port}"),
-            authority: HeaderValue::from_str(&authority)
+            address: upstream.address(),
+            authority: HeaderValue::from_str(authority)
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            path_prefix: upstream.path_prefix.clone(),
             timeout: upstream.timeout,
             connect_timeout: upstream.connect_timeout,
             rewrite_host: upstream.rewrite_host,
@@ -100,11 +98,16 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let original_authority = req.uri().authority().cloned();
         // The upstream gets origin-form (`/path?query`) whatever form the client used.
-        let path = req
+        let mut path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if !self.path_prefix.is_empty() && path.path().starts_with('/') {
+            path = PathAndQuery::try_from(format!("{}{path}", self.path_prefix)).map_err(|_| {
+                UpstreamError::Other("the prefixed request target is not a valid path".into())
+            })?;
+        }
         *req.uri_mut() = Uri::from(path);
         // The upstream connection is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
@@ -240,6 +243,57 @@ impl UpstreamClient {
             sender,
             _open: permit,
         })
+    }
+}
+
+/// How long a readiness answer about the upstream is kept: `/readyz` connects at most once
+/// per this, however often it is asked.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the upstream accepts connections, for `/readyz`: a TCP connection opened and
+/// closed, at most once per [`PROBE_INTERVAL`], within the connect timeout (at most the
+/// interval).
+pub struct UpstreamProbe {
+    address: String,
+    timeout: Duration,
+    /// The last answer and when it was found; a probe in progress holds the lock, so callers
+    /// meanwhile wait for its answer rather than connect too.
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl UpstreamProbe {
+    /// A probe of the configured upstream.
+    pub fn new(upstream: &Upstream) -> UpstreamProbe {
+        UpstreamProbe {
+            address: upstream.address(),
+            timeout: upstream.connect_timeout.min(PROBE_INTERVAL),
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Ok` if the upstream accepted a connection within the last [`PROBE_INTERVAL`] or does
+    /// now; otherwise what went wrong.
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < PROBE_INTERVAL {
+                return answer.clone();
+            }
+        }
+        let answer =
+            match tokio::time::timeout(self.timeout, TcpStream::connect(&self.address)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(format!(
+                    "the upstream at {} does not accept connections: {error}",
+                    self.address
+                )),
+                Err(_) => Err(format!(
+                    "the upstream at {} did not accept a connection within {:?}",
+                    self.address, self.timeout
+                )),
+            };
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 }
 

@@ -17,8 +17,13 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if sidecar.is_ready() => text(StatusCode::OK, "ready\n"),
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET, "/readyz") => match sidecar.readiness().await {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         (&Method::GET, "/metrics") => {
             let body = sidecar.metrics.render(sidecar.runtime.state().sizes());
             let mut response = Response::new(full(body));
@@ -253,7 +258,7 @@ fn guards(sidecar: &Sidecar) -> serde_json::Value {
     serde_json::Value::Array(list)
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -218,19 +218,24 @@ async fn serve_worker(
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
+    // hyper answers a head over its limits with a bare 431 and no body; the pipeline checks
+    // the configured limits (`hygiene::check_head_size`) and answers with a problem body, so
+    // hyper's stand at twice them: the bound on what a connection buffers for a head.
+    let parser_head_bytes = sidecar.listen.max_header_bytes.saturating_mul(2);
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(sidecar.listen.header_read_timeout)
-        .max_buf_size(sidecar.listen.max_header_bytes.max(8192));
+        .max_buf_size(parser_head_bytes.max(8192));
     // hyper parses into a buffer on the stack sized for its own limit of 100 fields; any limit
     // set, even 100, makes it fill a new buffer of that size for every request head instead.
-    if sidecar.listen.max_headers != DEFAULT_MAX_HEADERS {
+    // Up to 100 the pipeline counts; above, hyper does, as that buffer is then needed anyway.
+    if sidecar.listen.max_headers > DEFAULT_MAX_HEADERS {
         http1.max_headers(sidecar.listen.max_headers);
     }
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(sidecar.listen.max_header_bytes as u32)
+        .max_header_list_size(u32::try_from(parser_head_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(sidecar.listen.max_streams_per_connection);
     let worker = Arc::new(Worker {
         upstream: UpstreamClient::new(&sidecar.upstream, sidecar.listen.workers),
