@@ -43,7 +43,7 @@ enum Command {
     #[command(long_about = RUN_ABOUT)]
     Run(ConfigArgs),
     /// Validate the configuration, the API spec and every guard without serving.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Start a sample shop API with Vigil and the stock guards in front, drive normal traffic
     /// and four attacks through it, and print what was blocked and why.
     Demo(DemoArgs),
@@ -120,6 +120,16 @@ struct ConfigArgs {
     /// Admin API listen address, overriding admin.address.
     #[arg(long, env = "VIGIL_ADMIN")]
     admin: Option<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Also print the settings in force as JSON: every key with its value (defaults filled in,
+    /// overrides applied), the report token redacted, as the admin API's GET /config shows them.
+    #[arg(long)]
+    print: bool,
 }
 
 impl ConfigArgs {
@@ -243,16 +253,20 @@ fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
     runtime.block_on(vigil::cli::demo::run(&args.guards))
 }
 
-fn check(args: &ConfigArgs, log: &Option<String>) -> anyhow::Result<()> {
+fn check(args: &CheckArgs, log: &Option<String>) -> anyhow::Result<()> {
     init_logging(&cli_log(log, "warn"), LogFormat::Text)?;
-    let config = args.load(log)?;
+    let config = args.config.load(log)?;
+    let effective = config.effective.clone();
     let guards = config.guards.len();
     let source = config.file.as_ref().map_or_else(
         || "the configuration from the command line".to_string(),
         |file| file.display().to_string(),
     );
-    Sidecar::new(config, args.overrides(log))?;
+    Sidecar::new(config, args.config.overrides(log))?;
     println!("ok: {source} is valid; {guards} guard(s) loaded and initialised");
+    if args.print {
+        println!("{}", serde_json::to_string_pretty(&effective)?);
+    }
     Ok(())
 }
 

@@ -48,6 +48,8 @@ pub struct Sidecar {
     pub reporting: Option<Reporting>,
     /// Clients that skip the guards; swapped by a reload.
     allowlist: RwLock<Allowlist>,
+    /// The settings in force, as `GET /config` shows them.
+    effective: RwLock<serde_json::Value>,
     /// `None`: started without a file, so a reload builds from the overrides again.
     config_path: Option<PathBuf>,
     overrides: Overrides,
@@ -132,6 +134,7 @@ impl Sidecar {
                 .then(|| UpstreamProbe::new(&config.upstream)),
             fixed_sections: config.fixed_sections.clone(),
             allowlist: RwLock::new(config.allowlist.clone()),
+            effective: RwLock::new(config.effective.clone()),
             ready: AtomicBool::new(false),
             request_prefix: RandomState::new().hash_one(std::process::id()) as u32,
             request_counter: AtomicU64::new(0),
@@ -159,6 +162,14 @@ impl Sidecar {
             }
         }
         self.next_request_id()
+    }
+
+    /// The settings in force: every key with its value, secrets redacted.
+    pub fn effective_config(&self) -> serde_json::Value {
+        self.effective
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether a client at `ip` with key `key` skips the guards.
@@ -230,6 +241,15 @@ impl Sidecar {
                 .map_err(|e| format!("{e:#}"))?;
             *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = watch_list(&config);
             *self.allowlist.write().unwrap_or_else(|p| p.into_inner()) = config.allowlist.clone();
+            // Only what a reload applies changes; the rest keeps its start-up value.
+            let mut effective = self.effective.write().unwrap_or_else(|p| p.into_inner());
+            for section in ["guard", "allowlist"] {
+                if let (Some(now), Some(new)) =
+                    (effective.get_mut(section), config.effective.get(section))
+                {
+                    *now = new.clone();
+                }
+            }
             Ok((
                 chain,
                 changed_sections(&config.fixed_sections, &self.fixed_sections),

@@ -667,3 +667,24 @@ fn json_logs_carry_lists_as_text_and_no_colour() {
         assert!(value["fields"].is_object(), "{line}");
     }
 }
+
+#[test]
+fn check_prints_the_settings_in_force_with_the_token_redacted() {
+    let config = write_config(
+        "print",
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[report]\ncollector = \"http://127.0.0.1:2\"\nservice = \"shop\"\ntoken = \"s3cret-token\"\n",
+    );
+    let (code, out, err) = vigil(&["check", "--print", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (first, settings) = out.split_once('\n').unwrap();
+    assert!(first.starts_with("ok: "), "{first}");
+    let settings: serde_json::Value =
+        serde_json::from_str(settings).expect("JSON after the ok line");
+    assert_eq!(settings["report"]["token"], "(redacted)");
+    assert_eq!(settings["upstream"]["url"], "http://127.0.0.1:1");
+    assert_eq!(
+        settings["listen"]["address"], "0.0.0.0:8080",
+        "defaults are filled in"
+    );
+    assert!(!out.contains("s3cret-token"));
+}

@@ -255,3 +255,23 @@ async fn allowlisted_clients_skip_the_guards() {
         "loopback is listed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_in_force_are_shown_with_secrets_redacted() {
+    let config = format!(
+        "{BASE}[report]\ncollector = \"http://127.0.0.1:1\"\nservice = \"shop\"\ntoken = \"s3cret-token\"\n{}",
+        admin_fence("ban = \"10m\"")
+    );
+    let (_up, proxy) = start_with_upstream("effective-config", &config).await;
+    let (status, settings) = admin(&proxy, "GET", "/config", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["report"]["token"], "(redacted)");
+    assert!(!settings.to_string().contains("s3cret-token"));
+    assert_eq!(
+        settings["listen"]["request_id"], "keep",
+        "defaults are filled in"
+    );
+    assert_eq!(settings["identity"]["key"], "header:x-api-key");
+    assert_eq!(settings["guard"][0]["name"], "no-admin");
+    assert_eq!(settings["guard"][0]["ban"], "10m");
+}

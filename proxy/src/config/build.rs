@@ -184,6 +184,7 @@ pub(super) fn build(
         sandbox,
         fixed_sections,
         report,
+        effective: serde_json::Value::Null,
         allowlist: Allowlist::new(
             networks("allowlist.networks", &raw.allowlist.networks)?,
             raw.allowlist.clients,

@@ -61,6 +61,9 @@ pub struct Config {
     pub report: Option<Reporting>,
     /// Clients that skip the guards; a reload swaps it with the chain.
     pub allowlist: Allowlist,
+    /// Every key with the value in force (defaults filled in, overrides applied), secrets
+    /// redacted: what `GET /config` and `vigil check --print` show.
+    pub effective: serde_json::Value,
 }
 
 /// How many guard instances the runtime may hold and how much memory a guard may be given.
@@ -293,7 +296,10 @@ impl Config {
             raw.report.token_file = None;
         }
         let base = file.and_then(Path::parent).unwrap_or(Path::new("."));
-        build::build(raw, fixed_sections, base, file)
+        let effective = raw::effective_settings(&raw);
+        let mut config = build::build(raw, fixed_sections, base, file)?;
+        config.effective = effective;
+        Ok(config)
     }
 
     /// The file's name for messages, or what stands in for it when there is none.

@@ -1,9 +1,9 @@
 //! The schema of `vigil.toml` as serde reads it, with every default: what a key may be spelt
 //! as, before any value is checked.
 //!
-//! The structs also derive `Serialize`, for one use only: [`default_keys`] lists the keys and
-//! defaults the configuration reference (`docs/configuration.md`) is checked against. Nothing
-//! the sidecar does serialises them.
+//! The structs also derive `Serialize`, for two uses: [`default_keys`] lists the keys and
+//! defaults the configuration reference (`docs/configuration.md`) is checked against, and
+//! [`effective_settings`] shows the settings in force (`GET /config`, `vigil check --print`).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -404,4 +404,18 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
         }
         _ => out.push((prefix.to_string(), value.clone())),
     }
+}
+
+/// What stands in for a secret in [`effective_settings`].
+pub const REDACTED: &str = "(redacted)";
+
+/// `raw` as JSON, every key with its value, the report token replaced by [`REDACTED`].
+pub(super) fn effective_settings(raw: &RawConfig) -> serde_json::Value {
+    let mut settings = serde_json::to_value(raw).unwrap_or(serde_json::Value::Null);
+    if let Some(token) = settings.pointer_mut("/report/token") {
+        if !token.is_null() {
+            *token = serde_json::Value::String(REDACTED.into());
+        }
+    }
+    settings
 }

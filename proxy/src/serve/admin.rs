@@ -37,6 +37,7 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
         }
         (&Method::GET, "/guards") => json(StatusCode::OK, &guards(&sidecar)),
         (&Method::GET, "/decisions") => json(StatusCode::OK, &decisions(&sidecar)),
+        (&Method::GET, "/config") => json(StatusCode::OK, &sidecar.effective_config()),
         (&Method::POST, "/decisions") => {
             let body = Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES)
                 .collect()
@@ -106,11 +107,11 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/guards" | "/guards/reload" | "/exposure"
-            | "/decisions",
+            | "/decisions" | "/config",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics, /guards, /exposure, /decisions, \
+            "not found; try /healthz, /readyz, /metrics, /config, /guards, /exposure, /decisions, \
              DELETE /decisions/{client}, DELETE /clients/{client} or POST /guards/reload\n",
         ),
     }
