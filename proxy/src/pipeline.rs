@@ -7,7 +7,7 @@ use crate::forward::hygiene::{self, ClientBodyError, ClientEnd, PrefixedBody};
 use crate::forward::normalize;
 use crate::forward::upstream::{UpstreamClient, UpstreamError};
 use crate::identity::ResolvedClient;
-use crate::metrics::Disposition;
+use crate::metrics::{Disposition, Finished, UpstreamCall};
 use crate::respond::{self, ProxyBody, ProxyError};
 use crate::routing::Route;
 use crate::sidecar::Sidecar;
@@ -35,14 +35,14 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
-        Err(error) => return refuse(sidecar, &method, "-", error, &request_id),
+        Err(error) => return refuse(sidecar, &method, "-", error, &request_id, started),
     };
     if let Err(error) = hygiene::settle_host(&mut parts) {
-        return refuse(sidecar, &method, "-", error, &request_id);
+        return refuse(sidecar, &method, "-", error, &request_id, started);
     }
     // From here on, routing, the guards, the inventory and the upstream see one spelling.
     if let Err(error) = normalise_target(&mut parts.uri, &sidecar.path) {
-        return refuse(sidecar, &method, "-", error, &request_id);
+        return refuse(sidecar, &method, "-", error, &request_id, started);
     }
     let max_body = sidecar.listen.max_body_bytes;
     if declared_length.is_some_and(|l| l > max_body) {
@@ -52,6 +52,7 @@ pub async fn handle(
             "-",
             ProxyError::BodyTooLarge(max_body),
             &request_id,
+            started,
         );
     }
 
@@ -72,7 +73,14 @@ pub async fn handle(
             Err(error) => {
                 tracing::info!(request_id, error = %hygiene::source_text(&error), "cannot read the request body");
                 let error = ProxyError::BadRequest(MALFORMED_BODY.into());
-                return refuse(sidecar, &method, &route.template, error, &request_id);
+                return refuse(
+                    sidecar,
+                    &method,
+                    &route.template,
+                    error,
+                    &request_id,
+                    started,
+                );
             }
         }
     } else {
@@ -113,6 +121,7 @@ pub async fn handle(
         request: guard_request,
         decision,
         started,
+        upstream: None,
     };
     if let Some(denial) = seen.decision.denial.clone() {
         let response = respond::denial(&denial, &request_id);
@@ -149,7 +158,13 @@ pub async fn handle(
         headers.insert(respond::X_REQUEST_ID, id);
     }
 
-    let mut response = match upstream.send(upstream_request).await {
+    let sent = Instant::now();
+    let answer = upstream.send(upstream_request).await;
+    seen.upstream = Some(UpstreamCall {
+        elapsed: sent.elapsed(),
+        answered: answer.is_ok(),
+    });
+    let mut response = match answer {
         Ok(response) => response,
         Err(error) => {
             sidecar.metrics.upstream_error(error.kind());
@@ -180,7 +195,13 @@ pub async fn handle(
         let error = ProxyError::UpstreamInvalid("an unrequested protocol switch".into());
         return seen.answer(sidecar, error, &request_id);
     }
-    seen.account(sidecar, status, response.headers(), Disposition::Allowed);
+    // A monitor-mode guard's denial is not applied, but the request is counted apart.
+    let verdict = if seen.decision.would_deny() {
+        Disposition::Monitored
+    } else {
+        Disposition::Allowed
+    };
+    seen.account(sidecar, status, response.headers(), verdict);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
     let response_upgrade = match client_upgrade {
@@ -230,15 +251,18 @@ fn refuse(
     route: &str,
     error: ProxyError,
     request_id: &str,
+    started: Instant,
 ) -> Response<ProxyBody> {
     tracing::info!(request_id, method, error = ?error, "request refused by the proxy");
     let response = error.response(request_id);
-    sidecar.metrics.request(
+    sidecar.metrics.request(&Finished {
         method,
         route,
-        response.status().as_u16(),
-        Disposition::Error,
-    );
+        status: response.status().as_u16(),
+        verdict: Disposition::Error,
+        elapsed: started.elapsed(),
+        upstream: None,
+    });
     response
 }
 
@@ -251,6 +275,8 @@ struct Seen<'a> {
     request: vigil_host::Request,
     decision: Decision,
     started: Instant,
+    /// The exchange with the upstream, once there was one.
+    upstream: Option<UpstreamCall>,
 }
 
 impl Seen<'_> {
@@ -297,20 +323,31 @@ impl Seen<'_> {
             Disposition::Denied => self.decision.denial.as_ref().map(|d| &*d.guard),
             _ => None,
         };
+        // Empty, and so not allocated, unless a monitor-mode guard denied.
+        let would_deny: Vec<&str> = self
+            .decision
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.would_deny())
+            .map(|outcome| &*outcome.guard)
+            .collect();
         sidecar.inventory.record(&Observation {
             method: &self.request.method,
             route: self.route,
             client: self.client,
             status: status.as_u16(),
             denied_by,
+            would_deny: &would_deny,
             at_ms: sidecar.now_ms(),
         });
-        sidecar.metrics.request(
-            &self.request.method,
-            &self.route.template,
-            status.as_u16(),
+        sidecar.metrics.request(&Finished {
+            method: &self.request.method,
+            route: &self.route.template,
+            status: status.as_u16(),
             verdict,
-        );
+            elapsed: self.started.elapsed(),
+            upstream: self.upstream,
+        });
     }
 }
 

@@ -256,7 +256,8 @@ impl LoadedGuard {
         &self.services
     }
 
-    pub(crate) fn name_arc(&self) -> Arc<str> {
+    /// The guard's name, shared.
+    pub fn name_arc(&self) -> Arc<str> {
         self.identity.name.clone()
     }
 
