@@ -5,6 +5,8 @@
 #   - Rust guards: rustup's wasm32-wasip2 target, when rustup can download it; otherwise
 #     Debian's Rust with std sources (rustc-web, cargo-web, rust-web-src), lld-19, wasi-libc
 #     and wasm-component-ld, which build guards with std rebuilt from source.
+#   - the metrics test's parser: the Prometheus project's Python client (Debian's
+#     python3-prometheus-client), which reads both text formats of /metrics.
 # Safe to run again: it only installs what is absent.
 # VIGIL_GUEST_TOOLCHAIN=debian installs and uses the Debian toolchain even where rustup works.
 set -euo pipefail
@@ -57,6 +59,12 @@ if ! componentize-py --version 2>/dev/null | grep -qF "$COMPONENTIZE_PY_VERSION"
     }
 fi
 say "Python guest toolchain ready"
+
+# The metrics test parses /metrics with Prometheus's own parsers, under Debian's Python.
+if ! /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+    apt_install python3-prometheus-client
+fi
+say "Prometheus text parser ready"
 
 have_rustup_target() {
     rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2

@@ -11,7 +11,6 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use vigil_common::reply::ProxyBody;
-use vigil_report::FindingKind;
 
 /// Most records one listing returns.
 pub const MAX_LIMIT: usize = 1_000;
@@ -165,7 +164,7 @@ async fn findings(collector: &Arc<Collector>, query: &Query) -> Answer {
     let filter = FindingQuery {
         service: query.get("service").map(str::to_string),
         kind: query.get("kind").map(str::to_string),
-        exclude_kind: None,
+        without_client_denials: false,
         limit: query.limit()?,
     };
     let findings = collector
@@ -214,7 +213,7 @@ async fn dashboard(collector: &Arc<Collector>) -> Answer {
                 store.findings(&FindingQuery {
                     service: None,
                     kind: None,
-                    exclude_kind: Some(FindingKind::ClientDenied.as_str().into()),
+                    without_client_denials: true,
                     limit: dashboard::ROWS,
                 })?,
                 store.denied_clients(None, dashboard::ROWS)?,

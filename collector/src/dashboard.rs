@@ -241,8 +241,15 @@ fn public_endpoints(page: &mut String, public: &[&Endpoint]) {
         if e.denials.values().sum::<u64>() > 0 {
             let _ = write!(
                 flags,
-                "<span class=\"badge flag\">{} denied</span>",
+                "<span class=\"badge flag\">{} denied</span> ",
                 e.denials.values().sum::<u64>()
+            );
+        }
+        let would_deny = e.monitor_denials.values().sum::<u64>();
+        if would_deny > 0 {
+            let _ = write!(
+                flags,
+                "<span class=\"badge flag\" title=\"monitor mode: not applied\">{would_deny} would deny (monitor)</span>"
             );
         }
         let _ = write!(
@@ -300,24 +307,39 @@ fn findings(page: &mut String, findings: &[FindingRecord]) {
 }
 
 fn denied(page: &mut String, denied: &[DeniedClient]) {
-    page.push_str("<section id=\"denied-clients\"><h2>Top clients denied</h2>");
+    page.push_str(
+        "<section id=\"denied-clients\"><h2>Top clients denied</h2><p class=\"hint\">\
+         Denials applied, and those monitor-mode guards would have made (their requests went on).</p>",
+    );
     if denied.is_empty() {
         page.push_str("<p class=\"empty\">No client was denied.</p></section>");
         return;
     }
     page.push_str(
         "<table><thead><tr><th>client</th><th>service</th><th class=\"n\">denials</th>\
-         <th>by</th><th class=\"n\">endpoints</th><th>last</th></tr></thead><tbody>",
+         <th class=\"n\">would deny (monitor)</th><th>by</th><th class=\"n\">endpoints</th>\
+         <th>last</th></tr></thead><tbody>",
     );
     for d in denied {
+        let by: Vec<String> = d
+            .sources
+            .iter()
+            .map(|s| escape(s))
+            .chain(
+                d.monitor_sources
+                    .iter()
+                    .map(|s| format!("{} <span class=\"badge flag\">monitor</span>", escape(s))),
+            )
+            .collect();
         let _ = write!(
             page,
-            "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}</td>\
-             <td class=\"n\">{}</td><td class=\"detail\">{}</td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td>{}</td><td class=\"n\">{}</td><td class=\"detail\">{}</td></tr>",
             escape(&d.client),
             escape(&d.service),
             d.denials,
-            escape(&d.sources.join(", ")),
+            d.monitor_denials,
+            by.join(", "),
             d.endpoints,
             date(d.at_ms)
         );
@@ -398,5 +420,41 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("&lt;script&gt;") && page.contains("a &amp; b"));
+    }
+
+    #[test]
+    fn monitor_denials_are_marked_as_such() {
+        let client = DeniedClient {
+            service: "shop".into(),
+            client: "203.0.113.9".into(),
+            denials: 2,
+            sources: vec!["guard:rate-limit".into()],
+            monitor_denials: 7,
+            monitor_sources: vec!["guard:<bots>".into()],
+            endpoints: 1,
+            at_ms: 0,
+        };
+        let page = render(&View {
+            services: &[],
+            endpoints: &[],
+            findings: &[],
+            denied: &[client],
+            vulnerabilities: &[],
+            now_ms: 0,
+        });
+        let start = page.find("<section id=\"denied-clients\"").unwrap();
+        let section = &page[start..];
+        let section = &section[..section.find("</section>").unwrap()];
+        assert!(section.contains("would deny (monitor)"), "{section}");
+        assert!(
+            section.contains("<td class=\"n\">2</td><td class=\"n\">7</td>"),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "guard:rate-limit, guard:&lt;bots&gt; <span class=\"badge flag\">monitor</span>"
+            ),
+            "{section}"
+        );
     }
 }

@@ -19,7 +19,8 @@ const READERS: usize = 2;
 
 /// Schema migrations, in order; `PRAGMA user_version` counts those applied. Never edit one
 /// that has shipped: add the next.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE services (
     name TEXT PRIMARY KEY,
     first_seen_ms INTEGER NOT NULL,
@@ -116,7 +117,19 @@ CREATE TABLE findings (
     PRIMARY KEY (service, kind, source, method, route, client)
 );
 CREATE INDEX findings_at ON findings (at_ms);
-"#];
+"#,
+    r#"
+-- denials monitor-mode guards would have made, apart from the enforced ones in denials
+CREATE TABLE monitor_denials (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    guard TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (service, method, route, guard)
+);
+"#,
+];
 
 /// SQLite storage.
 pub struct SqliteStore {
@@ -420,6 +433,13 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![service, endpoint.method, endpoint.route, guard, int(*count)])?;
             }
+            for (guard, count) in &endpoint.monitor_denials {
+                tx.prepare_cached(
+                    "INSERT INTO monitor_denials (service, method, route, guard, count) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (service, method, route, guard) DO UPDATE SET count = count + excluded.count",
+                )?
+                .execute(params![service, endpoint.method, endpoint.route, guard, int(*count)])?;
+            }
         }
 
         for finding in &report.findings {
@@ -558,17 +578,22 @@ impl Store for SqliteStore {
         let connection = self.reader();
         let service = query.service.as_deref();
         type Key = (String, String, String);
-        let mut denials: HashMap<Key, BTreeMap<String, u64>> = HashMap::new();
-        let mut statement = connection.prepare_cached(
-            "SELECT service, method, route, guard, count FROM denials WHERE ?1 IS NULL OR service = ?1",
-        )?;
-        let mut rows = statement.query(params![service])?;
-        while let Some(row) = rows.next()? {
-            denials
-                .entry((row.get(0)?, row.get(1)?, row.get(2)?))
-                .or_default()
-                .insert(row.get(3)?, unsigned(row.get(4)?));
-        }
+        let per_guard = |table: &str| -> Result<HashMap<Key, BTreeMap<String, u64>>, StoreError> {
+            let mut counts: HashMap<Key, BTreeMap<String, u64>> = HashMap::new();
+            let mut statement = connection.prepare_cached(&format!(
+                "SELECT service, method, route, guard, count FROM {table} WHERE ?1 IS NULL OR service = ?1"
+            ))?;
+            let mut rows = statement.query(params![service])?;
+            while let Some(row) = rows.next()? {
+                counts
+                    .entry((row.get(0)?, row.get(1)?, row.get(2)?))
+                    .or_default()
+                    .insert(row.get(3)?, unsigned(row.get(4)?));
+            }
+            Ok(counts)
+        };
+        let mut denials = per_guard("denials")?;
+        let mut monitor_denials = per_guard("monitor_denials")?;
 
         let mut endpoints = Vec::new();
         let mut statement = connection.prepare_cached(
@@ -626,6 +651,7 @@ impl Store for SqliteStore {
                 documented: row.get(23)?,
                 zombie: false,
                 denials: denials.remove(&key).unwrap_or_default(),
+                monitor_denials: monitor_denials.remove(&key).unwrap_or_default(),
                 service: key.0,
                 method: key.1,
                 route: key.2,
@@ -654,6 +680,7 @@ impl Store for SqliteStore {
                 credentials: Credentials::default(),
                 status: StatusClasses::default(),
                 denials: BTreeMap::new(),
+                monitor_denials: BTreeMap::new(),
                 instances: 0,
                 first_seen_ms: None,
                 last_seen_ms: None,
@@ -678,15 +705,17 @@ impl Store for SqliteStore {
                  first_at_ms, at_ms
              FROM findings
              WHERE (?1 IS NULL OR service = ?1) AND (?2 IS NULL OR kind = ?2)
-                 AND (?3 IS NULL OR kind != ?3)
+                 AND (NOT ?3 OR kind NOT IN (?5, ?6))
              ORDER BY at_ms DESC, service, kind LIMIT ?4",
         )?;
         let rows = statement.query_map(
             params![
                 query.service,
                 query.kind,
-                query.exclude_kind,
-                int(query.limit as u64)
+                query.without_client_denials,
+                int(query.limit as u64),
+                FindingKind::ClientDenied.as_str(),
+                FindingKind::ClientWouldDeny.as_str(),
             ],
             |row| {
                 Ok(FindingRecord {
@@ -714,30 +743,45 @@ impl Store for SqliteStore {
     ) -> Result<Vec<DeniedClient>, StoreError> {
         let connection = self.reader();
         let mut statement = connection.prepare_cached(
-            "SELECT service, client, sum(count), group_concat(DISTINCT source),
+            "SELECT service, client,
+                 sum(CASE WHEN kind = ?1 THEN count ELSE 0 END),
+                 json_group_array(DISTINCT CASE WHEN kind = ?1 THEN source END),
+                 sum(CASE WHEN kind = ?2 THEN count ELSE 0 END),
+                 json_group_array(DISTINCT CASE WHEN kind = ?2 THEN source END),
                  count(DISTINCT method || ' ' || route), max(at_ms)
              FROM findings
-             WHERE kind = ?1 AND client != '' AND (?2 IS NULL OR service = ?2)
+             WHERE kind IN (?1, ?2) AND client != '' AND (?3 IS NULL OR service = ?3)
              GROUP BY service, client
-             ORDER BY 3 DESC, 6 DESC LIMIT ?3",
+             ORDER BY sum(count) DESC, 8 DESC LIMIT ?4",
         )?;
+        // A JSON array, so a source holding a comma stays whole; the other kind's rows add a
+        // null to it.
+        let sources = |array: String| -> Vec<String> {
+            let mut sources: Vec<String> = serde_json::from_str::<Vec<Option<String>>>(&array)
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .collect();
+            sources.sort();
+            sources
+        };
         let rows = statement.query_map(
             params![
                 FindingKind::ClientDenied.as_str(),
+                FindingKind::ClientWouldDeny.as_str(),
                 service,
                 int(limit as u64)
             ],
             |row| {
-                let sources: String = row.get(3)?;
-                let mut sources: Vec<String> = sources.split(',').map(str::to_string).collect();
-                sources.sort();
                 Ok(DeniedClient {
                     service: row.get(0)?,
                     client: row.get(1)?,
                     denials: unsigned(row.get(2)?),
-                    sources,
-                    endpoints: unsigned(row.get(4)?),
-                    at_ms: unsigned(row.get(5)?),
+                    sources: sources(row.get(3)?),
+                    monitor_denials: unsigned(row.get(4)?),
+                    monitor_sources: sources(row.get(5)?),
+                    endpoints: unsigned(row.get(6)?),
+                    at_ms: unsigned(row.get(7)?),
                 })
             },
         )?;
@@ -783,10 +827,12 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM applied WHERE received_ms < ?1", [instances])? as u64;
         let stale = "SELECT 1 FROM endpoints e WHERE e.service = t.service AND e.method = t.method
                      AND e.route = t.route AND e.last_seen_ms < ?1";
-        tx.execute(
-            &format!("DELETE FROM denials AS t WHERE EXISTS ({stale})"),
-            [endpoints],
-        )?;
+        for table in ["denials", "monitor_denials"] {
+            tx.execute(
+                &format!("DELETE FROM {table} AS t WHERE EXISTS ({stale})"),
+                [endpoints],
+            )?;
+        }
         tx.execute(
             &format!("DELETE FROM endpoint_instances AS t WHERE EXISTS ({stale})"),
             [endpoints],

@@ -129,6 +129,8 @@ pub struct Endpoint {
     pub status: StatusClasses,
     /// Enforced denials per guard.
     pub denials: BTreeMap<String, u64>,
+    /// Denials monitor-mode guards would have made, per guard (not applied).
+    pub monitor_denials: BTreeMap<String, u64>,
     /// Instances that reached it.
     pub instances: u64,
     /// First request, ms since the Unix epoch; `None` when never reached.
@@ -217,23 +219,29 @@ pub struct FindingQuery {
     pub service: Option<String>,
     /// Only this kind.
     pub kind: Option<String>,
-    /// Leave out this kind (the dashboard shows denials per client apart).
-    pub exclude_kind: Option<String>,
+    /// Leave out the per-client denial kinds, enforced and monitor (the dashboard shows
+    /// them apart).
+    pub without_client_denials: bool,
     /// Most records returned.
     pub limit: usize,
 }
 
-/// A client and the denials guards reported for it, across the fleet.
+/// A client and the denials guards reported for it, across the fleet: those enforced, and
+/// those monitor-mode guards would have made.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeniedClient {
     /// Service name.
     pub service: String,
     /// Client identity key.
     pub client: String,
-    /// Denials.
+    /// Enforced denials.
     pub denials: u64,
     /// The guards that denied it.
     pub sources: Vec<String>,
+    /// Denials monitor-mode guards would have made: its requests went on.
+    pub monitor_denials: u64,
+    /// The monitor-mode guards that would have denied it.
+    pub monitor_sources: Vec<String>,
     /// Endpoints concerned.
     pub endpoints: u64,
     /// Latest denial, ms since the Unix epoch.
@@ -290,7 +298,7 @@ pub trait Store: Send + Sync + 'static {
     /// Findings matching `query`, newest first.
     fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRecord>, StoreError>;
 
-    /// Clients with the most guard denials, most first.
+    /// Clients with the most guard denials, enforced and monitor together, most first.
     fn denied_clients(
         &self,
         service: Option<&str>,

@@ -7,7 +7,7 @@ use crate::forward::hygiene::{self, ClientBodyError, ClientEnd, PrefixedBody};
 use crate::forward::normalize;
 use crate::forward::upstream::{UpstreamClient, UpstreamError};
 use crate::identity::ResolvedClient;
-use crate::metrics::Disposition;
+use crate::metrics::{Disposition, Finished, UpstreamCall};
 use crate::respond::{self, ProxyBody, ProxyError};
 use crate::routing::Route;
 use crate::sidecar::Sidecar;
@@ -39,18 +39,18 @@ pub async fn handle(
     if let Err(error) =
         hygiene::check_head_size(&parts, listen.max_header_bytes, listen.max_headers)
     {
-        return refuse(sidecar, &method, "-", error, &request_id);
+        return refuse(sidecar, &method, "-", error, &request_id, started);
     }
     let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
-        Err(error) => return refuse(sidecar, &method, "-", error, &request_id),
+        Err(error) => return refuse(sidecar, &method, "-", error, &request_id, started),
     };
     if let Err(error) = hygiene::settle_host(&mut parts) {
-        return refuse(sidecar, &method, "-", error, &request_id);
+        return refuse(sidecar, &method, "-", error, &request_id, started);
     }
     // From here on, routing, the guards, the inventory and the upstream see one spelling.
     if let Err(error) = normalise_target(&mut parts.uri, &sidecar.path) {
-        return refuse(sidecar, &method, "-", error, &request_id);
+        return refuse(sidecar, &method, "-", error, &request_id, started);
     }
     let max_body = sidecar.listen.max_body_bytes;
     if declared_length.is_some_and(|l| l > max_body) {
@@ -60,6 +60,7 @@ pub async fn handle(
             "-",
             ProxyError::BodyTooLarge(max_body),
             &request_id,
+            started,
         );
     }
 
@@ -73,7 +74,15 @@ pub async fn handle(
     let plan = if sidecar.allowlisted(client.ip, &client.key) {
         Plan::empty()
     } else if let Some(ban) = sidecar.runtime.state().ban_of(&client.key) {
-        return refuse_banned(sidecar, &method, &route, &client, &ban, &request_id);
+        return refuse_banned(
+            sidecar,
+            &method,
+            &route,
+            &client,
+            &ban,
+            &request_id,
+            started,
+        );
     } else {
         chain.plan(&method, &route.template)
     };
@@ -90,7 +99,14 @@ pub async fn handle(
             Ok(Err(error)) => {
                 tracing::info!(request_id, error = %hygiene::source_text(&error), "cannot read the request body");
                 let error = ProxyError::BadRequest(MALFORMED_BODY.into());
-                return refuse(sidecar, &method, &route.template, error, &request_id);
+                return refuse(
+                    sidecar,
+                    &method,
+                    &route.template,
+                    error,
+                    &request_id,
+                    started,
+                );
             }
             Err(_) => {
                 tracing::info!(
@@ -104,6 +120,7 @@ pub async fn handle(
                     &route.template,
                     ProxyError::BodyTimeout,
                     &request_id,
+                    started,
                 );
             }
         }
@@ -148,6 +165,7 @@ pub async fn handle(
         request: guard_request,
         decision,
         started,
+        upstream: None,
     };
     if let Some(denial) = seen.decision.denial.clone() {
         if let Some(ban) = denial.ban {
@@ -187,7 +205,13 @@ pub async fn handle(
         headers.insert(respond::X_REQUEST_ID, id);
     }
 
-    let mut response = match upstream.send(upstream_request).await {
+    let sent = Instant::now();
+    let answer = upstream.send(upstream_request).await;
+    seen.upstream = Some(UpstreamCall {
+        elapsed: sent.elapsed(),
+        answered: answer.is_ok(),
+    });
+    let mut response = match answer {
         Ok(response) => response,
         Err(error) => {
             sidecar.metrics.upstream_error(error.kind());
@@ -218,7 +242,13 @@ pub async fn handle(
         let error = ProxyError::UpstreamInvalid("an unrequested protocol switch".into());
         return seen.answer(sidecar, error, &request_id);
     }
-    seen.account(sidecar, status, response.headers(), Disposition::Allowed);
+    // A monitor-mode guard's denial is not applied, but the request is counted apart.
+    let verdict = if seen.decision.would_deny() {
+        Disposition::Monitored
+    } else {
+        Disposition::Allowed
+    };
+    seen.account(sidecar, status, response.headers(), verdict);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
     let response_upgrade = match client_upgrade {
@@ -277,15 +307,18 @@ fn refuse(
     route: &str,
     error: ProxyError,
     request_id: &str,
+    started: Instant,
 ) -> Response<ProxyBody> {
     tracing::info!(request_id, method, error = ?error, "request refused by the proxy");
     let response = error.response(request_id);
-    sidecar.metrics.request(
+    sidecar.metrics.request(&Finished {
         method,
         route,
-        response.status().as_u16(),
-        Disposition::Error,
-    );
+        status: response.status().as_u16(),
+        verdict: Disposition::Error,
+        elapsed: started.elapsed(),
+        upstream: None,
+    });
     response
 }
 
@@ -297,6 +330,7 @@ fn refuse_banned(
     client: &ResolvedClient,
     ban: &Ban,
     request_id: &str,
+    started: Instant,
 ) -> Response<ProxyBody> {
     let response = respond::banned(ban, sidecar.now_ms(), request_id);
     let status = response.status().as_u16();
@@ -307,11 +341,17 @@ fn refuse_banned(
         client,
         status,
         denied_by: Some(&ban.by),
+        would_deny: &[],
         at_ms: sidecar.now_ms(),
     });
-    sidecar
-        .metrics
-        .request(method, &route.template, status, Disposition::Denied);
+    sidecar.metrics.request(&Finished {
+        method,
+        route: &route.template,
+        status,
+        verdict: Disposition::Denied,
+        elapsed: started.elapsed(),
+        upstream: None,
+    });
     response
 }
 
@@ -345,6 +385,8 @@ struct Seen<'a> {
     request: vigil_host::Request,
     decision: Decision,
     started: Instant,
+    /// The exchange with the upstream, once there was one.
+    upstream: Option<UpstreamCall>,
 }
 
 impl Seen<'_> {
@@ -397,20 +439,31 @@ impl Seen<'_> {
             Disposition::Denied => self.decision.denial.as_ref().map(|d| &*d.guard),
             _ => None,
         };
+        // Empty, and so not allocated, unless a monitor-mode guard denied.
+        let would_deny: Vec<&str> = self
+            .decision
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.would_deny())
+            .map(|outcome| &*outcome.guard)
+            .collect();
         sidecar.inventory.record(&Observation {
             method: &self.request.method,
             route: self.route,
             client: self.client,
             status: status.as_u16(),
             denied_by,
+            would_deny: &would_deny,
             at_ms: sidecar.now_ms(),
         });
-        sidecar.metrics.request(
-            &self.request.method,
-            &self.route.template,
-            status.as_u16(),
+        sidecar.metrics.request(&Finished {
+            method: &self.request.method,
+            route: &self.route.template,
+            status: status.as_u16(),
             verdict,
-        );
+            elapsed: self.started.elapsed(),
+            upstream: self.upstream,
+        });
     }
 }
 

@@ -7,7 +7,7 @@ use crate::exposure::inventory::Inventory;
 use crate::forward::normalize::PathPolicy;
 use crate::forward::upstream::UpstreamProbe;
 use crate::identity::{Allowlist, ClientPolicy};
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 use crate::respond::X_REQUEST_ID;
 use crate::routing::{ApiSpec, RouteTable};
 use crate::serve::peers::PeerConnections;
@@ -186,6 +186,13 @@ impl Sidecar {
         push_hex(&mut id, u64::from(self.request_prefix));
         push_hex(&mut id, n);
         id
+    }
+
+    /// Renders `/metrics` in `format`, as of now.
+    pub fn render_metrics(&self, format: Format) -> String {
+        let guards = self.chain().guards().iter().map(|g| g.name_arc()).collect();
+        self.metrics
+            .render(format, self.runtime.state().sizes(), guards)
     }
 
     /// Moves the findings guards reported into the inventory.

@@ -109,6 +109,11 @@ pub struct EndpointDelta {
     pub public_clients: Sketch,
     /// Denials per guard name (enforced denials only).
     pub denials: BTreeMap<String, u64>,
+    /// Denials per guard name that monitor-mode guards would have made: not applied, the
+    /// requests went on. Absent from reports of sidecars older than the field and, to keep
+    /// reports readable by collectors older than it, left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub monitor_denials: BTreeMap<String, u64>,
     /// Whether the route is absent from the service's OpenAPI document (false without one).
     pub shadow: bool,
     /// Whether the route matches the sidecar's `internal_only` list.
@@ -185,6 +190,8 @@ pub enum FindingKind {
     /// A guard's enforced denials of one client on one endpoint: `source` is the guard,
     /// `client` the client, `count` the denials. The collector ranks clients by these.
     ClientDenied,
+    /// The same for a monitor-mode guard: denials it would have made, not applied.
+    ClientWouldDeny,
 }
 
 impl FindingKind {
@@ -196,6 +203,7 @@ impl FindingKind {
             FindingKind::ZombieCandidate => "zombie-candidate",
             FindingKind::UnauthenticatedAccess => "unauthenticated-access",
             FindingKind::ClientDenied => "client-denied",
+            FindingKind::ClientWouldDeny => "client-would-deny",
         }
     }
 }
@@ -294,6 +302,9 @@ impl Report {
             for guard in endpoint.denials.keys() {
                 check_name(&format!("{at}.denials"), guard)?;
             }
+            for guard in endpoint.monitor_denials.keys() {
+                check_name(&format!("{at}.monitor_denials"), guard)?;
+            }
         }
         for (i, finding) in self.findings.iter().enumerate() {
             let at = format!("findings[{i}]");
@@ -389,6 +400,9 @@ impl EndpointDelta {
         self.public_clients.merge(&other.public_clients);
         for (guard, denials) in &other.denials {
             *self.denials.entry(guard.clone()).or_default() += denials;
+        }
+        for (guard, denials) in &other.monitor_denials {
+            *self.monitor_denials.entry(guard.clone()).or_default() += denials;
         }
         self.shadow = other.shadow;
         self.internal_only = other.internal_only;
@@ -531,17 +545,46 @@ mod tests {
     }
 
     #[test]
+    fn monitor_denials_are_optional_on_the_wire() {
+        let mut json = serde_json::to_value(report(1, vec![endpoint("/a", 3)])).unwrap();
+        assert!(
+            json["endpoints"][0].get("monitor_denials").is_none(),
+            "left out while empty, so older collectors read the report: {json}"
+        );
+        json["endpoints"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("monitor_denials");
+        let older: Report = serde_json::from_value(json.clone()).unwrap();
+        assert!(older.endpoints[0].monitor_denials.is_empty());
+
+        json["endpoints"][0]["monitor_denials"] = serde_json::json!({"bots": 2});
+        let newer: Report = serde_json::from_value(json).unwrap();
+        assert_eq!(newer.endpoints[0].monitor_denials["bots"], 2);
+        assert_eq!(newer.validate(), Ok(()));
+        let again = serde_json::to_value(&newer).unwrap();
+        assert_eq!(again["endpoints"][0]["monitor_denials"]["bots"], 2);
+
+        let mut bad = newer;
+        bad.endpoints[0].monitor_denials.insert(String::new(), 1);
+        assert!(bad.validate().unwrap_err().contains("monitor_denials"));
+    }
+
+    #[test]
     fn absorbing_sums_endpoints_and_widens_the_range() {
         let mut merged = report(1, vec![endpoint("/a", 3)]);
         let mut later = report(2, vec![endpoint("/a", 2), endpoint("/b", 1)]);
         later.endpoints[0].first_seen_ms = 5;
         later.endpoints[0].denials.insert("rate".into(), 2);
+        later.endpoints[0].monitor_denials.insert("bots".into(), 4);
+        merged.endpoints[0].monitor_denials.insert("bots".into(), 1);
         merged.absorb(later);
         assert_eq!(merged.sequence, SequenceRange { first: 1, last: 2 });
         assert_eq!(merged.endpoints.len(), 2);
         assert_eq!(merged.endpoints[0].requests, 5);
         assert_eq!(merged.endpoints[0].first_seen_ms, 5);
         assert_eq!(merged.endpoints[0].denials["rate"], 2);
+        assert_eq!(merged.endpoints[0].monitor_denials["bots"], 5);
         assert_eq!(merged.idempotency_key(), "shop-1:1-2");
         assert_eq!(merged.validate(), Ok(()));
     }

@@ -8,9 +8,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 use vigil::exposure::inventory::{Inventory, InventoryLimits, Observation};
 use vigil::identity::{CredentialKind, ResolvedClient};
-use vigil::metrics::{Disposition, Metrics};
+use vigil::metrics::{Disposition, Finished, Metrics, UpstreamCall};
 use vigil::routing::{Route, RouteSource};
 
 fn accounting(c: &mut Criterion) {
@@ -55,12 +56,17 @@ fn accounting(c: &mut Criterion) {
     group.bench_function("metrics.request (peer)", |b| {
         b.iter(|| {
             n = n.wrapping_add(7);
-            metrics.request(
-                black_box("GET"),
-                &routes[n % 50].template,
-                200,
-                Disposition::Allowed,
-            );
+            metrics.request(black_box(&Finished {
+                method: "GET",
+                route: &routes[n % 50].template,
+                status: 200,
+                verdict: Disposition::Allowed,
+                elapsed: Duration::from_micros(n as u64 % 5_000),
+                upstream: Some(UpstreamCall {
+                    elapsed: Duration::from_micros(n as u64 % 4_000),
+                    answered: true,
+                }),
+            }));
         })
     });
     group.bench_function("inventory.take (50 endpoints)", |b| {
@@ -81,6 +87,7 @@ fn observation<'a>(route: &'a Route, client: &'a ResolvedClient) -> Observation<
         client,
         status: 200,
         denied_by: None,
+        would_deny: &[],
         at_ms: 1_700_000_000_000,
     }
 }

@@ -95,3 +95,4 @@ pub fn request(method: &str, path: &str, client: &str, headers: &[(&str, &str)])
 pub mod browser;
 pub mod harness;
 pub mod process;
+pub mod prometheus;

@@ -151,6 +151,7 @@ impl Collector {
             "endpoints",
             "endpoint_instances",
             "denials",
+            "monitor_denials",
             "documented",
             "findings",
         ]
@@ -609,6 +610,7 @@ fn report_shop_fleet(collector: &Collector) {
         users.public_clients.insert(format!("c{client}").as_bytes());
     }
     users.denials.insert("enumeration".into(), 40);
+    users.monitor_denials.insert("bots".into(), 29);
     let mut orders = endpoint("GET", "/orders/{id}", 300);
     orders.public = 280;
     orders.authenticated = 300;
@@ -655,6 +657,20 @@ fn report_shop_fleet(collector: &Collector) {
             key("GET", "/orders/{id}"),
             Some("198.51.100.7"),
             12,
+        ),
+        finding(
+            "client-would-deny",
+            "guard:bots",
+            key("GET", "/users/{id}"),
+            Some("203.0.113.66"),
+            9,
+        ),
+        finding(
+            "client-would-deny",
+            "guard:bots",
+            key("GET", "/users/{id}"),
+            Some("192.0.2.44"),
+            20,
         ),
     ];
     let mut b = report("shop", "shop-b", 1, 1);
@@ -758,8 +774,23 @@ fn endpoint_filters_findings_and_denied_clients() {
         denied[0]["sources"],
         serde_json::json!(["guard:enumeration", "guard:rate-limit"])
     );
-    assert_eq!(denied[1]["client"], "198.51.100.7");
-    assert_eq!(denied[1]["denials"], 12);
+    assert_eq!(denied[0]["monitor_denials"], 9);
+    assert_eq!(
+        denied[0]["monitor_sources"],
+        serde_json::json!(["guard:bots"])
+    );
+    // Ranked by all its denials: a client only a monitor-mode guard would have denied is
+    // listed too, its denials marked as monitor ones.
+    assert_eq!(denied[1]["client"], "192.0.2.44");
+    assert_eq!(denied[1]["denials"], 0);
+    assert_eq!(denied[1]["sources"], serde_json::json!([]));
+    assert_eq!(denied[1]["monitor_denials"], 20);
+    assert_eq!(denied[2]["client"], "198.51.100.7");
+    assert_eq!(denied[2]["denials"], 12);
+    assert_eq!(denied[2]["monitor_denials"], 0);
+    let users = collector.get("/api/endpoints?unauthenticated=true");
+    assert_eq!(users[0]["denials"], serde_json::json!({"enumeration": 40}));
+    assert_eq!(users[0]["monitor_denials"], serde_json::json!({"bots": 29}));
 
     let services = collector.get("/api/services");
     assert_eq!(services[0]["public_endpoints"], 3);
@@ -864,7 +895,7 @@ fn the_dashboard_shows_real_data_in_a_browser() {
     let findings = section("findings");
     assert!(findings.contains("internal-reached-publicly") && findings.contains("shadow-endpoint"));
     assert!(
-        !findings.contains("client-denied"),
+        !findings.contains("client-denied") && !findings.contains("client-would-deny"),
         "denials have their own table"
     );
     let denied = section("denied-clients");
@@ -872,6 +903,15 @@ fn the_dashboard_shows_real_data_in_a_browser() {
         denied.contains("203.0.113.66") && denied.contains(">45<"),
         "{denied}"
     );
+    assert!(
+        denied.contains("192.0.2.44") && denied.contains("would deny (monitor)"),
+        "{denied}"
+    );
+    assert!(
+        denied.contains("guard:bots") && denied.contains(">monitor<"),
+        "{denied}"
+    );
+    assert!(public.contains("29 would deny (monitor)"), "{public}");
 
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -139,6 +139,7 @@ fn monitor_mode_records_but_does_not_apply() {
     assert!(matches!(&d.outcomes[0].result, GuardResult::Denied(deny) if deny.status == 429));
     assert!(!d.outcomes[0].applied);
     assert_eq!(d.outcomes[0].mode, Mode::Monitor);
+    assert!(d.outcomes[0].would_deny() && d.would_deny());
 
     let d = chain(vec![watcher, enforcer]).decide(&mut request("GET", "/", "c", &[]));
     assert_eq!(
@@ -146,6 +147,7 @@ fn monitor_mode_records_but_does_not_apply() {
         2,
         "a monitor denial does not stop the chain"
     );
+    assert!(d.outcomes[0].would_deny() && !d.outcomes[1].would_deny());
     assert_eq!(d.denial.unwrap().status, 403);
 }
 

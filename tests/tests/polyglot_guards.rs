@@ -81,7 +81,8 @@ async fn attack_and_normal(
         assert_eq!(got, StatusCode::OK, "monitor mode refused {call:?}");
     }
     assert_eq!(up.count(), all.len());
-    let denies = format!("vigil_guard_results_total{{guard=\"{monitored}\",result=\"deny\"}}");
+    let denies =
+        format!("vigil_guard_results_total{{guard=\"{monitored}\",result=\"would_deny\"}}");
     assert_eq!(metric(&proxy, &denies).await, attacks.len() as u64);
     let allows = format!("vigil_guard_results_total{{guard=\"{monitored}\",result=\"allow\"}}");
     assert_eq!(metric(&proxy, &allows).await, normal.len() as u64);

@@ -136,7 +136,18 @@ async fn monitor_mode_lets_everything_through_and_counts() {
     let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
-        metrics.contains("vigil_guard_results_total{guard=\"watch\",result=\"deny\"} 3"),
+        metrics.contains("vigil_guard_results_total{guard=\"watch\",result=\"would_deny\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_guard_results_total{guard=\"watch\",result=\"deny\"} 0"),
+        "{metrics}"
+    );
+    let monitored = metrics
+        .lines()
+        .find(|l| l.starts_with("vigil_requests_total{") && l.contains("verdict=\"monitored\""));
+    assert!(
+        monitored.is_some_and(|l| l.contains("status=\"200\"") && l.ends_with(" 3")),
         "{metrics}"
     );
 }

@@ -108,7 +108,8 @@ async fn run(s: Scenario) {
         "{monitored}: {got:?}"
     );
     assert_eq!(up.count(), s.attack.len());
-    let series = format!("vigil_guard_results_total{{guard=\"{monitored}\",result=\"deny\"}}");
+    let series =
+        format!("vigil_guard_results_total{{guard=\"{monitored}\",result=\"would_deny\"}}");
     assert_eq!(metric(&proxy, &series).await, s.refused as u64);
     proxy.shutdown().await;
 }

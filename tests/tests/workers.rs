@@ -94,7 +94,7 @@ fn one_worker_is_enough() {
 
 /// `vigil_worker_connections` of each of `workers` workers.
 fn connections_per_worker(sidecar: &vigil::sidecar::Sidecar, workers: usize) -> Vec<u64> {
-    let metrics = sidecar.metrics.render(sidecar.runtime.state().sizes());
+    let metrics = sidecar.render_metrics(vigil::metrics::Format::Prometheus);
     (0..workers)
         .map(|worker| {
             let series = format!("vigil_worker_connections{{worker=\"{worker}\"}} ");

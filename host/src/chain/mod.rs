@@ -73,6 +73,14 @@ pub struct GuardOutcome {
     index: usize,
 }
 
+impl GuardOutcome {
+    /// Whether a monitor-mode guard said deny: the denial enforce mode would have applied.
+    /// Faults are not counted here even under `on_error = "deny"`; they have their own kinds.
+    pub fn would_deny(&self) -> bool {
+        self.mode == Mode::Monitor && matches!(self.result, GuardResult::Denied(_))
+    }
+}
+
 /// The denial the proxy must answer with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denial {
@@ -101,6 +109,11 @@ impl Decision {
     /// Whether the request may proceed.
     pub fn allowed(&self) -> bool {
         self.denial.is_none()
+    }
+
+    /// Whether some monitor-mode guard would have denied the request.
+    pub fn would_deny(&self) -> bool {
+        self.outcomes.iter().any(GuardOutcome::would_deny)
     }
 }
 

@@ -257,7 +257,8 @@ impl LoadedGuard {
         &self.services
     }
 
-    pub(crate) fn name_arc(&self) -> Arc<str> {
+    /// The guard's name, shared.
+    pub fn name_arc(&self) -> Arc<str> {
         self.identity.name.clone()
     }
 

@@ -60,6 +60,8 @@ pub struct Observation<'a> {
     pub status: u16,
     /// The guard whose denial was enforced, if any.
     pub denied_by: Option<&'a str>,
+    /// Monitor-mode guards that would have denied the request (not applied).
+    pub would_deny: &'a [&'a str],
     /// When, in ms since the Unix epoch.
     pub at_ms: u64,
 }
@@ -246,6 +248,19 @@ impl Inventory {
                 Some(client.key.clone()),
                 format!(
                     "{guard} denied {} {} with {}",
+                    seen.method, seen.route.template, seen.status
+                ),
+                seen.at_ms,
+            );
+        }
+        for guard in seen.would_deny {
+            self.add_finding(
+                FindingKind::ClientWouldDeny.as_str(),
+                &format!("guard:{guard}"),
+                Some(endpoint()),
+                Some(client.key.clone()),
+                format!(
+                    "{guard} (monitor mode) would have denied {} {}; answered {}",
                     seen.method, seen.route.template, seen.status
                 ),
                 seen.at_ms,
@@ -545,11 +560,19 @@ fn count(
     }
     side.status.count(seen.status);
     if let Some(guard) = seen.denied_by {
-        match side.denials.get_mut(guard) {
-            Some(denials) => *denials += 1,
-            None => {
-                side.denials.insert(guard.to_string(), 1);
-            }
+        count_denial(&mut side.denials, guard);
+    }
+    for guard in seen.would_deny {
+        count_denial(&mut side.monitor_denials, guard);
+    }
+}
+
+/// Counts one denial by `guard`, allocating its name only the first time.
+fn count_denial(denials: &mut std::collections::BTreeMap<String, u64>, guard: &str) {
+    match denials.get_mut(guard) {
+        Some(denials) => *denials += 1,
+        None => {
+            denials.insert(guard.to_string(), 1);
         }
     }
 }
@@ -606,6 +629,7 @@ mod tests {
             client,
             status,
             denied_by: (status == 429).then_some("rate"),
+            would_deny: if status == 404 { &["bots"] } else { &[] },
             at_ms: 2_000,
         });
     }
@@ -642,6 +666,23 @@ mod tests {
             (3, 2)
         );
         assert_eq!(users_delta.denials["rate"], 1);
+        assert_eq!(
+            users_delta.monitor_denials["bots"], 1,
+            "the 404 was let through"
+        );
+        let kinds: Vec<(&str, &str, Option<&str>)> = delta
+            .findings
+            .iter()
+            .map(|f| (f.kind.as_str(), f.source.as_str(), f.client.as_deref()))
+            .collect();
+        assert!(
+            kinds.contains(&("client-denied", "guard:rate", Some("alice"))),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&("client-would-deny", "guard:bots", Some("10.0.0.9"))),
+            "{kinds:?}"
+        );
         assert_eq!(users_delta.public_clients.estimate(), 1);
         assert!(!users_delta.shadow);
 

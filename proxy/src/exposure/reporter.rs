@@ -6,6 +6,7 @@
 use crate::config::Reporting;
 use crate::exposure::spool::{Spool, SpoolLimits, Spooled};
 use crate::forward::hygiene::source_text;
+use crate::metrics::DeliveryFailure;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
@@ -43,6 +44,7 @@ impl Reporter {
             },
         )
         .map_err(|e| anyhow::anyhow!("report.spool_dir: {e}"))?;
+        sidecar.metrics.report.spooled(spool.len(), spool.bytes());
         if !spool.is_empty() {
             tracing::info!(
                 reports = spool.len(),
@@ -181,6 +183,7 @@ impl ReporterState {
             dropped: delta.dropped,
         };
         let requests: u64 = base.endpoints.iter().map(|e| e.requests).sum();
+        let metrics = self.sidecar.metrics.report.clone();
         let written = tokio::task::spawn_blocking(move || {
             let mut spool = spool.lock().unwrap_or_else(PoisonError::into_inner);
             let mut report = base;
@@ -190,10 +193,15 @@ impl ReporterState {
                 last: sequence,
             };
             report.dropped.reports += spool.take_dropped()?;
-            spool.push(&report)?;
+            let pushed = spool.push(&report);
+            metrics.spooled(spool.len(), spool.bytes());
+            pushed?;
             Ok::<_, std::io::Error>(sequence)
         })
         .await;
+        if !matches!(written, Ok(Ok(_))) {
+            self.sidecar.metrics.report.failed(DeliveryFailure::Spool);
+        }
         match written {
             Ok(Ok(sequence)) => tracing::debug!(sequence, requests, "report spooled"),
             Ok(Err(error)) => tracing::error!(
@@ -208,18 +216,26 @@ impl ReporterState {
 
     /// Sends spooled reports oldest first until the spool is empty or a delivery fails.
     async fn deliver_spool(&self) -> Result<(), String> {
+        let metrics = &self.sidecar.metrics.report;
         loop {
             let (entry, body) = {
                 let spool = self.lock_spool();
                 let Some(entry) = spool.oldest().cloned() else {
                     return Ok(());
                 };
-                let body = spool
-                    .body(&entry)
-                    .map_err(|e| format!("cannot read the spooled report: {e}"))?;
+                let body = spool.body(&entry).map_err(|e| {
+                    metrics.failed(DeliveryFailure::Spool);
+                    format!("cannot read the spooled report: {e}")
+                })?;
                 (entry, body)
             };
             let outcome = self.delivery.send(&self.settings, &entry, body).await;
+            match &outcome {
+                Outcome::Accepted => metrics.delivered(self.sidecar.now_ms()),
+                Outcome::Refused(_) => metrics.failed(DeliveryFailure::Refused),
+                Outcome::NotDelivered(_) => metrics.failed(DeliveryFailure::Unreachable),
+                Outcome::MaybeDelivered(_) => metrics.failed(DeliveryFailure::Unanswered),
+            }
             let mut spool = self.lock_spool();
             let result = match outcome {
                 Outcome::Accepted => spool.remove(entry.first).map_err(|e| e.to_string()),
@@ -242,6 +258,7 @@ impl ReporterState {
                     Err(why)
                 }
             };
+            metrics.spooled(spool.len(), spool.bytes());
             result?;
         }
     }

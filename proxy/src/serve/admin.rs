@@ -1,6 +1,7 @@
 //! The admin API, on loopback by default: health, readiness, metrics, the loaded guards, the
 //! exposure inventory, and reload.
 
+use crate::metrics::Format;
 use crate::respond::{full, ProxyBody};
 use crate::sidecar::Sidecar;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -25,14 +26,20 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
             ),
         },
         (&Method::GET, "/metrics") => {
-            let body = sidecar.metrics.render(sidecar.runtime.state().sizes());
-            let mut response = Response::new(full(body));
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = Format::negotiate(accept);
+            let mut response = Response::new(full(sidecar.render_metrics(format)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static(format.content_type()),
             );
+            // The answer depends on the request's Accept header.
+            response
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept"));
             response
         }
         (&Method::GET, "/guards") => json(StatusCode::OK, &guards(&sidecar)),
