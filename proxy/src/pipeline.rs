@@ -201,8 +201,10 @@ pub async fn handle(
     let headers = upstream_request.headers_mut();
     hygiene::strip_hop_by_hop(headers, upgrade.clone());
     hygiene::add_forwarding(headers, client_end, version, trusted_peer);
-    if let Ok(id) = HeaderValue::from_str(&request_id) {
-        headers.insert(respond::X_REQUEST_ID, id);
+    // Parsed once: the answer carries the same value.
+    let request_id_value = HeaderValue::from_str(&request_id).ok();
+    if let Some(id) = &request_id_value {
+        headers.insert(respond::X_REQUEST_ID, id.clone());
     }
 
     let sent = Instant::now();
@@ -269,7 +271,7 @@ pub async fn handle(
         *response.version_mut() = version;
     }
     // Every answer carries the id the upstream was given, so a client can quote it.
-    if let Ok(id) = HeaderValue::from_str(&request_id) {
+    if let Some(id) = request_id_value {
         response.headers_mut().insert(respond::X_REQUEST_ID, id);
     }
     response.map(|body| {

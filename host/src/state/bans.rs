@@ -6,6 +6,10 @@
 use super::table::BoundedTable;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest ban, placed by a guard's `ban` or by hand: a forgotten one ends within a month.
+pub const MAX_BAN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Why and until when a client is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +75,11 @@ impl Bans {
             .is_some_and(|ban| ban.until_ms > now_ms)
     }
 
+    /// How many bans are in force, without copying them.
+    pub fn count_in_force(&self, now_ms: u64) -> usize {
+        self.table.count(now_ms, |ban| ban.until_ms > now_ms)
+    }
+
     /// The bans in force, by client key, soonest to end first.
     pub fn in_force(&self, now_ms: u64) -> Vec<(String, Ban)> {
         let mut bans: Vec<(String, Ban)> = self
@@ -109,6 +118,7 @@ mod tests {
             [("bob".to_string(), ban(5_000))],
             "only bans in force are listed"
         );
+        assert_eq!(bans.count_in_force(2_000), 1);
         assert!(bans.lift("bob", 2_000));
         assert!(!bans.lift("bob", 2_000), "lifted once");
         assert_eq!(bans.of("bob", 2_001), None);

@@ -9,7 +9,7 @@ mod history;
 mod rate;
 mod table;
 
-pub use bans::Ban;
+pub use bans::{Ban, MAX_BAN};
 pub use rate::RateError;
 pub(crate) use table::lock;
 
@@ -388,7 +388,7 @@ impl StateStore {
             counters: self.counters.len(),
             distinct_sets: self.distinct.len(),
             kv_entries: self.kv.len(),
-            bans: self.bans.in_force(self.clock.now_ms()).len(),
+            bans: self.bans.count_in_force(self.clock.now_ms()),
         }
     }
 

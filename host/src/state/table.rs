@@ -151,6 +151,20 @@ impl<K: Hash + Eq, V> BoundedTable<K, V> {
         (now_ms.saturating_sub(slot.last_seen_ms) <= self.idle_ms).then_some(slot.value)
     }
 
+    /// How many live entries `keep` accepts.
+    pub(crate) fn count(&self, now_ms: u64, keep: impl Fn(&V) -> bool) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .iter()
+                    .filter(|(_, slot)| now_ms.saturating_sub(slot.last_seen_ms) <= self.idle_ms)
+                    .filter(|(_, slot)| keep(&slot.value))
+                    .count()
+            })
+            .sum()
+    }
+
     /// Copies of the live entries that `keep` accepts, shard by shard.
     pub(crate) fn snapshot(&self, now_ms: u64, keep: impl Fn(&V) -> bool) -> Vec<(K, V)>
     where

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
-use vigil_host::state::StateLimits;
+use vigil_host::state::{StateLimits, MAX_BAN};
 use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
 pub(super) fn build(
@@ -195,9 +195,8 @@ pub(super) fn build(
 /// The most body a guard may read: the prefix is held in memory for every request in flight.
 const MAX_BODY_LIMIT: usize = 1 << 20;
 
-/// Bounds of a guard's `ban`.
+/// The shortest `ban` a guard may set (the longest is the host's `MAX_BAN`).
 const MIN_BAN: Duration = Duration::from_secs(1);
-const MAX_BAN: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `upstream.url`: the URL and its path as a prefix (without a trailing `/`). Parts a prefix
 /// cannot use are refused rather than dropped: `http::Uri` would parse a fragment and forget it.

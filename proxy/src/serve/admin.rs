@@ -9,8 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
-use vigil_host::state::Ban;
+use vigil_host::state::{Ban, MAX_BAN};
 use vigil_host::{FaultKind, HeaderFields, Mode, OnError};
 
 /// Serves one admin request.
@@ -127,8 +126,6 @@ pub async fn handle(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<P
 /// Largest body the admin API reads.
 const MAX_ADMIN_BODY_BYTES: usize = 64 << 10;
 
-/// Bounds of a ban placed by hand.
-const MAX_MANUAL_BAN: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_CLIENT_KEY_BYTES: usize = 1024;
 const MAX_REASON_BYTES: usize = 512;
 
@@ -180,7 +177,7 @@ fn add_decision(sidecar: &Sidecar, body: &[u8]) -> Response<ProxyBody> {
         return problem(StatusCode::BAD_REQUEST, "client: must be 1 to 1024 bytes");
     }
     let duration = match vigil_common::config::duration("duration", &wanted.duration) {
-        Ok(d) if !d.is_zero() && d <= MAX_MANUAL_BAN => d,
+        Ok(d) if !d.is_zero() && d <= MAX_BAN => d,
         Ok(_) => {
             return problem(
                 StatusCode::BAD_REQUEST,
