@@ -296,6 +296,7 @@ async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     })?);
     let listeners = Listeners::bind(public_address, admin_address)?;
     tokio::spawn(reload_on_hangup(sidecar.clone()));
+    tokio::spawn(reopen_on_usr1(sidecar.clone()));
     tracing::info!(%public_address, %admin_address, "listening");
     vigil::serve::run(sidecar, listeners, wait_for_shutdown_signal()).await
 }
@@ -313,6 +314,22 @@ async fn reload_on_hangup(sidecar: Arc<Sidecar>) {
         tracing::info!(cause = "SIGHUP", "reloading the guard chain");
         let reloading = sidecar.clone();
         let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+    }
+}
+
+/// Opens the access log again on SIGUSR1, as nginx does, for log rotation.
+async fn reopen_on_usr1(sidecar: Arc<Sidecar>) {
+    let mut usr1 = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::user_defined1(),
+    ) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGUSR1; reopen the access log with SIGHUP");
+            return;
+        }
+    };
+    while usr1.recv().await.is_some() {
+        sidecar.reopen_access_log();
     }
 }
 

@@ -2,6 +2,7 @@
 //! client and route → run the guard chain → forward → observe the response → account (history,
 //! inventory, metrics). Everything else is a room it calls.
 
+use crate::access_log::{Outcome, RequestLine};
 use crate::exposure::inventory::Observation;
 use crate::forward::hygiene::{self, ClientBodyError, ClientEnd, PrefixedBody};
 use crate::forward::normalize;
@@ -23,8 +24,23 @@ use vigil_host::log_context;
 use vigil_host::state::Ban;
 use vigil_host::{Decision, Denial, Header, Plan};
 
-/// Serves one request.
+/// Serves one request; with the access log on, its line is written once the response is sent.
 pub async fn handle(
+    sidecar: &Sidecar,
+    upstream: &UpstreamClient,
+    req: Request<Incoming>,
+    client_end: &ClientEnd,
+) -> Response<ProxyBody> {
+    match &sidecar.access_log {
+        None => serve(sidecar, upstream, req, client_end).await,
+        Some(log) => {
+            let line = RequestLine::of(&req, client_end.address());
+            log.attach(line, serve(sidecar, upstream, req, client_end).await)
+        }
+    }
+}
+
+async fn serve(
     sidecar: &Sidecar,
     upstream: &UpstreamClient,
     req: Request<Incoming>,
@@ -171,13 +187,14 @@ pub async fn handle(
         if let Some(ban) = denial.ban {
             ban_client(sidecar, &client, &denial, ban, &request_id);
         }
-        let response = respond::denial(&denial, &request_id);
-        seen.account(
+        let mut response = respond::denial(&denial, &request_id);
+        let outcome = seen.account(
             sidecar,
             response.status(),
             response.headers(),
             Disposition::Denied,
         );
+        noted(&mut response, outcome);
         tracing::info!(
             request_id,
             client = %client.key,
@@ -250,7 +267,8 @@ pub async fn handle(
     } else {
         Disposition::Allowed
     };
-    seen.account(sidecar, status, response.headers(), verdict);
+    let outcome = seen.account(sidecar, status, response.headers(), verdict);
+    noted(&mut response, outcome);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
     let response_upgrade = match client_upgrade {
@@ -312,7 +330,17 @@ fn refuse(
     started: Instant,
 ) -> Response<ProxyBody> {
     tracing::info!(request_id, method, error = ?error, "request refused by the proxy");
-    let response = error.response(request_id);
+    let mut response = error.response(request_id);
+    if sidecar.access_log.is_some() {
+        let outcome = Outcome {
+            request_id: request_id.to_string(),
+            route: (route != "-").then(|| route.into()),
+            status: response.status().as_u16(),
+            disposition: Some(Disposition::Error),
+            ..Outcome::default()
+        };
+        noted(&mut response, Some(outcome));
+    }
     sidecar.metrics.request(&Finished {
         method,
         route,
@@ -334,8 +362,21 @@ fn refuse_banned(
     request_id: &str,
     started: Instant,
 ) -> Response<ProxyBody> {
-    let response = respond::banned(ban, sidecar.now_ms(), request_id);
+    let mut response = respond::banned(ban, sidecar.now_ms(), request_id);
     let status = response.status().as_u16();
+    if sidecar.access_log.is_some() {
+        let outcome = Outcome {
+            request_id: request_id.to_string(),
+            client: Some(client.key.clone()),
+            ip: Some(client.ip),
+            route: Some(route.template.clone()),
+            status,
+            disposition: Some(Disposition::Denied),
+            denied_by: Some(ban.by.clone()),
+            ..Outcome::default()
+        };
+        noted(&mut response, Some(outcome));
+    }
     tracing::info!(request_id, client = %client.key, method, route = %route.template, banned_by = %ban.by, "refused: the client is banned");
     sidecar.inventory.record(&Observation {
         method,
@@ -365,14 +406,11 @@ fn ban_client(
     ban: Duration,
     request_id: &str,
 ) {
-    let until_ms = sidecar.now_ms().saturating_add(ban.as_millis() as u64);
-    sidecar.runtime.state().ban(
+    sidecar.ban(
         &client.key,
-        Ban {
-            until_ms,
-            by: denial.guard.clone(),
-            reason: denial.reason.clone(),
-        },
+        denial.guard.clone(),
+        denial.reason.clone(),
+        ban,
     );
     tracing::warn!(request_id, client = %client.key, guard = %denial.guard, reason = %denial.reason, ban_secs = ban.as_secs(), "client banned");
 }
@@ -399,24 +437,26 @@ impl Seen<'_> {
         error: ProxyError,
         request_id: &str,
     ) -> Response<ProxyBody> {
-        let response = error.response(request_id);
-        self.account(
+        let mut response = error.response(request_id);
+        let outcome = self.account(
             sidecar,
             response.status(),
             response.headers(),
             Disposition::Error,
         );
+        noted(&mut response, outcome);
         response
     }
 
-    /// The last step of every such request: history, `on-response`, inventory, metrics.
+    /// The last step of every such request: history, `on-response`, inventory, metrics; and
+    /// what the access log is to say of it, when it is on.
     fn account(
         &mut self,
         sidecar: &Sidecar,
         status: StatusCode,
         headers: &HeaderMap,
         verdict: Disposition,
-    ) {
+    ) -> Option<Outcome> {
         // Only guards that saw the request and observe this status see the response; only those
         // that read headers get them.
         let headers = if self.plan.reads_response_headers(status.as_u16()) {
@@ -466,6 +506,25 @@ impl Seen<'_> {
             elapsed: self.started.elapsed(),
             upstream: self.upstream,
         });
+        sidecar.access_log.as_ref()?;
+        Some(Outcome {
+            request_id: self.request_id.to_string(),
+            client: Some(self.client.key.clone()),
+            ip: Some(self.client.ip),
+            route: Some(self.route.template.clone()),
+            status: status.as_u16(),
+            disposition: Some(verdict),
+            denied_by: denied_by.and(self.decision.denial.as_ref().map(|d| d.guard.clone())),
+            verdicts: Outcome::verdicts_of(&self.decision),
+            upstream: self.upstream.map(|call| call.elapsed),
+        })
+    }
+}
+
+/// Carries `outcome` on the response to the access log, which reads it when the body ends.
+fn noted<B>(response: &mut Response<B>, outcome: Option<Outcome>) {
+    if let Some(outcome) = outcome {
+        response.extensions_mut().insert(outcome);
     }
 }
 

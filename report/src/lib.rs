@@ -192,6 +192,9 @@ pub enum FindingKind {
     ClientDenied,
     /// The same for a monitor-mode guard: denials it would have made, not applied.
     ClientWouldDeny,
+    /// A client was banned: by a guard's `ban` (`source` is the guard) or by an operator
+    /// (`source` is `admin`); `detail` gives the length and the reason.
+    ClientBanned,
 }
 
 impl FindingKind {
@@ -204,6 +207,7 @@ impl FindingKind {
             FindingKind::UnauthenticatedAccess => "unauthenticated-access",
             FindingKind::ClientDenied => "client-denied",
             FindingKind::ClientWouldDeny => "client-would-deny",
+            FindingKind::ClientBanned => "client-banned",
         }
     }
 }

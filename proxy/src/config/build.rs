@@ -1,8 +1,9 @@
 //! From the schema to a [`Config`]: each section's values checked and turned into the types the
 //! sidecar uses, with errors that name the key and what was expected.
 
-use super::raw::{RawConfig, RawPath, RawReport, RawSandbox, RawState};
+use super::raw::{RawAccessLog, RawConfig, RawPath, RawReport, RawSandbox, RawState};
 use super::{Admin, Api, Config, Listen, Log, Reporting, RequestIdPolicy, Sandbox, Upstream};
+use crate::access_log::{AccessLogConfig, AccessOutput};
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::{EscapedSlashes, PathParameters, PathPolicy};
 use crate::identity::{Allowlist, ClientPolicy, IdentityKey};
@@ -189,6 +190,21 @@ pub(super) fn build(
             networks("allowlist.networks", &raw.allowlist.networks)?,
             raw.allowlist.clients,
         ),
+        access_log: access_log(raw.access_log, base),
+    })
+}
+
+/// `[access_log]`: off without a path, `-` for standard output, else a file beside the
+/// configuration when relative.
+fn access_log(raw: RawAccessLog, base: &Path) -> Option<AccessLogConfig> {
+    let output = match raw.path.as_str() {
+        "" => return None,
+        "-" => AccessOutput::Stdout,
+        path => AccessOutput::File(base.join(path)),
+    };
+    Some(AccessLogConfig {
+        output,
+        format: raw.format,
     })
 }
 

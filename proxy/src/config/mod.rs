@@ -16,6 +16,7 @@ pub use raw::{
     DEFAULT_UPSTREAM_CONNECTIONS,
 };
 
+use crate::access_log::AccessLogConfig;
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::PathPolicy;
 use crate::identity::{Allowlist, ClientPolicy};
@@ -61,6 +62,8 @@ pub struct Config {
     pub report: Option<Reporting>,
     /// Clients that skip the guards; a reload swaps it with the chain.
     pub allowlist: Allowlist,
+    /// The access log; `None` when off (the default).
+    pub access_log: Option<AccessLogConfig>,
     /// Every key with the value in force (defaults filled in, overrides applied), secrets
     /// redacted: what `GET /config` and `vigil check --print` show.
     pub effective: serde_json::Value,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 use vigil_guest::route::Pattern;
 use vigil_report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
 
@@ -20,6 +21,8 @@ use vigil_report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Pe
 pub const OVERFLOW_METHOD: &str = "*";
 /// The sidecar's own findings carry this source.
 pub const SIDECAR_SOURCE: &str = "sidecar";
+/// The `by` of a ban an operator placed, and the source of its finding.
+pub const ADMIN_SOURCE: &str = "admin";
 /// Most recent findings `GET /exposure` shows.
 const RECENT_FINDINGS: usize = 100;
 
@@ -279,6 +282,24 @@ impl Inventory {
                 seen.at_ms,
             );
         }
+    }
+
+    /// Queues the finding that `client` was banned at `at_ms` for `length` by `by` (a guard's
+    /// name, or `admin`).
+    pub fn record_ban(&self, client: &str, by: &str, reason: &str, length: Duration, at_ms: u64) {
+        let source = if by == ADMIN_SOURCE {
+            ADMIN_SOURCE.to_string()
+        } else {
+            format!("guard:{by}")
+        };
+        self.add_finding(
+            FindingKind::ClientBanned.as_str(),
+            &source,
+            None,
+            Some(client.to_string()),
+            format!("banned for {}s: {reason}", length.as_secs()),
+            at_ms,
+        );
     }
 
     /// Queues findings reported by guards.
@@ -755,6 +776,47 @@ mod tests {
         let findings = inventory.take(9_000).findings;
         assert_eq!(findings.len(), 2);
         assert!(findings.iter().all(|f| f.kind == "zombie-candidate"));
+    }
+
+    #[test]
+    fn bans_are_reported_with_who_placed_them() {
+        let inventory = inventory(InventoryLimits::default());
+        let fifteen_minutes = Duration::from_secs(900);
+        inventory.record_ban("mallory", "rate-limit", "too fast", fifteen_minutes, 5_000);
+        inventory.record_ban("eve", ADMIN_SOURCE, "by hand", fifteen_minutes, 6_000);
+        let findings = inventory.take(9_000).findings;
+        let seen: Vec<(&str, &str, Option<&str>, &str, u64)> = findings
+            .iter()
+            .map(|f| {
+                (
+                    f.kind.as_str(),
+                    f.source.as_str(),
+                    f.client.as_deref(),
+                    f.detail.as_str(),
+                    f.at_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "client-banned",
+                    "guard:rate-limit",
+                    Some("mallory"),
+                    "banned for 900s: too fast",
+                    5_000
+                ),
+                (
+                    "client-banned",
+                    "admin",
+                    Some("eve"),
+                    "banned for 900s: by hand",
+                    6_000
+                ),
+            ]
+        );
+        assert!(findings.iter().all(|f| f.endpoint.is_none()));
     }
 
     #[test]
