@@ -21,6 +21,11 @@ use vigil_report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Pe
 pub const OVERFLOW_METHOD: &str = "*";
 /// The sidecar's own findings carry this source.
 pub const SIDECAR_SOURCE: &str = "sidecar";
+/// Distinct finding kinds counted by name in the lifetime view; later ones count as
+/// [`OTHER_KINDS`].
+const MAX_FINDING_KINDS: usize = 256;
+/// Where kinds beyond [`MAX_FINDING_KINDS`] are counted.
+const OTHER_KINDS: &str = "(other)";
 /// The `by` of a ban an operator placed, and the source of its finding.
 pub const ADMIN_SOURCE: &str = "admin";
 /// Most recent findings `GET /exposure` shows.
@@ -213,9 +218,19 @@ impl Inventory {
                 usually_authenticated,
             )
         };
-        let endpoint = || EndpointKey {
-            method: seen.method.to_string(),
-            route: seen.route.template.to_string(),
+        // The endpoint the request was counted under (see `tally`).
+        let endpoint = || {
+            if vigil_report::is_reportable_endpoint(seen.method, &seen.route.template) {
+                EndpointKey {
+                    method: seen.method.to_string(),
+                    route: seen.route.template.to_string(),
+                }
+            } else {
+                EndpointKey {
+                    method: OVERFLOW_METHOD.into(),
+                    route: OVERFLOW_TEMPLATE.into(),
+                }
+            }
         };
         if created && shadow {
             self.add_finding(
@@ -455,7 +470,10 @@ impl Inventory {
             }
         }
         let full = self.endpoint_count.load(Ordering::Relaxed) >= self.limits.max_endpoints as u64;
-        let (method, template) = if full {
+        // A method or template a report cannot carry would get the whole report refused by the
+        // collector: such requests are counted under the overflow endpoint instead.
+        let unfit = !vigil_report::is_reportable_endpoint(method, &route.template);
+        let (method, template) = if full || unfit {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             (OVERFLOW_METHOD, Arc::from(OVERFLOW_TEMPLATE))
         } else {
@@ -500,16 +518,21 @@ impl Inventory {
         at_ms: u64,
     ) {
         let mut findings = lock(&self.findings);
-        *findings.by_kind.entry(kind.to_string()).or_default() += 1;
+        // Guards and clients choose much of this text; a report must still pass validation.
         let finding = Finding {
-            kind: kind.to_string(),
-            source: source.to_string(),
+            kind: vigil_report::fit_name(kind),
+            source: vigil_report::fit_name(source),
             endpoint,
-            detail,
-            client,
+            detail: vigil_report::fit_text(&detail),
+            client: client.as_deref().map(vigil_report::fit_text),
             at_ms,
             count: 1,
         };
+        // Guards name their kinds: past a bound, new ones are counted together.
+        let known = findings.by_kind.len() < MAX_FINDING_KINDS
+            || findings.by_kind.contains_key(&finding.kind);
+        let counted_as = if known { &*finding.kind } else { OTHER_KINDS };
+        *findings.by_kind.entry(counted_as.to_string()).or_default() += 1;
         if findings.recent.len() >= RECENT_FINDINGS {
             findings.recent.pop_front();
         }
@@ -776,6 +799,40 @@ mod tests {
         let findings = inventory.take(9_000).findings;
         assert_eq!(findings.len(), 2);
         assert!(findings.iter().all(|f| f.kind == "zombie-candidate"));
+    }
+
+    #[test]
+    fn guard_findings_are_cut_to_what_a_report_carries_and_their_kinds_bounded() {
+        let inventory = inventory(InventoryLimits::default());
+        let finding = |kind: String, detail: String| vigil_host::Finding {
+            guard: "g".into(),
+            kind,
+            detail,
+            client: "é".repeat(600),
+            at_ms: 1,
+        };
+        inventory.add_guard_findings(vec![finding("k\n".repeat(100), "d".repeat(5000))]);
+        for i in 0..MAX_FINDING_KINDS + 10 {
+            inventory.add_guard_findings(vec![finding(format!("kind-{i}"), String::new())]);
+        }
+        let findings = inventory.take(2).findings;
+        assert!(findings
+            .iter()
+            .all(|f| f.kind.len() <= vigil_report::MAX_NAME_BYTES
+                && f.detail.len() <= vigil_report::MAX_TEXT_BYTES
+                && f.client.as_ref().unwrap().len() <= vigil_report::MAX_TEXT_BYTES));
+        assert!(
+            findings[0].kind.starts_with("k?k?"),
+            "{:?}",
+            findings[0].kind
+        );
+        let by_kind = inventory.exposure().findings_by_kind;
+        assert_eq!(
+            by_kind.len(),
+            MAX_FINDING_KINDS + 1,
+            "the bound and (other)"
+        );
+        assert_eq!(by_kind[OTHER_KINDS], 11);
     }
 
     #[test]
