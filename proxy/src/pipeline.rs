@@ -14,15 +14,18 @@ use crate::routing::Route;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use vigil_host::log_context;
 use vigil_host::state::Ban;
+use vigil_host::state::EventRecord;
 use vigil_host::{Decision, Denial, Header, Plan};
+use vigil_report::FindingKind;
 
 /// Serves one request; with the access log on, its line is written once the response is sent.
 pub async fn handle(
@@ -57,6 +60,22 @@ async fn serve(
     {
         return refuse(sidecar, &method, "-", error, &request_id, started);
     }
+    // A tunnel would carry bytes no guard sees, to wherever the client names.
+    if parts.method == Method::CONNECT {
+        let client = sidecar
+            .clients
+            .resolve(client_end.address(), &parts.headers);
+        let target = parts.uri.to_string();
+        proxy_attempt(sidecar, &client, &method, format!("CONNECT {target}"), 405);
+        return refuse(
+            sidecar,
+            &method,
+            "-",
+            ProxyError::NotAProxy,
+            &request_id,
+            started,
+        );
+    }
     let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
         Err(error) => return refuse(sidecar, &method, "-", error, &request_id, started),
@@ -64,6 +83,10 @@ async fn serve(
     if let Err(error) = hygiene::settle_host(&mut parts) {
         return refuse(sidecar, &method, "-", error, &request_id, started);
     }
+    // Absolute form is valid HTTP/1.1 and served, but it is what a forward proxy gets: a client
+    // sending it is probably looking for an open proxy.
+    let absolute_form = (parts.version < Version::HTTP_2 && parts.uri.authority().is_some())
+        .then(|| parts.uri.to_string());
     // From here on, routing, the guards, the inventory and the upstream see one spelling.
     if let Err(error) = normalise_target(&mut parts.uri, &sidecar.path) {
         return refuse(sidecar, &method, "-", error, &request_id, started);
@@ -84,6 +107,14 @@ async fn serve(
         .clients
         .resolve(client_end.address(), &parts.headers);
     let route = sidecar.routes.resolve(&method, parts.uri.path());
+    if let Some(target) = absolute_form {
+        sidecar.inventory.record_client_finding(
+            FindingKind::ProxyAttempt,
+            &client.key,
+            format!("absolute-form request {method} {target}"),
+            sidecar.now_ms(),
+        );
+    }
     let chain = sidecar.chain();
     // An allowlisted client skips the guards and any ban; a banned one is refused before any
     // guard runs or its body is read.
@@ -350,6 +381,85 @@ fn refuse(
         upstream: None,
     });
     response
+}
+
+/// Keeps a trace of a request the proxy refused before the guards: in the client's history
+/// (which guards read) under `route`, and as a finding of `kind` for the next report.
+fn record_refusal(
+    sidecar: &Sidecar,
+    client: &ResolvedClient,
+    method: &str,
+    route: &str,
+    status: u16,
+    kind: FindingKind,
+    detail: String,
+) {
+    let at_ms = sidecar.now_ms();
+    sidecar.runtime.state().record(
+        &client.key,
+        &EventRecord {
+            at_ms,
+            method,
+            route,
+            status,
+            public: client.public,
+            authenticated: client.authenticated,
+        },
+    );
+    sidecar
+        .inventory
+        .record_client_finding(kind, &client.key, detail, at_ms);
+}
+
+fn proxy_attempt(
+    sidecar: &Sidecar,
+    client: &ResolvedClient,
+    method: &str,
+    detail: String,
+    status: u16,
+) {
+    tracing::info!(client = %client.key, %detail, "forward proxy attempt refused");
+    record_refusal(
+        sidecar,
+        client,
+        method,
+        PROXY_ATTEMPT_ROUTE,
+        status,
+        FindingKind::ProxyAttempt,
+        detail,
+    );
+}
+
+/// The route a `CONNECT` is recorded under in the client's history.
+pub const PROXY_ATTEMPT_ROUTE: &str = "(connect)";
+/// The route a request the HTTP parser refused is recorded under in the client's history.
+pub const UNPARSED_ROUTE: &str = "(unparsed)";
+
+/// Accounts for a request the HTTP parser refused with `status` before the pipeline saw it:
+/// the client (known by its address only) gets it in its history and a finding, the metrics
+/// and the access log count it.
+pub fn refused_by_parser(sidecar: &Sidecar, peer: IpAddr, status: u16, why: &str) {
+    let client = sidecar.clients.resolve(peer, &HeaderMap::new());
+    record_refusal(
+        sidecar,
+        &client,
+        "-",
+        UNPARSED_ROUTE,
+        status,
+        FindingKind::MalformedRequest,
+        format!("the HTTP parser refused a request with {status}: {why}"),
+    );
+    sidecar.metrics.request(&Finished {
+        method: "-",
+        route: "-",
+        status,
+        verdict: Disposition::Error,
+        elapsed: Duration::ZERO,
+        upstream: None,
+    });
+    if let Some(log) = &sidecar.access_log {
+        log.unparsed(peer, status);
+    }
 }
 
 /// Refuses a request from a banned client without running any guard.

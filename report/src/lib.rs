@@ -192,6 +192,12 @@ pub enum FindingKind {
     ClientDenied,
     /// The same for a monitor-mode guard: denials it would have made, not applied.
     ClientWouldDeny,
+    /// A client tried to use the sidecar as a forward proxy: a `CONNECT` (refused) or a
+    /// request in absolute form (served, as HTTP requires).
+    ProxyAttempt,
+    /// The HTTP parser refused a client's request (400, 414, 431) before the sidecar could
+    /// read it; `client` is the address.
+    MalformedRequest,
     /// A client was banned: by a guard's `ban` (`source` is the guard) or by an operator
     /// (`source` is `admin`); `detail` gives the length and the reason.
     ClientBanned,
@@ -208,6 +214,8 @@ impl FindingKind {
             FindingKind::ClientDenied => "client-denied",
             FindingKind::ClientWouldDeny => "client-would-deny",
             FindingKind::ClientBanned => "client-banned",
+            FindingKind::ProxyAttempt => "proxy-attempt",
+            FindingKind::MalformedRequest => "malformed-request",
         }
     }
 }

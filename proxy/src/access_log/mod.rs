@@ -74,6 +74,33 @@ impl AccessLog {
         self.writer.reopen();
     }
 
+    /// Writes the line of a request the HTTP parser refused with `status`: nothing of it is
+    /// known but the peer, so its method and target are `-`.
+    pub fn unparsed(self: &Arc<Self>, peer: IpAddr, status: u16) {
+        let request = RequestLine {
+            at: SystemTime::now(),
+            started: Instant::now(),
+            peer,
+            method: "-".into(),
+            target: "-".into(),
+            version: http::Version::HTTP_11,
+            user_agent: None,
+            referer: None,
+        };
+        let outcome = Outcome {
+            status,
+            disposition: Some(Disposition::Error),
+            ..Outcome::default()
+        };
+        Pending {
+            log: self.clone(),
+            request,
+            outcome,
+            bytes_sent: 0,
+        }
+        .write(true);
+    }
+
     /// Wraps `response`'s body so that the request's line is written once the body ends.
     pub fn attach(
         self: &Arc<Self>,

@@ -299,6 +299,24 @@ impl Inventory {
         }
     }
 
+    /// Queues a finding of the sidecar's own about `client` on no endpoint in particular.
+    pub fn record_client_finding(
+        &self,
+        kind: FindingKind,
+        client: &str,
+        detail: String,
+        at_ms: u64,
+    ) {
+        self.add_finding(
+            kind.as_str(),
+            SIDECAR_SOURCE,
+            None,
+            Some(client.to_string()),
+            detail,
+            at_ms,
+        );
+    }
+
     /// Queues the finding that `client` was banned at `at_ms` for `length` by `by` (a guard's
     /// name, or `admin`).
     pub fn record_ban(&self, client: &str, by: &str, reason: &str, length: Duration, at_ms: u64) {
