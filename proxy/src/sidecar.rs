@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
+use vigil_host::clock::{SharedClock, SystemClock};
 use vigil_host::state::Ban;
 use vigil_host::{Chain, GuardSource, GuardSpec, Runtime, RuntimeConfig};
 
@@ -84,11 +85,21 @@ pub struct ReloadReport {
 impl Sidecar {
     /// Starts the runtime and loads the configured chain; any error here is fatal.
     pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Sidecar> {
+        Sidecar::with_clock(config, overrides, Arc::new(SystemClock))
+    }
+
+    /// The same, on `clock` rather than the system's (a replay drives it from a log).
+    pub fn with_clock(
+        config: Config,
+        overrides: Overrides,
+        clock: SharedClock,
+    ) -> anyhow::Result<Sidecar> {
         let sandbox = &config.sandbox;
         let runtime = Runtime::new(RuntimeConfig {
             state: config.state.clone(),
             max_instances: sandbox.max_instances,
             max_guard_memory: sandbox.max_guard_memory_bytes,
+            clock,
             ..RuntimeConfig::default()
         })
         .map_err(|e| {
