@@ -1076,3 +1076,154 @@ fn probing_rejects_bad_config_naming_the_field() {
     );
     refused(pr, r#"{"ignore": "/favicon.ico"}"#, "invalid type");
 }
+
+// ---------------------------------------------------------------- signatures
+
+/// An operator's own signatures file, as Vigil passes it to the guard: its text under
+/// `signatures` (from `signatures = "PATH"` on the entry).
+const OWN_SIGNATURES: &str =
+    "# this site's own\npath /internal-backup\npath *.tfstate\nagent evil-bot\n";
+
+fn signatures(extra: serde_json::Value) -> String {
+    let mut config = serde_json::json!({ "signatures": OWN_SIGNATURES });
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    config.to_string()
+}
+
+fn as_agent(b: &Bench, path: &str, agent: &str) -> Decision {
+    let mut req = b.request("GET", path, "visitor");
+    req.headers.push(vigil_host::Header {
+        name: "user-agent".into(),
+        value: agent.as_bytes().to_vec(),
+    });
+    b.exchange(req, 200)
+}
+
+#[test]
+fn signatures_refuse_known_probes_and_the_operators_own() {
+    let config = signatures(serde_json::json!({ "exempt": ["/wp-login.php"] }));
+    let b = bench("signatures", &config, Mode::Enforce, 0);
+    assert_eq!(
+        b.chain.guards()[0].header_fields(),
+        &vigil_host::HeaderFields::Named(vec!["user-agent".to_string()].into_boxed_slice()),
+    );
+    for path in [
+        "/.env",
+        "/.git/config",
+        "/phpmyadmin/index.php",
+        "/actuator/env",
+        "/cgi-bin/test.cgi",
+        "/xmlrpc.php",
+        "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+        // The spellings an upstream may serve as the same file.
+        "/.ENV",
+        "/.env;jsessionid=x",
+        "/.env%20",
+        "/.Git/Config",
+        // The operator's own.
+        "/internal-backup/db.tar",
+        "/infra/prod.TFSTATE",
+    ] {
+        let denial = as_agent(&b, path, FIREFOX).denial;
+        let denial = denial.unwrap_or_else(|| panic!("{path} should be refused"));
+        assert_eq!(
+            (denial.status, denial.reason.as_str()),
+            (403, "request matches a known scanner signature"),
+            "{path}"
+        );
+    }
+    for agent in ["sqlmap/1.8.2#stable (https://sqlmap.org)", "Evil-Bot/2.0"] {
+        assert_eq!(denied(&as_agent(&b, "/", agent)), 403, "{agent}");
+    }
+    let kinds = b.finding_kinds();
+    assert_eq!(kinds.len(), 15);
+    assert!(kinds.iter().all(|k| k == "scanner"), "{kinds:?}");
+    // Exempt: this site is a WordPress site.
+    assert_allowed(&as_agent(&b, "/wp-login.php", FIREFOX), "exempt");
+
+    // Without the shipped list, only the operator's own signatures apply.
+    let b = bench(
+        "signatures",
+        &signatures(serde_json::json!({ "defaults": false, "status": 404 })),
+        Mode::Enforce,
+        0,
+    );
+    assert_allowed(&as_agent(&b, "/.env", "sqlmap/1.8"), "shipped list off");
+    assert_eq!(denied(&as_agent(&b, "/internal-backup", FIREFOX)), 404);
+}
+
+#[test]
+fn signatures_let_ordinary_browsing_through() {
+    let b = bench(
+        "signatures",
+        &signatures(serde_json::json!({})),
+        Mode::Enforce,
+        0,
+    );
+    let agents = [
+        FIREFOX,
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        "curl/8.5.0",
+        "python-requests/2.32.3",
+    ];
+    for (i, path) in [
+        "/",
+        "/index.html",
+        "/login",
+        "/articles/how-we-use-git",
+        "/static/js/app.3f2a.js",
+        "/static/js/app.3f2a.js.map",
+        "/assets/env.js",
+        "/environment",
+        "/api/users/7",
+        "/api/sql/query",
+        "/admin-guide",
+        "/images/shell.png",
+        "/favicon.ico",
+        "/robots.txt",
+        "/.well-known/security.txt",
+        "/backups-explained",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_allowed(&as_agent(&b, path, agents[i % agents.len()]), path);
+    }
+    assert!(b.finding_kinds().is_empty());
+}
+
+#[test]
+fn signatures_monitor_mode_only_records() {
+    let b = bench("signatures", "{}", Mode::Monitor, 0);
+    let decisions: Vec<Decision> = ["/.env", "/.git/config", "/", "/wp-login.php"]
+        .iter()
+        .map(|p| as_agent(&b, p, FIREFOX))
+        .collect();
+    assert_monitored(&decisions, 403);
+    assert_eq!(decisions.iter().filter(|d| wanted(d).is_some()).count(), 3);
+}
+
+#[test]
+fn signatures_reject_bad_config_naming_the_field() {
+    let sg = "signatures";
+    refused(sg, r#"{"signature": ""}"#, "unknown field `signature`");
+    refused(sg, r#"{"status": 302}"#, "status: must be from 400 to 599");
+    refused(
+        sg,
+        r#"{"signatures": "path /x\nagnet y"}"#,
+        "signatures: line 2: unknown kind \"agnet\", expected \"path\" or \"agent\"",
+    );
+    refused(
+        sg,
+        r#"{"signatures": "path"}"#,
+        "signatures: line 1: \"path\" has no pattern after its kind",
+    );
+    refused(
+        sg,
+        r#"{"exempt": ["/"]}"#,
+        "exempt[0]: \"/\" names no path segment",
+    );
+}

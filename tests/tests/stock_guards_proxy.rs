@@ -219,3 +219,51 @@ async fn a_rate_limit_keyed_by_a_header_gets_that_header_alone() {
     assert_eq!(as_team("b").await, StatusCode::OK);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_from_a_file_through_the_proxy() {
+    // The operator's file, read by Vigil at load and passed to the guard with its config.
+    let dir = std::env::temp_dir().join(format!("vigil-signatures-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("signatures.txt");
+    std::fs::write(
+        &file,
+        "# this site's own\npath /internal-backup\npath *.tfstate\n",
+    )
+    .unwrap();
+    let table = format!(
+        "signatures = {:?}\nconfig = {{ exempt = [\"/wp-login.php\"] }}",
+        file.display().to_string()
+    );
+    let attack = [
+        "/.env",
+        "/.git/config",
+        "/phpmyadmin/",
+        "/actuator/env",
+        "/cgi-bin/luci",
+        "/.ENV",
+        "/internal-backup/db.tar",
+        "/infra/prod.tfstate",
+    ];
+    let normal = [
+        "/",
+        "/login",
+        "/wp-login.php",
+        "/static/app.js",
+        "/api/users/7",
+        "/environment",
+        "/favicon.ico",
+        "/backups-explained",
+    ];
+    run(Scenario {
+        guard: "signatures",
+        module: guards::SIGNATURES,
+        table,
+        attack: attack.iter().map(|p| call("GET", *p, "scanner")).collect(),
+        refused: attack.len(),
+        status: StatusCode::FORBIDDEN,
+        normal: normal.iter().map(|p| call("GET", *p, "reader")).collect(),
+    })
+    .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
