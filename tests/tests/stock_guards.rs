@@ -914,7 +914,7 @@ fn page_view(b: &Bench, client: &str, page: u32) -> Vec<Decision> {
         b.send("GET", "/api/comments", client, 200),
         b.send("GET", "/favicon.ico", client, 404),
     ];
-    if page % 3 == 0 {
+    if page.is_multiple_of(3) {
         out.push(b.send("GET", "/apple-touch-icon-precomposed.png", client, 404));
         out.push(b.send("GET", "/apple-touch-icon.png", client, 404));
         out.push(b.send("GET", "/robots.txt", client, 404));
@@ -1017,7 +1017,7 @@ fn probing_never_refuses_ordinary_browsing() {
             answers += 1;
         }
         // A mistyped link now and then, a login wall, a form sent twice.
-        if page % 10 == 0 {
+        if page.is_multiple_of(10) {
             assert_allowed(
                 &b.send("GET", &format!("/artcles/{page}"), "reader", 404),
                 "typo",
