@@ -267,3 +267,52 @@ async fn signatures_from_a_file_through_the_proxy() {
     .await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_through_the_proxy() {
+    // Judged on the upstream's answers: the 404s of `/status/404?probe=N` reach the guard's
+    // on-response, which only 4xx answers call.
+    let table = r#"routes = ["*"]
+config = { min_requests = 20, max_error_ratio = 0.5, window = "10m" }"#;
+    let config = format!("{BASE}{}", guard_table("probing", guards::PROBING, table));
+    let (up, proxy) = start_with_upstream("probing", &config).await;
+    let (_, _, body) = send(proxy.admin, "GET", "/guards", &[], vec![]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        listed[0]["needs"],
+        serde_json::json!({"headers": false, "responses": "4xx"})
+    );
+    let headers = [("x-api-key", "scanner")];
+    let mut got = Vec::new();
+    for i in 0..30 {
+        let path = format!("/status/404?probe={i}");
+        got.push(send(proxy.addr, "GET", &path, &headers, vec![]).await.0);
+    }
+    assert!(
+        got[..20].iter().all(|s| *s == StatusCode::NOT_FOUND),
+        "{got:?}"
+    );
+    assert!(
+        got[20..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{got:?}"
+    );
+    assert_eq!(up.count(), 20, "refused requests do not reach the upstream");
+    // Another client of the same site is judged on its own answers.
+    let headers = [("x-api-key", "reader")];
+    for i in 0..30 {
+        let path = if i % 3 == 0 {
+            "/favicon.ico"
+        } else {
+            "/articles/1"
+        };
+        assert_eq!(
+            send(proxy.addr, "GET", path, &headers, vec![]).await.0,
+            StatusCode::OK
+        );
+    }
+    let series = "vigil_guard_results_total{guard=\"probing\",result=\"deny\"}";
+    assert_eq!(metric(&proxy, series).await, 10);
+    proxy.shutdown().await;
+}
