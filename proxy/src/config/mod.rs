@@ -388,6 +388,37 @@ mod tests {
     }
 
     #[test]
+    fn a_signatures_file_is_read_into_the_guards_config() {
+        let dir = std::env::temp_dir().join(format!("vigil-signatures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mine.txt"), "path /.env\nagent sqlmap\n").unwrap();
+        let file = dir.join("vigil.toml");
+        let parse_at = |guard: &str| {
+            let text = format!("{MINIMAL}[[guard]]\nname = \"s\"\nmodule = \"s.wasm\"\n{guard}");
+            Config::parse(&file, &text, &Overrides::default()).map_err(|e| e.to_string())
+        };
+        let c = parse_at("signatures = \"mine.txt\"\nconfig = { status = 404 }\n").unwrap();
+        let json: serde_json::Value = serde_json::from_str(&c.guards[0].config_json).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": 404, "signatures": "path /.env\nagent sqlmap\n"})
+        );
+        let missing = parse_at("signatures = \"gone.txt\"\n").unwrap_err();
+        assert!(
+            missing.contains("guard[0] (\"s\").signatures: cannot read ")
+                && missing.contains("gone.txt"),
+            "{missing}"
+        );
+        let twice = parse_at("signatures = \"mine.txt\"\nconfig = { signatures = \"path /x\" }\n")
+            .unwrap_err();
+        assert!(
+            twice.contains("guard[0] (\"s\").signatures: the guard's config sets signatures too"),
+            "{twice}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn guards_resolve_relative_to_the_file_and_carry_their_settings() {
         let c = parse(&format!(
             "{MINIMAL}[[guard]]\nname = \"t\"\nmodule = \"guards/t.wasm\"\nroutes = [\"POST /login\"]\nmode = \"monitor\"\n\

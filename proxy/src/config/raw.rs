@@ -301,6 +301,8 @@ pub(super) struct RawGuard {
     pub(super) deadline: Option<String>,
     pub(super) memory_mb: Option<usize>,
     pub(super) ban: Option<String>,
+    /// A signatures file, read into the guard's `config` as its `signatures` text.
+    pub(super) signatures: Option<PathBuf>,
 }
 
 fn default_mode() -> String {
