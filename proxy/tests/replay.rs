@@ -229,3 +229,116 @@ fn unreadable_lines_are_counted_and_shown_and_bad_input_is_named() {
     assert_eq!(code, 2, "clap's usage error");
     assert!(err.contains("combined, common, json"), "{err}");
 }
+
+/// `probing` and `signatures` with their defaults, in front of a web app.
+fn scanner_config(dir: &Path) -> PathBuf {
+    let path = dir.join("vigil.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [[guard]]\nname = \"signatures\"\nmodule = \"{}\"\ndeadline = \"2s\"\n\
+             [[guard]]\nname = \"probing\"\nmodule = \"{}\"\ndeadline = \"2s\"\nroutes = [\"*\"]\n",
+            vigil_guard_artifacts::SIGNATURES,
+            vigil_guard_artifacts::PROBING,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn combined(ip: &str, second: u32, target: &str, status: u16, agent: &str) -> String {
+    format!(
+        "{ip} - - [02/Dec/2026:10:{:02}:{:02} +0000] \"GET {target} HTTP/1.1\" {status} 100 \"-\" \"{agent}\"\n",
+        second / 60,
+        second % 60
+    )
+}
+
+#[test]
+fn a_recorded_scan_is_refused_and_recorded_browsing_never_is() {
+    let dir = dir("scan");
+    let config = scanner_config(&dir);
+    let browser = "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0";
+
+    // Ordinary browsing of a web app: pages, assets, and the browser's own 404s (favicon,
+    // source maps, touch icons, robots.txt), three readers over twenty minutes.
+    let mut browsing = String::new();
+    for view in 0..40u32 {
+        for (n, reader) in ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+            .iter()
+            .enumerate()
+        {
+            let at = view * 30 + n as u32;
+            browsing += &combined(reader, at, &format!("/articles/{view}"), 200, browser);
+            browsing += &combined(reader, at, "/static/app.js", 200, browser);
+            browsing += &combined(reader, at, "/static/app.js.map", 404, browser);
+            browsing += &combined(reader, at, "/favicon.ico", 404, browser);
+            if view % 10 == 0 {
+                browsing += &combined(reader, at, "/robots.txt", 404, browser);
+                browsing += &combined(
+                    reader,
+                    at,
+                    "/apple-touch-icon-precomposed.png",
+                    404,
+                    browser,
+                );
+            }
+        }
+    }
+    let log = dir.join("browsing.log");
+    std::fs::write(&log, &browsing).unwrap();
+    let (code, out, err) = replay(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "--fail-on-deny",
+            log.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "ordinary browsing is never refused: {out}{err}");
+    assert_eq!(json(&out)["refused"], 0);
+
+    // A scanner walking a word list one path a second: every path is answered 404, a few are
+    // known probes.
+    let mut scan = String::new();
+    let words = [
+        "admin", "backup", "old", "test", "dev", "api", "v1", "tmp", "files", "data",
+    ];
+    for (i, word) in words.iter().cycle().take(60).enumerate() {
+        scan += &combined(
+            "203.0.113.66",
+            i as u32,
+            &format!("/{word}{i}/"),
+            404,
+            "Mozilla/5.0",
+        );
+    }
+    scan += &combined("203.0.113.66", 61, "/.env", 404, "Mozilla/5.0");
+    scan += &combined("203.0.113.66", 62, "/.git/config", 404, "Mozilla/5.0");
+    let log = dir.join("scan.log");
+    std::fs::write(&log, scan).unwrap();
+    let (code, out, err) = replay(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "--fail-on-deny",
+            log.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    let summary = json(&out);
+    // Its first 20 requests are counted before it is judged; the known probes at the end are
+    // refused by `signatures`, which runs first.
+    assert_eq!(summary["guards"]["probing"]["refused"], 40, "{summary:#}");
+    assert_eq!(summary["guards"]["signatures"]["refused"], 2, "{summary:#}");
+    let first = &summary["first_refusals"][0];
+    assert_eq!(
+        (&first["client"], &first["guard"], &first["line"]),
+        (&"203.0.113.66".into(), &"probing".into(), &21.into())
+    );
+}
