@@ -13,6 +13,9 @@ and shutdown cancel out.
   python3 bench/loadtest/instructions.py --vigil target/release/vigil \\
       --guards-dir target/wasm-guests/wasm32-wasip2/release [--baseline OLD] [--floor FORWARD_ONLY]
 
+With `INSTRUCTIONS_KEEP=DIR` in the environment the callgrind profiles are kept there, one per
+run (`callgrind_annotate DIR/<binary>-<kind>-<requests>.callgrind` shows where they went).
+
 The guards are compiled once per count into a cache of its own (`VIGIL_CACHE_DIR`), before
 the two runs, so that both find them there. Needs valgrind (Debian's `valgrind`). Under
 valgrind the guard instance pool is made small (`[sandbox] max_instances`) and one worker
@@ -78,6 +81,10 @@ def count(kind, binary, guards_dir, requests):
     match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(errors="replace"), re.M) if out.exists() else None
     if not match:
         raise SystemExit(f"instructions: callgrind wrote no totals for {binary} (see {run_dir})")
+    keep = os.environ.get("INSTRUCTIONS_KEEP")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, Path(keep) / f"{Path(binary).name}-{kind}-{requests}.callgrind")
     shutil.rmtree(run_dir, ignore_errors=True)
     return int(match.group(1))
 
