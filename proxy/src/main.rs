@@ -13,8 +13,7 @@ use vigil::config::{Config, LogFormat, Overrides};
 use vigil::serve::Listeners;
 use vigil::sidecar::Sidecar;
 use vigil_host::{
-    Chain, Client, GuardResult, GuardSource, GuardSpec, Pattern, Request, Response, Runtime,
-    RuntimeConfig,
+    Chain, Client, GuardResult, GuardSpec, Pattern, Request, Response, Runtime, RuntimeConfig,
 };
 
 #[global_allocator]
@@ -98,9 +97,10 @@ struct CollectArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Directory of the compiled stock guards (rate_limit.wasm, sequence.wasm, ...).
-    #[arg(long, default_value_os_t = vigil::cli::demo::default_guards_dir())]
-    guards: PathBuf,
+    /// Run the stock guards compiled in this directory (rate_limit.wasm, sequence.wasm, ...,
+    /// as `cargo build -p vigil-guard-artifacts` makes them) instead of the built-in ones.
+    #[arg(long)]
+    guards: Option<PathBuf>,
 }
 
 /// The configuration file read when `--config` is not given.
@@ -162,7 +162,8 @@ impl ConfigArgs {
 
 #[derive(Args)]
 struct GuardArgs {
-    /// The guard component (.wasm, built for wasm32-wasip2).
+    /// The guard component (.wasm, built for wasm32-wasip2), or `builtin:NAME` for a stock
+    /// guard compiled into vigil (builtin:rate-limit, builtin:sequence, ...).
     module: PathBuf,
     /// The guard's JSON configuration.
     #[arg(long, default_value = "{}")]
@@ -250,7 +251,7 @@ fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(vigil::cli::demo::run(&args.guards))
+    runtime.block_on(vigil::cli::demo::run(args.guards.as_deref()))
 }
 
 fn check(args: &CheckArgs, log: &Option<String>) -> anyhow::Result<()> {
@@ -350,7 +351,8 @@ async fn wait_for_shutdown_signal() {
 }
 
 fn load(runtime: &Runtime, args: &GuardArgs) -> anyhow::Result<Chain> {
-    let mut spec = GuardSpec::new(&args.name, GuardSource::File(args.module.clone()));
+    let source = vigil::builtin::source(&args.module, Path::new("")).map_err(anyhow::Error::msg)?;
+    let mut spec = GuardSpec::new(&args.name, source);
     spec.config_json = args.config.clone();
     spec.routes = args
         .routes
