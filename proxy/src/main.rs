@@ -25,7 +25,7 @@ const EXIT_USAGE: u8 = 64;
 #[derive(Parser)]
 #[command(
     name = "vigil",
-    version,
+    version = env!("VIGIL_VERSION"),
     about = "A sidecar reverse proxy that runs sandboxed WebAssembly guards on live API traffic."
 )]
 struct Cli {
@@ -54,6 +54,21 @@ enum Command {
     /// dashboard and the JSON API.
     #[command(long_about = COLLECT_ABOUT)]
     Collect(CollectArgs),
+    /// Print a completion script for a shell to stdout.
+    #[command(long_about = COMPLETIONS_ABOUT)]
+    Completions(CompletionsArgs),
+}
+
+const COMPLETIONS_ABOUT: &str = "Print a completion script for a shell to stdout.
+
+  vigil completions bash > ~/.local/share/bash-completion/completions/vigil
+  vigil completions zsh > ~/.zfunc/_vigil            # with fpath+=(~/.zfunc) before compinit
+  vigil completions fish > ~/.config/fish/completions/vigil.fish";
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell the script is for.
+    shell: clap_complete::Shell,
 }
 
 const RUN_ABOUT: &str = "Run the sidecar: proxy clients to the upstream through the guard chain.
@@ -209,6 +224,16 @@ fn main() -> ExitCode {
             init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text).and_then(|()| try_guard(args))
         }
         Command::Collect(args) => collect(args, &cli.log),
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "vigil",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
