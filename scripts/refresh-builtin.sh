@@ -31,8 +31,7 @@ done
 {
     printf '%s\n' example-guards/Cargo.toml example-guards/Cargo.lock guest-sdk/Cargo.toml
     for manifest in example-guards/*/Cargo.toml; do
-        echo "$manifest"
-        find "$(dirname "$manifest")/src" -type f
+        find "$(dirname "$manifest")" -type f -not -path '*/target/*'
     done
     find guest-sdk/src guest-sdk/wit -type f
     for guard in "${guards[@]}"; do

@@ -333,9 +333,14 @@ fn denied(page: &mut String, denied: &[DeniedClient]) {
             .collect();
         let _ = write!(
             page,
-            "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+            "<tr><td><code>{}</code>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td>{}</td><td class=\"n\">{}</td><td class=\"detail\">{}</td></tr>",
             escape(&d.client),
+            if d.banned {
+                " <span class=\"badge flag\">banned</span>"
+            } else {
+                ""
+            },
             escape(&d.service),
             d.denials,
             d.monitor_denials,
@@ -432,6 +437,7 @@ mod tests {
             monitor_denials: 7,
             monitor_sources: vec!["guard:<bots>".into()],
             endpoints: 1,
+            banned: true,
             at_ms: 0,
         };
         let page = render(&View {
@@ -454,6 +460,10 @@ mod tests {
             section.contains(
                 "guard:rate-limit, guard:&lt;bots&gt; <span class=\"badge flag\">monitor</span>"
             ),
+            "{section}"
+        );
+        assert!(
+            section.contains("<code>203.0.113.9</code> <span class=\"badge flag\">banned</span>"),
             "{section}"
         );
     }

@@ -748,9 +748,10 @@ impl Store for SqliteStore {
                  json_group_array(DISTINCT CASE WHEN kind = ?1 THEN source END),
                  sum(CASE WHEN kind = ?2 THEN count ELSE 0 END),
                  json_group_array(DISTINCT CASE WHEN kind = ?2 THEN source END),
-                 count(DISTINCT method || ' ' || route), max(at_ms)
+                 count(DISTINCT CASE WHEN method != '' THEN method || ' ' || route END), max(at_ms),
+                 max(kind = ?5)
              FROM findings
-             WHERE kind IN (?1, ?2) AND client != '' AND (?3 IS NULL OR service = ?3)
+             WHERE kind IN (?1, ?2, ?5) AND client != '' AND (?3 IS NULL OR service = ?3)
              GROUP BY service, client
              ORDER BY sum(count) DESC, 8 DESC LIMIT ?4",
         )?;
@@ -770,7 +771,8 @@ impl Store for SqliteStore {
                 FindingKind::ClientDenied.as_str(),
                 FindingKind::ClientWouldDeny.as_str(),
                 service,
-                int(limit as u64)
+                int(limit as u64),
+                FindingKind::ClientBanned.as_str(),
             ],
             |row| {
                 Ok(DeniedClient {
@@ -782,6 +784,7 @@ impl Store for SqliteStore {
                     monitor_sources: sources(row.get(5)?),
                     endpoints: unsigned(row.get(6)?),
                     at_ms: unsigned(row.get(7)?),
+                    banned: row.get::<_, i64>(8)? != 0,
                 })
             },
         )?;

@@ -244,6 +244,8 @@ pub struct DeniedClient {
     pub monitor_sources: Vec<String>,
     /// Endpoints concerned.
     pub endpoints: u64,
+    /// Whether a guard's `ban` or an operator banned it in the period kept.
+    pub banned: bool,
     /// Latest denial, ms since the Unix epoch.
     pub at_ms: u64,
 }

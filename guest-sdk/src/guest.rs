@@ -219,6 +219,17 @@ pub fn too_many_requests(reason: impl Into<String>, wait: Duration) -> Verdict {
     })
 }
 
+/// With the `testing` feature, answers from the thread's [`TestHost`](crate::testing::TestHost)
+/// when there is one; the host's import otherwise.
+macro_rules! test_host {
+    (|$h:ident| $call:expr) => {
+        #[cfg(feature = "testing")]
+        if let Some(answer) = crate::testing::with(|$h| $call) {
+            return answer;
+        }
+    };
+}
+
 /// The host's state, private to this guard. See the `state` interface in `wit/guard.wit`.
 pub mod state {
     use super::bindings::vigil::guard::state as host;
@@ -227,6 +238,7 @@ pub mod state {
 
     /// The current client's most recent requests, newest first.
     pub fn history(limit: u32) -> Vec<Event> {
+        test_host!(|h| h.history(limit));
         host::history(limit)
     }
 
@@ -234,36 +246,43 @@ pub mod state {
     /// (only 2xx and 3xx answers with `successful_only`): a history question answered by the
     /// host, without copying the history into the guard.
     pub fn happened(patterns: &[String], within: Duration, successful_only: bool) -> bool {
+        test_host!(|h| h.happened(patterns, within, successful_only));
         host::happened(patterns, within.as_millis() as u64, successful_only)
     }
 
     /// Takes a token from the rate limiter `key`; `Err` says how long to wait.
     pub fn rate(key: &str, per_second: f64, burst: u32) -> Result<(), Duration> {
+        test_host!(|h| h.rate(key, per_second, burst));
         host::rate(key, per_second, burst).map_err(|ms| Duration::from_millis(ms.into()))
     }
 
     /// Adds `delta` to the sliding-window counter `key` and returns its total over `window`.
     pub fn count(key: &str, delta: i64, window: Duration) -> i64 {
+        test_host!(|h| h.count(key, delta, window));
         host::count(key, delta, window.as_millis() as u64)
     }
 
     /// Records `member` in the distinct set `key`; returns the distinct members over `window`.
     pub fn distinct(key: &str, member: &str, window: Duration) -> u32 {
+        test_host!(|h| h.distinct(key, member, window));
         host::distinct(key, member, window.as_millis() as u64)
     }
 
     /// The value under `key`, unless absent or expired.
     pub fn get(key: &str) -> Option<Vec<u8>> {
+        test_host!(|h| h.get(key));
         host::get(key)
     }
 
     /// Stores `value` under `key` for `ttl`.
     pub fn set(key: &str, value: &[u8], ttl: Duration) {
+        test_host!(|h| h.set(key, value, ttl));
         host::set(key, value, ttl.as_millis() as u64)
     }
 
     /// Reports a security finding of `kind` to the collector.
     pub fn finding(kind: &str, detail: &str) {
+        test_host!(|h| h.finding(kind, detail));
         host::finding(kind, detail)
     }
 }
@@ -275,19 +294,24 @@ pub mod log {
 
     /// Logs at error level.
     pub fn error(message: impl AsRef<str>) {
-        host_log(Level::Error, message.as_ref())
+        write(Level::Error, message.as_ref())
     }
     /// Logs at warn level.
     pub fn warn(message: impl AsRef<str>) {
-        host_log(Level::Warn, message.as_ref())
+        write(Level::Warn, message.as_ref())
     }
     /// Logs at info level.
     pub fn info(message: impl AsRef<str>) {
-        host_log(Level::Info, message.as_ref())
+        write(Level::Info, message.as_ref())
     }
     /// Logs at debug level.
     pub fn debug(message: impl AsRef<str>) {
-        host_log(Level::Debug, message.as_ref())
+        write(Level::Debug, message.as_ref())
+    }
+
+    fn write(level: Level, message: &str) {
+        test_host!(|h| h.log(level, message));
+        host_log(level, message)
     }
 }
 

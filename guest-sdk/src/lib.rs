@@ -96,6 +96,8 @@
 //! - [`log`]: log lines attributed to the guard.
 //! - [`request`]: the request and response a guard sees, read in place from the host's bytes.
 //! - [`bindings`]: the raw types and functions generated from `wit/guard.wit`.
+//! - `testing` (feature `testing`): an in-memory host with a settable clock, to test a guard
+//!   natively with `cargo test`.
 
 pub mod duration;
 pub mod request;
@@ -105,3 +107,5 @@ pub mod route;
 mod guest;
 #[cfg(feature = "bindings")]
 pub use guest::*;
+#[cfg(feature = "testing")]
+pub mod testing;

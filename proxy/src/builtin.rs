@@ -39,12 +39,20 @@ pub const ALL: &[Builtin] = &[
         wasm: include_bytes!("../builtin/login-throttle.wasm"),
     },
     Builtin {
+        name: "probing",
+        wasm: include_bytes!("../builtin/probing.wasm"),
+    },
+    Builtin {
         name: "rate-limit",
         wasm: include_bytes!("../builtin/rate-limit.wasm"),
     },
     Builtin {
         name: "sequence",
         wasm: include_bytes!("../builtin/sequence.wasm"),
+    },
+    Builtin {
+        name: "signatures",
+        wasm: include_bytes!("../builtin/signatures.wasm"),
     },
 ];
 
@@ -117,7 +125,7 @@ mod tests {
             error,
             "unknown built-in guard \"builtin:rate_limit\"; the built-in guards are \
              builtin:credential-stuffing, builtin:enumeration, builtin:login-throttle, \
-             builtin:rate-limit, builtin:sequence"
+             builtin:probing, builtin:rate-limit, builtin:sequence, builtin:signatures"
         );
     }
 }

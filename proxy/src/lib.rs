@@ -18,6 +18,7 @@
 //! - `config`: `vigil.toml`: the checked types, the schema with its defaults (`raw`) and the
 //!   section builders (`build`).
 //! - `metrics`: Prometheus metrics.
+//! - `access_log`: one line per request, written off the request path.
 //! - `exposure`: which endpoints are reached, by whom, with what outcome (`inventory`), and
 //!   the reports to the collector (`reporter`, `spool`; the wire format is `vigil-report`'s).
 //!
@@ -29,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod builtin;
 pub mod cli;
 pub mod config;

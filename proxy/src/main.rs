@@ -50,6 +50,10 @@ enum Command {
     CheckGuard(GuardArgs),
     /// Send a series of identical requests through a guard and print each verdict.
     Try(TryArgs),
+    /// Run recorded traffic (access logs) through the configured guards on the log's own
+    /// clock and print what they would have refused.
+    #[command(long_about = REPLAY_ABOUT)]
+    Replay(ReplayArgs),
     /// Run the collector: receive sidecars' reports, merge them fleet-wide, serve the
     /// dashboard and the JSON API.
     #[command(long_about = COLLECT_ABOUT)]
@@ -69,6 +73,46 @@ const COMPLETIONS_ABOUT: &str = "Print a completion script for a shell to stdout
 struct CompletionsArgs {
     /// The shell the script is for.
     shell: clap_complete::Shell,
+}
+
+const REPLAY_ABOUT: &str = "Run recorded traffic through the configured guards and print what \
+they would have refused.
+
+Each logged request goes through the configuration's chain as a live one would (path \
+normalisation, identity, trusted proxies, routes, the API spec, the allowlist, bans, the \
+guards), on a virtual clock driven by the log's timestamps: windows and rates mean what they \
+mean in production, and the replay runs as fast as the guards allow. The logged status is the \
+answer the guards observe (404 shares, failed logins), unless a guard refuses the request. \
+Nothing is forwarded and nothing is reported.
+
+Formats: nginx's and Apache's combined and common formats; JSON lines from Vigil's access log, \
+Envoy, Traefik, Caddy or an nginx log_format with escape=json (detected per line unless \
+--format is given). FILE may be gzip-compressed, or - for standard input. Lines that cannot be \
+read are counted and the first ones shown with their number.
+
+Exit status: 0; 1 with --fail-on-deny when a request would be refused; 64 when the \
+configuration or a file cannot be read.
+
+  vigil replay --config vigil.toml /var/log/nginx/access.log.1 /var/log/nginx/access.log.2.gz
+  zcat old.log.gz | vigil replay --config vigil.toml --json - > findings.json";
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The configuration whose guards, identity, routes and spec are replayed.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// The lines' format [default: detected per line: JSON when it starts with {, else combined].
+    #[arg(long, value_enum)]
+    format: Option<vigil::cli::replay::parse::InputFormat>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when any request would be refused (for CI).
+    #[arg(long)]
+    fail_on_deny: bool,
+    /// Access log files, in time order; - for standard input.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
 }
 
 const RUN_ABOUT: &str = "Run the sidecar: proxy clients to the upstream through the guard chain.
@@ -234,6 +278,13 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
+        Command::Replay(args) => match init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text)
+            .and_then(|()| replay(args))
+        {
+            Ok(refused) if refused && args.fail_on_deny => return ExitCode::from(1),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -322,6 +373,7 @@ async fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     })?);
     let listeners = Listeners::bind(public_address, admin_address)?;
     tokio::spawn(reload_on_hangup(sidecar.clone()));
+    tokio::spawn(reopen_on_usr1(sidecar.clone()));
     tracing::info!(%public_address, %admin_address, "listening");
     vigil::serve::run(sidecar, listeners, wait_for_shutdown_signal()).await
 }
@@ -340,6 +392,40 @@ async fn reload_on_hangup(sidecar: Arc<Sidecar>) {
         let reloading = sidecar.clone();
         let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
     }
+}
+
+/// Opens the access log again on SIGUSR1, as nginx does, for log rotation.
+async fn reopen_on_usr1(sidecar: Arc<Sidecar>) {
+    let mut usr1 = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::user_defined1(),
+    ) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGUSR1; reopen the access log with SIGHUP");
+            return;
+        }
+    };
+    while usr1.recv().await.is_some() {
+        sidecar.reopen_access_log();
+    }
+}
+
+/// Replays the files; whether any request would be refused.
+fn replay(args: &ReplayArgs) -> anyhow::Result<bool> {
+    use vigil::cli::replay::{render, Input, Replay};
+    let config = Config::load(&args.config, &Default::default())?;
+    let started = std::time::Instant::now();
+    let mut replay = Replay::new(config, args.format)?;
+    for file in &args.files {
+        replay.feed(Input::open(file)?)?;
+    }
+    let summary = replay.finish(started);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", render(&summary, &args.files));
+    }
+    Ok(summary.refused > 0)
 }
 
 fn collect(args: &CollectArgs, log: &Option<String>) -> anyhow::Result<()> {

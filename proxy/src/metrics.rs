@@ -10,6 +10,7 @@ mod tallies;
 pub use exposition::Format;
 pub use tallies::{Disposition, Finished, UpstreamCall};
 
+use crate::access_log::LineCounts;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -174,6 +175,8 @@ pub struct Metrics {
     worker_connections: Family<WorkerLabels, Gauge>,
     /// The reporter's delivery.
     pub report: ReportMetrics,
+    /// The access log's lines, queued and dropped.
+    pub access_log: LineCounts,
 }
 
 impl Metrics {
@@ -231,6 +234,17 @@ impl Metrics {
         );
         let report = ReportMetrics::default();
         report.register(registry);
+        let access_log = LineCounts::default();
+        registry.register(
+            "access_log_lines_queued",
+            "Access log lines handed to the writer",
+            access_log.queued.clone(),
+        );
+        registry.register(
+            "access_log_lines_dropped",
+            "Access log lines left out: the writer was behind or the destination failed",
+            access_log.dropped.clone(),
+        );
         Metrics {
             registry: Mutex::new(root),
             tallies,
@@ -240,6 +254,7 @@ impl Metrics {
             decisions_active,
             worker_connections,
             report,
+            access_log,
         }
     }
 

@@ -2,6 +2,7 @@
 //! client and route → run the guard chain → forward → observe the response → account (history,
 //! inventory, metrics). Everything else is a room it calls.
 
+use crate::access_log::{Outcome, RequestLine};
 use crate::exposure::inventory::Observation;
 use crate::forward::hygiene::{self, ClientBodyError, ClientEnd, PrefixedBody};
 use crate::forward::normalize;
@@ -13,18 +14,36 @@ use crate::routing::Route;
 use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use vigil_host::log_context;
 use vigil_host::state::Ban;
+use vigil_host::state::EventRecord;
 use vigil_host::{Decision, Denial, Header, Plan};
+use vigil_report::FindingKind;
 
-/// Serves one request.
+/// Serves one request; with the access log on, its line is written once the response is sent.
 pub async fn handle(
+    sidecar: &Sidecar,
+    upstream: &UpstreamClient,
+    req: Request<Incoming>,
+    client_end: &ClientEnd,
+) -> Response<ProxyBody> {
+    match &sidecar.access_log {
+        None => serve(sidecar, upstream, req, client_end).await,
+        Some(log) => {
+            let line = RequestLine::of(&req, client_end.address());
+            log.attach(line, serve(sidecar, upstream, req, client_end).await)
+        }
+    }
+}
+
+async fn serve(
     sidecar: &Sidecar,
     upstream: &UpstreamClient,
     req: Request<Incoming>,
@@ -41,6 +60,22 @@ pub async fn handle(
     {
         return refuse(sidecar, &method, "-", error, &request_id, started);
     }
+    // A tunnel would carry bytes no guard sees, to wherever the client names.
+    if parts.method == Method::CONNECT {
+        let client = sidecar
+            .clients
+            .resolve(client_end.address(), &parts.headers);
+        let target = parts.uri.to_string();
+        proxy_attempt(sidecar, &client, &method, format!("CONNECT {target}"), 405);
+        return refuse(
+            sidecar,
+            &method,
+            "-",
+            ProxyError::NotAProxy,
+            &request_id,
+            started,
+        );
+    }
     let declared_length = match hygiene::check_framing(&parts.headers) {
         Ok(length) => length,
         Err(error) => return refuse(sidecar, &method, "-", error, &request_id, started),
@@ -48,6 +83,10 @@ pub async fn handle(
     if let Err(error) = hygiene::settle_host(&mut parts) {
         return refuse(sidecar, &method, "-", error, &request_id, started);
     }
+    // Absolute form is valid HTTP/1.1 and served, but it is what a forward proxy gets: a client
+    // sending it is probably looking for an open proxy.
+    let absolute_form = (parts.version < Version::HTTP_2 && parts.uri.authority().is_some())
+        .then(|| parts.uri.to_string());
     // From here on, routing, the guards, the inventory and the upstream see one spelling.
     if let Err(error) = normalise_target(&mut parts.uri, &sidecar.path) {
         return refuse(sidecar, &method, "-", error, &request_id, started);
@@ -68,6 +107,14 @@ pub async fn handle(
         .clients
         .resolve(client_end.address(), &parts.headers);
     let route = sidecar.routes.resolve(&method, parts.uri.path());
+    if let Some(target) = absolute_form {
+        sidecar.inventory.record_client_finding(
+            FindingKind::ProxyAttempt,
+            &client.key,
+            format!("absolute-form request {method} {target}"),
+            sidecar.now_ms(),
+        );
+    }
     let chain = sidecar.chain();
     // An allowlisted client skips the guards and any ban; a banned one is refused before any
     // guard runs or its body is read.
@@ -171,13 +218,14 @@ pub async fn handle(
         if let Some(ban) = denial.ban {
             ban_client(sidecar, &client, &denial, ban, &request_id);
         }
-        let response = respond::denial(&denial, &request_id);
-        seen.account(
+        let mut response = respond::denial(&denial, &request_id);
+        let outcome = seen.account(
             sidecar,
             response.status(),
             response.headers(),
             Disposition::Denied,
         );
+        noted(&mut response, outcome);
         tracing::info!(
             request_id,
             client = %client.key,
@@ -250,7 +298,8 @@ pub async fn handle(
     } else {
         Disposition::Allowed
     };
-    seen.account(sidecar, status, response.headers(), verdict);
+    let outcome = seen.account(sidecar, status, response.headers(), verdict);
+    noted(&mut response, outcome);
     tracing::debug!(request_id, client = %client.key, method, route = %route.template, status = status.as_u16(), "forwarded");
 
     let response_upgrade = match client_upgrade {
@@ -312,7 +361,17 @@ fn refuse(
     started: Instant,
 ) -> Response<ProxyBody> {
     tracing::info!(request_id, method, error = ?error, "request refused by the proxy");
-    let response = error.response(request_id);
+    let mut response = error.response(request_id);
+    if sidecar.access_log.is_some() {
+        let outcome = Outcome {
+            request_id: request_id.to_string(),
+            route: (route != "-").then(|| route.into()),
+            status: response.status().as_u16(),
+            disposition: Some(Disposition::Error),
+            ..Outcome::default()
+        };
+        noted(&mut response, Some(outcome));
+    }
     sidecar.metrics.request(&Finished {
         method,
         route,
@@ -322,6 +381,85 @@ fn refuse(
         upstream: None,
     });
     response
+}
+
+/// Keeps a trace of a request the proxy refused before the guards: in the client's history
+/// (which guards read) under `route`, and as a finding of `kind` for the next report.
+fn record_refusal(
+    sidecar: &Sidecar,
+    client: &ResolvedClient,
+    method: &str,
+    route: &str,
+    status: u16,
+    kind: FindingKind,
+    detail: String,
+) {
+    let at_ms = sidecar.now_ms();
+    sidecar.runtime.state().record(
+        &client.key,
+        &EventRecord {
+            at_ms,
+            method,
+            route,
+            status,
+            public: client.public,
+            authenticated: client.authenticated,
+        },
+    );
+    sidecar
+        .inventory
+        .record_client_finding(kind, &client.key, detail, at_ms);
+}
+
+fn proxy_attempt(
+    sidecar: &Sidecar,
+    client: &ResolvedClient,
+    method: &str,
+    detail: String,
+    status: u16,
+) {
+    tracing::info!(client = %client.key, %detail, "forward proxy attempt refused");
+    record_refusal(
+        sidecar,
+        client,
+        method,
+        PROXY_ATTEMPT_ROUTE,
+        status,
+        FindingKind::ProxyAttempt,
+        detail,
+    );
+}
+
+/// The route a `CONNECT` is recorded under in the client's history.
+pub const PROXY_ATTEMPT_ROUTE: &str = "(connect)";
+/// The route a request the HTTP parser refused is recorded under in the client's history.
+pub const UNPARSED_ROUTE: &str = "(unparsed)";
+
+/// Accounts for a request the HTTP parser refused with `status` before the pipeline saw it:
+/// the client (known by its address only) gets it in its history and a finding, the metrics
+/// and the access log count it.
+pub fn refused_by_parser(sidecar: &Sidecar, peer: IpAddr, status: u16, why: &str) {
+    let client = sidecar.clients.resolve(peer, &HeaderMap::new());
+    record_refusal(
+        sidecar,
+        &client,
+        "-",
+        UNPARSED_ROUTE,
+        status,
+        FindingKind::MalformedRequest,
+        format!("the HTTP parser refused a request with {status}: {why}"),
+    );
+    sidecar.metrics.request(&Finished {
+        method: "-",
+        route: "-",
+        status,
+        verdict: Disposition::Error,
+        elapsed: Duration::ZERO,
+        upstream: None,
+    });
+    if let Some(log) = &sidecar.access_log {
+        log.unparsed(peer, status);
+    }
 }
 
 /// Refuses a request from a banned client without running any guard.
@@ -334,8 +472,21 @@ fn refuse_banned(
     request_id: &str,
     started: Instant,
 ) -> Response<ProxyBody> {
-    let response = respond::banned(ban, sidecar.now_ms(), request_id);
+    let mut response = respond::banned(ban, sidecar.now_ms(), request_id);
     let status = response.status().as_u16();
+    if sidecar.access_log.is_some() {
+        let outcome = Outcome {
+            request_id: request_id.to_string(),
+            client: Some(client.key.clone()),
+            ip: Some(client.ip),
+            route: Some(route.template.clone()),
+            status,
+            disposition: Some(Disposition::Denied),
+            denied_by: Some(ban.by.clone()),
+            ..Outcome::default()
+        };
+        noted(&mut response, Some(outcome));
+    }
     tracing::info!(request_id, client = %client.key, method, route = %route.template, banned_by = %ban.by, "refused: the client is banned");
     sidecar.inventory.record(&Observation {
         method,
@@ -365,14 +516,11 @@ fn ban_client(
     ban: Duration,
     request_id: &str,
 ) {
-    let until_ms = sidecar.now_ms().saturating_add(ban.as_millis() as u64);
-    sidecar.runtime.state().ban(
+    sidecar.ban(
         &client.key,
-        Ban {
-            until_ms,
-            by: denial.guard.clone(),
-            reason: denial.reason.clone(),
-        },
+        denial.guard.clone(),
+        denial.reason.clone(),
+        ban,
     );
     tracing::warn!(request_id, client = %client.key, guard = %denial.guard, reason = %denial.reason, ban_secs = ban.as_secs(), "client banned");
 }
@@ -399,24 +547,26 @@ impl Seen<'_> {
         error: ProxyError,
         request_id: &str,
     ) -> Response<ProxyBody> {
-        let response = error.response(request_id);
-        self.account(
+        let mut response = error.response(request_id);
+        let outcome = self.account(
             sidecar,
             response.status(),
             response.headers(),
             Disposition::Error,
         );
+        noted(&mut response, outcome);
         response
     }
 
-    /// The last step of every such request: history, `on-response`, inventory, metrics.
+    /// The last step of every such request: history, `on-response`, inventory, metrics; and
+    /// what the access log is to say of it, when it is on.
     fn account(
         &mut self,
         sidecar: &Sidecar,
         status: StatusCode,
         headers: &HeaderMap,
         verdict: Disposition,
-    ) {
+    ) -> Option<Outcome> {
         // Only guards that saw the request and observe this status see the response; only those
         // that read headers get them.
         let headers = if self.plan.reads_response_headers(status.as_u16()) {
@@ -466,6 +616,25 @@ impl Seen<'_> {
             elapsed: self.started.elapsed(),
             upstream: self.upstream,
         });
+        sidecar.access_log.as_ref()?;
+        Some(Outcome {
+            request_id: self.request_id.to_string(),
+            client: Some(self.client.key.clone()),
+            ip: Some(self.client.ip),
+            route: Some(self.route.template.clone()),
+            status: status.as_u16(),
+            disposition: Some(verdict),
+            denied_by: denied_by.and(self.decision.denial.as_ref().map(|d| d.guard.clone())),
+            verdicts: Outcome::verdicts_of(&self.decision),
+            upstream: self.upstream.map(|call| call.elapsed),
+        })
+    }
+}
+
+/// Carries `outcome` on the response to the access log, which reads it when the body ends.
+fn noted<B>(response: &mut Response<B>, outcome: Option<Outcome>) {
+    if let Some(outcome) = outcome {
+        response.extensions_mut().insert(outcome);
     }
 }
 

@@ -35,6 +35,8 @@ pub enum ProxyError {
     /// The request head is over `listen.max_header_bytes` or `listen.max_headers`; the
     /// connection is closed after the answer.
     HeadTooLarge(String),
+    /// A `CONNECT`: this is a reverse proxy for one service, not a forward proxy.
+    NotAProxy,
 }
 
 impl ProxyError {
@@ -49,6 +51,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::NotAProxy => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -67,6 +70,7 @@ impl ProxyError {
             }
             ProxyError::BadRequest(why) | ProxyError::HeadTooLarge(why) => why.clone(),
             ProxyError::BodyTimeout => "the request body did not arrive in time".into(),
+            ProxyError::NotAProxy => "CONNECT is not served: this is not a forward proxy".into(),
         }
     }
 
@@ -82,7 +86,10 @@ impl ProxyError {
         });
         let mut response = problem(status, &body, request_id);
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BodyTimeout | ProxyError::HeadTooLarge(_) => {
+            ProxyError::BadRequest(_)
+            | ProxyError::BodyTimeout
+            | ProxyError::HeadTooLarge(_)
+            | ProxyError::NotAProxy => {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -2,6 +2,7 @@
 //! table, the client policy, the upstream client, the inventory, metrics, readiness, and hot
 //! reload.
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, Listen, Overrides, Reporting, RequestIdPolicy, Upstream};
 use crate::exposure::inventory::Inventory;
 use crate::forward::normalize::PathPolicy;
@@ -17,8 +18,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
+use vigil_host::clock::{SharedClock, SystemClock};
+use vigil_host::state::Ban;
 use vigil_host::{Chain, GuardSource, GuardSpec, Runtime, RuntimeConfig};
 
 /// Everything a request needs, shared by all connections.
@@ -38,6 +41,8 @@ pub struct Sidecar {
     pub peers: Arc<PeerConnections>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The access log, when `[access_log]` names a destination.
+    pub access_log: Option<Arc<AccessLog>>,
     /// Which endpoints are reached, by whom, with what outcome.
     pub inventory: Inventory,
     /// Listener limits.
@@ -80,11 +85,21 @@ pub struct ReloadReport {
 impl Sidecar {
     /// Starts the runtime and loads the configured chain; any error here is fatal.
     pub fn new(config: Config, overrides: Overrides) -> anyhow::Result<Sidecar> {
+        Sidecar::with_clock(config, overrides, Arc::new(SystemClock))
+    }
+
+    /// The same, on `clock` rather than the system's (a replay drives it from a log).
+    pub fn with_clock(
+        config: Config,
+        overrides: Overrides,
+        clock: SharedClock,
+    ) -> anyhow::Result<Sidecar> {
         let sandbox = &config.sandbox;
         let runtime = Runtime::new(RuntimeConfig {
             state: config.state.clone(),
             max_instances: sandbox.max_instances,
             max_guard_memory: sandbox.max_guard_memory_bytes,
+            clock,
             ..RuntimeConfig::default()
         })
         .map_err(|e| {
@@ -113,6 +128,19 @@ impl Sidecar {
         let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)
             .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.source()))?;
         let watched = watch_list(&config);
+        let metrics = Metrics::new();
+        let access_log = match &config.access_log {
+            Some(log) => Some(Arc::new(
+                AccessLog::open(log, metrics.access_log.clone()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: access_log.path: cannot open {}: {e}",
+                        config.source(),
+                        log.output.describe()
+                    )
+                })?,
+            )),
+            None => None,
+        };
         Ok(Sidecar {
             runtime,
             chain: RwLock::new(Arc::new(chain)),
@@ -121,7 +149,8 @@ impl Sidecar {
             upstream: config.upstream.clone(),
             connections: Arc::new(Semaphore::new(config.listen.max_connections)),
             peers: PeerConnections::new(config.listen.max_connections_per_ip),
-            metrics: Metrics::new(),
+            metrics,
+            access_log,
             inventory,
             listen: config.listen.clone(),
             path: config.path,
@@ -142,6 +171,30 @@ impl Sidecar {
             reloading: Mutex::new(()),
             watched: Mutex::new(watched),
         })
+    }
+
+    /// Bans `client` for `length` on every route, and notes it for the next report; when the
+    /// ban ends, in ms since the Unix epoch.
+    pub fn ban(&self, client: &str, by: Arc<str>, reason: String, length: Duration) -> u64 {
+        let now = self.now_ms();
+        self.inventory.record_ban(client, &by, &reason, length, now);
+        let until_ms = now.saturating_add(length.as_millis() as u64);
+        self.runtime.state().ban(
+            client,
+            Ban {
+                until_ms,
+                by,
+                reason,
+            },
+        );
+        until_ms
+    }
+
+    /// Opens the access log file again, as log rotation expects after moving it away.
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
     }
 
     /// The chain serving now.
@@ -238,6 +291,8 @@ impl Sidecar {
     /// compiled): call it off the async workers.
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        // Whatever becomes of the file, a SIGHUP after a rotation gets a fresh log.
+        self.reopen_access_log();
         let loaded = match &self.config_path {
             Some(path) => Config::load(path, &self.overrides),
             None => Config::without_file(&self.overrides),

@@ -687,3 +687,95 @@ fn check_prints_the_settings_in_force_with_the_token_redacted() {
     );
     assert!(!out.contains("s3cret-token"));
 }
+
+#[test]
+fn the_access_log_goes_to_stdout_or_a_file_that_sigusr1_reopens() {
+    let (public, admin, upstream) = (free_port(), free_port(), hello_upstream());
+    let dir = std::env::temp_dir().join(format!("vigil-cli-access-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = |path: &str| {
+        let config = dir.join("vigil.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[listen]\naddress = \"127.0.0.1:{public}\"\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\
+                 [upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n[access_log]\npath = \"{path}\"\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        eventually("readiness", || {
+            get(admin, "/readyz").starts_with("HTTP/1.1 200")
+        });
+        child
+    };
+    let signal = |child: &std::process::Child, name: &str| {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+
+    // Relative to the configuration's directory, like every path in it.
+    let child = start("access.log");
+    let log = dir.join("access.log");
+    get(public, "/before");
+    eventually("the first line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"/before\""))
+    });
+    std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+    signal(&child, "USR1");
+    eventually("a fresh file", || log.exists());
+    get(public, "/after");
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        fresh.contains("\"/after\"") && !fresh.contains("/before"),
+        "{fresh}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("access log reopened"), "{stderr}");
+
+    let child = start("-");
+    get(public, "/on-stdout");
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout:?}"));
+    assert_eq!(
+        line["target"], "/on-stdout",
+        "written before the process ended"
+    );
+    assert_eq!(line["status"], 200);
+
+    let unwritable = dir.join("no-such-dir/access.log");
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n[access_log]\npath = \"{}\"\n",
+            unwritable.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = vigil(&["check", "--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!(
+            "access_log.path: cannot open {}: No such file or directory",
+            unwritable.display()
+        )),
+        "{err}"
+    );
+}

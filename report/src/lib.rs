@@ -192,6 +192,15 @@ pub enum FindingKind {
     ClientDenied,
     /// The same for a monitor-mode guard: denials it would have made, not applied.
     ClientWouldDeny,
+    /// A client tried to use the sidecar as a forward proxy: a `CONNECT` (refused) or a
+    /// request in absolute form (served, as HTTP requires).
+    ProxyAttempt,
+    /// The HTTP parser refused a client's request (400, 414, 431) before the sidecar could
+    /// read it; `client` is the address.
+    MalformedRequest,
+    /// A client was banned: by a guard's `ban` (`source` is the guard) or by an operator
+    /// (`source` is `admin`); `detail` gives the length and the reason.
+    ClientBanned,
 }
 
 impl FindingKind {
@@ -204,6 +213,9 @@ impl FindingKind {
             FindingKind::UnauthenticatedAccess => "unauthenticated-access",
             FindingKind::ClientDenied => "client-denied",
             FindingKind::ClientWouldDeny => "client-would-deny",
+            FindingKind::ClientBanned => "client-banned",
+            FindingKind::ProxyAttempt => "proxy-attempt",
+            FindingKind::MalformedRequest => "malformed-request",
         }
     }
 }
@@ -432,6 +444,40 @@ impl Finding {
     }
 }
 
+/// Whether a report can carry `method` and `route` as an endpoint ([`Report::validate`]
+/// refuses the whole report otherwise).
+pub fn is_reportable_endpoint(method: &str, route: &str) -> bool {
+    check_endpoint("", method, route).is_ok()
+}
+
+/// `value` made fit for a name field (kind, source): control characters replaced by `?`, cut
+/// to [`MAX_NAME_BYTES`] at a character boundary, `-` for an empty one.
+pub fn fit_name(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    let mut fitted = cut(&cleaned, MAX_NAME_BYTES).to_string();
+    if fitted.is_empty() {
+        fitted.push('-');
+    }
+    fitted
+}
+
+/// `value` cut to [`MAX_TEXT_BYTES`] at a character boundary, for a text field (detail,
+/// client).
+pub fn fit_text(value: &str) -> String {
+    cut(value, MAX_TEXT_BYTES).to_string()
+}
+
+fn cut(value: &str, max: usize) -> &str {
+    let mut end = value.len().min(max);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
 fn check_name(field: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{field}: must not be empty"));
@@ -542,6 +588,30 @@ mod tests {
         let mut json = serde_json::to_value(report(1, vec![])).unwrap();
         json["extra"] = 1.into();
         assert!(serde_json::from_value::<Report>(json).is_err());
+    }
+
+    #[test]
+    fn fitted_text_passes_validation() {
+        let mut report = report(1, vec![endpoint("/users/{id}", 1)]);
+        report.findings.push(Finding {
+            kind: fit_name(&"\u{7}é".repeat(100)),
+            source: "guard:g".into(),
+            endpoint: None,
+            detail: fit_text(&"é".repeat(1000)),
+            client: None,
+            at_ms: 1,
+            count: 1,
+        });
+        assert_eq!(report.validate(), Ok(()));
+        assert!(report.findings[0].kind.starts_with("?é?é"));
+        assert_eq!(report.findings[0].detail.len(), 1024);
+        assert_eq!(fit_name(""), "-");
+        assert!(is_reportable_endpoint("PURGE", "/cache/{key}"));
+        assert!(!is_reportable_endpoint(&"X".repeat(33), "/"));
+        assert!(!is_reportable_endpoint(
+            "GET",
+            &format!("/{}", "a".repeat(1024))
+        ));
     }
 
     #[test]

@@ -52,21 +52,24 @@ fn every_stock_guard_is_built_in() {
     );
 }
 
-/// Files under `dir` (relative to the root), recursively.
+/// Files under `dir` (relative to the root), recursively, outside build output (`target/`).
 fn files_under(dir: &str, into: &mut Vec<String>) {
     for entry in std::fs::read_dir(root().join(dir)).unwrap() {
         let entry = entry.unwrap();
         let path = format!("{dir}/{}", entry.file_name().to_str().unwrap());
         if entry.file_type().unwrap().is_dir() {
-            files_under(&path, into);
+            if entry.file_name() != "target" {
+                files_under(&path, into);
+            }
         } else {
             into.push(path);
         }
     }
 }
 
-/// What `scripts/refresh-builtin.sh` records, as it records it: the sources of every crate of
-/// `example-guards/` and of the guest SDK, and the committed components, sorted by path.
+/// What `scripts/refresh-builtin.sh` records, as it records it: every file of every crate of
+/// `example-guards/` (a guard may embed one beside its sources, as signatures does its list),
+/// the guest SDK's sources and contract, and the committed components, sorted by path.
 fn sources_now() -> BTreeMap<String, String> {
     let mut paths: Vec<String> = [
         "example-guards/Cargo.toml",
@@ -83,8 +86,7 @@ fn sources_now() -> BTreeMap<String, String> {
             .join("Cargo.toml")
             .is_file()
         {
-            paths.push(format!("example-guards/{dir}/Cargo.toml"));
-            files_under(&format!("example-guards/{dir}/src"), &mut paths);
+            files_under(&format!("example-guards/{dir}"), &mut paths);
         }
     }
     files_under("guest-sdk/src", &mut paths);
@@ -153,18 +155,23 @@ fn config_of(guard: &str) -> &'static str {
                 "window": "10m"}"#
         }
         "login-throttle" => r#"{"per_minute": 6, "burst": 2}"#,
+        "probing" => {
+            r#"{"window": "10m", "min_requests": 10, "max_error_ratio": 0.4, "max_not_found": 8}"#
+        }
         "rate-limit" => r#"{"rate": 20, "per": "minute", "burst": 3}"#,
         "sequence" => {
             r#"{"rules": [
                 {"kind": "requires", "target": "POST /checkout", "after": ["POST /cart/items"], "within": "1m"},
                 {"kind": "flow-cap", "target": "POST /checkout", "max": 2, "window": "1h"}]}"#
         }
+        "signatures" => r#"{"signatures": "path /internal-backup\nagent evil-bot\n"}"#,
         other => panic!("no configuration for the stock guard {other:?}; add one here"),
     }
 }
 
 /// Runs a fixed, varied stream of requests (logins that mostly fail, object ids that are
-/// often missing, carts and checkouts, from four clients, 300 ms apart on a manual clock)
+/// often missing, carts and checkouts, a scanner's paths and agent, from four clients, 300 ms
+/// apart on a manual clock)
 /// through the guard `name` loaded from `source`.
 fn run(name: &str, source: GuardSource) -> Run {
     let clock = ManualClock::new(Duration::from_secs(1_700_000_000));
@@ -189,7 +196,8 @@ fn run(name: &str, source: GuardSource) -> Run {
     };
     for _ in 0..400 {
         let client = ["203.0.113.1", "203.0.113.2", "198.51.100.3", "192.0.2.4"][next(4) as usize];
-        let (method, path, route, body, status) = match next(5) {
+        let mut agent = "Mozilla/5.0";
+        let (method, path, route, body, status) = match next(7) {
             0 => {
                 let account = next(6);
                 let body = format!(r#"{{"username": "user{account}", "password": "x"}}"#);
@@ -204,9 +212,18 @@ fn run(name: &str, source: GuardSource) -> Run {
             }
             2 => ("POST", "/cart/items".to_string(), None, None, 201),
             3 => ("POST", "/checkout".to_string(), None, None, 200),
+            // What a scanner asks for: a shipped signature, the configured ones, unknown paths.
+            4 => {
+                let path = ["/.git/config", "/internal-backup", "/old", "/x.php"][next(4) as usize];
+                if next(3) == 0 {
+                    agent = "evil-bot/1.0";
+                }
+                ("GET", path.to_string(), None, None, 404)
+            }
             _ => ("GET", "/products".to_string(), None, None, 200),
         };
-        let mut req: Request = vigil_tests::request(method, &path, client, &[]);
+        let mut req: Request =
+            vigil_tests::request(method, &path, client, &[("user-agent", agent)]);
         req.client.ip = client.to_string();
         req.route = route;
         req.body = body.map(String::into_bytes);

@@ -682,13 +682,28 @@ fn report_shop_fleet(collector: &Collector) {
             .insert(format!("c{client}").as_bytes());
     }
     b.endpoints = vec![users_b];
-    b.findings = vec![finding(
-        "client-denied",
-        "guard:rate-limit",
-        key("GET", "/users/{id}"),
-        Some("203.0.113.66"),
-        5,
-    )];
+    // A ban is about a client, on no endpoint in particular.
+    let banned = Finding {
+        endpoint: None,
+        detail: "banned for 900s: scanning".into(),
+        ..finding(
+            "client-banned",
+            "guard:rate-limit",
+            key("GET", "/users/{id}"),
+            Some("203.0.113.66"),
+            1,
+        )
+    };
+    b.findings = vec![
+        finding(
+            "client-denied",
+            "guard:rate-limit",
+            key("GET", "/users/{id}"),
+            Some("203.0.113.66"),
+            5,
+        ),
+        banned,
+    ];
     for r in [a, b] {
         let response = collector.send(SHOP_TOKEN, &r);
         assert_eq!(response.status, 202, "{}", response.text());
@@ -779,6 +794,13 @@ fn endpoint_filters_findings_and_denied_clients() {
         denied[0]["monitor_sources"],
         serde_json::json!(["guard:bots"])
     );
+    assert_eq!(denied[0]["banned"], true);
+    assert_eq!(denied[0]["endpoints"], 1, "a ban names no endpoint");
+    assert_eq!(denied[1]["banned"], false);
+    let bans = collector.get("/api/findings?kind=client-banned");
+    assert_eq!(bans[0]["client"], "203.0.113.66");
+    assert_eq!(bans[0]["source"], "guard:rate-limit");
+    assert_eq!(bans[0]["detail"], "banned for 900s: scanning");
     // Ranked by all its denials: a client only a monitor-mode guard would have denied is
     // listed too, its denials marked as monitor ones.
     assert_eq!(denied[1]["client"], "192.0.2.44");

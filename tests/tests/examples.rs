@@ -69,7 +69,7 @@ fn vigil_check_accepts_the_sidecar_example() {
         "vigil check --config examples/vigil.toml failed:\n{stderr}"
     );
     assert!(
-        stdout.contains("is valid; 4 guard(s) loaded and initialised"),
+        stdout.contains("is valid; 6 guard(s) loaded and initialised"),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(dir);

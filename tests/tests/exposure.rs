@@ -164,3 +164,50 @@ async fn the_exposure_endpoint_is_read_only() {
     );
     proxy.shutdown().await;
 }
+
+/// What the reporter would send for the period so far.
+fn next_report(proxy: &Proxy) -> vigil_report::Report {
+    let delta = proxy.sidecar.inventory.take(proxy.sidecar.now_ms());
+    vigil_report::Report {
+        schema: vigil_report::SCHEMA,
+        service: "shop".into(),
+        instance: "shop-1".into(),
+        sequence: vigil_report::SequenceRange { first: 1, last: 1 },
+        period: delta.period,
+        endpoints: delta.endpoints,
+        findings: delta.findings,
+        documented: proxy.sidecar.inventory.documented().to_vec(),
+        dropped: delta.dropped,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_make_a_report_the_collector_refuses() {
+    let upstream = Upstream::start().await;
+    let dir = tempdir("exposure-hostile-report");
+    std::fs::write(dir.join("openapi.yaml"), SPEC).unwrap();
+    let proxy = Proxy::start(&dir, CONFIG, &format!("http://{}", upstream.addr)).await;
+
+    // A method longer than the report carries, a path whose template is longer than a route
+    // may be, and a client key with control characters, long enough to be cut.
+    let long_method = "X".repeat(40);
+    // Segments of up to 64 letters stay literal in a guessed template: 20 of them are over the
+    // 1,024 bytes a route may have.
+    let long_path: String = (b'g'..b'z')
+        .map(|c| format!("/{}", (c as char).to_string().repeat(60)))
+        .collect();
+    let client = format!("203.0.113.{}", 9);
+    from(&proxy, &client, &long_method, "/orders", &[]).await;
+    from(&proxy, &client, "GET", &long_path, &[]).await;
+    from(&proxy, &client, "GET", "/admin/stats", &[]).await;
+
+    let report = next_report(&proxy);
+    assert_eq!(report.validate(), Ok(()), "{report:#?}");
+    let requests: u64 = report.endpoints.iter().map(|e| e.requests).sum();
+    assert_eq!(requests, 3, "every request is counted: {report:#?}");
+    assert!(
+        report.dropped.endpoints >= 2,
+        "the two that cannot be carried as they are count as dropped: {:?}",
+        report.dropped
+    );
+}

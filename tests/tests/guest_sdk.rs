@@ -1,6 +1,7 @@
 //! The guard SDK builds outside this repository: the `Cargo.toml` and `src/lib.rs` that
 //! docs/guards.md shows a guard author, against a copy of `guest-sdk/` in a directory of its
-//! own, compile with nothing inherited from Vigil's workspace.
+//! own, compile with nothing inherited from Vigil's workspace, and the guide's test of that
+//! guard, with the SDK's test kit, passes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +34,9 @@ fn the_documented_guard_crate_builds_against_a_copy_of_the_sdk() {
     let guide = std::fs::read_to_string(repository.join("docs/guards.md")).unwrap();
     let manifest = fenced_block(&guide, "## In Rust", "toml");
     let source = fenced_block(&guide, "## In Rust", "rust");
+    // And the guide's test of it, with the SDK's test kit.
+    let test_manifest = fenced_block(&guide, "### Testing a guard", "toml");
+    let test_source = fenced_block(&guide, "### Testing a guard", "rust");
     let documented_dependency = r#"vigil-guest = { path = "../vigil/guest-sdk" }"#;
     assert!(
         manifest.contains(documented_dependency),
@@ -46,18 +50,20 @@ fn the_documented_guard_crate_builds_against_a_copy_of_the_sdk() {
     copy_dir(&repository.join("guest-sdk"), &sdk);
     let guard = outside.join("login-throttle");
     std::fs::create_dir_all(guard.join("src")).unwrap();
+    let sdk_path = format!("{:?}", sdk.display().to_string());
     let manifest = manifest.replace(
         documented_dependency,
-        &format!("vigil-guest = {{ path = {:?} }}", sdk.display().to_string()),
-    );
+        &format!("vigil-guest = {{ path = {sdk_path} }}"),
+    ) + "\n"
+        + &test_manifest.replace("\"../vigil/guest-sdk\"", &sdk_path);
     std::fs::write(guard.join("Cargo.toml"), manifest).unwrap();
-    std::fs::write(guard.join("src/lib.rs"), source).unwrap();
+    std::fs::write(guard.join("src/lib.rs"), format!("{source}\n{test_source}")).unwrap();
 
     // Kept between runs: the SDK's dependencies are then compiled once.
     let target: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("standalone-guard");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["check", "--quiet", "--lib"])
+        .args(["test", "--quiet", "--lib"])
         .current_dir(&guard)
         .env("CARGO_TARGET_DIR", &target)
         .env_remove("RUSTFLAGS")
@@ -66,7 +72,9 @@ fn the_documented_guard_crate_builds_against_a_copy_of_the_sdk() {
     let _ = std::fs::remove_dir_all(&outside);
     assert!(
         output.status.success(),
-        "the documented guard crate does not build against a copy of the SDK:\n{}",
+        "the documented guard crate and its test do not build and pass against a copy of the \
+         SDK:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
 }

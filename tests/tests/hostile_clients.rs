@@ -696,3 +696,108 @@ async fn unfinished_http2_bodies_cannot_exhaust_upstream_connections() {
     );
     drop(bodies);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused_and_proxy_attempts_and_unparsable_requests_leave_a_trace() {
+    let dir = vigil_tests::harness::tempdir("proxy-attempts-log");
+    let log = dir.join("access.log");
+    let extra = format!("[access_log]\npath = \"{}\"\n", log.display());
+    let (up, proxy) = guarded("proxy-attempts", &extra).await;
+
+    let connect = raw(
+        proxy.addr,
+        b"CONNECT smtp.example:25 HTTP/1.1\r\nHost: smtp.example:25\r\n\r\n",
+    )
+    .await;
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
+    assert!(connect.contains("not a forward proxy"), "{connect}");
+    assert!(connect.contains("connection: close"), "{connect}");
+    assert_eq!(up.count(), 0, "nothing reached the upstream");
+
+    let absolute = raw(
+        proxy.addr,
+        b"GET http://www.example.com/ HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(absolute.starts_with("HTTP/1.1 200"), "served: {absolute}");
+
+    let garbage = raw(proxy.addr, b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    // Over twice listen.max_header_bytes (16 KiB by default), where the parser stops reading.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(40_000)
+    );
+    let huge = raw(proxy.addr, huge.as_bytes()).await;
+    assert!(huge.starts_with("HTTP/1.1 431"), "{huge}");
+
+    let state = proxy.sidecar.runtime.state();
+    let mut seen: Vec<(String, String, u16)> = state
+        .history("127.0.0.1", 10)
+        .into_iter()
+        .map(|e| (e.method, e.route, e.status))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("-".to_string(), "(unparsed)".to_string(), 400),
+            ("-".to_string(), "(unparsed)".to_string(), 431),
+            ("CONNECT".to_string(), "(connect)".to_string(), 405),
+            ("GET".to_string(), "/".to_string(), 200),
+        ],
+        "guards reading the client's history see every one"
+    );
+
+    let findings = proxy
+        .sidecar
+        .inventory
+        .take(proxy.sidecar.now_ms())
+        .findings;
+    let about = |kind: &str| -> Vec<(String, u64)> {
+        findings
+            .iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| (f.detail.clone(), f.count))
+            .collect()
+    };
+    let proxying = about("proxy-attempt");
+    // Folded per client, the latest detail kept.
+    assert_eq!(
+        proxying,
+        [(
+            "absolute-form request GET http://www.example.com/".to_string(),
+            2
+        )]
+    );
+    let malformed = about("malformed-request");
+    assert_eq!(malformed.len(), 1, "folded per client: {malformed:?}");
+    assert_eq!(malformed[0].1, 2);
+    assert!(findings
+        .iter()
+        .filter(|f| f.kind != "shadow-endpoint")
+        .all(|f| f.client.as_deref() == Some("127.0.0.1")));
+
+    assert_eq!(
+        vigil_tests::harness::metric(
+            &proxy,
+            "vigil_requests_total{method=\"OTHER\",route=\"-\",status=\"400\",verdict=\"error\"}"
+        )
+        .await,
+        1
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        statuses = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["status"].clone())
+            .collect();
+        if statuses.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    statuses.sort_by_key(|s| s.as_u64());
+    assert_eq!(statuses, [200, 400, 405, 431], "one access log line each");
+}

@@ -156,6 +156,25 @@ async fn a_guard_with_ban_keeps_the_client_out_of_every_route_until_lifted() {
         StatusCode::OK
     );
 
+    let bans: Vec<(String, String, String)> = proxy
+        .sidecar
+        .inventory
+        .take(proxy.sidecar.now_ms())
+        .findings
+        .into_iter()
+        .filter(|f| f.kind == "client-banned")
+        .map(|f| (f.source, f.client.unwrap_or_default(), f.detail))
+        .collect();
+    assert_eq!(
+        bans,
+        [(
+            "guard:no-admin".to_string(),
+            "scanner".to_string(),
+            "banned for 600s: no admin".to_string()
+        )],
+        "the next report carries the ban"
+    );
+
     let (status, listed) = admin(&proxy, "GET", "/decisions", "").await;
     assert_eq!(status, StatusCode::OK);
     let decisions = listed["decisions"].as_array().unwrap();

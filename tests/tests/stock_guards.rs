@@ -42,12 +42,29 @@ impl Bench {
 
     /// Evaluates the request and, as the proxy does, shows the guard the response: `status`
     /// from the upstream when allowed, the denial's status otherwise.
-    fn exchange(&self, mut req: Request, status: u16) -> Decision {
+    fn exchange(&self, req: Request, status: u16) -> Decision {
+        self.exchange_with(req, status, &[])
+    }
+
+    /// [`Bench::exchange`] with the upstream's response carrying these header fields.
+    fn exchange_with(&self, mut req: Request, status: u16, headers: &[(&str, &str)]) -> Decision {
         let decision = self.chain.decide(&mut req);
-        let status = decision.denial.as_ref().map_or(status, |d| d.status);
+        let (status, headers) = match &decision.denial {
+            Some(denial) => (denial.status, vec![]),
+            None => (
+                status,
+                headers
+                    .iter()
+                    .map(|(n, v)| vigil_host::Header {
+                        name: n.to_string(),
+                        value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            ),
+        };
         let response = Response {
             status,
-            headers: vec![],
+            headers,
             latency_us: 1000,
         };
         self.chain.observe(&mut req, &response, &decision);
@@ -335,6 +352,134 @@ fn sequence_lets_ordinary_flows_through() {
     assert!(b.finding_kinds().is_empty());
 }
 
+const DISTINCT_VALUES: &str = r#"{"rules": [
+    {"kind": "distinct-param", "target": "GET /**", "query": "author", "max": 5, "window": "10m"},
+    {"kind": "distinct-param", "target": "*", "header": "user-agent", "max": 5, "window": "10m"}
+]}"#;
+
+/// `GET /` with this query string and User-Agent.
+fn with_query(b: &Bench, client: &str, query: &str, agent: &str) -> Decision {
+    let mut req = b.request("GET", "/", client);
+    req.query = Some(query.into());
+    req.headers.push(vigil_host::Header {
+        name: "user-agent".into(),
+        value: agent.as_bytes().to_vec(),
+    });
+    b.exchange(req, 200)
+}
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+#[test]
+fn sequence_refuses_walking_a_query_parameter_however_it_is_spelt() {
+    let b = bench("sequence", DISTINCT_VALUES, Mode::Enforce, 0);
+    assert_eq!(
+        b.chain.guards()[0].header_fields(),
+        &vigil_host::HeaderFields::Named(vec!["user-agent".to_string()].into_boxed_slice()),
+        "the header its rules name, nothing else"
+    );
+    // WordPress user enumeration: /?author=1, /?author=2, ...
+    for id in 1..=5 {
+        let d = with_query(&b, "walker", &format!("author={id}"), FIREFOX);
+        assert_allowed(&d, &format!("author {id}"));
+    }
+    let denial = with_query(&b, "walker", "author=6", FIREFOX)
+        .denial
+        .expect("the sixth author");
+    assert_eq!((denial.status, denial.retry_after_secs), (429, Some(600)));
+    assert_eq!(
+        denial.reason,
+        "more than 5 different values of query parameter author on GET /** within 10m"
+    );
+    assert_eq!(b.finding_kinds(), ["id-enumeration"]);
+
+    // Spellings of one value count once: encoded, in another case, repeated.
+    for query in [
+        "author=1",
+        "author=%31",
+        "AUTHOR=1",
+        "%61uthor=1&page=2",
+        "author=1&author=1",
+        "s=a+b&author=1",
+    ] {
+        assert_allowed(&with_query(&b, "speller", query, FIREFOX), query);
+    }
+    for id in 2..=5 {
+        let d = with_query(&b, "speller", &format!("author=%3{id}"), FIREFOX);
+        assert_allowed(&d, &format!("author {id}"));
+    }
+    // Hiding the next value behind a repeated key or a re-spelt one does not escape the count.
+    assert_eq!(
+        denied(&with_query(&b, "speller", "author=1&author=6", FIREFOX)),
+        429
+    );
+    assert_eq!(
+        denied(&with_query(&b, "speller", "Author=%37", FIREFOX)),
+        429
+    );
+    // `+` is a space, as the upstream reads it: `a+b` and `a%20b` are one value.
+    for query in ["author=a+b", "author=a%20b", "author=a b"] {
+        assert_allowed(&with_query(&b, "words", query, FIREFOX), query);
+    }
+    for query in ["author=c", "author=d", "author=e", "author=f"] {
+        assert_allowed(&with_query(&b, "words", query, FIREFOX), query);
+    }
+    assert_eq!(denied(&with_query(&b, "words", "author=g", FIREFOX)), 429);
+
+    // Other parameters, and other clients, are not counted.
+    for page in 0..20 {
+        let query = format!("page={page}&author=1");
+        assert_allowed(&with_query(&b, "reader", &query, FIREFOX), &query);
+    }
+    b.advance(Duration::from_secs(11 * 60));
+    assert_allowed(
+        &with_query(&b, "walker", "author=7", FIREFOX),
+        "a window later",
+    );
+}
+
+#[test]
+fn sequence_refuses_a_client_rotating_user_agents() {
+    let b = bench("sequence", DISTINCT_VALUES, Mode::Enforce, 0);
+    let agents = [
+        FIREFOX,
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        "curl/8.5.0",
+        "python-requests/2.32.3",
+        "Go-http-client/1.1",
+        "Wget/1.21.4",
+    ];
+    for agent in &agents[..5] {
+        assert_allowed(&with_query(&b, "rotator", "", agent), agent);
+    }
+    let denial = with_query(&b, "rotator", "", agents[5])
+        .denial
+        .expect("the sixth agent");
+    assert_eq!(denial.status, 429);
+    assert_eq!(
+        denial.reason,
+        "more than 5 different values of header user-agent on * within 10m"
+    );
+    assert_eq!(b.finding_kinds(), ["header-rotation"]);
+    assert_eq!(denied(&with_query(&b, "rotator", "", agents[6])), 429);
+    b.rt.drain_findings();
+
+    // A person with a phone and a laptop, one browser updating: a few agents, many requests.
+    for i in 0..60 {
+        let agent = agents[i % 3];
+        assert_allowed(&with_query(&b, "person", "", agent), "own devices");
+    }
+    // Surrounding spaces do not make another agent.
+    for _ in 0..5 {
+        assert_allowed(
+            &with_query(&b, "person", "", &format!(" {FIREFOX} ")),
+            "padded",
+        );
+    }
+    assert!(b.finding_kinds().is_empty());
+}
+
 #[test]
 fn sequence_monitor_mode_only_records() {
     let b = bench("sequence", SEQUENCE, Mode::Monitor, 0);
@@ -392,6 +537,32 @@ fn sequence_rejects_bad_config_naming_the_field() {
         "sequence",
         &rule(r#"{"kind": "allows", "target": "GET /"}"#),
         "unknown variant `allows`",
+    );
+    refused(
+        "sequence",
+        &rule(
+            r#"{"kind": "distinct-param", "target": "GET /u/{id}", "param": "id", "query": "id", "max": 2, "window": "1m"}"#,
+        ),
+        "rules[0]: a distinct-param rule names exactly one of param, query or header",
+    );
+    refused(
+        "sequence",
+        &rule(r#"{"kind": "distinct-param", "target": "GET /", "max": 2, "window": "1m"}"#),
+        "rules[0]: a distinct-param rule names exactly one of",
+    );
+    refused(
+        "sequence",
+        &rule(
+            r#"{"kind": "distinct-param", "target": "*", "header": " ", "max": 2, "window": "1m"}"#,
+        ),
+        "rules[0].header: must not be empty",
+    );
+    refused(
+        "sequence",
+        &rule(
+            r#"{"kind": "distinct-param", "target": "*", "query": "", "max": 2, "window": "1m"}"#,
+        ),
+        "rules[0].query: must not be empty",
     );
 }
 
@@ -461,6 +632,73 @@ fn credential_stuffing_refuses_stuffing_brute_force_and_spraying() {
     };
     assert_allowed(&header_login("erin"), "first");
     assert_eq!(denied(&header_login("frank")), 429);
+}
+
+/// A login form that answers every attempt with a redirect: back to the form on a failure,
+/// on to the account otherwise, or 200 with a marker header.
+const REDIRECTING: &str = r#"{"account": {"form_field": "user"}, "failure_statuses": [],
+    "failure_location": "/login*", "failure_header": {"name": "x-login", "value": "fail*"},
+    "max_failures": 5, "max_accounts": 100}"#;
+
+fn form_login(b: &Bench, client: &str, status: u16, headers: &[(&str, &str)]) -> Decision {
+    let mut req = b.request("POST", "/login", client);
+    req.body = Some(b"user=alice&password=guess".to_vec());
+    b.exchange_with(req, status, headers)
+}
+
+#[test]
+fn credential_stuffing_recognises_failures_answered_200_or_with_a_redirect() {
+    let b = bench("credential-stuffing", REDIRECTING, Mode::Enforce, 4096);
+    let guard = &b.chain.guards()[0];
+    assert_eq!(
+        guard.header_fields(),
+        &vigil_host::HeaderFields::Named(vec!["location".into(), "x-login".into()].into()),
+    );
+    // A brute force the application answers with 302 back to the login page, in the
+    // spellings a redirect takes.
+    let failed = [
+        "/login?error=1",
+        "https://shop.example/Login?e=bad",
+        "//shop.example/login",
+        "/login",
+        "/LOGIN.php",
+    ];
+    for location in failed {
+        let d = form_login(&b, "brute", 302, &[("location", location)]);
+        assert_allowed(&d, location);
+    }
+    let denial = form_login(&b, "brute", 302, &[("location", "/login")])
+        .denial
+        .expect("five failures");
+    assert_eq!((denial.status, denial.retry_after_secs), (429, Some(900)));
+    assert_eq!(b.finding_kinds(), ["credential-stuffing"]);
+
+    // 200 with a marker header.
+    for _ in 0..5 {
+        let d = form_login(&b, "marked", 200, &[("x-login", "Failed")]);
+        assert_allowed(&d, "marked failure");
+    }
+    assert_eq!(denied(&form_login(&b, "marked", 200, &[])), 429);
+    b.rt.drain_findings();
+
+    // Successful logins redirect elsewhere, or carry the header with another value; with
+    // `failure_statuses = []`, 401 is not a failure either.
+    for i in 0..20 {
+        let (status, headers): (u16, &[(&str, &str)]) = match i % 4 {
+            0 => (302, &[("location", "/account")]),
+            1 => (
+                303,
+                &[("location", "https://shop.example/next?from=/login")],
+            ),
+            2 => (200, &[("x-login", "ok")]),
+            _ => (401, &[]),
+        };
+        assert_allowed(
+            &form_login(&b, "owner", status, headers),
+            "successful login",
+        );
+    }
+    assert!(b.finding_kinds().is_empty());
 }
 
 #[test]
@@ -534,6 +772,26 @@ fn credential_stuffing_rejects_bad_config_naming_the_field() {
         "login: invalid route pattern",
     );
     refused(cs, r#"{"account": {"header": " "}}"#, "account: ");
+    refused(
+        cs,
+        &format!(r#"{{{account}, "failure_statuses": []}}"#),
+        "failure_statuses: must list at least one status, unless failure_location or failure_header is set",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "failure_location": " "}}"#),
+        "failure_location: must not be empty",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "failure_header": {{"name": ""}}}}"#),
+        "failure_header.name: must not be empty",
+    );
+    refused(
+        cs,
+        &format!(r#"{{{account}, "failure_header": {{"name": "x", "vale": "y"}}}}"#),
+        "unknown field `vale`",
+    );
 }
 
 // ---------------------------------------------------------------- enumeration
@@ -636,5 +894,336 @@ fn enumeration_rejects_bad_config_naming_the_field() {
         en,
         r#"{"routes": ["GET /u/{id}"], "min_requests": 0}"#,
         "min_requests: must be at least 1",
+    );
+}
+
+// ---------------------------------------------------------------- probing
+
+const PROBING: &str = r#"{"window": "10m", "min_requests": 20, "max_error_ratio": 0.5,
+    "max_not_found": 30}"#;
+
+/// One page view of a web app as a browser makes it: the page, its assets, an API call, and
+/// what the browser asks for on its own that this site does not have.
+fn page_view(b: &Bench, client: &str, page: u32) -> Vec<Decision> {
+    let mut out = vec![
+        b.send("GET", &format!("/articles/{page}"), client, 200),
+        b.send("GET", "/static/app.3f2a.js", client, 200),
+        b.send("GET", "/static/app.3f2a.css", client, 304),
+        b.send("GET", "/static/app.3f2a.js.map", client, 404),
+        b.send("GET", "/static/app.3f2a.css.map", client, 404),
+        b.send("GET", "/api/comments", client, 200),
+        b.send("GET", "/favicon.ico", client, 404),
+    ];
+    if page.is_multiple_of(3) {
+        out.push(b.send("GET", "/apple-touch-icon-precomposed.png", client, 404));
+        out.push(b.send("GET", "/apple-touch-icon.png", client, 404));
+        out.push(b.send("GET", "/robots.txt", client, 404));
+        out.push(b.send(
+            "GET",
+            "/.well-known/appspecific/com.chrome.devtools.json",
+            client,
+            404,
+        ));
+    }
+    out
+}
+
+#[test]
+fn probing_refuses_a_scan_once_it_has_been_judged() {
+    let b = bench("probing", PROBING, Mode::Enforce, 0);
+    let guard = &b.chain.guards()[0];
+    assert_eq!(guard.needs().responses.to_string(), "4xx");
+    // A scanner trying one path after another, nearly all of them missing.
+    let scan = [
+        "/.env",
+        "/.git/config",
+        "/wp-login.php",
+        "/phpmyadmin/",
+        "/actuator/env",
+        "/admin/",
+        "/backup.zip",
+        "/config.php.bak",
+        "/.aws/credentials",
+        "/server-status",
+    ];
+    for i in 0..20 {
+        let path = format!("{}{}", scan[i % scan.len()], i / scan.len());
+        assert_allowed(
+            &b.send("GET", &path, "scanner", 404),
+            &format!("before judging: {path}"),
+        );
+    }
+    assert!(b.finding_kinds().is_empty());
+    for i in 0..5 {
+        let d = b.send("GET", &format!("/probe/{i}"), "scanner", 404);
+        let denial = d.denial.expect("judged and over");
+        assert_eq!((denial.status, denial.retry_after_secs), (429, Some(600)));
+    }
+    // Every request of the client is refused, the paths it could have had too.
+    assert_eq!(denied(&b.send("GET", "/", "scanner", 200)), 429);
+    assert_eq!(denied(&b.send("GET", "/favicon.ico", "scanner", 404)), 429);
+    let kinds = b.finding_kinds();
+    assert_eq!(kinds.len(), 7);
+    assert!(kinds.iter().all(|k| k == "probing"), "{kinds:?}");
+    assert_allowed(&b.send("GET", "/", "neighbour", 200), "another client");
+
+    // Refused for a window after it tripped; its refusals neither count nor extend it.
+    b.advance(Duration::from_secs(5 * 60));
+    let denial = b
+        .send("GET", "/x", "scanner", 404)
+        .denial
+        .expect("still refused");
+    assert_eq!(denial.retry_after_secs, Some(300));
+    b.advance(Duration::from_secs(5 * 60 + 1));
+    assert_allowed(&b.send("GET", "/", "scanner", 200), "a window later");
+    b.rt.drain_findings();
+
+    // Mostly found, but more than 30 different paths not found: a slower, better-aimed
+    // scan that hides in ordinary traffic.
+    for i in 0..30 {
+        for _ in 0..3 {
+            assert_allowed(&b.send("GET", "/", "hider", 200), "cover traffic");
+        }
+        assert_allowed(
+            &b.send("GET", &format!("/old-{i}.php"), "hider", 404),
+            "probe",
+        );
+    }
+    assert_allowed(
+        &b.send("GET", "/old-0.php", "hider", 404),
+        "a repeat is no new path",
+    );
+    assert_allowed(
+        &b.send("GET", "/old-30.php", "hider", 404),
+        "the 31st, answered",
+    );
+    let denial = b
+        .send("GET", "/", "hider", 200)
+        .denial
+        .expect("31 paths not found");
+    assert_eq!(denial.status, 429);
+    assert_eq!(b.finding_kinds(), ["probing"]);
+}
+
+#[test]
+fn probing_never_refuses_ordinary_browsing() {
+    let b = bench("probing", PROBING, Mode::Enforce, 0);
+    // Forty page views in the window, with the browser's own 404s (favicon, source maps,
+    // touch icons, robots.txt, the devtools file): more than half of all answers are 404s.
+    let mut answers = 0;
+    for page in 0..40 {
+        for (i, d) in page_view(&b, "reader", page).iter().enumerate() {
+            assert_allowed(d, &format!("page {page} request {i}"));
+            answers += 1;
+        }
+        // A mistyped link now and then, a login wall, a form sent twice.
+        if page.is_multiple_of(10) {
+            assert_allowed(
+                &b.send("GET", &format!("/artcles/{page}"), "reader", 404),
+                "typo",
+            );
+            assert_allowed(&b.send("GET", "/account", "reader", 401), "login wall");
+            assert_allowed(&b.send("POST", "/comments", "reader", 409), "sent twice");
+        }
+        b.advance(Duration::from_secs(10));
+    }
+    assert!(answers > 300);
+    // Rate limits answered by Vigil or the upstream are not errors of the client's choosing.
+    for _ in 0..30 {
+        assert_allowed(
+            &b.send("GET", "/api/feed", "eager", 429),
+            "too fast, not probing",
+        );
+    }
+    assert_allowed(&b.send("GET", "/api/feed", "eager", 200), "eager");
+    assert!(b.finding_kinds().is_empty());
+}
+
+#[test]
+fn probing_monitor_mode_only_records() {
+    let b = bench("probing", PROBING, Mode::Monitor, 0);
+    let decisions: Vec<Decision> = (0..40)
+        .map(|i| b.send("GET", &format!("/probe/{i}"), "scanner", 404))
+        .collect();
+    assert_monitored(&decisions, 429);
+    assert_eq!(decisions.iter().filter(|d| wanted(d).is_some()).count(), 20);
+}
+
+#[test]
+fn probing_rejects_bad_config_naming_the_field() {
+    let pr = "probing";
+    refused(pr, r#"{"max_ratio": 0.5}"#, "unknown field `max_ratio`");
+    refused(pr, r#"{"window": "0s"}"#, "window: must be longer than 0");
+    refused(
+        pr,
+        r#"{"min_requests": 0}"#,
+        "min_requests: must be at least 1",
+    );
+    refused(
+        pr,
+        r#"{"max_error_ratio": -0.1}"#,
+        "max_error_ratio: must be between 0 and 1",
+    );
+    refused(
+        pr,
+        r#"{"max_not_found": 0}"#,
+        "max_not_found: must be at least 1",
+    );
+    refused(
+        pr,
+        r#"{"also_ignore": ["/x", " "]}"#,
+        "also_ignore[1]: must not be empty",
+    );
+    refused(pr, r#"{"ignore": "/favicon.ico"}"#, "invalid type");
+}
+
+// ---------------------------------------------------------------- signatures
+
+/// An operator's own signatures file, as Vigil passes it to the guard: its text under
+/// `signatures` (from `signatures = "PATH"` on the entry).
+const OWN_SIGNATURES: &str =
+    "# this site's own\npath /internal-backup\npath *.tfstate\nagent evil-bot\n";
+
+fn signatures(extra: serde_json::Value) -> String {
+    let mut config = serde_json::json!({ "signatures": OWN_SIGNATURES });
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    config.to_string()
+}
+
+fn as_agent(b: &Bench, path: &str, agent: &str) -> Decision {
+    let mut req = b.request("GET", path, "visitor");
+    req.headers.push(vigil_host::Header {
+        name: "user-agent".into(),
+        value: agent.as_bytes().to_vec(),
+    });
+    b.exchange(req, 200)
+}
+
+#[test]
+fn signatures_refuse_known_probes_and_the_operators_own() {
+    let config = signatures(serde_json::json!({ "exempt": ["/wp-login.php"] }));
+    let b = bench("signatures", &config, Mode::Enforce, 0);
+    assert_eq!(
+        b.chain.guards()[0].header_fields(),
+        &vigil_host::HeaderFields::Named(vec!["user-agent".to_string()].into_boxed_slice()),
+    );
+    for path in [
+        "/.env",
+        "/.git/config",
+        "/phpmyadmin/index.php",
+        "/actuator/env",
+        "/cgi-bin/test.cgi",
+        "/xmlrpc.php",
+        "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+        // The spellings an upstream may serve as the same file.
+        "/.ENV",
+        "/.env;jsessionid=x",
+        "/.env%20",
+        "/.Git/Config",
+        // The operator's own.
+        "/internal-backup/db.tar",
+        "/infra/prod.TFSTATE",
+    ] {
+        let denial = as_agent(&b, path, FIREFOX).denial;
+        let denial = denial.unwrap_or_else(|| panic!("{path} should be refused"));
+        assert_eq!(
+            (denial.status, denial.reason.as_str()),
+            (403, "request matches a known scanner signature"),
+            "{path}"
+        );
+    }
+    for agent in ["sqlmap/1.8.2#stable (https://sqlmap.org)", "Evil-Bot/2.0"] {
+        assert_eq!(denied(&as_agent(&b, "/", agent)), 403, "{agent}");
+    }
+    let kinds = b.finding_kinds();
+    assert_eq!(kinds.len(), 15);
+    assert!(kinds.iter().all(|k| k == "scanner"), "{kinds:?}");
+    // Exempt: this site is a WordPress site.
+    assert_allowed(&as_agent(&b, "/wp-login.php", FIREFOX), "exempt");
+
+    // Without the shipped list, only the operator's own signatures apply.
+    let b = bench(
+        "signatures",
+        &signatures(serde_json::json!({ "defaults": false, "status": 404 })),
+        Mode::Enforce,
+        0,
+    );
+    assert_allowed(&as_agent(&b, "/.env", "sqlmap/1.8"), "shipped list off");
+    assert_eq!(denied(&as_agent(&b, "/internal-backup", FIREFOX)), 404);
+}
+
+#[test]
+fn signatures_let_ordinary_browsing_through() {
+    let b = bench(
+        "signatures",
+        &signatures(serde_json::json!({})),
+        Mode::Enforce,
+        0,
+    );
+    let agents = [
+        FIREFOX,
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        "curl/8.5.0",
+        "python-requests/2.32.3",
+    ];
+    for (i, path) in [
+        "/",
+        "/index.html",
+        "/login",
+        "/articles/how-we-use-git",
+        "/static/js/app.3f2a.js",
+        "/static/js/app.3f2a.js.map",
+        "/assets/env.js",
+        "/environment",
+        "/api/users/7",
+        "/api/sql/query",
+        "/admin-guide",
+        "/images/shell.png",
+        "/favicon.ico",
+        "/robots.txt",
+        "/.well-known/security.txt",
+        "/backups-explained",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_allowed(&as_agent(&b, path, agents[i % agents.len()]), path);
+    }
+    assert!(b.finding_kinds().is_empty());
+}
+
+#[test]
+fn signatures_monitor_mode_only_records() {
+    let b = bench("signatures", "{}", Mode::Monitor, 0);
+    let decisions: Vec<Decision> = ["/.env", "/.git/config", "/", "/wp-login.php"]
+        .iter()
+        .map(|p| as_agent(&b, p, FIREFOX))
+        .collect();
+    assert_monitored(&decisions, 403);
+    assert_eq!(decisions.iter().filter(|d| wanted(d).is_some()).count(), 3);
+}
+
+#[test]
+fn signatures_reject_bad_config_naming_the_field() {
+    let sg = "signatures";
+    refused(sg, r#"{"signature": ""}"#, "unknown field `signature`");
+    refused(sg, r#"{"status": 302}"#, "status: must be from 400 to 599");
+    refused(
+        sg,
+        r#"{"signatures": "path /x\nagnet y"}"#,
+        "signatures: line 2: unknown kind \"agnet\", expected \"path\" or \"agent\"",
+    );
+    refused(
+        sg,
+        r#"{"signatures": "path"}"#,
+        "signatures: line 1: \"path\" has no pattern after its kind",
+    );
+    refused(
+        sg,
+        r#"{"exempt": ["/"]}"#,
+        "exempt[0]: \"/\" names no path segment",
     );
 }

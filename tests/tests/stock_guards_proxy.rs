@@ -219,3 +219,100 @@ async fn a_rate_limit_keyed_by_a_header_gets_that_header_alone() {
     assert_eq!(as_team("b").await, StatusCode::OK);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_from_a_file_through_the_proxy() {
+    // The operator's file, read by Vigil at load and passed to the guard with its config.
+    let dir = std::env::temp_dir().join(format!("vigil-signatures-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("signatures.txt");
+    std::fs::write(
+        &file,
+        "# this site's own\npath /internal-backup\npath *.tfstate\n",
+    )
+    .unwrap();
+    let table = format!(
+        "signatures = {:?}\nconfig = {{ exempt = [\"/wp-login.php\"] }}",
+        file.display().to_string()
+    );
+    let attack = [
+        "/.env",
+        "/.git/config",
+        "/phpmyadmin/",
+        "/actuator/env",
+        "/cgi-bin/luci",
+        "/.ENV",
+        "/internal-backup/db.tar",
+        "/infra/prod.tfstate",
+    ];
+    let normal = [
+        "/",
+        "/login",
+        "/wp-login.php",
+        "/static/app.js",
+        "/api/users/7",
+        "/environment",
+        "/favicon.ico",
+        "/backups-explained",
+    ];
+    run(Scenario {
+        guard: "signatures",
+        module: guards::SIGNATURES,
+        table,
+        attack: attack.iter().map(|p| call("GET", *p, "scanner")).collect(),
+        refused: attack.len(),
+        status: StatusCode::FORBIDDEN,
+        normal: normal.iter().map(|p| call("GET", *p, "reader")).collect(),
+    })
+    .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_through_the_proxy() {
+    // Judged on the upstream's answers: the 404s of `/status/404?probe=N` reach the guard's
+    // on-response, which only 4xx answers call.
+    let table = r#"routes = ["*"]
+config = { min_requests = 20, max_error_ratio = 0.5, window = "10m" }"#;
+    let config = format!("{BASE}{}", guard_table("probing", guards::PROBING, table));
+    let (up, proxy) = start_with_upstream("probing", &config).await;
+    let (_, _, body) = send(proxy.admin, "GET", "/guards", &[], vec![]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        listed[0]["needs"],
+        serde_json::json!({"headers": false, "responses": "4xx"})
+    );
+    let headers = [("x-api-key", "scanner")];
+    let mut got = Vec::new();
+    for i in 0..30 {
+        let path = format!("/status/404?probe={i}");
+        got.push(send(proxy.addr, "GET", &path, &headers, vec![]).await.0);
+    }
+    assert!(
+        got[..20].iter().all(|s| *s == StatusCode::NOT_FOUND),
+        "{got:?}"
+    );
+    assert!(
+        got[20..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{got:?}"
+    );
+    assert_eq!(up.count(), 20, "refused requests do not reach the upstream");
+    // Another client of the same site is judged on its own answers.
+    let headers = [("x-api-key", "reader")];
+    for i in 0..30 {
+        let path = if i % 3 == 0 {
+            "/favicon.ico"
+        } else {
+            "/articles/1"
+        };
+        assert_eq!(
+            send(proxy.addr, "GET", path, &headers, vec![]).await.0,
+            StatusCode::OK
+        );
+    }
+    let series = "vigil_guard_results_total{guard=\"probing\",result=\"deny\"}";
+    assert_eq!(metric(&proxy, series).await, 10);
+    proxy.shutdown().await;
+}

@@ -15,6 +15,8 @@
 //! max_clients_per_account = 10   # distinct clients per account and window (default 10)
 //! window = "15m"                 # default
 //! failure_statuses = [401, 403]  # default
+//! failure_location = "/login*"   # a redirect back to the login page is a failure too
+//! failure_header = { name = "x-login-failed" }   # or with value = "*denied*"
 //! ```
 //!
 //! A login attempt is refused with 429 when the client has already failed `max_failures` times
@@ -28,10 +30,15 @@
 //! the header, trimmed and lower-cased so case variants count as one account. The body is the
 //! prefix the host passes (`body_limit`): a body cut short or without the field gives no
 //! account, and such attempts are still held to `max_failures`. A failure is a response whose
-//! status is in `failure_statuses`.
+//! status is in `failure_statuses`, whose `Location` (its path and query, the scheme and host
+//! of an absolute URL left out) matches `failure_location`, or which carries the header
+//! `failure_header` (with a value matching its `value`, when given). Patterns take `*` for
+//! any run of characters and ignore case. Applications that answer a failed login with 200
+//! or with a redirect to the login page are caught by the last two.
 
-use guard_util::{with_key, DurationText, PatternText};
+use guard_util::{with_key, DurationText, Glob, PatternText};
 use serde::Deserialize;
+use std::sync::OnceLock;
 use std::time::Duration;
 use vigil_guest::{state, Guard, Request, Response, Verdict};
 
@@ -51,6 +58,81 @@ struct Config {
     window: DurationText,
     #[serde(default = "default_failure_statuses")]
     failure_statuses: Vec<u16>,
+    #[serde(default)]
+    failure_location: Option<String>,
+    #[serde(default)]
+    failure_header: Option<FailureHeader>,
+    /// `failure_location` as a pattern.
+    #[serde(skip)]
+    location: OnceLock<Option<Glob>>,
+}
+
+/// A response header that marks a failed login: present, or with a matching value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailureHeader {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(skip)]
+    pattern: OnceLock<Option<Glob>>,
+}
+
+impl FailureHeader {
+    fn marks(&self, resp: &Response) -> bool {
+        let pattern = self
+            .pattern
+            .get_or_init(|| self.value.as_deref().map(Glob::new));
+        let name = self.name.trim();
+        resp.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .any(
+                |h| match (pattern, std::str::from_utf8(h.value.trim_ascii())) {
+                    (None, _) => true,
+                    (Some(pattern), Ok(value)) => pattern.matches(value),
+                    (Some(_), Err(_)) => false,
+                },
+            )
+    }
+}
+
+impl Config {
+    /// Whether the response to a login request says the login failed.
+    fn failed(&self, resp: &Response) -> bool {
+        if self.failure_statuses.contains(&resp.status) {
+            return true;
+        }
+        let location = self
+            .location
+            .get_or_init(|| self.failure_location.as_deref().map(Glob::new));
+        if let (Some(pattern), Some(target)) = (location, resp.header("location")) {
+            if pattern.matches(path_of(target.trim())) {
+                return true;
+            }
+        }
+        self.failure_header.as_ref().is_some_and(|h| h.marks(resp))
+    }
+}
+
+/// The path and query of a `Location` value: an absolute URL (`https://host/login?e=1`) or a
+/// network-path reference (`//host/login`) without its scheme and host, so that one pattern
+/// matches however the application spells its redirect.
+fn path_of(location: &str) -> &str {
+    let after_scheme = match location.find("://") {
+        Some(at)
+            if location[..at]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            Some(&location[at + 3..])
+        }
+        _ => location.strip_prefix("//"),
+    };
+    match after_scheme {
+        Some(rest) => rest.find(['/', '?']).map_or("/", |at| &rest[at..]),
+        None => location,
+    }
 }
 
 fn default_login() -> PatternText {
@@ -167,10 +249,17 @@ impl Guard for CredentialStuffing {
     type Config = Config;
 
     fn headers_read(config: &Config) -> Option<Vec<String>> {
-        Some(match &config.account {
-            Account::Header(name) => vec![name.clone()],
-            Account::JsonField(_) | Account::FormField(_) => Vec::new(),
-        })
+        let mut names = Vec::new();
+        if let Account::Header(name) = &config.account {
+            names.push(name.clone());
+        }
+        if config.failure_location.is_some() {
+            names.push("location".to_string());
+        }
+        if let Some(header) = &config.failure_header {
+            names.push(header.name.trim().to_string());
+        }
+        Some(names)
     }
 
     fn check_config(config: &Config) -> Result<(), String> {
@@ -182,8 +271,24 @@ impl Guard for CredentialStuffing {
         check_cap("max_accounts", config.max_accounts)?;
         check_cap("max_clients_per_account", config.max_clients_per_account)?;
         config.window.check("window")?;
-        if config.failure_statuses.is_empty() {
-            return Err("failure_statuses: must list at least one status".into());
+        let other_failures = config.failure_location.is_some() || config.failure_header.is_some();
+        if config.failure_statuses.is_empty() && !other_failures {
+            return Err(
+                "failure_statuses: must list at least one status, unless failure_location or failure_header is set"
+                    .into(),
+            );
+        }
+        if config
+            .failure_location
+            .as_ref()
+            .is_some_and(|l| l.trim().is_empty())
+        {
+            return Err("failure_location: must not be empty".into());
+        }
+        if let Some(header) = &config.failure_header {
+            if header.name.trim().is_empty() {
+                return Err("failure_header.name: must not be empty".into());
+            }
         }
         if let Some(bad) = config
             .failure_statuses
@@ -233,7 +338,7 @@ impl Guard for CredentialStuffing {
     }
 
     fn on_response(config: &Config, req: &Request, resp: &Response) {
-        if config.login.matches(req) && config.failure_statuses.contains(&resp.status) {
+        if config.login.matches(req) && config.failed(resp) {
             let window = *config.window.get();
             with_key(&["failures", req.client.key], |k| {
                 state::count(k, 1, window)
@@ -243,3 +348,23 @@ impl Guard for CredentialStuffing {
 }
 
 vigil_guest::guard!(CredentialStuffing);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_read_as_its_path_and_query() {
+        assert_eq!(path_of("/login?error=1"), "/login?error=1");
+        assert_eq!(path_of("https://shop.example/login?e=1"), "/login?e=1");
+        assert_eq!(path_of("HTTP://shop.example:8443/Login"), "/Login");
+        assert_eq!(path_of("//shop.example/login"), "/login");
+        assert_eq!(path_of("https://shop.example"), "/");
+        assert_eq!(path_of("https://shop.example?next=/x"), "?next=/x");
+        assert_eq!(path_of("login.php"), "login.php");
+        assert_eq!(
+            path_of("/next?u=https://x/login"),
+            "/next?u=https://x/login"
+        );
+    }
+}

@@ -24,7 +24,7 @@
 //! The host caps a distinct set (256 members by default): a `max_distinct` at or above that cap
 //! never triggers.
 
-use guard_util::{with_key, DurationText, PatternText};
+use guard_util::{with_key, DurationText, PatternText, Tally};
 use serde::Deserialize;
 use vigil_guest::{state, Guard, Request, Response, Verdict};
 
@@ -58,31 +58,6 @@ fn default_window() -> DurationText {
 impl Config {
     fn applies(&self, req: &Request) -> bool {
         self.routes.iter().any(|p| p.matches(req))
-    }
-}
-
-/// A client's requests that passed and its 404s in the window, kept in one counter so that one
-/// call reads both: each request adds 1 and each 404 adds [`Tally::NOT_FOUND`]. The passed
-/// requests of a window stay far below that.
-struct Tally(i64);
-
-impl Tally {
-    const NOT_FOUND: i64 = 1 << 32;
-
-    /// The requests let through. A request counted and then taken back may each fall on
-    /// either side of the window's edge, so this can be briefly negative.
-    fn passed(&self) -> i64 {
-        let low = self.0.rem_euclid(Self::NOT_FOUND);
-        if low >= Self::NOT_FOUND / 2 {
-            low - Self::NOT_FOUND
-        } else {
-            low
-        }
-    }
-
-    /// The requests answered 404.
-    fn not_found(&self) -> i64 {
-        (self.0 - self.passed()) / Self::NOT_FOUND
     }
 }
 
@@ -121,10 +96,10 @@ impl Guard for Enumeration {
         let objects = with_key(&["objects", client], |k| {
             state::distinct(k, req.path, window)
         });
-        // Counted as passed before judging and taken back on refusal: one call fewer for the
-        // requests that pass, which are nearly all.
+        // A request counts once, a 404 is marked. Counted as passed before judging and taken
+        // back on refusal: one call fewer for the requests that pass, which are nearly all.
         let tally = Tally(with_key(&["tally", client], |k| state::count(k, 1, window)));
-        let (passed, not_found) = (tally.passed() - 1, tally.not_found());
+        let (passed, not_found) = (tally.requests() - 1, tally.marked());
         let detail = if objects > config.max_distinct {
             format!(
                 "{objects} different objects within {}",
@@ -149,31 +124,10 @@ impl Guard for Enumeration {
         if resp.status == 404 && config.applies(req) {
             let window = *config.window.get();
             with_key(&["tally", req.client.key], |k| {
-                state::count(k, Tally::NOT_FOUND, window)
+                state::count(k, Tally::MARK, window)
             });
         }
     }
 }
 
 vigil_guest::guard!(Enumeration);
-
-#[cfg(test)]
-mod tests {
-    use super::Tally;
-
-    #[test]
-    fn a_tally_holds_passed_requests_and_404s_apart() {
-        let tally = |passed: i64, not_found: i64| {
-            let t = Tally(passed + not_found * Tally::NOT_FOUND);
-            (t.passed(), t.not_found())
-        };
-        assert_eq!(tally(0, 0), (0, 0));
-        assert_eq!(tally(12, 7), (12, 7));
-        assert_eq!(tally(3, 0), (3, 0));
-        assert_eq!(tally(0, 5), (0, 5));
-        // A take-back whose request already left the window.
-        assert_eq!(tally(-1, 4), (-1, 4));
-        assert_eq!(tally(-1, 0), (-1, 0));
-        assert_eq!(tally(1_000_000_000, 1_000_000), (1_000_000_000, 1_000_000));
-    }
-}

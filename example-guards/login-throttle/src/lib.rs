@@ -36,3 +36,42 @@ impl Guard for LoginThrottle {
 }
 
 vigil_guest::guard!(LoginThrottle);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use vigil_guest::testing::{request, TestHost};
+
+    #[test]
+    fn a_client_over_the_rate_waits_and_others_do_not() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<LoginThrottle>(r#"{"per_minute": 6, "burst": 2}"#)
+            .unwrap();
+        let login = request("POST", "/login").client("203.0.113.9");
+        assert!(host.allows::<LoginThrottle>(&config, &login));
+        assert!(host.allows::<LoginThrottle>(&config, &login));
+        match host.check::<LoginThrottle>(&config, &login) {
+            Verdict::Deny(deny) => {
+                assert_eq!(deny.status, 429);
+                assert_eq!(deny.retry_after_secs, Some(10), "one token every 10 s");
+            }
+            Verdict::Allow => panic!("the third login in a row is over the burst"),
+        }
+        let other = request("POST", "/login").client("198.51.100.2");
+        assert!(host.allows::<LoginThrottle>(&config, &other));
+        host.advance(Duration::from_secs(10));
+        assert!(host.allows::<LoginThrottle>(&config, &login));
+    }
+
+    #[test]
+    fn the_rate_must_be_positive() {
+        let host = TestHost::new();
+        let error = host
+            .configure::<LoginThrottle>(r#"{"per_minute": 0}"#)
+            .err()
+            .unwrap();
+        assert_eq!(error, "per_minute: must be a number greater than 0");
+    }
+}

@@ -16,6 +16,10 @@
 //!   # 429 beyond 20 different user ids in 10 minutes. `param` is the `{id}` segment's name, or
 //!   # the 0-based index of the path segment (here 1).
 //!   { kind = "distinct-param", target = "GET /users/{id}", param = "id", max = 20, window = "10m" },
+//!   # The same over a query parameter (`/?author=1`, `/?author=2`, ...) or a request header
+//!   # (here: one client rotating through user agents).
+//!   { kind = "distinct-param", target = "GET /**", query = "author", max = 5, window = "10m" },
+//!   { kind = "distinct-param", target = "*", header = "user-agent", max = 5, window = "10m" },
 //! ] }
 //! ```
 //!
@@ -26,16 +30,20 @@
 //! requests only (32 by default): an older step is treated as absent.
 //!
 //! `flow-cap` counts the requests it lets through, so exactly `max` reach the service per
-//! window. `distinct-param` counts every distinct value it sees; the host caps a distinct set
+//! window. `distinct-param` counts every distinct value it sees: of a path segment, of a query
+//! parameter (decoded as a form: `%XX`, `+`; the key in any case; every occurrence of a
+//! repeated key), or of a header (every field of that name). The host caps a distinct set
 //! (256 members by default), so a `max` at or above that cap never triggers.
 //! Their 429s carry `Retry-After`: the rule's whole window, the earliest time at which the
 //! counted requests are sure to have expired.
 //!
-//! Each denial is also reported as a finding: `sequence-violation`, or `id-enumeration` for
-//! `distinct-param`. Every rule whose target matches applies, in order; the first that denies
+//! Each denial is also reported as a finding: `sequence-violation`, `id-enumeration` for
+//! `distinct-param` over the path or the query, `header-rotation` over a header. Every rule whose target matches applies, in order; the first that denies
 //! decides.
 
-use guard_util::{push_decimal, with_key_written, DurationText, PatternText, SEP};
+use guard_util::{
+    push_decimal, query_values, text_of, with_key_written, DurationText, PatternText, SEP,
+};
 use serde::Deserialize;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -72,7 +80,15 @@ enum Rule {
     },
     DistinctParam {
         target: PatternText,
-        param: Param,
+        /// A path segment, by name or index.
+        #[serde(default)]
+        param: Option<Param>,
+        /// A query parameter, by name.
+        #[serde(default)]
+        query: Option<String>,
+        /// A request header, by name.
+        #[serde(default)]
+        header: Option<String>,
         max: u32,
         window: DurationText,
         /// The segment `param` names, worked out on first use (it is checked at init).
@@ -128,11 +144,30 @@ impl Rule {
             Rule::DistinctParam {
                 target,
                 param,
+                query,
+                header,
                 max,
                 window,
                 ..
             } => {
-                param_index(target.text(), param).map_err(|e| format!("{field}.param: {e}"))?;
+                match (param, query, header) {
+                    (Some(param), None, None) => {
+                        param_index(target.text(), param)
+                            .map_err(|e| format!("{field}.param: {e}"))?;
+                    }
+                    (None, Some(name), None) | (None, None, Some(name))
+                        if name.trim().is_empty() =>
+                    {
+                        let key = if query.is_some() { "query" } else { "header" };
+                        return Err(format!("{field}.{key}: must not be empty"));
+                    }
+                    (None, Some(_), None) | (None, None, Some(_)) => {}
+                    _ => {
+                        return Err(format!(
+                            "{field}: a distinct-param rule names exactly one of param, query or header"
+                        ))
+                    }
+                }
                 check_max(field, *max)?;
                 window.check(&format!("{field}.window"))?;
             }
@@ -198,8 +233,17 @@ struct Sequence;
 
 impl Guard for Sequence {
     type Config = Config;
-    const READS_HEADERS: bool = false;
     const OBSERVES_RESPONSES: bool = false;
+
+    fn headers_read(config: &Config) -> Option<Vec<String>> {
+        let names = config.rules.iter().filter_map(|rule| match rule {
+            Rule::DistinctParam {
+                header: Some(name), ..
+            } => Some(name.trim().to_ascii_lowercase()),
+            _ => None,
+        });
+        Some(names.collect())
+    }
 
     fn check_config(config: &Config) -> Result<(), String> {
         for (i, rule) in config.rules.iter().enumerate() {
@@ -271,27 +315,49 @@ impl Guard for Sequence {
                 Rule::DistinctParam {
                     target,
                     param,
+                    query,
+                    header,
                     max,
                     window,
                     index,
                 } => {
-                    let index = index.get_or_init(|| param_index(target.text(), param).ok());
-                    let Some(index) = *index else {
-                        continue;
-                    };
-                    let Some(value) = segments(req.path).nth(index) else {
-                        continue;
-                    };
                     let key = |k: &mut String| rule_key(k, "param", i, target.text(), client);
                     let span = *window.get();
-                    let seen = with_key_written(key, |k| state::distinct(k, value, span));
+                    let mut seen = 0;
+                    let mut record = |value: &str| {
+                        seen = with_key_written(key, |k| state::distinct(k, value, span));
+                    };
+                    let (of, kind) = if let Some(param) = param {
+                        let index = index.get_or_init(|| param_index(target.text(), param).ok());
+                        if let Some(value) = index.and_then(|i| segments(req.path).nth(i)) {
+                            record(value);
+                        }
+                        (String::new(), "id-enumeration")
+                    } else if let Some(name) = query {
+                        for value in req.query.into_iter().flat_map(|q| query_values(q, name)) {
+                            record(&value);
+                        }
+                        (format!(" of query parameter {name}"), "id-enumeration")
+                    } else if let Some(name) = header {
+                        let name = name.trim();
+                        for field in req
+                            .headers
+                            .iter()
+                            .filter(|h| h.name.eq_ignore_ascii_case(name))
+                        {
+                            record(&text_of(field.value.trim_ascii()));
+                        }
+                        (format!(" of header {name}"), "header-rotation")
+                    } else {
+                        continue;
+                    };
                     if seen > *max {
                         let reason = format!(
-                            "more than {max} different values on {} within {}",
+                            "more than {max} different values{of} on {} within {}",
                             target.text(),
                             window.text()
                         );
-                        return deny(429, "id-enumeration", reason, client, Some(span));
+                        return deny(429, kind, reason, client, Some(span));
                     }
                 }
             }

@@ -1,3 +1,4 @@
 //! What the command line runs besides the sidecar and the collector.
 
 pub mod demo;
+pub mod replay;

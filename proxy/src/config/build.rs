@@ -1,8 +1,9 @@
 //! From the schema to a [`Config`]: each section's values checked and turned into the types the
 //! sidecar uses, with errors that name the key and what was expected.
 
-use super::raw::{RawConfig, RawPath, RawReport, RawSandbox, RawState};
+use super::raw::{RawAccessLog, RawConfig, RawPath, RawReport, RawSandbox, RawState};
 use super::{Admin, Api, Config, Listen, Log, Reporting, RequestIdPolicy, Sandbox, Upstream};
+use crate::access_log::{AccessLogConfig, AccessOutput};
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::{EscapedSlashes, PathParameters, PathPolicy};
 use crate::identity::{Allowlist, ClientPolicy, IdentityKey};
@@ -115,7 +116,18 @@ pub(super) fn build(
                 ))
             }
         };
-        spec.config_json = serde_json::to_string(&g.config.unwrap_or_default())
+        let mut config = g.config.unwrap_or_default();
+        if let Some(file) = &g.signatures {
+            let text =
+                signatures_file(&base.join(file)).map_err(|e| format!("{key}.signatures: {e}"))?;
+            if config.contains_key("signatures") {
+                return Err(format!(
+                    "{key}.signatures: the guard's config sets signatures too; keep one of them"
+                ));
+            }
+            config.insert("signatures".into(), toml::Value::String(text));
+        }
+        spec.config_json = serde_json::to_string(&config)
             .map_err(|e| format!("{key}.config: cannot be expressed as JSON: {e}"))?;
         spec.body_limit = in_range(
             &format!("{key}.body_limit"),
@@ -191,6 +203,21 @@ pub(super) fn build(
             networks("allowlist.networks", &raw.allowlist.networks)?,
             raw.allowlist.clients,
         ),
+        access_log: access_log(raw.access_log, base),
+    })
+}
+
+/// `[access_log]`: off without a path, `-` for standard output, else a file beside the
+/// configuration when relative.
+fn access_log(raw: RawAccessLog, base: &Path) -> Option<AccessLogConfig> {
+    let output = match raw.path.as_str() {
+        "" => return None,
+        "-" => AccessOutput::Stdout,
+        path => AccessOutput::File(base.join(path)),
+    };
+    Some(AccessLogConfig {
+        output,
+        format: raw.format,
     })
 }
 
@@ -440,6 +467,26 @@ fn upgrades(values: &[String]) -> Result<Vec<String>, String> {
 }
 
 /// `[path]`: how request paths are normalised.
+/// Largest signatures file read: far above any real list, below what would make every
+/// instance's `init` slow to parse.
+const MAX_SIGNATURES_BYTES: u64 = 1 << 20;
+
+/// The text of a guard's signatures file. The guard parses it (it knows the format); read
+/// here because guards have no files, and again at each reload, so an updated file takes
+/// effect with the next reload.
+fn signatures_file(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .len();
+    if len > MAX_SIGNATURES_BYTES {
+        return Err(format!(
+            "{shown} is {len} bytes; at most {MAX_SIGNATURES_BYTES} are read"
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))
+}
+
 fn path_policy(raw: &RawPath) -> Result<PathPolicy, String> {
     let escaped_slashes = match raw.escaped_slashes.as_str() {
         "reject" => EscapedSlashes::Reject,

@@ -16,6 +16,7 @@ pub use raw::{
     DEFAULT_UPSTREAM_CONNECTIONS,
 };
 
+use crate::access_log::AccessLogConfig;
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::PathPolicy;
 use crate::identity::{Allowlist, ClientPolicy};
@@ -61,6 +62,8 @@ pub struct Config {
     pub report: Option<Reporting>,
     /// Clients that skip the guards; a reload swaps it with the chain.
     pub allowlist: Allowlist,
+    /// The access log; `None` when off (the default).
+    pub access_log: Option<AccessLogConfig>,
     /// Every key with the value in force (defaults filled in, overrides applied), secrets
     /// redacted: what `GET /config` and `vigil check --print` show.
     pub effective: serde_json::Value,
@@ -382,6 +385,37 @@ mod tests {
             }
         );
         assert_eq!(lenient.listen.upgrades, ["websocket", "x-custom"]);
+    }
+
+    #[test]
+    fn a_signatures_file_is_read_into_the_guards_config() {
+        let dir = std::env::temp_dir().join(format!("vigil-signatures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mine.txt"), "path /.env\nagent sqlmap\n").unwrap();
+        let file = dir.join("vigil.toml");
+        let parse_at = |guard: &str| {
+            let text = format!("{MINIMAL}[[guard]]\nname = \"s\"\nmodule = \"s.wasm\"\n{guard}");
+            Config::parse(&file, &text, &Overrides::default()).map_err(|e| e.to_string())
+        };
+        let c = parse_at("signatures = \"mine.txt\"\nconfig = { status = 404 }\n").unwrap();
+        let json: serde_json::Value = serde_json::from_str(&c.guards[0].config_json).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": 404, "signatures": "path /.env\nagent sqlmap\n"})
+        );
+        let missing = parse_at("signatures = \"gone.txt\"\n").unwrap_err();
+        assert!(
+            missing.contains("guard[0] (\"s\").signatures: cannot read ")
+                && missing.contains("gone.txt"),
+            "{missing}"
+        );
+        let twice = parse_at("signatures = \"mine.txt\"\nconfig = { signatures = \"path /x\" }\n")
+            .unwrap_err();
+        assert!(
+            twice.contains("guard[0] (\"s\").signatures: the guard's config sets signatures too"),
+            "{twice}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use vigil_host::state::StateLimits;
 
 use super::LogFormat;
+use crate::access_log::AccessFormat;
 use crate::exposure::inventory::InventoryLimits;
 
 #[derive(Deserialize, Serialize)]
@@ -40,6 +41,15 @@ pub(super) struct RawConfig {
     pub(super) report: RawReport,
     #[serde(default)]
     pub(super) allowlist: RawAllowlist,
+    #[serde(default)]
+    pub(super) access_log: RawAccessLog,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAccessLog {
+    pub(super) path: String,
+    pub(super) format: AccessFormat,
 }
 
 #[derive(Deserialize, Serialize, Default)]
@@ -291,6 +301,8 @@ pub(super) struct RawGuard {
     pub(super) deadline: Option<String>,
     pub(super) memory_mb: Option<usize>,
     pub(super) ban: Option<String>,
+    /// A signatures file, read into the guard's `config` as its `signatures` text.
+    pub(super) signatures: Option<PathBuf>,
 }
 
 fn default_mode() -> String {

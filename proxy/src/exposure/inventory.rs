@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 use vigil_guest::route::Pattern;
 use vigil_report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Period};
 
@@ -20,6 +21,13 @@ use vigil_report::{Dropped, EndpointDelta, EndpointKey, Finding, FindingKind, Pe
 pub const OVERFLOW_METHOD: &str = "*";
 /// The sidecar's own findings carry this source.
 pub const SIDECAR_SOURCE: &str = "sidecar";
+/// Distinct finding kinds counted by name in the lifetime view; later ones count as
+/// [`OTHER_KINDS`].
+const MAX_FINDING_KINDS: usize = 256;
+/// Where kinds beyond [`MAX_FINDING_KINDS`] are counted.
+const OTHER_KINDS: &str = "(other)";
+/// The `by` of a ban an operator placed, and the source of its finding.
+pub const ADMIN_SOURCE: &str = "admin";
 /// Most recent findings `GET /exposure` shows.
 const RECENT_FINDINGS: usize = 100;
 
@@ -210,9 +218,19 @@ impl Inventory {
                 usually_authenticated,
             )
         };
-        let endpoint = || EndpointKey {
-            method: seen.method.to_string(),
-            route: seen.route.template.to_string(),
+        // The endpoint the request was counted under (see `tally`).
+        let endpoint = || {
+            if vigil_report::is_reportable_endpoint(seen.method, &seen.route.template) {
+                EndpointKey {
+                    method: seen.method.to_string(),
+                    route: seen.route.template.to_string(),
+                }
+            } else {
+                EndpointKey {
+                    method: OVERFLOW_METHOD.into(),
+                    route: OVERFLOW_TEMPLATE.into(),
+                }
+            }
         };
         if created && shadow {
             self.add_finding(
@@ -279,6 +297,42 @@ impl Inventory {
                 seen.at_ms,
             );
         }
+    }
+
+    /// Queues a finding of the sidecar's own about `client` on no endpoint in particular.
+    pub fn record_client_finding(
+        &self,
+        kind: FindingKind,
+        client: &str,
+        detail: String,
+        at_ms: u64,
+    ) {
+        self.add_finding(
+            kind.as_str(),
+            SIDECAR_SOURCE,
+            None,
+            Some(client.to_string()),
+            detail,
+            at_ms,
+        );
+    }
+
+    /// Queues the finding that `client` was banned at `at_ms` for `length` by `by` (a guard's
+    /// name, or `admin`).
+    pub fn record_ban(&self, client: &str, by: &str, reason: &str, length: Duration, at_ms: u64) {
+        let source = if by == ADMIN_SOURCE {
+            ADMIN_SOURCE.to_string()
+        } else {
+            format!("guard:{by}")
+        };
+        self.add_finding(
+            FindingKind::ClientBanned.as_str(),
+            &source,
+            None,
+            Some(client.to_string()),
+            format!("banned for {}s: {reason}", length.as_secs()),
+            at_ms,
+        );
     }
 
     /// Queues findings reported by guards.
@@ -434,7 +488,10 @@ impl Inventory {
             }
         }
         let full = self.endpoint_count.load(Ordering::Relaxed) >= self.limits.max_endpoints as u64;
-        let (method, template) = if full {
+        // A method or template a report cannot carry would get the whole report refused by the
+        // collector: such requests are counted under the overflow endpoint instead.
+        let unfit = !vigil_report::is_reportable_endpoint(method, &route.template);
+        let (method, template) = if full || unfit {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             (OVERFLOW_METHOD, Arc::from(OVERFLOW_TEMPLATE))
         } else {
@@ -479,16 +536,21 @@ impl Inventory {
         at_ms: u64,
     ) {
         let mut findings = lock(&self.findings);
-        *findings.by_kind.entry(kind.to_string()).or_default() += 1;
+        // Guards and clients choose much of this text; a report must still pass validation.
         let finding = Finding {
-            kind: kind.to_string(),
-            source: source.to_string(),
+            kind: vigil_report::fit_name(kind),
+            source: vigil_report::fit_name(source),
             endpoint,
-            detail,
-            client,
+            detail: vigil_report::fit_text(&detail),
+            client: client.as_deref().map(vigil_report::fit_text),
             at_ms,
             count: 1,
         };
+        // Guards name their kinds: past a bound, new ones are counted together.
+        let known = findings.by_kind.len() < MAX_FINDING_KINDS
+            || findings.by_kind.contains_key(&finding.kind);
+        let counted_as = if known { &*finding.kind } else { OTHER_KINDS };
+        *findings.by_kind.entry(counted_as.to_string()).or_default() += 1;
         if findings.recent.len() >= RECENT_FINDINGS {
             findings.recent.pop_front();
         }
@@ -755,6 +817,81 @@ mod tests {
         let findings = inventory.take(9_000).findings;
         assert_eq!(findings.len(), 2);
         assert!(findings.iter().all(|f| f.kind == "zombie-candidate"));
+    }
+
+    #[test]
+    fn guard_findings_are_cut_to_what_a_report_carries_and_their_kinds_bounded() {
+        let inventory = inventory(InventoryLimits::default());
+        let finding = |kind: String, detail: String| vigil_host::Finding {
+            guard: "g".into(),
+            kind,
+            detail,
+            client: "é".repeat(600),
+            at_ms: 1,
+        };
+        inventory.add_guard_findings(vec![finding("k\n".repeat(100), "d".repeat(5000))]);
+        for i in 0..MAX_FINDING_KINDS + 10 {
+            inventory.add_guard_findings(vec![finding(format!("kind-{i}"), String::new())]);
+        }
+        let findings = inventory.take(2).findings;
+        assert!(findings
+            .iter()
+            .all(|f| f.kind.len() <= vigil_report::MAX_NAME_BYTES
+                && f.detail.len() <= vigil_report::MAX_TEXT_BYTES
+                && f.client.as_ref().unwrap().len() <= vigil_report::MAX_TEXT_BYTES));
+        assert!(
+            findings[0].kind.starts_with("k?k?"),
+            "{:?}",
+            findings[0].kind
+        );
+        let by_kind = inventory.exposure().findings_by_kind;
+        assert_eq!(
+            by_kind.len(),
+            MAX_FINDING_KINDS + 1,
+            "the bound and (other)"
+        );
+        assert_eq!(by_kind[OTHER_KINDS], 11);
+    }
+
+    #[test]
+    fn bans_are_reported_with_who_placed_them() {
+        let inventory = inventory(InventoryLimits::default());
+        let fifteen_minutes = Duration::from_secs(900);
+        inventory.record_ban("mallory", "rate-limit", "too fast", fifteen_minutes, 5_000);
+        inventory.record_ban("eve", ADMIN_SOURCE, "by hand", fifteen_minutes, 6_000);
+        let findings = inventory.take(9_000).findings;
+        let seen: Vec<(&str, &str, Option<&str>, &str, u64)> = findings
+            .iter()
+            .map(|f| {
+                (
+                    f.kind.as_str(),
+                    f.source.as_str(),
+                    f.client.as_deref(),
+                    f.detail.as_str(),
+                    f.at_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "client-banned",
+                    "guard:rate-limit",
+                    Some("mallory"),
+                    "banned for 900s: too fast",
+                    5_000
+                ),
+                (
+                    "client-banned",
+                    "admin",
+                    Some("eve"),
+                    "banned for 900s: by hand",
+                    6_000
+                ),
+            ]
+        );
+        assert!(findings.iter().all(|f| f.endpoint.is_none()));
     }
 
     #[test]

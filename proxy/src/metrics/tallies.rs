@@ -38,7 +38,7 @@ const DISPOSITIONS: [Disposition; 4] = [
 ];
 
 impl Disposition {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Disposition::Allowed => "allowed",
             Disposition::Monitored => "monitored",

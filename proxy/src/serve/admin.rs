@@ -1,6 +1,7 @@
 //! The admin API, on loopback by default: health, readiness, metrics, the loaded guards, the
 //! exposure inventory, and reload.
 
+use crate::exposure::inventory::ADMIN_SOURCE;
 use crate::metrics::Format;
 use crate::respond::{full, ProxyBody};
 use crate::sidecar::Sidecar;
@@ -9,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use vigil_host::state::{Ban, MAX_BAN};
+use vigil_host::state::MAX_BAN;
 use vigil_host::{FaultKind, HeaderFields, Mode, OnError};
 
 /// Serves one admin request.
@@ -192,19 +193,16 @@ fn add_decision(sidecar: &Sidecar, body: &[u8]) -> Response<ProxyBody> {
     if reason.len() > MAX_REASON_BYTES {
         return problem(StatusCode::BAD_REQUEST, "reason: at most 512 bytes");
     }
-    let until_ms = sidecar.now_ms().saturating_add(duration.as_millis() as u64);
     tracing::info!(client = %wanted.client, %reason, ban_secs = duration.as_secs(), "client banned through the admin API");
-    sidecar.runtime.state().ban(
+    let until_ms = sidecar.ban(
         &wanted.client,
-        Ban {
-            until_ms,
-            by: "admin".into(),
-            reason: reason.clone(),
-        },
+        ADMIN_SOURCE.into(),
+        reason.clone(),
+        duration,
     );
     json(
         StatusCode::CREATED,
-        &serde_json::json!({"client": wanted.client, "by": "admin", "reason": reason, "until_ms": until_ms}),
+        &serde_json::json!({"client": wanted.client, "by": ADMIN_SOURCE, "reason": reason, "until_ms": until_ms}),
     )
 }
 

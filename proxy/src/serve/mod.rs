@@ -277,10 +277,11 @@ async fn serve_worker(
             sidecar.listen.header_read_timeout,
             sidecar.listen.idle_timeout,
         );
+        let sidecar = sidecar.clone();
         tokio::spawn(async move {
             tokio::select! {
                 served = connection => if let Err(error) = served {
-                    log_connection_error(peer, &*error);
+                    connection_failed(&sidecar, peer, &*error);
                 },
                 () = activity.expired(first, between) => {
                     tracing::debug!(%peer, "connection closed: no request in flight within the timeout");
@@ -313,20 +314,34 @@ async fn serve_worker(
 }
 
 /// Requests refused by the HTTP parser (malformed, head too large, head too slow) never reach
-/// the pipeline, so this is their one log line.
-fn log_connection_error(peer: std::net::SocketAddr, error: &(dyn std::error::Error + 'static)) {
-    match error.downcast_ref::<hyper::Error>() {
-        Some(e) if e.is_parse_too_large() => {
-            tracing::info!(%peer, %error, "request refused: head too large (431)")
+/// the pipeline: this is their log line, and the parser's refusals are accounted for there.
+fn connection_failed(
+    sidecar: &Sidecar,
+    peer: std::net::SocketAddr,
+    error: &(dyn std::error::Error + 'static),
+) {
+    let Some(error) = error.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+        return;
+    };
+    // The status hyper answered with (see its `on_error`); a URI too long is a parse error
+    // that only its text tells apart.
+    let status = if error.is_parse_too_large() {
+        431
+    } else if error.is_parse() && error.to_string().starts_with("URI too long") {
+        414
+    } else if error.is_parse() {
+        400
+    } else {
+        if error.is_timeout() {
+            tracing::info!(%peer, %error, "connection closed: request head not received in time");
+        } else {
+            tracing::debug!(%peer, %error, "connection ended with an error");
         }
-        Some(e) if e.is_parse() => {
-            tracing::info!(%peer, %error, "request refused: malformed (400)")
-        }
-        Some(e) if e.is_timeout() => {
-            tracing::info!(%peer, %error, "connection closed: request head not received in time")
-        }
-        _ => tracing::debug!(%peer, %error, "connection ended with an error"),
-    }
+        return;
+    };
+    tracing::info!(%peer, %error, status, "request refused by the HTTP parser");
+    pipeline::refused_by_parser(sidecar, peer.ip(), status, &error.to_string());
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves.

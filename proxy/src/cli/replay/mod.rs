@@ -1,0 +1,490 @@
+//! `vigil replay`: recorded traffic through the configured guard chain on a virtual clock,
+//! driven by the log's timestamps, so that windows and rates mean what they mean in production
+//! while the replay runs as fast as the guards allow.
+//!
+//! Each request takes the path a live one takes up to the upstream (path normalisation,
+//! client, route, allowlist, bans, the plan, the guards), and the logged status is the answer
+//! the guards observe, unless one of them refuses the request, in which case they observe the
+//! refusal, as they would have live.
+
+pub mod parse;
+
+use crate::config::Config;
+use crate::exposure::inventory::{Exposure, Observation};
+use crate::forward::normalize;
+use crate::sidecar::Sidecar;
+use parse::{InputFormat, LoggedRequest, Unreadable};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vigil_host::clock::{Clock, ManualClock};
+use vigil_host::Header;
+
+/// Unreadable lines shown with their number; the rest are counted.
+const SHOWN_UNREADABLE: usize = 5;
+/// Clients whose first refusal is kept for the summary.
+const SHOWN_CLIENTS: usize = 1_000;
+/// Longest line quoted in the summary.
+const QUOTED_LINE_BYTES: usize = 300;
+
+/// One guard's part in the replay.
+#[derive(Debug, Default, Serialize)]
+pub struct GuardTally {
+    /// Requests it refused (enforce mode).
+    pub refused: u64,
+    /// Requests it would have refused (monitor mode).
+    pub would_refuse: u64,
+    /// Distinct clients it refused or would have refused (estimated within about 3%, so that
+    /// a log of millions of clients needs no more memory than one of ten).
+    pub clients: u64,
+    #[serde(skip)]
+    seen: vigil_report::sketch::Sketch,
+}
+
+impl GuardTally {
+    fn saw(&mut self, client: &str) {
+        self.seen.insert(client.as_bytes());
+    }
+}
+
+/// The first refusal of one client.
+#[derive(Debug, Serialize)]
+pub struct FirstRefusal {
+    /// The client key.
+    pub client: String,
+    /// The guard, or `ban:<guard>` for a client refused by an earlier ban.
+    pub guard: String,
+    /// The status it got.
+    pub status: u16,
+    /// Where the line is: file and line number.
+    pub file: String,
+    /// Line number, from 1.
+    pub line: u64,
+    /// The line, cut to a readable length.
+    pub text: String,
+}
+
+/// A line that could not be read.
+#[derive(Debug, Serialize)]
+pub struct UnreadableLine {
+    /// The file.
+    pub file: String,
+    /// Line number, from 1.
+    pub line: u64,
+    /// Why.
+    pub error: String,
+}
+
+/// What a replay found.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Lines read.
+    pub lines: u64,
+    /// Requests run through the chain.
+    pub requests: u64,
+    /// Lines about requests the server could not read (`"-"`), not replayed.
+    pub not_requests: u64,
+    /// Lines that could not be read at all.
+    pub unreadable: u64,
+    /// The first few of those.
+    pub unreadable_first: Vec<UnreadableLine>,
+    /// Requests the proxy itself would have refused (a path it does not accept, `CONNECT`).
+    pub refused_by_proxy: u64,
+    /// Requests refused by a guard or an earlier ban.
+    pub refused: u64,
+    /// Requests a monitor-mode guard would have refused.
+    pub would_refuse: u64,
+    /// Per guard (bans under `ban:<guard>`).
+    pub guards: BTreeMap<String, GuardTally>,
+    /// The first refusal of each client (up to a thousand clients), in log order.
+    pub first_refusals: Vec<FirstRefusal>,
+    /// Findings of the sidecar and the guards.
+    pub findings: Vec<vigil_report::Finding>,
+    /// The exposure inventory the traffic implies.
+    pub exposure: Option<Exposure>,
+    /// Seconds the replay took.
+    pub seconds: f64,
+}
+
+/// Where the lines come from: a file (gzip when it says so), or `-` for standard input.
+pub struct Input {
+    /// The name shown in the summary.
+    pub name: String,
+    reader: Box<dyn BufRead>,
+}
+
+impl Input {
+    /// Opens `path`; a gzip file (by its first bytes) is decompressed as it is read.
+    pub fn open(path: &Path) -> anyhow::Result<Input> {
+        let name = path.display().to_string();
+        let raw: Box<dyn Read> = if path == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(
+                std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("cannot open {name}: {e}"))?,
+            )
+        };
+        let mut buffered = BufReader::with_capacity(256 * 1024, raw);
+        let gzip = buffered.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b]))?;
+        let reader: Box<dyn BufRead> = if gzip {
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                flate2::bufread::MultiGzDecoder::new(buffered),
+            ))
+        } else {
+            Box::new(buffered)
+        };
+        Ok(Input { name, reader })
+    }
+}
+
+/// A sidecar built from a configuration, minus what reaches outside: no access log, no
+/// reports, and a clock that follows the log.
+pub struct Replay {
+    sidecar: Sidecar,
+    clock: Arc<ManualClock>,
+    format: Option<InputFormat>,
+    summary: Summary,
+    first_seen: HashSet<String>,
+}
+
+impl Replay {
+    /// Loads the configuration's chain, identity, routes and spec.
+    pub fn new(mut config: Config, format: Option<InputFormat>) -> anyhow::Result<Replay> {
+        config.access_log = None;
+        config.report = None;
+        let clock = ManualClock::new(Duration::ZERO);
+        let sidecar = Sidecar::with_clock(config, Default::default(), clock.clone())?;
+        Ok(Replay {
+            sidecar,
+            clock,
+            format,
+            summary: Summary::default(),
+            first_seen: HashSet::new(),
+        })
+    }
+
+    /// Replays every line of `input`.
+    pub fn feed(&mut self, mut input: Input) -> anyhow::Result<()> {
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            let read = input.reader.read_until(b'\n', &mut line).map_err(|e| {
+                anyhow::anyhow!("{}: cannot read line {}: {e}", input.name, number + 1)
+            })?;
+            if read == 0 {
+                return Ok(());
+            }
+            number += 1;
+            let text = String::from_utf8_lossy(&line);
+            if text.trim().is_empty() {
+                continue;
+            }
+            self.summary.lines += 1;
+            match parse::line(&text, self.format) {
+                Ok(request) => self.replay(&request, &input.name, number, &text),
+                Err(Unreadable::NotARequest) => self.summary.not_requests += 1,
+                Err(Unreadable::Malformed(error)) => {
+                    self.summary.unreadable += 1;
+                    if self.summary.unreadable_first.len() < SHOWN_UNREADABLE {
+                        self.summary.unreadable_first.push(UnreadableLine {
+                            file: input.name.clone(),
+                            line: number,
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The summary, with the inventory and the findings as of the last line.
+    pub fn finish(mut self, started: Instant) -> Summary {
+        let sidecar = &self.sidecar;
+        sidecar
+            .inventory
+            .add_guard_findings(sidecar.runtime.drain_findings());
+        self.summary.findings = sidecar.inventory.take(sidecar.now_ms()).findings;
+        self.summary.exposure = Some(sidecar.inventory.exposure());
+        for tally in self.summary.guards.values_mut() {
+            tally.clients = tally.seen.estimate();
+        }
+        self.summary.seconds = started.elapsed().as_secs_f64();
+        self.summary
+    }
+
+    fn replay(&mut self, logged: &LoggedRequest, file: &str, number: u64, text: &str) {
+        self.summary.requests += 1;
+        // Time moves forward only: a line logged out of order happens "now".
+        let now = self.clock.now();
+        if logged.at > now {
+            self.clock.advance(logged.at - now);
+        }
+        let sidecar = &self.sidecar;
+        let (path, query) = match logged.target.split_once('?') {
+            Some((path, query)) => (path, Some(query.to_string())),
+            None => (logged.target.as_str(), None),
+        };
+        // An absolute-form target is for its path, as it is live.
+        let path = path
+            .split_once("://")
+            .map_or(path, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
+        let Ok(path) = normalize::path(path, &sidecar.path) else {
+            self.summary.refused_by_proxy += 1;
+            return;
+        };
+        if logged.method == "CONNECT" {
+            self.summary.refused_by_proxy += 1;
+            return;
+        }
+        let headers = logged_headers(logged);
+        let client = sidecar.clients.resolve(logged.ip, &headers);
+        let key = logged.client.clone().unwrap_or(client.key.clone());
+        let route = sidecar.routes.resolve(&logged.method, &path);
+        let allowlisted = sidecar.allowlisted(client.ip, &key);
+        if !allowlisted {
+            if let Some(ban) = sidecar.runtime.state().ban_of(&key) {
+                let by = format!("ban:{}", ban.by);
+                note_refusal(
+                    &mut self.summary,
+                    &mut self.first_seen,
+                    &by,
+                    &key,
+                    403,
+                    (file, number, text),
+                );
+                return;
+            }
+        }
+        let chain = sidecar.chain();
+        let plan = if allowlisted {
+            vigil_host::Plan::empty()
+        } else {
+            chain.plan(&logged.method, &route.template)
+        };
+        let mut request = vigil_host::Request {
+            method: logged.method.clone(),
+            path: path.to_string(),
+            route: Some(route.template.to_string()),
+            query,
+            headers: if plan.reads_request_headers() {
+                headers
+                    .iter()
+                    .filter(|(name, _)| plan.reads_request_header(name.as_str()))
+                    .map(|(name, value)| Header {
+                        name: name.as_str().to_string(),
+                        value: value.as_bytes().to_vec(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            client: vigil_host::Client {
+                key: key.clone(),
+                ip: client.ip.to_string(),
+                public: client.public,
+                authenticated: client.authenticated,
+            },
+            received_ms: sidecar.now_ms(),
+            body: None,
+        };
+        let decision = chain.evaluate(&plan, &mut request);
+        for outcome in &decision.outcomes {
+            if outcome.would_deny() {
+                self.summary.would_refuse += 1;
+                let tally = self
+                    .summary
+                    .guards
+                    .entry(outcome.guard.to_string())
+                    .or_default();
+                tally.would_refuse += 1;
+                tally.saw(&key);
+            }
+        }
+        let status = match &decision.denial {
+            Some(denial) => {
+                if let Some(length) = denial.ban {
+                    sidecar.ban(&key, denial.guard.clone(), denial.reason.clone(), length);
+                }
+                let guard = denial.guard.to_string();
+                note_refusal(
+                    &mut self.summary,
+                    &mut self.first_seen,
+                    &guard,
+                    &key,
+                    denial.status,
+                    (file, number, text),
+                );
+                denial.status
+            }
+            None => logged.status,
+        };
+        let response = vigil_host::Response {
+            status,
+            headers: Vec::new(),
+            latency_us: 0,
+        };
+        chain.observe(&mut request, &response, &decision);
+        let would_deny: Vec<&str> = decision
+            .outcomes
+            .iter()
+            .filter(|o| o.would_deny())
+            .map(|o| &*o.guard)
+            .collect();
+        let denied_by = decision.denial.as_ref().map(|d| &*d.guard);
+        let client = crate::identity::ResolvedClient { key, ..client };
+        sidecar.inventory.record(&Observation {
+            method: &logged.method,
+            route: &route,
+            client: &client,
+            status,
+            denied_by,
+            would_deny: &would_deny,
+            at_ms: sidecar.now_ms(),
+        });
+    }
+}
+
+/// Counts a refusal of `client` by `guard`, and keeps the first of each client's.
+fn note_refusal(
+    summary: &mut Summary,
+    first_seen: &mut HashSet<String>,
+    guard: &str,
+    client: &str,
+    status: u16,
+    (file, number, text): (&str, u64, &str),
+) {
+    summary.refused += 1;
+    let tally = summary.guards.entry(guard.to_string()).or_default();
+    tally.refused += 1;
+    tally.saw(client);
+    if first_seen.len() < SHOWN_CLIENTS && first_seen.insert(client.to_string()) {
+        let text = text.trim_end();
+        let mut end = text.len().min(QUOTED_LINE_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        summary.first_refusals.push(FirstRefusal {
+            client: client.to_string(),
+            guard: guard.to_string(),
+            status,
+            file: file.to_string(),
+            line: number,
+            text: text[..end].to_string(),
+        });
+    }
+}
+
+/// The header fields a log line carries, as the request had them.
+fn logged_headers(logged: &LoggedRequest) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    let fields = [
+        (http::header::USER_AGENT, &logged.user_agent),
+        (http::header::REFERER, &logged.referer),
+        (
+            http::HeaderName::from_static("x-forwarded-for"),
+            &logged.forwarded_for,
+        ),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value
+            .as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+/// The summary as text, for a terminal.
+pub fn render(summary: &Summary, files: &[PathBuf]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let rate = summary.lines as f64 / summary.seconds.max(1e-9);
+    let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let _ = writeln!(
+        out,
+        "replayed {} requests from {} lines of {} in {:.2} s ({:.0} lines/s)",
+        summary.requests,
+        summary.lines,
+        files.join(", "),
+        summary.seconds,
+        rate
+    );
+    if summary.not_requests > 0 {
+        let _ = writeln!(
+            out,
+            "{} lines are requests the server could not read (\"-\"); not replayed",
+            summary.not_requests
+        );
+    }
+    if summary.unreadable > 0 {
+        let _ = writeln!(out, "{} lines could not be read:", summary.unreadable);
+        for bad in &summary.unreadable_first {
+            let _ = writeln!(out, "  {}:{}: {}", bad.file, bad.line, bad.error);
+        }
+    }
+    if summary.refused_by_proxy > 0 {
+        let _ = writeln!(
+            out,
+            "{} requests Vigil itself would refuse (a path it does not accept, CONNECT)",
+            summary.refused_by_proxy
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{} requests would be refused, {} more by monitor-mode guards",
+        summary.refused, summary.would_refuse
+    );
+    if !summary.guards.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<28} {:>10} {:>14} {:>8}",
+            "guard", "refused", "would (monitor)", "clients"
+        );
+        for (guard, tally) in &summary.guards {
+            let _ = writeln!(
+                out,
+                "{guard:<28} {:>10} {:>14} {:>8}",
+                tally.refused, tally.would_refuse, tally.clients
+            );
+        }
+    }
+    if !summary.first_refusals.is_empty() {
+        let _ = writeln!(out, "\nfirst refusal of each client:");
+        for first in &summary.first_refusals {
+            let _ = writeln!(
+                out,
+                "  {} by {} ({}), {}:{}: {}",
+                first.client, first.guard, first.status, first.file, first.line, first.text
+            );
+        }
+    }
+    if let Some(exposure) = &summary.exposure {
+        let _ = writeln!(out, "\nendpoints reached: {}", exposure.endpoints.len());
+        for endpoint in exposure.endpoints.iter().take(20) {
+            let _ = writeln!(
+                out,
+                "  {:<7} {:<40} {:>8} requests",
+                endpoint.total.method, endpoint.total.route, endpoint.total.requests
+            );
+        }
+    }
+    if !summary.findings.is_empty() {
+        let _ = writeln!(out, "\nfindings:");
+        for finding in summary.findings.iter().take(50) {
+            let _ = writeln!(
+                out,
+                "  {} ({}, {}×): {}",
+                finding.kind, finding.source, finding.count, finding.detail
+            );
+        }
+    }
+    out
+}
