@@ -26,10 +26,12 @@
 //! body, the accept loop, the idle-connection rule, configuration checks) is `vigil-common`.
 //! - `cli`: what the command line runs besides the sidecar (`demo`: a sample shop under
 //!   attack).
+//! - `builtin`: the stock guards compiled into the binary (`module = "builtin:rate-limit"`).
 
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod exposure;

@@ -13,8 +13,7 @@ use vigil::config::{Config, LogFormat, Overrides};
 use vigil::serve::Listeners;
 use vigil::sidecar::Sidecar;
 use vigil_host::{
-    Chain, Client, GuardResult, GuardSource, GuardSpec, Pattern, Request, Response, Runtime,
-    RuntimeConfig,
+    Chain, Client, GuardResult, GuardSpec, Pattern, Request, Response, Runtime, RuntimeConfig,
 };
 
 #[global_allocator]
@@ -26,7 +25,7 @@ const EXIT_USAGE: u8 = 64;
 #[derive(Parser)]
 #[command(
     name = "vigil",
-    version,
+    version = env!("VIGIL_VERSION"),
     about = "A sidecar reverse proxy that runs sandboxed WebAssembly guards on live API traffic."
 )]
 struct Cli {
@@ -59,6 +58,21 @@ enum Command {
     /// dashboard and the JSON API.
     #[command(long_about = COLLECT_ABOUT)]
     Collect(CollectArgs),
+    /// Print a completion script for a shell to stdout.
+    #[command(long_about = COMPLETIONS_ABOUT)]
+    Completions(CompletionsArgs),
+}
+
+const COMPLETIONS_ABOUT: &str = "Print a completion script for a shell to stdout.
+
+  vigil completions bash > ~/.local/share/bash-completion/completions/vigil
+  vigil completions zsh > ~/.zfunc/_vigil            # with fpath+=(~/.zfunc) before compinit
+  vigil completions fish > ~/.config/fish/completions/vigil.fish";
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell the script is for.
+    shell: clap_complete::Shell,
 }
 
 const REPLAY_ABOUT: &str = "Run recorded traffic through the configured guards and print what \
@@ -142,9 +156,10 @@ struct CollectArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Directory of the compiled stock guards (rate_limit.wasm, sequence.wasm, ...).
-    #[arg(long, default_value_os_t = vigil::cli::demo::default_guards_dir())]
-    guards: PathBuf,
+    /// Run the stock guards compiled in this directory (rate_limit.wasm, sequence.wasm, ...,
+    /// as `cargo build -p vigil-guard-artifacts` makes them) instead of the built-in ones.
+    #[arg(long)]
+    guards: Option<PathBuf>,
 }
 
 /// The configuration file read when `--config` is not given.
@@ -206,7 +221,8 @@ impl ConfigArgs {
 
 #[derive(Args)]
 struct GuardArgs {
-    /// The guard component (.wasm, built for wasm32-wasip2).
+    /// The guard component (.wasm, built for wasm32-wasip2), or `builtin:NAME` for a stock
+    /// guard compiled into vigil (builtin:rate-limit, builtin:sequence, ...).
     module: PathBuf,
     /// The guard's JSON configuration.
     #[arg(long, default_value = "{}")]
@@ -252,6 +268,16 @@ fn main() -> ExitCode {
             init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text).and_then(|()| try_guard(args))
         }
         Command::Collect(args) => collect(args, &cli.log),
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "vigil",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Replay(args) => match init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text)
             .and_then(|()| replay(args))
         {
@@ -301,7 +327,7 @@ fn demo(args: &DemoArgs, log: &Option<String>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(vigil::cli::demo::run(&args.guards))
+    runtime.block_on(vigil::cli::demo::run(args.guards.as_deref()))
 }
 
 fn check(args: &CheckArgs, log: &Option<String>) -> anyhow::Result<()> {
@@ -436,7 +462,8 @@ async fn wait_for_shutdown_signal() {
 }
 
 fn load(runtime: &Runtime, args: &GuardArgs) -> anyhow::Result<Chain> {
-    let mut spec = GuardSpec::new(&args.name, GuardSource::File(args.module.clone()));
+    let source = vigil::builtin::source(&args.module, Path::new("")).map_err(anyhow::Error::msg)?;
+    let mut spec = GuardSpec::new(&args.name, source);
     spec.config_json = args.config.clone();
     spec.routes = args
         .routes

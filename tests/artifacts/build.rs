@@ -49,7 +49,7 @@ fn main() {
     let mut built = Vec::new();
     for workspace in GUEST_WORKSPACES {
         let dir = root.join(workspace);
-        toolchain.build(&dir, &target_dir);
+        toolchain.build(&root, &dir, &target_dir);
         for name in workspace_members(&dir) {
             let wasm = target_dir
                 .join(TARGET)
@@ -123,10 +123,7 @@ impl Toolchain {
             }
         }
         let component_ld = find_in_path("wasm-component-ld").or_else(|| {
-            let home = env::var_os("CARGO_HOME")
-                .map(PathBuf::from)
-                .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-            let candidate = home.join("bin/wasm-component-ld");
+            let candidate = cargo_home()?.join("bin/wasm-component-ld");
             candidate.exists().then_some(candidate)
         });
         if component_ld.is_none() {
@@ -141,7 +138,7 @@ impl Toolchain {
         }
     }
 
-    fn build(&self, workspace: &Path, target_dir: &Path) {
+    fn build(&self, root: &Path, workspace: &Path, target_dir: &Path) {
         let mut cmd = match self {
             Toolchain::Rustup => Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into())),
             Toolchain::Debian { .. } => Command::new(DEBIAN_CARGO),
@@ -174,18 +171,24 @@ impl Toolchain {
                 "--target-dir",
             ])
             .arg(target_dir);
+        // Panic messages carry source paths: the checkout's and Cargo's home are written as
+        // /vigil and /cargo, so that a component (the committed built-in guards above all)
+        // does not record the machine it was built on.
+        let mut rustflags = vec![format!("--remap-path-prefix={}=/vigil", root.display())];
+        if let Some(home) = cargo_home() {
+            rustflags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+        }
         if let Toolchain::Debian { component_ld } = self {
             let path = format!("{LLVM_BIN}:{}", env::var("PATH").unwrap_or_default());
+            rustflags.push(format!("-L{WASI_LIBC}"));
             cmd.env("PATH", path)
                 .env("RUSTC", DEBIAN_RUSTC)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_WASM32_WASIP2_LINKER", component_ld)
-                .env(
-                    "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
-                    format!("-L{WASI_LIBC}"),
-                )
                 .arg("-Zbuild-std=std,panic_abort");
         }
+        // Encoded (separated by 0x1f), so that a path with a space stays one argument.
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
         let status = cmd.status().unwrap_or_else(|e| {
             panic!(
                 "cannot run cargo to build the guards in {}: {e}",
@@ -211,6 +214,13 @@ fn guard_dirs(parent: &Path, is_guard: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// Cargo's home: `CARGO_HOME`, else `~/.cargo`.
+fn cargo_home() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
 }
 
 fn rustup_has_target() -> bool {

@@ -16,37 +16,44 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-/// The stock guards the demo loads, by file name in the guards directory.
-const GUARDS: [&str; 4] = [
-    "rate_limit.wasm",
-    "sequence.wasm",
-    "credential_stuffing.wasm",
-    "enumeration.wasm",
+/// The stock guards the demo loads: built-in names, and the file each is compiled to.
+const GUARDS: [(&str, &str); 4] = [
+    ("rate-limit", "rate_limit.wasm"),
+    ("sequence", "sequence.wasm"),
+    ("credential-stuffing", "credential_stuffing.wasm"),
+    ("enumeration", "enumeration.wasm"),
 ];
 
-/// Runs the demo with the compiled stock guards found in `guards`, printing the report.
-pub async fn run(guards: &Path) -> anyhow::Result<()> {
-    for file in GUARDS {
-        if !guards.join(file).is_file() {
-            anyhow::bail!(
-                "stock guard {} not found in {}; build the guards with `cargo build -p vigil-guard-artifacts` \
-                 (or pass --guards DIR)",
-                file,
-                guards.display()
-            );
+/// Runs the demo with the built-in stock guards, or with those compiled in `guards` when
+/// given, printing the report.
+pub async fn run(guards: Option<&Path>) -> anyhow::Result<()> {
+    let modules = match guards {
+        None => GUARDS.map(|(name, _)| format!("{}{name}", crate::builtin::PREFIX)),
+        Some(dir) => {
+            for (_, file) in GUARDS {
+                if !dir.join(file).is_file() {
+                    anyhow::bail!(
+                        "stock guard {} not found in {}; build the guards with `cargo build -p \
+                         vigil-guard-artifacts`, or leave out --guards to run the built-in ones",
+                        file,
+                        dir.display()
+                    );
+                }
+            }
+            // The configuration lives in a temporary directory: module paths must not be
+            // relative.
+            let dir = dir.canonicalize()?;
+            GUARDS.map(|(_, file)| dir.join(file).display().to_string())
         }
-    }
-    // The configuration lives in a temporary directory: module paths must not be relative.
-    let guards = guards.canonicalize()?;
-    let guards = guards.as_path();
+    };
     let shop = Shop::start().await?;
     let dir = std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("vigil.toml");
-    std::fs::write(&config_path, config_text(guards, shop.addr))?;
+    std::fs::write(&config_path, config_text(&modules, shop.addr))?;
     let config = Config::load(&config_path, &Overrides::default())?;
     let sidecar = Arc::new(tokio::task::block_in_place(|| {
         Sidecar::new(config, Overrides::default())
@@ -76,8 +83,10 @@ pub async fn run(guards: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config_text(guards: &Path, shop: SocketAddr) -> String {
-    let module = |file: &str| guards.join(file).display().to_string();
+/// The demo's configuration; `modules` are the guards' modules in the order of [`GUARDS`].
+fn config_text(modules: &[String; 4], shop: SocketAddr) -> String {
+    // As TOML strings: a directory name may hold a quote or a backslash.
+    let module = |i: usize| toml::Value::String(modules[i].clone()).to_string();
     format!(
         r#"
 [listen]
@@ -97,30 +106,30 @@ level = "warn"
 
 [[guard]]
 name = "sequence"
-module = "{}"
+module = {}
 config = {{ rules = [{{ kind = "requires", target = "POST /checkout", after = ["POST /cart/items"], within = "15m" }}] }}
 
 [[guard]]
 name = "credential-stuffing"
-module = "{}"
+module = {}
 routes = ["POST /login"]
 body_limit = 4096
 config = {{ account = {{ json_field = "username" }}, max_accounts = 3, max_failures = 5, window = "15m" }}
 
 [[guard]]
 name = "enumeration"
-module = "{}"
+module = {}
 routes = ["GET /users/{{id}}"]
 config = {{ routes = ["GET /users/{{id}}"], max_distinct = 20, window = "10m" }}
 [[guard]]
 name = "rate-limit"
-module = "{}"
+module = {}
 config = {{ rate = 20, per = "second", burst = 20 }}
 "#,
-        module(GUARDS[1]),
-        module(GUARDS[2]),
-        module(GUARDS[3]),
-        module(GUARDS[0]),
+        module(1),
+        module(2),
+        module(3),
+        module(0),
     )
 }
 
@@ -375,9 +384,4 @@ async fn shop(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
     let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     Ok(response)
-}
-
-/// Where the stock guards are built by default, relative to the working directory.
-pub fn default_guards_dir() -> PathBuf {
-    PathBuf::from("target/wasm-guests/wasm32-wasip2/release")
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
 use vigil_host::state::{StateLimits, MAX_BAN};
-use vigil_host::{GuardSource, GuardSpec, Mode, OnError, Pattern, SandboxLimits};
+use vigil_host::{GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
 pub(super) fn build(
     raw: RawConfig,
@@ -94,7 +94,9 @@ pub(super) fn build(
                 "{key}.name: another guard already has this name; names must be unique"
             ));
         }
-        let mut spec = GuardSpec::new(&g.name, GuardSource::File(base.join(&g.module)));
+        let source =
+            crate::builtin::source(&g.module, base).map_err(|e| format!("{key}.module: {e}"))?;
+        let mut spec = GuardSpec::new(&g.name, source);
         spec.routes = patterns(&format!("{key}.routes"), &g.routes)?;
         spec.mode = match g.mode.as_str() {
             "enforce" => Mode::Enforce,

@@ -450,6 +450,16 @@ mod tests {
     }
 
     #[test]
+    fn a_builtin_module_needs_no_file() {
+        let c = parse(&format!(
+            "{MINIMAL}[[guard]]\nname = \"limit\"\nmodule = \"builtin:rate-limit\"\n"
+        ))
+        .unwrap();
+        let builtin = crate::builtin::find("rate-limit").unwrap();
+        assert!(matches!(&c.guards[0].source, GuardSource::Bytes(b) if b == builtin.wasm));
+    }
+
+    #[test]
     fn errors_name_the_file_the_key_and_the_expectation() {
         for (text, expected) in [
             ("[upstream]\nurl = \"http://x:1\"\ntimout = \"1s\"\n", "unknown field `timout`"),
@@ -464,6 +474,7 @@ mod tests {
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\non_error = \"open\"\n"), "guard[0] (\"g\").on_error"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"a.wasm\"\n[[guard]]\nname = \"g\"\nmodule = \"b.wasm\"\n"), "guard[1] (\"g\").name: another guard already has this name"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\n"), "missing field `module`"),
+            (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"builtin:ratelimit\"\n"), "guard[0] (\"g\").module: unknown built-in guard \"builtin:ratelimit\"; the built-in guards are builtin:credential-stuffing, builtin:enumeration, "),
             (&format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "unknown variant `xml`"),
             (&format!("{MINIMAL}[log]\nlevel = \"verbose\"\n"), "log.level: \"verbose\" in \"verbose\" does not name a level: expected one of trace, debug, info, warn, error, off"),
             (&format!("{MINIMAL}[log]\nlevel = \"vigil=debug,hyper=loud\"\n"), "log.level: \"hyper=loud\" in \"vigil=debug,hyper=loud\" does not name a level"),
