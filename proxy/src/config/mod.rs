@@ -52,6 +52,8 @@ pub struct Config {
     pub inventory: InventoryLimits,
     /// Bounds of the state the host keeps for guards (fixed at start).
     pub state: StateLimits,
+    /// The Redis replicas share state through (`[state] redis`); `None`: in-process only.
+    pub fleet: Option<vigil_fleet::FleetConfig>,
     /// Size of the guard instance pool (fixed at start).
     pub sandbox: Sandbox,
     /// Every section but `[[guard]]`, as written: a reload swaps the guard chain only, so a
