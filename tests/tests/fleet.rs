@@ -239,3 +239,70 @@ async fn killing_redis_under_traffic_fails_no_request() {
     );
     shutdown(replicas).await;
 }
+
+/// Starts a sidecar from `config` as `vigil run` does, returning the start-up error's text.
+async fn start_error(name: &str, config: String) -> String {
+    let dir = tempdir(name);
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, config.replace("{upstream}", "http://127.0.0.1:9")).unwrap();
+    let config = vigil::config::Config::load(&path, &Default::default()).expect("valid config");
+    let started = tokio::task::spawn_blocking(move || {
+        vigil::sidecar::Sidecar::new(config, Default::default())
+    })
+    .await
+    .unwrap();
+    match started {
+        Ok(_) => panic!("{name}: the sidecar started"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_refuses_the_credentials_stops_the_start_naming_it() {
+    let server = RedisServer::start("refuses", &["--requirepass", "s3cret"]);
+    let guard = guard_table("sequence", guards::SEQUENCE, SEQUENCE);
+    let url = format!("redis://:wrong@127.0.0.1:{}/0", server.port);
+    let text = start_error("refuses", config(&url, "refuses", "5ms", &guard)).await;
+    let expected = format!(
+        "vigil.toml: state.redis: Redis at 127.0.0.1:{}/0 refused the connection",
+        server.port
+    );
+    assert!(text.contains(&expected), "{text}");
+    assert!(!text.contains("wrong"), "the password stays out: {text}");
+
+    let url = format!("redis://:s3cret@127.0.0.1:{}/77", server.port);
+    let text = start_error("no-db", config(&url, "refuses", "5ms", &guard)).await;
+    assert!(
+        text.contains("state.redis: Redis at") && text.contains("/77"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_starts_while_redis_is_unreachable_and_decides_locally() {
+    let port = vigil_tests::process::free_port();
+    let guard = guard_table("sequence", guards::SEQUENCE, SEQUENCE);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let (_upstream, replicas) = fleet(
+        1,
+        "unreachable",
+        &config(&url, "unreachable", "5ms", &guard),
+    )
+    .await;
+    let proxy = &replicas[0];
+    assert_eq!(metric(proxy, "vigil_state_backend_up").await, 0);
+    assert_eq!(
+        call(proxy, "POST", "/cart/items", "shopper").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(proxy, "POST", "/checkout", "shopper").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(proxy, "POST", "/checkout", "skipper").await,
+        StatusCode::CONFLICT
+    );
+    assert!(metric(proxy, "vigil_state_backend_fallbacks_total").await > 0);
+    shutdown(replicas).await;
+}

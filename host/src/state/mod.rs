@@ -352,7 +352,7 @@ impl StateStore {
                 events.push(event);
             }
         }
-        events.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        events.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
         events.truncate(limit);
         events
     }
