@@ -1081,8 +1081,9 @@ def stop_on_sigterm(signum, frame):
 def main():
     args = parse_args()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    tools = ["nginx", "haproxy", "wrk"] + (["oha"] if args.latency_tool == "oha" else [])
-    for tool in tools + (["redis-server", "redis-cli"] if args.fleet else []):
+    tools = ["nginx", "wrk"] + (["oha"] if args.latency_tool == "oha" else [])
+    tools += ["redis-server", "redis-cli"] if args.fleet else ["haproxy"]
+    for tool in tools:
         if not shutil.which(tool):
             raise SystemExit(f"loadtest: {tool} is not installed (scripts/loadtest.sh installs it)")
     stamp = datetime.datetime.now(datetime.timezone.utc)
