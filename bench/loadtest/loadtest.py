@@ -697,8 +697,10 @@ def fleet_markdown(report):
         f"# Fleet state: two replicas with Redis, {report['date']}",
         "",
         f"Medians of {settings['rounds']} rounds of {settings['duration']:g} s (wrk, "
-        f"{settings['connections']} connections, {settings['clients']} clients); p99 at "
-        f"{fleet['rate']} requests/s ({settings['latency_tool']}). Every Vigil runs the stock chain "
+        f"{settings['connections']} connections, {settings['clients']} clients); p99 "
+        + (f"at {fleet['rate']} requests/s (oha, coordinated-omission corrected)" if settings["latency_tool"] == "oha"
+           else f"closed loop with {settings['latency_connections']} connections (wrk)")
+        + ". Every Vigil runs the stock chain "
         "(guards-3.toml); the replicas sit behind nginx round-robin.",
         "",
         "| target | requests/s | × nginx | × 2 replicas in-process | p99 ms | × 2 replicas in-process | CPU s / 10k | errors |",
