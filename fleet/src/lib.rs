@@ -35,7 +35,7 @@ use vigil_host::Event;
 /// How to reach Redis and how to lay state out in it.
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
-    /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS).
+    /// `redis://[user:password@]host:port/db`; `rediss://` (TLS) is refused: this build has no TLS.
     pub url: String,
     /// Every key starts with `PREFIX:`, so several services can share one Redis.
     pub prefix: String,

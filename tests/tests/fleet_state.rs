@@ -352,6 +352,10 @@ fn bad_settings_are_refused_with_what_is_wrong() {
         !e.to_string().contains("hunter2"),
         "the password stays out: {e}"
     );
+    assert!(
+        matches!(e, FleetError::BadUrl { .. }) && e.to_string().contains("TLS"),
+        "this build has no TLS and says so: {e}"
+    );
 
     let server = RedisServer::start("auth", &["--requirepass", "s3cret"]);
     let wrong = format!("redis://:wrong@127.0.0.1:{}/0", server.port);
