@@ -5,6 +5,9 @@
 #                                  haproxy and wrk (Debian) and oha (crates.io) when missing
 #   scripts/loadtest.sh --smoke    seconds-long runs that check the harness works (CI): the
 #                                  debug build that cargo test makes, wrk only
+#   scripts/loadtest.sh --fleet    only the fleet comparison: two replicas sharing state through
+#                                  Redis (behind nginx round-robin) beside two with in-process
+#                                  state, one Vigil and nginx, and Redis commands per request
 #   scripts/loadtest.sh --floor target/release/examples/forward_only
 #                                  adds Vigil's transport alone to the comparison (build it
 #                                  first: cargo build --release -p vigil --example forward_only)

@@ -7,6 +7,7 @@
 #     and wasm-component-ld, which build guards with std rebuilt from source.
 #   - the metrics test's parser: the Prometheus project's Python client (Debian's
 #     python3-prometheus-client), which reads both text formats of /metrics.
+#   - the fleet tests' Redis: Debian's redis-server (the tests start their own servers).
 # Safe to run again: it only installs what is absent.
 # VIGIL_GUEST_TOOLCHAIN=debian installs and uses the Debian toolchain even where rustup works.
 set -euo pipefail
@@ -65,6 +66,13 @@ if ! /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/nu
     apt_install python3-prometheus-client
 fi
 say "Prometheus text parser ready"
+
+# The fleet tests start their own Redis servers (never a system service): Debian's redis-server,
+# with redis-cli (redis-tools) for the load test's command counts.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server
+fi
+say "Redis for the fleet tests ready"
 
 have_rustup_target() {
     rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2

@@ -234,8 +234,15 @@ class Target:
     process: subprocess.Popen = None
     samples: dict = field(default_factory=lambda: {"saturation": [], "latency": []})
     idle: dict = None
+    # Processes that make up the target with `command` (the replicas behind a load balancer,
+    # their Redis): started first, stopped after, measured with it.
+    companions: list = field(default_factory=list)
+    # Whether the target answers HTTP (Redis does not).
+    probe: bool = True
 
     def start(self):
+        for companion in self.companions:
+            companion.start()
         # A port answered by a leftover process would be measured in this target's place.
         for port in (self.port, self.admin_port):
             if port and port_answers(port):
@@ -255,22 +262,25 @@ class Target:
             self.command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
         wait_for_port(self.port, self.process, self.label)
+        if not self.probe:
+            return
         status, body = http_get(self.port)
         if status != 200:
             raise SystemExit(f"loadtest: {self.label} answered {status} to a probe: {body[:200]!r}")
 
     def pids(self):
-        return descendants(self.process.pid)
+        return descendants(self.process.pid) + [p for c in self.companions for p in c.pids()]
 
     def stop(self):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for companion in self.companions:
+            companion.stop()
 
     def metric(self, phase, key):
         return statistics.median(s[key] for s in self.samples[phase])
@@ -335,6 +345,45 @@ class Lab:
         target = Target(name, label, port, [str(self.vigil), "run", "--config", str(conf)],
                         self.run_dir / f"{name}.log", admin_port=admin_port,
                         prepare=[str(self.vigil), "check", "--config", str(conf)])
+        return self._add(target)
+
+    def vigil_replica(self, name, guards_file, redis_port=None):
+        """One replica of a fleet: Vigil with `guards_file`, sharing state through the Redis on
+        `redis_port` when given. Not a target of its own: a companion of a load balancer."""
+        port = self._port()
+        admin_port = ADMIN_BASE_PORT + (port - BASE_PORT)
+        text = fill(HERE / "vigil.toml", PORT=port, ADMIN_PORT=admin_port, UPSTREAM_PORT=UPSTREAM_PORT)
+        if redis_port:
+            # The state section is added here, before the guards' tables.
+            text += f'\n[state]\nredis = "redis://127.0.0.1:{redis_port}/0"\nredis_prefix = "{name}"\n'
+        text += "\n" + fill(HERE / guards_file, GUARDS=self.guards_dir)
+        conf = self.run_dir / f"{name}.toml"
+        conf.write_text(text)
+        return Target(name, name, port, [str(self.vigil), "run", "--config", str(conf)],
+                      self.run_dir / f"{name}.log", admin_port=admin_port,
+                      prepare=[str(self.vigil), "check", "--config", str(conf)])
+
+    def redis(self, name):
+        """A Redis of the run's own (no persistence), started with the fleet target."""
+        port = self._port()
+        data = self.run_dir / name
+        data.mkdir(exist_ok=True)
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(data)]
+        return Target(name, name, port, command, self.run_dir / f"{name}.log", probe=False)
+
+    def fleet_target(self, name, label, guards_file, with_redis):
+        """nginx round-robin over two Vigil replicas, with their Redis when `with_redis`."""
+        redis = self.redis(f"{name}-redis") if with_redis else None
+        replicas = [self.vigil_replica(f"{name}-{i}", guards_file, redis.port if redis else None)
+                    for i in ("a", "b")]
+        port = self._port()
+        conf = self._config(f"{name}.nginx.conf", "fleet-lb.nginx.conf", NAME=name, PORT=port,
+                            REPLICA_A=replicas[0].port, REPLICA_B=replicas[1].port)
+        target = Target(name, label, port, ["nginx", "-p", str(self.run_dir), "-c", str(conf)],
+                        self.run_dir / f"{name}.log",
+                        companions=([redis] if redis else []) + replicas)
+        target.redis = redis
         return self._add(target)
 
     def floor_target(self, binary, workers=CORES):
@@ -573,6 +622,97 @@ def compare(args, lab):
             row[f"rps_vs_{peer}"] = row["rps"] / by_name[peer]["rps"]
             row[f"p99_vs_{peer}"] = row["p99_ms"] / by_name[peer]["p99_ms"]
     return {"rate": rate, "rows": rows}
+
+
+def redis_calls(port):
+    """Commands Redis has run since its last CONFIG RESETSTAT, from INFO commandstats."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "info", "commandstats"],
+                         capture_output=True, text=True, check=True).stdout
+    calls = {}
+    for line in out.splitlines():
+        if line.startswith("cmdstat_"):
+            name, fields = line[len("cmdstat_"):].split(":", 1)
+            calls[name] = int(dict(f.split("=") for f in fields.split(","))["calls"])
+    return calls
+
+
+def compare_fleet(args, lab):
+    """Two replicas sharing state through Redis beside the same two replicas with in-process
+    state, one Vigil alone and nginx, all with the stock chain (the replicas behind nginx
+    round-robin), in the same rounds; and the Redis commands each request cost."""
+    upstream = lab.upstream
+    nginx = lab.nginx("nginx", "nginx proxy_pass", "nginx.conf")
+    vigil_stock = lab.vigil_target("vigil-stock", "Vigil, stock chain, in-process state", "guards-3.toml")
+    local = lab.fleet_target("fleet-local", "nginx → 2 Vigil replicas, in-process state", "guards-3.toml", False)
+    shared = lab.fleet_target("fleet-redis", "nginx → 2 Vigil replicas, state in Redis", "guards-3.toml", True)
+    proxies = [nginx, vigil_stock, local, shared]
+    for target in proxies:
+        target.start()
+    targets = [upstream] + proxies
+    load = Load(args.threads, args.connections, args.duration)
+    log("warming up")
+    warm_up(targets, load, args.clients)
+    commands = []
+
+    def measure(target):
+        if target is not shared:
+            return wrk(target, load, args.clients)
+        subprocess.run(["redis-cli", "-p", str(shared.redis.port), "config", "resetstat"],
+                       capture_output=True, check=True)
+        sample = wrk(target, load, args.clients)
+        calls = redis_calls(shared.redis.port)
+        commands.append({"requests": sample["requests"], "calls": calls})
+        sample["redis_commands_per_request"] = sum(calls.values()) / max(1, sample["requests"])
+        return sample
+
+    for target, sample in in_rounds(targets, args.rounds, measure, "saturation"):
+        target.samples["saturation"].append(sample)
+    rate = fixed_rate_phase(args, targets)
+    rows = []
+    for target in targets:
+        rows.append({"target": target.name, "label": target.label, **saturation_row(target),
+                     "p99_ms": target.metric("latency", "p99_ms"),
+                     "samples": target.samples})
+    for target in proxies:
+        target.stop()
+    lab.targets.clear()
+    by_name = {row["target"]: row for row in rows}
+    for row in rows:
+        row["rps_vs_nginx"] = row["rps"] / by_name["nginx"]["rps"]
+        row["rps_vs_fleet_local"] = row["rps"] / by_name["fleet-local"]["rps"]
+        row["p99_vs_fleet_local"] = row["p99_ms"] / by_name["fleet-local"]["p99_ms"]
+    per_request = statistics.median(sum(c["calls"].values()) / max(1, c["requests"]) for c in commands)
+    by_command = {}
+    for c in commands:
+        for name, n in c["calls"].items():
+            by_command.setdefault(name, []).append(n / max(1, c["requests"]))
+    return {"rate": rate, "rows": rows, "redis_commands_per_request": per_request,
+            "redis_commands_by_name": {k: statistics.median(v) for k, v in sorted(by_command.items())}}
+
+
+def fleet_markdown(report):
+    fleet = report["fleet"]
+    settings = report["settings"]
+    lines = [
+        f"# Fleet state: two replicas with Redis, {report['date']}",
+        "",
+        f"Medians of {settings['rounds']} rounds of {settings['duration']:g} s (wrk, "
+        f"{settings['connections']} connections, {settings['clients']} clients); p99 "
+        + (f"at {fleet['rate']} requests/s (oha, coordinated-omission corrected)" if settings["latency_tool"] == "oha"
+           else f"closed loop with {settings['latency_connections']} connections (wrk)")
+        + ". Every Vigil runs the stock chain "
+        "(guards-3.toml); the replicas sit behind nginx round-robin.",
+        "",
+        "| target | requests/s | × nginx | × 2 replicas in-process | p99 ms | × 2 replicas in-process | CPU s / 10k | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in fleet["rows"]:
+        lines.append(
+            f"| {row['label']} | {row['rps']:.0f} | {row['rps_vs_nginx']:.2f} | {row['rps_vs_fleet_local']:.2f} "
+            f"| {row['p99_ms']:.2f} | {row['p99_vs_fleet_local']:.2f} | {row['cpu_s_per_10k']:.2f} | {row['errors']} |")
+    lines += ["", f"Redis commands per request (INFO commandstats): {fleet['redis_commands_per_request']:.2f} — "
+              + ", ".join(f"{k} {v:.2f}" for k, v in fleet["redis_commands_by_name"].items()), ""]
+    return "\n".join(lines)
 
 
 def fixed_rate_phase(args, targets):
@@ -895,6 +1035,9 @@ def parse_args(argv=None):
                         help="seconds of the idle phase: wake-ups and CPU of every target with no requests "
                              "(0: no idle phase)")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--fleet", action="store_true",
+                        help="only the fleet comparison: two replicas sharing state through Redis beside two "
+                             "with in-process state, one Vigil and nginx (needs redis-server and redis-cli)")
     parser.add_argument("--baseline", type=Path,
                         help="another vigil build: measure it against --vigil (before and after a change), "
                              "each with no guards and the stock chain, beside nginx; saturation only")
@@ -906,6 +1049,8 @@ def parse_args(argv=None):
                              "forward_only): Vigil's transport with none of its own work, measured beside "
                              "the others so that Vigil's own cost is told from its HTTP stack's")
     args = parser.parse_args(argv)
+    if args.fleet and (args.baseline or args.floor):
+        parser.error("--fleet: not with --baseline or --floor")
     if args.floor and args.baseline:
         parser.error("--floor: only in the comparison run, not with --baseline")
     if args.floor and not args.floor.is_file():
@@ -938,7 +1083,9 @@ def stop_on_sigterm(signum, frame):
 def main():
     args = parse_args()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    for tool in ["nginx", "haproxy", "wrk"] + (["oha"] if args.latency_tool == "oha" else []):
+    tools = ["nginx", "wrk"] + (["oha"] if args.latency_tool == "oha" else [])
+    tools += ["redis-server", "redis-cli"] if args.fleet else ["haproxy"]
+    for tool in tools:
         if not shutil.which(tool):
             raise SystemExit(f"loadtest: {tool} is not installed (scripts/loadtest.sh installs it)")
     stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -955,11 +1102,13 @@ def main():
     log(f"results in {run_dir}; load average {report['load_before']}")
     try:
         lab.start_upstream()
-        if args.baseline:
+        if args.fleet:
+            report["fleet"] = compare_fleet(args, lab)
+        elif args.baseline:
             report["builds"] = compare_builds(args, lab)
         else:
             report["compare"] = compare(args, lab)
-        if not args.skip_scaling and not args.baseline:
+        if not args.skip_scaling and not args.baseline and not args.fleet:
             report["guards"] = scale_guards(args, lab)
             report["clients"] = scale_clients(args, lab)
     finally:
@@ -968,11 +1117,13 @@ def main():
     report["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["targets"] = verdicts(report) if "compare" in report else []
     (run_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
+    text = fleet_markdown(report) if args.fleet else markdown(report)
     (run_dir / "results.md").write_text(text)
     print(text)
     log(f"load average before {report['load_before']}, after {report['load_after']}")
     log(f"wrote {run_dir / 'results.json'} and {run_dir / 'results.md'}")
+    if args.fleet:
+        return
     if not args.smoke:
         # A target that answered errors was measured on its error path: say so loudly.
         for problem in check_smoke(report)[1]:

@@ -8,7 +8,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::findings::{Finding, FindingSink};
 use crate::nonblocking_io;
 use crate::sandbox::{GuestState, HostServices, SandboxLimits};
-use crate::state::{StateLimits, StateStore};
+use crate::state::{SharedState, StateLimits, StateStore};
 use crate::watchdog::{Running, Watchdog};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +44,8 @@ pub struct RuntimeConfig {
     pub clock: SharedClock,
     /// Where compiled guards are kept across runs; `None` compiles every load afresh.
     pub compile_cache: Option<CompileCache>,
+    /// The store replicas share (`[state] redis`); `None`: state is this process's alone.
+    pub shared_state: Option<Arc<dyn SharedState>>,
 }
 
 /// An on-disk cache of compiled guards (wasmtime's own: entries are keyed by the module's
@@ -105,6 +107,7 @@ impl Default for RuntimeConfig {
             max_pending_findings: 10_000,
             clock: Arc::new(SystemClock),
             compile_cache: CompileCache::from_env(),
+            shared_state: None,
         }
     }
 }
@@ -161,7 +164,14 @@ impl Runtime {
         bindings::Guard::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("cannot link the state interface: {e}"))?;
         let services = Arc::new(HostServices {
-            state: StateStore::new(config.state.clone(), config.clock.clone()),
+            state: match &config.shared_state {
+                Some(shared) => StateStore::with_shared(
+                    config.state.clone(),
+                    config.clock.clone(),
+                    shared.clone(),
+                ),
+                None => StateStore::new(config.state.clone(), config.clock.clone()),
+            },
             findings: FindingSink::new(config.max_pending_findings),
         });
         let running = Arc::new(Running::new());

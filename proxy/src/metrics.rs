@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tallies::Tallies;
-use vigil_host::state::TableSizes;
+use vigil_host::state::{SharedStatus, TableSizes};
 use vigil_host::Decision;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,6 +172,9 @@ pub struct Metrics {
     reloads: Family<KindLabels, Counter>,
     state_entries: Family<TableLabels, Gauge>,
     decisions_active: Gauge,
+    state_backend_up: Gauge,
+    state_fallbacks: Counter,
+    state_records_dropped: Counter,
     worker_connections: Family<WorkerLabels, Gauge>,
     /// The reporter's delivery.
     pub report: ReportMetrics,
@@ -226,6 +229,25 @@ impl Metrics {
             "Clients banned now (by a guard's `ban` or through the admin API)",
             decisions_active.clone(),
         );
+        let state_backend_up = Gauge::default();
+        state_backend_up.set(1);
+        registry.register(
+            "state_backend_up",
+            "Whether the state store answers: always 1 with in-process state; with `[state] redis`, 0 while Redis is away and guards decide on this replica's tables",
+            state_backend_up.clone(),
+        );
+        let state_fallbacks = Counter::default();
+        registry.register(
+            "state_backend_fallbacks",
+            "State calls answered from this replica's tables because Redis could not answer in time",
+            state_fallbacks.clone(),
+        );
+        let state_records_dropped = Counter::default();
+        registry.register(
+            "state_history_writes_dropped",
+            "Request events not written to the shared history (Redis away, or the write queue full)",
+            state_records_dropped.clone(),
+        );
         let worker_connections = Family::<WorkerLabels, Gauge>::default();
         registry.register(
             "worker_connections",
@@ -252,9 +274,26 @@ impl Metrics {
             reloads,
             state_entries,
             decisions_active,
+            state_backend_up,
+            state_fallbacks,
+            state_records_dropped,
             worker_connections,
             report,
             access_log,
+        }
+    }
+
+    /// Takes the shared state store's status as of now (`None`: state is in-process).
+    pub fn shared_state(&self, status: Option<SharedStatus>) {
+        let Some(status) = status else { return };
+        // Under the registry's lock, so that two renders do not both add the same increase.
+        let _rendering = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        self.state_backend_up.set(status.up as i64);
+        for (counter, total) in [
+            (&self.state_fallbacks, status.fallbacks),
+            (&self.state_records_dropped, status.records_dropped),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

@@ -95,8 +95,17 @@ impl Sidecar {
         clock: SharedClock,
     ) -> anyhow::Result<Sidecar> {
         let sandbox = &config.sandbox;
+        let shared_state = match &config.fleet {
+            Some(fleet) => {
+                let store = vigil_fleet::RedisState::connect(fleet.clone())
+                    .map_err(|e| anyhow::anyhow!("{}: state.redis: {e}", config.source()))?;
+                Some(Arc::new(store) as Arc<dyn vigil_host::state::SharedState>)
+            }
+            None => None,
+        };
         let runtime = Runtime::new(RuntimeConfig {
             state: config.state.clone(),
+            shared_state,
             max_instances: sandbox.max_instances,
             max_guard_memory: sandbox.max_guard_memory_bytes,
             clock,
@@ -244,6 +253,8 @@ impl Sidecar {
     /// Renders `/metrics` in `format`, as of now.
     pub fn render_metrics(&self, format: Format) -> String {
         let guards = self.chain().guards().iter().map(|g| g.name_arc()).collect();
+        self.metrics
+            .shared_state(self.runtime.state().shared_status());
         self.metrics
             .render(format, self.runtime.state().sizes(), guards)
     }

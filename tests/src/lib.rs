@@ -96,3 +96,4 @@ pub mod browser;
 pub mod harness;
 pub mod process;
 pub mod prometheus;
+pub mod redis;

@@ -7,10 +7,12 @@ mod bans;
 mod counters;
 mod history;
 mod rate;
+mod shared;
 mod table;
 
 pub use bans::{Ban, MAX_BAN};
 pub use rate::RateError;
+pub use shared::{SharedState, SharedStatus, Unavailable};
 pub(crate) use table::lock;
 
 use crate::bindings::vigil::guard::types::Event;
@@ -21,6 +23,7 @@ use history::{History, Interner, MatchMemo, StoredEvent, FLAG_AUTHENTICATED, FLA
 use rate::{RateKey, RateLimiters};
 use std::borrow::Cow;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::time::Duration;
 use table::BoundedTable;
 use vigil_guest::route::Pattern;
@@ -71,6 +74,11 @@ impl Default for StateLimits {
 /// Keys longer than this are replaced by a 128-bit keyed hash, so a guard cannot make the
 /// host store arbitrarily long keys.
 const MAX_KEY_BYTES: usize = 128;
+
+/// With a shared store, how far back this replica's own events are merged into what Redis
+/// answers: they may still be on their way there. Older ones are Redis's to tell, so a
+/// client forgotten fleet-wide stays forgotten on every replica past this.
+const UNSHARED_MS: u64 = 2_000;
 
 /// A guard's private key space. Derived from the guard's name, so it survives reloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -152,6 +160,9 @@ pub struct StateStore {
     scopes: Interner,
     hash_a: RandomState,
     hash_b: RandomState,
+    /// The store the replicas of a service share, when configured: asked first by every
+    /// primitive, the tables above answering while it cannot.
+    shared: Option<Arc<dyn SharedState>>,
 }
 
 impl StateStore {
@@ -175,9 +186,33 @@ impl StateStore {
             scopes: Interner::new(u32::MAX as usize - 1, ""),
             hash_a: RandomState::new(),
             hash_b: RandomState::new(),
+            shared: None,
             limits,
             clock,
         }
+    }
+
+    /// Empty tables that stand in for `shared` while it cannot answer.
+    pub fn with_shared(
+        limits: StateLimits,
+        clock: SharedClock,
+        shared: Arc<dyn SharedState>,
+    ) -> StateStore {
+        StateStore {
+            shared: Some(shared),
+            ..StateStore::new(limits, clock)
+        }
+    }
+
+    /// How the shared store is doing; `None` when state is in-process only.
+    pub fn shared_status(&self) -> Option<SharedStatus> {
+        self.shared.as_ref().map(|s| s.status())
+    }
+
+    /// The name of the guard a scope belongs to: shared keys are namespaced by name, because
+    /// scope ids are given in load order, which replicas need not share.
+    fn scope_name(&self, scope: GuardScope) -> String {
+        self.scopes.names().get(scope.0).to_string()
     }
 
     /// The bounds in force.
@@ -211,39 +246,76 @@ impl StateStore {
     }
 
     /// Refuses `client` on every route until `ban.until_ms`, replacing any ban it had.
+    /// With a shared store the ban is placed fleet-wide, and only kept locally when the store
+    /// cannot take it.
     pub fn ban(&self, client: &str, ban: Ban) {
+        if let Some(shared) = &self.shared {
+            if shared.place_ban(client, &ban).is_ok() {
+                return;
+            }
+        }
         self.bans
             .place(&self.bounded_key(client), ban, self.clock.now_ms());
     }
 
-    /// The ban `client` is under now, if any.
+    /// The ban `client` is under now, if any. With a shared store this reads the fleet's bans
+    /// as last synchronised, without a round trip, and the bans placed here while the store
+    /// was away.
     pub fn ban_of(&self, client: &str) -> Option<Ban> {
-        self.bans.of(&self.bounded_key(client), self.clock.now_ms())
+        let now = self.clock.now_ms();
+        if let Some(shared) = &self.shared {
+            if let Some(ban) = shared.cached_ban(client, now) {
+                return Some(ban);
+            }
+        }
+        self.bans.of(&self.bounded_key(client), now)
     }
 
     /// Lifts `client`'s ban; whether one was in force.
     pub fn lift_ban(&self, client: &str) -> bool {
+        let lifted_shared = self
+            .shared
+            .as_ref()
+            .is_some_and(|shared| shared.lift_ban(client).unwrap_or(false));
         self.bans
             .lift(&self.bounded_key(client), self.clock.now_ms())
+            | lifted_shared
     }
 
     /// The bans in force, by client key (as stored: keys over 128 bytes are hashed), soonest
-    /// to end first.
+    /// to end first. With a shared store: the fleet's, and those placed here while it was away.
     pub fn bans_in_force(&self) -> Vec<(String, Ban)> {
-        self.bans.in_force(self.clock.now_ms())
+        let now = self.clock.now_ms();
+        let mut bans = self.bans.in_force(now);
+        if let Some(shared) = &self.shared {
+            if let Ok(fleet) = shared.bans(now) {
+                bans.retain(|(client, _)| !fleet.iter().any(|(c, _)| c == client));
+                bans.extend(fleet);
+                bans.sort_by(|a, b| (a.1.until_ms, &a.0).cmp(&(b.1.until_ms, &b.0)));
+            }
+        }
+        bans
     }
 
     /// Forgets what the host keeps under `client`'s key: its history and its ban. Counters a
     /// guard keyed by its own strings end with their windows. Whether anything was kept.
     pub fn forget_client(&self, client: &str) -> bool {
+        let had_shared = self
+            .shared
+            .as_ref()
+            .is_some_and(|shared| shared.forget_client(client).unwrap_or(false));
         let key = self.bounded_key(client);
         let now = self.clock.now_ms();
         let had_history = self.histories.remove::<str>(&key, now).is_some();
-        self.bans.lift(&key, now) | had_history
+        self.bans.lift(&key, now) | had_history | had_shared
     }
 
-    /// Appends a request to its client's history.
+    /// Appends a request to its client's history. With a shared store the event is also
+    /// queued for it, written in the background: the local copy is what a fallback decides on.
     pub fn record(&self, client_key: &str, event: &EventRecord<'_>) {
+        if let Some(shared) = &self.shared {
+            shared.record(client_key, event);
+        }
         let stored = StoredEvent {
             at_ms: event.at_ms,
             route: self.routes.id(event.route),
@@ -262,8 +334,30 @@ impl StateStore {
         );
     }
 
-    /// The client's most recent events, newest first.
+    /// The client's most recent events, newest first. With a shared store: the fleet's,
+    /// merged with this replica's own, which may not have reached Redis yet (events equal in
+    /// every field are shown once).
     pub fn history(&self, client_key: &str, limit: u32) -> Vec<Event> {
+        let local = self.local_history(client_key, limit);
+        let Some(shared) = &self.shared else {
+            return local;
+        };
+        let limit = (limit as usize).min(self.limits.history_depth);
+        let Ok(mut events) = shared.history(client_key, limit) else {
+            return local;
+        };
+        let recent = self.clock.now_ms().saturating_sub(UNSHARED_MS);
+        for event in local {
+            if event.at_ms >= recent && !events.contains(&event) {
+                events.push(event);
+            }
+        }
+        events.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+        events.truncate(limit);
+        events
+    }
+
+    fn local_history(&self, client_key: &str, limit: u32) -> Vec<Event> {
         let key = self.bounded_key(client_key);
         self.histories
             .read::<str, _>(&key, self.clock.now_ms(), |h| {
@@ -283,7 +377,9 @@ impl StateStore {
     }
 
     /// Whether `client_key` made a request matching one of `patterns` in the last `within_ms`
-    /// milliseconds, counting only 2xx and 3xx answers when `successful_only`.
+    /// milliseconds, counting only 2xx and 3xx answers when `successful_only`. With a shared
+    /// store this replica's own history is asked first (a match there costs no round trip and
+    /// covers events still on their way to Redis), then the fleet's.
     pub fn happened(
         &self,
         client_key: &str,
@@ -291,9 +387,36 @@ impl StateStore {
         within_ms: u64,
         successful_only: bool,
     ) -> bool {
-        let key = self.bounded_key(client_key);
         let now = self.clock.now_ms();
         let since = now.saturating_sub(within_ms);
+        let Some(shared) = &self.shared else {
+            return self.local_happened(client_key, patterns, now, since, successful_only);
+        };
+        let recent = since.max(now.saturating_sub(UNSHARED_MS));
+        if self.local_happened(client_key, patterns, now, recent, successful_only) {
+            return true;
+        }
+        let Ok(events) = shared.history(client_key, self.limits.history_depth) else {
+            return self.local_happened(client_key, patterns, now, since, successful_only);
+        };
+        // Replicas write in the background, so the shared list is only nearly in time
+        // order: every event is looked at.
+        events.iter().any(|e| {
+            e.at_ms >= since
+                && (!successful_only || (200..400).contains(&e.status))
+                && patterns.iter().any(|p| p.matches(&e.method, &e.route))
+        })
+    }
+
+    fn local_happened(
+        &self,
+        client_key: &str,
+        patterns: &[Pattern],
+        now: u64,
+        since: u64,
+        successful_only: bool,
+    ) -> bool {
+        let key = self.bounded_key(client_key);
         self.histories
             .read::<str, _>(&key, now, |h| {
                 let (methods, routes) = (self.methods.names(), self.routes.names());
@@ -317,6 +440,15 @@ impl StateStore {
         per_second: f64,
         burst: u32,
     ) -> Result<Result<(), u32>, StateError> {
+        if let Some(shared) = &self.shared {
+            // Refused quotas trap the same way with or without a shared store.
+            if !(per_second.is_finite() && per_second > 0.0) {
+                return Err(RateError::BadRate(per_second).into());
+            }
+            if let Ok(answer) = shared.rate(&self.scope_name(scope), key, per_second, burst) {
+                return Ok(answer);
+            }
+        }
         let key = RateKey {
             scope: scope.0,
             key: self.bounded_key(key).into(),
@@ -326,6 +458,11 @@ impl StateStore {
 
     /// Adds `delta` to window counter `key` and returns its total over `window_ms`.
     pub fn count(&self, scope: GuardScope, key: &str, delta: i64, window_ms: u64) -> i64 {
+        if let Some(shared) = &self.shared {
+            if let Ok(total) = shared.count(&self.scope_name(scope), key, delta, window_ms) {
+                return total;
+            }
+        }
         let now = self.clock.now_ms();
         self.counters.upsert(
             self.scoped(scope, key),
@@ -337,9 +474,15 @@ impl StateStore {
 
     /// Records `member` in distinct set `key`; returns the members seen within `window_ms`.
     pub fn distinct(&self, scope: GuardScope, key: &str, member: &str, window_ms: u64) -> u32 {
+        let cap = self.limits.max_distinct_members;
+        if let Some(shared) = &self.shared {
+            let guard = self.scope_name(scope);
+            if let Ok(size) = shared.distinct(&guard, key, member, window_ms, cap) {
+                return size;
+            }
+        }
         let now = self.clock.now_ms();
         let member = self.hash_a.hash_one(member);
-        let cap = self.limits.max_distinct_members;
         self.distinct
             .upsert(self.scoped(scope, key), now, DistinctSet::default, |s| {
                 s.add(member, window_ms, now, cap)
@@ -348,6 +491,11 @@ impl StateStore {
 
     /// The value under `key`, unless absent or expired.
     pub fn get(&self, scope: GuardScope, key: &str) -> Option<Vec<u8>> {
+        if let Some(shared) = &self.shared {
+            if let Ok(value) = shared.get(&self.scope_name(scope), key) {
+                return value;
+            }
+        }
         let now = self.clock.now_ms();
         self.kv
             .read(&self.scoped(scope, key), now, |v| {
@@ -369,6 +517,14 @@ impl StateStore {
                 size: value.len(),
                 limit: self.limits.max_kv_value_bytes,
             });
+        }
+        if let Some(shared) = &self.shared {
+            if shared
+                .set(&self.scope_name(scope), key, value, ttl_ms)
+                .is_ok()
+            {
+                return Ok(());
+            }
         }
         let now = self.clock.now_ms();
         let fresh = || KvValue {

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
+use vigil_fleet::FleetConfig;
 use vigil_host::state::{StateLimits, MAX_BAN};
 use vigil_host::{GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
@@ -178,6 +179,7 @@ pub(super) fn build(
         max_findings: at_least("inventory.max_findings", raw.inventory.max_findings, 1)?,
         ..InventoryLimits::default()
     };
+    let fleet = fleet(&raw.state)?;
     let state = state_limits(raw.state)?;
     let report = reporting(raw.report, base, listen.address)?;
     Ok(Config {
@@ -194,6 +196,12 @@ pub(super) fn build(
         },
         log,
         inventory,
+        fleet: fleet.map(|f| FleetConfig {
+            history_depth: state.history_depth,
+            history_ttl: state.idle_expiry,
+            max_bans: state.max_clients,
+            ..f
+        }),
         state,
         sandbox,
         fixed_sections,
@@ -295,6 +303,49 @@ fn sandbox(raw: RawSandbox, workers: usize) -> Result<Sandbox, String> {
 const MAX_TRACKED: usize = 10_000_000;
 const MAX_HISTORY_DEPTH: usize = 1024;
 const MAX_DISTINCT_MEMBERS: usize = 65_536;
+
+/// The longest `state.redis_timeout`: a request waits this long for each state call while
+/// Redis is slow, and a guard's own deadline (10 ms by default) counts that wait.
+const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `[state] redis*`: the shared store's settings, its depth and TTLs filled in by the caller.
+fn fleet(raw: &RawState) -> Result<Option<FleetConfig>, String> {
+    let Some(url) = &raw.redis else {
+        return Ok(None);
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(format!(
+            "state.redis: expected a URL redis://[user:password@]host:port/db or rediss://…, got {:?}",
+            vigil_fleet::redact(url)
+        ));
+    }
+    let timeout = duration("state.redis_timeout", &raw.redis_timeout)?;
+    if timeout.is_zero() || timeout > MAX_REDIS_TIMEOUT {
+        return Err(format!(
+            "state.redis_timeout: must be from 1ms to 1s, got {}",
+            raw.redis_timeout
+        ));
+    }
+    let prefix = &raw.redis_prefix;
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(format!(
+            "state.redis_prefix: expected 1 to 64 letters, digits, '-', '_' or '.', got {prefix:?}"
+        ));
+    }
+    Ok(Some(FleetConfig {
+        url: url.clone(),
+        prefix: prefix.clone(),
+        timeout,
+        history_depth: 0,
+        history_ttl: Duration::ZERO,
+        max_bans: 0,
+    }))
+}
 
 fn state_limits(raw: RawState) -> Result<StateLimits, String> {
     let idle_expiry = duration("state.idle_expiry", &raw.idle_expiry)?;

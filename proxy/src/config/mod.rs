@@ -53,6 +53,8 @@ pub struct Config {
     pub inventory: InventoryLimits,
     /// Bounds of the state the host keeps for guards (fixed at start).
     pub state: StateLimits,
+    /// The Redis replicas share state through (`[state] redis`); `None`: in-process only.
+    pub fleet: Option<vigil_fleet::FleetConfig>,
     /// Size of the guard instance pool (fixed at start).
     pub sandbox: Sandbox,
     /// Every section but `[[guard]]`, as written: a reload swaps the guard chain only, so a
@@ -510,6 +512,10 @@ mod tests {
             (&format!("{MINIMAL}[state]\nidle_expiry = \"500ms\"\n"), "state.idle_expiry: must be at least 1s, got 500ms"),
             (&format!("{MINIMAL}[state]\nidle_expiry = \"soon\"\n"), "state.idle_expiry: expected a duration"),
             (&format!("{MINIMAL}[state]\nmax_client = 10\n"), "unknown field `max_client`"),
+            (&format!("{MINIMAL}[state]\nredis = \"http://:pw@cache:6379\"\n"), "state.redis: expected a URL redis://[user:password@]host:port/db or rediss://…, got \"http://:***@cache:6379\""),
+            (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_timeout = \"0ms\"\n"), "state.redis_timeout: must be from 1ms to 1s, got 0ms"),
+            (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_timeout = \"5s\"\n"), "state.redis_timeout: must be from 1ms to 1s, got 5s"),
+            (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_prefix = \"a b\"\n"), "state.redis_prefix: expected 1 to 64 letters, digits, '-', '_' or '.', got \"a b\""),
             (&format!("{MINIMAL}[sandbox]\nmax_instances = 1\n"), "sandbox.max_instances: must be at least 2, got 1"),
             (&format!("{MINIMAL}[sandbox]\nmax_instances = 100000\n"), "sandbox.max_instances: must be at most 4096, got 100000"),
             (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 0\n"), "sandbox.max_guard_memory_mb: must be at least 1, got 0"),
@@ -614,6 +620,33 @@ mod tests {
             c.fixed_sections["state"]["max_clients"].as_integer(),
             Some(10)
         );
+    }
+
+    #[test]
+    fn state_is_in_process_unless_redis_is_named_and_its_password_is_never_shown() {
+        assert!(parse(MINIMAL).unwrap().fleet.is_none());
+        let c = parse(&format!(
+            "{MINIMAL}[state]\nredis = \"redis://app:s3cret@cache:6379/2\"\nhistory_depth = 8\nidle_expiry = \"10m\"\nmax_clients = 500\n"
+        ))
+        .unwrap();
+        let fleet = c.fleet.as_ref().unwrap();
+        assert_eq!(fleet.url, "redis://app:s3cret@cache:6379/2");
+        assert_eq!(
+            (fleet.prefix.as_str(), fleet.timeout),
+            ("vigil", Duration::from_millis(5))
+        );
+        assert_eq!(
+            (fleet.history_depth, fleet.history_ttl, fleet.max_bans),
+            (8, Duration::from_secs(600), 500),
+            "the shared store keeps the local bounds"
+        );
+        let shown = c
+            .effective
+            .pointer("/state/redis")
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert_eq!(shown, "redis://app:(redacted)@cache:6379/2");
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub(super) struct RawState {
     pub(super) max_distinct_members: usize,
     pub(super) max_kv_entries: usize,
     pub(super) idle_expiry: String,
+    pub(super) redis: Option<String>,
+    pub(super) redis_prefix: String,
+    pub(super) redis_timeout: String,
 }
 
 impl Default for RawState {
@@ -89,6 +92,9 @@ impl Default for RawState {
             max_distinct_members: limits.max_distinct_members,
             max_kv_entries: limits.max_kv_entries,
             idle_expiry: "30m".into(),
+            redis: None,
+            redis_prefix: "vigil".into(),
+            redis_timeout: "5ms".into(),
         }
     }
 }
@@ -421,9 +427,15 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde
 /// What stands in for a secret in [`effective_settings`].
 pub const REDACTED: &str = "(redacted)";
 
-/// `raw` as JSON, every key with its value, the report token replaced by [`REDACTED`].
+/// `raw` as JSON, every key with its value, the report token and the Redis URL's password
+/// replaced by [`REDACTED`].
 pub(super) fn effective_settings(raw: &RawConfig) -> serde_json::Value {
     let mut settings = serde_json::to_value(raw).unwrap_or(serde_json::Value::Null);
+    if let Some(url) = settings.pointer_mut("/state/redis") {
+        if let Some(text) = url.as_str() {
+            *url = serde_json::Value::String(vigil_fleet::redact(text).replace("***", REDACTED));
+        }
+    }
     if let Some(token) = settings.pointer_mut("/report/token") {
         if !token.is_null() {
             *token = serde_json::Value::String(REDACTED.into());

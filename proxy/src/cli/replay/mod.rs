@@ -143,7 +143,7 @@ impl Input {
 }
 
 /// A sidecar built from a configuration, minus what reaches outside: no access log, no
-/// reports, and a clock that follows the log.
+/// reports, no shared state in Redis, and a clock that follows the log.
 pub struct Replay {
     sidecar: Sidecar,
     clock: Arc<ManualClock>,
@@ -157,6 +157,8 @@ impl Replay {
     pub fn new(mut config: Config, format: Option<InputFormat>) -> anyhow::Result<Replay> {
         config.access_log = None;
         config.report = None;
+        // The fleet's Redis keeps live state on its own clock; a replay keeps its own.
+        config.fleet = None;
         let clock = ManualClock::new(Duration::ZERO);
         let sidecar = Sidecar::with_clock(config, Default::default(), clock.clone())?;
         Ok(Replay {

@@ -1,0 +1,794 @@
+//! Client state shared by the replicas of a service, kept in Redis: the implementation of
+//! `vigil-host`'s [`SharedState`] that `[state] redis` turns on.
+//!
+//! # Layout
+//! - [`RedisState`]: the store. Guards call state synchronously, so each call is handed to a
+//!   small runtime of its own (one thread, one multiplexed connection that redis-rs's
+//!   connection manager re-establishes) and waited for at most `timeout`.
+//! - `scripts`: one Lua script per primitive that must be atomic (GCRA, window counters,
+//!   distinct sets, bans), run with the server's clock.
+//!
+//! # When Redis is away
+//! A call that fails or outlasts the timeout marks the store down, logs it once and counts a
+//! fallback; while it is down no call waits: every primitive answers from the in-process
+//! tables at once. A probe pings with backoff (100 ms doubling to 5 s) and marks it up again.
+//! History records are queued and written in the background, batched into one pipeline.
+
+#![forbid(unsafe_code)]
+
+mod scripts;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, RedisResult};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, Notify};
+use vigil_host::state::{Ban, EventRecord, SharedState, SharedStatus, Unavailable, MAX_BAN};
+use vigil_host::Event;
+
+/// How to reach Redis and how to lay state out in it.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// `redis://[user:password@]host:port/db`; `rediss://` (TLS) is refused: this build has no TLS.
+    pub url: String,
+    /// Every key starts with `PREFIX:`, so several services can share one Redis.
+    pub prefix: String,
+    /// The longest a request waits for one state call before deciding on local tables.
+    pub timeout: Duration,
+    /// Events kept per client history (`state.history_depth`).
+    pub history_depth: usize,
+    /// A client's shared history expires this long after its last request
+    /// (`state.idle_expiry`).
+    pub history_ttl: Duration,
+    /// Bans kept fleet-wide (`state.max_clients`).
+    pub max_bans: usize,
+}
+
+/// Why the shared store cannot be used; each names the setting and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The URL does not parse, or asks for something this build cannot do.
+    #[error("{url:?} is not a usable Redis URL: {reason}")]
+    BadUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// What the client library said.
+        reason: String,
+    },
+    /// Redis answered but refused us (wrong password, no such database, …).
+    #[error("Redis at {address} refused the connection: {reason}")]
+    Refused {
+        /// Host, port and database, without credentials.
+        address: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// The store's own thread or runtime could not start.
+    #[error("cannot start the shared state store: {0}")]
+    Start(String),
+}
+
+/// Keys longer than this are replaced by a hash of them, so neither a guard nor a client can
+/// make Redis store long keys. SHA-256: the same on every replica, and not steerable into
+/// collisions by whoever picks the keys.
+const MAX_KEY_PART: usize = 128;
+/// Longest route kept in a shared event.
+const MAX_ROUTE_BYTES: usize = 1024;
+/// Events waiting to be written; past this they are dropped and counted.
+const RECORD_QUEUE: usize = 8192;
+/// Events written in one pipeline at most.
+const RECORD_BATCH: usize = 256;
+/// How often a replica looks whether the fleet's bans changed.
+pub const BAN_SYNC: Duration = Duration::from_millis(250);
+/// The first wait between probes of a Redis that went away; it doubles up to [`PROBE_MAX`].
+const PROBE_FIRST: Duration = Duration::from_millis(100);
+const PROBE_MAX: Duration = Duration::from_secs(5);
+/// Background work (probes, ban sync, history writes) waits at least this long for Redis:
+/// no request waits for it.
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long start-up waits to learn whether Redis accepts us.
+const START_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest TTL any key gets; a guard's `set` with a longer one is cut to it.
+const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The fleet's state in Redis. Dropping it stops its thread.
+pub struct RedisState {
+    inner: Arc<Inner>,
+    _stop: oneshot::Sender<()>,
+}
+
+struct Inner {
+    /// The store's own runtime: guards' calls arrive on the proxy's worker threads, each on
+    /// its own current-thread runtime, where nothing can be awaited.
+    handle: Handle,
+    conn: ConnectionManager,
+    prefix: String,
+    /// Host, port and database, for logs.
+    address: String,
+    timeout: Duration,
+    history_depth: usize,
+    history_ttl_ms: u64,
+    max_bans: usize,
+    up: AtomicBool,
+    fallbacks: AtomicU64,
+    records_dropped: AtomicU64,
+    /// Milliseconds since the epoch of the last error logged for a call, so a storm of them
+    /// writes one line every ten seconds.
+    last_error_logged: AtomicU64,
+    probe: Notify,
+    records: mpsc::Sender<(String, String)>,
+    /// The fleet's bans as last synchronised, by stored client key.
+    bans: RwLock<HashMap<String, Ban>>,
+    /// Whether `bans` holds any: a request looks no further while it does not.
+    any_bans: AtomicBool,
+}
+
+impl RedisState {
+    /// Connects to the Redis `config.url` names. Fails when the URL is unusable or Redis
+    /// refuses the credentials or database; when Redis cannot be reached the store starts
+    /// down (local tables decide, as when it goes away later) and keeps trying.
+    pub fn connect(config: FleetConfig) -> Result<RedisState, FleetError> {
+        let client = Client::open(config.url.as_str()).map_err(|e| FleetError::BadUrl {
+            url: redact(&config.url),
+            reason: e.to_string(),
+        })?;
+        let info = client.get_connection_info();
+        let address = format!("{}/{}", info.addr(), info.redis_settings().db());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| FleetError::Start(e.to_string()))?;
+        let handle = runtime.handle().clone();
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(START_TIMEOUT))
+            .set_response_timeout(Some(BACKGROUND_TIMEOUT))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let conn = {
+            let _entered = handle.enter();
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| {
+                FleetError::BadUrl {
+                    url: redact(&config.url),
+                    reason: e.to_string(),
+                }
+            })?
+        };
+        let (records, queued) = mpsc::channel(RECORD_QUEUE);
+        let inner = Arc::new(Inner {
+            handle,
+            conn,
+            prefix: config.prefix,
+            address,
+            timeout: config.timeout,
+            history_depth: config.history_depth.max(1),
+            history_ttl_ms: (config.history_ttl.as_millis() as u64).clamp(1, MAX_TTL_MS),
+            max_bans: config.max_bans.max(1),
+            up: AtomicBool::new(false),
+            fallbacks: AtomicU64::new(0),
+            records_dropped: AtomicU64::new(0),
+            last_error_logged: AtomicU64::new(0),
+            probe: Notify::new(),
+            records,
+            bans: RwLock::new(HashMap::new()),
+            any_bans: AtomicBool::new(false),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("vigil-fleet".into())
+            .spawn(move || runtime.block_on(stopped))
+            .map_err(|e| FleetError::Start(e.to_string()))?;
+
+        match inner.wait(START_TIMEOUT, ping(inner.conn.clone())) {
+            Ok(()) => {
+                inner.up.store(true, Ordering::Relaxed);
+                tracing::info!(redis = %inner.address, "client state is shared through Redis");
+            }
+            Err(Failure::Redis(e)) if !is_unreachable(&e) => {
+                return Err(FleetError::Refused {
+                    address: inner.address.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    redis = %inner.address,
+                    error = %failure,
+                    "cannot reach Redis at start: deciding on this replica's own state tables \
+                     until it answers; retrying in the background"
+                );
+                inner.probe.notify_one();
+            }
+        }
+        let background = inner.clone();
+        inner.handle.spawn(background.clone().probe_loop());
+        inner.handle.spawn(background.clone().ban_sync_loop());
+        inner.handle.spawn(background.write_records(queued));
+        Ok(RedisState { inner, _stop: stop })
+    }
+
+    /// Host, port and database, without credentials.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+}
+
+/// Why a call did not answer.
+enum Failure {
+    Redis(RedisError),
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Redis(e) => write!(f, "{e}"),
+            Failure::TimedOut(after) => write!(f, "no answer within {after:?}"),
+        }
+    }
+}
+
+/// Whether the error says Redis could not be reached (rather than that it refused us).
+fn is_unreachable(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped()
+}
+
+async fn ping(mut conn: ConnectionManager) -> RedisResult<()> {
+    redis::cmd("PING").query_async::<()>(&mut conn).await
+}
+
+impl Inner {
+    /// Runs `op` on the store's runtime and waits for it at most `timeout`.
+    fn wait<T, F>(&self, timeout: Duration, op: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: Future<Output = RedisResult<T>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let answer = tokio::time::timeout(timeout, op).await;
+            let _ = tx.send(answer);
+        });
+        // The timer above ticks in whole milliseconds; this one is the bound a request sees.
+        match rx.recv_timeout(timeout + Duration::from_millis(1)) {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(e))) => Err(Failure::Redis(e)),
+            Ok(Err(_)) | Err(_) => Err(Failure::TimedOut(timeout)),
+        }
+    }
+
+    /// One state call on behalf of a request: answered, or [`Unavailable`] at once while the
+    /// store is down, or after at most the timeout.
+    fn call<T, F>(&self, what: &'static str, op: F) -> Result<T, Unavailable>
+    where
+        T: Send + 'static,
+        F: Future<Output = RedisResult<T>> + Send + 'static,
+    {
+        if !self.up.load(Ordering::Relaxed) {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            return Err(Unavailable);
+        }
+        match self.wait(self.timeout, op) {
+            Ok(value) => Ok(value),
+            Err(failure) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.failed(what, &failure);
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// Marks the store down when Redis cannot be reached or is too slow; logs other errors
+    /// (a refused command) at most once every ten seconds.
+    fn failed(&self, what: &str, failure: &Failure) {
+        let unreachable = match failure {
+            Failure::TimedOut(_) => true,
+            Failure::Redis(e) => is_unreachable(e),
+        };
+        if unreachable {
+            if self.up.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    redis = %self.address,
+                    call = what,
+                    error = %failure,
+                    "Redis is unavailable: deciding on this replica's own state tables until it \
+                     is back (limits count this replica's traffic only meanwhile)"
+                );
+                self.probe.notify_one();
+            }
+            return;
+        }
+        let now = now_ms();
+        let last = self.last_error_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000
+            && self
+                .last_error_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(redis = %self.address, call = what, error = %failure, "Redis refused a state call; answered from local tables");
+        }
+    }
+
+    async fn probe_loop(self: Arc<Self>) {
+        loop {
+            self.probe.notified().await;
+            let mut wait = PROBE_FIRST;
+            while !self.up.load(Ordering::Relaxed) {
+                tokio::time::sleep(wait).await;
+                let answer =
+                    tokio::time::timeout(BACKGROUND_TIMEOUT, ping(self.conn.clone())).await;
+                if let Ok(Ok(())) = answer {
+                    self.up.store(true, Ordering::Relaxed);
+                    tracing::info!(redis = %self.address, "Redis answers again: client state is fleet-wide again");
+                    break;
+                }
+                wait = (wait * 2).min(PROBE_MAX);
+            }
+        }
+    }
+
+    async fn ban_sync_loop(self: Arc<Self>) {
+        let mut seen: Option<Option<i64>> = None;
+        let mut tick = tokio::time::interval(BAN_SYNC);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.up.load(Ordering::Relaxed) {
+                continue;
+            }
+            let mut conn = self.conn.clone();
+            let version = tokio::time::timeout(
+                BACKGROUND_TIMEOUT,
+                redis::cmd("GET")
+                    .arg(self.bans_version_key())
+                    .query_async::<Option<i64>>(&mut conn),
+            )
+            .await;
+            let version = match version {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    self.failed("ban sync", &Failure::Redis(e));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if seen == Some(version) {
+                continue;
+            }
+            let all = tokio::time::timeout(
+                BACKGROUND_TIMEOUT,
+                redis::cmd("HGETALL")
+                    .arg(self.bans_key())
+                    .query_async::<HashMap<String, String>>(&mut conn),
+            )
+            .await;
+            let Ok(Ok(all)) = all else { continue };
+            let now = now_ms();
+            let bans: HashMap<String, Ban> = all
+                .into_iter()
+                .filter_map(|(client, value)| Some((client, decode_ban(&value)?)))
+                .filter(|(_, ban)| ban.until_ms > now)
+                .collect();
+            self.any_bans.store(!bans.is_empty(), Ordering::Relaxed);
+            *self.bans.write().unwrap_or_else(|p| p.into_inner()) = bans;
+            seen = Some(version);
+        }
+    }
+
+    async fn write_records(self: Arc<Self>, mut queued: mpsc::Receiver<(String, String)>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while queued.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            if !self.up.load(Ordering::Relaxed) {
+                self.records_dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for (key, event) in &batch {
+                pipe.cmd("LPUSH").arg(key).arg(event).ignore();
+                pipe.cmd("LTRIM")
+                    .arg(key)
+                    .arg(0)
+                    .arg(self.history_depth as i64 - 1)
+                    .ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(self.history_ttl_ms)
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            let written =
+                tokio::time::timeout(BACKGROUND_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+            let failure = match written {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Failure::Redis(e)),
+                Err(_) => Some(Failure::TimedOut(BACKGROUND_TIMEOUT)),
+            };
+            if let Some(failure) = failure {
+                self.records_dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.failed("record", &failure);
+            }
+            batch.clear();
+        }
+    }
+
+    fn client_key(&self, kind: &str, client: &str) -> String {
+        format!("{}:{kind}:{}", self.prefix, bounded(client))
+    }
+
+    /// A guard's key: the guard's name is length-prefixed, so no choice of names and keys
+    /// makes two guards share one.
+    fn guard_key(&self, kind: &str, guard: &str, key: &str) -> String {
+        let guard = bounded(guard);
+        format!(
+            "{}:{kind}:{}:{guard}:{}",
+            self.prefix,
+            guard.len(),
+            bounded(key)
+        )
+    }
+
+    fn bans_key(&self) -> String {
+        format!("{}:bans", self.prefix)
+    }
+
+    fn bans_version_key(&self) -> String {
+        format!("{}:bans:version", self.prefix)
+    }
+}
+
+impl SharedState for RedisState {
+    fn history(&self, client: &str, limit: usize) -> Result<Vec<Event>, Unavailable> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.inner.client_key("h", client);
+        let mut conn = self.inner.conn.clone();
+        let events = self.inner.call("history", async move {
+            redis::cmd("LRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(limit as i64 - 1)
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+        })?;
+        Ok(events.iter().filter_map(|e| decode_event(e)).collect())
+    }
+
+    fn record(&self, client: &str, event: &EventRecord<'_>) {
+        let queued = (self.inner.client_key("h", client), encode_event(event));
+        if self.inner.records.try_send(queued).is_err() {
+            self.inner.records_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn rate(
+        &self,
+        guard: &str,
+        key: &str,
+        per_second: f64,
+        burst: u32,
+    ) -> Result<Result<(), u32>, Unavailable> {
+        let key = self.inner.guard_key("r", guard, key);
+        let interval_ms = 1000.0 / per_second;
+        let mut conn = self.inner.conn.clone();
+        let wait = self.inner.call("rate", async move {
+            scripts::RATE
+                .key(key)
+                .arg(interval_ms)
+                .arg(burst.max(1))
+                .arg(MAX_TTL_MS)
+                .invoke_async::<u64>(&mut conn)
+                .await
+        })?;
+        Ok(match wait {
+            0 => Ok(()),
+            ms => Err(ms.min(u32::MAX as u64) as u32),
+        })
+    }
+
+    fn count(
+        &self,
+        guard: &str,
+        key: &str,
+        delta: i64,
+        window_ms: u64,
+    ) -> Result<i64, Unavailable> {
+        let key = self.inner.guard_key("c", guard, key);
+        let window_ms = window_ms.min(MAX_TTL_MS);
+        let mut conn = self.inner.conn.clone();
+        self.inner.call("count", async move {
+            scripts::COUNT
+                .key(key)
+                .arg(delta)
+                .arg(window_ms)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+    }
+
+    fn distinct(
+        &self,
+        guard: &str,
+        key: &str,
+        member: &str,
+        window_ms: u64,
+        cap: usize,
+    ) -> Result<u32, Unavailable> {
+        let key = self.inner.guard_key("d", guard, key);
+        let member = bounded(member).into_owned();
+        let window_ms = window_ms.min(MAX_TTL_MS);
+        let mut conn = self.inner.conn.clone();
+        self.inner.call("distinct", async move {
+            scripts::DISTINCT
+                .key(key)
+                .arg(member)
+                .arg(window_ms)
+                .arg(cap)
+                .invoke_async::<u32>(&mut conn)
+                .await
+        })
+    }
+
+    fn get(&self, guard: &str, key: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+        let key = self.inner.guard_key("v", guard, key);
+        let mut conn = self.inner.conn.clone();
+        self.inner.call("get", async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await
+        })
+    }
+
+    fn set(&self, guard: &str, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), Unavailable> {
+        let key = self.inner.guard_key("v", guard, key);
+        let value = value.to_vec();
+        let mut conn = self.inner.conn.clone();
+        self.inner.call("set", async move {
+            // A zero TTL stores a value already expired, as the in-process table does.
+            if ttl_ms == 0 {
+                return redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut conn)
+                    .await;
+            }
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms.min(MAX_TTL_MS))
+                .query_async::<()>(&mut conn)
+                .await
+        })
+    }
+
+    fn place_ban(&self, client: &str, ban: &Ban) -> Result<(), Unavailable> {
+        let client = bounded(client).into_owned();
+        let (hash, version) = (self.inner.bans_key(), self.inner.bans_version_key());
+        let value = encode_ban(ban);
+        let cap = self.inner.max_bans;
+        let mut conn = self.inner.conn.clone();
+        let field = client.clone();
+        self.inner.call("ban", async move {
+            scripts::PLACE_BAN
+                .key(hash)
+                .key(version)
+                .arg(field)
+                .arg(value)
+                .arg(cap)
+                .arg(MAX_BAN.as_millis() as u64)
+                .invoke_async::<()>(&mut conn)
+                .await
+        })?;
+        // This replica refuses the client from its next request on; its peers within a sync.
+        let mut bans = self.inner.bans.write().unwrap_or_else(|p| p.into_inner());
+        bans.insert(client, ban.clone());
+        self.inner.any_bans.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn cached_ban(&self, client: &str, now_ms: u64) -> Option<Ban> {
+        if !self.inner.any_bans.load(Ordering::Relaxed) {
+            return None;
+        }
+        let bans = self.inner.bans.read().unwrap_or_else(|p| p.into_inner());
+        bans.get(bounded(client).as_ref())
+            .filter(|ban| ban.until_ms > now_ms)
+            .cloned()
+    }
+
+    fn lift_ban(&self, client: &str) -> Result<bool, Unavailable> {
+        let client = bounded(client).into_owned();
+        let (hash, version) = (self.inner.bans_key(), self.inner.bans_version_key());
+        let mut conn = self.inner.conn.clone();
+        let field = client.clone();
+        let lifted = self.inner.call("lift ban", async move {
+            scripts::LIFT_BAN
+                .key(hash)
+                .key(version)
+                .arg(field)
+                .arg(now_ms())
+                .arg(MAX_BAN.as_millis() as u64)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })?;
+        self.inner
+            .bans
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&client);
+        Ok(lifted == 1)
+    }
+
+    fn bans(&self, now_ms: u64) -> Result<Vec<(String, Ban)>, Unavailable> {
+        let hash = self.inner.bans_key();
+        let mut conn = self.inner.conn.clone();
+        let all = self.inner.call("bans", async move {
+            redis::cmd("HGETALL")
+                .arg(hash)
+                .query_async::<HashMap<String, String>>(&mut conn)
+                .await
+        })?;
+        let mut bans: Vec<(String, Ban)> = all
+            .into_iter()
+            .filter_map(|(client, value)| Some((client, decode_ban(&value)?)))
+            .filter(|(_, ban)| ban.until_ms > now_ms)
+            .collect();
+        bans.sort_by(|a, b| (a.1.until_ms, &a.0).cmp(&(b.1.until_ms, &b.0)));
+        Ok(bans)
+    }
+
+    fn forget_client(&self, client: &str) -> Result<bool, Unavailable> {
+        let history = self.inner.client_key("h", client);
+        let had_history = {
+            let mut conn = self.inner.conn.clone();
+            self.inner.call("forget", async move {
+                redis::cmd("DEL")
+                    .arg(history)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })? > 0
+        };
+        Ok(self.lift_ban(client)? | had_history)
+    }
+
+    fn status(&self) -> SharedStatus {
+        SharedStatus {
+            up: self.inner.up.load(Ordering::Relaxed),
+            fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
+            records_dropped: self.inner.records_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `part` itself when short, else `#` and 32 hex digits of its SHA-256.
+fn bounded(part: &str) -> Cow<'_, str> {
+    if part.len() <= MAX_KEY_PART {
+        return Cow::Borrowed(part);
+    }
+    let digest = Sha256::digest(part.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Cow::Owned(format!("#{hex}"))
+}
+
+/// `at\tstatus\tflags\tmethod\troute`: methods are tokens and hold no tab, the route comes
+/// last and may hold anything.
+fn encode_event(event: &EventRecord<'_>) -> String {
+    let flags = event.public as u8 | (event.authenticated as u8) << 1;
+    let mut end = event.route.len().min(MAX_ROUTE_BYTES);
+    while !event.route.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\t{}\t{flags}\t{}\t{}",
+        event.at_ms,
+        event.status,
+        event.method,
+        &event.route[..end]
+    )
+}
+
+fn decode_event(text: &str) -> Option<Event> {
+    let mut fields = text.splitn(5, '\t');
+    let at_ms = fields.next()?.parse().ok()?;
+    let status = fields.next()?.parse().ok()?;
+    let flags: u8 = fields.next()?.parse().ok()?;
+    Some(Event {
+        at_ms,
+        status,
+        public: flags & 1 != 0,
+        authenticated: flags & 2 != 0,
+        method: fields.next()?.to_string(),
+        route: fields.next()?.to_string(),
+    })
+}
+
+fn encode_ban(ban: &Ban) -> String {
+    let reason: String = ban.reason.chars().take(1024).collect();
+    format!("{}\t{}\t{reason}", ban.until_ms, ban.by)
+}
+
+fn decode_ban(text: &str) -> Option<Ban> {
+    let mut fields = text.splitn(3, '\t');
+    Some(Ban {
+        until_ms: fields.next()?.parse().ok()?,
+        by: fields.next()?.into(),
+        reason: fields.next()?.to_string(),
+    })
+}
+
+/// The URL with its password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_their_encoding_whatever_the_route_holds() {
+        let event = EventRecord {
+            at_ms: 1_700_000_000_123,
+            method: "POST",
+            route: "/odd\tpath/{id}",
+            status: 201,
+            public: true,
+            authenticated: false,
+        };
+        let decoded = decode_event(&encode_event(&event)).unwrap();
+        assert_eq!(decoded.at_ms, event.at_ms);
+        assert_eq!(decoded.method, "POST");
+        assert_eq!(decoded.route, "/odd\tpath/{id}");
+        assert_eq!(decoded.status, 201);
+        assert!(decoded.public && !decoded.authenticated);
+        assert!(decode_event("garbage").is_none());
+    }
+
+    #[test]
+    fn long_key_parts_are_hashed_the_same_everywhere() {
+        assert_eq!(bounded("short"), "short");
+        let long = "k".repeat(MAX_KEY_PART + 1);
+        let hashed = bounded(&long);
+        assert_eq!(hashed.len(), 33);
+        assert_eq!(hashed, bounded(&long), "stable across calls and processes");
+        assert_ne!(hashed, bounded(&"j".repeat(MAX_KEY_PART + 1)));
+    }
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redact("redis://app:s3cret@cache:6379/2"),
+            "redis://app:***@cache:6379/2"
+        );
+        assert_eq!(redact("rediss://:s3cret@cache/0"), "rediss://:***@cache/0");
+        assert_eq!(redact("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,173 @@
+//! Real Redis servers for the fleet tests: Debian's `redis-server` (installed by
+//! `scripts/setup.sh`), each on a free loopback port in a directory of its own, without
+//! persistence. A server is stopped when its handle is dropped, and also when the test process
+//! ends however it ends: it runs under a shell that kills it once the test's end of a pipe
+//! closes, so a failed test leaves no server behind.
+
+use crate::process::{free_port, temp_dir};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One `redis-server` process.
+pub struct RedisServer {
+    /// Its loopback port.
+    pub port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+    running: Option<(Child, ChildStdin)>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port, with `extra` arguments (`--requirepass x`, …).
+    pub fn start(name: &str, extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(name, free_port(), extra)
+    }
+
+    /// Starts a server on `port`.
+    pub fn start_on(name: &str, port: u16, extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            dir: temp_dir(&format!("redis-{name}")),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            running: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// One server shared by the tests of this process (each test uses its own key prefix).
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(|| RedisServer::start("shared", &[]))
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server at once (no shutdown save: it has no persistence).
+    pub fn kill(&mut self) {
+        if let Some((mut child, stdin)) = self.running.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "redis-server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        assert!(self.running.is_none(), "the server is running");
+        let mut args = vec![
+            "--port".to_string(),
+            self.port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            self.dir.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
+        // The shell waits for the pipe from this process to close (at kill, drop or exit),
+        // then stops the server.
+        let script = format!(
+            "redis-server {} >'{}/redis.log' 2>&1 & pid=$!; read -r _; kill $pid; wait $pid",
+            quoted.join(" "),
+            self.dir.display()
+        );
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("bash runs (is redis-server installed? scripts/setup.sh installs it)");
+        let stdin = child.stdin.take().expect("piped stdin");
+        self.running = Some((child, stdin));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .try_command(&["PING"])
+                .is_ok_and(|r| r == "+PONG" || r.starts_with("-NOAUTH"))
+            {
+                return;
+            }
+            let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}: {log}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends one command and returns the first line of the reply (`+OK`, `:3`, `$5`, …)
+    /// followed by, for a bulk string, its value on the next line.
+    pub fn command(&self, args: &[&str]) -> String {
+        self.try_command(args)
+            .unwrap_or_else(|e| panic!("redis command {args:?}: {e}"))
+    }
+
+    fn try_command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end().to_string();
+        if let Some(len) = line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            let mut value = vec![0; len + 2];
+            reader.read_exact(&mut value)?;
+            value.truncate(len);
+            return Ok(format!("{line}\n{}", String::from_utf8_lossy(&value)));
+        }
+        Ok(line)
+    }
+
+    /// Every key's name under `prefix:` with its TTL in milliseconds (-1: none).
+    pub fn keys_with_ttl(&self, prefix: &str) -> Vec<(String, i64)> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--scan", "--pattern"])
+            .arg(format!("{prefix}:*"))
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|key| {
+                let ttl = self.command(&["PTTL", key]);
+                let ttl = ttl.trim_start_matches(':').parse().unwrap_or(-3);
+                (key.to_string(), ttl)
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some((mut child, stdin)) = self.running.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The shared state store against a real Redis: each primitive seen from two replicas (two
+//! state stores sharing one Redis, as two sidecars do), the bounds of what lands in Redis, the
+//! errors a bad `[state] redis` gets, and what happens when Redis goes away and comes back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vigil_fleet::{FleetConfig, FleetError, RedisState, BAN_SYNC};
+use vigil_host::clock::SystemClock;
+use vigil_host::state::{Ban, EventRecord, SharedState, StateLimits, StateStore};
+use vigil_host::Pattern;
+use vigil_tests::process::{eventually, free_port};
+use vigil_tests::redis::RedisServer;
+
+fn config(url: &str, prefix: &str) -> FleetConfig {
+    FleetConfig {
+        url: url.to_string(),
+        prefix: prefix.to_string(),
+        // Generous: these tests assert what is shared, not how fast; a debug build on a busy
+        // machine would otherwise fall back now and then.
+        timeout: Duration::from_millis(500),
+        history_depth: 32,
+        history_ttl: Duration::from_secs(60),
+        max_bans: 100,
+    }
+}
+
+fn limits() -> StateLimits {
+    StateLimits {
+        max_distinct_members: 8,
+        ..StateLimits::default()
+    }
+}
+
+/// A replica's state: its own tables, sharing the Redis at `url` under `prefix`.
+fn replica(url: &str, prefix: &str) -> (StateStore, Arc<RedisState>) {
+    let shared = Arc::new(RedisState::connect(config(url, prefix)).expect("Redis accepts us"));
+    let store = StateStore::with_shared(limits(), Arc::new(SystemClock), shared.clone());
+    (store, shared)
+}
+
+fn two_replicas(prefix: &str) -> (StateStore, StateStore) {
+    let url = RedisServer::shared().url();
+    (replica(&url, prefix).0, replica(&url, prefix).0)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn event<'a>(method: &'a str, route: &'a str, status: u16) -> EventRecord<'a> {
+    EventRecord {
+        at_ms: now_ms(),
+        method,
+        route,
+        status,
+        public: true,
+        authenticated: false,
+    }
+}
+
+#[test]
+fn a_request_on_one_replica_is_in_the_history_the_other_reads_5ms_later() {
+    let (a, b) = two_replicas("history");
+    let cart = [Pattern::parse("POST /cart/items").unwrap()];
+    for i in 0..20 {
+        let client = format!("shopper-{i}");
+        assert!(!b.happened(&client, &cart, 60_000, true));
+        a.record(&client, &event("POST", "/cart/items", 201));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            b.happened(&client, &cart, 60_000, true),
+            "{client}: replica B does not see what A answered 5 ms ago"
+        );
+        let history = b.history(&client, 10);
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            (history[0].method.as_str(), history[0].route.as_str()),
+            ("POST", "/cart/items")
+        );
+    }
+    let client = "failing";
+    a.record(client, &event("POST", "/cart/items", 500));
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(
+        !b.happened(client, &cart, 60_000, true),
+        "only successes count"
+    );
+    assert!(b.happened(client, &cart, 60_000, false));
+}
+
+#[test]
+fn a_history_keeps_the_configured_depth_newest_first() {
+    let (a, b) = two_replicas("depth");
+    // Requests a few milliseconds apart, as one client's are: each is written before the
+    // next (the list keeps the most recently written, which is then the newest).
+    for i in 0..40 {
+        let route = format!("/items/{i}");
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica.record("reader", &event("GET", &route, 200));
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    eventually("40 events written", || {
+        b.history("reader", 100).first().map(|e| e.route.clone()) == Some("/items/39".into())
+    });
+    let history = a.history("reader", 100);
+    assert_eq!(history.len(), 32, "history_depth");
+    assert_eq!(history[31].route, "/items/8");
+}
+
+#[test]
+fn a_rate_limit_allows_its_burst_fleet_wide_exactly() {
+    let (a, b) = two_replicas("rate");
+    let (scope_a, scope_b) = (a.scope("rate-limit"), b.scope("rate-limit"));
+    let per_second = 10.0 / 60.0;
+    let mut allowed = 0;
+    let mut waits = Vec::new();
+    for i in 0..40 {
+        let answer = if i % 2 == 0 {
+            a.rate(scope_a, "client:bot", per_second, 10)
+        } else {
+            b.rate(scope_b, "client:bot", per_second, 10)
+        };
+        match answer.unwrap() {
+            Ok(()) => allowed += 1,
+            Err(ms) => waits.push(ms),
+        }
+    }
+    assert_eq!(allowed, 10, "budget + burst, fleet-wide");
+    // One token every 6 s: the first refused request waits almost all of it.
+    assert!((5_000..=6_000).contains(&waits[0]), "{waits:?}");
+    assert!(
+        a.rate(scope_a, "client:other", per_second, 10)
+            .unwrap()
+            .is_ok(),
+        "keys are separate"
+    );
+    assert!(
+        a.rate(scope_a, "k", f64::NAN, 1).is_err(),
+        "a bad rate still traps"
+    );
+}
+
+#[test]
+fn counters_and_distinct_sets_agree_across_replicas() {
+    let (a, b) = two_replicas("count");
+    let (sa, sb) = (a.scope("g"), b.scope("g"));
+    for _ in 0..5 {
+        a.count(sa, "logins", 1, 60_000);
+        b.count(sb, "logins", 2, 60_000);
+    }
+    assert_eq!(a.count(sa, "logins", 0, 60_000), 15);
+    assert_eq!(b.count(sb, "logins", 0, 60_000), 15);
+    assert_eq!(
+        b.count(b.scope("other-guard"), "logins", 0, 60_000),
+        0,
+        "another guard's key space"
+    );
+    // A window of 800 ms counts an update for 700 to 800 ms.
+    a.count(sa, "short", 3, 800);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(b.count(sb, "short", 0, 800), 0);
+
+    for m in 0..4 {
+        a.distinct(sa, "ids", &format!("user-{m}"), 60_000);
+    }
+    for m in 2..6 {
+        b.distinct(sb, "ids", &format!("user-{m}"), 60_000);
+    }
+    assert_eq!(a.distinct(sa, "ids", "user-0", 60_000), 6, "0..6 from both");
+    for m in 6..20 {
+        b.distinct(sb, "ids", &format!("user-{m}"), 60_000);
+    }
+    assert_eq!(
+        a.distinct(sa, "ids", "user-19", 60_000),
+        8,
+        "saturates at max_distinct_members"
+    );
+    let long = "x".repeat(10_000);
+    assert_eq!(a.distinct(sa, "long", &long, 60_000), 1);
+    assert_eq!(
+        b.distinct(sb, "long", &long, 60_000),
+        1,
+        "hashed the same on both"
+    );
+}
+
+#[test]
+fn values_set_on_one_replica_are_read_on_the_other_until_they_expire() {
+    let (a, b) = two_replicas("kv");
+    let (sa, sb) = (a.scope("g"), b.scope("g"));
+    a.set(sa, "session", b"abc", 60_000).unwrap();
+    assert_eq!(b.get(sb, "session").as_deref(), Some(&b"abc"[..]));
+    assert_eq!(b.get(b.scope("h"), "session"), None, "per guard");
+    b.set(sb, "brief", b"x", 100).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.get(sa, "brief"), None);
+    a.set(sa, "gone", b"x", 0).unwrap();
+    assert_eq!(b.get(sb, "gone"), None, "a zero TTL stores nothing");
+    let too_big = vec![0u8; limits().max_kv_value_bytes + 1];
+    assert!(
+        a.set(sa, "big", &too_big, 1_000).is_err(),
+        "the value cap holds"
+    );
+}
+
+#[test]
+fn bans_placed_on_one_replica_hold_on_every_replica_until_lifted() {
+    let (a, b) = two_replicas("bans");
+    let ban = Ban {
+        until_ms: now_ms() + 60_000,
+        by: "rate-limit".into(),
+        reason: "too many".into(),
+    };
+    a.ban("mallory", ban.clone());
+    assert_eq!(
+        a.ban_of("mallory"),
+        Some(ban.clone()),
+        "at once where placed"
+    );
+    let placed = Instant::now();
+    eventually("the ban reaches replica B", || {
+        b.ban_of("mallory").is_some()
+    });
+    assert!(placed.elapsed() <= BAN_SYNC * 3, "{:?}", placed.elapsed());
+    assert_eq!(b.bans_in_force(), [("mallory".to_string(), ban.clone())]);
+    assert!(b.lift_ban("mallory"));
+    assert_eq!(b.ban_of("mallory"), None);
+    eventually("the lift reaches replica A", || {
+        a.ban_of("mallory").is_none()
+    });
+    assert!(a.bans_in_force().is_empty());
+
+    a.ban("eve", ban.clone());
+    a.record("eve", &event("GET", "/", 200));
+    eventually("eve's history written", || !b.history("eve", 1).is_empty());
+    assert!(b.forget_client("eve"));
+    // A merges its own last two seconds, which may not have reached Redis; past them the
+    // forgotten history is gone on every replica.
+    std::thread::sleep(Duration::from_millis(2_100));
+    assert!(a.history("eve", 10).is_empty());
+    let any = [Pattern::parse("*").unwrap()];
+    assert!(!a.happened("eve", &any, 60_000, false));
+    eventually("the forget reaches replica A", || a.ban_of("eve").is_none());
+}
+
+#[test]
+fn every_key_in_redis_has_a_ttl_and_a_bounded_name() {
+    let (a, _) = two_replicas("bounded");
+    let s = a.scope("guard");
+    let long = "k".repeat(5_000);
+    a.record(&long, &event("GET", "/", 200));
+    a.rate(s, &long, 1.0, 1).unwrap().unwrap();
+    a.count(s, &long, 1, 60_000);
+    a.distinct(s, &long, "m", 60_000);
+    a.set(s, &long, b"v", u64::MAX).unwrap();
+    a.ban(
+        &long,
+        Ban {
+            until_ms: now_ms() + 1_000,
+            by: "admin".into(),
+            reason: String::new(),
+        },
+    );
+    let server = RedisServer::shared();
+    eventually("the history written", || {
+        server
+            .keys_with_ttl("bounded")
+            .iter()
+            .any(|(k, _)| k.starts_with("bounded:h:"))
+    });
+    let keys = server.keys_with_ttl("bounded");
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    for (key, ttl) in &keys {
+        assert!(*ttl > 0, "{key} has no TTL ({ttl})");
+        assert!(key.len() < 100, "{key} is not bounded");
+    }
+    let (_, kv_ttl) = keys
+        .iter()
+        .find(|(k, _)| k.starts_with("bounded:v:"))
+        .unwrap();
+    assert!(*kv_ttl <= 30 * 24 * 3600 * 1000, "a guard's TTL is capped");
+}
+
+#[test]
+fn while_redis_is_away_every_primitive_decides_on_local_tables_without_waiting() {
+    let mut server = RedisServer::start("away", &[]);
+    let (store, shared) = replica(&server.url(), "away");
+    let s = store.scope("g");
+    assert!(store.rate(s, "k", 1.0, 1).unwrap().is_ok());
+    assert!(shared.status().up);
+    server.kill();
+
+    // The first call finds out (within the timeout), the rest do not wait at all.
+    let started = Instant::now();
+    let _ = store.count(s, "c", 1, 60_000);
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    assert!(!shared.status().up, "marked away");
+    let started = Instant::now();
+    for _ in 0..100 {
+        store.count(s, "c", 1, 60_000);
+        store.history("client", 10);
+        let _ = store.rate(s, "local-key", 1.0, 3);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?} for 300 calls while away",
+        started.elapsed()
+    );
+    assert!(store.count(s, "c", 0, 60_000) >= 100, "counted locally");
+    assert!(shared.status().fallbacks >= 300);
+    store.record("client", &event("GET", "/", 200));
+    assert!(!store.history("client", 10).is_empty(), "recorded locally");
+
+    server.restart();
+    eventually("Redis is used again", || shared.status().up);
+    assert_eq!(
+        store.count(s, "c", 1, 60_000),
+        1,
+        "a Redis restarted empty starts the window afresh"
+    );
+}
+
+#[test]
+fn redis_unreachable_at_start_is_not_fatal_and_is_used_once_it_answers() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let (store, shared) = replica(&url, "late");
+    assert!(!shared.status().up);
+    let s = store.scope("g");
+    assert_eq!(store.count(s, "c", 1, 60_000), 1, "local meanwhile");
+    let server = RedisServer::start_on("late", port, &[]);
+    eventually("Redis is used once it answers", || shared.status().up);
+    assert_eq!(store.count(s, "c", 1, 60_000), 1, "Redis's own count");
+    assert_eq!(server.command(&["EXISTS", "late:c:1:g:c"]), ":1");
+}
+
+#[test]
+fn bad_settings_are_refused_with_what_is_wrong() {
+    let error = |url: &str| match RedisState::connect(config(url, "errors")) {
+        Ok(_) => panic!("{url} was accepted"),
+        Err(e) => e,
+    };
+    let e = error("redis://127.0.0.1:notaport/0");
+    assert!(matches!(e, FleetError::BadUrl { .. }), "{e}");
+    assert!(e.to_string().contains("127.0.0.1:notaport"), "{e}");
+
+    let e = error("rediss://user:hunter2@127.0.0.1:6390/0");
+    assert!(
+        !e.to_string().contains("hunter2"),
+        "the password stays out: {e}"
+    );
+    assert!(
+        matches!(e, FleetError::BadUrl { .. }) && e.to_string().contains("TLS"),
+        "this build has no TLS and says so: {e}"
+    );
+
+    let server = RedisServer::start("auth", &["--requirepass", "s3cret"]);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}/0", server.port);
+    let e = error(&wrong);
+    assert!(matches!(e, FleetError::Refused { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", server.port)) && !text.contains("wrong@"),
+        "{text}"
+    );
+    let none = format!("redis://127.0.0.1:{}/0", server.port);
+    let e = error(&none);
+    assert!(e.to_string().to_lowercase().contains("auth"), "{e}");
+    let right = format!("redis://:s3cret@127.0.0.1:{}/0", server.port);
+    assert!(RedisState::connect(config(&right, "errors")).is_ok());
+    let e = error(&format!("redis://:s3cret@127.0.0.1:{}/99", server.port));
+    assert!(
+        matches!(e, FleetError::Refused { .. }),
+        "no database 99: {e}"
+    );
+}
