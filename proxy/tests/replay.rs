@@ -247,6 +247,12 @@ fn scanner_config(dir: &Path) -> PathBuf {
     path
 }
 
+/// `vigil replay --json --fail-on-deny`, as a pipeline runs it.
+fn replay_for_ci(config: &Path, log: &Path) -> (i32, String, String) {
+    let (config, log) = (config.to_str().unwrap(), log.to_str().unwrap());
+    replay(&["--config", config, "--json", "--fail-on-deny", log], None)
+}
+
 fn combined(ip: &str, second: u32, target: &str, status: u16, agent: &str) -> String {
     format!(
         "{ip} - - [02/Dec/2026:10:{:02}:{:02} +0000] \"GET {target} HTTP/1.1\" {status} 100 \"-\" \"{agent}\"\n",
@@ -288,16 +294,7 @@ fn a_recorded_scan_is_refused_and_recorded_browsing_never_is() {
     }
     let log = dir.join("browsing.log");
     std::fs::write(&log, &browsing).unwrap();
-    let (code, out, err) = replay(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--json",
-            "--fail-on-deny",
-            log.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (code, out, err) = replay_for_ci(&config, &log);
     assert_eq!(code, 0, "ordinary browsing is never refused: {out}{err}");
     assert_eq!(json(&out)["refused"], 0);
 
@@ -320,16 +317,7 @@ fn a_recorded_scan_is_refused_and_recorded_browsing_never_is() {
     scan += &combined("203.0.113.66", 62, "/.git/config", 404, "Mozilla/5.0");
     let log = dir.join("scan.log");
     std::fs::write(&log, scan).unwrap();
-    let (code, out, err) = replay(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--json",
-            "--fail-on-deny",
-            log.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (code, out, err) = replay_for_ci(&config, &log);
     assert_eq!(code, 1, "{err}");
     let summary = json(&out);
     // Its first 20 requests are counted before it is judged; the known probes at the end are
