@@ -330,3 +330,84 @@ fn a_recorded_scan_is_refused_and_recorded_browsing_never_is() {
         (&"203.0.113.66".into(), &"probing".into(), &21.into())
     );
 }
+
+#[test]
+fn a_recorded_query_enumeration_and_login_brute_force_are_refused_and_a_crawl_is_not() {
+    let dir = dir("enumeration");
+    let path = dir.join("vigil.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n\
+             [[guard]]\nname = \"sequence\"\nmodule = \"{}\"\ndeadline = \"2s\"\n\
+             config = {{ rules = [{{ kind = \"distinct-param\", target = \"GET /**\", query = \"author\", max = 5, window = \"10m\" }}] }}\n\
+             [[guard]]\nname = \"credential-stuffing\"\nmodule = \"{}\"\ndeadline = \"2s\"\nroutes = [\"POST /wp-login.php\"]\n\
+             config = {{ login = \"POST /wp-login.php\", account = {{ form_field = \"log\" }}, max_failures = 10, window = \"10m\" }}\n",
+            vigil_guard_artifacts::SEQUENCE,
+            vigil_guard_artifacts::CREDENTIAL_STUFFING,
+        ),
+    )
+    .unwrap();
+    let line = |ip: &str, second: u32, method: &str, target: &str, status: u16| {
+        format!(
+            "{ip} - - [02/Dec/2026:11:{:02}:{:02} +0000] \"{method} {target} HTTP/1.1\" {status} 100 \"-\" \"Mozilla/5.0\"\n",
+            second / 60,
+            second % 60
+        )
+    };
+    let mut log = String::new();
+    // WordPress user enumeration, spelt several ways.
+    for (i, query) in [
+        "author=1",
+        "author=2",
+        "AUTHOR=3",
+        "author=%34",
+        "author=5",
+        "author=6",
+        "author=7",
+    ]
+    .iter()
+    .enumerate()
+    {
+        log += &line("203.0.113.5", i as u32, "GET", &format!("/?{query}"), 301);
+    }
+    // A crawler reading a hundred pages, each once.
+    for page in 0..100 {
+        log += &line(
+            "66.249.66.1",
+            page,
+            "GET",
+            &format!("/blog/post-{page}/"),
+            200,
+        );
+    }
+    // Thirty failed logins a second apart.
+    for attempt in 0..30 {
+        log += &line("198.51.100.77", 100 + attempt, "POST", "/wp-login.php", 401);
+    }
+    let file = dir.join("access.log");
+    std::fs::write(&file, log).unwrap();
+    let (code, out, err) = replay_for_ci(&path, &file);
+    assert_eq!(code, 1, "{err}");
+    let summary = json(&out);
+    assert_eq!(
+        summary["guards"]["sequence"]["refused"], 2,
+        "authors 6 and 7: {summary:#}"
+    );
+    let refused: Vec<&str> = summary["first_refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refused,
+        ["203.0.113.5", "198.51.100.77"],
+        "never the crawler: {summary:#}"
+    );
+    // Its first ten failures are counted; the twenty after are refused.
+    assert_eq!(
+        summary["guards"]["credential-stuffing"]["refused"], 20,
+        "{summary:#}"
+    );
+}
