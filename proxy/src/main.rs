@@ -416,8 +416,10 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<bool> {
     let config = Config::load(&args.config, &Default::default())?;
     let started = std::time::Instant::now();
     let mut replay = Replay::new(config, args.format)?;
+    // A progress bar where someone watches; none in a pipe or a CI log.
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for file in &args.files {
-        replay.feed(Input::open(file)?)?;
+        replay.feed(Input::open(file, progress)?)?;
     }
     let summary = replay.finish(started);
     if args.json {

@@ -89,6 +89,7 @@ fn a_burst_is_refused_on_the_log_clock_and_a_slow_client_is_not() {
         None,
     );
     assert_eq!(code, 0, "{err}");
+    assert_eq!(err, "", "no progress bar when stderr is not a terminal");
     let summary = json(&out);
     assert_eq!(summary["requests"], 60);
     assert_eq!(

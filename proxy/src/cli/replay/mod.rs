@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::exposure::inventory::{Exposure, Observation};
 use crate::forward::normalize;
 use crate::sidecar::Sidecar;
+use indicatif::{ProgressBar, ProgressStyle};
 use parse::{InputFormat, LoggedRequest, Unreadable};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -114,19 +115,26 @@ pub struct Input {
     /// The name shown in the summary.
     pub name: String,
     reader: Box<dyn BufRead>,
+    progress: Option<ProgressBar>,
 }
 
 impl Input {
-    /// Opens `path`; a gzip file (by its first bytes) is decompressed as it is read.
-    pub fn open(path: &Path) -> anyhow::Result<Input> {
+    /// Opens `path`; a gzip file (by its first bytes) is decompressed as it is read. With
+    /// `progress`, a bar on stderr follows the bytes read (of the file as it is on disk).
+    pub fn open(path: &Path, progress: bool) -> anyhow::Result<Input> {
         let name = path.display().to_string();
-        let raw: Box<dyn Read> = if path == Path::new("-") {
-            Box::new(std::io::stdin().lock())
+        let (raw, size): (Box<dyn Read>, Option<u64>) = if path == Path::new("-") {
+            (Box::new(std::io::stdin().lock()), None)
         } else {
-            Box::new(
-                std::fs::File::open(path)
-                    .map_err(|e| anyhow::anyhow!("cannot open {name}: {e}"))?,
-            )
+            let file = std::fs::File::open(path)
+                .map_err(|e| anyhow::anyhow!("cannot open {name}: {e}"))?;
+            let size = file.metadata().ok().map(|m| m.len());
+            (Box::new(file), size)
+        };
+        let progress = progress.then(|| progress_bar(&name, size));
+        let raw: Box<dyn Read> = match &progress {
+            Some(bar) => Box::new(bar.wrap_read(raw)),
+            None => raw,
         };
         let mut buffered = BufReader::with_capacity(256 * 1024, raw);
         let gzip = buffered.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b]))?;
@@ -138,8 +146,28 @@ impl Input {
         } else {
             Box::new(buffered)
         };
-        Ok(Input { name, reader })
+        Ok(Input {
+            name,
+            reader,
+            progress,
+        })
     }
+}
+
+fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
+    let bar = match size {
+        Some(size) => ProgressBar::new(size).with_style(
+            ProgressStyle::with_template(
+                "{prefix} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{prefix} {spinner} {bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.with_prefix(name.to_string())
 }
 
 /// A sidecar built from a configuration, minus what reaches outside: no access log, no
@@ -180,6 +208,9 @@ impl Replay {
                 anyhow::anyhow!("{}: cannot read line {}: {e}", input.name, number + 1)
             })?;
             if read == 0 {
+                if let Some(bar) = &input.progress {
+                    bar.finish_and_clear();
+                }
                 return Ok(());
             }
             number += 1;
