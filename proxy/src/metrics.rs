@@ -226,7 +226,7 @@ impl Metrics {
         let decisions_active = Gauge::default();
         registry.register(
             "decisions_active",
-            "Clients banned now (by a guard's `ban` or through the admin API)",
+            "Clients banned now (by a guard's `ban` or through the admin API); with [state] redis, across the fleet",
             decisions_active.clone(),
         );
         let state_backend_up = Gauge::default();

@@ -146,6 +146,11 @@ async fn a_ban_placed_through_one_replicas_admin_api_holds_on_the_others() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(refused_on_b, "the ban never reached replica B");
+    assert_eq!(
+        metric(&replicas[1], "vigil_decisions_active").await,
+        1,
+        "B counts the fleet's bans, not only its own"
+    );
     let (_, _, listed) = send(replicas[1].admin, "GET", "/decisions", &[], vec![]).await;
     assert!(
         String::from_utf8_lossy(&listed).contains("mallory"),

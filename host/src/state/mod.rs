@@ -538,13 +538,19 @@ impl StateStore {
 
     /// Entry counts of every table.
     pub fn sizes(&self) -> TableSizes {
+        // With a shared store, the fleet's bans (read when metrics are scraped, not per
+        // request), or this replica's when the store cannot answer.
+        let bans = match &self.shared {
+            Some(_) => self.bans_in_force().len(),
+            None => self.bans.count_in_force(self.clock.now_ms()),
+        };
         TableSizes {
             clients: self.histories.len(),
             rate_keys: self.rates.keys(),
             counters: self.counters.len(),
             distinct_sets: self.distinct.len(),
             kv_entries: self.kv.len(),
-            bans: self.bans.count_in_force(self.clock.now_ms()),
+            bans,
         }
     }
 
