@@ -659,7 +659,8 @@ fn tunnel(
     });
 }
 
-fn guard_headers(headers: &HeaderMap, wanted: impl Fn(&str) -> bool) -> Vec<Header> {
+/// The header fields `wanted` names, copied for the guards.
+pub(crate) fn guard_headers(headers: &HeaderMap, wanted: impl Fn(&str) -> bool) -> Vec<Header> {
     headers
         .iter()
         .filter(|(name, _)| wanted(name.as_str()))

@@ -471,11 +471,7 @@ pub fn fit_text(value: &str) -> String {
 }
 
 fn cut(value: &str, max: usize) -> &str {
-    let mut end = value.len().min(max);
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    &value[..end]
+    &value[..value.floor_char_boundary(max)]
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), String> {

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vigil_host::clock::{Clock, ManualClock};
-use vigil_host::Header;
 
 /// Unreadable lines shown with their number; the rest are counted.
 const SHOWN_UNREADABLE: usize = 5;
@@ -306,14 +305,7 @@ impl Replay {
             route: Some(route.template.to_string()),
             query,
             headers: if plan.reads_request_headers() {
-                headers
-                    .iter()
-                    .filter(|(name, _)| plan.reads_request_header(name.as_str()))
-                    .map(|(name, value)| Header {
-                        name: name.as_str().to_string(),
-                        value: value.as_bytes().to_vec(),
-                    })
-                    .collect()
+                crate::pipeline::guard_headers(&headers, |name| plan.reads_request_header(name))
             } else {
                 Vec::new()
             },
@@ -398,10 +390,7 @@ fn note_refusal(
     tally.saw(client);
     if first_seen.len() < SHOWN_CLIENTS && first_seen.insert(client.to_string()) {
         let text = text.trim_end();
-        let mut end = text.len().min(QUOTED_LINE_BYTES);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = text.floor_char_boundary(QUOTED_LINE_BYTES);
         summary.first_refusals.push(FirstRefusal {
             client: client.to_string(),
             guard: guard.to_string(),
