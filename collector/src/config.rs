@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vigil_common::config::ConfigError;
 use vigil_common::config::{at_least, duration, log_filter, log_format, socket_addr, LogFormat};
+use vigil_common::tls::{ServerTlsFiles, ServerTlsSection};
 
 /// Shortest bearer token accepted, so a guessable token cannot be configured by mistake.
 pub const MIN_TOKEN_BYTES: usize = 16;
@@ -54,6 +55,8 @@ pub struct Listen {
     pub max_connections: usize,
     /// Time a client has to send the request head.
     pub header_read_timeout: Duration,
+    /// TLS on the ingest listener (`[listen.tls]`); `None`: plain HTTP.
+    pub tls: Option<ServerTlsFiles>,
 }
 
 /// The dashboard and JSON API listener.
@@ -132,6 +135,7 @@ struct RawListen {
     max_inflated_bytes: usize,
     max_connections: usize,
     header_read_timeout: String,
+    tls: ServerTlsSection,
 }
 
 impl Default for RawListen {
@@ -142,6 +146,7 @@ impl Default for RawListen {
             max_inflated_bytes: 16 << 20,
             max_connections: 1_024,
             header_read_timeout: "10s".into(),
+            tls: ServerTlsSection::default(),
         }
     }
 }
@@ -262,6 +267,7 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
             "listen.header_read_timeout",
             &raw.listen.header_read_timeout,
         )?,
+        tls: raw.listen.tls.files("listen.tls", base)?,
     };
     let api = ApiListen {
         address: socket_addr("api.address", &raw.api.address)?,

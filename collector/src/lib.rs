@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use metrics::{Metrics, Operation};
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +44,7 @@ use vigil_common::accept::next_connection;
 use vigil_common::idle::{Activity, Tracked};
 use vigil_common::reply::ProxyBody;
 use vigil_common::throttle::LogThrottle;
+use vigil_common::tls::TlsListener;
 use vulns::Vulnerability;
 
 /// Time in-flight requests get to finish on shutdown.
@@ -62,6 +63,8 @@ pub struct Collector {
     pub vulnerabilities: Vec<Vulnerability>,
     /// What `/metrics` shows.
     pub metrics: Metrics,
+    /// The ingest listener's TLS, read again on SIGHUP; `None`: plain HTTP.
+    pub tls: Option<TlsListener>,
 }
 
 impl Collector {
@@ -70,7 +73,15 @@ impl Collector {
         let vulnerabilities = load_vulnerabilities(&config)?;
         let store = sqlite::SqliteStore::open(&config.database)
             .map_err(|e| anyhow::anyhow!("{} (storage.path): {e}", config.file.display()))?;
+        let tls = match &config.listen.tls {
+            Some(files) => Some(
+                TlsListener::load(files.clone(), &[b"h2", b"http/1.1"])
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?,
+            ),
+            None => None,
+        };
         Ok(Collector {
+            tls,
             config,
             store: Arc::new(store),
             vulnerabilities,
@@ -165,10 +176,20 @@ pub async fn run(
     tracing::info!(
         %ingest_address,
         %api_address,
+        tls = collector.tls.is_some(),
         database = %collector.config.database.display(),
         vulnerabilities = collector.vulnerabilities.len(),
         "the collector is serving"
     );
+    if collector.tls.is_none() && !ingest_address.ip().is_loopback() {
+        tracing::warn!(
+            %ingest_address,
+            "listen.address is not a loopback address and [listen.tls] is not set: reports and \
+             the sidecars' bearer tokens cross the network in clear; set listen.tls.cert and \
+             listen.tls.key"
+        );
+    }
+    tokio::spawn(reload_certificate_on_sighup(collector.clone()));
     serve(collector, ingest, api, shutdown).await;
     tracing::info!("stopped");
     Ok(())
@@ -189,12 +210,18 @@ pub async fn serve(
     });
     let retention = tokio::spawn(apply_retention(collector.clone(), stop_rx.clone()));
     let reports = collector.clone();
-    let ingest_loop = accept(ingest, collector.clone(), stop_rx.clone(), move |req| {
-        let collector = reports.clone();
-        async move { route_ingest(collector, req).await }
-    });
+    let ingest_loop = accept(
+        ingest,
+        Listener::Ingest,
+        collector.clone(),
+        stop_rx.clone(),
+        move |req| {
+            let collector = reports.clone();
+            async move { route_ingest(collector, req).await }
+        },
+    );
     let reads = collector.clone();
-    let api_loop = accept(api, collector, stop_rx, move |req| {
+    let api_loop = accept(api, Listener::Api, collector, stop_rx, move |req| {
         let collector = reads.clone();
         async move { api::handle(collector, req).await }
     });
@@ -217,8 +244,39 @@ async fn route_ingest(collector: Arc<Collector>, req: Request<Incoming>) -> Resp
     }
 }
 
+/// Which of the collector's two listeners a loop serves: only ingest speaks TLS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Ingest,
+    Api,
+}
+
+/// Reads the ingest listener's certificate again on each SIGHUP (after a renewal); open
+/// connections keep theirs.
+async fn reload_certificate_on_sighup(collector: Arc<Collector>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(tls) = &collector.tls else { return };
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the certificate is read at start only");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!(cause = "SIGHUP", "ingest certificate reloaded"),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot reload the ingest certificate; the one in force keeps serving"
+            ),
+        }
+    }
+}
+
 async fn accept<H, F>(
     listener: TcpListener,
+    which: Listener,
     collector: Arc<Collector>,
     mut stop: watch::Receiver<bool>,
     handler: H,
@@ -233,6 +291,7 @@ async fn accept<H, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let first = limits.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let stopped = async move {
         let _ = stop.wait_for(|stop| *stop).await;
@@ -246,30 +305,21 @@ async fn accept<H, F>(
             }
             continue;
         };
-        let handler = handler.clone();
-        let activity = Activity::new();
-        let tracker = activity.clone();
-        let service = service_fn(move |req| {
-            let in_flight = tracker.begin();
-            let answer = handler(req);
-            async move {
-                let response = answer.await;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-            }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let first = limits.header_read_timeout;
+        let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
+        let collector = collector.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                served = connection => if let Err(error) = served {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
+            match collector.tls.as_ref().filter(|_| which == Listener::Ingest) {
+                None => serve_connection(stream, peer, handler, &builder, watcher, first).await,
+                Some(tls) => match tokio::time::timeout(first, tls.acceptor().accept(stream)).await
+                {
+                    Ok(Ok(stream)) => {
+                        serve_connection(stream, peer, handler, &builder, watcher, first).await;
+                    }
+                    Ok(Err(error)) => handshake_failed(peer, &error.to_string()),
+                    Err(_) => {
+                        handshake_failed(peer, "not completed within listen.header_read_timeout")
+                    }
                 },
-                () = activity.expired(first, IDLE_TIMEOUT) => {
-                    tracing::debug!(%peer, "connection closed: no request in flight within the timeout");
-                }
             }
             drop(permit);
         });
@@ -278,6 +328,52 @@ async fn accept<H, F>(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Says, at most once a second, that a client's TLS handshake failed.
+fn handshake_failed(peer: std::net::SocketAddr, error: &str) {
+    static FAILED: LogThrottle = LogThrottle::new();
+    if let Some(left_out) = FAILED.allow() {
+        tracing::info!(%peer, %error, left_out, "TLS handshake failed; connection closed");
+    }
+}
+
+/// Serves one connection's requests with `handler` until it closes or stays idle.
+async fn serve_connection<IO, H, F>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    handler: H,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    first: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let activity = Activity::new();
+    let tracker = activity.clone();
+    let service = service_fn(move |req| {
+        let in_flight = tracker.begin();
+        let answer = handler(req);
+        async move {
+            let response = answer.await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        }
+    });
+    let connection = watcher.watch(
+        builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned(),
+    );
+    tokio::select! {
+        served = connection => if let Err(error) = served {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        },
+        () = activity.expired(first, IDLE_TIMEOUT) => {
+            tracing::debug!(%peer, "connection closed: no request in flight within the timeout");
+        }
     }
 }
 

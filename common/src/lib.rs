@@ -3,7 +3,7 @@
 //! (`accept`), closing connections that hold a seat with no request in flight (`idle`), and the
 //! checks of configuration values with the error that names the file (`config`), and log
 //! lines a client can cause written at most once a second (`throttle`), and HTTP's character
-//! classes (`syntax`).
+//! classes (`syntax`), and TLS for listeners and clients (`tls`).
 
 #![forbid(unsafe_code)]
 
@@ -13,3 +13,4 @@ pub mod idle;
 pub mod reply;
 pub mod syntax;
 pub mod throttle;
+pub mod tls;

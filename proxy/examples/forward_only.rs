@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         rewrite_host: false,
         max_connections: DEFAULT_UPSTREAM_CONNECTIONS,
         queue_timeout: Duration::from_secs(5),
+        tls: None,
     };
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;

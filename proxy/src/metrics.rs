@@ -170,6 +170,7 @@ pub struct Metrics {
     tallies: Arc<Tallies>,
     upstream_errors: Family<KindLabels, Counter>,
     reloads: Family<KindLabels, Counter>,
+    tls_handshakes: Family<KindLabels, Counter>,
     state_entries: Family<TableLabels, Gauge>,
     decisions_active: Gauge,
     state_backend_up: Gauge,
@@ -213,6 +214,12 @@ impl Metrics {
             "guard_reloads",
             "Guard chain reloads by result (ok, failed)",
             reloads.clone(),
+        );
+        let tls_handshakes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the public listener by kind of result (ok, failed, timeout); none without [listen.tls]",
+            tls_handshakes.clone(),
         );
         let state_entries = Family::<TableLabels, Gauge>::default();
         for table in TABLES {
@@ -272,6 +279,7 @@ impl Metrics {
             tallies,
             upstream_errors,
             reloads,
+            tls_handshakes,
             state_entries,
             decisions_active,
             state_backend_up,
@@ -319,6 +327,13 @@ impl Metrics {
         self.worker_connections
             .get_or_create(&WorkerLabels { worker })
             .clone()
+    }
+
+    /// Counts a TLS handshake on the public listener by its result: `ok`, `failed`, `timeout`.
+    pub fn tls_handshake(&self, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&KindLabels { kind: result })
+            .inc();
     }
 
     /// Counts a reload attempt.

@@ -62,9 +62,11 @@ async fn serve(
     }
     // A tunnel would carry bytes no guard sees, to wherever the client names.
     if parts.method == Method::CONNECT {
-        let client = sidecar
-            .clients
-            .resolve(client_end.address(), &parts.headers);
+        let client = sidecar.clients.resolve_connection(
+            client_end.address(),
+            client_end.certificate(),
+            &parts.headers,
+        );
         let target = parts.uri.to_string();
         proxy_attempt(sidecar, &client, &method, format!("CONNECT {target}"), 405);
         return refuse(
@@ -103,9 +105,11 @@ async fn serve(
         );
     }
 
-    let client = sidecar
-        .clients
-        .resolve(client_end.address(), &parts.headers);
+    let client = sidecar.clients.resolve_connection(
+        client_end.address(),
+        client_end.certificate(),
+        &parts.headers,
+    );
     let route = sidecar.routes.resolve(&method, parts.uri.path());
     if let Some(target) = absolute_form {
         sidecar.inventory.record_client_finding(

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
+use vigil_common::tls::TlsListener;
 use vigil_host::clock::{SharedClock, SystemClock};
 use vigil_host::state::Ban;
 use vigil_host::{Chain, GuardSource, GuardSpec, Runtime, RuntimeConfig};
@@ -47,6 +48,8 @@ pub struct Sidecar {
     pub inventory: Inventory,
     /// Listener limits.
     pub listen: Listen,
+    /// The listener's TLS configuration, read again by every reload; `None`: plain HTTP.
+    pub tls: Option<TlsListener>,
     /// How request paths are normalised.
     pub path: PathPolicy,
     /// Where reports go, if anywhere; the reporter starts with the sidecar's serving.
@@ -136,6 +139,13 @@ impl Sidecar {
         );
         let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)
             .map_err(|e| anyhow::anyhow!("{}: api.routes: {e}", config.source()))?;
+        let tls = match &config.listen.tls {
+            Some(files) => Some(
+                TlsListener::load(files.clone(), &[b"h2", b"http/1.1"])
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.source()))?,
+            ),
+            None => None,
+        };
         let watched = watch_list(&config);
         let metrics = Metrics::new();
         let access_log = match &config.access_log {
@@ -162,6 +172,7 @@ impl Sidecar {
             access_log,
             inventory,
             listen: config.listen.clone(),
+            tls,
             path: config.path,
             reporting: config.report.clone(),
             config_path: config.file.clone(),
@@ -203,6 +214,22 @@ impl Sidecar {
     pub fn reopen_access_log(&self) {
         if let Some(log) = &self.access_log {
             log.reopen();
+        }
+    }
+
+    /// Reads the listener's certificate and key again; new connections get them, open ones
+    /// keep theirs. On an error the certificate in force stays.
+    pub fn reload_certificate(&self) {
+        let Some(tls) = &self.tls else { return };
+        match tls.reload() {
+            Ok(()) => tracing::info!(
+                cert = %tls.files().cert.display(),
+                "listener certificate reloaded"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot reload the listener certificate; the one in force keeps serving"
+            ),
         }
     }
 
@@ -302,8 +329,10 @@ impl Sidecar {
     /// compiled): call it off the async workers.
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        // Whatever becomes of the file, a SIGHUP after a rotation gets a fresh log.
+        // Whatever becomes of the file, a SIGHUP after a rotation gets a fresh log, and after
+        // a renewal a fresh certificate.
         self.reopen_access_log();
+        self.reload_certificate();
         let loaded = match &self.config_path {
             Some(path) => Config::load(path, &self.overrides),
             None => Config::without_file(&self.overrides),
@@ -425,6 +454,11 @@ fn changed_sections(new: &toml::Table, running: &toml::Table) -> Vec<String> {
 
 fn watch_list(config: &Config) -> Vec<(PathBuf, Option<SystemTime>)> {
     let mut paths: Vec<PathBuf> = config.file.iter().cloned().collect();
+    // A renewed certificate (cert-manager, certbot) is picked up like a changed module.
+    if let Some(tls) = &config.listen.tls {
+        paths.extend([tls.cert.clone(), tls.key.clone()]);
+        paths.extend(tls.client_ca.clone());
+    }
     for spec in &config.guards {
         if let GuardSource::File(path) = &spec.source {
             paths.push(path.clone());

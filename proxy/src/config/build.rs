@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
+use vigil_common::tls::{ClientTls, ClientTlsSection};
 use vigil_fleet::FleetConfig;
 use vigil_host::state::{StateLimits, MAX_BAN};
 use vigil_host::{GuardSpec, Mode, OnError, Pattern, SandboxLimits};
@@ -51,9 +52,12 @@ pub(super) fn build(
                 ))
             }
         },
+        tls: raw.listen.tls.files("listen.tls", base)?,
     };
     let (url, path_prefix) = upstream_url(&raw.upstream.url)?;
+    let tls = client_tls("upstream", &url, &raw.upstream.tls, base, &[b"http/1.1"])?;
     let upstream = Upstream {
+        tls,
         url,
         path_prefix,
         timeout: duration("upstream.timeout", &raw.upstream.timeout)?,
@@ -72,6 +76,18 @@ pub(super) fn build(
         .key
         .parse()
         .map_err(|e| format!("identity.key: {e}"))?;
+    if identity == IdentityKey::MtlsSubject
+        && listen
+            .tls
+            .as_ref()
+            .is_none_or(|tls| tls.client_ca.is_none())
+    {
+        return Err(
+            "identity.key: \"mtls-subject\" needs client certificates: set listen.tls.cert, \
+             listen.tls.key and listen.tls.client_ca"
+                .into(),
+        );
+    }
     let client = ClientPolicy {
         identity,
         trusted_proxies: networks("identity.trusted_proxies", &raw.identity.trusted_proxies)?,
@@ -241,10 +257,11 @@ fn upstream_url(value: &str) -> Result<(http::Uri, String), String> {
     let url: http::Uri = value
         .parse()
         .map_err(|e| format!("upstream.url: {value:?} is not a URL ({e})"))?;
-    let Some(authority) = url.authority().filter(|_| url.scheme_str() == Some("http")) else {
+    let scheme_known = matches!(url.scheme_str(), Some("http" | "https"));
+    let Some(authority) = url.authority().filter(|_| scheme_known) else {
         return Err(format!(
-            "upstream.url: expected http://HOST:PORT or http://HOST:PORT/PREFIX, got {value:?} \
-             (only plain HTTP upstreams are supported)"
+            "upstream.url: expected http://HOST:PORT or https://HOST:PORT, perhaps with a \
+             /PREFIX, got {value:?}"
         ));
     };
     if authority.as_str().contains('@') {
@@ -389,6 +406,7 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
             ("report.token", raw.token.is_some()),
             ("report.token_file", raw.token_file.is_some()),
             ("report.instance", raw.instance.is_some()),
+            ("report.tls", raw.tls.is_set()),
         ];
         if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
             return Err(format!(
@@ -400,11 +418,12 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
     let url: http::Uri = collector
         .parse()
         .map_err(|e| format!("report.collector: {collector:?} is not a URL ({e})"))?;
-    if url.scheme_str() != Some("http") || url.authority().is_none() {
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
         return Err(format!(
-            "report.collector: expected http://HOST:PORT, got {collector:?}"
+            "report.collector: expected http://HOST:PORT or https://HOST:PORT, got {collector:?}"
         ));
     }
+    let tls = client_tls("report", &url, &raw.tls, base, &[b"http/1.1"])?;
     let service = raw.service.ok_or(
         "report.service: missing; name the service this sidecar stands in front of".to_string(),
     )?;
@@ -443,6 +462,7 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
     }
     Ok(Some(Reporting {
         collector: url,
+        tls,
         token,
         service,
         instance,
@@ -454,6 +474,28 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
         spool_max_bytes: in_range("report.spool_max_mb", raw.spool_max_mb, 1, MAX_SPOOL_MB)? << 20,
         zombie_after: duration("report.zombie_after", &raw.zombie_after)?,
     }))
+}
+
+/// `[SECTION.tls]` for a client of `url`: the checked settings for `https://`, `None` for
+/// `http://`, where setting any of its keys is an error rather than silently plain text.
+fn client_tls(
+    section: &str,
+    url: &http::Uri,
+    raw: &ClientTlsSection,
+    base: &Path,
+    alpn: &[&[u8]],
+) -> Result<Option<ClientTls>, String> {
+    let key = format!("{section}.tls");
+    if url.scheme_str() != Some("https") {
+        if raw.is_set() {
+            return Err(format!(
+                "{key}: is set but {url} is plain http://; use https:// or remove [{key}]"
+            ));
+        }
+        return Ok(None);
+    }
+    raw.client(&key, url.host().unwrap_or_default(), base, alpn)
+        .map(Some)
 }
 
 /// Service and instance names travel in every report; the collector applies the same rule.

@@ -24,6 +24,7 @@ use raw::RawConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vigil_common::tls::{ClientTls, ServerTlsFiles};
 use vigil_host::state::StateLimits;
 use vigil_host::{GuardSpec, Pattern};
 
@@ -86,6 +87,8 @@ pub struct Sandbox {
 pub struct Reporting {
     /// The collector's base URL; reports go to `{collector}/v1/reports`.
     pub collector: http::Uri,
+    /// How an `https://` collector is verified; `None` for `http://`.
+    pub tls: Option<ClientTls>,
     /// Bearer token, from `token`, `token_file` or `VIGIL_REPORT_TOKEN`.
     pub token: Option<String>,
     /// The service this sidecar stands in front of.
@@ -139,6 +142,8 @@ pub struct Listen {
     pub shutdown_grace: Duration,
     /// Whether a well-formed `X-Request-Id` from the client is kept or replaced.
     pub request_id: RequestIdPolicy,
+    /// TLS on the listener (`[listen.tls]`); `None`: plain HTTP.
+    pub tls: Option<ServerTlsFiles>,
 }
 
 /// What happens to an `X-Request-Id` a client sends.
@@ -154,7 +159,7 @@ pub enum RequestIdPolicy {
 /// Upstream settings.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Base URL of the service, `http://host:port`, perhaps with a path.
+    /// Base URL of the service, `http://host:port` or `https://host:port`, perhaps with a path.
     pub url: http::Uri,
     /// The path of `url` without a trailing `/`, put before every forwarded path; empty when
     /// the URL has none.
@@ -170,13 +175,16 @@ pub struct Upstream {
     /// How long a request waits for an upstream connection when all are busy before it is
     /// answered 503.
     pub queue_timeout: Duration,
+    /// TLS to the upstream, for an `https://` URL.
+    pub tls: Option<ClientTls>,
 }
 
 impl Upstream {
-    /// `host:port` to connect to (port 80 when the URL names none).
+    /// `host:port` to connect to (port 80, or 443 for `https://`, when the URL names none).
     pub fn address(&self) -> String {
         let host = self.url.host().unwrap_or("localhost");
-        format!("{host}:{}", self.url.port_u16().unwrap_or(80))
+        let default_port = if self.tls.is_some() { 443 } else { 80 };
+        format!("{host}:{}", self.url.port_u16().unwrap_or(default_port))
     }
 }
 
@@ -466,7 +474,6 @@ mod tests {
         for (text, expected) in [
             ("[upstream]\nurl = \"http://x:1\"\ntimout = \"1s\"\n", "unknown field `timout`"),
             ("[listen]\naddress = \"0.0.0.0:8080\"\n", "missing field `upstream`"),
-            ("[upstream]\nurl = \"https://x\"\n", "upstream.url: expected http://HOST:PORT"),
             (&format!("{MINIMAL}[listen]\naddress = \"localhost\"\n"), "listen.address: expected an address"),
             (&format!("{MINIMAL}[listen]\nheader_read_timeout = \"10 seconds\"\n"), "listen.header_read_timeout: expected a duration"),
             (&format!("{MINIMAL}[identity]\nkey = \"email\"\n"), "identity.key: invalid identity key \"email\""),
@@ -485,7 +492,7 @@ mod tests {
             ("[upstream]\nurl = \"http://x:1/api#top\"\n", "upstream.url: \"http://x:1/api#top\" has a fragment"),
             (&format!("{MINIMAL}[report]\nservice = \"shop\"\n"), "report.service: is set but report.collector is not"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\n"), "report.service: missing"),
-            (&format!("{MINIMAL}[report]\ncollector = \"https://c\"\nservice = \"shop\"\n"), "report.collector: expected http://HOST:PORT"),
+            (&format!("{MINIMAL}[report]\ncollector = \"ftp://c\"\nservice = \"shop\"\n"), "report.collector: expected http://HOST:PORT or https://HOST:PORT"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"my shop\"\n"), "report.service: \"my shop\" must be"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ninterval = \"10ms\"\n"), "report.interval: must be at least 100ms"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\ntoken = \"a b\"\n"), "report.token: must be non-empty printable ASCII"),
@@ -530,6 +537,20 @@ mod tests {
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nban = \"90d\"\n"), "guard[0] (\"g\").ban: \"90d\" is outside 1s to 30d"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nban = \"0s\"\n"), "guard[0] (\"g\").ban: \"0s\" is outside 1s to 30d"),
             (&format!("{MINIMAL}[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmode = \"monitor\"\nban = \"1m\"\n"), "guard[0] (\"g\").ban: a guard in monitor mode refuses nobody"),
+            (&format!("{MINIMAL}[listen.tls]\ncert = \"shop.crt\"\n"), "listen.tls.key: missing (listen.tls.cert is set)"),
+            (&format!("{MINIMAL}[listen.tls]\nkey = \"shop.key\"\n"), "listen.tls.cert: missing (listen.tls.key is set)"),
+            (&format!("{MINIMAL}[listen.tls]\nclient_ca = \"ca.crt\"\n"), "listen.tls.client_ca: client certificates need TLS"),
+            (&format!("{MINIMAL}[listen.tls]\ncert = \"missing.crt\"\nkey = \"missing.key\"\n"), "listen.tls.cert: cannot read /etc/vigil/missing.crt"),
+            (&format!("{MINIMAL}[listen.tls]\ncert = \"a.crt\"\nkey = \"a.key\"\nmin_version = \"1.0\"\n"), "listen.tls.min_version: expected \"1.2\" or \"1.3\", got \"1.0\""),
+            (&format!("{MINIMAL}[listen.tls]\ncert = \"a.crt\"\nkey = \"a.key\"\nclient_auth = \"maybe\"\n"), "listen.tls.client_auth: expected \"required\" or \"optional\", got \"maybe\""),
+            (&format!("{MINIMAL}[listen.tls]\ncrt = \"a.crt\"\n"), "unknown field `crt`"),
+            (&format!("{MINIMAL}[identity]\nkey = \"mtls-subject\"\n"), "identity.key: \"mtls-subject\" needs client certificates"),
+            (&format!("{MINIMAL}[upstream.tls]\nca = \"ca.crt\"\n"), "upstream.tls: is set but http://127.0.0.1:3000/ is plain http://"),
+            ("[upstream]\nurl = \"https://x\"\n[upstream.tls]\nca = \"missing-ca.crt\"\n", "upstream.tls.ca: cannot read /etc/vigil/missing-ca.crt"),
+            ("[upstream]\nurl = \"https://x\"\n[upstream.tls]\nverify = false\ncert = \"c.crt\"\n", "upstream.tls.key: missing (cert is set)"),
+            ("[upstream]\nurl = \"https://x\"\n[upstream.tls]\nverify = false\nserver_name = \"not a name\"\n", "upstream.tls.server_name: \"not a name\" is neither a DNS name nor an IP address"),
+            (&format!("{MINIMAL}[report.tls]\nca = \"ca.crt\"\n"), "report.tls: is set but report.collector is not"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\n[report.tls]\nverify = false\n"), "report.tls: is set but http://c:9000/ is plain http://"),
             (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 16\n[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 32\n"), "guard[0] (\"g\").memory_mb: 32 is more than sandbox.max_guard_memory_mb (16) allows"),
         ] {
             let error = parse(text).expect_err(expected);
@@ -743,14 +764,14 @@ mod tests {
             "(no configuration file): upstream.url: missing; pass --upstream URL (or set VIGIL_UPSTREAM)"
         );
         let error = Config::without_file(&Overrides {
-            upstream: Some("https://x".into()),
+            upstream: Some("ftp://x".into()),
             ..Overrides::default()
         })
         .unwrap_err();
         assert!(
             error
                 .to_string()
-                .contains("upstream.url: expected http://HOST:PORT"),
+                .contains("upstream.url: expected http://HOST:PORT or https://HOST:PORT"),
             "{error}"
         );
     }

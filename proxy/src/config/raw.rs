@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use vigil_common::tls::{ClientTlsSection, ServerTlsSection};
 use vigil_host::state::StateLimits;
 
 use super::LogFormat;
@@ -131,6 +132,7 @@ pub(super) struct RawReport {
     pub(super) spool_max_reports: usize,
     pub(super) spool_max_mb: u64,
     pub(super) zombie_after: String,
+    pub(super) tls: ClientTlsSection,
 }
 
 impl Default for RawReport {
@@ -148,6 +150,7 @@ impl Default for RawReport {
             spool_max_reports: 1_000,
             spool_max_mb: 64,
             zombie_after: "1h".into(),
+            tls: ClientTlsSection::default(),
         }
     }
 }
@@ -168,6 +171,7 @@ pub(super) struct RawListen {
     pub(super) workers: Option<usize>,
     pub(super) shutdown_grace: String,
     pub(super) request_id: String,
+    pub(super) tls: ServerTlsSection,
 }
 
 /// The default `listen.max_headers`: hyper's own limit, which it parses without a buffer
@@ -193,6 +197,7 @@ impl Default for RawListen {
             workers: None,
             shutdown_grace: "30s".into(),
             request_id: "keep".into(),
+            tls: ServerTlsSection::default(),
         }
     }
 }
@@ -211,6 +216,8 @@ pub(super) struct RawUpstream {
     pub(super) max_connections: usize,
     #[serde(default = "default_queue_timeout")]
     pub(super) queue_timeout: String,
+    #[serde(default)]
+    pub(super) tls: ClientTlsSection,
 }
 
 /// The default `upstream.max_connections`: well under the 1,024 descriptors a process gets by

@@ -268,21 +268,39 @@ pub struct ClientEnd {
     forwarded_for: HeaderValue,
     /// The `Forwarded` element (RFC 7239).
     forwarded: HeaderValue,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    proto: HeaderValue,
+    /// The subject of the client certificate the TLS listener verified.
+    certificate: Option<Box<str>>,
 }
 
 impl ClientEnd {
-    /// The client end of a connection from `peer`.
+    /// The client end of a plain-text connection from `peer`.
     pub fn new(peer: IpAddr) -> ClientEnd {
+        ClientEnd::with_tls(peer, false, None)
+    }
+
+    /// The client end of a connection from `peer`, over TLS when `tls`, whose client
+    /// certificate has subject `certificate`.
+    pub fn with_tls(peer: IpAddr, tls: bool, certificate: Option<String>) -> ClientEnd {
+        let proto = if tls { "https" } else { "http" };
         let node = match peer {
-            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto=http"),
-            IpAddr::V4(ip) => format!("for={ip};proto=http"),
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\";proto={proto}"),
+            IpAddr::V4(ip) => format!("for={ip};proto={proto}"),
         };
         ClientEnd {
             peer,
             forwarded_for: HeaderValue::from_str(&peer.to_string())
                 .expect("an IP address is a valid header value"),
             forwarded: HeaderValue::from_str(&node).expect("a node is a valid header value"),
+            proto: HeaderValue::from_static(proto),
+            certificate: certificate.map(String::into_boxed_str),
         }
+    }
+
+    /// The subject of the verified client certificate, if the client presented one.
+    pub fn certificate(&self) -> Option<&str> {
+        self.certificate.as_deref()
     }
 
     /// The address of the client end of the connection.
@@ -309,7 +327,7 @@ pub fn add_forwarding(
 ) {
     append_list(headers, X_FORWARDED_FOR, &client_end.forwarded_for);
     if !(keep_client_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, client_end.proto.clone());
     }
     append_list(headers, header::FORWARDED, &client_end.forwarded);
     let via = HeaderValue::from_static(match version {

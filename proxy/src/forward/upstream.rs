@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ pub struct UpstreamClient {
     connect_timeout: Duration,
     rewrite_host: bool,
     queue_timeout: Duration,
+    /// TLS to an `https://` upstream.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     pool: Arc<IdlePool>,
 }
 
@@ -69,8 +72,8 @@ struct Idle {
 }
 
 impl UpstreamClient {
-    /// A client for the configured upstream (`http://host[:port]`, checked by the config), for
-    /// one of `workers` workers.
+    /// A client for the configured upstream (`http://` or `https://host[:port]`, checked by
+    /// the config), for one of `workers` workers.
     pub fn new(upstream: &Upstream, workers: usize) -> UpstreamClient {
         let share = upstream.max_connections.div_ceil(workers.max(1));
         let authority = upstream.url.authority().map_or("localhost", |a| a.as_str());
@@ -83,6 +86,12 @@ impl UpstreamClient {
             connect_timeout: upstream.connect_timeout,
             rewrite_host: upstream.rewrite_host,
             queue_timeout: upstream.queue_timeout,
+            tls: upstream.tls.as_ref().map(|tls| {
+                (
+                    tokio_rustls::TlsConnector::from(tls.config.clone()),
+                    tls.server_name.clone(),
+                )
+            }),
             pool: Arc::new(IdlePool {
                 idle: Mutex::new(VecDeque::new()),
                 open: Arc::new(Semaphore::new(share)),
@@ -203,47 +212,77 @@ impl UpstreamClient {
     }
 
     async fn connect(&self, permit: OwnedSemaphorePermit) -> Result<Pooled, UpstreamError> {
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(self.address.as_str()),
-        )
-        .await
-        {
+        // One deadline for the TCP and the TLS handshakes together.
+        let opened = tokio::time::timeout(self.connect_timeout, self.open()).await;
+        let sender = match opened {
             Err(_) => {
                 return Err(UpstreamError::Connect(format!(
                     "connecting to {} timed out after {:?}",
                     self.address, self.connect_timeout
                 )))
             }
-            Ok(Err(error)) if is_out_of_resources(&error) => {
-                return Err(UpstreamError::Exhausted(format!(
-                    "cannot connect to {}: {error}",
-                    self.address
-                )))
-            }
-            Ok(Err(error)) => {
-                return Err(UpstreamError::Connect(format!(
-                    "cannot connect to {}: {error}",
-                    self.address
-                )))
-            }
-            Ok(Ok(stream)) => stream,
+            Ok(opened) => opened?,
         };
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| UpstreamError::Connect(source_text(&e)))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(error = %source_text(&error), "upstream connection ended with an error");
-            }
-        });
         Ok(Pooled {
             sender,
             _open: permit,
         })
     }
+
+    /// A new connection, TLS when the upstream is `https://`, with its HTTP/1.1 handshake done.
+    async fn open(&self) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+        let stream = match TcpStream::connect(self.address.as_str()).await {
+            Err(error) if is_out_of_resources(&error) => {
+                return Err(UpstreamError::Exhausted(format!(
+                    "cannot connect to {}: {error}",
+                    self.address
+                )))
+            }
+            Err(error) => {
+                return Err(UpstreamError::Connect(format!(
+                    "cannot connect to {}: {error}",
+                    self.address
+                )))
+            }
+            Ok(stream) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => start_http1(stream).await,
+            Some((connector, name)) => {
+                let stream = connector
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(|error| {
+                        UpstreamError::Connect(format!(
+                            "TLS handshake with {} ({}) failed: {}",
+                            self.address,
+                            name.to_str(),
+                            source_text(&error)
+                        ))
+                    })?;
+                start_http1(stream).await
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 handshake on an open connection; the connection is then driven by a task of
+/// its own until it closes.
+async fn start_http1<IO>(io: IO) -> Result<SendRequest<ProxyBody>, UpstreamError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| UpstreamError::Connect(source_text(&e)))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(error = %source_text(&error), "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// How long a readiness answer about the upstream is kept: `/readyz` connects at most once

@@ -23,6 +23,8 @@ pub enum CredentialKind {
     Cookie,
     /// An `x-api-key` or `api-key` header, or the identity header.
     ApiKey,
+    /// A client certificate the TLS listener verified.
+    ClientCertificate,
 }
 
 impl CredentialKind {
@@ -33,6 +35,7 @@ impl CredentialKind {
             Self::Basic => "basic",
             Self::Cookie => "cookie",
             Self::ApiKey => "api-key",
+            Self::ClientCertificate => "client-certificate",
         }
     }
 }

@@ -40,7 +40,8 @@ const KEY_PREFIX_LEN: usize = 200;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-const IDENTITY_FORMS: &str = r#"expected one of "ip", "header:NAME", "cookie:NAME", "jwt-sub""#;
+const IDENTITY_FORMS: &str =
+    r#"expected one of "ip", "header:NAME", "cookie:NAME", "jwt-sub", "mtls-subject""#;
 
 /// Where the key that groups a client's requests comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -55,6 +56,8 @@ pub enum IdentityKey {
     /// The `sub` claim of an `Authorization: Bearer` JWT. The signature is NOT verified: the
     /// key only groups requests and must not be taken as proof of who the client is.
     JwtSub,
+    /// The subject of the client certificate the TLS listener verified (`listen.tls.client_ca`).
+    MtlsSubject,
 }
 
 impl FromStr for IdentityKey {
@@ -66,6 +69,7 @@ impl FromStr for IdentityKey {
         match s {
             "ip" => return Ok(Self::Ip),
             "jwt-sub" => return Ok(Self::JwtSub),
+            "mtls-subject" => return Ok(Self::MtlsSubject),
             _ => {}
         }
         if let Some(name) = s.strip_prefix("header:") {
@@ -90,6 +94,7 @@ impl fmt::Display for IdentityKey {
             Self::Header(name) => write!(f, "header:{name}"),
             Self::Cookie(name) => write!(f, "cookie:{name}"),
             Self::JwtSub => f.write_str("jwt-sub"),
+            Self::MtlsSubject => f.write_str("mtls-subject"),
         }
     }
 }
@@ -143,12 +148,30 @@ pub struct ResolvedClient {
 impl ClientPolicy {
     /// Resolves the client of a request that arrived from socket peer `peer`.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> ResolvedClient {
+        self.resolve_connection(peer, None, headers)
+    }
+
+    /// Resolves the client of a request on a connection from `peer` whose verified client
+    /// certificate, if any, has subject `certificate`.
+    pub fn resolve_connection(
+        &self,
+        peer: IpAddr,
+        certificate: Option<&str>,
+        headers: &HeaderMap,
+    ) -> ResolvedClient {
         let ip = self.client_ip(peer, headers);
-        let key = match self.identity_value(headers) {
+        let value = match self.identity {
+            IdentityKey::MtlsSubject => certificate.map(Cow::Borrowed),
+            _ => self.identity_value(headers),
+        };
+        let key = match value {
             Some(value) => cap_key(&value),
             None => ip.to_string(),
         };
-        let credentials = credentials::credentials(&self.identity, headers);
+        let mut credentials = credentials::credentials(&self.identity, headers);
+        if certificate.is_some() {
+            credentials.push(CredentialKind::ClientCertificate);
+        }
         ResolvedClient {
             ip,
             key,
@@ -217,7 +240,7 @@ impl ClientPolicy {
 
     fn identity_value<'h>(&self, headers: &'h HeaderMap) -> Option<Cow<'h, str>> {
         match &self.identity {
-            IdentityKey::Ip => None,
+            IdentityKey::Ip | IdentityKey::MtlsSubject => None,
             IdentityKey::Header(name) => header_text(headers.get(name)?).map(Cow::Borrowed),
             IdentityKey::Cookie(name) => {
                 let value = cookie_value(headers, name)?;

@@ -17,15 +17,16 @@ use anyhow::Context as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vigil_common::accept::next_connection;
 use vigil_common::idle::{Activity, Tracked};
 use vigil_common::throttle::LogThrottle;
+use vigil_common::tls::{certificate_subject, TlsListener};
 
 /// The sockets a sidecar serves.
 pub struct Listeners {
@@ -79,6 +80,7 @@ pub async fn run(
         }
         None => None,
     };
+    warn_of_unverified_servers(&sidecar);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -106,6 +108,25 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `verify = false` is for tests; said at every start so that it is not forgotten in production.
+fn warn_of_unverified_servers(sidecar: &Sidecar) {
+    let unverified = [
+        ("upstream.tls.verify", sidecar.upstream.tls.as_ref()),
+        (
+            "report.tls.verify",
+            sidecar.reporting.as_ref().and_then(|r| r.tls.as_ref()),
+        ),
+    ];
+    for (key, tls) in unverified {
+        if tls.is_some_and(|tls| !tls.verify) {
+            tracing::warn!(
+                "{key} is false: any certificate is accepted, so anyone on the path can read \
+                 and change this traffic; set it to true outside tests"
+            );
+        }
+    }
 }
 
 /// Reloads the guard chain when the configuration file or a guard module changes.
@@ -207,6 +228,7 @@ impl Workers {
 struct Worker {
     sidecar: Arc<Sidecar>,
     upstream: UpstreamClient,
+    builder: auto::Builder<TokioExecutor>,
 }
 
 /// Serves the connections this worker accepts and keeps, and those other workers hand it.
@@ -240,6 +262,7 @@ async fn serve_worker(
     let worker = Arc::new(Worker {
         upstream: UpstreamClient::new(&sidecar.upstream, sidecar.listen.workers),
         sidecar: sidecar.clone(),
+        builder,
     });
     let graceful = GracefulShutdown::new();
     let serve = |connection: Connection| {
@@ -256,35 +279,19 @@ async fn serve_worker(
             return;
         };
         let _ = stream.set_nodelay(true);
-        let worker = worker.clone();
-        let client_end = Arc::new(ClientEnd::new(peer.ip()));
-        let activity = Activity::new();
-        let tracker = activity.clone();
-        let service = service_fn(move |req| {
-            let (worker, client_end) = (worker.clone(), client_end.clone());
-            let in_flight = tracker.begin();
-            async move {
-                let response =
-                    pipeline::handle(&worker.sidecar, &worker.upstream, req, &client_end).await;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-            }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let (first, between) = (
-            sidecar.listen.header_read_timeout,
-            sidecar.listen.idle_timeout,
-        );
-        let sidecar = sidecar.clone();
+        let (worker, watcher) = (worker.clone(), graceful.watcher());
         tokio::spawn(async move {
-            tokio::select! {
-                served = connection => if let Err(error) = served {
-                    connection_failed(&sidecar, peer, &*error);
-                },
-                () = activity.expired(first, between) => {
-                    tracing::debug!(%peer, "connection closed: no request in flight within the timeout");
+            match &worker.sidecar.tls {
+                None => {
+                    serve_connection(&worker, watcher, stream, ClientEnd::new(peer.ip()), peer)
+                        .await
+                }
+                Some(tls) => {
+                    if let Some((stream, client_end)) =
+                        handshake(&worker.sidecar, tls, stream, peer).await
+                    {
+                        serve_connection(&worker, watcher, stream, client_end, peer).await;
+                    }
                 }
             }
             drop((admitted, peer_seat));
@@ -311,6 +318,95 @@ async fn serve_worker(
         () = graceful.shutdown() => tracing::info!(worker, "all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!(worker, "grace period over; closing remaining connections"),
     }
+}
+
+/// Serves the requests of one client connection, plain or TLS, until it closes, fails, or
+/// stays without a request in flight past the timeouts.
+async fn serve_connection<IO>(
+    worker: &Arc<Worker>,
+    watcher: Watcher,
+    io: IO,
+    client_end: ClientEnd,
+    peer: std::net::SocketAddr,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let client_end = Arc::new(client_end);
+    let activity = Activity::new();
+    let tracker = activity.clone();
+    let serving = worker.clone();
+    let service = service_fn(move |req| {
+        let (worker, client_end) = (serving.clone(), client_end.clone());
+        let in_flight = tracker.begin();
+        async move {
+            let response =
+                pipeline::handle(&worker.sidecar, &worker.upstream, req, &client_end).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        }
+    });
+    let connection = worker
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let connection = watcher.watch(connection);
+    let sidecar = &worker.sidecar;
+    let (first, between) = (
+        sidecar.listen.header_read_timeout,
+        sidecar.listen.idle_timeout,
+    );
+    tokio::select! {
+        served = connection => if let Err(error) = served {
+            connection_failed(sidecar, peer, &*error);
+        },
+        () = activity.expired(first, between) => {
+            tracing::debug!(%peer, "connection closed: no request in flight within the timeout");
+        }
+    }
+}
+
+/// The TLS handshake of a new connection, within `listen.header_read_timeout`: the stream and
+/// its client end (with the client certificate's subject), or `None` when it failed, which is
+/// logged (at most once a second) and counted.
+async fn handshake(
+    sidecar: &Sidecar,
+    tls: &TlsListener,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, ClientEnd)> {
+    static FAILED: LogThrottle = LogThrottle::new();
+    let accepted = tokio::time::timeout(
+        sidecar.listen.header_read_timeout,
+        tls.acceptor().accept(stream),
+    )
+    .await;
+    let error = match accepted {
+        Ok(Ok(stream)) => {
+            sidecar.metrics.tls_handshake("ok");
+            let subject = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(certificate_subject);
+            let client_end = ClientEnd::with_tls(peer.ip(), true, subject);
+            return Some((stream, client_end));
+        }
+        Ok(Err(error)) => {
+            sidecar.metrics.tls_handshake("failed");
+            error.to_string()
+        }
+        Err(_) => {
+            sidecar.metrics.tls_handshake("timeout");
+            format!(
+                "not completed within listen.header_read_timeout ({:?})",
+                sidecar.listen.header_read_timeout
+            )
+        }
+    };
+    if let Some(left_out) = FAILED.allow() {
+        tracing::info!(%peer, %error, left_out, "TLS handshake failed; connection closed");
+    }
+    None
 }
 
 /// Requests refused by the HTTP parser (malformed, head too large, head too slow) never reach

@@ -184,6 +184,7 @@ impl Replay {
     pub fn new(mut config: Config, format: Option<InputFormat>) -> anyhow::Result<Replay> {
         config.access_log = None;
         config.report = None;
+        config.listen.tls = None;
         // The fleet's Redis keeps live state on its own clock; a replay keeps its own.
         config.fleet = None;
         let clock = ManualClock::new(Duration::ZERO);
