@@ -476,6 +476,7 @@ mod tests {
             store: Arc::new(Broken),
             vulnerabilities: Vec::new(),
             metrics: Metrics::new(),
+            tls: None,
         })
     }
 
