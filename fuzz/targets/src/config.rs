@@ -61,9 +61,8 @@ pub fn fuzz(data: &[u8]) {
         context()
     );
     assert!((1..=256).contains(&config.listen.workers), "{}", context());
-    assert_eq!(
-        config.upstream.url.scheme_str(),
-        Some("http"),
+    assert!(
+        matches!(config.upstream.url.scheme_str(), Some("http" | "https")),
         "{}",
         context()
     );
