@@ -70,6 +70,10 @@ say "Python guest toolchain ready"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+    say "Node.js $(node --version) is older than the 20 some of componentize-js's packages declare; if building the JavaScript guards fails, install Node.js 20 or later"
+fi
 js_pins="$(cd "$(dirname "$0")/../example-guards/js" && pwd)"
 js_dir="${XDG_CACHE_HOME:-$HOME/.cache}/vigil/componentize-js"
 # installed-lock.json is written last, so an interrupted install is redone.

@@ -6,22 +6,13 @@
 //! runs, so that only the first run compiles wit-bindgen.
 
 use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::Command;
 use std::time::Duration;
+use support::vigil;
 
 use vigil_host::{Chain, Client, GuardSource, GuardSpec, Request, Runtime, RuntimeConfig};
-
-fn vigil(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// An empty scratch directory for one test, outside the repository (a project inside it would
 /// be taken for a member of Vigil's workspace).
@@ -32,9 +23,9 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Writes a project for `lang` named `name` into `dir` with `vigil new guard`.
-fn new_guard(name: &str, lang: &str, dir: &Path) {
-    let (code, out, err) = vigil(&[
+/// `vigil new guard NAME --lang LANG --dir DIR`: exit code, stdout, stderr.
+fn vigil_new_guard(name: &str, lang: &str, dir: &Path) -> (i32, String, String) {
+    vigil(&[
         "new",
         "guard",
         name,
@@ -42,7 +33,12 @@ fn new_guard(name: &str, lang: &str, dir: &Path) {
         lang,
         "--dir",
         dir.to_str().unwrap(),
-    ]);
+    ])
+}
+
+/// Writes a project for `lang` named `name` into `dir` with `vigil new guard`.
+fn new_guard(name: &str, lang: &str, dir: &Path) {
+    let (code, out, err) = vigil_new_guard(name, lang, dir);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with(&format!("wrote {}", dir.display())),
@@ -297,15 +293,7 @@ fn a_c_guard_project_tests_natively_and_builds_where_wasi_sdk_is() {
 fn bad_names_and_used_directories_are_refused_naming_them() {
     let root = scratch("refused");
     let dir = root.join("x");
-    let (code, _, err) = vigil(&[
-        "new",
-        "guard",
-        "Bad_Name",
-        "--lang",
-        "js",
-        "--dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, _, err) = vigil_new_guard("Bad_Name", "js", &dir);
     assert_eq!(code, 64);
     assert!(
         err.contains("guard name \"Bad_Name\": use 1 to 64 lower-case letters"),
@@ -315,15 +303,7 @@ fn bad_names_and_used_directories_are_refused_naming_them() {
 
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("keep.txt"), "mine").unwrap();
-    let (code, _, err) = vigil(&[
-        "new",
-        "guard",
-        "ok",
-        "--lang",
-        "rust",
-        "--dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, _, err) = vigil_new_guard("ok", "rust", &dir);
     assert_eq!(code, 64);
     assert!(
         err.contains(&format!(
@@ -341,15 +321,7 @@ fn bad_names_and_used_directories_are_refused_naming_them() {
     let file = root.join("a-file");
     std::fs::write(&file, "").unwrap();
     let inside = file.join("guard");
-    let (code, _, err) = vigil(&[
-        "new",
-        "guard",
-        "ok",
-        "--lang",
-        "c",
-        "--dir",
-        inside.to_str().unwrap(),
-    ]);
+    let (code, _, err) = vigil_new_guard("ok", "c", &inside);
     assert_eq!(code, 64);
     assert!(
         err.contains(&format!(

@@ -37,18 +37,13 @@ pub fn build_guards(guards_dir: &Path, wit: &Path, out_dir: &Path) -> Vec<(Strin
     };
     let version = stamp::tool_version(&tool, SETUP_HINT);
     let flags = format!("--disable {}", DISABLED_FEATURES.join(" "));
-    fs::create_dir_all(out_dir).unwrap();
-    guards
-        .into_iter()
-        .map(|dir| {
-            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-            let component = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
-            stamp::rebuild_if_changed(&component, &[&dir, wit], &[&version, &flags], || {
-                componentize(&tool, &dir, wit, &component, &name)
-            });
-            (name, component)
-        })
-        .collect()
+    stamp::build_each(
+        guards,
+        out_dir,
+        wit,
+        &[&version, &flags],
+        |dir, component, name| componentize(&tool, dir, wit, component, name),
+    )
 }
 
 /// Where `scripts/setup.sh` installs the toolchain: `$XDG_CACHE_HOME/vigil/componentize-js`,

@@ -30,18 +30,13 @@ pub fn build_guards(guards_dir: &Path, wit: &Path, out_dir: &Path) -> Vec<(Strin
             panic!("\n\ncannot build the Python guards: {COMPONENTIZE_PY} is not on PATH; {SETUP_HINT}\n")
         });
     let version = stamp::tool_version(&tool, SETUP_HINT);
-    fs::create_dir_all(out_dir).unwrap();
-    guards
-        .into_iter()
-        .map(|dir| {
-            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-            let component = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
-            stamp::rebuild_if_changed(&component, &[&dir, wit], &[&version, "--stub-wasi"], || {
-                componentize(&tool, &dir, wit, &component, &name)
-            });
-            (name, component)
-        })
-        .collect()
+    stamp::build_each(
+        guards,
+        out_dir,
+        wit,
+        &[&version, "--stub-wasi"],
+        |dir, component, name| componentize(&tool, dir, wit, component, name),
+    )
 }
 
 /// Runs componentize-py on a copy of the guard's sources: it writes `__pycache__` next to

@@ -8,9 +8,33 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Builds each guard directory of `guards` into `out_dir/<name>.wasm` (name from the
+/// directory, `-` as `_`) with `build(dir, component, name)`, unless nothing changed since
+/// the last build; returns (name, component path).
+pub fn build_each(
+    guards: Vec<PathBuf>,
+    out_dir: &Path,
+    wit: &Path,
+    salts: &[&str],
+    build: impl Fn(&Path, &Path, &str),
+) -> Vec<(String, PathBuf)> {
+    fs::create_dir_all(out_dir).unwrap();
+    guards
+        .into_iter()
+        .map(|dir| {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let component = out_dir.join(format!("{}.wasm", name.replace('-', "_")));
+            rebuild_if_changed(&component, &[&dir, wit], salts, || {
+                build(&dir, &component, &name)
+            });
+            (name, component)
+        })
+        .collect()
+}
+
 /// Runs `build` unless `component` exists and its stamp matches the files under `dirs` and
 /// `salts` (the tool's version and whatever flags change its output); then records the stamp.
-pub fn rebuild_if_changed(component: &Path, dirs: &[&Path], salts: &[&str], build: impl FnOnce()) {
+fn rebuild_if_changed(component: &Path, dirs: &[&Path], salts: &[&str], build: impl FnOnce()) {
     let stamp = component.with_extension("stamp");
     let inputs = format!("{:016x}", inputs_hash(dirs, salts));
     if component.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == inputs) {
