@@ -161,17 +161,21 @@ fn wasm_cargo() -> Command {
     if rustup_has_target {
         return command(env!("CARGO"), &build);
     }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    // On PATH, else where `cargo install` (scripts/setup.sh) puts it.
+    let component_ld = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("wasm-component-ld"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            std::env::var("CARGO_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"))
+                .join("bin/wasm-component-ld")
+        });
     let mut cmd = command("/usr/bin/cargo", &build);
     cmd.arg("-Zbuild-std=std,panic_abort")
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTC_BOOTSTRAP", "1")
-        .env(
-            "CARGO_TARGET_WASM32_WASIP2_LINKER",
-            home.join("bin/wasm-component-ld"),
-        )
+        .env("CARGO_TARGET_WASM32_WASIP2_LINKER", component_ld)
         .env(
             "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
             "-L/usr/lib/wasm32-wasi",
