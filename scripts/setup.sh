@@ -2,6 +2,9 @@
 # Installs what building Vigil's WebAssembly guards needs, when it is missing:
 #   - C guards: clang-19, lld-19, wasi-libc and libclang-rt-19-dev-wasm32 (Debian);
 #   - Python guards: componentize-py 0.25.1 (PyPI);
+#   - JavaScript guards: Node.js (Debian's nodejs and npm when there is none) and the
+#     componentize-js that example-guards/js/package-lock.json pins, installed by `npm ci` into
+#     ${XDG_CACHE_HOME:-~/.cache}/vigil/componentize-js;
 #   - Rust guards: rustup's wasm32-wasip2 target, when rustup can download it; otherwise
 #     Debian's Rust with std sources (rustc-web, cargo-web, rust-web-src), lld-19, wasi-libc
 #     and wasm-component-ld, which build guards with std rebuilt from source.
@@ -60,6 +63,29 @@ if ! componentize-py --version 2>/dev/null | grep -qF "$COMPONENTIZE_PY_VERSION"
     }
 fi
 say "Python guest toolchain ready"
+
+# JavaScript guards: componentize-js (StarlingMonkey) from npm, at the version the committed
+# lock file pins, in a cache directory: tests/artifacts/build/js.rs looks for it there and
+# checks that it was installed from the same lock file.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+    say "Node.js $(node --version) is older than the 20 some of componentize-js's packages declare; if building the JavaScript guards fails, install Node.js 20 or later"
+fi
+js_pins="$(cd "$(dirname "$0")/../example-guards/js" && pwd)"
+js_dir="${XDG_CACHE_HOME:-$HOME/.cache}/vigil/componentize-js"
+# installed-lock.json is written last, so an interrupted install is redone.
+if ! cmp -s "$js_pins/package-lock.json" "$js_dir/installed-lock.json"; then
+    say "installing componentize-js from npm into $js_dir"
+    mkdir -p "$js_dir"
+    rm -f "$js_dir/installed-lock.json"
+    cp "$js_pins/package.json" "$js_pins/package-lock.json" "$js_dir/"
+    (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    cp "$js_pins/package-lock.json" "$js_dir/installed-lock.json"
+fi
+say "JavaScript guest toolchain ready"
 
 # The metrics test parses /metrics with Prometheus's own parsers, under Debian's Python.
 if ! /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then

@@ -211,7 +211,7 @@ fn stock(c: &mut Criterion) {
     group.finish();
 }
 
-/// The C and Python example guards, each allowing the request after its full check, against
+/// The C, Python and JavaScript example guards, each allowing the request after its full check, against
 /// the Rust stock rate-limit guard in the same run.
 fn polyglot(c: &mut Criterion) {
     let guards = [
@@ -229,6 +229,13 @@ fn polyglot(c: &mut Criterion) {
             "python-method-allow",
             artifacts::METHOD_ALLOW,
             r#"{"routes": {"/users/{id}": ["GET", "PUT"], "/login": ["POST"]}}"#,
+        ),
+        // The benchmark's requests carry no key: the guard looks for its one header field
+        // (the only one it is sent) and allows, without a state call.
+        spec(
+            "js-idempotency-key",
+            artifacts::IDEMPOTENCY_KEY,
+            r#"{"required": false}"#,
         ),
     ];
     each_alone(c, "polyglot", guards);

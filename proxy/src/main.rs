@@ -58,6 +58,9 @@ enum Command {
     /// dashboard and the JSON API.
     #[command(long_about = COLLECT_ABOUT)]
     Collect(CollectArgs),
+    /// Write a new project: `vigil new guard NAME --lang rust|c|python|js`.
+    #[command(subcommand)]
+    New(vigil::cli::new_guard::NewCommand),
     /// Print a completion script for a shell to stdout.
     #[command(long_about = COMPLETIONS_ABOUT)]
     Completions(CompletionsArgs),
@@ -268,6 +271,7 @@ fn main() -> ExitCode {
             init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text).and_then(|()| try_guard(args))
         }
         Command::Collect(args) => collect(args, &cli.log),
+        Command::New(command) => vigil::cli::new_guard::main(command),
         Command::Completions(args) => {
             use clap::CommandFactory as _;
             clap_complete::generate(

@@ -5,12 +5,17 @@
 //! machine), else Debian's `rustc-web` with std rebuilt from source (`scripts/setup.sh`
 //! installs it). C guards (`example-guards/c/*/`): clang and wasi-libc, see `build/c.rs`.
 //! Python guards (`example-guards/python/*/`): componentize-py, see `build/python.rs`.
+//! JavaScript guards (`example-guards/js/*/`): componentize-js, see `build/js.rs`.
 //! A missing tool stops the build with a message naming it.
 
 #[path = "build/c.rs"]
 mod c;
+#[path = "build/js.rs"]
+mod js;
 #[path = "build/python.rs"]
 mod python;
+#[path = "build/stamp.rs"]
+mod stamp;
 
 use std::env;
 use std::fmt::Write as _;
@@ -73,6 +78,11 @@ fn main() {
         &root.join("example-guards/python"),
         &wit,
         &target_dir.join("python"),
+    ));
+    built.extend(js::build_guards(
+        &root.join("example-guards/js"),
+        &wit,
+        &target_dir.join("js"),
     ));
 
     let mut consts = String::new();

@@ -1,8 +1,9 @@
-//! The C guard (`path-guard`) and the Python guard (`method-allow`), built from source by
-//! `tests/artifacts`, held to the same standard as the Rust ones: through the proxy each
-//! attack is refused with the right status while the same volume of ordinary traffic is not,
-//! monitor mode lets everything through and counts what it would have refused, and a bad
-//! configuration is refused at load naming the field. Also: the compile cache.
+//! The C guard (`path-guard`), the Python guard (`method-allow`) and the JavaScript guard
+//! (`idempotency-key`), built from source by `tests/artifacts`, held to the same standard as
+//! the Rust ones: through the proxy each attack is refused with the right status while the
+//! same volume of ordinary traffic is not, monitor mode lets everything through and counts
+//! what it would have refused, and a bad configuration is refused at load naming the field.
+//! Also: the compile cache.
 
 use http::StatusCode;
 use vigil_host::{Chain, CompileCache, Mode, OnError, Runtime, RuntimeConfig, World};
@@ -386,6 +387,7 @@ async fn bad_guard_config_in_vigil_toml_names_guard_and_field() {
             r#"{ routes = { "/x" = [] } }"#,
             "routes./x",
         ),
+        (guards::IDEMPOTENCY_KEY, "{ max_length = 0 }", "max_length"),
     ] {
         let dir = tempdir("polyglot-bad-config");
         let text = format!(
@@ -410,6 +412,169 @@ async fn bad_guard_config_in_vigil_toml_names_guard_and_field() {
             Err(e) => format!("{e:#}"),
         };
         assert!(error.contains("strict") && error.contains(field), "{error}");
+    }
+}
+
+// ---------------------------------------------------------------- idempotency-key (JavaScript)
+
+/// Idempotency-key guards `POST /orders` and `POST /status/*` (the upstream answers those with
+/// the status in the path).
+const IDEMPOTENCY_ROUTES: &str = "routes = [\"POST /orders\", \"POST /status/*\"]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_refuses_missing_bad_and_repeated_keys_through_the_proxy() {
+    let table = guard_table(
+        "idempotency",
+        guards::IDEMPOTENCY_KEY,
+        &format!("{IDEMPOTENCY_ROUTES}\nconfig = {{ window_secs = 600 }}"),
+    );
+    let (up, proxy) = start_with_upstream("idempotency-key", &format!("{BASE}{table}")).await;
+    let long: &'static str = "k".repeat(256).leak();
+    let too_long: &'static [(&str, &str)] = vec![("idempotency-key", long)].leak();
+    let calls: &[Call] = &[
+        ("POST", "/orders", &[]),
+        ("POST", "/orders", &[("idempotency-key", "two words")]),
+        ("POST", "/orders", too_long),
+        ("POST", "/orders", &[("idempotency-key", "order-1")]),
+        ("POST", "/orders", &[("idempotency-key", "order-1")]),
+        ("POST", "/orders", &[("idempotency-key", "\"order-2\"")]),
+        ("POST", "/orders", &[("idempotency-key", "order-2")]),
+        ("GET", "/orders", &[]),
+    ];
+    let answers = send_all(&proxy, calls).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(
+        statuses,
+        [428, 400, 400, 200, 409, 200, 409, 200],
+        "{answers:?}"
+    );
+    assert_eq!(answers[0].1, "idempotency-key header required");
+    assert_eq!(
+        answers[1].1,
+        "idempotency-key must be visible ASCII characters"
+    );
+    assert_eq!(
+        answers[2].1,
+        "idempotency-key must be 1 to 255 characters long"
+    );
+    assert!(
+        answers[4]
+            .1
+            .starts_with("idempotency-key order-1 was already used ")
+            && answers[4].1.ends_with(" s ago"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        up.count(),
+        3,
+        "only the first use of each key and the GET went through"
+    );
+    let denies = "vigil_guard_results_total{guard=\"idempotency\",result=\"deny\"}";
+    assert_eq!(metric(&proxy, denies).await, 5);
+
+    // A submission the upstream failed frees its key for the retry; one it accepted does not.
+    let calls: &[Call] = &[
+        ("POST", "/status/503", &[("idempotency-key", "pay-1")]),
+        ("POST", "/status/503", &[("idempotency-key", "pay-1")]),
+        ("POST", "/status/201", &[("idempotency-key", "pay-2")]),
+        ("POST", "/status/201", &[("idempotency-key", "pay-2")]),
+    ];
+    let statuses: Vec<u16> = send_all(&proxy, calls)
+        .await
+        .iter()
+        .map(|(s, _)| s.as_u16())
+        .collect();
+    assert_eq!(statuses, [503, 503, 201, 409]);
+    assert_eq!(up.count(), 6);
+    proxy.shutdown().await;
+}
+
+/// A request of `client` with `key` as its idempotency key, received at `received_ms`.
+fn keyed(client: &str, key: &str, received_ms: u64) -> vigil_host::Request {
+    let mut req = vigil_tests::request("POST", "/orders", client, &[("idempotency-key", key)]);
+    req.received_ms = received_ms;
+    req
+}
+
+#[test]
+fn idempotency_key_remembers_each_clients_keys_for_the_window_in_host_state() {
+    let start = std::time::Duration::from_secs(1_700_000_000);
+    let clock = vigil_host::clock::ManualClock::new(start);
+    let mut config = RuntimeConfig {
+        clock: clock.clone(),
+        ..RuntimeConfig::default()
+    };
+    config.default_limits.deadline = vigil_tests::RELAXED_DEADLINE;
+    let rt = Runtime::new(config).unwrap();
+    let config = r#"{"header": "X-Request-Key", "window_secs": 60, "required": false, "release_on_5xx": false}"#;
+    let guard = load(&rt, roomy(spec("keys", "idempotency-key", config)));
+    assert_eq!(guard.world(), World::Guard, "componentize-js binds records");
+    assert_eq!(
+        guard.header_fields(),
+        &vigil_host::HeaderFields::Named(vec!["x-request-key".to_string()].into()),
+        "reads-headers from init narrows what the guard is sent"
+    );
+    let chain = Chain::new(vec![guard]).unwrap();
+    let now = start.as_millis() as u64;
+    let status = |mut req: vigil_host::Request| chain.decide(&mut req).denial.map(|d| d.status);
+    let header = |client: &str, key: &str| {
+        let mut req = keyed(client, key, now);
+        req.headers[0].name = "x-request-key".into();
+        req
+    };
+    assert_eq!(status(header("alice", "k1")), None);
+    assert_eq!(status(header("alice", "k1")), Some(409));
+    assert_eq!(status(header("bob", "k1")), None, "keys are per client");
+    assert_eq!(
+        status(keyed("alice", "k2", now)),
+        None,
+        "not required: another header is no key"
+    );
+
+    // With release_on_5xx off, a failed submission keeps its key.
+    let mut req = header("carol", "k1");
+    let decision = chain.decide(&mut req);
+    assert!(decision.denial.is_none());
+    let failed = vigil_host::Response {
+        status: 500,
+        headers: Vec::new(),
+        latency_us: 1,
+    };
+    chain.observe(&mut req, &failed, &decision);
+    assert_eq!(status(header("carol", "k1")), Some(409));
+
+    clock.advance(std::time::Duration::from_secs(61));
+    assert_eq!(status(header("alice", "k1")), None, "the window is over");
+}
+
+#[test]
+fn idempotency_key_refuses_bad_configs_naming_the_field() {
+    let rt = vigil_tests::runtime();
+    for (config, expected) in [
+        (
+            r#"{"header": "two words"}"#,
+            "header: must be a header field name",
+        ),
+        (r#"{"header": 7}"#, "header: must be a header field name"),
+        (r#"{"required": "yes"}"#, "required: must be true or false"),
+        (
+            r#"{"window_secs": 0}"#,
+            "window_secs: must be an integer from 1 to 604800",
+        ),
+        (r#"{"window_secs": 1.5}"#, "window_secs: must be an integer"),
+        (
+            r#"{"max_length": 2000}"#,
+            "max_length: must be an integer from 1 to 1024",
+        ),
+        (
+            r#"{"release_on_5xx": 1}"#,
+            "release_on_5xx: must be true or false",
+        ),
+        (r#"{"colour": 1}"#, "unknown field `colour`"),
+        ("[1]", "config: must be an object"),
+        ("{nope", "config: not valid JSON"),
+    ] {
+        refused(&rt, "idempotency-key", config, expected);
     }
 }
 
