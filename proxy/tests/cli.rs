@@ -1,18 +1,9 @@
 //! The `vigil` command line: exit codes and messages a user sees.
 
-use std::process::Command;
+mod support;
 
-fn vigil(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::process::Command;
+use support::vigil;
 
 #[test]
 fn check_guard_accepts_a_good_guard() {
