@@ -12,9 +12,7 @@ use std::sync::Arc;
 use vigil::config::{Config, LogFormat, Overrides};
 use vigil::serve::Listeners;
 use vigil::sidecar::Sidecar;
-use vigil_host::{
-    Chain, Client, GuardResult, GuardSpec, Pattern, Request, Response, Runtime, RuntimeConfig,
-};
+use vigil_host::{Chain, Runtime, RuntimeConfig};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -48,8 +46,10 @@ enum Command {
     Demo(DemoArgs),
     /// Load a guard, check it against the guard contract (either world) and run its init with the given config.
     CheckGuard(GuardArgs),
-    /// Send a series of identical requests through a guard and print each verdict.
-    Try(TryArgs),
+    /// Send requests (a script of them, or one repeated) through a guard or a whole
+    /// configuration and print each verdict and finding; with expectations, a test.
+    #[command(long_about = vigil::cli::try_script::ABOUT)]
+    Try(vigil::cli::try_script::TryArgs),
     /// Run recorded traffic (access logs) through the configured guards on the log's own
     /// clock and print what they would have refused.
     #[command(long_about = REPLAY_ABOUT)]
@@ -90,14 +90,17 @@ Nothing is forwarded and nothing is reported.
 
 Formats: nginx's and Apache's combined and common formats; JSON lines from Vigil's access log, \
 Envoy, Traefik, Caddy or an nginx log_format with escape=json (detected per line unless \
---format is given). FILE may be gzip-compressed, or - for standard input. Lines that cannot be \
-read are counted and the first ones shown with their number.
+--format is given); HAR files from browsers' developer tools (--format har, or a file named \
+*.har), whose header fields and request bodies the guards see as well. FILE may be \
+gzip-compressed, or - for standard input. Lines (HAR entries) that cannot be read are counted \
+and the first ones shown with their number.
 
 Exit status: 0; 1 with --fail-on-deny when a request would be refused; 64 when the \
 configuration or a file cannot be read.
 
   vigil replay --config vigil.toml /var/log/nginx/access.log.1 /var/log/nginx/access.log.2.gz
-  zcat old.log.gz | vigil replay --config vigil.toml --json - > findings.json";
+  zcat old.log.gz | vigil replay --config vigil.toml --json - > findings.json
+  vigil replay --config vigil.toml --default-client 198.51.100.7 session.har";
 
 #[derive(Args)]
 struct ReplayArgs {
@@ -113,6 +116,13 @@ struct ReplayArgs {
     /// Exit 1 when any request would be refused (for CI).
     #[arg(long)]
     fail_on_deny: bool,
+    /// HAR files: the largest read, in bytes (after decompression; 1 GiB by default).
+    #[arg(long, default_value_t = vigil::cli::replay::DEFAULT_MAX_HAR_BYTES)]
+    max_har_bytes: u64,
+    /// HAR files: the client address of an entry without X-Forwarded-For (a HAR's
+    /// serverIPAddress is the server's).
+    #[arg(long, default_value_t = vigil::cli::replay::DEFAULT_CLIENT)]
+    default_client: std::net::IpAddr,
     /// Access log files, in time order; - for standard input.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
@@ -238,27 +248,6 @@ struct GuardArgs {
     routes: Vec<String>,
 }
 
-#[derive(Args)]
-struct TryArgs {
-    #[command(flatten)]
-    guard: GuardArgs,
-    /// Request method.
-    #[arg(long, default_value = "GET")]
-    method: String,
-    /// Request path.
-    #[arg(long, default_value = "/")]
-    path: String,
-    /// Client identity key.
-    #[arg(long, default_value = "203.0.113.7")]
-    client: String,
-    /// Response status the upstream is assumed to give.
-    #[arg(long, default_value_t = 200)]
-    status: u16,
-    /// How many requests to send.
-    #[arg(long, default_value_t = 5)]
-    count: u32,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -267,9 +256,13 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo(args, &cli.log),
         Command::CheckGuard(args) => init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text)
             .and_then(|()| check_guard(args)),
-        Command::Try(args) => {
-            init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text).and_then(|()| try_guard(args))
-        }
+        Command::Try(args) => match init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text)
+            .and_then(|()| vigil::cli::try_script::run(args))
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Collect(args) => collect(args, &cli.log),
         Command::New(command) => vigil::cli::new_guard::main(command),
         Command::Completions(args) => {
@@ -416,10 +409,13 @@ async fn reopen_on_usr1(sidecar: Arc<Sidecar>) {
 
 /// Replays the files; whether any request would be refused.
 fn replay(args: &ReplayArgs) -> anyhow::Result<bool> {
-    use vigil::cli::replay::{render, Input, Replay};
+    use vigil::cli::replay::{render, HarOptions, Input, Replay};
     let config = Config::load(&args.config, &Default::default())?;
     let started = std::time::Instant::now();
-    let mut replay = Replay::new(config, args.format)?;
+    let mut replay = Replay::new(config, args.format)?.with_har(HarOptions {
+        max_bytes: args.max_har_bytes,
+        default_client: args.default_client,
+    });
     // A progress bar where someone watches; none in a pipe or a CI log.
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for file in &args.files {
@@ -468,15 +464,7 @@ async fn wait_for_shutdown_signal() {
 }
 
 fn load(runtime: &Runtime, args: &GuardArgs) -> anyhow::Result<Chain> {
-    let source = vigil::builtin::source(&args.module, Path::new("")).map_err(anyhow::Error::msg)?;
-    let mut spec = GuardSpec::new(&args.name, source);
-    spec.config_json = args.config.clone();
-    spec.routes = args
-        .routes
-        .iter()
-        .map(|r| Pattern::parse(r))
-        .collect::<Result<_, _>>()
-        .context("--route")?;
+    let spec = vigil::cli::guard_spec(&args.module, &args.name, &args.config, &args.routes)?;
     let guard = runtime.load_guard(spec)?;
     Ok(Chain::new(vec![guard])?)
 }
@@ -492,66 +480,5 @@ fn check_guard(args: &GuardArgs) -> anyhow::Result<()> {
         guard.content_hash(),
         guard.world().as_str()
     );
-    Ok(())
-}
-
-fn try_guard(args: &TryArgs) -> anyhow::Result<()> {
-    let runtime = Runtime::new(RuntimeConfig::default())?;
-    let chain = load(&runtime, &args.guard)?;
-    println!(
-        "{:>3}  {:<8} {:<24} {:<7} detail",
-        "#", "method", "path", "verdict"
-    );
-    for i in 1..=args.count {
-        let mut req = Request {
-            method: args.method.to_ascii_uppercase(),
-            path: args.path.clone(),
-            route: None,
-            query: None,
-            headers: Vec::new(),
-            client: Client {
-                key: args.client.clone(),
-                ip: args.client.clone(),
-                public: true,
-                authenticated: false,
-            },
-            received_ms: runtime.state().clock().now_ms(),
-            body: None,
-        };
-        let decision = chain.evaluate(&chain.plan_for(&req), &mut req);
-        let (verdict, detail) = match (
-            &decision.denial,
-            decision.outcomes.first().map(|o| &o.result),
-        ) {
-            (Some(d), _) => {
-                let retry = d
-                    .retry_after_secs
-                    .map(|s| format!(", retry after {s}s"))
-                    .unwrap_or_default();
-                ("deny", format!("{} {}{retry}", d.status, d.reason))
-            }
-            (None, Some(GuardResult::Faulted(f))) => (
-                "allow",
-                format!("fault ({}): {}", f.kind.as_str(), f.detail),
-            ),
-            (None, Some(GuardResult::Denied(d))) => (
-                "allow",
-                format!("monitor: would deny {} {}", d.status, d.reason),
-            ),
-            (None, None) => ("allow", "no guard matches this route".into()),
-            (None, Some(GuardResult::Allowed)) => ("allow", String::new()),
-        };
-        println!(
-            "{i:>3}  {:<8} {:<24} {verdict:<7} {detail}",
-            req.method, req.path
-        );
-        let status = decision.denial.as_ref().map_or(args.status, |d| d.status);
-        let resp = Response {
-            status,
-            headers: Vec::new(),
-            latency_us: 0,
-        };
-        chain.observe(&mut req, &resp, &decision);
-    }
     Ok(())
 }

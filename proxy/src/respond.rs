@@ -40,7 +40,8 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    fn status(&self) -> StatusCode {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamInvalid(_) => {
                 StatusCode::BAD_GATEWAY
@@ -55,7 +56,8 @@ impl ProxyError {
         }
     }
 
-    fn detail(&self) -> String {
+    /// What the client is told.
+    pub fn detail(&self) -> String {
         match self {
             ProxyError::UpstreamUnavailable(_) => "the upstream service is unavailable".into(),
             ProxyError::UpstreamInvalid(_) => {

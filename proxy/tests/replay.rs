@@ -412,3 +412,99 @@ fn a_recorded_query_enumeration_and_login_brute_force_are_refused_and_a_crawl_is
         "{summary:#}"
     );
 }
+
+/// `tests/fixtures/shop-session.har`: k1 and k2 behind one address (X-Forwarded-For) reading
+/// items, an entry without an answer, one without a time, and three requests without
+/// X-Forwarded-For or key.
+fn har_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shop-session.har")
+}
+
+#[test]
+fn a_har_file_replays_with_its_header_fields_and_its_clients() {
+    let dir = dir("har");
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[identity]\nkey = \"header:x-api-key\"\n\
+             [[guard]]\nname = \"rate-limit\"\nmodule = \"{}\"\n\
+             config = {{ rate = 2, per = \"minute\" }}\n",
+            vigil_guard_artifacts::RATE_LIMIT
+        ),
+    )
+    .unwrap();
+    let har = har_fixture();
+    let (config, har_path) = (config.to_str().unwrap(), har.to_str().unwrap());
+    let with_config = |args: &[&str], stdin: Option<&[u8]>| {
+        replay(&[&["--config", config], args].concat(), stdin)
+    };
+    let (code, out, err) = with_config(
+        &["--default-client", "192.0.2.55", "--json", har_path],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let summary = json(&out);
+    assert_eq!(summary["lines"], 9, "entries, counted where lines are");
+    assert_eq!(summary["requests"], 7);
+    assert_eq!(summary["unreadable"], 2);
+    let unreadable = &summary["unreadable_first"];
+    assert_eq!(unreadable[0]["line"], 5);
+    assert!(
+        unreadable[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("status is 0"),
+        "{unreadable}"
+    );
+    assert_eq!(unreadable[1]["line"], 6);
+    assert_eq!(summary["refused"], 2);
+    let first = &summary["first_refusals"];
+    assert_eq!(first[0]["client"], "k1", "the key is the X-Api-Key field");
+    assert_eq!(first[0]["line"], 3);
+    assert_eq!(
+        first[0]["text"],
+        "GET https://shop.example/api/items?page=3 200"
+    );
+    assert_eq!(
+        first[1]["client"], "192.0.2.55",
+        "no X-Forwarded-For: the default"
+    );
+    assert_eq!(first[1]["line"], 9);
+    let endpoints = summary["exposure"]["endpoints"].as_array().unwrap();
+    let items = endpoints
+        .iter()
+        .find(|e| e["route"] == "/api/items")
+        .unwrap_or_else(|| panic!("the URL's path is the route: {endpoints:?}"));
+    assert_eq!(
+        (&items["requests"], &items["credentials"]["api_key"]),
+        (&serde_json::json!(4), &serde_json::json!(4)),
+        "the X-Api-Key field counts as credentials: {items}"
+    );
+
+    // Forced by --format for a file named otherwise; bounded in size; a document that is
+    // not a HAR says so.
+    let renamed = dir.join("session.json");
+    std::fs::copy(&har, &renamed).unwrap();
+    let (code, out, err) = with_config(&["--format", "har", renamed.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed 7 requests from 9 lines"), "{out}");
+    let (code, _, err) = with_config(&["--max-har-bytes", "1000", har_path], None);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains(&format!(
+            "{}: the HAR file is over 1000 bytes (--max-har-bytes)",
+            har.display()
+        )),
+        "{err}"
+    );
+    let (code, _, err) = with_config(
+        &["--format", "har", "-"],
+        Some(b"{\"log\": {\"version\": \"1.2\"}}"),
+    );
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("-: not a HAR file: it has no log.entries"),
+        "{err}"
+    );
+}

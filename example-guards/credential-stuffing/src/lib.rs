@@ -324,6 +324,178 @@ vigil_guest::guard!(CredentialStuffing);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_guest::testing::{request, TestHost, TestRequest};
+
+    fn login(client: &str, body: &str) -> TestRequest {
+        request("POST", "/login")
+            .client(client)
+            .body(body.as_bytes())
+    }
+
+    fn refused(verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Deny(deny) => {
+                assert_eq!(deny.status, 429);
+                true
+            }
+            Verdict::Allow => false,
+        }
+    }
+
+    #[test]
+    fn a_client_that_keeps_failing_is_refused_for_the_window() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<CredentialStuffing>(
+                r#"{"account": {"json_field": "username"}, "max_failures": 3, "window": "10m"}"#,
+            )
+            .unwrap();
+        let attempt = login("203.0.113.5", r#"{"username": "alice", "password": "x"}"#);
+        host.exchange::<CredentialStuffing>(&config, &attempt, 200);
+        for _ in 0..3 {
+            assert!(!refused(
+                host.exchange::<CredentialStuffing>(&config, &attempt, 401)
+            ));
+        }
+        match host.check::<CredentialStuffing>(&config, &attempt) {
+            Verdict::Deny(deny) => assert_eq!(deny.retry_after_secs, Some(600)),
+            Verdict::Allow => panic!("three failures within the window"),
+        }
+        assert_eq!(
+            host.findings(),
+            [(
+                "credential-stuffing".to_string(),
+                "client 203.0.113.5: 3 failed logins within 10m".to_string()
+            )]
+        );
+        assert!(
+            !refused(host.check::<CredentialStuffing>(
+                &config,
+                &request("POST", "/signup").client("203.0.113.5")
+            )),
+            "only the login route is guarded"
+        );
+        host.advance(Duration::from_secs(601));
+        assert!(!refused(
+            host.check::<CredentialStuffing>(&config, &attempt)
+        ));
+    }
+
+    #[test]
+    fn one_client_trying_many_accounts_or_many_clients_one_account_is_refused() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<CredentialStuffing>(
+                r#"{"account": {"json_field": "username"}, "max_accounts": 2}"#,
+            )
+            .unwrap();
+        let as_user = |name: &str| login("198.51.100.7", &format!(r#"{{"username": "{name}"}}"#));
+        assert!(!refused(
+            host.check::<CredentialStuffing>(&config, &as_user("alice"))
+        ));
+        assert!(!refused(
+            host.check::<CredentialStuffing>(&config, &as_user("bob"))
+        ));
+        assert!(
+            !refused(host.check::<CredentialStuffing>(&config, &as_user(" ALICE "))),
+            "case and spaces do not make another account"
+        );
+        assert!(refused(
+            host.check::<CredentialStuffing>(&config, &as_user("carol"))
+        ));
+        assert!(
+            !refused(
+                host.check::<CredentialStuffing>(&config, &login("198.51.100.7", "{not json"))
+            ),
+            "no account, no count of accounts"
+        );
+
+        let sprayed = host
+            .configure::<CredentialStuffing>(
+                r#"{"account": {"form_field": "user"}, "max_clients_per_account": 2}"#,
+            )
+            .unwrap();
+        let from = |client: &str| login(client, "user=victim%40shop.example&password=x");
+        assert!(!refused(
+            host.check::<CredentialStuffing>(&sprayed, &from("10.0.0.1"))
+        ));
+        assert!(!refused(
+            host.check::<CredentialStuffing>(&sprayed, &from("10.0.0.2"))
+        ));
+        assert!(refused(
+            host.check::<CredentialStuffing>(&sprayed, &from("10.0.0.3"))
+        ));
+        let (_, detail) = host.findings().pop().unwrap();
+        assert_eq!(
+            detail,
+            "client 10.0.0.3: account \"victim@shop.example\" tried by 3 clients within 15m"
+        );
+    }
+
+    #[test]
+    fn failures_can_be_redirects_to_the_login_page_or_a_marking_header() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<CredentialStuffing>(
+                r#"{"account": {"header": "x-account"}, "max_failures": 2, "failure_statuses": [],
+                    "failure_location": "/login*",
+                    "failure_header": {"name": "X-Login-Failed", "value": "*denied*"}}"#,
+            )
+            .unwrap();
+        let attempt = request("POST", "/login")
+            .client("192.0.2.4")
+            .header("x-account", "a");
+        host.respond::<CredentialStuffing>(&config, &attempt, 302, &[("location", "/account")]);
+        host.respond::<CredentialStuffing>(&config, &attempt, 200, &[("x-login-failed", "no")]);
+        host.respond::<CredentialStuffing>(&config, &attempt, 401, &[]);
+        assert!(
+            !refused(host.check::<CredentialStuffing>(&config, &attempt)),
+            "none of those is a failure here"
+        );
+        host.respond::<CredentialStuffing>(
+            &config,
+            &attempt,
+            302,
+            &[("location", "https://shop.example/Login?error=1")],
+        );
+        host.respond::<CredentialStuffing>(
+            &config,
+            &attempt,
+            200,
+            &[("x-login-failed", "access denied")],
+        );
+        assert!(refused(host.check::<CredentialStuffing>(&config, &attempt)));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let host = TestHost::new();
+        for (json, says) in [
+            (
+                r#"{"account": {"header": " "}}"#,
+                "account: the field or header name must not be empty",
+            ),
+            (
+                r#"{"account": {"header": "x"}, "max_accounts": 0}"#,
+                "max_accounts: must be at least 1",
+            ),
+            (
+                r#"{"account": {"header": "x"}, "failure_statuses": []}"#,
+                "failure_statuses: must list at least one status",
+            ),
+            (
+                r#"{"account": {"header": "x"}, "failure_statuses": [42]}"#,
+                "42 is not an HTTP status",
+            ),
+            (
+                r#"{"account": {"cookie": "x"}}"#,
+                "unknown variant `cookie`",
+            ),
+        ] {
+            let error = host.configure::<CredentialStuffing>(json).err().unwrap();
+            assert!(error.contains(says), "{json}: {error}");
+        }
+    }
 
     #[test]
     fn a_location_is_read_as_its_path_and_query() {

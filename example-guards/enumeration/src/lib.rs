@@ -131,3 +131,115 @@ impl Guard for Enumeration {
 }
 
 vigil_guest::guard!(Enumeration);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use vigil_guest::testing::{request, TestHost, TestRequest};
+
+    fn user(id: u32, client: &str) -> TestRequest {
+        request("GET", &format!("/users/{id}"))
+            .route("/users/{id}")
+            .client(client)
+    }
+
+    #[test]
+    fn walking_through_more_objects_than_allowed_is_refused_and_reported() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Enumeration>(
+                r#"{"routes": ["GET /users/{id}"], "max_distinct": 3, "window": "10m"}"#,
+            )
+            .unwrap();
+        for id in 1..=3 {
+            assert!(host.allows::<Enumeration>(&config, &user(id, "walker")));
+        }
+        assert!(
+            host.allows::<Enumeration>(&config, &user(2, "walker")),
+            "an object seen is not a new one"
+        );
+        match host.check::<Enumeration>(&config, &user(4, "walker")) {
+            Verdict::Deny(deny) => {
+                assert_eq!((deny.status, deny.retry_after_secs), (429, Some(600)));
+            }
+            Verdict::Allow => panic!("the fourth object within the window"),
+        }
+        assert_eq!(
+            host.findings(),
+            [(
+                "enumeration".to_string(),
+                "client walker: 4 different objects within 10m".to_string()
+            )]
+        );
+        assert!(host.allows::<Enumeration>(&config, &user(4, "someone-else")));
+        assert!(
+            host.allows::<Enumeration>(&config, &request("GET", "/orders/9").client("walker")),
+            "routes not listed are not looked at"
+        );
+        host.advance(Duration::from_secs(601));
+        assert!(host.allows::<Enumeration>(&config, &user(5, "walker")));
+    }
+
+    #[test]
+    fn a_high_share_of_404s_is_refused_once_enough_requests_were_seen() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Enumeration>(
+                r#"{"routes": ["GET /users/{id}"], "max_not_found_ratio": 0.5, "min_requests": 4}"#,
+            )
+            .unwrap();
+        // Half of four found: not more than half missing.
+        for (id, status) in [(1, 200), (2, 404), (3, 200), (4, 404)] {
+            let verdict = host.exchange::<Enumeration>(&config, &user(id, "reader"), status);
+            assert!(matches!(verdict, Verdict::Allow), "{id}");
+        }
+        assert!(host.allows::<Enumeration>(&config, &user(5, "reader")));
+
+        for id in 10..13 {
+            host.exchange::<Enumeration>(&config, &user(id, "guesser"), 404);
+        }
+        assert!(
+            host.allows::<Enumeration>(&config, &user(13, "guesser")),
+            "three requests are fewer than min_requests"
+        );
+        host.respond::<Enumeration>(&config, &user(13, "guesser"), 404, &[]);
+        for _ in 0..3 {
+            let verdict = host.exchange::<Enumeration>(&config, &user(14, "guesser"), 404);
+            assert!(matches!(verdict, Verdict::Deny(_)));
+        }
+        let (kind, detail) = host.findings().pop().unwrap();
+        assert_eq!(kind, "enumeration");
+        assert_eq!(
+            detail, "client guesser: 4 of 4 requests answered 404 within 10m",
+            "refusals are not counted in the ratio"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let host = TestHost::new();
+        for (json, says) in [
+            (
+                r#"{"routes": []}"#,
+                "routes: must list at least one route pattern",
+            ),
+            (
+                r#"{"routes": ["GET /u/{id}"], "max_distinct": 0}"#,
+                "max_distinct: must be at least 1",
+            ),
+            (
+                r#"{"routes": ["GET /u/{id}"], "max_not_found_ratio": 1.5}"#,
+                "between 0 and 1",
+            ),
+            (
+                r#"{"routes": ["GET /u/{id}"], "min_requests": 0}"#,
+                "min_requests: must be at least 1",
+            ),
+            (r#"{"routes": ["GET /u/{id}"], "window": "soon"}"#, "window"),
+        ] {
+            let error = host.configure::<Enumeration>(json).err().unwrap();
+            assert!(error.contains(says), "{json}: {error}");
+        }
+    }
+}

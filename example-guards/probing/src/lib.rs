@@ -245,6 +245,124 @@ vigil_guest::guard!(Probing);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_guest::testing::{request, TestHost, TestRequest};
+
+    fn get(path: &str) -> TestRequest {
+        request("GET", path).client("198.51.100.66")
+    }
+
+    #[test]
+    fn a_client_mostly_answered_4xx_is_refused_until_a_window_has_passed() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Probing>(r#"{"min_requests": 4, "max_error_ratio": 0.5}"#)
+            .unwrap();
+        for (path, status) in [("/", 200), ("/.env", 404), ("/admin", 403)] {
+            assert!(matches!(
+                host.exchange::<Probing>(&config, &get(path), status),
+                Verdict::Allow
+            ));
+        }
+        assert!(
+            host.allows::<Probing>(&config, &get("/backup.zip")),
+            "judged on responses: three requests are fewer than min_requests"
+        );
+        host.respond::<Probing>(&config, &get("/backup.zip"), 404, &[]);
+        host.advance(Duration::from_secs(60));
+        match host.check::<Probing>(&config, &get("/")) {
+            Verdict::Deny(deny) => {
+                assert_eq!((deny.status, deny.retry_after_secs), (429, Some(540)));
+            }
+            Verdict::Allow => panic!("3 of 4 answered 4xx"),
+        }
+        assert_eq!(
+            host.findings(),
+            [(
+                "probing".to_string(),
+                "client 198.51.100.66: 3 of 4 requests answered 4xx within 10m".to_string()
+            )]
+        );
+        assert!(
+            host.allows::<Probing>(&config, &request("GET", "/").client("192.0.2.1")),
+            "another client is not marked"
+        );
+        host.advance(Duration::from_secs(540));
+        assert!(host.allows::<Probing>(&config, &get("/")));
+    }
+
+    #[test]
+    fn many_different_paths_not_found_trip_it_whatever_the_ratio() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Probing>(
+                r#"{"min_requests": 1, "max_error_ratio": 1.0, "max_not_found": 3}"#,
+            )
+            .unwrap();
+        for path in ["/a", "/b", "/a", "/c"] {
+            host.exchange::<Probing>(&config, &get(path), 404);
+        }
+        assert!(
+            host.allows::<Probing>(&config, &get("/")),
+            "three different paths are not more than three"
+        );
+        host.exchange::<Probing>(&config, &get("/d"), 404);
+        assert!(!host.allows::<Probing>(&config, &get("/")));
+        let (_, detail) = host.findings().pop().unwrap();
+        assert!(
+            detail.ends_with("4 different paths not found within 10m"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn browser_noise_and_429s_are_not_counted() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Probing>(r#"{"min_requests": 2, "max_error_ratio": 0.5}"#)
+            .unwrap();
+        for path in [
+            "/favicon.ico",
+            "/robots.txt",
+            "/js/app.js.map",
+            "/favicon.ico",
+        ] {
+            host.exchange::<Probing>(&config, &get(path), 404);
+        }
+        for _ in 0..5 {
+            host.exchange::<Probing>(&config, &get("/api/items"), 429);
+        }
+        host.exchange::<Probing>(&config, &get("/api/items"), 200);
+        host.exchange::<Probing>(&config, &get("/api/items/9"), 404);
+        assert!(
+            host.allows::<Probing>(&config, &get("/")),
+            "1 of the 7 counted requests is a 4xx"
+        );
+        assert!(host.findings().is_empty());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let host = TestHost::new();
+        for (json, says) in [
+            (r#"{"min_requests": 0}"#, "min_requests: must be at least 1"),
+            (
+                r#"{"max_error_ratio": -0.1}"#,
+                "max_error_ratio: must be between 0 and 1",
+            ),
+            (
+                r#"{"max_not_found": 0}"#,
+                "max_not_found: must be at least 1",
+            ),
+            (
+                r#"{"also_ignore": ["/x", " "]}"#,
+                "also_ignore[1]: must not be empty",
+            ),
+            (r#"{"window": "10"}"#, "window"),
+        ] {
+            let error = host.configure::<Probing>(json).err().unwrap();
+            assert!(error.contains(says), "{json}: {error}");
+        }
+    }
 
     fn config() -> Config {
         vigil_guest::parse_config("{}").unwrap()

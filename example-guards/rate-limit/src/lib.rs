@@ -262,3 +262,132 @@ fn write_state_key(
 }
 
 vigil_guest::guard!(RateLimit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use vigil_guest::testing::{request, TestHost};
+
+    fn denial(host: &TestHost, config: &Config, req: &vigil_guest::testing::TestRequest) -> u32 {
+        match host.check::<RateLimit>(config, req) {
+            Verdict::Deny(deny) => {
+                assert_eq!(deny.status, 429);
+                deny.retry_after_secs.expect("a 429 says when to come back")
+            }
+            Verdict::Allow => panic!("expected a denial"),
+        }
+    }
+
+    #[test]
+    fn each_client_has_its_bucket_which_refills_with_time() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<RateLimit>(r#"{"rate": 2, "per": "second"}"#)
+            .unwrap();
+        let alice = request("GET", "/items").client("203.0.113.9");
+        assert!(host.allows::<RateLimit>(&config, &alice));
+        assert!(
+            host.allows::<RateLimit>(&config, &alice),
+            "burst: one second's worth"
+        );
+        assert_eq!(
+            denial(&host, &config, &alice),
+            1,
+            "half a second, rounded up"
+        );
+        assert!(
+            host.allows::<RateLimit>(&config, &request("GET", "/items").client("198.51.100.2")),
+            "another client has its own bucket"
+        );
+        host.advance(Duration::from_millis(500));
+        assert!(host.allows::<RateLimit>(&config, &alice));
+        assert!(!host.allows::<RateLimit>(&config, &alice));
+    }
+
+    #[test]
+    fn a_route_limit_replaces_the_default_with_buckets_of_its_own() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<RateLimit>(
+                r#"{"rate": 100, "per": "minute",
+                    "routes": {"POST /login": {"rate": 3, "burst": 1}, "POST /*": {"rate": 50}}}"#,
+            )
+            .unwrap();
+        let login = request("POST", "/login");
+        assert!(host.allows::<RateLimit>(&config, &login));
+        assert_eq!(
+            denial(&host, &config, &login),
+            20,
+            "3 a minute (per from the top), one at a time"
+        );
+        assert!(
+            host.allows::<RateLimit>(&config, &request("GET", "/login")),
+            "another method is under the default"
+        );
+        assert!(
+            host.allows::<RateLimit>(&config, &request("POST", "/cart")),
+            "the first matching pattern wins: POST /* for the cart"
+        );
+        host.advance(Duration::from_secs(20));
+        assert!(host.allows::<RateLimit>(&config, &login));
+    }
+
+    #[test]
+    fn keys_can_be_a_header_the_address_or_the_route() {
+        let host = TestHost::new();
+        let by_token = host
+            .configure::<RateLimit>(r#"{"key": "header:X-Api-Token", "rate": 1, "burst": 1}"#)
+            .unwrap();
+        let token = |client: &str| {
+            request("GET", "/")
+                .client(client)
+                .header("x-api-token", "t1")
+        };
+        assert!(host.allows::<RateLimit>(&by_token, &token("203.0.113.1")));
+        assert!(
+            !host.allows::<RateLimit>(&by_token, &token("203.0.113.2")),
+            "one token, one bucket, whoever sends it"
+        );
+        let bare = |client: &str| request("GET", "/").client(client);
+        assert!(host.allows::<RateLimit>(&by_token, &bare("203.0.113.3")));
+        assert!(
+            host.allows::<RateLimit>(&by_token, &bare("203.0.113.4")),
+            "without the header, each client is its own key"
+        );
+        assert!(!host.allows::<RateLimit>(&by_token, &bare("203.0.113.4")));
+
+        let by_ip_and_route = host
+            .configure::<RateLimit>(r#"{"key": ["ip", "route"], "rate": 1, "burst": 1}"#)
+            .unwrap();
+        let from = |key: &str, path: &str| request("GET", path).client(key).ip("192.0.2.7");
+        assert!(host.allows::<RateLimit>(&by_ip_and_route, &from("alice", "/a")));
+        assert!(
+            !host.allows::<RateLimit>(&by_ip_and_route, &from("bob", "/a")),
+            "two keys behind one address share it"
+        );
+        assert!(host.allows::<RateLimit>(&by_ip_and_route, &from("bob", "/b")));
+    }
+
+    #[test]
+    fn bad_limits_are_named() {
+        let host = TestHost::new();
+        for (json, says) in [
+            (r#"{"rate": 0}"#, "rate: must be a number greater than 0"),
+            (
+                r#"{"rate": 1, "per": "day"}"#,
+                "per: must be \"second\", \"minute\" or \"hour\"",
+            ),
+            (r#"{"rate": 1, "burst": 0}"#, "burst: must be at least 1"),
+            (r#"{"rate": 1, "key": []}"#, "key: must name at least one"),
+            (r#"{"rate": 1, "key": "cookie"}"#, "\"cookie\" is not"),
+            (
+                r#"{"rate": 1, "routes": {"POST /login": {"rate": -1}}}"#,
+                "routes.\"POST /login\".rate: must be a number greater than 0",
+            ),
+        ] {
+            let error = host.configure::<RateLimit>(json).err().unwrap();
+            assert!(error.contains(says), "{json}: {error}");
+        }
+    }
+}

@@ -378,3 +378,198 @@ fn rule_key(key: &mut String, kind: &str, index: usize, target: &str, client: &s
 }
 
 vigil_guest::guard!(Sequence);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_guest::testing::{request, TestHost, TestRequest};
+
+    fn refusal(verdict: Verdict) -> (u16, Option<u32>) {
+        match verdict {
+            Verdict::Deny(deny) => (deny.status, deny.retry_after_secs),
+            Verdict::Allow => panic!("expected a refusal"),
+        }
+    }
+
+    fn kinds(host: &TestHost) -> Vec<String> {
+        host.findings().into_iter().map(|(kind, _)| kind).collect()
+    }
+
+    #[test]
+    fn a_step_required_first_counts_only_when_it_succeeded_and_lately() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Sequence>(
+                r#"{"rules": [{"kind": "requires", "target": "POST /checkout",
+                               "after": ["POST /cart/items"], "within": "15m"}]}"#,
+            )
+            .unwrap();
+        let checkout = request("POST", "/checkout").client("alice");
+        let add = request("POST", "/cart/items").client("alice");
+        assert_eq!(
+            refusal(host.check::<Sequence>(&config, &checkout)),
+            (409, None)
+        );
+        let (kind, detail) = &host.findings()[0];
+        assert_eq!(kind, "sequence-violation");
+        assert!(
+            detail.starts_with("client alice: POST /checkout requires POST /cart/items"),
+            "{detail}"
+        );
+        host.exchange::<Sequence>(&config, &add, 400);
+        assert!(
+            !host.allows::<Sequence>(&config, &checkout),
+            "a failed add-to-cart is not a cart"
+        );
+        host.exchange::<Sequence>(&config, &add, 201);
+        assert!(host.allows::<Sequence>(&config, &checkout));
+        assert!(
+            !host.allows::<Sequence>(&config, &request("POST", "/checkout").client("bob")),
+            "alice's cart is not bob's"
+        );
+        host.advance(Duration::from_secs(15 * 60 + 1));
+        assert!(
+            !host.allows::<Sequence>(&config, &checkout),
+            "the cart expired"
+        );
+        assert!(
+            host.allows::<Sequence>(&config, &request("GET", "/checkout").client("bob")),
+            "other routes are not the rule's"
+        );
+    }
+
+    #[test]
+    fn a_forbidden_predecessor_counts_even_when_it_failed() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Sequence>(
+                r#"{"rules": [{"kind": "forbids", "target": "POST /transfer",
+                               "after": ["POST /password-reset"], "within": "10m"}]}"#,
+            )
+            .unwrap();
+        let transfer = request("POST", "/transfer").client("mallory");
+        assert!(host.allows::<Sequence>(&config, &transfer));
+        host.exchange::<Sequence>(
+            &config,
+            &request("POST", "/password-reset").client("mallory"),
+            400,
+        );
+        assert_eq!(
+            refusal(host.check::<Sequence>(&config, &transfer)),
+            (403, None)
+        );
+        host.advance(Duration::from_secs(10 * 60 + 1));
+        assert!(host.allows::<Sequence>(&config, &transfer));
+    }
+
+    #[test]
+    fn a_flow_cap_lets_exactly_max_through_per_window() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Sequence>(
+                r#"{"rules": [{"kind": "flow-cap", "target": "POST /checkout", "max": 2, "window": "1h"}]}"#,
+            )
+            .unwrap();
+        let checkout = request("POST", "/checkout").client("alice");
+        assert!(host.allows::<Sequence>(&config, &checkout));
+        host.advance(Duration::from_secs(60));
+        assert!(host.allows::<Sequence>(&config, &checkout));
+        for _ in 0..3 {
+            assert_eq!(
+                refusal(host.check::<Sequence>(&config, &checkout)),
+                (429, Some(3600)),
+                "Retry-After: the whole window"
+            );
+        }
+        assert!(host.allows::<Sequence>(&config, &request("POST", "/checkout").client("bob")));
+        host.advance(Duration::from_secs(3600 - 60 + 1));
+        assert!(
+            host.allows::<Sequence>(&config, &checkout),
+            "the first checkout left the window; refusals were never counted"
+        );
+        assert!(!host.allows::<Sequence>(&config, &checkout));
+    }
+
+    #[test]
+    fn distinct_values_of_a_segment_a_query_parameter_or_a_header_are_capped() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<Sequence>(
+                r#"{"rules": [
+                  {"kind": "distinct-param", "target": "GET /users/{id}", "param": "id", "max": 2, "window": "10m"},
+                  {"kind": "distinct-param", "target": "GET /", "query": "author", "max": 2, "window": "10m"},
+                  {"kind": "distinct-param", "target": "*", "header": "User-Agent", "max": 2, "window": "10m"}]}"#,
+            )
+            .unwrap();
+        let user = |id: u32| {
+            request("GET", &format!("/users/{id}"))
+                .route("/users/{id}")
+                .client("crawler")
+        };
+        assert!(host.allows::<Sequence>(&config, &user(1)));
+        assert!(host.allows::<Sequence>(&config, &user(2)));
+        assert!(
+            host.allows::<Sequence>(&config, &user(1)),
+            "a value seen is not new"
+        );
+        assert_eq!(
+            refusal(host.check::<Sequence>(&config, &user(3))),
+            (429, Some(600))
+        );
+        assert_eq!(kinds(&host), ["id-enumeration"]);
+
+        let author = |query: &str| request("GET", &format!("/?{query}")).client("scanner");
+        assert!(host.allows::<Sequence>(&config, &author("author=1")));
+        assert!(
+            !host.allows::<Sequence>(&config, &author("AUTHOR=2&author=%33")),
+            "any case of the key, every occurrence, decoded"
+        );
+
+        let agent = |ua: &str| -> TestRequest {
+            request("GET", "/about")
+                .client("rotator")
+                .header("user-agent", ua)
+        };
+        assert!(host.allows::<Sequence>(&config, &agent("curl/8")));
+        assert!(host.allows::<Sequence>(&config, &agent("Mozilla/5.0")));
+        assert!(!host.allows::<Sequence>(&config, &agent("python-requests/2")));
+        assert_eq!(kinds(&host).last().unwrap(), "header-rotation");
+
+        host.advance(Duration::from_secs(601));
+        assert!(
+            host.allows::<Sequence>(&config, &user(3)),
+            "the window moved on"
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_named_with_their_index() {
+        let host = TestHost::new();
+        for (json, says) in [
+            (
+                r#"{"rules": [{"kind": "requires", "target": "POST /a", "after": [], "within": "1m"}]}"#,
+                "rules[0].after: must list at least one route pattern",
+            ),
+            (
+                r#"{"rules": [{"kind": "flow-cap", "target": "POST /a", "max": 1, "window": "1m"},
+                              {"kind": "flow-cap", "target": "POST /a", "max": 0, "window": "1m"}]}"#,
+                "rules[1].max: must be at least 1",
+            ),
+            (
+                r#"{"rules": [{"kind": "distinct-param", "target": "GET /users/{id}", "param": "uid", "max": 1, "window": "1m"}]}"#,
+                "rules[0].param: \"GET /users/{id}\" has no {uid} segment",
+            ),
+            (
+                r#"{"rules": [{"kind": "distinct-param", "target": "GET /u", "query": "a", "header": "b", "max": 1, "window": "1m"}]}"#,
+                "names exactly one of param, query or header",
+            ),
+            (
+                r#"{"rules": [{"kind": "distinct-param", "target": "GET /u/{id}", "param": 5, "max": 1, "window": "1m"}]}"#,
+                "segment 5 is beyond the 2 segments",
+            ),
+        ] {
+            let error = host.configure::<Sequence>(json).err().unwrap();
+            assert!(error.contains(says), "{json}: {error}");
+        }
+    }
+}

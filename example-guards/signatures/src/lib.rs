@@ -299,6 +299,75 @@ vigil_guest::guard!(SignatureGuard);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_guest::testing::{request, TestHost};
+
+    #[test]
+    fn the_guard_refuses_a_signature_with_its_status_and_reports_it() {
+        let host = TestHost::new();
+        let config = host.configure::<SignatureGuard>("{}").unwrap();
+        let probe = request("GET", "/app/.git/HEAD").client("198.51.100.3");
+        match host.check::<SignatureGuard>(&config, &probe) {
+            Verdict::Deny(deny) => {
+                assert_eq!((deny.status, deny.retry_after_secs), (403, None));
+                assert_eq!(deny.reason, "request matches a known scanner signature");
+            }
+            Verdict::Allow => panic!("/app/.git/HEAD is in the shipped list"),
+        }
+        assert_eq!(
+            host.findings(),
+            [(
+                "scanner".to_string(),
+                "client 198.51.100.3: /app/.git/HEAD matches \"path .git\"".to_string()
+            )]
+        );
+        let tool = request("GET", "/products").header("user-agent", "sqlmap/1.8#stable");
+        assert!(!host.allows::<SignatureGuard>(&config, &tool));
+        let browser = request("GET", "/products").header("user-agent", "Mozilla/5.0");
+        assert!(host.allows::<SignatureGuard>(&config, &browser));
+        assert_eq!(
+            host.findings().len(),
+            2,
+            "an allowed request reports nothing"
+        );
+    }
+
+    #[test]
+    fn the_operators_own_list_status_and_exemptions_apply() {
+        let host = TestHost::new();
+        let config = host
+            .configure::<SignatureGuard>(
+                r#"{"defaults": false, "signatures": "path /internal/*\nagent acme-scan",
+                    "exempt": ["/internal/health"], "status": 404}"#,
+            )
+            .unwrap();
+        match host.check::<SignatureGuard>(&config, &request("GET", "/internal/metrics")) {
+            Verdict::Deny(deny) => assert_eq!(deny.status, 404),
+            Verdict::Allow => panic!("the operator's signature"),
+        }
+        assert!(host.allows::<SignatureGuard>(&config, &request("GET", "/internal/health")));
+        assert!(
+            host.allows::<SignatureGuard>(&config, &request("GET", "/.env")),
+            "without the shipped list"
+        );
+        assert!(!host.allows::<SignatureGuard>(
+            &config,
+            &request("GET", "/").header("user-agent", "ACME-Scan/2")
+        ));
+        for (json, says) in [
+            (r#"{"status": 200}"#, "status: must be from 400 to 599"),
+            (
+                r#"{"signatures": "path /a\nheader x"}"#,
+                "signatures: line 2: unknown kind \"header\"",
+            ),
+            (
+                r#"{"exempt": ["/"]}"#,
+                "exempt[0]: \"/\" names no path segment",
+            ),
+        ] {
+            let error = host.configure::<SignatureGuard>(json).err().unwrap();
+            assert!(error.contains(says), "{json}: {error}");
+        }
+    }
 
     fn with(json: &str) -> Config {
         let config: Config = vigil_guest::parse_config(json).unwrap();

@@ -246,7 +246,7 @@ fn access_log(raw: RawAccessLog, base: &Path) -> Option<AccessLogConfig> {
 }
 
 /// The most body a guard may read: the prefix is held in memory for every request in flight.
-const MAX_BODY_LIMIT: usize = 1 << 20;
+pub const MAX_BODY_LIMIT: usize = 1 << 20;
 
 /// The shortest `ban` a guard may set (the longest is the host's `MAX_BAN`).
 const MIN_BAN: Duration = Duration::from_secs(1);

@@ -9,6 +9,7 @@
 mod build;
 mod raw;
 
+pub use build::MAX_BODY_LIMIT;
 pub use vigil_common::config::{ConfigError, LogFormat};
 
 pub use raw::{

@@ -7,11 +7,13 @@
 //! the guards observe, unless one of them refuses the request, in which case they observe the
 //! refusal, as they would have live.
 
+pub mod har;
 pub mod parse;
 
 use crate::config::Config;
 use crate::exposure::inventory::{Exposure, Observation};
 use crate::forward::normalize;
+use crate::respond::ProxyError;
 use crate::sidecar::Sidecar;
 use indicatif::{ProgressBar, ProgressStyle};
 use parse::{InputFormat, LoggedRequest, Unreadable};
@@ -153,6 +155,61 @@ impl Input {
     }
 }
 
+impl Input {
+    fn finish(&self) {
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A reader that fails once it has given `left` bytes: the bound on a HAR file, which is
+/// one document however large.
+struct Bounded<'r> {
+    inner: &'r mut Box<dyn BufRead>,
+    left: u64,
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("over the size limit"));
+        }
+        let most = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..most])?;
+        self.left -= read as u64;
+        Ok(read)
+    }
+}
+
+/// How HAR files are read.
+#[derive(Debug, Clone, Copy)]
+pub struct HarOptions {
+    /// The largest file read (after decompression).
+    pub max_bytes: u64,
+    /// The client of an entry without `X-Forwarded-For`.
+    pub default_client: std::net::IpAddr,
+}
+
+/// The client of a request whose input names none (a HAR entry without `X-Forwarded-For`, a
+/// `vigil try` step whose client is a key): a public address of the documentation range.
+pub const DEFAULT_CLIENT: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 7));
+
+/// The default of `--max-har-bytes`: 1 GiB.
+pub const DEFAULT_MAX_HAR_BYTES: u64 = 1 << 30;
+
+impl Default for HarOptions {
+    fn default() -> HarOptions {
+        HarOptions {
+            max_bytes: DEFAULT_MAX_HAR_BYTES,
+            default_client: DEFAULT_CLIENT,
+        }
+    }
+}
+
 fn progress_bar(name: &str, size: Option<u64>) -> ProgressBar {
     let bar = match size {
         Some(size) => ProgressBar::new(size).with_style(
@@ -177,6 +234,7 @@ pub struct Replay {
     format: Option<InputFormat>,
     summary: Summary,
     first_seen: HashSet<String>,
+    har: HarOptions,
 }
 
 impl Replay {
@@ -195,11 +253,25 @@ impl Replay {
             format,
             summary: Summary::default(),
             first_seen: HashSet::new(),
+            har: HarOptions::default(),
         })
     }
 
-    /// Replays every line of `input`.
+    /// Bounds and defaults for HAR files.
+    pub fn with_har(mut self, har: HarOptions) -> Replay {
+        self.har = har;
+        self
+    }
+
+    /// Replays every line of `input` (every entry of a HAR file).
     pub fn feed(&mut self, mut input: Input) -> anyhow::Result<()> {
+        let har = match self.format {
+            Some(format) => format == InputFormat::Har,
+            None => input.name.ends_with(".har"),
+        };
+        if har {
+            return self.feed_har(input);
+        }
         let mut line = Vec::new();
         let mut number = 0u64;
         loop {
@@ -208,9 +280,7 @@ impl Replay {
                 anyhow::anyhow!("{}: cannot read line {}: {e}", input.name, number + 1)
             })?;
             if read == 0 {
-                if let Some(bar) = &input.progress {
-                    bar.finish_and_clear();
-                }
+                input.finish();
                 return Ok(());
             }
             number += 1;
@@ -218,19 +288,62 @@ impl Replay {
             if text.trim().is_empty() {
                 continue;
             }
-            self.summary.lines += 1;
-            match parse::line(&text, self.format) {
-                Ok(request) => self.replay(&request, &input.name, number, &text),
-                Err(Unreadable::NotARequest) => self.summary.not_requests += 1,
-                Err(Unreadable::Malformed(error)) => {
-                    self.summary.unreadable += 1;
-                    if self.summary.unreadable_first.len() < SHOWN_UNREADABLE {
-                        self.summary.unreadable_first.push(UnreadableLine {
-                            file: input.name.clone(),
-                            line: number,
-                            error,
-                        });
-                    }
+            let parsed = parse::line(&text, self.format);
+            self.take(parsed, &input.name, number, &text);
+        }
+    }
+
+    /// A HAR file: its entries, numbered from 1 where lines are.
+    fn feed_har(&mut self, mut input: Input) -> anyhow::Result<()> {
+        let limit = self.har.max_bytes;
+        let mut bounded = Bounded {
+            inner: &mut input.reader,
+            // One byte over the limit tells a file over it from one of exactly its size.
+            left: limit.saturating_add(1),
+        };
+        let default_client = self.har.default_client;
+        let mut number = 0u64;
+        let read = har::entries(&mut bounded, default_client, |entry| {
+            number += 1;
+            let text = match &entry {
+                Ok(request) => format!("{} {} {}", request.method, request.target, request.status),
+                Err(_) => String::new(),
+            };
+            self.take(entry, &input.name, number, &text);
+        });
+        let over = bounded.left == 0;
+        input.finish();
+        match read {
+            Err(_) if over => anyhow::bail!(
+                "{}: the HAR file is over {limit} bytes (--max-har-bytes); raise the limit or \
+                 split the file",
+                input.name
+            ),
+            Err(error) => anyhow::bail!("{}: {error}", input.name),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Replays what line (or entry) `number` of `file` says, or counts why it cannot be.
+    fn take(
+        &mut self,
+        parsed: Result<LoggedRequest, Unreadable>,
+        file: &str,
+        number: u64,
+        text: &str,
+    ) {
+        self.summary.lines += 1;
+        match parsed {
+            Ok(request) => self.replay(&request, file, number, text),
+            Err(Unreadable::NotARequest) => self.summary.not_requests += 1,
+            Err(Unreadable::Malformed(error)) => {
+                self.summary.unreadable += 1;
+                if self.summary.unreadable_first.len() < SHOWN_UNREADABLE {
+                    self.summary.unreadable_first.push(UnreadableLine {
+                        file: file.to_string(),
+                        line: number,
+                        error,
+                    });
                 }
             }
         }
@@ -238,12 +351,8 @@ impl Replay {
 
     /// The summary, with the inventory and the findings as of the last line.
     pub fn finish(mut self, started: Instant) -> Summary {
-        let sidecar = &self.sidecar;
-        sidecar
-            .inventory
-            .add_guard_findings(sidecar.runtime.drain_findings());
-        self.summary.findings = sidecar.inventory.take(sidecar.now_ms()).findings;
-        self.summary.exposure = Some(sidecar.inventory.exposure());
+        self.summary.findings = self.take_findings();
+        self.summary.exposure = Some(self.sidecar.inventory.exposure());
         for tally in self.summary.guards.values_mut() {
             tally.clients = tally.seen.estimate();
         }
@@ -251,8 +360,23 @@ impl Replay {
         self.summary
     }
 
-    fn replay(&mut self, logged: &LoggedRequest, file: &str, number: u64, text: &str) {
-        self.summary.requests += 1;
+    /// The findings of the sidecar and the guards since the last call (or the start).
+    pub fn take_findings(&self) -> Vec<vigil_report::Finding> {
+        let sidecar = &self.sidecar;
+        sidecar
+            .inventory
+            .add_guard_findings(sidecar.runtime.drain_findings());
+        sidecar.inventory.take(sidecar.now_ms()).findings
+    }
+
+    /// The virtual clock, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.sidecar.now_ms()
+    }
+
+    /// Runs one request the way a live one goes up to the upstream, on the clock set to its
+    /// time, with `logged.status` as the upstream's answer; what became of it.
+    pub fn step(&mut self, logged: &LoggedRequest) -> Stepped {
         // Time moves forward only: a line logged out of order happens "now".
         let now = self.clock.now();
         if logged.at > now {
@@ -267,31 +391,38 @@ impl Replay {
         let path = path
             .split_once("://")
             .map_or(path, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
-        let Ok(path) = normalize::path(path, &sidecar.path) else {
-            self.summary.refused_by_proxy += 1;
-            return;
-        };
-        if logged.method == "CONNECT" {
-            self.summary.refused_by_proxy += 1;
-            return;
-        }
         let headers = logged_headers(logged);
         let client = sidecar.clients.resolve(logged.ip, &headers);
         let key = logged.client.clone().unwrap_or(client.key.clone());
+        let path = match normalize::path(path, &sidecar.path) {
+            Ok(path) => path,
+            Err(error) => {
+                return Stepped::refused_by_proxy(key, ProxyError::BadRequest(error.to_string()))
+            }
+        };
+        if logged.method == "CONNECT" {
+            return Stepped::refused_by_proxy(key, ProxyError::NotAProxy);
+        }
+        let max_body = sidecar.listen.max_body_bytes;
+        if logged
+            .body
+            .as_ref()
+            .is_some_and(|b| b.len() as u64 > max_body)
+        {
+            return Stepped::refused_by_proxy(key, ProxyError::BodyTooLarge(max_body));
+        }
         let route = sidecar.routes.resolve(&logged.method, &path);
         let allowlisted = sidecar.allowlisted(client.ip, &key);
         if !allowlisted {
             if let Some(ban) = sidecar.runtime.state().ban_of(&key) {
-                let by = format!("ban:{}", ban.by);
-                note_refusal(
-                    &mut self.summary,
-                    &mut self.first_seen,
-                    &by,
-                    &key,
-                    403,
-                    (file, number, text),
-                );
-                return;
+                return Stepped {
+                    client: key,
+                    route: Some(route.template.to_string()),
+                    fate: Fate::Banned {
+                        by: ban.by.to_string(),
+                        reason: ban.reason.clone(),
+                    },
+                };
             }
         }
         let chain = sidecar.chain();
@@ -300,6 +431,7 @@ impl Replay {
         } else {
             chain.plan(&logged.method, &route.template)
         };
+        let body_limit = plan.body_limit();
         let mut request = vigil_host::Request {
             method: logged.method.clone(),
             path: path.to_string(),
@@ -317,35 +449,19 @@ impl Replay {
                 authenticated: client.authenticated,
             },
             received_ms: sidecar.now_ms(),
-            body: None,
+            // Guards that read bodies get the prefix they asked for, as they do live.
+            body: logged
+                .body
+                .as_ref()
+                .filter(|_| body_limit > 0)
+                .map(|body| body[..body.len().min(body_limit)].to_vec()),
         };
         let decision = chain.evaluate(&plan, &mut request);
-        for outcome in &decision.outcomes {
-            if outcome.would_deny() {
-                self.summary.would_refuse += 1;
-                let tally = self
-                    .summary
-                    .guards
-                    .entry(outcome.guard.to_string())
-                    .or_default();
-                tally.would_refuse += 1;
-                tally.saw(&key);
-            }
-        }
         let status = match &decision.denial {
             Some(denial) => {
                 if let Some(length) = denial.ban {
                     sidecar.ban(&key, denial.guard.clone(), denial.reason.clone(), length);
                 }
-                let guard = denial.guard.to_string();
-                note_refusal(
-                    &mut self.summary,
-                    &mut self.first_seen,
-                    &guard,
-                    &key,
-                    denial.status,
-                    (file, number, text),
-                );
                 denial.status
             }
             None => logged.status,
@@ -373,7 +489,102 @@ impl Replay {
             would_deny: &would_deny,
             at_ms: sidecar.now_ms(),
         });
+        Stepped {
+            client: client.key,
+            route: Some(route.template.to_string()),
+            fate: Fate::Decided { decision, status },
+        }
     }
+
+    fn replay(&mut self, logged: &LoggedRequest, file: &str, number: u64, text: &str) {
+        self.summary.requests += 1;
+        let stepped = self.step(logged);
+        let key = &stepped.client;
+        let at = (file, number, text);
+        match &stepped.fate {
+            Fate::RefusedByProxy(_) => self.summary.refused_by_proxy += 1,
+            Fate::Banned { by, .. } => {
+                let by = format!("ban:{by}");
+                note_refusal(
+                    &mut self.summary,
+                    &mut self.first_seen,
+                    &by,
+                    key,
+                    BANNED_STATUS,
+                    at,
+                );
+            }
+            Fate::Decided { decision, status } => {
+                for outcome in decision.outcomes.iter().filter(|o| o.would_deny()) {
+                    self.summary.would_refuse += 1;
+                    let tally = self
+                        .summary
+                        .guards
+                        .entry(outcome.guard.to_string())
+                        .or_default();
+                    tally.would_refuse += 1;
+                    tally.saw(key);
+                }
+                if let Some(denial) = &decision.denial {
+                    let guard = denial.guard.to_string();
+                    note_refusal(
+                        &mut self.summary,
+                        &mut self.first_seen,
+                        &guard,
+                        key,
+                        *status,
+                        at,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The status a banned client gets (`respond::banned`).
+pub const BANNED_STATUS: u16 = 403;
+
+/// One request run by [`Replay::step`].
+#[derive(Debug)]
+pub struct Stepped {
+    /// The client key it was resolved to.
+    pub client: String,
+    /// The route template, unless the proxy refused the path.
+    pub route: Option<String>,
+    /// What became of it.
+    pub fate: Fate,
+}
+
+impl Stepped {
+    fn refused_by_proxy(client: String, error: ProxyError) -> Stepped {
+        Stepped {
+            client,
+            route: None,
+            fate: Fate::RefusedByProxy(error),
+        }
+    }
+}
+
+/// What became of one request.
+#[derive(Debug)]
+pub enum Fate {
+    /// Vigil itself refused it before any guard: a path it does not accept, `CONNECT`, a body
+    /// over `listen.max_body_bytes`.
+    RefusedByProxy(ProxyError),
+    /// Refused with [`BANNED_STATUS`] by an earlier ban.
+    Banned {
+        /// The guard whose denial banned the client.
+        by: String,
+        /// The reason of that denial.
+        reason: String,
+    },
+    /// The guards' decision, and the status they observed (the upstream's, or the denial's).
+    Decided {
+        /// What the chain decided.
+        decision: vigil_host::Decision,
+        /// The answer the guards observed.
+        status: u16,
+    },
 }
 
 /// Counts a refusal of `client` by `guard`, and keeps the first of each client's.
@@ -420,6 +631,14 @@ fn logged_headers(logged: &LoggedRequest) -> http::HeaderMap {
             .and_then(|v| http::HeaderValue::from_str(v).ok())
         {
             headers.insert(name, value);
+        }
+    }
+    for (name, value) in &logged.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
         }
     }
     headers

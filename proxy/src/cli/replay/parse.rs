@@ -15,6 +15,9 @@ pub enum InputFormat {
     Common,
     /// One JSON object per line.
     Json,
+    /// A HAR 1.2 file (one JSON document; browsers' developer tools export it): its
+    /// `log.entries`. Chosen by itself for files named `*.har`.
+    Har,
 }
 
 /// One logged request.
@@ -38,6 +41,10 @@ pub struct LoggedRequest {
     pub forwarded_for: Option<String>,
     /// The client key, when the log has it (Vigil's own access log).
     pub client: Option<String>,
+    /// Other header fields, when the input has them (a HAR file, a `vigil try` script).
+    pub headers: Vec<(String, String)>,
+    /// The request body, when the input has it.
+    pub body: Option<Vec<u8>>,
 }
 
 /// What a line that is not a request is.
@@ -56,6 +63,7 @@ pub fn line(text: &str, format: Option<InputFormat>) -> Result<LoggedRequest, Un
     match format {
         Some(InputFormat::Json) => json(text),
         Some(InputFormat::Combined | InputFormat::Common) => combined(text),
+        Some(InputFormat::Har) => Err(malformed("a HAR file is one document, not lines")),
         None if text.trim_start().starts_with('{') => json(text),
         None => combined(text),
     }
@@ -113,6 +121,8 @@ fn combined(text: &str) -> Result<LoggedRequest, Unreadable> {
         referer,
         forwarded_for,
         client: None,
+        headers: Vec::new(),
+        body: None,
     })
 }
 
@@ -339,6 +349,8 @@ fn json(text: &str) -> Result<LoggedRequest, Unreadable> {
         referer: text_of(REFERER).filter(|r| r != "-"),
         forwarded_for: text_of(FORWARDED_FOR).filter(|f| f != "-"),
         client: value.get("client").and_then(as_text),
+        headers: Vec::new(),
+        body: None,
     })
 }
 
