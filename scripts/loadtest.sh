@@ -8,6 +8,9 @@
 #   scripts/loadtest.sh --fleet    only the fleet comparison: two replicas sharing state through
 #                                  Redis (behind nginx round-robin) beside two with in-process
 #                                  state, one Vigil and nginx, and Redis commands per request
+#   scripts/loadtest.sh --tls      only the TLS comparison: nginx and Vigil terminating TLS
+#                                  with the same certificate, beside both in plain HTTP:
+#                                  requests/s kept alive, and with a handshake per request
 #   scripts/loadtest.sh --floor target/release/examples/forward_only
 #                                  adds Vigil's transport alone to the comparison (build it
 #                                  first: cargo build --release -p vigil --example forward_only)
@@ -20,8 +23,10 @@ cd "$(dirname "$0")/.."
 say() { printf 'loadtest: %s\n' "$*" >&2; }
 
 smoke=false
+one_comparison=false
 for arg in "$@"; do
     [ "$arg" = --smoke ] && smoke=true
+    if [ "$arg" = --tls ] || [ "$arg" = --fleet ]; then one_comparison=true; fi
 done
 
 missing=()
@@ -55,8 +60,9 @@ if $smoke; then
     # the tests); a plain `cargo build` would unify features differently and recompile.
     cargo test -q --workspace --no-run
     vigil=target/debug/vigil
-    # The transport-alone line too, so that the smoke run checks it (cargo test builds examples).
-    set -- "$@" --floor "${CARGO_TARGET_DIR:-target}/debug/examples/forward_only"
+    # The transport-alone line too, so that the smoke run checks it (cargo test builds examples);
+    # the TLS and fleet comparisons have no such line.
+    $one_comparison || set -- "$@" --floor "${CARGO_TARGET_DIR:-target}/debug/examples/forward_only"
 else
     if ! command -v oha >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/oha" ]; then
         say "installing oha from crates.io (rate-controlled latency with coordinated-omission correction)"

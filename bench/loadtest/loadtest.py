@@ -28,6 +28,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -208,8 +209,13 @@ def wait_for_port(port, process, what, timeout=60.0):
     raise SystemExit(f"loadtest: {what} did not listen on port {port} within {timeout:.0f}s")
 
 
-def http_get(port, path="/items/1", headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def http_get(port, path="/items/1", headers=None, tls=False):
+    if tls:
+        # The harness's own certificate: the probe checks that the target serves, not its trust.
+        context = ssl._create_unverified_context()
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         connection.request("GET", path, headers=headers or {"x-api-key": "client-probe"})
         response = connection.getresponse()
@@ -239,6 +245,8 @@ class Target:
     companions: list = field(default_factory=list)
     # Whether the target answers HTTP (Redis does not).
     probe: bool = True
+    # Whether it serves HTTPS (with the harness's certificate).
+    tls: bool = False
 
     def start(self):
         for companion in self.companions:
@@ -264,7 +272,7 @@ class Target:
         wait_for_port(self.port, self.process, self.label)
         if not self.probe:
             return
-        status, body = http_get(self.port)
+        status, body = http_get(self.port, tls=self.tls)
         if status != 200:
             raise SystemExit(f"loadtest: {self.label} answered {status} to a probe: {body[:200]!r}")
 
@@ -322,11 +330,26 @@ class Lab:
         self.upstream.start()
         return self.upstream
 
-    def nginx(self, name, label, template):
+    def nginx(self, name, label, template, tls=False):
         port = self._port()
-        conf = self._config(template, template, PORT=port, UPSTREAM_PORT=UPSTREAM_PORT)
+        certificate = self.certificate() if tls else (None, None)
+        conf = self._config(template, template, PORT=port, UPSTREAM_PORT=UPSTREAM_PORT,
+                            CERT=certificate[0], KEY=certificate[1])
         return self._add(Target(name, label, port, ["nginx", "-p", str(self.run_dir), "-c", str(conf)],
-                                self.run_dir / f"{name}.log"))
+                                self.run_dir / f"{name}.log", tls=tls))
+
+    def certificate(self):
+        """The run's TLS certificate and key (ECDSA P-256, for localhost and 127.0.0.1), made
+        once with openssl; every TLS target serves the same one."""
+        cert, key = self.run_dir / "tls.crt", self.run_dir / "tls.key"
+        if not cert.exists():
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                 "-keyout", str(key), "-out", str(cert)],
+                capture_output=True, check=True)
+        return cert, key
 
     def haproxy(self, name, label, template):
         port = self._port()
@@ -334,17 +357,20 @@ class Lab:
         return self._add(Target(name, label, port, ["haproxy", "-db", "-f", str(conf)],
                                 self.run_dir / f"{name}.log"))
 
-    def vigil_target(self, name, label, guards_file=None):
+    def vigil_target(self, name, label, guards_file=None, tls=False):
         port = self._port()
         admin_port = ADMIN_BASE_PORT + (port - BASE_PORT)
         text = fill(HERE / "vigil.toml", PORT=port, ADMIN_PORT=admin_port, UPSTREAM_PORT=UPSTREAM_PORT)
+        if tls:
+            cert, key = self.certificate()
+            text += f'\n[listen.tls]\ncert = "{cert}"\nkey = "{key}"\n'
         if guards_file:
             text += "\n" + fill(HERE / guards_file, GUARDS=self.guards_dir)
         conf = self.run_dir / f"{name}.toml"
         conf.write_text(text)
         target = Target(name, label, port, [str(self.vigil), "run", "--config", str(conf)],
                         self.run_dir / f"{name}.log", admin_port=admin_port,
-                        prepare=[str(self.vigil), "check", "--config", str(conf)])
+                        prepare=[str(self.vigil), "check", "--config", str(conf)], tls=tls)
         return self._add(target)
 
     def vigil_replica(self, name, guards_file, redis_port=None):
@@ -427,14 +453,15 @@ class Load:
     duration: float
 
 
-def wrk(target, load, clients, offset=0):
-    """A closed-loop saturation run; returns requests, seconds, CPU of the target, latency."""
+def wrk(target, load, clients, offset=0, close=False):
+    """A closed-loop saturation run; returns requests, seconds, CPU of the target, latency.
+    With `close`, every request on a new connection (over TLS, a full handshake each)."""
     pids = target.pids()
     cpu_before, workers_before = cpu_seconds(pids), worker_cpu_seconds(pids)
     command = [
         "wrk", f"-t{load.threads}", f"-c{load.connections}", f"-d{math.ceil(load.duration)}s",
-        "-s", str(HERE / "requests.lua"), f"http://127.0.0.1:{target.port}",
-        "--", str(clients), str(offset), str(load.threads),
+        "-s", str(HERE / "requests.lua"), f"{'https' if target.tls else 'http'}://127.0.0.1:{target.port}",
+        "--", str(clients), str(offset), str(load.threads), "close" if close else "keep-alive",
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pids) - cpu_before
@@ -713,6 +740,83 @@ def fleet_markdown(report):
     lines += ["", f"Redis commands per request (INFO commandstats): {fleet['redis_commands_per_request']:.2f} — "
               + ", ".join(f"{k} {v:.2f}" for k, v in fleet["redis_commands_by_name"].items()), ""]
     return "\n".join(lines)
+
+
+def compare_tls(args, lab):
+    """TLS termination: nginx and Vigil serving the same certificate, beside both in plain
+    HTTP, in the same rounds: requests per second on kept-alive TLS connections, then with
+    a new connection (a full handshake) for every request."""
+    targets = [
+        lab.nginx("nginx", "nginx proxy_pass, plain HTTP", "nginx.conf"),
+        lab.nginx("nginx-tls", "nginx proxy_pass, TLS", "nginx-tls.conf", tls=True),
+        lab.vigil_target("vigil", "Vigil, no guards, plain HTTP"),
+        lab.vigil_target("vigil-tls", "Vigil, no guards, TLS", tls=True),
+        lab.vigil_target("vigil-tls-stock", "Vigil, stock chain (3 guards), TLS", "guards-3.toml", tls=True),
+    ]
+    for target in targets:
+        target.start()
+    load = Load(args.threads, args.connections, args.duration)
+    log("warming up")
+    warm_up(targets, load, args.clients)
+    for phase, close in (("saturation", False), ("handshakes", True)):
+        for target, sample in in_rounds(targets, args.rounds,
+                                        lambda t: wrk(t, load, args.clients, close=close), phase):
+            target.samples.setdefault(phase, []).append(sample)
+    rows = []
+    for target in targets:
+        rows.append({
+            "target": target.name, "label": target.label, "tls": target.tls,
+            "rps": target.metric("saturation", "rps"),
+            "cpu_s_per_10k": target.metric("saturation", "cpu_s_per_10k"),
+            "p99_ms": target.metric("saturation", "p99_ms"),
+            "handshakes_per_s": target.metric("handshakes", "rps"),
+            "cpu_s_per_10k_handshakes": target.metric("handshakes", "cpu_s_per_10k"),
+            "errors": sum(s["errors"] for phase in target.samples.values() for s in phase),
+            "samples": target.samples,
+        })
+        target.stop()
+    lab.targets.clear()
+    by_name = {row["target"]: row for row in rows}
+    for row in rows:
+        peer = by_name["nginx-tls" if row["tls"] else "nginx"]
+        row["rps_vs_nginx_same_transport"] = row["rps"] / peer["rps"]
+        row["handshakes_vs_nginx_same_transport"] = row["handshakes_per_s"] / peer["handshakes_per_s"]
+    return {"rows": rows}
+
+
+def tls_markdown(report):
+    settings = report["settings"]
+    lines = [
+        f"# TLS termination, {report['date']}",
+        "",
+        f"Medians of {settings['rounds']} rounds of {settings['duration']:g} s (wrk, {settings['threads']} "
+        f"threads, {settings['connections']} connections, {settings['clients']} clients). Every TLS target "
+        "serves the same ECDSA P-256 certificate; wrk negotiates TLS 1.3 and HTTP/1.1. Kept alive: one "
+        "handshake per connection, then requests. New connection per request: `Connection: close`, a full "
+        "handshake each (no session resumption). × nginx compares with nginx on the same transport.",
+        "",
+        "| target | kept alive: requests/s | × nginx | p99 ms | CPU s / 10k | new connection per request: "
+        "requests/s | × nginx | CPU s / 10k | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["tls"]["rows"]:
+        lines.append(
+            f"| {row['label']} | {row['rps']:.0f} | {row['rps_vs_nginx_same_transport']:.2f} | {row['p99_ms']:.2f} "
+            f"| {row['cpu_s_per_10k']:.2f} | {row['handshakes_per_s']:.0f} "
+            f"| {row['handshakes_vs_nginx_same_transport']:.2f} | {row['cpu_s_per_10k_handshakes']:.2f} "
+            f"| {row['errors']} |")
+    return "\n".join(lines + [""])
+
+
+def check_tls_smoke(report):
+    """Every TLS comparison target answered, without errors, in both phases."""
+    problems = []
+    for row in report["tls"]["rows"]:
+        if row["errors"]:
+            problems.append(f"{row['label']}: {row['errors']} errors")
+        if not (row["rps"] > 0 and row["handshakes_per_s"] > 0):
+            problems.append(f"{row['label']}: no requests answered")
+    return len(report["tls"]["rows"]), problems
 
 
 def fixed_rate_phase(args, targets):
@@ -1048,9 +1152,14 @@ def parse_args(argv=None):
                         help="the forward_only example (cargo build --release -p vigil --example "
                              "forward_only): Vigil's transport with none of its own work, measured beside "
                              "the others so that Vigil's own cost is told from its HTTP stack's")
+    parser.add_argument("--tls", action="store_true",
+                        help="only the TLS comparison: nginx and Vigil terminating TLS with the same certificate, "
+                             "beside both in plain HTTP: requests/s kept alive and with a handshake per request")
     args = parser.parse_args(argv)
     if args.fleet and (args.baseline or args.floor):
         parser.error("--fleet: not with --baseline or --floor")
+    if args.tls and (args.fleet or args.baseline or args.floor):
+        parser.error("--tls: not with --fleet, --baseline or --floor")
     if args.floor and args.baseline:
         parser.error("--floor: only in the comparison run, not with --baseline")
     if args.floor and not args.floor.is_file():
@@ -1084,7 +1193,7 @@ def main():
     args = parse_args()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     tools = ["nginx", "wrk"] + (["oha"] if args.latency_tool == "oha" else [])
-    tools += ["redis-server", "redis-cli"] if args.fleet else ["haproxy"]
+    tools += ["redis-server", "redis-cli"] if args.fleet else ["openssl"] if args.tls else ["haproxy"]
     for tool in tools:
         if not shutil.which(tool):
             raise SystemExit(f"loadtest: {tool} is not installed (scripts/loadtest.sh installs it)")
@@ -1104,11 +1213,13 @@ def main():
         lab.start_upstream()
         if args.fleet:
             report["fleet"] = compare_fleet(args, lab)
+        elif args.tls:
+            report["tls"] = compare_tls(args, lab)
         elif args.baseline:
             report["builds"] = compare_builds(args, lab)
         else:
             report["compare"] = compare(args, lab)
-        if not args.skip_scaling and not args.baseline and not args.fleet:
+        if not args.skip_scaling and not args.baseline and not args.fleet and not args.tls:
             report["guards"] = scale_guards(args, lab)
             report["clients"] = scale_clients(args, lab)
     finally:
@@ -1117,12 +1228,21 @@ def main():
     report["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["targets"] = verdicts(report) if "compare" in report else []
     (run_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = fleet_markdown(report) if args.fleet else markdown(report)
+    text = fleet_markdown(report) if args.fleet else tls_markdown(report) if args.tls else markdown(report)
     (run_dir / "results.md").write_text(text)
     print(text)
     log(f"load average before {report['load_before']}, after {report['load_after']}")
     log(f"wrote {run_dir / 'results.json'} and {run_dir / 'results.md'}")
     if args.fleet:
+        return
+    if args.tls:
+        checked, problems = check_tls_smoke(report)
+        for problem in problems:
+            log(f"{'FAIL' if args.smoke else 'WARNING'}: {problem}")
+        if args.smoke:
+            print(f"smoke: {checked - len(problems)} passed, {len(problems)} failed")
+            if problems:
+                sys.exit(1)
         return
     if not args.smoke:
         # A target that answered errors was measured on its error path: say so loudly.

@@ -110,6 +110,21 @@ class Arguments(unittest.TestCase):
                 loadtest.parse_args(["--vigil", "v", "--guards-dir", "g"] + extra)
             self.assertIn(expected, err.getvalue())
 
+    def test_the_tls_comparison_runs_alone(self):
+        for extra in (["--fleet"], ["--baseline", "old"], ["--floor", sys.executable]):
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+                loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--tls"] + extra)
+            self.assertIn("--tls: not with --fleet, --baseline or --floor", err.getvalue())
+
+    def test_a_tls_target_with_errors_or_no_answers_fails_the_smoke_run(self):
+        def row(label, errors, rps, handshakes):
+            return {"label": label, "errors": errors, "rps": rps, "handshakes_per_s": handshakes}
+        report = {"tls": {"rows": [row("nginx TLS", 0, 900.0, 300.0), row("Vigil TLS", 4, 800.0, 250.0),
+                                   row("Vigil TLS stock", 0, 700.0, 0.0)]}}
+        checked, problems = loadtest.check_tls_smoke(report)
+        self.assertEqual(checked, 3)
+        self.assertEqual(problems, ["Vigil TLS: 4 errors", "Vigil TLS stock: no requests answered"])
+
     def test_values_that_cannot_be_measured_are_refused_before_any_run(self):
         for flag, value, expected in [("--rounds", "0", "--rounds: must be more than 0, got 0"),
                                       ("--duration", "-1", "--duration: must be more than 0, got -1"),

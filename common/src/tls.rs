@@ -149,7 +149,7 @@ fn provider() -> Arc<CryptoProvider> {
 fn server_config(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, String> {
     let section = &files.section;
     let chain = read_certificates(&format!("{section}.cert"), &files.cert)?;
-    let key = read_key(&format!("{section}.key"), &files.key)?;
+    let key = read_private_key(&format!("{section}.key"), &files.key)?;
     warn_if_expiring(&format!("{section}.cert"), &files.cert, &chain);
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(files.min_version.versions())
@@ -224,7 +224,7 @@ pub fn read_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'s
 }
 
 /// Reads the first private key of a PEM file; errors name `key` and the file.
-fn read_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub fn read_private_key(key: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes =
         std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
@@ -286,7 +286,7 @@ pub fn client_config(files: &ClientTlsFiles, alpn: &[&[u8]]) -> Result<Arc<Clien
         (None, None) => builder.with_no_client_auth(),
         (Some(cert), Some(key)) => {
             let chain = read_certificates(&format!("{section}.cert"), cert)?;
-            let private = read_key(&format!("{section}.key"), key)?;
+            let private = read_private_key(&format!("{section}.key"), key)?;
             builder.with_client_auth_cert(chain, private).map_err(|e| {
                 format!(
                     "{section}: the key {} does not fit the certificate {}: {e}",

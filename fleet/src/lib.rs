@@ -35,8 +35,11 @@ use vigil_host::Event;
 /// How to reach Redis and how to lay state out in it.
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
-    /// `redis://[user:password@]host:port/db`; `rediss://` (TLS) is refused: this build has no TLS.
+    /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS.
     pub url: String,
+    /// For `rediss://`: the CA to trust instead of the system's roots, and a client
+    /// certificate to present. `None`: the system's roots, no client certificate.
+    pub tls: Option<RedisTls>,
     /// Every key starts with `PREFIX:`, so several services can share one Redis.
     pub prefix: String,
     /// The longest a request waits for one state call before deciding on local tables.
@@ -48,6 +51,25 @@ pub struct FleetConfig {
     pub history_ttl: Duration,
     /// Bans kept fleet-wide (`state.max_clients`).
     pub max_bans: usize,
+}
+
+/// What a `rediss://` connection trusts and presents, as PEM bytes.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// CA certificates to trust instead of the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate chain and its private key, for a Redis that asks for one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A private key never reaches a log line.
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
 }
 
 /// Why the shared store cannot be used; each names the setting and what is wrong with it.
@@ -134,7 +156,7 @@ impl RedisState {
     /// refuses the credentials or database; when Redis cannot be reached the store starts
     /// down (local tables decide, as when it goes away later) and keeps trying.
     pub fn connect(config: FleetConfig) -> Result<RedisState, FleetError> {
-        let client = Client::open(config.url.as_str()).map_err(|e| FleetError::BadUrl {
+        let client = open_client(&config).map_err(|e| FleetError::BadUrl {
             url: redact(&config.url),
             reason: e.to_string(),
         })?;
@@ -217,6 +239,25 @@ impl RedisState {
     pub fn address(&self) -> &str {
         &self.inner.address
     }
+}
+
+/// A client for `config.url`; for `rediss://` with [`RedisTls`], trusting its CA and
+/// presenting its certificate.
+fn open_client(config: &FleetConfig) -> RedisResult<Client> {
+    let Some(tls) = &config.tls else {
+        return Client::open(config.url.as_str());
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: tls
+            .client
+            .clone()
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: tls.ca.clone(),
+    };
+    Client::build_with_tls(config.url.as_str(), certificates)
 }
 
 /// Why a call did not answer.

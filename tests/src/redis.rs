@@ -171,3 +171,64 @@ impl Drop for RedisServer {
         }
     }
 }
+
+/// A TCP proxy in front of a server on loopback that holds every reply back for a delay that
+/// can change while it runs: a slow Redis, for the timeout tests.
+pub struct LatencyProxy {
+    /// Its loopback port.
+    pub port: u16,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LatencyProxy {
+    /// Starts forwarding to `127.0.0.1:target`, with no delay.
+    pub fn start(target: u16) -> LatencyProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut to_server, mut from_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut from_server, mut to_client) = (server, client);
+                let delay = delay.clone();
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 16 * 1024];
+                    loop {
+                        let read = match from_server.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(read) => read,
+                        };
+                        let ms = delay.load(Ordering::Relaxed);
+                        if ms > 0 {
+                            std::thread::sleep(Duration::from_millis(ms));
+                        }
+                        if to_client.write_all(&buffer[..read]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        LatencyProxy { port, delay_ms }
+    }
+
+    /// Holds each reply back for `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}

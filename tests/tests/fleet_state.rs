@@ -4,16 +4,18 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vigil_fleet::{FleetConfig, FleetError, RedisState, BAN_SYNC};
+use vigil_fleet::{FleetConfig, FleetError, RedisState, RedisTls, BAN_SYNC};
 use vigil_host::clock::SystemClock;
 use vigil_host::state::{Ban, EventRecord, SharedState, StateLimits, StateStore};
 use vigil_host::Pattern;
-use vigil_tests::process::{eventually, free_port};
-use vigil_tests::redis::RedisServer;
+use vigil_tests::pki::TestCa;
+use vigil_tests::process::{eventually, free_port, temp_dir};
+use vigil_tests::redis::{LatencyProxy, RedisServer};
 
 fn config(url: &str, prefix: &str) -> FleetConfig {
     FleetConfig {
         url: url.to_string(),
+        tls: None,
         prefix: prefix.to_string(),
         // Generous: these tests assert what is shared, not how fast; a debug build on a busy
         // machine would otherwise fall back now and then.
@@ -347,14 +349,10 @@ fn bad_settings_are_refused_with_what_is_wrong() {
     assert!(matches!(e, FleetError::BadUrl { .. }), "{e}");
     assert!(e.to_string().contains("127.0.0.1:notaport"), "{e}");
 
-    let e = error("rediss://user:hunter2@127.0.0.1:6390/0");
+    let e = error("rediss://user:hunter2@127.0.0.1:notaport/0");
     assert!(
         !e.to_string().contains("hunter2"),
         "the password stays out: {e}"
-    );
-    assert!(
-        matches!(e, FleetError::BadUrl { .. }) && e.to_string().contains("TLS"),
-        "this build has no TLS and says so: {e}"
     );
 
     let server = RedisServer::start("auth", &["--requirepass", "s3cret"]);
@@ -376,4 +374,125 @@ fn bad_settings_are_refused_with_what_is_wrong() {
         matches!(e, FleetError::Refused { .. }),
         "no database 99: {e}"
     );
+}
+
+/// A Redis serving TLS on its own port (beside a plain one the harness uses), with a
+/// certificate for `localhost` from `ca`.
+fn tls_redis(name: &str, ca: &TestCa) -> (RedisServer, u16) {
+    let dir = temp_dir(&format!("redis-certificates-{name}"));
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "redis");
+    let ca_file = ca.write(&dir, "redis-ca");
+    let tls_port = free_port();
+    let server = RedisServer::start(
+        &format!("tls-{name}"),
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca_file.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    (server, tls_port)
+}
+
+fn trusting(ca: &TestCa) -> Option<RedisTls> {
+    let dir = temp_dir("redis-certificates-trusted");
+    Some(RedisTls {
+        ca: Some(std::fs::read(ca.write(&dir, "trusted")).unwrap()),
+        client: None,
+    })
+}
+
+#[test]
+fn a_redis_over_tls_is_shared_only_when_its_certificate_verifies() {
+    let ca = TestCa::new("redis CA");
+    let (server, tls_port) = tls_redis("verified", &ca);
+    let url = format!("rediss://localhost:{tls_port}/0");
+
+    let shared = Arc::new(
+        RedisState::connect(FleetConfig {
+            tls: trusting(&ca),
+            ..config(&url, "tls")
+        })
+        .expect("a Redis whose certificate verifies accepts us"),
+    );
+    assert!(shared.status().up);
+    let store = StateStore::with_shared(limits(), Arc::new(SystemClock), shared.clone());
+    let s = store.scope("g");
+    assert_eq!(store.count(s, "c", 3, 60_000), 3);
+    assert_eq!(
+        server.command(&["EXISTS", "tls:c:1:g:c"]),
+        ":1",
+        "written over TLS"
+    );
+
+    // Trusting another CA (or the system's roots, which do not hold the test CA), the sidecar
+    // sends nothing to that server: it decides on its own tables and keeps retrying.
+    for tls in [trusting(&TestCa::new("another CA")), None] {
+        let distrusting = RedisState::connect(FleetConfig {
+            tls,
+            ..config(&url, "tls-distrusted")
+        })
+        .expect("a certificate that fails is not fatal at start");
+        assert!(!distrusting.status().up, "not marked up");
+        let store = StateStore::with_shared(limits(), Arc::new(SystemClock), Arc::new(distrusting));
+        assert_eq!(store.count(store.scope("g"), "c", 1, 60_000), 1);
+    }
+    assert_eq!(server.command(&["EXISTS", "tls-distrusted:c:1:g:c"]), ":0");
+}
+
+#[test]
+fn a_slow_redis_makes_no_call_wait_past_the_timeout() {
+    let server = RedisServer::start("slow", &[]);
+    let proxy = LatencyProxy::start(server.port);
+    let url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    let timeout = Duration::from_millis(50);
+    let shared = Arc::new(
+        RedisState::connect(FleetConfig {
+            timeout,
+            ..config(&url, "slow")
+        })
+        .expect("Redis accepts us"),
+    );
+    eventually("Redis answers through the proxy", || shared.status().up);
+    let store = StateStore::with_shared(limits(), Arc::new(SystemClock), shared.clone());
+    let s = store.scope("g");
+    assert_eq!(
+        store.count(s, "c", 1, 60_000),
+        1,
+        "fast enough: Redis decides"
+    );
+
+    // Every reply now arrives 300 ms late: the call gives up at the timeout and decides on
+    // this replica's own tables; the store is marked away, so the next calls do not wait.
+    proxy.set_delay(Duration::from_millis(300));
+    let started = Instant::now();
+    let _ = store.rate(s, "k", 1.0, 5);
+    let waited = started.elapsed();
+    assert!(
+        waited >= timeout && waited < timeout + Duration::from_millis(200),
+        "a call on a slow Redis waited {waited:?}, the timeout is {timeout:?}"
+    );
+    assert!(!shared.status().up, "marked away");
+    let started = Instant::now();
+    for _ in 0..50 {
+        store.count(s, "c", 1, 60_000);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?} for 50 calls while away",
+        started.elapsed()
+    );
+    assert!(shared.status().fallbacks >= 51);
+
+    // Fast again: the probe finds it, and calls go to Redis.
+    proxy.set_delay(Duration::ZERO);
+    eventually("Redis is used again", || shared.status().up);
+    assert_eq!(store.count(s, "c", 1, 60_000), 2, "Redis's own count");
 }

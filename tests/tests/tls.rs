@@ -1,6 +1,7 @@
 //! TLS on both sides of the sidecar, with certificates the tests make: the listener (ALPN,
 //! minimum version, reload, client certificates as identity) and `https://` upstreams (a CA
-//! file, SNI, and the certificates verification must refuse).
+//! file, SNI, and the certificates verification must refuse), and the collector's ingest
+//! listener with the sidecar's reporter sending to it.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use vigil_tests::harness::{metric, send, tempdir, Proxy, Upstream};
 use vigil_tests::pki::{connect, Issued, TestCa, ANY_VERSION};
+use vigil_tests::process::{eventually, free_port, http, Process};
 
 /// Sends `GET path` over HTTP/1.1 on a TLS stream; the status and body.
 async fn get_h1<IO>(stream: IO, path: &str) -> (StatusCode, String)
@@ -432,4 +434,189 @@ async fn verify_false_accepts_any_upstream_certificate() {
     let (status, _, body) = send(proxy.addr, "GET", "/", &[], vec![]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"secure upstream");
+}
+
+/// A `vigil collect` process whose ingest listener serves `certificate`, on loopback ports.
+struct TlsCollector {
+    _process: Process,
+    ingest: u16,
+    api: SocketAddr,
+}
+
+const COLLECTOR_TOKEN: &str = "fleet-token-0123456789abcdef";
+
+async fn tls_collector(dir: &Path, certificate: &Issued) -> TlsCollector {
+    let (cert, key) = certificate.write(dir, "collector");
+    let (ingest, api) = (free_port(), free_port());
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{ingest}\"\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+             [api]\naddress = \"127.0.0.1:{api}\"\n[storage]\npath = \"collector.db\"\n\
+             [[token]]\nname = \"fleet\"\ntoken = \"{COLLECTOR_TOKEN}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let process = Process::vigil(&["collect", "--config", config.to_str().unwrap()]);
+    let api = SocketAddr::from(([127, 0, 0, 1], api));
+    tokio::task::spawn_blocking(move || {
+        eventually("the collector's API", || {
+            http(api, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+        })
+    })
+    .await
+    .unwrap();
+    TlsCollector {
+        _process: process,
+        ingest,
+        api,
+    }
+}
+
+/// A sidecar of service `name` reporting every 100 ms to `https://localhost:PORT`, trusting
+/// `ca` for it.
+async fn reporting_proxy(name: &str, upstream: &Upstream, collector: u16, ca: &TestCa) -> Proxy {
+    let dir = tempdir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    ca.write(&dir, "collector-ca");
+    let config = format!(
+        "[upstream]\nurl = \"{{upstream}}\"\n\
+         [report]\ncollector = \"https://localhost:{collector}\"\nservice = \"{name}\"\n\
+         token = \"{COLLECTOR_TOKEN}\"\ninterval = \"100ms\"\n\
+         timeout = \"2s\"\nmax_backoff = \"200ms\"\nspool_dir = \"spool\"\n\
+         [report.tls]\nca = \"collector-ca.crt\"\n"
+    );
+    Proxy::start(&dir, &config, &format!("http://{}", upstream.addr)).await
+}
+
+/// Requests the collector counted for `GET /orders` of `service`.
+async fn collected(api: SocketAddr, service: &str) -> u64 {
+    let path = format!("/api/endpoints?service={service}");
+    let response = tokio::task::spawn_blocking(move || http(api, "GET", &path, &[], b""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    response
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["method"] == "GET" && e["route"] == "/orders")
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum()
+}
+
+// Multi-threaded: the collector API is read with blocking calls while the sidecar's reporter
+// runs on this runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_reach_an_https_collector_only_when_its_certificate_verifies() {
+    let ca = TestCa::new("collector CA");
+    let dir = tempdir("tls-collector");
+    std::fs::create_dir_all(&dir).unwrap();
+    let collector = tls_collector(&dir, &ca.server(&["localhost"])).await;
+    let upstream = Upstream::start().await;
+    let trusting = reporting_proxy("tls-report-trusting", &upstream, collector.ingest, &ca).await;
+    let distrusting = reporting_proxy(
+        "tls-report-distrusting",
+        &upstream,
+        collector.ingest,
+        &TestCa::new("another CA"),
+    )
+    .await;
+    for proxy in [&trusting, &distrusting] {
+        for _ in 0..3 {
+            let (status, _, _) = send(proxy.addr, "GET", "/orders", &[], vec![]).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while collected(collector.api, "tls-report-trusting").await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no report arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(collected(collector.api, "tls-report-trusting").await, 3);
+    assert!(metric(&trusting, "vigil_report_delivered_total").await >= 1);
+
+    // The other sidecar does not trust the collector's certificate: it sends nothing, counts
+    // the failures and keeps what it would have sent.
+    while metric(
+        &distrusting,
+        "vigil_report_delivery_failures_total{reason=\"unreachable\"}",
+    )
+    .await
+        < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no failed delivery");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(collected(collector.api, "tls-report-distrusting").await, 0);
+    assert_eq!(
+        metric(&distrusting, "vigil_report_delivered_total").await,
+        0
+    );
+    assert!(metric(&distrusting, "vigil_report_spool_reports").await >= 1);
+    trusting.shutdown().await;
+    distrusting.shutdown().await;
+}
+
+/// Starts `vigil collect` with ingest on `0.0.0.0`, with `tls` appended to `[listen]`; what it
+/// logged once serving.
+async fn collector_start_log(name: &str, tls: &str) -> String {
+    let dir = tempdir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ingest, api) = (free_port(), free_port());
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\naddress = \"0.0.0.0:{ingest}\"\n{tls}\n[api]\naddress = \"127.0.0.1:{api}\"\n\
+             [storage]\npath = \"collector.db\"\n\
+             [[token]]\nname = \"fleet\"\ntoken = \"{COLLECTOR_TOKEN}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.join("stderr.log");
+    let process =
+        Process::vigil_logging_to(&["collect", "--config", config.to_str().unwrap()], &log);
+    let api = SocketAddr::from(([127, 0, 0, 1], api));
+    tokio::task::spawn_blocking(move || {
+        eventually("the collector's API", || {
+            http(api, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+        })
+    })
+    .await
+    .unwrap();
+    drop(process);
+    std::fs::read_to_string(log).unwrap()
+}
+
+#[tokio::test]
+async fn a_plaintext_ingest_listener_off_loopback_warns_and_a_tls_one_does_not() {
+    let plaintext = collector_start_log("collector-plaintext-public", "").await;
+    assert!(
+        plaintext.contains("cross the network in clear") && plaintext.contains("WARN"),
+        "{plaintext}"
+    );
+
+    let dir = tempdir("collector-tls-public-certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = TestCa::new("collector CA")
+        .server(&["localhost"])
+        .write(&dir, "collector");
+    let tls = collector_start_log(
+        "collector-tls-public",
+        &format!(
+            "[listen.tls]\ncert = \"{}\"\nkey = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .await;
+    assert!(tls.contains("the collector is serving"), "{tls}");
+    assert!(!tls.contains("in clear"), "{tls}");
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
 use vigil_common::tls::{ClientTls, ClientTlsSection};
-use vigil_fleet::FleetConfig;
+use vigil_fleet::{FleetConfig, RedisTls};
 use vigil_host::state::{StateLimits, MAX_BAN};
 use vigil_host::{GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
@@ -195,7 +195,7 @@ pub(super) fn build(
         max_findings: at_least("inventory.max_findings", raw.inventory.max_findings, 1)?,
         ..InventoryLimits::default()
     };
-    let fleet = fleet(&raw.state)?;
+    let fleet = fleet(&raw.state, base)?;
     let state = state_limits(raw.state)?;
     let report = reporting(raw.report, base, listen.address)?;
     Ok(Config {
@@ -325,9 +325,19 @@ const MAX_DISTINCT_MEMBERS: usize = 65_536;
 /// Redis is slow, and a guard's own deadline (10 ms by default) counts that wait.
 const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// `[state] redis*`: the shared store's settings, its depth and TTLs filled in by the caller.
-fn fleet(raw: &RawState) -> Result<Option<FleetConfig>, String> {
+/// `[state] redis*`: the shared store's settings, its depth and TTLs filled in by the caller;
+/// certificate paths relative to `base`.
+fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
     let Some(url) = &raw.redis else {
+        for (key, set) in [
+            ("redis_ca", raw.redis_ca.is_some()),
+            ("redis_cert", raw.redis_cert.is_some()),
+            ("redis_key", raw.redis_key.is_some()),
+        ] {
+            if set {
+                return Err(format!("state.{key}: is set but state.redis is not"));
+            }
+        }
         return Ok(None);
     };
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -356,12 +366,53 @@ fn fleet(raw: &RawState) -> Result<Option<FleetConfig>, String> {
     }
     Ok(Some(FleetConfig {
         url: url.clone(),
+        tls: redis_tls(raw, url, base)?,
         prefix: prefix.clone(),
         timeout,
         history_depth: 0,
         history_ttl: Duration::ZERO,
         max_bans: 0,
     }))
+}
+
+/// `state.redis_ca`, `redis_cert` and `redis_key`, read and checked as PEM now, so that a bad
+/// file is a configuration error rather than a Redis that never answers.
+fn redis_tls(raw: &RawState, url: &str, base: &Path) -> Result<Option<RedisTls>, String> {
+    if raw.redis_ca.is_none() && raw.redis_cert.is_none() && raw.redis_key.is_none() {
+        return Ok(None);
+    }
+    if !url.starts_with("rediss://") {
+        let key = match (&raw.redis_ca, &raw.redis_cert) {
+            (Some(_), _) => "redis_ca",
+            (None, Some(_)) => "redis_cert",
+            (None, None) => "redis_key",
+        };
+        return Err(format!(
+            "state.{key}: is set but state.redis is plain redis://; use rediss:// for TLS"
+        ));
+    }
+    let pem = |key: &str, path: &Path| -> Result<Vec<u8>, String> {
+        let path = base.join(path);
+        vigil_common::tls::read_certificates(key, &path)?;
+        std::fs::read(&path).map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))
+    };
+    let ca = match &raw.redis_ca {
+        Some(path) => Some(pem("state.redis_ca", path)?),
+        None => None,
+    };
+    let client = match (&raw.redis_cert, &raw.redis_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let key = base.join(key);
+            vigil_common::tls::read_private_key("state.redis_key", &key)?;
+            let key = std::fs::read(&key)
+                .map_err(|e| format!("state.redis_key: cannot read {}: {e}", key.display()))?;
+            Some((pem("state.redis_cert", cert)?, key))
+        }
+        (Some(_), None) => return Err("state.redis_key: missing (redis_cert is set)".into()),
+        (None, Some(_)) => return Err("state.redis_cert: missing (redis_key is set)".into()),
+    };
+    Ok(Some(RedisTls { ca, client }))
 }
 
 fn state_limits(raw: RawState) -> Result<StateLimits, String> {

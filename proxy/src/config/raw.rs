@@ -80,6 +80,9 @@ pub(super) struct RawState {
     pub(super) redis: Option<String>,
     pub(super) redis_prefix: String,
     pub(super) redis_timeout: String,
+    pub(super) redis_ca: Option<std::path::PathBuf>,
+    pub(super) redis_cert: Option<std::path::PathBuf>,
+    pub(super) redis_key: Option<std::path::PathBuf>,
 }
 
 impl Default for RawState {
@@ -96,6 +99,9 @@ impl Default for RawState {
             redis: None,
             redis_prefix: "vigil".into(),
             redis_timeout: "5ms".into(),
+            redis_ca: None,
+            redis_cert: None,
+            redis_key: None,
         }
     }
 }

@@ -115,7 +115,8 @@ pub struct Summary {
 pub struct Input {
     /// The name shown in the summary.
     pub name: String,
-    reader: Box<dyn BufRead>,
+    // Send: the lines are read and parsed on a thread of their own.
+    reader: Box<dyn BufRead + Send>,
     progress: Option<ProgressBar>,
 }
 
@@ -124,8 +125,8 @@ impl Input {
     /// `progress`, a bar on stderr follows the bytes read (of the file as it is on disk).
     pub fn open(path: &Path, progress: bool) -> anyhow::Result<Input> {
         let name = path.display().to_string();
-        let (raw, size): (Box<dyn Read>, Option<u64>) = if path == Path::new("-") {
-            (Box::new(std::io::stdin().lock()), None)
+        let (raw, size): (Box<dyn Read + Send>, Option<u64>) = if path == Path::new("-") {
+            (Box::new(std::io::stdin()), None)
         } else {
             let file = std::fs::File::open(path)
                 .map_err(|e| anyhow::anyhow!("cannot open {name}: {e}"))?;
@@ -133,13 +134,13 @@ impl Input {
             (Box::new(file), size)
         };
         let progress = progress.then(|| progress_bar(&name, size));
-        let raw: Box<dyn Read> = match &progress {
+        let raw: Box<dyn Read + Send> = match &progress {
             Some(bar) => Box::new(bar.wrap_read(raw)),
             None => raw,
         };
         let mut buffered = BufReader::with_capacity(256 * 1024, raw);
         let gzip = buffered.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b]))?;
-        let reader: Box<dyn BufRead> = if gzip {
+        let reader: Box<dyn BufRead + Send> = if gzip {
             Box::new(BufReader::with_capacity(
                 256 * 1024,
                 flate2::bufread::MultiGzDecoder::new(buffered),
@@ -166,7 +167,7 @@ impl Input {
 /// A reader that fails once it has given `left` bytes: the bound on a HAR file, which is
 /// one document however large.
 struct Bounded<'r> {
-    inner: &'r mut Box<dyn BufRead>,
+    inner: &'r mut Box<dyn BufRead + Send>,
     left: u64,
 }
 
@@ -263,8 +264,10 @@ impl Replay {
         self
     }
 
-    /// Replays every line of `input` (every entry of a HAR file).
-    pub fn feed(&mut self, mut input: Input) -> anyhow::Result<()> {
+    /// Replays every line of `input` (every entry of a HAR file). Lines are read and parsed
+    /// on a thread of their own, a few batches ahead of the chain, so that the guards have a
+    /// core to themselves and memory stays the same whatever the file's length.
+    pub fn feed(&mut self, input: Input) -> anyhow::Result<()> {
         let har = match self.format {
             Some(format) => format == InputFormat::Har,
             None => input.name.ends_with(".har"),
@@ -272,25 +275,18 @@ impl Replay {
         if har {
             return self.feed_har(input);
         }
-        let mut line = Vec::new();
-        let mut number = 0u64;
-        loop {
-            line.clear();
-            let read = input.reader.read_until(b'\n', &mut line).map_err(|e| {
-                anyhow::anyhow!("{}: cannot read line {}: {e}", input.name, number + 1)
-            })?;
-            if read == 0 {
-                input.finish();
-                return Ok(());
+        let name = input.name.clone();
+        let format = self.format;
+        let (batches, parsed) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || read_lines(input, format, batches));
+            for batch in parsed {
+                for line in batch {
+                    self.take(line.parsed, &name, line.number, &line.text);
+                }
             }
-            number += 1;
-            let text = String::from_utf8_lossy(&line);
-            if text.trim().is_empty() {
-                continue;
-            }
-            let parsed = parse::line(&text, self.format);
-            self.take(parsed, &input.name, number, &text);
-        }
+            reader.join().expect("the log reader thread does not panic")
+        })
     }
 
     /// A HAR file: its entries, numbered from 1 where lines are.
@@ -642,6 +638,63 @@ fn logged_headers(logged: &LoggedRequest) -> http::HeaderMap {
         }
     }
     headers
+}
+
+/// Lines a batch from the reader thread holds.
+const LINES_PER_BATCH: usize = 512;
+
+/// Batches parsed ahead of the chain: what bounds the lines in memory.
+const BATCHES_AHEAD: usize = 8;
+
+/// One non-blank line as read and parsed, with its number in the file.
+struct ParsedLine {
+    number: u64,
+    text: String,
+    parsed: Result<LoggedRequest, Unreadable>,
+}
+
+/// Reads and parses the lines of `input` in batches until the end, a read error (after the
+/// lines before it are sent), or the chain's end hanging up.
+fn read_lines(
+    mut input: Input,
+    format: Option<InputFormat>,
+    batches: std::sync::mpsc::SyncSender<Vec<ParsedLine>>,
+) -> anyhow::Result<()> {
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    let mut batch = Vec::with_capacity(LINES_PER_BATCH);
+    loop {
+        line.clear();
+        let read = match input.reader.read_until(b'\n', &mut line) {
+            Ok(read) => read,
+            Err(e) => {
+                let _ = batches.send(batch);
+                anyhow::bail!("{}: cannot read line {}: {e}", input.name, number + 1);
+            }
+        };
+        if read == 0 {
+            let _ = batches.send(batch);
+            input.finish();
+            return Ok(());
+        }
+        number += 1;
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let parsed = parse::line(&text, format);
+        batch.push(ParsedLine {
+            number,
+            text: text.into_owned(),
+            parsed,
+        });
+        if batch.len() == LINES_PER_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(LINES_PER_BATCH));
+            if batches.send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// The summary as text, for a terminal.
