@@ -58,6 +58,11 @@ enum Command {
     /// dashboard and the JSON API.
     #[command(long_about = COLLECT_ABOUT)]
     Collect(CollectArgs),
+    /// Gate a delivery pipeline on what the collector knows: exit 1 when an internal
+    /// endpoint is public, a critical vulnerability is exposed, a shadow or zombie endpoint
+    /// appears, ... (--fail-on); report as text, JSON or SARIF.
+    #[command(long_about = vigil::cli::exposure::ABOUT)]
+    Exposure(vigil::cli::exposure::ExposureArgs),
     /// Write a new project: `vigil new guard NAME --lang rust|c|python|js`.
     #[command(subcommand)]
     New(vigil::cli::new_guard::NewCommand),
@@ -264,6 +269,20 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Collect(args) => collect(args, &cli.log),
+        Command::Exposure(args) => {
+            if let Err(e) = init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text) {
+                eprintln!("vigil: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            return match vigil::cli::exposure::run(args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(vigil::cli::exposure::EXIT_GATE_FAILED),
+                Err(e) => {
+                    eprintln!("vigil exposure: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
         Command::New(command) => vigil::cli::new_guard::main(command),
         Command::Completions(args) => {
             use clap::CommandFactory as _;
