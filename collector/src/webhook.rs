@@ -390,7 +390,7 @@ async fn post(
         let response = client
             .request(request)
             .await
-            .map_err(|e| Failure::Retry(format!("no answer: {e}")))?;
+            .map_err(|e| Failure::Retry(format!("no answer: {}", causes(&e))))?;
         let status = response.status();
         // Read the answer so the connection can be used again.
         let _ = response.into_body().collect().await;
@@ -406,4 +406,17 @@ async fn post(
     } else {
         Err(Failure::Refused(format!("answered {status}")))
     }
+}
+
+/// An error with its causes: hyper's client keeps the useful part (`Connection refused`)
+/// behind a terse top line.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

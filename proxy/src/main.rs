@@ -153,7 +153,9 @@ the whole fleet. Reports are stored in the SQLite file storage.path (WAL mode). 
 (`/`), the JSON API (`/api/services`, `/api/endpoints`, `/api/findings`, \
 `/api/clients/denied`, `/api/vulnerabilities`) and Prometheus metrics (`/metrics`) are served \
 on api.address (default 127.0.0.1:9001). Known-vulnerable endpoints (vulnerabilities.known, \
-JSON lists) and OWASP ZAP JSON reports (vulnerabilities.zap) are ranked by runtime exposure. SIGTERM or SIGINT stops \
+JSON lists) and OWASP ZAP JSON reports (vulnerabilities.zap) are ranked by runtime exposure. Each \
+[[webhook]] url receives a Slack-compatible JSON post when a service reports a new kind of finding \
+or an endpoint becomes publicly reached. SIGTERM or SIGINT stops \
 accepting and drains. --check validates the configuration and the files it names, and exits.
 
 Minimal collector.toml:
