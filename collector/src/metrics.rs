@@ -324,6 +324,9 @@ mod tests {
             "vigil_collector_retention_last_run_timestamp_seconds",
             "vigil_collector_retention_last_run_ok",
             "vigil_collector_retention_deleted_total{data=\"keys\"}",
+            "vigil_collector_webhook_notifications_total{result=\"delivered\"}",
+            "vigil_collector_webhook_notifications_total{result=\"failed\"}",
+            "vigil_collector_webhook_notifications_total{result=\"dropped\"}",
         ] {
             assert_eq!(sample(&text, name), Some(0.0), "{name} in\n{text}");
         }

@@ -420,3 +420,157 @@ fn causes(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{sample, Metrics};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A webhook at `url` for every event, one attempt of `timeout`.
+    fn hook(url: &str, timeout: Duration) -> Webhook {
+        Webhook {
+            url: url.parse().unwrap(),
+            events: WebhookEvent::ALL.to_vec(),
+            timeout,
+            tls: None,
+        }
+    }
+
+    /// A receiver answering every request with `answer` (`None`: never answering); its URL.
+    async fn receiver(answer: Option<&'static str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                match answer {
+                    Some(answer) => {
+                        let _ = stream.write_all(answer.as_bytes()).await;
+                    }
+                    None => held.push(stream),
+                }
+            }
+        });
+        url
+    }
+
+    async fn attempt(webhook: &Webhook) -> Result<(), Failure> {
+        let connector = vigil_common::client::connector(None, webhook.timeout);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        post(&client, webhook, Bytes::from_static(b"{}")).await
+    }
+
+    #[tokio::test]
+    async fn answers_decide_between_done_retry_and_give_up() {
+        let answer = |status: &'static str| -> &'static str {
+            Box::leak(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .into_boxed_str(),
+            )
+        };
+        let second = Duration::from_secs(1);
+        for (status, expected) in [
+            ("200 OK", "delivered"),
+            ("204 No Content", "delivered"),
+            ("429 Too Many Requests", "retry"),
+            ("503 Service Unavailable", "retry"),
+            ("404 Not Found", "refused"),
+            ("400 Bad Request", "refused"),
+        ] {
+            let url = receiver(Some(answer(status))).await;
+            let outcome = match attempt(&hook(&url, second)).await {
+                Ok(()) => "delivered".to_string(),
+                Err(Failure::Retry(why)) => {
+                    assert!(why.contains(status), "{why}");
+                    "retry".to_string()
+                }
+                Err(Failure::Refused(why)) => {
+                    assert!(why.contains(status), "{why}");
+                    "refused".to_string()
+                }
+            };
+            assert_eq!(outcome, expected, "{status}");
+        }
+        let silent = receiver(None).await;
+        match attempt(&hook(&silent, Duration::from_millis(200))).await {
+            Err(Failure::Retry(why)) => assert!(why.contains("no answer within"), "{why}"),
+            _ => panic!("a receiver that never answers is retried"),
+        }
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/", listener.local_addr().unwrap())
+        };
+        match attempt(&hook(&closed, second)).await {
+            Err(Failure::Retry(why)) => {
+                assert!(why.to_lowercase().contains("refused"), "{why}");
+            }
+            _ => panic!("a refused connection is retried"),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_only_for_the_webhooks_that_want_the_event() {
+        let metrics = Metrics::new();
+        let mut exposed_only = hook("http://127.0.0.1:1/", Duration::from_secs(1));
+        exposed_only.events = vec![WebhookEvent::NewlyExposed];
+        let notifier = Notifier::new(
+            &[
+                hook("http://127.0.0.1:1/", Duration::from_secs(1)),
+                exposed_only,
+            ],
+            metrics.webhooks(),
+        );
+        assert_eq!(notifier.wanted(), WebhookEvent::ALL);
+        let event = Event::NewFindingKind {
+            service: "shop".into(),
+            instance: "shop-1".into(),
+            finding: vigil_report::Finding {
+                kind: "enumeration".into(),
+                source: "guard:enumeration".into(),
+                endpoint: None,
+                detail: "40 ids".into(),
+                client: None,
+                at_ms: 1,
+                count: 1,
+            },
+        };
+        // Not started: nothing takes from the queues.
+        notifier.notify(&vec![event; QUEUE + 3]);
+        let text = metrics.render();
+        assert_eq!(
+            sample(
+                &text,
+                "vigil_collector_webhook_notifications_total{result=\"dropped\"}"
+            ),
+            Some(3.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_finding_without_endpoint_or_client_reads_well() {
+        let event = Event::NewFindingKind {
+            service: "shop".into(),
+            instance: "shop-1".into(),
+            finding: vigil_report::Finding {
+                kind: "spec-drift".into(),
+                source: "sidecar".into(),
+                endpoint: None,
+                detail: "3 undocumented routes".into(),
+                client: None,
+                at_ms: 7,
+                count: 1,
+            },
+        };
+        let payload = event.payload();
+        assert_eq!(
+            payload["text"],
+            "Vigil: service shop reported a new kind of finding, `spec-drift` (sidecar): 3 undocumented routes"
+        );
+        assert_eq!(payload["route"], Value::Null);
+        assert_eq!(payload["event"], "new-finding-kind");
+    }
+}
