@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vigil_common::config::ConfigError;
 use vigil_common::config::{at_least, duration, log_filter, log_format, socket_addr, LogFormat};
-use vigil_common::tls::{ServerTlsFiles, ServerTlsSection};
+use vigil_common::tls::{ClientTls, ClientTlsSection, ServerTlsFiles, ServerTlsSection};
 
 /// Shortest bearer token accepted, so a guessable token cannot be configured by mistake.
 pub const MIN_TOKEN_BYTES: usize = 16;
@@ -31,6 +31,44 @@ pub struct CollectorConfig {
     pub vulnerabilities: VulnerabilityFiles,
     /// How and what it logs.
     pub log: Log,
+    /// Where news of the fleet is posted.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// What a webhook is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookEvent {
+    /// A service reported a finding kind it had not reported before.
+    NewFindingKind,
+    /// An endpoint was reached publicly for the first time, or answered public clients
+    /// without credentials for the first time.
+    NewlyExposed,
+}
+
+impl WebhookEvent {
+    /// Every event, as `events` defaults to.
+    pub const ALL: [WebhookEvent; 2] = [WebhookEvent::NewFindingKind, WebhookEvent::NewlyExposed];
+
+    /// The name in `events` and in the posted JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::NewFindingKind => "new-finding-kind",
+            WebhookEvent::NewlyExposed => "newly-exposed",
+        }
+    }
+}
+
+/// A `[[webhook]]`: a URL the collector POSTs JSON to when something new happens.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Where the JSON goes.
+    pub url: http::Uri,
+    /// What it is told about.
+    pub events: Vec<WebhookEvent>,
+    /// How long one attempt may take, connecting included.
+    pub timeout: Duration,
+    /// How an `https://` URL is verified; `None` for `http://`.
+    pub tls: Option<ClientTls>,
 }
 
 /// Logging settings.
@@ -125,6 +163,17 @@ struct RawConfig {
     vulnerabilities: RawVulnerabilities,
     #[serde(default)]
     log: RawLog,
+    #[serde(default, rename = "webhook")]
+    webhooks: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    events: Option<Vec<String>>,
+    timeout: Option<String>,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -330,7 +379,14 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
         level: log_filter("log.level", &raw.log.level)?,
         format: log_format("log.format", &raw.log.format)?,
     };
+    let webhooks = raw
+        .webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, hook)| webhook(&format!("webhook[{i}]"), hook, base))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(CollectorConfig {
+        webhooks,
         file: file.to_path_buf(),
         listen,
         api,
@@ -355,6 +411,78 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
     })
 }
 
+/// One `[[webhook]]`, checked; errors name `key` (`webhook[0]`).
+fn webhook(key: &str, raw: &RawWebhook, base: &Path) -> Result<Webhook, String> {
+    let url: http::Uri = raw
+        .url
+        .parse()
+        .map_err(|e| format!("{key}.url: {:?} is not a URL: {e}", raw.url))?;
+    let https = match url.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            return Err(format!(
+                "{key}.url: {:?}: expected an http:// or https:// URL",
+                raw.url
+            ))
+        }
+    };
+    let host = url
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{key}.url: {:?} has no host", raw.url))?;
+    let events = match &raw.events {
+        None => WebhookEvent::ALL.to_vec(),
+        Some(names) if names.is_empty() => {
+            return Err(format!(
+                "{key}.events: empty, so nothing would be sent; leave it out for every event"
+            ))
+        }
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                WebhookEvent::ALL
+                    .into_iter()
+                    .find(|e| e.as_str() == name)
+                    .ok_or_else(|| {
+                        format!(
+                            "{key}.events: {name:?} is not an event; the events are {}",
+                            WebhookEvent::ALL.map(WebhookEvent::as_str).join(", ")
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let timeout = duration(
+        &format!("{key}.timeout"),
+        raw.timeout.as_deref().unwrap_or("5s"),
+    )?;
+    if timeout.is_zero() {
+        return Err(format!("{key}.timeout: must be more than 0"));
+    }
+    let tls = if https {
+        let section = ClientTlsSection {
+            ca: raw.ca.clone(),
+            ..ClientTlsSection::default()
+        };
+        Some(section.client(key, host, base, &[])?)
+    } else {
+        if raw.ca.is_some() {
+            return Err(format!(
+                "{key}.ca: is set but {} is plain http://; use https:// or remove ca",
+                raw.url
+            ));
+        }
+        None
+    };
+    Ok(Webhook {
+        url,
+        events,
+        timeout,
+        tls,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +504,22 @@ mod tests {
         assert_eq!(config.retention.findings, Duration::from_secs(30 * 86_400));
         assert_eq!(config.log.level, "info");
         assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn webhooks_default_to_every_event() {
+        let config = parse(&format!(
+            "{TOKEN}[[webhook]]\nurl = \"http://127.0.0.1:8000/hook\"\n\
+             [[webhook]]\nurl = \"http://127.0.0.1:8001/\"\nevents = [\"newly-exposed\"]\ntimeout = \"2s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.webhooks.len(), 2);
+        assert_eq!(config.webhooks[0].events, WebhookEvent::ALL);
+        assert_eq!(config.webhooks[0].timeout, Duration::from_secs(5));
+        assert!(config.webhooks[0].tls.is_none());
+        assert_eq!(config.webhooks[1].events, [WebhookEvent::NewlyExposed]);
+        assert_eq!(config.webhooks[1].timeout, Duration::from_secs(2));
+        assert!(parse(TOKEN).unwrap().webhooks.is_empty());
     }
 
     #[test]
@@ -433,6 +577,34 @@ mod tests {
             (
                 &format!("{TOKEN}[log]\nformat = \"xml\"\n"),
                 "log.format: \"xml\" is not a log format",
+            ),
+            (
+                &format!("{TOKEN}[[webhook]]\nurl = \"ftp://hooks\"\n"),
+                "webhook[0].url: \"ftp://hooks\": expected an http:// or https:// URL",
+            ),
+            (
+                &format!("{TOKEN}[[webhook]]\nurl = \"http://h/\"\nevents = [\"new-kind\"]\n"),
+                "webhook[0].events: \"new-kind\" is not an event; the events are new-finding-kind, newly-exposed",
+            ),
+            (
+                &format!("{TOKEN}[[webhook]]\nurl = \"http://h/\"\nevents = []\n"),
+                "webhook[0].events: empty",
+            ),
+            (
+                &format!("{TOKEN}[[webhook]]\nurl = \"http://h/\"\ntimeout = \"0s\"\n"),
+                "webhook[0].timeout",
+            ),
+            (
+                &format!("{TOKEN}[[webhook]]\nurl = \"http://h/\"\nca = \"ca.pem\"\n"),
+                "webhook[0].ca: is set but http://h/ is plain http://",
+            ),
+            (
+                &format!("{TOKEN}[[webhook]]\nurl = \"https://h/\"\nca = \"missing.pem\"\n"),
+                "webhook[0].ca: ",
+            ),
+            (
+                &format!("{TOKEN}[[webhook]]\nurl = \"http://h/\"\nsecret = \"x\"\n"),
+                "unknown field `secret`",
             ),
         ];
         for (text, expected) in cases {

@@ -1,11 +1,12 @@
 //! `POST /v1/reports`: a sidecar's report, checked in order (token, size, encoding, JSON,
 //! schema, the token's scope, the idempotency key) and applied once. A refused report stores
-//! nothing.
+//! nothing. What an applied report brings that is new goes to the webhooks' queues.
 
 use super::config::Token;
 use super::metrics::Operation;
 use super::reply;
 use super::store::{Applied, StoreError};
+use super::webhook;
 use super::Collector;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -220,11 +221,22 @@ async fn receive(
     }
     let received_ms = super::now_ms();
     let store = collector.store.clone();
-    let applied = tokio::task::spawn_blocking(move || store.apply(&report, received_ms))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Database(format!("storage task failed: {e}"))));
+    let notifier = collector.notifier.clone();
+    let wanted = notifier.wanted();
+    let applied = tokio::task::spawn_blocking(move || {
+        if wanted.is_empty() {
+            store.apply(&report, received_ms).map(|a| (a, Vec::new()))
+        } else {
+            webhook::apply_noting(&*store, &notifier.serial, &report, received_ms, &wanted)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::Database(format!("storage task failed: {e}"))));
     match applied {
-        Ok(applied) => Ok((applied, key)),
+        Ok((applied, events)) => {
+            collector.notifier.notify(&events);
+            Ok((applied, key))
+        }
         Err(conflict @ StoreError::Conflict { .. }) => Err(Refusal::Conflict(conflict.to_string())),
         Err(StoreError::Database(error)) => {
             collector.metrics.store_error(Operation::Apply);

@@ -10,6 +10,7 @@
 //! - `api`: the JSON API and the dashboard's data; `dashboard`: the page at `/`.
 //! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
 //! - `metrics`: the Prometheus metrics at `/metrics` on the API listener.
+//! - `webhook`: what is new in a report, posted to the configured webhooks off the ingest path.
 //! - `reply`: every answer the collector gives.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod reply;
 pub mod sqlite;
 pub mod store;
 pub mod vulns;
+pub mod webhook;
 
 use anyhow::Context as _;
 use config::CollectorConfig;
@@ -65,6 +67,8 @@ pub struct Collector {
     pub metrics: Metrics,
     /// The ingest listener's TLS, read again on SIGHUP; `None`: plain HTTP.
     pub tls: Option<TlsListener>,
+    /// The webhooks' queues; empty without `[[webhook]]`.
+    pub notifier: Arc<webhook::Notifier>,
 }
 
 impl Collector {
@@ -80,12 +84,15 @@ impl Collector {
             ),
             None => None,
         };
+        let metrics = Metrics::new();
+        let notifier = Arc::new(webhook::Notifier::new(&config.webhooks, metrics.webhooks()));
         Ok(Collector {
             tls,
             config,
             store: Arc::new(store),
             vulnerabilities,
-            metrics: Metrics::new(),
+            metrics,
+            notifier,
         })
     }
 
@@ -209,6 +216,7 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     });
     let retention = tokio::spawn(apply_retention(collector.clone(), stop_rx.clone()));
+    let webhooks = collector.notifier.start();
     let reports = collector.clone();
     let ingest_loop = accept(
         ingest,
@@ -227,6 +235,9 @@ pub async fn serve(
     });
     tokio::join!(ingest_loop, api_loop);
     retention.abort();
+    for task in webhooks {
+        task.abort();
+    }
 }
 
 async fn route_ingest(collector: Arc<Collector>, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -477,6 +488,7 @@ mod tests {
             vulnerabilities: Vec::new(),
             metrics: Metrics::new(),
             tls: None,
+            notifier: Arc::new(webhook::Notifier::new(&[], Metrics::new().webhooks())),
         })
     }
 

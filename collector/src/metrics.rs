@@ -75,6 +75,32 @@ pub struct Metrics {
     retention_last_run: Gauge,
     retention_last_ok: Gauge,
     retention_deleted: Family<DeletedLabels, Counter>,
+    webhooks: Family<ResultLabels, Counter>,
+}
+
+/// Outcomes of webhook notifications, counted by the delivery tasks.
+#[derive(Clone)]
+pub struct WebhookCounts(Family<ResultLabels, Counter>);
+
+impl WebhookCounts {
+    /// One notification posted and answered 2xx.
+    pub fn delivered(&self) {
+        self.count("delivered");
+    }
+
+    /// One notification given up after its attempts, or refused by the receiver.
+    pub fn failed(&self) {
+        self.count("failed");
+    }
+
+    /// One notification not queued: the webhook's queue was full.
+    pub fn dropped(&self) {
+        self.count("dropped");
+    }
+
+    fn count(&self, result: &'static str) {
+        self.0.get_or_create(&ResultLabels { result }).inc();
+    }
 }
 
 impl Metrics {
@@ -155,7 +181,15 @@ impl Metrics {
             "Records retention deleted, by kind (findings, instances, endpoints, idempotency keys)",
             retention_deleted.clone(),
         );
+        let webhooks =
+            at_zero(["delivered", "failed", "dropped"].map(|result| ResultLabels { result }));
+        registry.register(
+            "webhook_notifications",
+            "Webhook notifications, by result (delivered; failed: refused, or given up after retries; dropped: the queue was full)",
+            webhooks.clone(),
+        );
         Metrics {
+            webhooks,
             registry,
             reports,
             refused,
@@ -217,6 +251,11 @@ impl Metrics {
                     .inc_by(n);
             }
         }
+    }
+
+    /// The webhook counters, for the delivery tasks.
+    pub fn webhooks(&self) -> WebhookCounts {
+        WebhookCounts(self.webhooks.clone())
     }
 
     /// Sets what the store knows, as of a scrape.
@@ -285,6 +324,9 @@ mod tests {
             "vigil_collector_retention_last_run_timestamp_seconds",
             "vigil_collector_retention_last_run_ok",
             "vigil_collector_retention_deleted_total{data=\"keys\"}",
+            "vigil_collector_webhook_notifications_total{result=\"delivered\"}",
+            "vigil_collector_webhook_notifications_total{result=\"failed\"}",
+            "vigil_collector_webhook_notifications_total{result=\"dropped\"}",
         ] {
             assert_eq!(sample(&text, name), Some(0.0), "{name} in\n{text}");
         }

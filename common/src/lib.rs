@@ -3,11 +3,13 @@
 //! (`accept`), closing connections that hold a seat with no request in flight (`idle`), and the
 //! checks of configuration values with the error that names the file (`config`), and log
 //! lines a client can cause written at most once a second (`throttle`), and HTTP's character
-//! classes (`syntax`), and TLS for listeners and clients (`tls`).
+//! classes (`syntax`), and TLS for listeners and clients (`tls`), and the connector of every outgoing HTTP
+//! client (`client`).
 
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod client;
 pub mod config;
 pub mod idle;
 pub mod reply;

@@ -58,6 +58,11 @@ enum Command {
     /// dashboard and the JSON API.
     #[command(long_about = COLLECT_ABOUT)]
     Collect(CollectArgs),
+    /// Gate a delivery pipeline on what the collector knows: exit 1 when an internal
+    /// endpoint is public, a critical vulnerability is exposed, a shadow or zombie endpoint
+    /// appears, ... (--fail-on); report as text, JSON or SARIF.
+    #[command(long_about = vigil::cli::exposure::ABOUT)]
+    Exposure(vigil::cli::exposure::ExposureArgs),
     /// Write a new project: `vigil new guard NAME --lang rust|c|python|js`.
     #[command(subcommand)]
     New(vigil::cli::new_guard::NewCommand),
@@ -148,7 +153,9 @@ the whole fleet. Reports are stored in the SQLite file storage.path (WAL mode). 
 (`/`), the JSON API (`/api/services`, `/api/endpoints`, `/api/findings`, \
 `/api/clients/denied`, `/api/vulnerabilities`) and Prometheus metrics (`/metrics`) are served \
 on api.address (default 127.0.0.1:9001). Known-vulnerable endpoints (vulnerabilities.known, \
-JSON lists) and OWASP ZAP JSON reports (vulnerabilities.zap) are ranked by runtime exposure. SIGTERM or SIGINT stops \
+JSON lists) and OWASP ZAP JSON reports (vulnerabilities.zap) are ranked by runtime exposure. Each \
+[[webhook]] url receives a Slack-compatible JSON post when a service reports a new kind of finding \
+or an endpoint becomes publicly reached. SIGTERM or SIGINT stops \
 accepting and drains. --check validates the configuration and the files it names, and exits.
 
 Minimal collector.toml:
@@ -264,6 +271,20 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Collect(args) => collect(args, &cli.log),
+        Command::Exposure(args) => {
+            if let Err(e) = init_logging(&cli_log(&cli.log, "warn"), LogFormat::Text) {
+                eprintln!("vigil: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            return match vigil::cli::exposure::run(args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(vigil::cli::exposure::EXIT_GATE_FAILED),
+                Err(e) => {
+                    eprintln!("vigil exposure: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
         Command::New(command) => vigil::cli::new_guard::main(command),
         Command::Completions(args) => {
             use clap::CommandFactory as _;

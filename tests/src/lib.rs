@@ -93,6 +93,7 @@ pub fn request(method: &str, path: &str, client: &str, headers: &[(&str, &str)])
 }
 
 pub mod browser;
+pub mod collector;
 pub mod harness;
 pub mod pki;
 pub mod process;

@@ -1,6 +1,7 @@
 //! What the command line runs besides the sidecar and the collector.
 
 pub mod demo;
+pub mod exposure;
 pub mod new_guard;
 pub mod replay;
 pub mod try_script;

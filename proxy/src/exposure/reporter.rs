@@ -11,7 +11,7 @@ use crate::sidecar::Sidecar;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::hash::{BuildHasher, RandomState};
@@ -289,23 +289,7 @@ struct Delivery {
 
 impl Delivery {
     fn new(settings: &Reporting) -> anyhow::Result<Delivery> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(settings.timeout));
-        // The HTTP connector refuses https:// URLs unless told that TLS is layered on top.
-        http.enforce_http(false);
-        let connector = match &settings.tls {
-            Some(tls) => HttpsConnectorBuilder::new()
-                .with_tls_config(tls.config.as_ref().clone())
-                .https_only()
-                .with_server_name_resolver(FixedServerNameResolver::new(tls.server_name.clone()))
-                .enable_http1()
-                .wrap_connector(http),
-            None => HttpsConnectorBuilder::new()
-                .with_tls_config(vigil_common::tls::trusting_nobody())
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http),
-        };
+        let connector = vigil_common::client::connector(settings.tls.as_ref(), settings.timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(2)
             .build(connector);
