@@ -474,7 +474,8 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
             "report.collector: expected http://HOST:PORT or https://HOST:PORT, got {collector:?}"
         ));
     }
-    let tls = client_tls("report", &url, &raw.tls, base, &[b"http/1.1"])?;
+    // No ALPN here: the reporter's connector (vigil_common::client) offers its own.
+    let tls = client_tls("report", &url, &raw.tls, base, &[])?;
     let service = raw.service.ok_or(
         "report.service: missing; name the service this sidecar stands in front of".to_string(),
     )?;
