@@ -1081,7 +1081,7 @@ fn the_dashboard_shows_real_data_in_a_browser() {
     let url = format!("http://{}/", collector.api);
 
     let dom = browser::dump_dom(&url);
-    let section = |id: &str| section(&dom, id);
+    let in_dom = |id: &str| section(&dom, id);
     assert!(dom.contains("<title>Vigil — fleet exposure</title>"));
     assert!(
         dom.contains("2 service(s), 3 instance(s) reporting · all the collector keeps"),
@@ -1103,7 +1103,7 @@ fn the_dashboard_shows_real_data_in_a_browser() {
         assert!(form.contains(option), "{option} in {form}");
     }
 
-    let vulnerabilities = section("vulnerabilities");
+    let vulnerabilities = in_dom("vulnerabilities");
     let first = &vulnerabilities[vulnerabilities.find("data-rank=\"1\"").unwrap()..];
     let first = &first[..first.find("</tr>").unwrap()];
     assert!(
@@ -1115,7 +1115,7 @@ fn the_dashboard_shows_real_data_in_a_browser() {
     );
     assert!(vulnerabilities.contains("VULN-101") && vulnerabilities.contains("never reached"));
 
-    let public = section("public-endpoints");
+    let public = in_dom("public-endpoints");
     for route in [
         "/users/{id}",
         "/orders/{id}",
@@ -1132,28 +1132,28 @@ fn the_dashboard_shows_real_data_in_a_browser() {
         ),
         "{public}"
     );
-    let internal = section("internal-endpoints");
+    let internal = in_dom("internal-endpoints");
     assert!(
         internal.contains("/admin/stats") && !internal.contains("/users/"),
         "{internal}"
     );
-    let shadow = section("shadow-endpoints");
+    let shadow = in_dom("shadow-endpoints");
     for route in ["/debug/vars", "/invoices/{id}", "/status"] {
         assert!(shadow.contains(route), "{route} in {shadow}");
     }
-    let zombie = section("zombie-endpoints");
+    let zombie = in_dom("zombie-endpoints");
     assert!(
         zombie.contains("/legacy/export") && zombie.contains("never"),
         "{zombie}"
     );
 
-    let findings = section("findings");
+    let findings = in_dom("findings");
     assert!(findings.contains("internal-reached-publicly") && findings.contains("shadow-endpoint"));
     assert!(
         !findings.contains("client-denied") && !findings.contains("client-would-deny"),
         "denials have their own table"
     );
-    let denied = section("denied-clients");
+    let denied = in_dom("denied-clients");
     assert!(
         denied.contains("203.0.113.66") && denied.contains(">45<"),
         "{denied}"
