@@ -90,6 +90,7 @@ th { text-align:left; font-size:12px; text-transform:uppercase; letter-spacing:.
 td { border-bottom:1px solid var(--line); padding:6px 8px; vertical-align:top; }
 td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; }
 code { font:13px ui-monospace, "DejaVu Sans Mono", monospace; }
+header h1 code { font-size:20px; }
 .m { font-weight:600; margin-right:4px; }
 .badge { display:inline-block; border-radius:10px; padding:1px 8px; font-size:12px; font-weight:600;
          white-space:nowrap; }
