@@ -100,8 +100,46 @@ pub struct Listen {
 /// The dashboard and JSON API listener.
 #[derive(Debug, Clone)]
 pub struct ApiListen {
-    /// Address of `/` and `/api/*`; loopback by default, as the API is not authenticated.
+    /// Address of `/` and `/api/*`; loopback by default, as the API is open unless `access`
+    /// asks for a credential.
     pub address: SocketAddr,
+    /// The credentials the dashboard and the API accept; none configured: open.
+    pub access: ApiAccess,
+}
+
+/// Who may read the dashboard, the JSON API and the metrics: a bearer token, a user name and
+/// password (HTTP Basic), either, or anyone when neither is set.
+#[derive(Clone, Default)]
+pub struct ApiAccess {
+    /// `[api] token`: accepted as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// `[api.basic_auth]`: accepted as `Authorization: Basic`, as browsers send it.
+    pub basic: Option<BasicAuth>,
+}
+
+impl ApiAccess {
+    /// Whether any credential is required.
+    pub fn is_protected(&self) -> bool {
+        self.token.is_some() || self.basic.is_some()
+    }
+}
+
+impl std::fmt::Debug for ApiAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiAccess")
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("basic_user", &self.basic.as_ref().map(|b| &b.username))
+            .finish()
+    }
+}
+
+/// A user name and password for HTTP Basic authentication.
+#[derive(Clone)]
+pub struct BasicAuth {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
 }
 
 /// A bearer token and what it may report for.
@@ -204,14 +242,25 @@ impl Default for RawListen {
 #[serde(deny_unknown_fields, default)]
 struct RawApi {
     address: String,
+    token: Option<String>,
+    basic_auth: Option<RawBasicAuth>,
 }
 
 impl Default for RawApi {
     fn default() -> Self {
         RawApi {
             address: "127.0.0.1:9001".into(),
+            token: None,
+            basic_auth: None,
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    password: String,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +369,7 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
     };
     let api = ApiListen {
         address: socket_addr("api.address", &raw.api.address)?,
+        access: api_access(raw.api.token, raw.api.basic_auth)?,
     };
     if api.address == listen.address {
         return Err(format!(
@@ -483,6 +533,44 @@ fn webhook(key: &str, raw: &RawWebhook, base: &Path) -> Result<Webhook, String> 
     })
 }
 
+/// Checks `[api] token` and `[api.basic_auth]`: long enough not to be guessed, and made of
+/// characters that travel in an `Authorization` header.
+fn api_access(token: Option<String>, basic: Option<RawBasicAuth>) -> Result<ApiAccess, String> {
+    let secret = |key: &str, value: &str| -> Result<(), String> {
+        if value.len() < MIN_TOKEN_BYTES {
+            return Err(format!(
+                "{key}: {} bytes, at least {MIN_TOKEN_BYTES} are needed",
+                value.len()
+            ));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{key}: only visible ASCII characters (no spaces) are accepted"
+            ));
+        }
+        Ok(())
+    };
+    if let Some(token) = &token {
+        secret("api.token", token)?;
+    }
+    let basic = match basic {
+        None => None,
+        Some(RawBasicAuth { username, password }) => {
+            if username.is_empty() || username.contains(':') {
+                return Err(format!(
+                    "api.basic_auth.username: {username:?} must be non-empty and hold no ':'"
+                ));
+            }
+            if username.chars().any(char::is_control) {
+                return Err("api.basic_auth.username: control characters are not accepted".into());
+            }
+            secret("api.basic_auth.password", &password)?;
+            Some(BasicAuth { username, password })
+        }
+    };
+    Ok(ApiAccess { token, basic })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,6 +587,7 @@ mod tests {
         let config = parse(TOKEN).unwrap();
         assert_eq!(config.listen.address.to_string(), "0.0.0.0:9000");
         assert_eq!(config.api.address.to_string(), "127.0.0.1:9001");
+        assert!(!config.api.access.is_protected());
         assert_eq!(config.database, Path::new("/etc/vigil/vigil-collector.db"));
         assert_eq!(config.tokens[0].service, None);
         assert_eq!(config.retention.findings, Duration::from_secs(30 * 86_400));
@@ -520,6 +609,28 @@ mod tests {
         assert_eq!(config.webhooks[1].events, [WebhookEvent::NewlyExposed]);
         assert_eq!(config.webhooks[1].timeout, Duration::from_secs(2));
         assert!(parse(TOKEN).unwrap().webhooks.is_empty());
+    }
+
+    #[test]
+    fn api_credentials_are_read_and_kept_out_of_debug_output() {
+        let config = parse(&format!(
+            "{TOKEN}[api]\ntoken = \"dashboard-token-0123\"\n\
+             [api.basic_auth]\nusername = \"security\"\npassword = \"correct-horse-battery\"\n"
+        ))
+        .unwrap();
+        let access = &config.api.access;
+        assert!(access.is_protected());
+        assert_eq!(access.token.as_deref(), Some("dashboard-token-0123"));
+        let basic = access.basic.as_ref().unwrap();
+        assert_eq!(
+            (basic.username.as_str(), basic.password.as_str()),
+            ("security", "correct-horse-battery")
+        );
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("dashboard-token-0123") && !debug.contains("correct-horse-battery"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -605,6 +716,28 @@ mod tests {
             (
                 &format!("{TOKEN}[[webhook]]\nurl = \"http://h/\"\nsecret = \"x\"\n"),
                 "unknown field `secret`",
+            ),
+            (
+                &format!("{TOKEN}[api]\ntoken = \"short\"\n"),
+                "api.token: 5 bytes, at least 16",
+            ),
+            (
+                &format!("{TOKEN}[api]\ntoken = \"with a space in it!\"\n"),
+                "api.token: only visible ASCII",
+            ),
+            (
+                &format!(
+                    "{TOKEN}[api.basic_auth]\nusername = \"a:b\"\npassword = \"0123456789abcdef\"\n"
+                ),
+                "api.basic_auth.username: \"a:b\"",
+            ),
+            (
+                &format!("{TOKEN}[api.basic_auth]\nusername = \"sec\"\npassword = \"hunter2\"\n"),
+                "api.basic_auth.password: 7 bytes",
+            ),
+            (
+                &format!("{TOKEN}[api.basic_auth]\nusername = \"sec\"\n"),
+                "missing field `password`",
             ),
         ];
         for (text, expected) in cases {

@@ -1,8 +1,13 @@
-//! The dashboard at `/`: one server-rendered page, no script and no build step, that shows at
-//! a glance what the public reaches, what was found, and which known vulnerabilities matter
-//! most now.
+//! The dashboard at `/` and the endpoint pages at `/endpoint`: server-rendered pages, no
+//! script and no build step, that show what the public reaches, what was found, and which
+//! known vulnerabilities matter most now, for one service or all and a time range.
+//!
+//! Every count on the page is the length of a list the JSON API gives for the same `service`
+//! and `since` (`api::Scope`), so the page and the API cannot disagree.
 
-use super::store::{DeniedClient, Endpoint, Exposure, FindingRecord, Service};
+use super::api::Scope;
+use super::config::Retention;
+use super::store::{DeniedClient, Endpoint, EndpointQuery, Exposure, FindingRecord, Service};
 use super::vulns::{RankedVulnerability, Severity};
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,18 +15,49 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Rows shown per table.
 pub const ROWS: usize = 50;
 
-/// What the page shows.
+/// Time ranges the selector offers; any other duration works in the URL.
+const RANGES: [(&str, &str); 5] = [
+    ("", "all the collector keeps"),
+    ("1h", "last hour"),
+    ("24h", "last 24 hours"),
+    ("7d", "last 7 days"),
+    ("30d", "last 30 days"),
+];
+
+/// What the dashboard shows.
 pub struct View<'a> {
-    /// Every service.
+    /// Every service, for the selector and the header.
     pub services: &'a [Service],
-    /// Every endpoint, merged across instances.
+    /// The service and time range shown.
+    pub scope: &'a Scope,
+    /// The endpoints in scope, merged across instances.
     pub endpoints: &'a [Endpoint],
-    /// Newest findings, denials left out.
+    /// Findings in scope, newest first, denials left out (they have their own table).
     pub findings: &'a [FindingRecord],
-    /// Clients with the most denials.
+    /// Clients in scope with the most denials.
     pub denied: &'a [DeniedClient],
-    /// Vulnerabilities, most urgent first.
+    /// Vulnerabilities in scope, most urgent first.
     pub vulnerabilities: &'a [RankedVulnerability],
+    /// How long the store keeps data: the longest range there is.
+    pub retention: Retention,
+    /// Now, ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// What an endpoint's page shows.
+pub struct EndpointView<'a> {
+    /// The endpoint, merged across instances.
+    pub endpoint: &'a Endpoint,
+    /// Findings on it, newest first, denials included.
+    pub findings: &'a [FindingRecord],
+    /// Whether the findings were read from the service's newest ones only.
+    pub findings_capped: bool,
+    /// Known vulnerabilities matched to it.
+    pub vulnerabilities: &'a [RankedVulnerability],
+    /// The dashboard's scope, for the way back.
+    pub scope: &'a Scope,
+    /// How long the store keeps data.
+    pub retention: Retention,
     /// Now, ms since the Unix epoch.
     pub now_ms: u64,
 }
@@ -54,6 +90,7 @@ th { text-align:left; font-size:12px; text-transform:uppercase; letter-spacing:.
 td { border-bottom:1px solid var(--line); padding:6px 8px; vertical-align:top; }
 td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; }
 code { font:13px ui-monospace, "DejaVu Sans Mono", monospace; }
+header h1 code { font-size:20px; }
 .m { font-weight:600; margin-right:4px; }
 .badge { display:inline-block; border-radius:10px; padding:1px 8px; font-size:12px; font-weight:600;
          white-space:nowrap; }
@@ -65,44 +102,217 @@ code { font:13px ui-monospace, "DejaVu Sans Mono", monospace; }
 .flag.warn { color:var(--red); background:var(--red-bg); }
 .empty { color:var(--muted); font-style:italic; padding:8px 0 14px; }
 .detail { color:var(--muted); font-size:13px; }
+a { color:var(--blue); }
+a.tile { display:block; color:inherit; text-decoration:none; }
+a.tile:hover { border-color:var(--blue); }
+form.scope { display:flex; flex-wrap:wrap; gap:10px 18px; align-items:center; background:var(--card);
+             border:1px solid var(--line); border-radius:8px; padding:10px 14px; margin-bottom:12px; }
+form.scope label { font-weight:600; font-size:14px; }
+form.scope select { font:inherit; margin-left:6px; padding:3px 6px; }
+form.scope button { font:inherit; padding:4px 14px; border-radius:6px; border:1px solid var(--blue);
+                    background:var(--blue); color:#fff; }
+.note { color:var(--muted); font-size:13px; margin:0 0 16px; }
+dl.facts { display:grid; grid-template-columns:max-content 1fr; gap:4px 18px; margin:0 0 12px; }
+dl.facts dt { color:var(--muted); }
+dl.facts dd { margin:0; }
 "#;
 
-/// Renders the whole page.
+/// Renders the dashboard.
 pub fn render(view: &View<'_>) -> String {
     let mut page = String::with_capacity(32 * 1024);
-    let public: Vec<&Endpoint> = view.endpoints.iter().filter(|e| e.public > 0).collect();
-    let instances: u64 = view.services.iter().map(|s| s.instances).sum();
+    let shown: Vec<&Service> = view
+        .services
+        .iter()
+        .filter(|s| {
+            view.scope
+                .service
+                .as_ref()
+                .is_none_or(|name| &s.name == name)
+        })
+        .collect();
+    let instances: u64 = shown.iter().map(|s| s.instances).sum();
+    let what = match &view.scope.service {
+        Some(name) => format!("service {}", escape(name)),
+        None => format!("{} service(s)", view.services.len()),
+    };
+    head(&mut page, "Vigil — fleet exposure", true);
     let _ = write!(
         page,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta http-equiv=\"refresh\" content=\"30\">\
-         <title>Vigil — fleet exposure</title><style>{STYLE}</style></head><body>\
-         <header><h1>Vigil — fleet exposure</h1><p>{} service(s), {instances} instance(s) reporting · as of {}</p></header><main>",
-        view.services.len(),
+        "<header><h1>Vigil — fleet exposure</h1><p>{what}, {instances} instance(s) reporting · {} · as of {}</p></header><main>",
+        range_words(view.scope),
         date(view.now_ms)
     );
-    tiles(&mut page, view, &public);
-    vulnerabilities(&mut page, view.vulnerabilities);
-    public_endpoints(&mut page, &public);
-    findings(&mut page, view.findings);
+    selector(&mut page, view);
+    let (endpoints, scope) = (view.endpoints, view.scope);
+    let select = |query: EndpointQuery| -> Vec<&Endpoint> {
+        endpoints.iter().filter(|e| query.matches(e)).collect()
+    };
+    let public = select(EndpointQuery {
+        public: true,
+        ..EndpointQuery::default()
+    });
+    let internal = select(EndpointQuery {
+        internal_reached_publicly: true,
+        ..EndpointQuery::default()
+    });
+    let shadow = select(EndpointQuery {
+        shadow: true,
+        ..EndpointQuery::default()
+    });
+    let zombie = select(EndpointQuery {
+        zombie: true,
+        ..EndpointQuery::default()
+    });
+    tiles(&mut page, view, [&public, &internal, &shadow, &zombie]);
+    vulnerabilities(&mut page, view.vulnerabilities, scope);
+    let mut ordered = public.clone();
+    ordered.sort_by(|a, b| {
+        (a.exposure, b.public, &a.service, &a.route)
+            .cmp(&(b.exposure, a.public, &b.service, &b.route))
+    });
+    endpoint_table(
+        &mut page,
+        Table {
+            id: "public-endpoints",
+            title: "Publicly reached endpoints",
+            hint: "Every instance merged; distinct clients are estimated. Most exposed first.",
+            empty: "No public client has reached any endpoint.",
+        },
+        &ordered,
+        scope,
+    );
+    endpoint_table(
+        &mut page,
+        Table {
+            id: "internal-endpoints",
+            title: "Internal-only endpoints reached publicly",
+            hint: "Listed as internal-only by the sidecars (api.internal_only), yet public clients reached them.",
+            empty: "No internal-only endpoint was reached publicly.",
+        },
+        &internal,
+        scope,
+    );
+    endpoint_table(
+        &mut page,
+        Table {
+            id: "shadow-endpoints",
+            title: "Shadow endpoints",
+            hint: "Reached, but not in the service's OpenAPI document.",
+            empty: "No shadow endpoint: every endpoint reached is documented, or no service sends its document.",
+        },
+        &shadow,
+        scope,
+    );
+    endpoint_table(
+        &mut page,
+        Table {
+            id: "zombie-endpoints",
+            title: "Zombie endpoints",
+            hint: "Documented, and never reached by any instance in what the collector keeps \
+                   (so not within any range either).",
+            empty: "No zombie endpoint.",
+        },
+        &zombie,
+        scope,
+    );
+    findings(&mut page, view.findings, scope);
     denied(&mut page, view.denied);
     page.push_str("</main></body></html>\n");
     page
 }
 
-fn tiles(page: &mut String, view: &View<'_>, public: &[&Endpoint]) {
-    let count = |f: &dyn Fn(&Endpoint) -> bool| view.endpoints.iter().filter(|e| f(e)).count();
-    let unauthenticated = count(&|e| e.exposure == Exposure::PublicUnauthenticated);
-    let internal = count(&|e| e.internal_reached_publicly());
-    let shadow = count(&|e| e.shadow);
-    let zombie = count(&|e| e.zombie);
+/// The document's head, up to `<body>`.
+fn head(page: &mut String, title: &str, refresh: bool) {
+    let _ = write!(
+        page,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{}\
+         <title>{}</title><style>{STYLE}</style></head><body>",
+        if refresh {
+            "<meta http-equiv=\"refresh\" content=\"30\">"
+        } else {
+            ""
+        },
+        escape(title)
+    );
+}
+
+/// "last 24h" or "all the collector keeps", for headers.
+fn range_words(scope: &Scope) -> String {
+    match &scope.since {
+        Some(since) => format!("last {}", escape(since)),
+        None => "all the collector keeps".into(),
+    }
+}
+
+/// The service selector and the time range: a plain form, so it works without script.
+fn selector(page: &mut String, view: &View<'_>) {
+    page.push_str(
+        "<form class=\"scope\" id=\"scope\" method=\"get\" action=\"/\">\
+         <label>Service<select name=\"service\"><option value=\"\">all services</option>",
+    );
+    for service in view.services {
+        let selected = view.scope.service.as_ref() == Some(&service.name);
+        let _ = write!(
+            page,
+            "<option value=\"{}\"{}>{}</option>",
+            escape(&service.name),
+            if selected { " selected" } else { "" },
+            escape(&service.name)
+        );
+    }
+    // A service named in the URL that has not reported stays selectable, so the page says
+    // what it shows.
+    if let Some(name) = &view.scope.service {
+        if !view.services.iter().any(|s| &s.name == name) {
+            let _ = write!(
+                page,
+                "<option value=\"{0}\" selected>{0} (no reports)</option>",
+                escape(name)
+            );
+        }
+    }
+    page.push_str("</select></label><label>Time range<select name=\"since\">");
+    let since = view.scope.since.as_deref().unwrap_or("");
+    for (value, words) in RANGES {
+        let _ = write!(
+            page,
+            "<option value=\"{value}\"{}>{words}</option>",
+            if value == since { " selected" } else { "" }
+        );
+    }
+    if !RANGES.iter().any(|(value, _)| *value == since) {
+        let _ = write!(
+            page,
+            "<option value=\"{0}\" selected>last {0}</option>",
+            escape(since)
+        );
+    }
+    let _ = write!(
+        page,
+        "</select></label><button type=\"submit\">Show</button></form>\
+         <p class=\"note\" id=\"scope-note\">The collector stores running totals per endpoint, \
+         finding and client, not a time series: a time range selects the endpoints reached, the \
+         findings seen and the clients denied within it, and their counts are totals over all \
+         it keeps (endpoints {} days, findings {} days).</p>",
+        view.retention.endpoints.as_secs() / 86_400,
+        view.retention.findings.as_secs() / 86_400
+    );
+}
+
+fn tiles(page: &mut String, view: &View<'_>, lists: [&[&Endpoint]; 4]) {
+    let [public, internal, shadow, zombie] = lists;
+    let unauthenticated = view
+        .endpoints
+        .iter()
+        .filter(|e| e.exposure == Exposure::PublicUnauthenticated)
+        .count();
     let urgent = view
         .vulnerabilities
         .iter()
         .filter(|v| v.exposure <= Exposure::Public)
         .count();
-    let tile = |page: &mut String, id: &str, value: usize, label: &str, hot: bool| {
+    let tile = |page: &mut String, id: &str, value: usize, label: &str, hot: bool, to: &str| {
         let class = match (hot, value) {
             (_, 0) => "tile",
             (true, _) => "tile hot",
@@ -110,7 +320,7 @@ fn tiles(page: &mut String, view: &View<'_>, public: &[&Endpoint]) {
         };
         let _ = write!(
             page,
-            "<div class=\"{class}\" id=\"tile-{id}\"><b>{value}</b><span>{label}</span></div>"
+            "<a class=\"{class}\" id=\"tile-{id}\" href=\"#{to}\"><b>{value}</b><span>{label}</span></a>"
         );
     };
     page.push_str("<div class=\"tiles\">");
@@ -120,6 +330,7 @@ fn tiles(page: &mut String, view: &View<'_>, public: &[&Endpoint]) {
         public.len(),
         "endpoints reached publicly",
         false,
+        "public-endpoints",
     );
     tile(
         page,
@@ -127,13 +338,15 @@ fn tiles(page: &mut String, view: &View<'_>, public: &[&Endpoint]) {
         unauthenticated,
         "public and answered without credentials",
         true,
+        "public-endpoints",
     );
     tile(
         page,
         "internal",
-        internal,
+        internal.len(),
         "internal-only endpoints reached publicly",
         true,
+        "internal-endpoints",
     );
     tile(
         page,
@@ -141,26 +354,85 @@ fn tiles(page: &mut String, view: &View<'_>, public: &[&Endpoint]) {
         urgent,
         "known vulnerabilities on public endpoints",
         true,
+        "vulnerabilities",
     );
     tile(
         page,
         "shadow",
-        shadow,
+        shadow.len(),
         "shadow endpoints (undocumented)",
         false,
+        "shadow-endpoints",
     );
     tile(
         page,
         "zombie",
-        zombie,
+        zombie.len(),
         "zombie endpoints (never reached)",
         false,
+        "zombie-endpoints",
     );
-    tile(page, "findings", view.findings.len(), "findings", false);
+    tile(
+        page,
+        "findings",
+        view.findings.len(),
+        "findings (denials apart)",
+        false,
+        "findings",
+    );
     page.push_str("</div>");
 }
 
-fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability]) {
+/// "Showing the first 50 of 70." when a table is cut, else nothing.
+fn shown_of(page: &mut String, total: usize) {
+    if total > ROWS {
+        let _ = write!(
+            page,
+            "<p class=\"note\">Showing the first {ROWS} of {total}; the JSON API lists them all.</p>"
+        );
+    }
+}
+
+/// The link to an endpoint's page, in the dashboard's scope, escaped for an attribute.
+fn endpoint_href(service: &str, method: &str, route: &str, scope: &Scope) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("service", service);
+    query.append_pair("method", method);
+    query.append_pair("route", route);
+    if let Some(since) = &scope.since {
+        query.append_pair("since", since);
+    }
+    escape(&format!("/endpoint?{}", query.finish()))
+}
+
+/// The dashboard's link in `scope`, escaped for an attribute.
+fn dashboard_href(scope: &Scope) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(service) = &scope.service {
+        query.append_pair("service", service);
+    }
+    if let Some(since) = &scope.since {
+        query.append_pair("since", since);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        "/".into()
+    } else {
+        escape(&format!("/?{query}"))
+    }
+}
+
+/// Method and route, linked to the endpoint's page.
+fn endpoint_cell(service: &str, method: &str, route: &str, scope: &Scope) -> String {
+    format!(
+        "<a href=\"{}\"><span class=\"m\">{}</span><code>{}</code></a>",
+        endpoint_href(service, method, route, scope),
+        escape(method),
+        escape(route)
+    )
+}
+
+fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability], scope: &Scope) {
     page.push_str(
         "<section id=\"vulnerabilities\"><h2>Known vulnerabilities, most exposed first</h2>\
          <p class=\"hint\">Ranked by what the sidecars saw: reached publicly without credentials, \
@@ -172,6 +444,7 @@ fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability]) {
         );
         return;
     }
+    shown_of(page, ranked.len());
     page.push_str(
         "<table><thead><tr><th class=\"n\">#</th><th>exposure</th><th>severity</th><th>vulnerability</th>\
          <th>endpoint</th><th class=\"n\">public requests</th><th class=\"n\">public clients</th>\
@@ -185,11 +458,19 @@ fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability]) {
             .as_deref()
             .or(v.service.as_deref())
             .unwrap_or("—");
+        let endpoint = match &r.matched_service {
+            Some(matched) => endpoint_cell(matched, &v.method, route, scope),
+            None => format!(
+                "<span class=\"m\">{}</span><code>{}</code>",
+                escape(&v.method),
+                escape(route)
+            ),
+        };
         let _ = write!(
             page,
             "<tr data-rank=\"{}\"><td class=\"n\">{}</td><td>{}</td><td>{}</td>\
              <td><b>{}</b><div class=\"detail\">{}</div></td>\
-             <td><span class=\"m\">{}</span><code>{}</code><div class=\"detail\">{}</div></td>\
+             <td>{endpoint}<div class=\"detail\">{}</div></td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             r.rank,
             r.rank,
@@ -197,8 +478,6 @@ fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability]) {
             severity(v.severity),
             escape(&v.id),
             escape(&v.title),
-            escape(&v.method),
-            escape(route),
             escape(service),
             r.public_requests,
             r.public_clients,
@@ -208,29 +487,42 @@ fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability]) {
     page.push_str("</tbody></table></section>");
 }
 
-fn public_endpoints(page: &mut String, public: &[&Endpoint]) {
-    page.push_str(
-        "<section id=\"public-endpoints\"><h2>Publicly reached endpoints</h2>\
-         <p class=\"hint\">Every instance merged; distinct clients are estimated.</p>",
+/// Words of one endpoint table.
+struct Table {
+    /// The section's id, which tiles link to.
+    id: &'static str,
+    /// Its heading.
+    title: &'static str,
+    /// What the rows are.
+    hint: &'static str,
+    /// What an empty table means.
+    empty: &'static str,
+}
+
+/// A section listing `endpoints`, at most [`ROWS`] of them, each linked to its page.
+fn endpoint_table(page: &mut String, table: Table, endpoints: &[&Endpoint], scope: &Scope) {
+    let _ = write!(
+        page,
+        "<section id=\"{}\"><h2>{} <span class=\"detail\" id=\"count-{}\">({})</span></h2>\
+         <p class=\"hint\">{}</p>",
+        table.id,
+        table.title,
+        table.id,
+        endpoints.len(),
+        table.hint
     );
-    if public.is_empty() {
-        page.push_str(
-            "<p class=\"empty\">No public client has reached any endpoint yet.</p></section>",
-        );
+    if endpoints.is_empty() {
+        let _ = write!(page, "<p class=\"empty\">{}</p></section>", table.empty);
         return;
     }
+    shown_of(page, endpoints.len());
     page.push_str(
         "<table><thead><tr><th>service</th><th>endpoint</th><th>exposure</th>\
-         <th class=\"n\">public requests</th><th class=\"n\">public clients</th>\
+         <th class=\"n\">requests</th><th class=\"n\">public requests</th><th class=\"n\">public clients</th>\
          <th class=\"n\">unauth. 2xx</th><th class=\"n\">instances</th><th>flags</th><th>last seen</th>\
          </tr></thead><tbody>",
     );
-    let mut ordered = public.to_vec();
-    ordered.sort_by(|a, b| {
-        (a.exposure, b.public, &a.service, &a.route)
-            .cmp(&(b.exposure, a.public, &b.service, &b.route))
-    });
-    for e in ordered.iter().take(ROWS) {
+    for e in endpoints.iter().take(ROWS) {
         let mut flags = String::new();
         if e.internal_only {
             flags.push_str("<span class=\"badge flag warn\">internal-only</span> ");
@@ -238,12 +530,12 @@ fn public_endpoints(page: &mut String, public: &[&Endpoint]) {
         if e.shadow {
             flags.push_str("<span class=\"badge flag\">shadow</span> ");
         }
-        if e.denials.values().sum::<u64>() > 0 {
-            let _ = write!(
-                flags,
-                "<span class=\"badge flag\">{} denied</span> ",
-                e.denials.values().sum::<u64>()
-            );
+        if e.zombie {
+            flags.push_str("<span class=\"badge flag\">zombie</span> ");
+        }
+        let denied = e.denials.values().sum::<u64>();
+        if denied > 0 {
+            let _ = write!(flags, "<span class=\"badge flag\">{denied} denied</span> ");
         }
         let would_deny = e.monitor_denials.values().sum::<u64>();
         if would_deny > 0 {
@@ -254,40 +546,42 @@ fn public_endpoints(page: &mut String, public: &[&Endpoint]) {
         }
         let _ = write!(
             page,
-            "<tr><td>{}</td><td><span class=\"m\">{}</span><code>{}</code></td><td>{}</td>\
+            "<tr data-endpoint><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td>{flags}</td><td class=\"detail\">{}</td></tr>",
             escape(&e.service),
-            escape(&e.method),
-            escape(&e.route),
+            endpoint_cell(&e.service, &e.method, &e.route, scope),
             exposure(e.exposure),
+            e.requests,
             e.public,
             e.public_clients,
             e.public_unauthenticated_success,
             e.instances,
-            e.last_seen_ms.map(date).unwrap_or_default()
+            e.last_seen_ms.map_or_else(|| "never".into(), date)
         );
     }
     page.push_str("</tbody></table></section>");
 }
 
-fn findings(page: &mut String, findings: &[FindingRecord]) {
-    page.push_str("<section id=\"findings\"><h2>Findings</h2><p class=\"hint\">Newest first, folded across instances.</p>");
+fn findings(page: &mut String, findings: &[FindingRecord], scope: &Scope) {
+    let _ = write!(
+        page,
+        "<section id=\"findings\"><h2>Findings <span class=\"detail\" id=\"count-findings\">({})</span></h2>\
+         <p class=\"hint\">Newest first, folded across instances; denials of clients are in the next table.</p>",
+        findings.len()
+    );
     if findings.is_empty() {
         page.push_str("<p class=\"empty\">No findings.</p></section>");
         return;
     }
+    shown_of(page, findings.len());
     page.push_str(
         "<table><thead><tr><th>kind</th><th>service</th><th>endpoint</th><th>client</th>\
          <th class=\"n\">count</th><th>source</th><th>detail</th><th>last</th></tr></thead><tbody>",
     );
-    for f in findings {
+    for f in findings.iter().take(ROWS) {
         let endpoint = match (&f.method, &f.route) {
-            (Some(m), Some(r)) => format!(
-                "<span class=\"m\">{}</span><code>{}</code>",
-                escape(m),
-                escape(r)
-            ),
+            (Some(m), Some(r)) => endpoint_cell(&f.service, m, r, scope),
             _ => "—".into(),
         };
         let _ = write!(
@@ -352,6 +646,208 @@ fn denied(page: &mut String, denied: &[DeniedClient]) {
     page.push_str("</tbody></table></section>");
 }
 
+/// Renders an endpoint's page: its traffic, clients, statuses, denials, findings and known
+/// vulnerabilities, from the totals the store keeps.
+pub fn render_endpoint(view: &EndpointView<'_>) -> String {
+    let e = view.endpoint;
+    let mut page = String::with_capacity(16 * 1024);
+    head(
+        &mut page,
+        &format!("Vigil — {} {} ({})", e.method, e.route, e.service),
+        false,
+    );
+    let _ = write!(
+        page,
+        "<header><h1><span class=\"m\">{}</span><code>{}</code></h1><p>service {} · as of {}</p></header><main>\
+         <p><a id=\"back\" href=\"{}\">← back to the dashboard</a></p>",
+        escape(&e.method),
+        escape(&e.route),
+        escape(&e.service),
+        date(view.now_ms),
+        dashboard_href(view.scope)
+    );
+    let mut flags = vec![exposure(e.exposure)];
+    for (set, word, warn) in [
+        (e.documented, "documented", false),
+        (e.shadow, "shadow", false),
+        (e.zombie, "zombie", false),
+        (e.internal_only, "internal-only", true),
+    ] {
+        if set {
+            flags.push(format!(
+                "<span class=\"badge flag{}\">{word}</span>",
+                if warn { " warn" } else { "" }
+            ));
+        }
+    }
+    let seen = |ms: Option<u64>| ms.map_or_else(|| "never".into(), date);
+    let _ = write!(
+        page,
+        "<section id=\"summary\"><h2>Exposure</h2><p>{}</p><dl class=\"facts\">\
+         <dt>requests</dt><dd id=\"requests\">{}</dd>\
+         <dt>from public clients</dt><dd id=\"public-requests\">{}</dd>\
+         <dt>carrying a credential</dt><dd>{}</dd>\
+         <dt>2xx without credential</dt><dd>{}</dd>\
+         <dt>2xx without credential, public</dt><dd>{}</dd>\
+         <dt>instances that reached it</dt><dd>{}</dd>\
+         <dt>first seen</dt><dd id=\"first-seen\">{}</dd>\
+         <dt>last seen</dt><dd id=\"last-seen\">{}</dd></dl></section>",
+        flags.join(" "),
+        e.requests,
+        e.public,
+        e.authenticated,
+        e.unauthenticated_success,
+        e.public_unauthenticated_success,
+        e.instances,
+        seen(e.first_seen_ms),
+        seen(e.last_seen_ms)
+    );
+    let c = &e.credentials;
+    let _ = write!(
+        page,
+        "<section id=\"clients\"><h2>Clients</h2><p class=\"hint\">Distinct public clients are \
+         estimated (merged sketches: a client seen by two instances counts once); requests are \
+         counted by the credential they carried.</p><dl class=\"facts\">\
+         <dt>public clients (estimate)</dt><dd id=\"public-clients\">{}</dd></dl>\
+         <table><thead><tr><th>credential</th><th class=\"n\">requests</th></tr></thead><tbody>\
+         <tr><td>bearer token</td><td class=\"n\">{}</td></tr>\
+         <tr><td>basic</td><td class=\"n\">{}</td></tr>\
+         <tr><td>cookie</td><td class=\"n\">{}</td></tr>\
+         <tr><td>API key</td><td class=\"n\">{}</td></tr>\
+         <tr><td>none</td><td class=\"n\">{}</td></tr></tbody></table>",
+        e.public_clients,
+        c.bearer,
+        c.basic,
+        c.cookie,
+        c.api_key,
+        e.requests.saturating_sub(e.authenticated)
+    );
+    let named: Vec<&FindingRecord> = view
+        .findings
+        .iter()
+        .filter(|f| f.client.is_some())
+        .collect();
+    if !named.is_empty() {
+        page.push_str(
+            "<h3>Clients named in findings</h3><table><thead><tr><th>client</th><th>kind</th>\
+             <th>source</th><th class=\"n\">count</th><th>last</th></tr></thead><tbody>",
+        );
+        for f in named.iter().take(ROWS) {
+            let _ = write!(
+                page,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"detail\">{}</td></tr>",
+                escape(f.client.as_deref().unwrap_or_default()),
+                escape(&f.kind),
+                escape(&f.source),
+                f.count,
+                date(f.at_ms)
+            );
+        }
+        page.push_str("</tbody></table>");
+    }
+    page.push_str("</section>");
+    let st = &e.status;
+    let _ = write!(
+        page,
+        "<section id=\"statuses\"><h2>Responses by status class</h2><table><thead><tr>\
+         <th class=\"n\">1xx</th><th class=\"n\">2xx</th><th class=\"n\">3xx</th>\
+         <th class=\"n\">4xx</th><th class=\"n\">5xx</th></tr></thead><tbody><tr>\
+         <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+         <td class=\"n\">{}</td><td class=\"n\">{}</td></tr></tbody></table></section>",
+        st.informational, st.success, st.redirection, st.client_error, st.server_error
+    );
+    page.push_str(
+        "<section id=\"denials\"><h2>Denials per guard</h2><p class=\"hint\">Enforced denials \
+         were answered by the sidecar; monitor-mode guards' denials were not applied.</p>",
+    );
+    let guards: std::collections::BTreeSet<&String> =
+        e.denials.keys().chain(e.monitor_denials.keys()).collect();
+    if guards.is_empty() {
+        page.push_str("<p class=\"empty\">No guard denied a request here.</p>");
+    } else {
+        page.push_str(
+            "<table><thead><tr><th>guard</th><th class=\"n\">denied (enforced)</th>\
+             <th class=\"n\">would deny (monitor)</th></tr></thead><tbody>",
+        );
+        for guard in guards {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                escape(guard),
+                e.denials.get(guard).copied().unwrap_or(0),
+                e.monitor_denials.get(guard).copied().unwrap_or(0)
+            );
+        }
+        page.push_str("</tbody></table>");
+    }
+    page.push_str("</section>");
+    if !view.vulnerabilities.is_empty() {
+        page.push_str(
+            "<section id=\"endpoint-vulnerabilities\"><h2>Known vulnerabilities</h2><table><thead><tr>\
+             <th class=\"n\">rank</th><th>severity</th><th>vulnerability</th></tr></thead><tbody>",
+        );
+        for r in view.vulnerabilities {
+            let _ = write!(
+                page,
+                "<tr><td class=\"n\">{}</td><td>{}</td><td><b>{}</b><div class=\"detail\">{}</div></td></tr>",
+                r.rank,
+                severity(r.vulnerability.severity),
+                escape(&r.vulnerability.id),
+                escape(&r.vulnerability.title)
+            );
+        }
+        page.push_str("</tbody></table></section>");
+    }
+    let _ = write!(
+        page,
+        "<section id=\"endpoint-findings\"><h2>Findings on this endpoint <span class=\"detail\">({})</span></h2>\
+         <p class=\"hint\">Newest first, denials of clients included.{}</p>",
+        view.findings.len(),
+        if view.findings_capped {
+            " Read from the service's newest 1000 findings."
+        } else {
+            ""
+        }
+    );
+    if view.findings.is_empty() {
+        page.push_str("<p class=\"empty\">No findings on this endpoint.</p>");
+    } else {
+        shown_of(&mut page, view.findings.len());
+        page.push_str(
+            "<table><thead><tr><th>kind</th><th>client</th><th class=\"n\">count</th>\
+             <th>source</th><th>detail</th><th>first</th><th>last</th></tr></thead><tbody>",
+        );
+        for f in view.findings.iter().take(ROWS) {
+            let _ = write!(
+                page,
+                "<tr><td><b>{}</b></td><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td>\
+                 <td class=\"detail\">{}</td><td class=\"detail\">{}</td><td class=\"detail\">{}</td></tr>",
+                escape(&f.kind),
+                escape(f.client.as_deref().unwrap_or("—")),
+                f.count,
+                escape(&f.source),
+                escape(&f.detail),
+                date(f.first_at_ms),
+                date(f.at_ms)
+            );
+        }
+        page.push_str("</tbody></table>");
+    }
+    page.push_str("</section>");
+    let _ = write!(
+        page,
+        "<section id=\"over-time\"><h2>Over time</h2><p>The collector keeps running totals \
+         for each endpoint, merged from every instance's reports, with the first and the latest \
+         request; it keeps no series over time, so these counts cannot be split by hour or day. \
+         First seen {}, last seen {}; an endpoint not reached for {} days is forgotten.</p></section>",
+        seen(e.first_seen_ms),
+        seen(e.last_seen_ms),
+        view.retention.endpoints.as_secs() / 86_400
+    );
+    page.push_str("</main></body></html>\n");
+    page
+}
+
 fn exposure(exposure: Exposure) -> String {
     let class = match exposure {
         Exposure::PublicUnauthenticated => "exp-public-unauthenticated",
@@ -396,6 +892,135 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use vigil_report::{Credentials, StatusClasses};
+
+    fn retention() -> Retention {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        Retention {
+            findings: days(30),
+            instances: days(7),
+            endpoints: days(90),
+            interval: Duration::from_secs(3_600),
+        }
+    }
+
+    const HOSTILE: &str = "<script>alert('x')</script>\"";
+
+    fn hostile_endpoint() -> Endpoint {
+        Endpoint {
+            service: HOSTILE.into(),
+            method: "GET".into(),
+            route: format!("/x/{HOSTILE}"),
+            exposure: Exposure::PublicUnauthenticated,
+            requests: 3,
+            public: 3,
+            authenticated: 0,
+            unauthenticated_success: 3,
+            public_unauthenticated_success: 3,
+            public_clients: 1,
+            credentials: Credentials::default(),
+            status: StatusClasses::default(),
+            denials: BTreeMap::from([(HOSTILE.to_string(), 1)]),
+            monitor_denials: BTreeMap::new(),
+            instances: 1,
+            first_seen_ms: Some(0),
+            last_seen_ms: Some(0),
+            documented: false,
+            shadow: true,
+            zombie: false,
+            internal_only: true,
+        }
+    }
+
+    fn hostile_finding() -> FindingRecord {
+        FindingRecord {
+            service: HOSTILE.into(),
+            kind: HOSTILE.into(),
+            source: HOSTILE.into(),
+            method: Some("GET".into()),
+            route: Some(format!("/x/{HOSTILE}")),
+            client: Some(HOSTILE.into()),
+            detail: HOSTILE.into(),
+            instance: "i".into(),
+            count: 1,
+            first_at_ms: 0,
+            at_ms: 0,
+        }
+    }
+
+    /// No markup of `HOSTILE` survives, and no quote closes an attribute early.
+    fn assert_inert(page: &str) {
+        assert!(!page.contains("<script"), "{page}");
+        assert!(!page.contains("alert('x')"), "{page}");
+        assert!(!page.contains("</script>\""), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&quot;"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_inert_in_every_table_link_and_option() {
+        let service = Service {
+            name: HOSTILE.into(),
+            instances: 1,
+            reports: 1,
+            endpoints: 1,
+            public_endpoints: 1,
+            zombie_endpoints: 0,
+            requests: 3,
+            findings: 1,
+            dropped: Default::default(),
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+        };
+        let scope = Scope {
+            service: Some(HOSTILE.into()),
+            since: Some(HOSTILE.into()),
+            since_ms: None,
+        };
+        let page = render(&View {
+            services: &[service],
+            scope: &scope,
+            endpoints: &[hostile_endpoint()],
+            findings: &[hostile_finding()],
+            denied: &[],
+            vulnerabilities: &[],
+            retention: retention(),
+            now_ms: 0,
+        });
+        assert_inert(&page);
+        // The link's query is percent-encoded, then escaped for the attribute.
+        assert!(
+            page.contains("href=\"/endpoint?service=%3Cscript%3Ealert%28%27x%27%29%3C%2Fscript%3E%22&amp;method=GET&amp;route="),
+            "{page}"
+        );
+        for section in ["public-endpoints", "internal-endpoints", "shadow-endpoints"] {
+            assert!(
+                page.contains(&format!("id=\"count-{section}\">(1)")),
+                "{section}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_endpoint_page_escapes_what_sidecars_reported() {
+        let endpoint = hostile_endpoint();
+        let scope = Scope::default();
+        let page = render_endpoint(&EndpointView {
+            endpoint: &endpoint,
+            findings: &[hostile_finding()],
+            findings_capped: false,
+            vulnerabilities: &[],
+            scope: &scope,
+            retention: retention(),
+            now_ms: 0,
+        });
+        assert_inert(&page);
+        assert!(page.contains("<section id=\"over-time\">"), "{page}");
+        assert!(page.contains("keeps no series over time"), "{page}");
+    }
 
     #[test]
     fn reported_text_cannot_inject_markup() {
@@ -418,6 +1043,8 @@ mod tests {
             findings: &[finding],
             denied: &[],
             vulnerabilities: &[],
+            retention: retention(),
+            scope: &Scope::default(),
             now_ms: 0,
         });
         assert!(
@@ -446,6 +1073,8 @@ mod tests {
             findings: &[],
             denied: &[client],
             vulnerabilities: &[],
+            retention: retention(),
+            scope: &Scope::default(),
             now_ms: 0,
         });
         let start = page.find("<section id=\"denied-clients\"").unwrap();

@@ -7,7 +7,8 @@
 //! - `config`: `collector.toml`, validated.
 //! - `ingest`: `POST /v1/reports`, from bearer token to stored report.
 //! - `store`: the storage interface; `sqlite`: its SQLite implementation.
-//! - `api`: the JSON API and the dashboard's data; `dashboard`: the page at `/`.
+//! - `api`: the JSON API, the dashboard's data and who may read them; `dashboard`: the
+//!   pages at `/` and `/endpoint`.
 //! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
 //! - `metrics`: the Prometheus metrics at `/metrics` on the API listener.
 //! - `webhook`: what is new in a report, posted to the configured webhooks off the ingest path.
@@ -194,6 +195,14 @@ pub async fn run(
             "listen.address is not a loopback address and [listen.tls] is not set: reports and \
              the sidecars' bearer tokens cross the network in clear; set listen.tls.cert and \
              listen.tls.key"
+        );
+    }
+    if !collector.config.api.access.is_protected() && !api_address.ip().is_loopback() {
+        tracing::warn!(
+            %api_address,
+            "api.address is not a loopback address and neither api.token nor [api.basic_auth] \
+             is set: anyone who reaches it reads the dashboard and the API; set one of them, or \
+             listen on 127.0.0.1"
         );
     }
     tokio::spawn(reload_certificate_on_sighup(collector.clone()));

@@ -41,6 +41,17 @@ impl Collector {
     }
 
     fn configure(name: &str, extra: &str, logging: bool) -> Collector {
+        Collector::configure_api(name, extra, "127.0.0.1", "", logging)
+    }
+
+    /// A collector whose API listens on `api_ip`, with `api_extra` in its `[api]` section.
+    fn configure_api(
+        name: &str,
+        extra: &str,
+        api_ip: &str,
+        api_extra: &str,
+        logging: bool,
+    ) -> Collector {
         let dir = temp_dir(&format!("collector-{name}"));
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/collector");
         let (ingest, api) = (free_port(), free_port());
@@ -50,7 +61,7 @@ impl Collector {
             format!(
                 "[listen]\naddress = \"127.0.0.1:{ingest}\"\nmax_body_bytes = {MAX_BODY}\n\
                  max_inflated_bytes = {MAX_INFLATED}\n\
-                 [api]\naddress = \"127.0.0.1:{api}\"\n\
+                 [api]\naddress = \"{api_ip}:{api}\"\n{api_extra}\
                  [storage]\npath = \"collector.db\"\n\
                  [[token]]\nname = \"fleet\"\ntoken = \"{FLEET_TOKEN}\"\n\
                  [[token]]\nname = \"shop-sidecars\"\ntoken = \"{SHOP_TOKEN}\"\nservice = \"shop\"\n\
@@ -868,34 +879,231 @@ fn vulnerabilities_are_ranked_by_runtime_exposure() {
     );
 }
 
+/// The section `id` of a page, from its opening tag to its end.
+fn section<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("<section id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no section {id} in {page}"));
+    let end = page[start..].find("</section>").unwrap() + start;
+    &page[start..end]
+}
+
+/// The number a dashboard tile shows.
+fn tile(page: &str, id: &str) -> usize {
+    let start = page
+        .find(&format!("id=\"tile-{id}\""))
+        .unwrap_or_else(|| panic!("no tile {id} in {page}"));
+    let rest = &page[start..];
+    let number = &rest[rest.find("<b>").unwrap() + 3..rest.find("</b>").unwrap()];
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("tile {id}: {number:?}"))
+}
+
+/// The count a table's heading shows, and the rows it lists.
+fn table_count(page: &str, id: &str) -> (usize, usize) {
+    let section = section(page, id);
+    let marker = format!("id=\"count-{id}\">(");
+    let start = section
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no count in {section}"))
+        + marker.len();
+    let count = section[start..start + section[start..].find(')').unwrap()]
+        .parse()
+        .unwrap();
+    (count, section.matches("<tr data-endpoint>").count())
+}
+
+/// Reports a second service, billing, through the fleet token: no OpenAPI document, so its
+/// endpoints are shadow endpoints, one of them public.
+fn report_billing(collector: &Collector) {
+    let mut r = report("billing", "billing-a", 1, 1);
+    let mut invoices = endpoint("GET", "/invoices/{id}", 50);
+    invoices.public = 20;
+    invoices.authenticated = 50;
+    invoices.credentials.api_key = 50;
+    invoices.shadow = true;
+    let mut health = endpoint("GET", "/status", 7);
+    health.shadow = true;
+    r.endpoints = vec![invoices, health];
+    r.findings = vec![finding(
+        "shadow-endpoint",
+        "sidecar",
+        key("GET", "/invoices/{id}"),
+        None,
+        1,
+    )];
+    let response = collector.send(FLEET_TOKEN, &r);
+    assert_eq!(response.status, 202, "{}", response.text());
+}
+
+/// `GET path` on the API listener, as text, with its status checked.
+fn page(collector: &Collector, path: &str) -> String {
+    let response = http(collector.api, "GET", path, &[], b"").unwrap();
+    assert_eq!(response.status, 200, "GET {path}: {}", response.text());
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/html; charset=utf-8"),
+        "{path}"
+    );
+    response.text()
+}
+
+#[test]
+fn the_dashboards_counts_are_the_apis_for_every_scope() {
+    let collector = Collector::start("counts");
+    report_shop_fleet(&collector);
+    report_billing(&collector);
+    let length = |path: &str| collector.get(path).as_array().unwrap().len();
+    // Reports were made an hour ago: 30m keeps only what was never reached (zombies).
+    for scope in [
+        "",
+        "service=shop",
+        "service=billing",
+        "service=nobody",
+        "since=24h",
+        "since=30m",
+        "service=shop&since=30m",
+        "service=billing&since=7d",
+    ] {
+        let html = page(&collector, &format!("/?{scope}"));
+        let api = |path: &str, filter: &str| {
+            let query = [filter, scope]
+                .into_iter()
+                .filter(|q| !q.is_empty())
+                .collect::<Vec<_>>()
+                .join("&");
+            length(&format!("{path}?{query}"))
+        };
+        for (id, table, filter) in [
+            ("public", Some("public-endpoints"), "public=true"),
+            ("unauthenticated", None, "exposure=public-unauthenticated"),
+            ("internal", Some("internal-endpoints"), "internal=true"),
+            ("shadow", Some("shadow-endpoints"), "shadow=true"),
+            ("zombie", Some("zombie-endpoints"), "zombie=true"),
+        ] {
+            let expected = api("/api/endpoints", filter);
+            assert_eq!(tile(&html, id), expected, "tile {id} for {scope:?}");
+            if let Some(table) = table {
+                assert_eq!(
+                    table_count(&html, table),
+                    (expected, expected),
+                    "table {table} for {scope:?}"
+                );
+            }
+        }
+        let findings = api("/api/findings", "denials=false&limit=1000");
+        assert_eq!(tile(&html, "findings"), findings, "findings for {scope:?}");
+        let query = if scope.is_empty() {
+            "limit=1000".to_string()
+        } else {
+            format!("limit=1000&{scope}")
+        };
+        let ranked = collector.get(&format!("/api/vulnerabilities?{query}"));
+        let on_public = ranked
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["exposure"] == "public-unauthenticated" || v["exposure"] == "public")
+            .count();
+        assert_eq!(
+            tile(&html, "vulnerable"),
+            on_public,
+            "vulnerable for {scope:?}"
+        );
+    }
+    // The figures themselves, so that agreeing on nothing cannot pass.
+    let all = page(&collector, "/");
+    assert_eq!(
+        [
+            "public",
+            "unauthenticated",
+            "internal",
+            "shadow",
+            "zombie",
+            "findings"
+        ]
+        .map(|id| tile(&all, id)),
+        [4, 1, 1, 3, 1, 4]
+    );
+    let billing = page(&collector, "/?service=billing");
+    assert_eq!(tile(&billing, "shadow"), 2);
+    assert_eq!(tile(&billing, "zombie"), 0);
+    assert!(
+        billing.contains("service billing, 1 instance(s) reporting"),
+        "{billing}"
+    );
+    let later = page(&collector, "/?since=30m");
+    assert_eq!((tile(&later, "public"), tile(&later, "zombie")), (0, 1));
+    assert_eq!(tile(&later, "findings"), 0);
+    assert!(
+        later.contains("<option value=\"30m\" selected>last 30m</option>"),
+        "{later}"
+    );
+    assert!(later.contains("id=\"scope-note\""), "{later}");
+    assert_eq!(length("/api/clients/denied?since=30m"), 0);
+    assert_eq!(length("/api/clients/denied?since=24h"), 3);
+    assert_eq!(length("/api/findings?since=30m"), 0);
+
+    for bad in [
+        "/?since=yesterday",
+        "/?color=red",
+        "/api/endpoints?since=-1h",
+        "/api/endpoints?exposure=very",
+        "/api/findings?denials=perhaps",
+        "/endpoint?service=shop&method=GET",
+        "/endpoint?service=shop&method=GET&route=/users/{id}&since=soon",
+    ] {
+        let response = http(collector.api, "GET", bad, &[], b"").unwrap();
+        assert_eq!(response.status, 400, "{bad}: {}", response.text());
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json")
+        );
+    }
+    let response = http(
+        collector.api,
+        "GET",
+        "/endpoint?service=shop&method=GET&route=/nowhere",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert!(response.text().contains("/nowhere"), "{}", response.text());
+}
+
 #[test]
 fn the_dashboard_shows_real_data_in_a_browser() {
     let collector = Collector::start("dashboard");
     report_shop_fleet(&collector);
+    report_billing(&collector);
     let url = format!("http://{}/", collector.api);
 
     let dom = browser::dump_dom(&url);
-    let section = |id: &str| -> &str {
-        let start = dom
-            .find(&format!("<section id=\"{id}\""))
-            .unwrap_or_else(|| panic!("no section {id} in {dom}"));
-        let end = dom[start..].find("</section>").unwrap() + start;
-        &dom[start..end]
-    };
+    let in_dom = |id: &str| section(&dom, id);
     assert!(dom.contains("<title>Vigil — fleet exposure</title>"));
     assert!(
-        dom.contains("1 service(s), 2 instance(s) reporting"),
+        dom.contains("2 service(s), 3 instance(s) reporting · all the collector keeps"),
         "{dom}"
     );
-    assert!(dom.contains("id=\"tile-public\"><b>3</b>"), "{dom}");
-    assert!(
-        dom.contains("id=\"tile-unauthenticated\"><b>1</b>"),
-        "{dom}"
-    );
-    assert!(dom.contains("id=\"tile-internal\"><b>1</b>"), "{dom}");
-    assert!(dom.contains("id=\"tile-zombie\"><b>1</b>"), "{dom}");
+    assert_eq!(tile(&dom, "public"), 4);
+    assert_eq!(tile(&dom, "unauthenticated"), 1);
+    assert_eq!(tile(&dom, "internal"), 1);
+    assert_eq!(tile(&dom, "shadow"), 3);
+    assert_eq!(tile(&dom, "zombie"), 1);
+    let form = &dom[dom.find("<form class=\"scope\"").unwrap()..];
+    let form = &form[..form.find("</form>").unwrap()];
+    for option in [
+        "<option value=\"\">all services</option>",
+        "<option value=\"billing\">billing</option>",
+        "<option value=\"shop\">shop</option>",
+        "<option value=\"24h\">last 24 hours</option>",
+    ] {
+        assert!(form.contains(option), "{option} in {form}");
+    }
 
-    let vulnerabilities = section("vulnerabilities");
+    let vulnerabilities = in_dom("vulnerabilities");
     let first = &vulnerabilities[vulnerabilities.find("data-rank=\"1\"").unwrap()..];
     let first = &first[..first.find("</tr>").unwrap()];
     assert!(
@@ -907,20 +1115,45 @@ fn the_dashboard_shows_real_data_in_a_browser() {
     );
     assert!(vulnerabilities.contains("VULN-101") && vulnerabilities.contains("never reached"));
 
-    let public = section("public-endpoints");
-    for route in ["/users/{id}", "/orders/{id}", "/admin/stats"] {
+    let public = in_dom("public-endpoints");
+    for route in [
+        "/users/{id}",
+        "/orders/{id}",
+        "/admin/stats",
+        "/invoices/{id}",
+    ] {
         assert!(public.contains(route), "{route} in {public}");
     }
     assert!(!public.contains("/debug/vars"), "internal only: {public}");
     assert!(public.contains("internal-only"));
+    assert!(
+        public.contains(
+            "href=\"/endpoint?service=shop&amp;method=GET&amp;route=%2Fusers%2F%7Bid%7D\""
+        ),
+        "{public}"
+    );
+    let internal = in_dom("internal-endpoints");
+    assert!(
+        internal.contains("/admin/stats") && !internal.contains("/users/"),
+        "{internal}"
+    );
+    let shadow = in_dom("shadow-endpoints");
+    for route in ["/debug/vars", "/invoices/{id}", "/status"] {
+        assert!(shadow.contains(route), "{route} in {shadow}");
+    }
+    let zombie = in_dom("zombie-endpoints");
+    assert!(
+        zombie.contains("/legacy/export") && zombie.contains("never"),
+        "{zombie}"
+    );
 
-    let findings = section("findings");
+    let findings = in_dom("findings");
     assert!(findings.contains("internal-reached-publicly") && findings.contains("shadow-endpoint"));
     assert!(
         !findings.contains("client-denied") && !findings.contains("client-would-deny"),
         "denials have their own table"
     );
-    let denied = section("denied-clients");
+    let denied = in_dom("denied-clients");
     assert!(
         denied.contains("203.0.113.66") && denied.contains(">45<"),
         "{denied}"
@@ -935,24 +1168,304 @@ fn the_dashboard_shows_real_data_in_a_browser() {
     );
     assert!(public.contains("29 would deny (monitor)"), "{public}");
 
+    // One service over a range: the selector keeps both, every table follows.
+    let shop = browser::dump_dom(&format!("{url}?service=shop&since=24h"));
+    assert!(
+        shop.contains("<option value=\"shop\" selected=\"\">shop</option>"),
+        "{shop}"
+    );
+    assert!(
+        shop.contains("<option value=\"24h\" selected=\"\">last 24 hours</option>"),
+        "{shop}"
+    );
+    assert!(
+        shop.contains("service shop, 2 instance(s) reporting · last 24h"),
+        "{shop}"
+    );
+    assert_eq!((tile(&shop, "public"), tile(&shop, "shadow")), (3, 1));
+    assert!(!shop.contains("/invoices/{id}"), "billing left out: {shop}");
+    assert!(
+        section(&shop, "public-endpoints").contains("route=%2Fusers%2F%7Bid%7D&amp;since=24h\""),
+        "links keep the range"
+    );
+
+    // The endpoint page: clients, statuses, denials per guard, findings, first and last seen.
+    let endpoint_url = format!(
+        "http://{}/endpoint?service=shop&method=GET&route=%2Fusers%2F%7Bid%7D&since=24h",
+        collector.api
+    );
+    let users = browser::dump_dom(&endpoint_url);
+    let facts = section(&users, "summary");
+    assert!(facts.contains("id=\"requests\">150<"), "{facts}");
+    assert!(facts.contains("id=\"public-requests\">130<"), "{facts}");
+    assert!(
+        facts.contains("public, unauthenticated") && facts.contains("documented"),
+        "{facts}"
+    );
+    let clients = section(&users, "clients");
+    let estimate = &clients[clients.find("id=\"public-clients\">").unwrap() + 20..];
+    let estimate: u64 = estimate[..estimate.find('<').unwrap()].parse().unwrap();
+    assert!(
+        (57..=63).contains(&estimate),
+        "about 60 distinct clients: {estimate}"
+    );
+    assert!(
+        clients.contains("<td>bearer token</td><td class=\"n\">60</td>"),
+        "{clients}"
+    );
+    assert!(
+        clients.contains("<td>none</td><td class=\"n\">90</td>"),
+        "{clients}"
+    );
+    assert!(
+        clients.contains("203.0.113.66") && clients.contains("192.0.2.44"),
+        "{clients}"
+    );
+    let statuses = section(&users, "statuses");
+    assert!(statuses.contains("<td class=\"n\">150</td>"), "{statuses}");
+    let denials = section(&users, "denials");
+    assert!(
+        denials.contains("<td>enumeration</td><td class=\"n\">40</td><td class=\"n\">0</td>")
+            && denials.contains("<td>bots</td><td class=\"n\">0</td><td class=\"n\">29</td>"),
+        "{denials}"
+    );
+    let on_it = section(&users, "endpoint-findings");
+    assert!(
+        on_it.contains("client-denied") && on_it.contains("client-would-deny"),
+        "{on_it}"
+    );
+    assert!(
+        !on_it.contains("internal-reached-publicly"),
+        "another endpoint's: {on_it}"
+    );
+    assert!(section(&users, "endpoint-vulnerabilities").contains("zap:40018"));
+    let over_time = section(&users, "over-time");
+    assert!(
+        over_time.contains("keeps no series over time"),
+        "{over_time}"
+    );
+    assert!(
+        users.contains("id=\"first-seen\">") && users.contains("GMT"),
+        "{users}"
+    );
+    assert!(
+        users.contains("id=\"back\" href=\"/?service=shop&amp;since=24h\""),
+        "{users}"
+    );
+
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let png = target.join("collector-dashboard.png");
-    browser::screenshot(&url, &png, 1280, 1800);
-    let bytes = std::fs::read(&png).unwrap();
-    assert_eq!(
-        browser::png_size(&bytes),
-        Some((1280, 1800)),
-        "{}",
-        png.display()
+    for (name, url, height, least) in [
+        ("collector-dashboard.png", url.clone(), 2600, 80_000),
+        (
+            "collector-dashboard-shop.png",
+            format!("{url}?service=shop&since=24h"),
+            2600,
+            80_000,
+        ),
+        ("collector-endpoint.png", endpoint_url.clone(), 1800, 40_000),
+    ] {
+        let png = target.join(name);
+        browser::screenshot(&url, &png, 1280, height);
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(
+            browser::png_size(&bytes),
+            Some((1280, height)),
+            "{}",
+            png.display()
+        );
+        assert!(
+            bytes.len() > least,
+            "{name}: a page with content, not a blank one: {} bytes",
+            bytes.len()
+        );
+        println!("screenshot: {}", png.display());
+    }
+}
+
+/// Names a sidecar could send that would be markup if printed as they are.
+const HOSTILE_SERVICE: &str = "<script>alert(\"svc\")</script>'";
+const HOSTILE_ROUTE: &str = "/q/<script>alert('r')</script>\"x";
+
+#[test]
+fn reported_names_cannot_inject_markup_into_the_pages() {
+    let collector = Collector::start("hostile");
+    let mut r = report(HOSTILE_SERVICE, "<b>i</b>", 1, 1);
+    let mut delta = endpoint("GET", HOSTILE_ROUTE, 5);
+    delta.public = 5;
+    delta.shadow = true;
+    delta.internal_only = true;
+    delta
+        .denials
+        .insert("<img src=x onerror=alert(1)>".into(), 2);
+    r.endpoints = vec![delta];
+    r.findings = vec![Finding {
+        detail: "<iframe src=\"//evil\"></iframe>".into(),
+        ..finding(
+            "<svg onload=alert(1)>",
+            "guard:\"><script>",
+            key("GET", HOSTILE_ROUTE),
+            Some("\"><script>alert(2)</script>"),
+            1,
+        )
+    }];
+    let response = collector.send(FLEET_TOKEN, &r);
+    assert_eq!(response.status, 202, "{}", response.text());
+
+    let encode = url_encode;
+    let endpoint_path = format!(
+        "/endpoint?service={}&method=GET&route={}",
+        encode(HOSTILE_SERVICE),
+        encode(HOSTILE_ROUTE)
     );
+    for path in [
+        "/".to_string(),
+        format!("/?service={}", encode(HOSTILE_SERVICE)),
+        endpoint_path.clone(),
+    ] {
+        let html = page(&collector, &path);
+        for raw in ["<script", "<img", "<svg", "<iframe", "<b>i"] {
+            assert!(!html.contains(raw), "{path}: {raw} unescaped in {html}");
+        }
+        assert!(
+            html.contains("&lt;script&gt;alert(&quot;svc&quot;)&lt;/script&gt;&#39;"),
+            "{path}: {html}"
+        );
+        assert!(
+            html.contains("/q/&lt;script&gt;alert(&#39;r&#39;)&lt;/script&gt;&quot;x"),
+            "{path}: {html}"
+        );
+    }
+    // The link on the dashboard leads to the endpoint's page, however odd its name.
+    let dashboard = page(&collector, "/");
     assert!(
-        bytes.len() > 50_000,
-        "a page with content, not a blank one: {} bytes",
-        bytes.len()
+        dashboard.contains("/endpoint?service=%3Cscript%3E"),
+        "{dashboard}"
     );
-    println!("dashboard screenshot: {}", png.display());
+    // And the browser builds no element from reported text.
+    let dom = browser::dump_dom(&format!("http://{}{endpoint_path}", collector.api));
+    for raw in ["<script", "<img", "<svg", "<iframe"] {
+        assert!(!dom.contains(raw), "{raw} became an element: {dom}");
+    }
+    assert!(dom.contains("&lt;img src=x onerror=alert(1)&gt;"), "{dom}");
+}
+
+/// Percent-encodes `text` for a query string value.
+fn url_encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Standard base64 with padding, as `Authorization: Basic` carries it.
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+const API_TOKEN: &str = "dashboard-token-0123456789";
+const API_USER: &str = "security";
+const API_PASSWORD: &str = "correct-horse-battery-staple";
+
+#[test]
+fn a_protected_api_asks_for_its_credential_on_every_read_route() {
+    let collector = Collector::configure_api(
+        "protected",
+        &format!("[api.basic_auth]\nusername = \"{API_USER}\"\npassword = \"{API_PASSWORD}\"\n"),
+        "0.0.0.0",
+        &format!("token = \"{API_TOKEN}\"\n"),
+        true,
+    );
+    report_shop_fleet(&collector);
+    let bearer = format!("Bearer {API_TOKEN}");
+    let basic = format!(
+        "Basic {}",
+        base64_encode(format!("{API_USER}:{API_PASSWORD}").as_bytes())
+    );
+    let wrong_basic = format!(
+        "Basic {}",
+        base64_encode(format!("{API_USER}:{API_TOKEN}").as_bytes())
+    );
+    for path in [
+        "/",
+        "/?service=shop&since=24h",
+        "/endpoint?service=shop&method=GET&route=%2Fusers%2F%7Bid%7D",
+        "/api/services",
+        "/api/endpoints?public=true",
+        "/api/findings",
+        "/api/clients/denied",
+        "/api/vulnerabilities",
+        "/metrics",
+    ] {
+        for refused in [
+            None,
+            Some("Bearer not-the-token-at-all"),
+            Some(wrong_basic.as_str()),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                refused.iter().map(|v| ("Authorization", *v)).collect();
+            let response = http(collector.api, "GET", path, &headers, b"").unwrap();
+            assert_eq!(response.status, 401, "{path} with {refused:?}");
+            let challenges: Vec<&str> = response
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "www-authenticate")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(
+                challenges,
+                [
+                    "Bearer realm=\"vigil collector\"",
+                    "Basic realm=\"vigil collector\", charset=\"UTF-8\""
+                ],
+                "{path}"
+            );
+            assert!(
+                !response.text().contains("203.0.113"),
+                "nothing leaks: {path}"
+            );
+        }
+        for accepted in [&bearer, &basic] {
+            let response = http(
+                collector.api,
+                "GET",
+                path,
+                &[("Authorization", accepted.as_str())],
+                b"",
+            )
+            .unwrap();
+            assert_eq!(response.status, 200, "{path}: {}", response.text());
+        }
+    }
+    // Probes carry no credential; a write is refused as unauthenticated before anything else.
+    let health = http(collector.api, "GET", "/healthz", &[], b"").unwrap();
+    assert_eq!(health.status, 200);
+    let post = http(collector.api, "POST", "/api/services", &[], b"").unwrap();
+    assert_eq!(post.status, 401);
+    assert!(
+        !collector
+            .logged()
+            .contains("api.address is not a loopback address"),
+        "protected, so no warning: {}",
+        collector.logged()
+    );
+}
+
+#[test]
+fn an_open_api_off_loopback_is_warned_about() {
+    let collector = Collector::configure_api("open-api", "", "0.0.0.0", "", true);
+    let logged = collector.logged();
+    assert!(
+        logged.contains("api.address is not a loopback address") && logged.contains("api.token"),
+        "{logged}"
+    );
+    let local = Collector::start_logging("loopback-api", "");
+    assert!(
+        !local
+            .logged()
+            .contains("api.address is not a loopback address"),
+        "{}",
+        local.logged()
+    );
 }
 
 #[test]
