@@ -1192,7 +1192,8 @@ def stop_on_sigterm(signum, frame):
 def main():
     args = parse_args()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    tools = ["nginx", "wrk"] + (["oha"] if args.latency_tool == "oha" else [])
+    # The TLS comparison is closed-loop only (wrk): it needs no oha.
+    tools = ["nginx", "wrk"] + (["oha"] if args.latency_tool == "oha" and not args.tls else [])
     tools += ["redis-server", "redis-cli"] if args.fleet else ["openssl"] if args.tls else ["haproxy"]
     for tool in tools:
         if not shutil.which(tool):
