@@ -95,6 +95,7 @@ pub fn request(method: &str, path: &str, client: &str, headers: &[(&str, &str)])
 pub mod browser;
 pub mod harness;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
