@@ -187,12 +187,25 @@ impl PostgresServer {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
             "a plain database name: {name}"
         );
+        // One at a time: CREATE DATABASE copies template1, which a concurrent copy holds.
+        static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = CREATING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut admin = self.connect("postgres").expect("connect to postgres");
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-            ))
-            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        // Separate statements: several in one query would run as one transaction, which
+        // CREATE DATABASE refuses.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin.batch_execute(&sql).unwrap_or_else(|e| {
+                let message = e
+                    .as_db_error()
+                    .map_or(e.to_string(), |d| d.message().into());
+                panic!("{sql}: {message}")
+            });
+        }
         self.url(name)
     }
 }
