@@ -11,6 +11,7 @@
 #   - the metrics test's parser: the Prometheus project's Python client (Debian's
 #     python3-prometheus-client), which reads both text formats of /metrics.
 #   - the fleet tests' Redis: Debian's redis-server (the tests start their own servers).
+#   - the collector tests' PostgreSQL: Debian's postgresql (the tests make their own clusters).
 # Safe to run again: it only installs what is absent.
 # VIGIL_GUEST_TOOLCHAIN=debian installs and uses the Debian toolchain even where rustup works.
 set -euo pipefail
@@ -99,6 +100,14 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
     apt_install redis-server
 fi
 say "Redis for the fleet tests ready"
+
+# The collector tests make their own PostgreSQL clusters with initdb and serve them on loopback
+# ports (never the system service): Debian's postgresql, whose programs are under
+# /usr/lib/postgresql/VERSION/bin.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    apt_install postgresql
+fi
+say "PostgreSQL for the collector tests ready"
 
 have_rustup_target() {
     rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2

@@ -21,8 +21,8 @@ pub struct CollectorConfig {
     pub listen: Listen,
     /// Where the dashboard and the JSON API are served.
     pub api: ApiListen,
-    /// The SQLite database file.
-    pub database: PathBuf,
+    /// Where reports are stored (`[storage]`).
+    pub storage: Storage,
     /// Who may report, and for what.
     pub tokens: Vec<Token>,
     /// How long data is kept.
@@ -69,6 +69,113 @@ pub struct Webhook {
     pub timeout: Duration,
     /// How an `https://` URL is verified; `None` for `http://`.
     pub tls: Option<ClientTls>,
+}
+
+/// The engine behind the store, and where its data is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// A SQLite database file (`storage.path`), created when absent.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`storage.url`) that collectors may share.
+    Postgres(PostgresUrl),
+}
+
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Sqlite(path) => write!(f, "{}", path.display()),
+            Storage::Postgres(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Storage::Postgres(url) => f.debug_tuple("Postgres").field(url).finish(),
+        }
+    }
+}
+
+/// A `postgres://` URL whose password is never displayed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    /// The URL as configured, password included: for connecting only.
+    secret: String,
+    /// The URL with its password replaced, for logs and messages.
+    shown: String,
+}
+
+impl PostgresUrl {
+    /// Validates `url` as `postgres://` or `postgresql://` connection URL.
+    pub fn parse(url: &str) -> Result<PostgresUrl, String> {
+        let Some(rest) = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+        else {
+            return Err(format!(
+                "{:?} is not a PostgreSQL URL; expected postgres://user:password@host:port/database",
+                redact(url)
+            ));
+        };
+        if rest.is_empty() {
+            return Err(
+                "\"postgres://\" names no server; expected postgres://user:password@host:port/database"
+                    .into(),
+            );
+        }
+        let config = url
+            .parse::<postgres::Config>()
+            .map_err(|e| format!("{:?}: {e}", redact(url)))?;
+        if !matches!(
+            config.get_ssl_mode(),
+            postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer
+        ) {
+            return Err(format!(
+                "{:?}: the collector connects to PostgreSQL without TLS, so it cannot honour this sslmode; \
+                 leave sslmode out or set it to prefer or disable",
+                redact(url)
+            ));
+        }
+        Ok(PostgresUrl {
+            secret: url.to_string(),
+            shown: redact(url),
+        })
+    }
+
+    /// The URL to connect with, password included.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown)
+    }
+}
+
+/// `url` with the password of its user-info, if any, replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // User-info ends at the last `@` before the host's path or query.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 /// Logging settings.
@@ -263,19 +370,15 @@ struct RawBasicAuth {
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    url: Option<String>,
 }
 
-impl Default for RawStorage {
-    fn default() -> Self {
-        RawStorage {
-            path: "vigil-collector.db".into(),
-        }
-    }
-}
+/// The SQLite file when `[storage]` names none.
+const DEFAULT_DATABASE: &str = "vigil-collector.db";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -425,6 +528,19 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
     if retention.interval < Duration::from_secs(1) {
         return Err("retention.interval: must be at least 1s".into());
     }
+    let storage = match (raw.storage.path, raw.storage.url) {
+        (Some(_), Some(_)) => return Err(
+            "storage: both storage.path (SQLite) and storage.url (PostgreSQL) are set; keep one"
+                .into(),
+        ),
+        (None, Some(url)) => {
+            Storage::Postgres(PostgresUrl::parse(&url).map_err(|e| format!("storage.url: {e}"))?)
+        }
+        (Some(path), None) if path.as_os_str().is_empty() => {
+            return Err("storage.path: must not be empty".into())
+        }
+        (path, None) => Storage::Sqlite(base.join(path.unwrap_or_else(|| DEFAULT_DATABASE.into()))),
+    };
     let log = Log {
         level: log_filter("log.level", &raw.log.level)?,
         format: log_format("log.format", &raw.log.format)?,
@@ -440,7 +556,7 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
         file: file.to_path_buf(),
         listen,
         api,
-        database: base.join(raw.storage.path),
+        storage,
         tokens,
         retention,
         vulnerabilities: VulnerabilityFiles {
@@ -588,7 +704,10 @@ mod tests {
         assert_eq!(config.listen.address.to_string(), "0.0.0.0:9000");
         assert_eq!(config.api.address.to_string(), "127.0.0.1:9001");
         assert!(!config.api.access.is_protected());
-        assert_eq!(config.database, Path::new("/etc/vigil/vigil-collector.db"));
+        assert_eq!(
+            config.storage,
+            Storage::Sqlite("/etc/vigil/vigil-collector.db".into())
+        );
         assert_eq!(config.tokens[0].service, None);
         assert_eq!(config.retention.findings, Duration::from_secs(30 * 86_400));
         assert_eq!(config.log.level, "info");
@@ -631,6 +750,52 @@ mod tests {
             !debug.contains("dashboard-token-0123") && !debug.contains("correct-horse-battery"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn storage_is_a_sqlite_path_or_a_postgres_url() {
+        let config = parse(&format!("{TOKEN}[storage]\npath = \"data/c.db\"\n")).unwrap();
+        assert_eq!(
+            config.storage,
+            Storage::Sqlite("/etc/vigil/data/c.db".into())
+        );
+        let config = parse(&format!(
+            "{TOKEN}[storage]\nurl = \"postgres://vigil:s3cret@db.internal:5433/vigil\"\n"
+        ))
+        .unwrap();
+        let Storage::Postgres(url) = &config.storage else {
+            panic!("{:?}", config.storage)
+        };
+        assert_eq!(
+            url.secret(),
+            "postgres://vigil:s3cret@db.internal:5433/vigil"
+        );
+        assert_eq!(
+            config.storage.to_string(),
+            "postgres://vigil:***@db.internal:5433/vigil"
+        );
+        assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+        let config = parse(&format!(
+            "{TOKEN}[storage]\nurl = \"postgresql://vigil@localhost/vigil?connect_timeout=5\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.storage.to_string(),
+            "postgresql://vigil@localhost/vigil?connect_timeout=5"
+        );
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://u:p@h/d"), "postgres://u:***@h/d");
+        assert_eq!(redact("postgres://u:p@ss@h:1/d"), "postgres://u:***@h:1/d");
+        assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(redact("postgres://h/d?x=a@b"), "postgres://h/d?x=a@b");
+        let error = parse(&format!(
+            "{TOKEN}[storage]\nurl = \"mysql://root:hunter2@db/vigil\"\n"
+        ))
+        .unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]
@@ -677,6 +842,30 @@ mod tests {
                 "api.address",
             ),
             (&format!("{TOKEN}[storage]\nfile = \"x\"\n"), "unknown field `file`"),
+            (
+                &format!("{TOKEN}[storage]\npath = \"c.db\"\nurl = \"postgres://h/d\"\n"),
+                "storage: both storage.path (SQLite) and storage.url (PostgreSQL) are set",
+            ),
+            (
+                &format!("{TOKEN}[storage]\npath = \"\"\n"),
+                "storage.path: must not be empty",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"mysql://root:pw@db/vigil\"\n"),
+                "storage.url: \"mysql://root:***@db/vigil\" is not a PostgreSQL URL",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"postgres://\"\n"),
+                "storage.url: \"postgres://\" names no server",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"postgres://h/d?sslmode=require\"\n"),
+                "storage.url: \"postgres://h/d?sslmode=require\": the collector connects to PostgreSQL without TLS",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"postgres://h:port/d\"\n"),
+                "storage.url: \"postgres://h:port/d\": invalid",
+            ),
             (
                 &format!("{TOKEN}[log]\nlevel = \"verbose\"\n"),
                 "log.level: \"verbose\" in \"verbose\" does not name a level",

@@ -6,7 +6,8 @@
 //!
 //! - `config`: `collector.toml`, validated.
 //! - `ingest`: `POST /v1/reports`, from bearer token to stored report.
-//! - `store`: the storage interface; `sqlite`: its SQLite implementation.
+//! - `store`: the storage interface; `sqlite` and `postgres`: its SQLite and PostgreSQL
+//!   implementations.
 //! - `api`: the JSON API, the dashboard's data and who may read them; `dashboard`: the
 //!   pages at `/` and `/endpoint`.
 //! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
+pub mod postgres;
 pub mod reply;
 pub mod sqlite;
 pub mod store;
@@ -28,7 +30,7 @@ pub mod vulns;
 pub mod webhook;
 
 use anyhow::Context as _;
-use config::CollectorConfig;
+use config::{CollectorConfig, Storage};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -76,8 +78,7 @@ impl Collector {
     /// Opens the database and loads the vulnerability files. Blocks.
     pub fn open(config: CollectorConfig) -> anyhow::Result<Collector> {
         let vulnerabilities = load_vulnerabilities(&config)?;
-        let store = sqlite::SqliteStore::open(&config.database)
-            .map_err(|e| anyhow::anyhow!("{} (storage.path): {e}", config.file.display()))?;
+        let store = open_store(&config)?;
         let tls = match &config.listen.tls {
             Some(files) => Some(
                 TlsListener::load(files.clone(), &[b"h2", b"http/1.1"])
@@ -90,7 +91,7 @@ impl Collector {
         Ok(Collector {
             tls,
             config,
-            store: Arc::new(store),
+            store,
             vulnerabilities,
             metrics,
             notifier,
@@ -107,6 +108,21 @@ impl Collector {
             .await
             .map_err(|e| StoreError::Database(format!("storage task failed: {e}")))?
     }
+}
+
+/// Opens the configured engine, bringing its schema up to date; errors name the key.
+fn open_store(config: &CollectorConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let file = config.file.display();
+    Ok(match &config.storage {
+        Storage::Sqlite(path) => Arc::new(
+            sqlite::SqliteStore::open(path)
+                .map_err(|e| anyhow::anyhow!("{file} (storage.path): {e}"))?,
+        ),
+        Storage::Postgres(url) => Arc::new(
+            postgres::PostgresStore::open(url)
+                .map_err(|e| anyhow::anyhow!("{file} (storage.url): {e}"))?,
+        ),
+    })
 }
 
 fn load_vulnerabilities(config: &CollectorConfig) -> anyhow::Result<Vec<Vulnerability>> {
@@ -135,20 +151,23 @@ fn load_vulnerabilities(config: &CollectorConfig) -> anyhow::Result<Vec<Vulnerab
 }
 
 /// Checks what `config` refers to without opening the database or binding an address: the
-/// vulnerability files parse, and the database's directory exists (SQLite creates the file,
-/// not its directory). Returns a one-line summary for `vigil collect --check`.
+/// vulnerability files parse, and a SQLite database's directory exists (SQLite creates the
+/// file, not its directory; a PostgreSQL URL is only parsed). Returns a one-line summary for
+/// `vigil collect --check`.
 pub fn check(config: &CollectorConfig) -> anyhow::Result<String> {
     let vulnerabilities = load_vulnerabilities(config)?;
-    let directory = match config.database.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => std::path::Path::new("."),
-    };
-    if !directory.is_dir() {
-        anyhow::bail!(
-            "{}: storage.path: the directory {} of the database does not exist",
-            config.file.display(),
-            directory.display()
-        );
+    if let Storage::Sqlite(database) = &config.storage {
+        let directory = match database.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => std::path::Path::new("."),
+        };
+        if !directory.is_dir() {
+            anyhow::bail!(
+                "{}: storage.path: the directory {} of the database does not exist",
+                config.file.display(),
+                directory.display()
+            );
+        }
     }
     Ok(format!(
         "{} is valid; reports on {}, API and metrics on {}, {} token(s), {} known vulnerabilities, database {}",
@@ -157,7 +176,7 @@ pub fn check(config: &CollectorConfig) -> anyhow::Result<String> {
         config.api.address,
         config.tokens.len(),
         vulnerabilities.len(),
-        config.database.display()
+        config.storage
     ))
 }
 
@@ -185,7 +204,7 @@ pub async fn run(
         %ingest_address,
         %api_address,
         tls = collector.tls.is_some(),
-        database = %collector.config.database.display(),
+        database = %collector.config.storage,
         vulnerabilities = collector.vulnerabilities.len(),
         "the collector is serving"
     );

@@ -149,7 +149,8 @@ serve the dashboard and the JSON API.
 
 Sidecars POST gzip JSON reports to listen.address (default 0.0.0.0:9000) at /v1/reports with \
 `Authorization: Bearer <token>`; each [[token]] reports for one `service` or, without one, for \
-the whole fleet. Reports are stored in the SQLite file storage.path (WAL mode). The dashboard \
+the whole fleet. Reports are stored in the SQLite file storage.path (WAL mode, the default) or \
+in the PostgreSQL database storage.url, which several collectors may share. The dashboard \
 (`/`), the JSON API (`/api/services`, `/api/endpoints`, `/api/findings`, \
 `/api/clients/denied`, `/api/vulnerabilities`) and Prometheus metrics (`/metrics`) are served \
 on api.address (default 127.0.0.1:9001). Known-vulnerable endpoints (vulnerabilities.known, \

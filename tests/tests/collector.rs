@@ -1,16 +1,22 @@
-//! `vigil collect` end to end: the real binary on real sockets with a real SQLite file,
-//! reports sent gzip-compressed as sidecars send them, results read back through the JSON
-//! API, the database file and headless Chromium.
+//! `vigil collect` end to end: the real binary on real sockets with a real SQLite file or a
+//! real PostgreSQL server, reports sent gzip-compressed as sidecars send them, results read
+//! back through the JSON API, the database and headless Chromium. The behaviour tests run on
+//! both engines (`test_name::sqlite`, `test_name::postgres`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use vigil_collector::config::PostgresUrl;
+use vigil_collector::postgres::PostgresStore;
+use vigil_collector::sqlite::SqliteStore;
+use vigil_collector::store::{Applied, Cutoffs, EndpointQuery, Store, StoreError};
 use vigil_report::sketch::Sketch;
 use vigil_report::{
     Dropped, EndpointDelta, EndpointKey, Finding, Period, Report, SequenceRange, SCHEMA,
 };
 use vigil_tests::browser;
+use vigil_tests::postgres::PostgresServer;
 use vigil_tests::process::{eventually, free_port, http, temp_dir, Process, Response};
 
 const FLEET_TOKEN: &str = "fleet-token-0123456789";
@@ -19,9 +25,86 @@ const SHOP_TOKEN: &str = "shop-token-0123456789";
 const MAX_BODY: usize = 256 * 1024;
 const MAX_INFLATED: usize = 2 * 1024 * 1024;
 
+/// The storage engine behind a collector under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// A SQLite file in the collector's directory.
+    Sqlite,
+    /// A database of its own on the process's shared PostgreSQL server.
+    Postgres,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    /// A store of this engine opened straight, without a collector process.
+    fn open_store(self, name: &str) -> Box<dyn Store> {
+        let name = format!("{name}-{}", self.name());
+        match self.storage(&name) {
+            Storage::Sqlite => {
+                Box::new(SqliteStore::open(&temp_dir(&name).join("collector.db")).unwrap())
+            }
+            Storage::Postgres(url) => {
+                Box::new(PostgresStore::open(&PostgresUrl::parse(&url).unwrap()).unwrap())
+            }
+        }
+    }
+
+    /// Where a collector named `name` stores reports: an empty database of its own.
+    fn storage(self, name: &str) -> Storage {
+        match self {
+            Engine::Sqlite => Storage::Sqlite,
+            Engine::Postgres => Storage::Postgres(
+                PostgresServer::shared().database(&format!("collector_{}", name.replace('-', "_"))),
+            ),
+        }
+    }
+}
+
+/// A collector's `[storage]`.
+#[derive(Debug, Clone)]
+enum Storage {
+    /// `collector.db` in its directory.
+    Sqlite,
+    /// This PostgreSQL URL, which other collectors may share.
+    Postgres(String),
+}
+
+/// Runs each named behaviour test, a function taking the [`Engine`], once per engine.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[test]
+            fn sqlite() {
+                super::$test(super::Engine::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                super::$test(super::Engine::Postgres)
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    refused_reports_are_answered_clearly_and_store_nothing,
+    a_duplicate_is_acknowledged_and_not_counted_twice,
+    fifty_concurrent_reporters_merge_exactly,
+    endpoint_filters_findings_and_denied_clients,
+    vulnerabilities_are_ranked_by_runtime_exposure,
+    metrics_count_reports_by_result_on_the_api_listener_only,
+    retention_forgets_old_data_and_still_knows_old_keys,
+);
+
 /// A `vigil collect` process with its own directory, database and ports.
 struct Collector {
     process: Option<Process>,
+    storage: Storage,
     dir: PathBuf,
     config: PathBuf,
     ingest: SocketAddr,
@@ -32,16 +115,29 @@ struct Collector {
 
 impl Collector {
     fn start(name: &str) -> Collector {
-        Collector::configure(name, "", false)
+        Collector::on(Engine::Sqlite, name)
+    }
+
+    /// A collector on an empty database of `engine`.
+    fn on(engine: Engine, name: &str) -> Collector {
+        let name = format!("{name}-{}", engine.name());
+        Collector::configure(&name, "", false, engine.storage(&name), true)
     }
 
     /// A collector whose log lines the test reads, with `extra` added to its configuration.
     fn start_logging(name: &str, extra: &str) -> Collector {
-        Collector::configure(name, extra, true)
+        Collector::configure(name, extra, true, Storage::Sqlite, true)
     }
 
-    fn configure(name: &str, extra: &str, logging: bool) -> Collector {
-        Collector::configure_api(name, extra, "127.0.0.1", "", logging)
+    /// A collector on `storage`, started when `launch` says so.
+    fn configure(
+        name: &str,
+        extra: &str,
+        logging: bool,
+        storage: Storage,
+        launch: bool,
+    ) -> Collector {
+        Collector::configure_api(name, extra, "127.0.0.1", "", logging, storage, launch)
     }
 
     /// A collector whose API listens on `api_ip`, with `api_extra` in its `[api]` section.
@@ -51,8 +147,14 @@ impl Collector {
         api_ip: &str,
         api_extra: &str,
         logging: bool,
+        storage: Storage,
+        launch: bool,
     ) -> Collector {
         let dir = temp_dir(&format!("collector-{name}"));
+        let storage_line = match &storage {
+            Storage::Sqlite => "path = \"collector.db\"".to_string(),
+            Storage::Postgres(url) => format!("url = \"{url}\""),
+        };
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/collector");
         let (ingest, api) = (free_port(), free_port());
         let config = dir.join("collector.toml");
@@ -62,7 +164,7 @@ impl Collector {
                 "[listen]\naddress = \"127.0.0.1:{ingest}\"\nmax_body_bytes = {MAX_BODY}\n\
                  max_inflated_bytes = {MAX_INFLATED}\n\
                  [api]\naddress = \"{api_ip}:{api}\"\n{api_extra}\
-                 [storage]\npath = \"collector.db\"\n\
+                 [storage]\n{storage_line}\n\
                  [[token]]\nname = \"fleet\"\ntoken = \"{FLEET_TOKEN}\"\n\
                  [[token]]\nname = \"shop-sidecars\"\ntoken = \"{SHOP_TOKEN}\"\nservice = \"shop\"\n\
                  [vulnerabilities]\nknown = [\"{}\"]\nzap = [\"{}\"]\n{extra}",
@@ -73,22 +175,34 @@ impl Collector {
         .unwrap();
         let mut collector = Collector {
             process: None,
+            storage,
             log: logging.then(|| dir.join("stderr.log")),
             dir,
             config,
             ingest: ([127, 0, 0, 1], ingest).into(),
             api: ([127, 0, 0, 1], api).into(),
         };
-        collector.launch();
+        if launch {
+            collector.launch();
+        }
         collector
     }
 
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it to listen.
+    fn spawn(&mut self) {
         let args = ["collect", "--config", self.config.to_str().unwrap()];
         self.process = Some(match &self.log {
             Some(log) => Process::vigil_logging_to(&args, log),
             None => Process::vigil(&args),
         });
+    }
+
+    fn wait_ready(&self) {
         for addr in [self.ingest, self.api] {
             eventually("the collector to listen", || {
                 http(addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
@@ -148,14 +262,9 @@ impl Collector {
         response.json()
     }
 
-    /// Rows in every table that holds reported data.
+    /// Rows in every table that holds reported data, in either engine.
     fn stored_rows(&self) -> BTreeMap<&'static str, i64> {
-        let db = rusqlite::Connection::open_with_flags(
-            self.database(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        [
+        let tables = [
             "services",
             "instances",
             "applied",
@@ -165,15 +274,33 @@ impl Collector {
             "monitor_denials",
             "documented",
             "findings",
-        ]
-        .into_iter()
-        .map(|table| {
-            let n = db
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        ];
+        let count = |table: &str| format!("SELECT count(*) FROM {table}");
+        match &self.storage {
+            Storage::Sqlite => {
+                let db = rusqlite::Connection::open_with_flags(
+                    self.database(),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
                 .unwrap();
-            (table, n)
-        })
-        .collect()
+                tables
+                    .into_iter()
+                    .map(|table| {
+                        (
+                            table,
+                            db.query_row(&count(table), [], |r| r.get(0)).unwrap(),
+                        )
+                    })
+                    .collect()
+            }
+            Storage::Postgres(url) => {
+                let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                tables
+                    .into_iter()
+                    .map(|table| (table, db.query_one(&count(table), &[]).unwrap().get(0)))
+                    .collect()
+            }
+        }
     }
 
     fn assert_nothing_stored(&self, after: &str) {
@@ -258,9 +385,8 @@ fn endpoint_json<'a>(
         .unwrap_or_else(|| panic!("{method} {route} not in {endpoints}"))
 }
 
-#[test]
-fn refused_reports_are_answered_clearly_and_store_nothing() {
-    let collector = Collector::start("refusals");
+fn refused_reports_are_answered_clearly_and_store_nothing(engine: Engine) {
+    let collector = Collector::on(engine, "refusals");
     let good = {
         let mut r = report("shop", "shop-1", 1, 1);
         r.endpoints.push(endpoint("GET", "/users/{id}", 3));
@@ -427,9 +553,8 @@ fn refused_reports_are_answered_clearly_and_store_nothing() {
     assert_eq!(collector.stored_rows()["endpoints"], 1);
 }
 
-#[test]
-fn a_duplicate_is_acknowledged_and_not_counted_twice() {
-    let collector = Collector::start("duplicates");
+fn a_duplicate_is_acknowledged_and_not_counted_twice(engine: Engine) {
+    let collector = Collector::on(engine, "duplicates");
     let first = {
         let mut r = report("shop", "shop-1", 1, 1);
         r.endpoints.push(endpoint("GET", "/users/{id}", 5));
@@ -479,11 +604,10 @@ fn a_duplicate_is_acknowledged_and_not_counted_twice() {
     assert_eq!(collector.stored_rows()["applied"], 3);
 }
 
-#[test]
-fn fifty_concurrent_reporters_merge_exactly() {
+fn fifty_concurrent_reporters_merge_exactly(engine: Engine) {
     const REPORTERS: u64 = 50;
     const REPORTS_EACH: u64 = 3;
-    let collector = Collector::start("fifty");
+    let collector = Collector::on(engine, "fifty");
     let sent_sketches = std::sync::Mutex::new(Sketch::new());
     let report_of = |i: u64, sequence: u64| {
         let mut r = report("shop", &format!("shop-{i}"), sequence, sequence);
@@ -721,9 +845,8 @@ fn report_shop_fleet(collector: &Collector) {
     }
 }
 
-#[test]
-fn endpoint_filters_findings_and_denied_clients() {
-    let collector = Collector::start("filters");
+fn endpoint_filters_findings_and_denied_clients(engine: Engine) {
+    let collector = Collector::on(engine, "filters");
     report_shop_fleet(&collector);
     let routes = |query: &str| -> Vec<String> {
         let list = collector.get(&format!("/api/endpoints{query}"));
@@ -830,9 +953,8 @@ fn endpoint_filters_findings_and_denied_clients() {
     assert_eq!(services[0]["zombie_endpoints"], 1);
 }
 
-#[test]
-fn vulnerabilities_are_ranked_by_runtime_exposure() {
-    let collector = Collector::start("ranking");
+fn vulnerabilities_are_ranked_by_runtime_exposure(engine: Engine) {
+    let collector = Collector::on(engine, "ranking");
     report_shop_fleet(&collector);
     let ranked = collector.get("/api/vulnerabilities");
     let order: Vec<String> = ranked
@@ -1374,6 +1496,8 @@ fn a_protected_api_asks_for_its_credential_on_every_read_route() {
         "0.0.0.0",
         &format!("token = \"{API_TOKEN}\"\n"),
         true,
+        Storage::Sqlite,
+        true,
     );
     report_shop_fleet(&collector);
     let bearer = format!("Bearer {API_TOKEN}");
@@ -1452,7 +1576,8 @@ fn a_protected_api_asks_for_its_credential_on_every_read_route() {
 
 #[test]
 fn an_open_api_off_loopback_is_warned_about() {
-    let collector = Collector::configure_api("open-api", "", "0.0.0.0", "", true);
+    let collector =
+        Collector::configure_api("open-api", "", "0.0.0.0", "", true, Storage::Sqlite, true);
     let logged = collector.logged();
     assert!(
         logged.contains("api.address is not a loopback address") && logged.contains("api.token"),
@@ -1506,6 +1631,16 @@ fn configuration_errors_name_the_file_and_key() {
     );
     assert_eq!(code, Some(64));
     assert!(err.contains("bad.json") && err.contains("severe"), "{err}");
+    let (code, err) = bad(
+        "both.toml",
+        "[[token]]\ntoken = \"0123456789abcdef\"\n\
+         [storage]\npath = \"c.db\"\nurl = \"postgres://vigil@127.0.0.1/vigil\"\n",
+    );
+    assert_eq!(code, Some(64));
+    assert!(
+        err.contains("both.toml: storage: both storage.path (SQLite) and storage.url"),
+        "{err}"
+    );
 
     let help = std::process::Command::new(vigil_tests::process::vigil_binary())
         .args(["collect", "--help"])
@@ -1554,9 +1689,8 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
 
-#[test]
-fn metrics_count_reports_by_result_on_the_api_listener_only() {
-    let collector = Collector::start("metrics");
+fn metrics_count_reports_by_result_on_the_api_listener_only(engine: Engine) {
+    let collector = Collector::on(engine, "metrics");
     let fresh = collector.metrics();
     for name in [
         "vigil_collector_reports_total{result=\"stored\"}",
@@ -1740,4 +1874,207 @@ fn text_logs_are_plain_when_not_written_to_a_terminal() {
         "{retention}"
     );
     assert!(!logged.contains("Pruned"), "a Debug dump in {logged}");
+}
+
+/// Retention through the store itself, with chosen times: what is older than the cut-offs
+/// goes, and an instance still alive keeps recognising the keys whose ranges were pruned.
+fn retention_forgets_old_data_and_still_knows_old_keys(engine: Engine) {
+    let store = engine.open_store("retention");
+    let at = |instance: &str, sequence: u64, when: u64, route: &str| {
+        let mut r = report("shop", instance, sequence, sequence);
+        let mut e = endpoint("GET", route, 2);
+        (e.first_seen_ms, e.last_seen_ms) = (when, when);
+        r.endpoints.push(e);
+        let mut f = finding(
+            "enumeration",
+            "guard:enumeration",
+            key("GET", route),
+            None,
+            1,
+        );
+        f.at_ms = when;
+        r.findings.push(f);
+        r
+    };
+    let apply = |r: &Report, received_ms: u64| store.apply(r, received_ms);
+    assert_eq!(
+        apply(&at("shop-gone", 1, 1_000, "/old"), 1_000).unwrap(),
+        Applied::New
+    );
+    assert_eq!(
+        apply(&at("shop-live", 1, 1_500, "/live"), 1_500).unwrap(),
+        Applied::New
+    );
+    assert_eq!(
+        apply(&at("shop-live", 2, 5_000, "/live"), 5_000).unwrap(),
+        Applied::New
+    );
+
+    let pruned = store
+        .prune(Cutoffs {
+            findings_ms: 3_000,
+            instances_ms: 3_000,
+            endpoints_ms: 3_000,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            pruned.findings,
+            pruned.instances,
+            pruned.endpoints,
+            pruned.keys
+        ),
+        (1, 1, 1, 2),
+        "the finding on /old, shop-gone, /old, and the keys 1-1 of both instances: {pruned:?}"
+    );
+    let endpoints = store.endpoints(&EndpointQuery::default()).unwrap();
+    let routes: Vec<&str> = endpoints.iter().map(|e| e.route.as_str()).collect();
+    assert_eq!(routes, ["/live"]);
+    assert_eq!(endpoints[0].requests, 4);
+    assert_eq!(endpoints[0].instances, 1);
+    let services = store.services().unwrap();
+    assert_eq!((services[0].instances, services[0].findings), (1, 1));
+    assert_eq!(store.totals().unwrap().endpoints, 1);
+
+    // shop-live's pruned key is still known; a range across it cannot be told apart.
+    let late = at("shop-live", 1, 1_500, "/live");
+    assert_eq!(apply(&late, 6_000).unwrap(), Applied::Duplicate);
+    let mut across = late.clone();
+    across.sequence.last = 2;
+    match apply(&across, 6_000) {
+        Err(StoreError::Conflict {
+            applied_first,
+            applied_last,
+            ..
+        }) => assert_eq!((applied_first, applied_last), (0, 1)),
+        other => panic!("a range across the pruned keys: {other:?}"),
+    }
+    assert_eq!(
+        apply(&at("shop-live", 2, 5_000, "/live"), 6_000).unwrap(),
+        Applied::Duplicate
+    );
+    assert_eq!(
+        apply(&at("shop-live", 3, 6_000, "/live"), 6_000).unwrap(),
+        Applied::New
+    );
+    // A forgotten instance starts afresh.
+    assert_eq!(
+        apply(&at("shop-gone", 1, 1_000, "/old"), 6_000).unwrap(),
+        Applied::New
+    );
+    let endpoints = store.endpoints(&EndpointQuery::default()).unwrap();
+    assert_eq!(endpoints.len(), 2);
+    let services = store.services().unwrap();
+    assert_eq!((services[0].instances, services[0].reports), (2, 4));
+}
+
+#[test]
+fn collectors_sharing_postgres_count_a_report_retried_on_the_other_once() {
+    const INSTANCES: u64 = 20;
+    const REPORTS_EACH: u64 = 3;
+    let url = PostgresServer::shared().database("collector_shared");
+    let mut collectors = [
+        Collector::configure("shared-a", "", false, Storage::Postgres(url.clone()), false),
+        Collector::configure("shared-b", "", false, Storage::Postgres(url), false),
+    ];
+    // Started together, on an empty database: both apply the migrations, one after the other.
+    for collector in &mut collectors {
+        collector.spawn();
+    }
+    for collector in &collectors {
+        collector.wait_ready();
+    }
+    let [a, b] = &collectors;
+
+    let mut first = report("shop", "shop-0", 1, 1);
+    first.endpoints.push(endpoint("GET", "/users/{id}", 5));
+    let applied = a.send(SHOP_TOKEN, &first);
+    assert_eq!(applied.status, 202, "{}", applied.text());
+    // The acknowledgement was lost: the sidecar retries, and reaches the other collector.
+    let retried = b.send(SHOP_TOKEN, &first);
+    assert_eq!(retried.status, 200, "{}", retried.text());
+    assert_eq!(retried.json()["status"], "duplicate");
+
+    // Reporters spread over both collectors, each report retried on the other one, racing.
+    std::thread::scope(|scope| {
+        for i in 1..=INSTANCES {
+            let collectors = &collectors;
+            scope.spawn(move || {
+                for sequence in 1..=REPORTS_EACH {
+                    let mut r = report("shop", &format!("shop-{i}"), sequence, sequence);
+                    r.endpoints.push(endpoint("GET", "/users/{id}", i));
+                    r.endpoints.push(endpoint("POST", "/login", 1));
+                    let (to, retry) = if (i + sequence) % 2 == 0 {
+                        (0, 1)
+                    } else {
+                        (1, 0)
+                    };
+                    let response = collectors[to].send(SHOP_TOKEN, &r);
+                    assert_eq!(
+                        response.status,
+                        202,
+                        "shop-{i} #{sequence}: {}",
+                        response.text()
+                    );
+                    let response = collectors[retry].send(SHOP_TOKEN, &r);
+                    assert_eq!(
+                        response.status,
+                        200,
+                        "shop-{i} #{sequence}: {}",
+                        response.text()
+                    );
+                }
+            });
+        }
+    });
+
+    let users = 5 + (1..=INSTANCES).sum::<u64>() * REPORTS_EACH;
+    for collector in [a, b] {
+        let endpoints = collector.get("/api/endpoints?service=shop");
+        assert_eq!(
+            endpoint_json(&endpoints, "GET", "/users/{id}")["requests"],
+            users
+        );
+        assert_eq!(
+            endpoint_json(&endpoints, "POST", "/login")["requests"],
+            INSTANCES * REPORTS_EACH
+        );
+        assert_eq!(
+            endpoint_json(&endpoints, "GET", "/users/{id}")["instances"],
+            INSTANCES + 1
+        );
+        let services = collector.get("/api/services");
+        assert_eq!(services[0]["reports"], 1 + INSTANCES * REPORTS_EACH);
+    }
+    assert_eq!(
+        a.stored_rows()["applied"] as u64,
+        1 + INSTANCES * REPORTS_EACH
+    );
+}
+
+#[test]
+fn an_unreachable_postgres_stops_the_collector_at_start_naming_the_key() {
+    let dir = temp_dir("collector-no-postgres");
+    let path = dir.join("collector.toml");
+    let port = free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "[storage]\nurl = \"postgres://vigil:not-shown@127.0.0.1:{port}/vigil\"\n\
+             [[token]]\ntoken = \"0123456789abcdef\"\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(vigil_tests::process::vigil_binary())
+        .args(["collect", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("collector.toml (storage.url)")
+            && err.contains(&format!("postgres://vigil:***@127.0.0.1:{port}/vigil")),
+        "{err}"
+    );
+    assert!(!err.contains("not-shown"), "the password in {err}");
 }

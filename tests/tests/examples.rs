@@ -85,7 +85,7 @@ fn the_collector_example_loads_with_its_vulnerability_list() {
     );
     // The example's database stays out of the source tree.
     let dir = temp_dir("example-collector");
-    config.database = dir.join("collector.db");
+    config.storage = vigil_collector::config::Storage::Sqlite(dir.join("collector.db"));
     let collector = Collector::open(config).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!collector.vulnerabilities.is_empty());
 

@@ -1,0 +1,1043 @@
+//! The collector's PostgreSQL store, for when one SQLite file is outgrown or several collectors
+//! serve one fleet: they share the database, and a report is counted once whichever of them
+//! receives it (and its retries). A few connections made on demand, each with its prepared
+//! statements; schema migrations kept here in code, applied at start under an advisory lock.
+
+use super::config::PostgresUrl;
+use super::store::{
+    Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
+    FindingRecord, Pruned, Service, Store, StoreError, Totals,
+};
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use vigil_report::sketch::{stable_hash, Sketch};
+use vigil_report::{Credentials, Finding, FindingKind, Report, StatusClasses};
+
+/// Connections kept: ingest and API queries run beside each other, and transactions of
+/// different instances proceed in parallel.
+const CONNECTIONS: usize = 8;
+
+/// How long connecting may take when the URL sets no `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Times a write transaction is tried when PostgreSQL aborts it for a deadlock or a
+/// serialization failure, which a retry resolves.
+const ATTEMPTS: usize = 5;
+
+/// The advisory lock (two-key form, apart from the per-instance one-key locks) that makes
+/// collectors starting at once apply migrations one after the other.
+const MIGRATION_LOCK: (i32, i32) = (0x5669_6769, 1);
+
+/// Schema migrations, in order; the table `vigil_schema` lists those applied. Never edit one
+/// that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE services (
+    name TEXT PRIMARY KEY,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    -- hash of the documented endpoint list last stored, to skip rewriting an unchanged one
+    documented_hash BIGINT
+);
+CREATE TABLE instances (
+    service TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    reports BIGINT NOT NULL,
+    dropped_findings BIGINT NOT NULL,
+    dropped_endpoints BIGINT NOT NULL,
+    dropped_reports BIGINT NOT NULL,
+    -- sequence numbers up to here were applied but their ranges forgotten by retention
+    pruned_through BIGINT,
+    PRIMARY KEY (service, instance)
+);
+-- idempotency keys: the sequence ranges applied per instance, never overlapping
+CREATE TABLE applied (
+    service TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    first BIGINT NOT NULL,
+    last BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (service, instance, first)
+);
+CREATE INDEX applied_received ON applied (received_ms);
+CREATE TABLE endpoints (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    public BIGINT NOT NULL,
+    authenticated BIGINT NOT NULL,
+    bearer BIGINT NOT NULL,
+    basic BIGINT NOT NULL,
+    cookie BIGINT NOT NULL,
+    api_key BIGINT NOT NULL,
+    s1xx BIGINT NOT NULL,
+    s2xx BIGINT NOT NULL,
+    s3xx BIGINT NOT NULL,
+    s4xx BIGINT NOT NULL,
+    s5xx BIGINT NOT NULL,
+    unauthenticated_success BIGINT NOT NULL,
+    public_unauthenticated_success BIGINT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    -- HyperLogLog registers of distinct public clients, NULL while there is none
+    public_clients BYTEA,
+    shadow BOOLEAN NOT NULL,
+    internal_only BOOLEAN NOT NULL,
+    PRIMARY KEY (service, method, route)
+);
+CREATE INDEX endpoints_last_seen ON endpoints (last_seen_ms);
+CREATE TABLE endpoint_instances (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    PRIMARY KEY (service, method, route, instance)
+);
+CREATE INDEX endpoint_instances_instance ON endpoint_instances (service, instance);
+CREATE TABLE denials (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    guard TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (service, method, route, guard)
+);
+-- denials monitor-mode guards would have made, apart from the enforced ones in denials
+CREATE TABLE monitor_denials (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    guard TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (service, method, route, guard)
+);
+CREATE TABLE documented (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    PRIMARY KEY (service, method, route)
+);
+-- findings folded across the fleet; '' stands for an absent endpoint or client, as in the
+-- SQLite store, so that the key is unique
+CREATE TABLE findings (
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    client TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    first_at_ms BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (service, kind, source, method, route, client)
+);
+CREATE INDEX findings_at ON findings (at_ms);
+"#];
+
+/// One connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+/// PostgreSQL storage.
+pub struct PostgresStore {
+    /// Where to connect, password included.
+    config: postgres::Config,
+    /// The URL without its password, for messages.
+    url: String,
+    /// Connections, made when first needed and made again when PostgreSQL closed them.
+    slots: Vec<Mutex<Option<Connection>>>,
+    /// Round-robin start for picking a slot.
+    next_slot: AtomicUsize,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> Self {
+        StoreError::Database(describe(&error))
+    }
+}
+
+/// The error with PostgreSQL's own message, which `postgres::Error`'s text leaves out for
+/// some kinds.
+fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` and brings the schema up to date; several collectors may do so at
+    /// once.
+    pub fn open(url: &PostgresUrl) -> Result<PostgresStore, StoreError> {
+        let mut config: postgres::Config = url
+            .secret()
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::Database(format!("{url}: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("vigil-collector");
+        }
+        let store = PostgresStore {
+            config,
+            url: url.to_string(),
+            slots: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
+            next_slot: AtomicUsize::new(0),
+        };
+        let mut slot = store.connection()?;
+        let connection = slot.as_mut().expect("connected");
+        migrate(&mut connection.client).map_err(|e| store.named(e))?;
+        drop(slot);
+        Ok(store)
+    }
+
+    /// A connection of the pool, made (again) when absent or closed.
+    fn connection(&self) -> Result<MutexGuard<'_, Option<Connection>>, StoreError> {
+        let start = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let free = (0..self.slots.len())
+            .find_map(|i| self.slots[(start + i) % self.slots.len()].try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => self.slots[start % self.slots.len()]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        };
+        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *slot = None;
+            let client = self
+                .config
+                .connect(NoTls)
+                .map_err(|e| self.named(StoreError::from(e)))?;
+            *slot = Some(Connection {
+                client,
+                statements: HashMap::new(),
+            });
+        }
+        Ok(slot)
+    }
+
+    /// Runs `work` in a transaction, again when PostgreSQL aborted it for a deadlock or a
+    /// serialization failure between concurrent writers.
+    fn write<T>(
+        &self,
+        mut work: impl FnMut(&mut Session<'_, postgres::Transaction<'_>>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.connection()?;
+        let connection = slot.as_mut().expect("connected");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = connection.client.transaction()?;
+            let outcome = {
+                let mut session = Session {
+                    client: &mut tx,
+                    statements: &mut connection.statements,
+                    retry: false,
+                };
+                let outcome = work(&mut session);
+                (outcome, session.retry)
+            };
+            match outcome {
+                (Ok(value), _) => match tx.commit() {
+                    Ok(()) => return Ok(value),
+                    Err(e) if retryable(&e) && attempt < ATTEMPTS => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                (Err(_), true) if attempt < ATTEMPTS => {
+                    drop(tx);
+                    continue;
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs `work` on a connection outside any explicit transaction.
+    fn read<T>(
+        &self,
+        work: impl FnOnce(&mut Session<'_, Client>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.connection()?;
+        let connection = slot.as_mut().expect("connected");
+        work(&mut Session {
+            client: &mut connection.client,
+            statements: &mut connection.statements,
+            retry: false,
+        })
+    }
+
+    fn named(&self, error: StoreError) -> StoreError {
+        match error {
+            StoreError::Database(message) => {
+                StoreError::Database(format!("database {}: {message}", self.url))
+            }
+            conflict => conflict,
+        }
+    }
+}
+
+/// Whether PostgreSQL asks for the transaction to be run again.
+fn retryable(error: &postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    // Held until commit: a second collector starting now waits here, then finds the
+    // migrations applied.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&MIGRATION_LOCK.0, &MIGRATION_LOCK.1],
+    )?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS vigil_schema (
+             version INTEGER PRIMARY KEY,
+             applied_ms BIGINT NOT NULL
+         )",
+    )?;
+    let version: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM vigil_schema", &[])?
+        .get(0);
+    let version = version.max(0) as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Database(format!(
+            "schema version {version} is newer than this build knows ({}); use a newer vigil",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.batch_execute(migration)?;
+        tx.execute(
+            "INSERT INTO vigil_schema (version, applied_ms)
+             VALUES ($1, (extract(epoch FROM now()) * 1000)::bigint)",
+            &[&((i + 1) as i32)],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A connection or transaction with the connection's prepared statements.
+struct Session<'a, C: GenericClient> {
+    client: &'a mut C,
+    statements: &'a mut HashMap<String, Statement>,
+    /// Set when a statement failed in a way that running the transaction again resolves.
+    retry: bool,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Session<'_, C> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    fn noted<T>(&mut self, result: Result<T, postgres::Error>) -> Result<T, StoreError> {
+        result.map_err(|e| {
+            self.retry |= retryable(&e);
+            e.into()
+        })
+    }
+
+    fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
+        let statement = self.statement(sql)?;
+        let result = self.client.execute(&statement, params);
+        self.noted(result)
+    }
+
+    fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+        let statement = self.statement(sql)?;
+        let result = self.client.query(&statement, params);
+        self.noted(result)
+    }
+
+    fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, StoreError> {
+        let statement = self.statement(sql)?;
+        let result = self.client.query_opt(&statement, params);
+        self.noted(result)
+    }
+
+    fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, StoreError> {
+        let statement = self.statement(sql)?;
+        let result = self.client.query_one(&statement, params);
+        self.noted(result)
+    }
+}
+
+/// PostgreSQL's BIGINT is signed; counts beyond `i64::MAX` saturate.
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unsigned(value: i64) -> u64 {
+    value.max(0) as u64
+}
+
+fn optional(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
+
+/// The same hash the SQLite store keeps, so both skip an unchanged list alike.
+fn documented_hash(report: &Report) -> i64 {
+    let mut list: Vec<String> = report
+        .documented
+        .iter()
+        .map(|e| format!("{} {}\n", e.method, e.route))
+        .collect();
+    list.sort();
+    stable_hash(list.concat().as_bytes()) as i64
+}
+
+/// A finding's row key: what the findings table's primary key holds besides the service.
+fn finding_key(finding: &Finding) -> (&str, &str, &str, &str, &str) {
+    let (method, route) = finding
+        .endpoint
+        .as_ref()
+        .map_or(("", ""), |e| (e.method.as_str(), e.route.as_str()));
+    (
+        finding.kind.as_str(),
+        finding.source.as_str(),
+        method,
+        route,
+        finding.client.as_deref().unwrap_or(""),
+    )
+}
+
+/// The key of the advisory lock that serialises reports of one instance, whichever collector
+/// receives them. Two instances sharing a key only wait for each other.
+fn instance_lock(service: &str, instance: &str) -> i64 {
+    stable_hash(format!("{service}\0{instance}").as_bytes()) as i64
+}
+
+impl Store for PostgresStore {
+    fn apply(&self, report: &Report, received_ms: u64) -> Result<Applied, StoreError> {
+        let (first, last) = (report.sequence.first, report.sequence.last);
+        let (service, instance) = (report.service.as_str(), report.instance.as_str());
+        let received = int(received_ms);
+        // Rows are locked in one order by every transaction (endpoints by key, then findings
+        // by key, then the service), so concurrent reports wait for each other and never
+        // deadlock.
+        let mut endpoints: Vec<_> = report.endpoints.iter().filter(|e| e.requests > 0).collect();
+        endpoints.sort_by(|a, b| (&a.method, &a.route).cmp(&(&b.method, &b.route)));
+        let mut findings: Vec<_> = report.findings.iter().collect();
+        findings.sort_by(|a, b| finding_key(a).cmp(&finding_key(b)));
+        self.write(|tx| {
+            let conflict = |applied_first: u64, applied_last: u64| StoreError::Conflict {
+                instance: instance.to_string(),
+                first,
+                last,
+                applied_first,
+                applied_last,
+            };
+            // Another collector applying a report of this instance holds the lock until it
+            // commits; after it, this transaction's checks see that report's key.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&instance_lock(service, instance)],
+            )?;
+            let pruned_through: Option<i64> = tx
+                .query_opt(
+                    "SELECT pruned_through FROM instances WHERE service = $1 AND instance = $2",
+                    &[&service, &instance],
+                )?
+                .and_then(|row| row.get(0));
+            if let Some(pruned) = pruned_through.map(unsigned) {
+                if last <= pruned {
+                    return Ok(Applied::Duplicate);
+                }
+                if first <= pruned {
+                    return Err(conflict(0, pruned));
+                }
+            }
+            // Applied ranges never overlap, so the one starting last at or before our end is
+            // the only one that can overlap us.
+            let previous = tx.query_opt(
+                "SELECT first, last FROM applied WHERE service = $1 AND instance = $2 AND first <= $3
+                 ORDER BY first DESC LIMIT 1",
+                &[&service, &instance, &int(last)],
+            )?;
+            if let Some(row) = previous {
+                let (applied_first, applied_last) =
+                    (unsigned(row.get(0)), unsigned(row.get(1)));
+                if (applied_first, applied_last) == (first, last) {
+                    return Ok(Applied::Duplicate);
+                }
+                if applied_last >= first {
+                    return Err(conflict(applied_first, applied_last));
+                }
+            }
+            tx.execute(
+                "INSERT INTO applied (service, instance, first, last, received_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&service, &instance, &int(first), &int(last), &received],
+            )?;
+            tx.execute(
+                "INSERT INTO instances (service, instance, first_seen_ms, last_seen_ms, reports,
+                     dropped_findings, dropped_endpoints, dropped_reports)
+                 VALUES ($1, $2, $3, $3, 1, $4, $5, $6)
+                 ON CONFLICT (service, instance) DO UPDATE SET
+                     last_seen_ms = greatest(instances.last_seen_ms, excluded.last_seen_ms),
+                     reports = instances.reports + 1,
+                     dropped_findings = instances.dropped_findings + excluded.dropped_findings,
+                     dropped_endpoints = instances.dropped_endpoints + excluded.dropped_endpoints,
+                     dropped_reports = instances.dropped_reports + excluded.dropped_reports",
+                &[
+                    &service,
+                    &instance,
+                    &received,
+                    &int(report.dropped.findings),
+                    &int(report.dropped.endpoints),
+                    &int(report.dropped.reports),
+                ],
+            )?;
+
+            for endpoint in &endpoints {
+                let (method, route) = (endpoint.method.as_str(), endpoint.route.as_str());
+                let c = &endpoint.credentials;
+                let s = &endpoint.status;
+                let sketch = endpoint.public_clients.to_bytes();
+                // The upsert locks the row; `xmax = 0` tells an inserted row from an updated
+                // one, whose stored sketch is then merged with the report's.
+                let row = tx.query_one(
+                    "INSERT INTO endpoints AS e (service, method, route, requests, public,
+                         authenticated, bearer, basic, cookie, api_key, s1xx, s2xx, s3xx, s4xx,
+                         s5xx, unauthenticated_success, public_unauthenticated_success,
+                         first_seen_ms, last_seen_ms, public_clients, shadow, internal_only)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                         $16, $17, $18, $19, $20, $21, $22)
+                     ON CONFLICT (service, method, route) DO UPDATE SET
+                         requests = e.requests + excluded.requests,
+                         public = e.public + excluded.public,
+                         authenticated = e.authenticated + excluded.authenticated,
+                         bearer = e.bearer + excluded.bearer,
+                         basic = e.basic + excluded.basic,
+                         cookie = e.cookie + excluded.cookie,
+                         api_key = e.api_key + excluded.api_key,
+                         s1xx = e.s1xx + excluded.s1xx,
+                         s2xx = e.s2xx + excluded.s2xx,
+                         s3xx = e.s3xx + excluded.s3xx,
+                         s4xx = e.s4xx + excluded.s4xx,
+                         s5xx = e.s5xx + excluded.s5xx,
+                         unauthenticated_success =
+                             e.unauthenticated_success + excluded.unauthenticated_success,
+                         public_unauthenticated_success = e.public_unauthenticated_success
+                             + excluded.public_unauthenticated_success,
+                         first_seen_ms = least(e.first_seen_ms, excluded.first_seen_ms),
+                         last_seen_ms = greatest(e.last_seen_ms, excluded.last_seen_ms),
+                         shadow = excluded.shadow,
+                         internal_only = excluded.internal_only
+                     RETURNING xmax = 0, public_clients",
+                    &[
+                        &service,
+                        &method,
+                        &route,
+                        &int(endpoint.requests),
+                        &int(endpoint.public),
+                        &int(endpoint.authenticated),
+                        &int(c.bearer),
+                        &int(c.basic),
+                        &int(c.cookie),
+                        &int(c.api_key),
+                        &int(s.informational),
+                        &int(s.success),
+                        &int(s.redirection),
+                        &int(s.client_error),
+                        &int(s.server_error),
+                        &int(endpoint.unauthenticated_success),
+                        &int(endpoint.public_unauthenticated_success),
+                        &int(endpoint.first_seen_ms),
+                        &int(endpoint.last_seen_ms),
+                        &sketch,
+                        &endpoint.shadow,
+                        &endpoint.internal_only,
+                    ],
+                )?;
+                let inserted: bool = row.get(0);
+                if !inserted && !endpoint.public_clients.is_empty() {
+                    let stored: Option<Vec<u8>> = row.get(1);
+                    let mut merged = stored
+                        .and_then(|bytes| Sketch::from_bytes(&bytes))
+                        .unwrap_or_default();
+                    merged.merge(&endpoint.public_clients);
+                    tx.execute(
+                        "UPDATE endpoints SET public_clients = $4
+                         WHERE service = $1 AND method = $2 AND route = $3",
+                        &[&service, &method, &route, &merged.to_bytes()],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO endpoint_instances AS i
+                         (service, method, route, instance, requests, last_seen_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (service, method, route, instance) DO UPDATE SET
+                         requests = i.requests + excluded.requests,
+                         last_seen_ms = greatest(i.last_seen_ms, excluded.last_seen_ms)",
+                    &[
+                        &service,
+                        &method,
+                        &route,
+                        &instance,
+                        &int(endpoint.requests),
+                        &int(endpoint.last_seen_ms),
+                    ],
+                )?;
+                for (guard, count) in &endpoint.denials {
+                    tx.execute(
+                        "INSERT INTO denials AS d (service, method, route, guard, count)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (service, method, route, guard)
+                         DO UPDATE SET count = d.count + excluded.count",
+                        &[&service, &method, &route, guard, &int(*count)],
+                    )?;
+                }
+                for (guard, count) in &endpoint.monitor_denials {
+                    tx.execute(
+                        "INSERT INTO monitor_denials AS d (service, method, route, guard, count)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (service, method, route, guard)
+                         DO UPDATE SET count = d.count + excluded.count",
+                        &[&service, &method, &route, guard, &int(*count)],
+                    )?;
+                }
+            }
+
+            for finding in &findings {
+                let (method, route) = finding
+                    .endpoint
+                    .as_ref()
+                    .map_or(("", ""), |e| (e.method.as_str(), e.route.as_str()));
+                tx.execute(
+                    "INSERT INTO findings AS f (service, kind, source, method, route, client,
+                         detail, instance, count, first_at_ms, at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                     ON CONFLICT (service, kind, source, method, route, client) DO UPDATE SET
+                         count = f.count + excluded.count,
+                         detail = CASE WHEN excluded.at_ms >= f.at_ms
+                             THEN excluded.detail ELSE f.detail END,
+                         instance = CASE WHEN excluded.at_ms >= f.at_ms
+                             THEN excluded.instance ELSE f.instance END,
+                         first_at_ms = least(f.first_at_ms, excluded.first_at_ms),
+                         at_ms = greatest(f.at_ms, excluded.at_ms)",
+                    &[
+                        &service,
+                        &finding.kind,
+                        &finding.source,
+                        &method,
+                        &route,
+                        &finding.client.as_deref().unwrap_or(""),
+                        &finding.detail,
+                        &instance,
+                        &int(finding.count),
+                        &int(finding.at_ms),
+                    ],
+                )?;
+            }
+
+            // Last, as every report of the service waits for this row until commit.
+            let stored_hash: Option<i64> = tx
+                .query_one(
+                    "INSERT INTO services AS s (name, first_seen_ms, last_seen_ms)
+                     VALUES ($1, $2, $2)
+                     ON CONFLICT (name) DO UPDATE SET
+                         last_seen_ms = greatest(s.last_seen_ms, excluded.last_seen_ms)
+                     RETURNING documented_hash",
+                    &[&service, &received],
+                )?
+                .get(0);
+            if !report.documented.is_empty() {
+                let hash = documented_hash(report);
+                if stored_hash != Some(hash) {
+                    tx.execute("DELETE FROM documented WHERE service = $1", &[&service])?;
+                    for endpoint in &report.documented {
+                        tx.execute(
+                            "INSERT INTO documented (service, method, route) VALUES ($1, $2, $3)
+                             ON CONFLICT DO NOTHING",
+                            &[&service, &endpoint.method, &endpoint.route],
+                        )?;
+                    }
+                    tx.execute(
+                        "UPDATE services SET documented_hash = $2 WHERE name = $1",
+                        &[&service, &hash],
+                    )?;
+                }
+            }
+            Ok(Applied::New)
+        })
+    }
+
+    fn services(&self) -> Result<Vec<Service>, StoreError> {
+        self.read(|db| {
+            let mut services: BTreeMap<String, Service> = BTreeMap::new();
+            for row in db.query(
+                "SELECT name, first_seen_ms, last_seen_ms FROM services",
+                &[],
+            )? {
+                let name: String = row.get(0);
+                services.insert(
+                    name.clone(),
+                    Service {
+                        name,
+                        first_seen_ms: unsigned(row.get(1)),
+                        last_seen_ms: unsigned(row.get(2)),
+                        instances: 0,
+                        reports: 0,
+                        endpoints: 0,
+                        public_endpoints: 0,
+                        zombie_endpoints: 0,
+                        requests: 0,
+                        findings: 0,
+                        dropped: Dropped::default(),
+                    },
+                );
+            }
+            for row in db.query(
+                "SELECT service, count(*), sum(reports)::bigint, sum(dropped_findings)::bigint,
+                     sum(dropped_endpoints)::bigint, sum(dropped_reports)::bigint
+                 FROM instances GROUP BY service",
+                &[],
+            )? {
+                if let Some(s) = services.get_mut(row.get::<_, &str>(0)) {
+                    s.instances = unsigned(row.get(1));
+                    s.reports = unsigned(row.get(2));
+                    s.dropped = Dropped {
+                        findings: unsigned(row.get(3)),
+                        endpoints: unsigned(row.get(4)),
+                        reports: unsigned(row.get(5)),
+                    };
+                }
+            }
+            for row in db.query(
+                "SELECT service, count(*), count(*) FILTER (WHERE public > 0),
+                     sum(requests)::bigint
+                 FROM endpoints GROUP BY service",
+                &[],
+            )? {
+                if let Some(s) = services.get_mut(row.get::<_, &str>(0)) {
+                    s.endpoints = unsigned(row.get(1));
+                    s.public_endpoints = unsigned(row.get(2));
+                    s.requests = unsigned(row.get(3));
+                }
+            }
+            for row in db.query(
+                "SELECT d.service, count(*) FROM documented d WHERE NOT EXISTS (
+                     SELECT 1 FROM endpoints e
+                     WHERE e.service = d.service AND e.method = d.method AND e.route = d.route)
+                 GROUP BY d.service",
+                &[],
+            )? {
+                if let Some(s) = services.get_mut(row.get::<_, &str>(0)) {
+                    s.zombie_endpoints = unsigned(row.get(1));
+                }
+            }
+            for row in db.query(
+                "SELECT service, count(*) FROM findings GROUP BY service",
+                &[],
+            )? {
+                if let Some(s) = services.get_mut(row.get::<_, &str>(0)) {
+                    s.findings = unsigned(row.get(1));
+                }
+            }
+            Ok(services.into_values().collect())
+        })
+    }
+
+    fn endpoints(&self, query: &EndpointQuery) -> Result<Vec<Endpoint>, StoreError> {
+        let service = query.service.as_deref();
+        type Key = (String, String, String);
+        self.read(|db| {
+            let mut per_guard =
+                |sql: &str| -> Result<HashMap<Key, BTreeMap<String, u64>>, StoreError> {
+                    let mut counts: HashMap<Key, BTreeMap<String, u64>> = HashMap::new();
+                    for row in db.query(sql, &[&service])? {
+                        counts
+                            .entry((row.get(0), row.get(1), row.get(2)))
+                            .or_default()
+                            .insert(row.get(3), unsigned(row.get(4)));
+                    }
+                    Ok(counts)
+                };
+            let mut denials = per_guard(
+                "SELECT service, method, route, guard, count FROM denials
+                 WHERE $1::text IS NULL OR service = $1",
+            )?;
+            let mut monitor_denials = per_guard(
+                "SELECT service, method, route, guard, count FROM monitor_denials
+                 WHERE $1::text IS NULL OR service = $1",
+            )?;
+
+            let mut endpoints = Vec::new();
+            for row in db.query(
+                "SELECT e.service, e.method, e.route, e.requests, e.public, e.authenticated,
+                     e.bearer, e.basic, e.cookie, e.api_key, e.s1xx, e.s2xx, e.s3xx, e.s4xx,
+                     e.s5xx, e.unauthenticated_success, e.public_unauthenticated_success,
+                     e.first_seen_ms, e.last_seen_ms, e.public_clients, e.shadow, e.internal_only,
+                     (SELECT count(*) FROM endpoint_instances i
+                      WHERE i.service = e.service AND i.method = e.method AND i.route = e.route),
+                     EXISTS (SELECT 1 FROM documented d
+                      WHERE d.service = e.service AND d.method = e.method AND d.route = e.route)
+                 FROM endpoints e WHERE $1::text IS NULL OR e.service = $1",
+                &[&service],
+            )? {
+                let n = |i: usize| unsigned(row.get::<_, i64>(i));
+                let key: Key = (row.get(0), row.get(1), row.get(2));
+                let public = n(4);
+                let public_unauthenticated_success = n(16);
+                let sketch: Option<Vec<u8>> = row.get(19);
+                endpoints.push(Endpoint {
+                    exposure: if public_unauthenticated_success > 0 {
+                        Exposure::PublicUnauthenticated
+                    } else if public > 0 {
+                        Exposure::Public
+                    } else {
+                        Exposure::Internal
+                    },
+                    requests: n(3),
+                    public,
+                    authenticated: n(5),
+                    credentials: Credentials {
+                        bearer: n(6),
+                        basic: n(7),
+                        cookie: n(8),
+                        api_key: n(9),
+                    },
+                    status: StatusClasses {
+                        informational: n(10),
+                        success: n(11),
+                        redirection: n(12),
+                        client_error: n(13),
+                        server_error: n(14),
+                    },
+                    unauthenticated_success: n(15),
+                    public_unauthenticated_success,
+                    first_seen_ms: Some(n(17)),
+                    last_seen_ms: Some(n(18)),
+                    public_clients: sketch
+                        .and_then(|bytes| Sketch::from_bytes(&bytes))
+                        .map_or(0, |s| s.estimate()),
+                    shadow: row.get(20),
+                    internal_only: row.get(21),
+                    instances: n(22),
+                    documented: row.get(23),
+                    zombie: false,
+                    denials: denials.remove(&key).unwrap_or_default(),
+                    monitor_denials: monitor_denials.remove(&key).unwrap_or_default(),
+                    service: key.0,
+                    method: key.1,
+                    route: key.2,
+                });
+            }
+
+            for row in db.query(
+                "SELECT d.service, d.method, d.route FROM documented d
+                 WHERE ($1::text IS NULL OR d.service = $1) AND NOT EXISTS (
+                     SELECT 1 FROM endpoints e
+                     WHERE e.service = d.service AND e.method = d.method AND e.route = d.route)",
+                &[&service],
+            )? {
+                endpoints.push(Endpoint {
+                    service: row.get(0),
+                    method: row.get(1),
+                    route: row.get(2),
+                    exposure: Exposure::Never,
+                    requests: 0,
+                    public: 0,
+                    authenticated: 0,
+                    unauthenticated_success: 0,
+                    public_unauthenticated_success: 0,
+                    public_clients: 0,
+                    credentials: Credentials::default(),
+                    status: StatusClasses::default(),
+                    denials: BTreeMap::new(),
+                    monitor_denials: BTreeMap::new(),
+                    instances: 0,
+                    first_seen_ms: None,
+                    last_seen_ms: None,
+                    documented: true,
+                    shadow: false,
+                    zombie: true,
+                    internal_only: false,
+                });
+            }
+            endpoints.retain(|e| query.matches(e));
+            endpoints.sort_by(|a, b| {
+                (&a.service, b.public, b.requests, &a.route, &a.method)
+                    .cmp(&(&b.service, a.public, a.requests, &b.route, &b.method))
+            });
+            Ok(endpoints)
+        })
+    }
+
+    fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRecord>, StoreError> {
+        self.read(|db| {
+            let rows = db.query(
+                "SELECT service, kind, source, method, route, client, detail, instance, count,
+                     first_at_ms, at_ms
+                 FROM findings
+                 WHERE ($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR kind = $2)
+                     AND (NOT $3::boolean OR kind NOT IN ($5, $6))
+                 ORDER BY at_ms DESC, service, kind LIMIT $4",
+                &[
+                    &query.service,
+                    &query.kind,
+                    &query.without_client_denials,
+                    &int(query.limit as u64),
+                    &FindingKind::ClientDenied.as_str(),
+                    &FindingKind::ClientWouldDeny.as_str(),
+                ],
+            )?;
+            Ok(rows
+                .into_iter()
+                .map(|row| FindingRecord {
+                    service: row.get(0),
+                    kind: row.get(1),
+                    source: row.get(2),
+                    method: optional(row.get(3)),
+                    route: optional(row.get(4)),
+                    client: optional(row.get(5)),
+                    detail: row.get(6),
+                    instance: row.get(7),
+                    count: unsigned(row.get(8)),
+                    first_at_ms: unsigned(row.get(9)),
+                    at_ms: unsigned(row.get(10)),
+                })
+                .collect())
+        })
+    }
+
+    fn denied_clients(
+        &self,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeniedClient>, StoreError> {
+        self.read(|db| {
+            let rows = db.query(
+                "SELECT service, client,
+                     coalesce(sum(count) FILTER (WHERE kind = $1), 0)::bigint,
+                     coalesce(array_agg(DISTINCT source) FILTER (WHERE kind = $1), '{}'),
+                     coalesce(sum(count) FILTER (WHERE kind = $2), 0)::bigint,
+                     coalesce(array_agg(DISTINCT source) FILTER (WHERE kind = $2), '{}'),
+                     count(DISTINCT CASE WHEN method != '' THEN method || ' ' || route END),
+                     max(at_ms), bool_or(kind = $5)
+                 FROM findings
+                 WHERE kind IN ($1, $2, $5) AND client != '' AND ($3::text IS NULL OR service = $3)
+                 GROUP BY service, client
+                 ORDER BY sum(count) DESC, max(at_ms) DESC LIMIT $4",
+                &[
+                    &FindingKind::ClientDenied.as_str(),
+                    &FindingKind::ClientWouldDeny.as_str(),
+                    &service,
+                    &int(limit as u64),
+                    &FindingKind::ClientBanned.as_str(),
+                ],
+            )?;
+            let sorted = |mut sources: Vec<String>| {
+                sources.sort();
+                sources
+            };
+            Ok(rows
+                .into_iter()
+                .map(|row| DeniedClient {
+                    service: row.get(0),
+                    client: row.get(1),
+                    denials: unsigned(row.get(2)),
+                    sources: sorted(row.get(3)),
+                    monitor_denials: unsigned(row.get(4)),
+                    monitor_sources: sorted(row.get(5)),
+                    endpoints: unsigned(row.get(6)),
+                    at_ms: unsigned(row.get(7)),
+                    banned: row.get(8),
+                })
+                .collect())
+        })
+    }
+
+    fn prune(&self, cutoffs: Cutoffs) -> Result<Pruned, StoreError> {
+        let (findings, instances, endpoints) = (
+            int(cutoffs.findings_ms),
+            int(cutoffs.instances_ms),
+            int(cutoffs.endpoints_ms),
+        );
+        self.write(|tx| {
+            let mut pruned = Pruned {
+                findings: tx.execute("DELETE FROM findings WHERE at_ms < $1", &[&findings])?,
+                ..Pruned::default()
+            };
+            pruned.keys += tx.execute(
+                "DELETE FROM applied t USING instances i
+                 WHERE i.service = t.service AND i.instance = t.instance AND i.last_seen_ms < $1",
+                &[&instances],
+            )?;
+            tx.execute(
+                "DELETE FROM endpoint_instances t USING instances i
+                 WHERE i.service = t.service AND i.instance = t.instance AND i.last_seen_ms < $1",
+                &[&instances],
+            )?;
+            pruned.instances =
+                tx.execute("DELETE FROM instances WHERE last_seen_ms < $1", &[&instances])?;
+            // Live instances keep their recent keys; older ones collapse into a high-water
+            // mark, so a very late resend is still recognised as applied.
+            tx.execute(
+                "UPDATE instances SET pruned_through = greatest(coalesce(instances.pruned_through, -1), old.last)
+                 FROM (SELECT service, instance, max(last) AS last FROM applied
+                       WHERE received_ms < $1 GROUP BY service, instance) old
+                 WHERE old.service = instances.service AND old.instance = instances.instance",
+                &[&instances],
+            )?;
+            pruned.keys +=
+                tx.execute("DELETE FROM applied WHERE received_ms < $1", &[&instances])?;
+            for sql in [
+                "DELETE FROM denials t USING endpoints e
+                 WHERE e.service = t.service AND e.method = t.method AND e.route = t.route
+                     AND e.last_seen_ms < $1",
+                "DELETE FROM monitor_denials t USING endpoints e
+                 WHERE e.service = t.service AND e.method = t.method AND e.route = t.route
+                     AND e.last_seen_ms < $1",
+                "DELETE FROM endpoint_instances t USING endpoints e
+                 WHERE e.service = t.service AND e.method = t.method AND e.route = t.route
+                     AND e.last_seen_ms < $1",
+            ] {
+                tx.execute(sql, &[&endpoints])?;
+            }
+            pruned.endpoints =
+                tx.execute("DELETE FROM endpoints WHERE last_seen_ms < $1", &[&endpoints])?;
+            Ok(pruned)
+        })
+    }
+
+    fn totals(&self) -> Result<Totals, StoreError> {
+        self.read(|db| {
+            let row = db.query_one(
+                "SELECT (SELECT count(*) FROM services),
+                     (SELECT count(*) FROM endpoints) + (SELECT count(*) FROM documented d
+                      WHERE NOT EXISTS (SELECT 1 FROM endpoints e
+                      WHERE e.service = d.service AND e.method = d.method AND e.route = d.route))",
+                &[],
+            )?;
+            Ok(Totals {
+                services: unsigned(row.get(0)),
+                endpoints: unsigned(row.get(1)),
+            })
+        })
+    }
+}
