@@ -859,13 +859,7 @@ fn exposure(exposure: Exposure) -> String {
 }
 
 fn severity(severity: Severity) -> String {
-    let word = match severity {
-        Severity::Critical => "critical",
-        Severity::High => "high",
-        Severity::Medium => "medium",
-        Severity::Low => "low",
-        Severity::Info => "info",
-    };
+    let word = severity.name();
     format!("<span class=\"badge sev-{word}\">{word}</span>")
 }
 

@@ -26,6 +26,28 @@ pub enum Severity {
     Info,
 }
 
+impl Severity {
+    /// Every severity, worst first.
+    pub const ALL: [Severity; 5] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ];
+
+    /// The name files and the API use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        }
+    }
+}
+
 /// One endpoint known to be vulnerable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Vulnerability {

@@ -445,22 +445,29 @@ struct TlsCollector {
 
 const COLLECTOR_TOKEN: &str = "fleet-token-0123456789abcdef";
 
-async fn tls_collector(dir: &Path, certificate: &Issued) -> TlsCollector {
-    let (cert, key) = certificate.write(dir, "collector");
+/// Starts `vigil collect` in `dir` with ingest on `ingest_ip` and `listen_extra` in
+/// `[listen]`, its standard error to `dir/stderr.log`; once its API answers, the process, the
+/// ingest port and the API's address.
+async fn start_collector(
+    dir: &Path,
+    ingest_ip: &str,
+    listen_extra: &str,
+) -> (Process, u16, SocketAddr) {
     let (ingest, api) = (free_port(), free_port());
     let config = dir.join("collector.toml");
     std::fs::write(
         &config,
         format!(
-            "[listen]\naddress = \"127.0.0.1:{ingest}\"\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+            "[listen]\naddress = \"{ingest_ip}:{ingest}\"\n{listen_extra}\n\
              [api]\naddress = \"127.0.0.1:{api}\"\n[storage]\npath = \"collector.db\"\n\
-             [[token]]\nname = \"fleet\"\ntoken = \"{COLLECTOR_TOKEN}\"\n",
-            cert.display(),
-            key.display()
+             [[token]]\nname = \"fleet\"\ntoken = \"{COLLECTOR_TOKEN}\"\n"
         ),
     )
     .unwrap();
-    let process = Process::vigil(&["collect", "--config", config.to_str().unwrap()]);
+    let process = Process::vigil_logging_to(
+        &["collect", "--config", config.to_str().unwrap()],
+        &dir.join("stderr.log"),
+    );
     let api = SocketAddr::from(([127, 0, 0, 1], api));
     tokio::task::spawn_blocking(move || {
         eventually("the collector's API", || {
@@ -469,6 +476,22 @@ async fn tls_collector(dir: &Path, certificate: &Issued) -> TlsCollector {
     })
     .await
     .unwrap();
+    (process, ingest, api)
+}
+
+/// `[listen.tls]` serving `certificate`, written to `dir`.
+fn listen_tls(dir: &Path, certificate: &Issued) -> String {
+    let (cert, key) = certificate.write(dir, "collector");
+    format!(
+        "[listen.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        cert.display(),
+        key.display()
+    )
+}
+
+async fn tls_collector(dir: &Path, certificate: &Issued) -> TlsCollector {
+    let (process, ingest, api) =
+        start_collector(dir, "127.0.0.1", &listen_tls(dir, certificate)).await;
     TlsCollector {
         _process: process,
         ingest,
@@ -564,35 +587,14 @@ async fn reports_reach_an_https_collector_only_when_its_certificate_verifies() {
     distrusting.shutdown().await;
 }
 
-/// Starts `vigil collect` with ingest on `0.0.0.0`, with `tls` appended to `[listen]`; what it
+/// Starts `vigil collect` with ingest on `0.0.0.0` and `listen_extra` in `[listen]`; what it
 /// logged once serving.
-async fn collector_start_log(name: &str, tls: &str) -> String {
+async fn collector_start_log(name: &str, listen_extra: &str) -> String {
     let dir = tempdir(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let (ingest, api) = (free_port(), free_port());
-    let config = dir.join("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\naddress = \"0.0.0.0:{ingest}\"\n{tls}\n[api]\naddress = \"127.0.0.1:{api}\"\n\
-             [storage]\npath = \"collector.db\"\n\
-             [[token]]\nname = \"fleet\"\ntoken = \"{COLLECTOR_TOKEN}\"\n"
-        ),
-    )
-    .unwrap();
-    let log = dir.join("stderr.log");
-    let process =
-        Process::vigil_logging_to(&["collect", "--config", config.to_str().unwrap()], &log);
-    let api = SocketAddr::from(([127, 0, 0, 1], api));
-    tokio::task::spawn_blocking(move || {
-        eventually("the collector's API", || {
-            http(api, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
-        })
-    })
-    .await
-    .unwrap();
+    let (process, _, _) = start_collector(&dir, "0.0.0.0", listen_extra).await;
     drop(process);
-    std::fs::read_to_string(log).unwrap()
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap()
 }
 
 #[tokio::test]
@@ -605,18 +607,8 @@ async fn a_plaintext_ingest_listener_off_loopback_warns_and_a_tls_one_does_not()
 
     let dir = tempdir("collector-tls-public-certs");
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = TestCa::new("collector CA")
-        .server(&["localhost"])
-        .write(&dir, "collector");
-    let tls = collector_start_log(
-        "collector-tls-public",
-        &format!(
-            "[listen.tls]\ncert = \"{}\"\nkey = \"{}\"",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .await;
+    let tls = listen_tls(&dir, &TestCa::new("collector CA").server(&["localhost"]));
+    let tls = collector_start_log("collector-tls-public", &tls).await;
     assert!(tls.contains("the collector is serving"), "{tls}");
     assert!(!tls.contains("in clear"), "{tls}");
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vigil_collector::vulns::Severity;
 use vigil_common::tls::ClientTlsSection;
 
 /// Exit status when a `--fail-on` condition holds.
@@ -138,50 +139,17 @@ impl Kind {
     }
 }
 
-/// A vulnerability's severity, worst first, as the collector spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Critical.
-    Critical,
-    /// High.
-    High,
-    /// Medium.
-    Medium,
-    /// Low.
-    Low,
-    /// Informational.
-    Info,
-}
-
-impl Severity {
-    const ALL: [(&'static str, Severity); 5] = [
-        ("critical", Severity::Critical),
-        ("high", Severity::High),
-        ("medium", Severity::Medium),
-        ("low", Severity::Low),
-        ("info", Severity::Info),
-    ];
-
-    fn parse(name: &str) -> Result<Severity, String> {
-        Severity::ALL
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, s)| *s)
-            .ok_or_else(|| {
-                format!(
-                    "--severity: {name:?} is not a severity; use one of {}",
-                    Severity::ALL.map(|(n, _)| n).join(", ")
-                )
-            })
-    }
-
-    fn as_str(self) -> &'static str {
-        Severity::ALL
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map_or("", |(n, _)| n)
-    }
+/// `--severity`: a severity by the name the collector gives it.
+fn parse_severity(name: &str) -> Result<Severity, String> {
+    Severity::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| {
+            format!(
+                "--severity: {name:?} is not a severity; use one of {}",
+                Severity::ALL.map(Severity::name).join(", ")
+            )
+        })
 }
 
 /// How the report is written.
@@ -346,7 +314,7 @@ pub fn run(args: &ExposureArgs) -> Result<bool, GateError> {
         .map(Kind::parse)
         .collect::<Result<Vec<_>, _>>()
         .map_err(GateError::Usage)?;
-    let severity = Severity::parse(&args.severity).map_err(GateError::Usage)?;
+    let severity = parse_severity(&args.severity).map_err(GateError::Usage)?;
     let api = Api::new(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -644,7 +612,7 @@ fn evaluate(
             format!(
                 "{} ({}, {}) is on {} {}, which answered 2xx to {} public request(s) without credentials",
                 v.id,
-                v.severity.as_str(),
+                v.severity.name(),
                 v.title,
                 v.method,
                 route,
@@ -852,7 +820,7 @@ mod tests {
             assert!(error.contains(kind.as_str()), "{error}");
             assert_eq!(Kind::parse(kind.as_str()), Ok(kind));
         }
-        let error = Severity::parse("urgent").unwrap_err();
+        let error = parse_severity("urgent").unwrap_err();
         assert!(
             error.contains("\"urgent\"") && error.contains("critical, high"),
             "{error}"
