@@ -3,6 +3,7 @@
 
 use super::config::ApiAccess;
 use super::dashboard;
+use super::fixes;
 use super::metrics::Operation;
 use super::reply;
 use super::store::{
@@ -23,7 +24,7 @@ pub const MAX_LIMIT: usize = 1_000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 const ROUTES: &str = "/, /endpoint, /healthz, /metrics, /api/services, /api/endpoints, \
-                      /api/findings, /api/clients/denied, /api/vulnerabilities";
+                      /api/findings, /api/clients/denied, /api/vulnerabilities, /api/versions";
 
 /// The realm named in `WWW-Authenticate`.
 const REALM: &str = "vigil collector";
@@ -54,6 +55,7 @@ pub async fn handle(collector: Arc<Collector>, req: Request<Incoming>) -> Respon
         "/api/findings" => findings(&collector, &query).await,
         "/api/clients/denied" => denied_clients(&collector, &query).await,
         "/api/vulnerabilities" => vulnerabilities(&collector, &query).await,
+        "/api/versions" => versions(&collector, &query).await,
         _ => Err((StatusCode::NOT_FOUND, format!("no such page; try {ROUTES}"))),
     };
     result.unwrap_or_else(|(status, detail)| reply::problem(status, &detail))
@@ -432,7 +434,39 @@ async fn vulnerabilities(collector: &Arc<Collector>, query: &Query) -> Answer {
         scope.service.as_deref(),
         limit,
     );
+    let ranked = with_fixes(collector, ranked).await?;
     Ok(reply::json(StatusCode::OK, &ranked))
+}
+
+/// The ranked vulnerabilities with where their fixes stand.
+async fn with_fixes(
+    collector: &Arc<Collector>,
+    mut ranked: Vec<RankedVulnerability>,
+) -> Result<Vec<RankedVulnerability>, (StatusCode, String)> {
+    if ranked.iter().all(|r| r.vulnerability.fixed_in.is_none()) {
+        return Ok(ranked);
+    }
+    let verify_after_ms = collector.config.vulnerabilities.verify_after.as_millis() as u64;
+    collector
+        .with_store(move |store| {
+            fixes::attach(store, &mut ranked, verify_after_ms, super::now_ms())?;
+            Ok(ranked)
+        })
+        .await
+        .map_err(unavailable(collector))
+}
+
+async fn versions(collector: &Arc<Collector>, query: &Query) -> Answer {
+    query.only(&["service"])?;
+    let service = query
+        .get("service")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let versions = collector
+        .with_store(move |store| store.fleet_versions(service.as_deref()))
+        .await
+        .map_err(unavailable(collector))?;
+    Ok(reply::json(StatusCode::OK, &versions))
 }
 
 async fn dashboard(collector: &Arc<Collector>, query: &Query) -> Answer {
@@ -466,6 +500,7 @@ async fn dashboard(collector: &Arc<Collector>, query: &Query) -> Answer {
         scope.service.as_deref(),
         MAX_LIMIT,
     );
+    let ranked = with_fixes(collector, ranked).await?;
     let in_scope = scope.endpoint_query();
     let endpoints: Vec<Endpoint> = all.into_iter().filter(|e| in_scope.matches(e)).collect();
     let page = dashboard::render(&dashboard::View {
@@ -534,6 +569,7 @@ async fn endpoint_page(collector: &Arc<Collector>, query: &Query) -> Answer {
             && v.matched_route.as_deref() == Some(&route)
             && v.vulnerability.method.eq_ignore_ascii_case(&method)
     });
+    let ranked = with_fixes(collector, ranked).await?;
     let page = dashboard::render_endpoint(&dashboard::EndpointView {
         endpoint,
         findings: &findings,

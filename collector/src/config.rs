@@ -289,6 +289,9 @@ pub struct VulnerabilityFiles {
     pub known: Vec<PathBuf>,
     /// OWASP ZAP JSON reports.
     pub zap: Vec<PathBuf>,
+    /// How long no affected instance may serve a vulnerable endpoint before its fix counts
+    /// as verified.
+    pub verify_after: Duration,
 }
 
 #[derive(Deserialize)]
@@ -408,11 +411,22 @@ impl Default for RawRetention {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawVulnerabilities {
     known: Vec<PathBuf>,
     zap: Vec<PathBuf>,
+    verify_after: String,
+}
+
+impl Default for RawVulnerabilities {
+    fn default() -> Self {
+        RawVulnerabilities {
+            known: Vec::new(),
+            zap: Vec::new(),
+            verify_after: "24h".into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -572,6 +586,10 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
                 .iter()
                 .map(|p| base.join(p))
                 .collect(),
+            verify_after: duration(
+                "vulnerabilities.verify_after",
+                &raw.vulnerabilities.verify_after,
+            )?,
         },
         log,
     })

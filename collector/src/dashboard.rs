@@ -7,6 +7,7 @@
 
 use super::api::Scope;
 use super::config::Retention;
+use super::fixes::{FixState, FixStatus};
 use super::store::{DeniedClient, Endpoint, EndpointQuery, Exposure, FindingRecord, Service};
 use super::vulns::{RankedVulnerability, Severity};
 use std::fmt::Write as _;
@@ -94,9 +95,9 @@ header h1 code { font-size:20px; }
 .m { font-weight:600; margin-right:4px; }
 .badge { display:inline-block; border-radius:10px; padding:1px 8px; font-size:12px; font-weight:600;
          white-space:nowrap; }
-.exp-public-unauthenticated, .sev-critical, .sev-high { color:var(--red); background:var(--red-bg); }
-.exp-public, .sev-medium { color:var(--amber); background:var(--amber-bg); }
-.exp-internal, .sev-low { color:var(--blue); background:var(--blue-bg); }
+.exp-public-unauthenticated, .sev-critical, .sev-high, .fix-not-deployed { color:var(--red); background:var(--red-bg); }
+.exp-public, .sev-medium, .fix-deployed { color:var(--amber); background:var(--amber-bg); }
+.exp-internal, .sev-low, .fix-verified { color:var(--blue); background:var(--blue-bg); }
 .exp-never, .sev-info { color:var(--grey); background:var(--grey-bg); }
 .flag { color:var(--grey); background:var(--grey-bg); }
 .flag.warn { color:var(--red); background:var(--red-bg); }
@@ -448,7 +449,7 @@ fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability], scope: &Sc
     page.push_str(
         "<table><thead><tr><th class=\"n\">#</th><th>exposure</th><th>severity</th><th>vulnerability</th>\
          <th>endpoint</th><th class=\"n\">public requests</th><th class=\"n\">public clients</th>\
-         <th class=\"n\">unauth. 2xx</th></tr></thead><tbody>",
+         <th class=\"n\">unauth. 2xx</th><th>fix</th></tr></thead><tbody>",
     );
     for r in ranked.iter().take(ROWS) {
         let v = &r.vulnerability;
@@ -471,7 +472,7 @@ fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability], scope: &Sc
             "<tr data-rank=\"{}\"><td class=\"n\">{}</td><td>{}</td><td>{}</td>\
              <td><b>{}</b><div class=\"detail\">{}</div></td>\
              <td>{endpoint}<div class=\"detail\">{}</div></td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             r.rank,
             r.rank,
             exposure(r.exposure),
@@ -481,7 +482,8 @@ fn vulnerabilities(page: &mut String, ranked: &[RankedVulnerability], scope: &Sc
             escape(service),
             r.public_requests,
             r.public_clients,
-            r.public_unauthenticated_success
+            r.public_unauthenticated_success,
+            fix_summary(r.fix.as_ref())
         );
     }
     page.push_str("</tbody></table></section>");
@@ -797,6 +799,11 @@ pub fn render_endpoint(view: &EndpointView<'_>) -> String {
             );
         }
         page.push_str("</tbody></table></section>");
+        for r in view.vulnerabilities {
+            if let Some(fix) = &r.fix {
+                fix_section(&mut page, &r.vulnerability.id, fix);
+            }
+        }
     }
     let _ = write!(
         page,
@@ -846,6 +853,69 @@ pub fn render_endpoint(view: &EndpointView<'_>) -> String {
     );
     page.push_str("</main></body></html>\n");
     page
+}
+
+/// A fix's state and the figures behind it, for a table cell.
+fn fix_summary(fix: Option<&FixStatus>) -> String {
+    let Some(fix) = fix else {
+        return "<span class=\"detail\">no fixed_in</span>".into();
+    };
+    format!(
+        "<span class=\"badge fix-{}\">{}</span><div class=\"detail\">fixed in {}; {} affected \
+         instance(s); {} public request(s) served by affected builds since the fix</div>",
+        fix.state.name(),
+        fix.state.label(),
+        escape(&fix.fixed_in),
+        fix.affected_instances.len(),
+        fix.public_requests_since_fix
+    )
+}
+
+/// On an endpoint page: where a vulnerability's fix stands, and the instances that lack it.
+fn fix_section(page: &mut String, id: &str, fix: &FixStatus) {
+    let when = |ms: Option<u64>| ms.map_or_else(|| "—".to_string(), date);
+    let _ = write!(
+        page,
+        "<section class=\"fix\" data-fix=\"{}\"><h2>Fix of {}: {}</h2><p>Fixed in <code>{}</code>; \
+         first deployed {}. Affected builds served {} request(s), {} of them public, after the \
+         fix was deployed; the last {}. Verified once no affected build has served this endpoint \
+         for the configured time: {}.</p>",
+        fix.state.name(),
+        escape(id),
+        fix.state.label(),
+        escape(&fix.fixed_in),
+        when(fix.deployed_ms),
+        fix.requests_since_fix,
+        fix.public_requests_since_fix,
+        when(fix.last_affected_request_ms),
+        match (fix.state, fix.verifiable_at_ms) {
+            (FixState::Verified, Some(at)) => format!("since {}", date(at)),
+            (_, Some(at)) => format!("{} at the earliest", date(at)),
+            (_, None) => "once the fix is deployed".to_string(),
+        }
+    );
+    if fix.affected_instances.is_empty() {
+        page.push_str("<p class=\"empty\">No instance runs an affected version.</p>");
+    } else {
+        page.push_str(
+            "<table><thead><tr><th>instance still affected</th><th>version</th><th>last report</th>\
+             </tr></thead><tbody>",
+        );
+        for instance in fix.affected_instances.iter().take(ROWS) {
+            let _ = write!(
+                page,
+                "<tr><td><code>{}</code></td><td>{}</td><td class=\"detail\">{}</td></tr>",
+                escape(&instance.instance),
+                instance
+                    .version
+                    .as_deref()
+                    .map_or_else(|| "none reported".to_string(), escape),
+                date(instance.last_seen_ms)
+            );
+        }
+        page.push_str("</tbody></table>");
+    }
+    page.push_str("</section>");
 }
 
 fn exposure(exposure: Exposure) -> String {

@@ -11,6 +11,7 @@
 //! - `api`: the JSON API, the dashboard's data and who may read them; `dashboard`: the
 //!   pages at `/` and `/endpoint`.
 //! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
+//! - `fixes`: whether a vulnerability's fix has reached every instance serving its endpoint.
 //! - `metrics`: the Prometheus metrics at `/metrics` on the API listener.
 //! - `webhook`: what is new in a report, posted to the configured webhooks off the ingest path.
 //! - `reply`: every answer the collector gives.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod config;
 pub mod dashboard;
+pub mod fixes;
 pub mod ingest;
 pub mod metrics;
 pub mod postgres;
@@ -465,8 +467,8 @@ mod tests {
     use http_body_util::BodyExt as _;
     use metrics::sample;
     use store::{
-        Applied, DeniedClient, Endpoint, EndpointQuery, FindingQuery, FindingRecord, Pruned,
-        Service, Totals,
+        Applied, DeniedClient, Endpoint, EndpointQuery, FindingQuery, FindingRecord, FleetVersions,
+        Pruned, Service, Totals, VersionTraffic,
     };
 
     /// A store whose every call fails, as a full disk or a damaged file makes it.
@@ -497,6 +499,17 @@ mod tests {
             broken()
         }
         fn prune(&self, _: Cutoffs) -> Result<Pruned, StoreError> {
+            broken()
+        }
+        fn fleet_versions(&self, _: Option<&str>) -> Result<FleetVersions, StoreError> {
+            broken()
+        }
+        fn version_traffic(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Vec<VersionTraffic>, StoreError> {
             broken()
         }
         fn totals(&self) -> Result<Totals, StoreError> {

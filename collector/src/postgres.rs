@@ -4,9 +4,11 @@
 //! statements; schema migrations kept here in code, applied at start under an advisory lock.
 
 use super::config::PostgresUrl;
+use super::fixes;
 use super::store::{
     Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
-    FindingRecord, Pruned, Service, Store, StoreError, Totals,
+    FindingRecord, FleetVersions, InstanceVersion, Pruned, Release, Service, Store, StoreError,
+    Totals, VersionTraffic,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -35,7 +37,8 @@ const MIGRATION_LOCK: (i32, i32) = (0x5669_6769, 1);
 
 /// Schema migrations, in order; the table `vigil_schema` lists those applied. Never edit one
 /// that has shipped: add the next.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE services (
     name TEXT PRIMARY KEY,
     first_seen_ms BIGINT NOT NULL,
@@ -143,7 +146,35 @@ CREATE TABLE findings (
     PRIMARY KEY (service, kind, source, method, route, client)
 );
 CREATE INDEX findings_at ON findings (at_ms);
-"#];
+"#,
+    r#"
+-- the version of each instance's latest report, NULL when it carried none
+ALTER TABLE instances ADD COLUMN version TEXT;
+CREATE TABLE releases (
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    PRIMARY KEY (service, version)
+);
+-- requests per endpoint, instance and version, split by the newest version of the service
+-- known when they were counted; '' stands for no version, as in the SQLite store
+CREATE TABLE version_traffic (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    version TEXT NOT NULL,
+    fleet_newest TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    public BIGINT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    PRIMARY KEY (service, method, route, instance, version, fleet_newest)
+);
+CREATE INDEX version_traffic_instance ON version_traffic (service, instance);
+"#,
+];
 
 /// One connection and the statements prepared on it.
 struct Connection {
@@ -494,11 +525,12 @@ impl Store for PostgresStore {
             )?;
             tx.execute(
                 "INSERT INTO instances (service, instance, first_seen_ms, last_seen_ms, reports,
-                     dropped_findings, dropped_endpoints, dropped_reports)
-                 VALUES ($1, $2, $3, $3, 1, $4, $5, $6)
+                     dropped_findings, dropped_endpoints, dropped_reports, version)
+                 VALUES ($1, $2, $3, $3, 1, $4, $5, $6, $7)
                  ON CONFLICT (service, instance) DO UPDATE SET
                      last_seen_ms = greatest(instances.last_seen_ms, excluded.last_seen_ms),
                      reports = instances.reports + 1,
+                     version = excluded.version,
                      dropped_findings = instances.dropped_findings + excluded.dropped_findings,
                      dropped_endpoints = instances.dropped_endpoints + excluded.dropped_endpoints,
                      dropped_reports = instances.dropped_reports + excluded.dropped_reports",
@@ -509,8 +541,26 @@ impl Store for PostgresStore {
                     &int(report.dropped.findings),
                     &int(report.dropped.endpoints),
                     &int(report.dropped.reports),
+                    &report.version,
                 ],
             )?;
+            if let Some(version) = &report.version {
+                tx.execute(
+                    "INSERT INTO releases AS r (service, version, first_seen_ms, last_seen_ms)
+                     VALUES ($1, $2, $3, $3)
+                     ON CONFLICT (service, version) DO UPDATE SET
+                         last_seen_ms = greatest(r.last_seen_ms, excluded.last_seen_ms)",
+                    &[&service, version, &received],
+                )?;
+            }
+            let versions: Vec<String> = tx
+                .query("SELECT version FROM releases WHERE service = $1", &[&service])?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            // While the service reports no versions there is no fix to verify, and no row to
+            // keep.
+            let fleet_newest = fixes::newest(versions.iter().map(String::as_str));
 
             for endpoint in &endpoints {
                 let (method, route) = (endpoint.method.as_str(), endpoint.route.as_str());
@@ -602,6 +652,31 @@ impl Store for PostgresStore {
                         &int(endpoint.last_seen_ms),
                     ],
                 )?;
+                if let Some(newest) = fleet_newest {
+                    tx.execute(
+                        "INSERT INTO version_traffic AS t (service, method, route, instance,
+                             version, fleet_newest, requests, public, first_seen_ms, last_seen_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT (service, method, route, instance, version, fleet_newest)
+                         DO UPDATE SET
+                             requests = t.requests + excluded.requests,
+                             public = t.public + excluded.public,
+                             first_seen_ms = least(t.first_seen_ms, excluded.first_seen_ms),
+                             last_seen_ms = greatest(t.last_seen_ms, excluded.last_seen_ms)",
+                        &[
+                            &service,
+                            &method,
+                            &route,
+                            &instance,
+                            &report.version.as_deref().unwrap_or(""),
+                            &newest,
+                            &int(endpoint.requests),
+                            &int(endpoint.public),
+                            &int(endpoint.first_seen_ms),
+                            &int(endpoint.last_seen_ms),
+                        ],
+                    )?;
+                }
                 for (guard, count) in &endpoint.denials {
                     tx.execute(
                         "INSERT INTO denials AS d (service, method, route, guard, count)
@@ -988,11 +1063,15 @@ impl Store for PostgresStore {
                  WHERE i.service = t.service AND i.instance = t.instance AND i.last_seen_ms < $1",
                 &[&instances],
             )?;
-            tx.execute(
+            for sql in [
                 "DELETE FROM endpoint_instances t USING instances i
                  WHERE i.service = t.service AND i.instance = t.instance AND i.last_seen_ms < $1",
-                &[&instances],
-            )?;
+                "DELETE FROM version_traffic t USING instances i
+                 WHERE i.service = t.service AND i.instance = t.instance AND i.last_seen_ms < $1",
+                "DELETE FROM releases WHERE last_seen_ms < $1",
+            ] {
+                tx.execute(sql, &[&instances])?;
+            }
             pruned.instances =
                 tx.execute("DELETE FROM instances WHERE last_seen_ms < $1", &[&instances])?;
             // Live instances keep their recent keys; older ones collapse into a high-water
@@ -1016,12 +1095,80 @@ impl Store for PostgresStore {
                 "DELETE FROM endpoint_instances t USING endpoints e
                  WHERE e.service = t.service AND e.method = t.method AND e.route = t.route
                      AND e.last_seen_ms < $1",
+                "DELETE FROM version_traffic WHERE last_seen_ms < $1",
             ] {
                 tx.execute(sql, &[&endpoints])?;
             }
             pruned.endpoints =
                 tx.execute("DELETE FROM endpoints WHERE last_seen_ms < $1", &[&endpoints])?;
             Ok(pruned)
+        })
+    }
+
+    fn fleet_versions(&self, service: Option<&str>) -> Result<FleetVersions, StoreError> {
+        self.read(|db| {
+            let instances = db
+                .query(
+                    "SELECT service, instance, version, last_seen_ms FROM instances
+                     WHERE $1::text IS NULL OR service = $1 ORDER BY service, instance",
+                    &[&service],
+                )?
+                .iter()
+                .map(|row| InstanceVersion {
+                    service: row.get(0),
+                    instance: row.get(1),
+                    version: row.get(2),
+                    last_seen_ms: unsigned(row.get(3)),
+                })
+                .collect();
+            let releases = db
+                .query(
+                    "SELECT service, version, first_seen_ms, last_seen_ms FROM releases
+                     WHERE $1::text IS NULL OR service = $1
+                     ORDER BY service, first_seen_ms, version",
+                    &[&service],
+                )?
+                .iter()
+                .map(|row| Release {
+                    service: row.get(0),
+                    version: row.get(1),
+                    first_seen_ms: unsigned(row.get(2)),
+                    last_seen_ms: unsigned(row.get(3)),
+                })
+                .collect();
+            Ok(FleetVersions {
+                instances,
+                releases,
+            })
+        })
+    }
+
+    fn version_traffic(
+        &self,
+        service: &str,
+        method: &str,
+        route: &str,
+    ) -> Result<Vec<VersionTraffic>, StoreError> {
+        self.read(|db| {
+            Ok(db
+                .query(
+                    "SELECT instance, version, fleet_newest, requests, public, first_seen_ms,
+                         last_seen_ms
+                     FROM version_traffic WHERE service = $1 AND method = $2 AND route = $3
+                     ORDER BY instance, version, fleet_newest",
+                    &[&service, &method, &route],
+                )?
+                .iter()
+                .map(|row| VersionTraffic {
+                    instance: row.get(0),
+                    version: optional(row.get(1)),
+                    fleet_newest: optional(row.get(2)),
+                    requests: unsigned(row.get(3)),
+                    public: unsigned(row.get(4)),
+                    first_seen_ms: unsigned(row.get(5)),
+                    last_seen_ms: unsigned(row.get(6)),
+                })
+                .collect())
         })
     }
 

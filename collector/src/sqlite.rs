@@ -1,9 +1,11 @@
 //! The collector's default store: one SQLite file in WAL mode, one writer connection and a few
 //! readers, schema migrations kept here in code.
 
+use super::fixes;
 use super::store::{
     Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
-    FindingRecord, Pruned, Service, Store, StoreError, Totals,
+    FindingRecord, FleetVersions, InstanceVersion, Pruned, Release, Service, Store, StoreError,
+    Totals, VersionTraffic,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, HashMap};
@@ -128,6 +130,33 @@ CREATE TABLE monitor_denials (
     count INTEGER NOT NULL,
     PRIMARY KEY (service, method, route, guard)
 );
+"#,
+    r#"
+-- the version of each instance's latest report, NULL when it carried none
+ALTER TABLE instances ADD COLUMN version TEXT;
+CREATE TABLE releases (
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, version)
+);
+-- requests per endpoint, instance and version, split by the newest version of the service
+-- known when they were counted; '' stands for no version
+CREATE TABLE version_traffic (
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    route TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    version TEXT NOT NULL,
+    fleet_newest TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    public INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (service, method, route, instance, version, fleet_newest)
+);
+CREATE INDEX version_traffic_instance ON version_traffic (service, instance);
 "#,
 ];
 
@@ -320,11 +349,12 @@ impl Store for SqliteStore {
         .execute(params![service, received])?;
         tx.prepare_cached(
             "INSERT INTO instances (service, instance, first_seen_ms, last_seen_ms, reports,
-                 dropped_findings, dropped_endpoints, dropped_reports)
-             VALUES (?1, ?2, ?3, ?3, 1, ?4, ?5, ?6)
+                 dropped_findings, dropped_endpoints, dropped_reports, version)
+             VALUES (?1, ?2, ?3, ?3, 1, ?4, ?5, ?6, ?7)
              ON CONFLICT (service, instance) DO UPDATE SET
                  last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
                  reports = reports + 1,
+                 version = excluded.version,
                  dropped_findings = dropped_findings + excluded.dropped_findings,
                  dropped_endpoints = dropped_endpoints + excluded.dropped_endpoints,
                  dropped_reports = dropped_reports + excluded.dropped_reports",
@@ -335,8 +365,23 @@ impl Store for SqliteStore {
             received,
             int(report.dropped.findings),
             int(report.dropped.endpoints),
-            int(report.dropped.reports)
+            int(report.dropped.reports),
+            report.version
         ])?;
+        if let Some(version) = &report.version {
+            tx.prepare_cached(
+                "INSERT INTO releases (service, version, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (service, version) DO UPDATE SET
+                     last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+            )?
+            .execute(params![service, version, received])?;
+        }
+        let versions: Vec<String> = tx
+            .prepare_cached("SELECT version FROM releases WHERE service = ?1")?
+            .query_map([service], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        // While the service reports no versions there is no fix to verify, and no row to keep.
+        let fleet_newest = fixes::newest(versions.iter().map(String::as_str));
 
         for endpoint in report.endpoints.iter().filter(|e| e.requests > 0) {
             let key = params![service, endpoint.method, endpoint.route];
@@ -426,6 +471,31 @@ impl Store for SqliteStore {
                 int(endpoint.requests),
                 int(endpoint.last_seen_ms)
             ])?;
+            if let Some(newest) = fleet_newest {
+                tx.prepare_cached(
+                    "INSERT INTO version_traffic (service, method, route, instance, version,
+                         fleet_newest, requests, public, first_seen_ms, last_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (service, method, route, instance, version, fleet_newest)
+                     DO UPDATE SET
+                         requests = requests + excluded.requests,
+                         public = public + excluded.public,
+                         first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+                         last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+                )?
+                .execute(params![
+                    service,
+                    endpoint.method,
+                    endpoint.route,
+                    instance,
+                    report.version.as_deref().unwrap_or(""),
+                    newest,
+                    int(endpoint.requests),
+                    int(endpoint.public),
+                    int(endpoint.first_seen_ms),
+                    int(endpoint.last_seen_ms)
+                ])?;
+            }
             for (guard, count) in &endpoint.denials {
                 tx.prepare_cached(
                     "INSERT INTO denials (service, method, route, guard, count) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -810,10 +880,13 @@ impl Store for SqliteStore {
             &format!("DELETE FROM applied AS t WHERE EXISTS ({gone})"),
             [instances],
         )? as u64;
-        tx.execute(
-            &format!("DELETE FROM endpoint_instances AS t WHERE EXISTS ({gone})"),
-            [instances],
-        )?;
+        for table in ["endpoint_instances", "version_traffic"] {
+            tx.execute(
+                &format!("DELETE FROM {table} AS t WHERE EXISTS ({gone})"),
+                [instances],
+            )?;
+        }
+        tx.execute("DELETE FROM releases WHERE last_seen_ms < ?1", [instances])?;
         pruned.instances =
             tx.execute("DELETE FROM instances WHERE last_seen_ms < ?1", [instances])? as u64;
         // Live instances keep their recent keys; older ones collapse into a high-water mark, so
@@ -840,10 +913,76 @@ impl Store for SqliteStore {
             &format!("DELETE FROM endpoint_instances AS t WHERE EXISTS ({stale})"),
             [endpoints],
         )?;
+        tx.execute(
+            "DELETE FROM version_traffic WHERE last_seen_ms < ?1",
+            [endpoints],
+        )?;
         pruned.endpoints =
             tx.execute("DELETE FROM endpoints WHERE last_seen_ms < ?1", [endpoints])? as u64;
         tx.commit()?;
         Ok(pruned)
+    }
+
+    fn fleet_versions(&self, service: Option<&str>) -> Result<FleetVersions, StoreError> {
+        let connection = self.reader();
+        let instances = connection
+            .prepare_cached(
+                "SELECT service, instance, version, last_seen_ms FROM instances
+                 WHERE ?1 IS NULL OR service = ?1 ORDER BY service, instance",
+            )?
+            .query_map([service], |row| {
+                Ok(InstanceVersion {
+                    service: row.get(0)?,
+                    instance: row.get(1)?,
+                    version: row.get(2)?,
+                    last_seen_ms: unsigned(row.get(3)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let releases = connection
+            .prepare_cached(
+                "SELECT service, version, first_seen_ms, last_seen_ms FROM releases
+                 WHERE ?1 IS NULL OR service = ?1 ORDER BY service, first_seen_ms, version",
+            )?
+            .query_map([service], |row| {
+                Ok(Release {
+                    service: row.get(0)?,
+                    version: row.get(1)?,
+                    first_seen_ms: unsigned(row.get(2)?),
+                    last_seen_ms: unsigned(row.get(3)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(FleetVersions {
+            instances,
+            releases,
+        })
+    }
+
+    fn version_traffic(
+        &self,
+        service: &str,
+        method: &str,
+        route: &str,
+    ) -> Result<Vec<VersionTraffic>, StoreError> {
+        let connection = self.reader();
+        let mut statement = connection.prepare_cached(
+            "SELECT instance, version, fleet_newest, requests, public, first_seen_ms, last_seen_ms
+             FROM version_traffic WHERE service = ?1 AND method = ?2 AND route = ?3
+             ORDER BY instance, version, fleet_newest",
+        )?;
+        let rows = statement.query_map(params![service, method, route], |row| {
+            Ok(VersionTraffic {
+                instance: row.get(0)?,
+                version: optional(row.get(1)?),
+                fleet_newest: optional(row.get(2)?),
+                requests: unsigned(row.get(3)?),
+                public: unsigned(row.get(4)?),
+                first_seen_ms: unsigned(row.get(5)?),
+                last_seen_ms: unsigned(row.get(6)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {

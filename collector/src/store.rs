@@ -283,6 +283,62 @@ pub struct Totals {
     pub endpoints: u64,
 }
 
+/// An instance and the version it last reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceVersion {
+    /// Service name.
+    pub service: String,
+    /// Instance name.
+    pub instance: String,
+    /// The version of its latest report; `None` when that report carried none.
+    pub version: Option<String>,
+    /// Its latest report, ms since the Unix epoch (collector's clock).
+    pub last_seen_ms: u64,
+}
+
+/// A version of a service some instance reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    /// Service name.
+    pub service: String,
+    /// The version.
+    pub version: String,
+    /// First report carrying it, ms since the Unix epoch (collector's clock).
+    pub first_seen_ms: u64,
+    /// Latest report carrying it.
+    pub last_seen_ms: u64,
+}
+
+/// Requests one instance served on one endpoint while running one version, split by the
+/// newest version the service's fleet had reported when they were counted (so a fix's
+/// deployment divides before from after).
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionTraffic {
+    /// Instance name.
+    pub instance: String,
+    /// The version it ran; `None`: it reported none.
+    pub version: Option<String>,
+    /// The newest version of the service known when these requests were counted.
+    pub fleet_newest: Option<String>,
+    /// Requests.
+    pub requests: u64,
+    /// Of those, from public clients.
+    pub public: u64,
+    /// First request, ms since the Unix epoch (sidecar's clock).
+    pub first_seen_ms: u64,
+    /// Latest request.
+    pub last_seen_ms: u64,
+}
+
+/// The versions a service's fleet runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetVersions {
+    /// Instances not yet forgotten by retention, with their current version.
+    pub instances: Vec<InstanceVersion>,
+    /// Versions reported, oldest first by first report.
+    pub releases: Vec<Release>,
+}
+
 /// Storage behind the collector. Calls block: async callers run them on blocking threads.
 pub trait Store: Send + Sync + 'static {
     /// Applies a validated report once: its counts, findings and idempotency key in one
@@ -309,6 +365,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes what the retention policy no longer keeps.
     fn prune(&self, cutoffs: Cutoffs) -> Result<Pruned, StoreError>;
+
+    /// The instances and versions of `service`, or of every service.
+    fn fleet_versions(&self, service: Option<&str>) -> Result<FleetVersions, StoreError>;
+
+    /// Requests per instance and version on one endpoint; empty while the service reports no
+    /// versions.
+    fn version_traffic(
+        &self,
+        service: &str,
+        method: &str,
+        route: &str,
+    ) -> Result<Vec<VersionTraffic>, StoreError>;
 
     /// Services and endpoints known, counted without merging them (as `/api/endpoints`
     /// lists them, one per service, method and route).

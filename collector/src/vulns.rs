@@ -1,6 +1,7 @@
 //! Known-vulnerable endpoints, from a JSON list or an OWASP ZAP report, ranked by how exposed
 //! each endpoint really is at runtime.
 
+use super::fixes::FixStatus;
 use super::store::{Endpoint, Exposure};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -65,6 +66,8 @@ pub struct Vulnerability {
     pub route: String,
     /// Where it came from: `list` or `zap`.
     pub source: &'static str,
+    /// The first version of the service with the fix, when the list says.
+    pub fixed_in: Option<String>,
 }
 
 /// A vulnerability placed by the runtime exposure of its endpoint.
@@ -89,6 +92,8 @@ pub struct RankedVulnerability {
     pub public_clients: u64,
     /// All requests to the endpoint.
     pub requests: u64,
+    /// Where its fix stands, when it has a `fixed_in` and a service (see [`crate::fixes`]).
+    pub fix: Option<FixStatus>,
 }
 
 #[derive(Deserialize)]
@@ -102,9 +107,11 @@ struct KnownEntry {
     title: Option<String>,
     #[serde(default)]
     service: Option<String>,
+    #[serde(default)]
+    fixed_in: Option<String>,
 }
 
-/// Reads a JSON list of `{method, route, id, severity, title?, service?}`. Errors name the file
+/// Reads a JSON list of `{method, route, id, severity, title?, service?, fixed_in?}`. Errors name the file
 /// and the entry.
 pub fn load_known(path: &Path) -> Result<Vec<Vulnerability>, String> {
     let text = read(path)?;
@@ -128,6 +135,10 @@ pub fn load_known(path: &Path) -> Result<Vec<Vulnerability>, String> {
             if e.id.is_empty() {
                 return Err(format!("{at}.id: must not be empty"));
             }
+            if let Some(version) = &e.fixed_in {
+                vigil_report::check_version(version)
+                    .map_err(|problem| format!("{at}.fixed_in: {problem}"))?;
+            }
             Ok(Vulnerability {
                 title: e.title.unwrap_or_else(|| e.id.clone()),
                 id: e.id,
@@ -136,6 +147,7 @@ pub fn load_known(path: &Path) -> Result<Vec<Vulnerability>, String> {
                 method: e.method.to_ascii_uppercase(),
                 route: e.route,
                 source: "list",
+                fixed_in: e.fixed_in,
             })
         })
         .collect()
@@ -222,6 +234,7 @@ pub fn load_zap(path: &Path) -> Result<Vec<Vulnerability>, String> {
                         .to_ascii_uppercase(),
                     route: path,
                     source: "zap",
+                    fixed_in: None,
                 };
                 if !out.contains(&vulnerability) {
                     out.push(vulnerability);
@@ -322,6 +335,7 @@ pub fn rank(vulnerabilities: &[Vulnerability], endpoints: &[Endpoint]) -> Vec<Ra
                 public_unauthenticated_success: 0,
                 public_clients: 0,
                 requests: 0,
+                fix: None,
             });
         }
         for endpoint in best {
@@ -335,6 +349,7 @@ pub fn rank(vulnerabilities: &[Vulnerability], endpoints: &[Endpoint]) -> Vec<Ra
                 public_unauthenticated_success: endpoint.public_unauthenticated_success,
                 public_clients: endpoint.public_clients,
                 requests: endpoint.requests,
+                fix: None,
             });
         }
     }
@@ -358,6 +373,63 @@ pub fn rank(vulnerabilities: &[Vulnerability], endpoints: &[Endpoint]) -> Vec<Ra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` in a file of its own, for `load_known`.
+    fn list_file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vigil-vulns-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("known.json");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_known_list_may_say_where_the_fix_is_and_a_bad_entry_is_named() {
+        let good = list_file(
+            "good",
+            r#"[{"method": "get", "route": "/orders/{id}", "id": "SHOP-7", "severity": "high",
+                 "fixed_in": "2.4.1"},
+                {"method": "GET", "route": "/users/{id}", "id": "SHOP-8", "severity": "low"}]"#,
+        );
+        let known = load_known(&good).unwrap();
+        assert_eq!(known[0].fixed_in.as_deref(), Some("2.4.1"));
+        assert_eq!(known[0].method, "GET");
+        assert_eq!(known[1].fixed_in, None);
+        let cases = [
+            (
+                r#"[{"method": "GET", "route": "/a", "id": "X", "severity": "high", "fixed_in": "2.4 beta"}]"#,
+                "[0].fixed_in: \"2.4 beta\" must be",
+            ),
+            (
+                r#"[{"method": "GET", "route": "a", "id": "X", "severity": "high"}]"#,
+                "[0].route: \"a\" does not start with /",
+            ),
+            (
+                r#"[{"method": "G T", "route": "/a", "id": "X", "severity": "high"}]"#,
+                "[0].method: \"G T\" is not an HTTP method",
+            ),
+            (
+                r#"[{"method": "GET", "route": "/a", "id": "", "severity": "high"}]"#,
+                "[0].id: must not be empty",
+            ),
+            (
+                r#"[{"method": "GET", "route": "/a", "id": "X", "severity": "urgent"}]"#,
+                "expected a JSON list",
+            ),
+            (
+                r#"[{"method": "GET", "route": "/a", "id": "X", "severity": "high", "fixed": "1"}]"#,
+                "unknown field `fixed`",
+            ),
+        ];
+        for (i, (text, expected)) in cases.iter().enumerate() {
+            let path = list_file(&format!("bad-{i}"), text);
+            let error = load_known(&path).unwrap_err();
+            assert!(
+                error.starts_with(&path.display().to_string()) && error.contains(expected),
+                "{text}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn paths_match_templates_segment_by_segment() {

@@ -573,14 +573,14 @@ impl Seen<'_> {
     ) -> Option<Outcome> {
         // Only guards that saw the request and observe this status see the response; only those
         // that read headers get them.
-        let headers = if self.plan.reads_response_headers(status.as_u16()) {
+        let guard_view = if self.plan.reads_response_headers(status.as_u16()) {
             guard_headers(headers, |_| true)
         } else {
             Vec::new()
         };
         let response = vigil_host::Response {
             status: status.as_u16(),
-            headers,
+            headers: guard_view,
             latency_us: self.started.elapsed().as_micros() as u64,
         };
         let (chain, decision) = (self.chain, &self.decision);
@@ -603,6 +603,8 @@ impl Seen<'_> {
             .filter(|outcome| outcome.would_deny())
             .map(|outcome| &*outcome.guard)
             .collect();
+        // Before counting: the response that announces a new version was served by it.
+        sidecar.inventory.see_version(headers, sidecar.now_ms());
         sidecar.inventory.record(&Observation {
             method: &self.request.method,
             route: self.route,

@@ -135,6 +135,11 @@ impl Sidecar {
             config.inventory.clone(),
             config.api.internal_only.clone(),
             spec.as_ref(),
+            &config
+                .report
+                .as_ref()
+                .map(|report| report.version.clone())
+                .unwrap_or_default(),
             runtime.state().clock().now_ms(),
         );
         let routes = RouteTable::new(config.api.routes.clone(), spec, config.api.max_routes)

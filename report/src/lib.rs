@@ -47,6 +47,11 @@ pub struct Report {
     pub documented: Vec<EndpointKey>,
     /// What was lost before it could be reported, counted so loss is visible.
     pub dropped: Dropped,
+    /// The version of the service the instance ran in this period, when the sidecar knows it
+    /// (`report.version`, `version_env` or `version_header`). Left out when unknown, so
+    /// reports of sidecars without it stay readable by collectors older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// An inclusive range of report sequence numbers.
@@ -253,6 +258,9 @@ impl Report {
         }
         check_name("service", &self.service)?;
         check_name("instance", &self.instance)?;
+        if let Some(version) = &self.version {
+            check_version(version).map_err(|e| format!("version: {e}"))?;
+        }
         if self.sequence.first > self.sequence.last {
             return Err(format!(
                 "sequence: first {} is after last {}",
@@ -375,7 +383,29 @@ impl Report {
         self.dropped.findings += later.dropped.findings;
         self.dropped.endpoints += later.dropped.endpoints;
         self.dropped.reports += later.dropped.reports;
+        // A merged period that spans a version change keeps the earlier version: its traffic
+        // then counts against the older build, which can delay a fix's verification but never
+        // hasten it.
+        if self.version.is_none() {
+            self.version = later.version;
+        }
     }
+}
+
+/// Longest service version.
+pub const MAX_VERSION_BYTES: usize = 64;
+
+/// Checks a service version: 1 to [`MAX_VERSION_BYTES`] of letters, digits and `. - _ + :`
+/// (so `2.4.1`, `v2.4.1-rc.1+build.7`, a commit id, a date). The error says what is wrong.
+pub fn check_version(version: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_+:".contains(c);
+    if version.is_empty() || version.len() > MAX_VERSION_BYTES || !version.chars().all(allowed) {
+        return Err(format!(
+            "{:?} must be 1 to {MAX_VERSION_BYTES} characters of letters, digits and . - _ + :",
+            cut(version, MAX_VERSION_BYTES)
+        ));
+    }
+    Ok(())
 }
 
 impl EndpointDelta {
@@ -541,7 +571,41 @@ mod tests {
             findings: Vec::new(),
             documented: Vec::new(),
             dropped: Dropped::default(),
+            version: None,
         }
+    }
+
+    #[test]
+    fn the_version_is_optional_on_the_wire_and_checked() {
+        let json = serde_json::to_value(report(1, vec![])).unwrap();
+        assert!(
+            json.get("version").is_none(),
+            "left out while unknown, so older collectors read the report: {json}"
+        );
+        let mut versioned = report(1, vec![]);
+        versioned.version = Some("v2.4.1-rc.1+build.7".into());
+        let again: Report =
+            serde_json::from_value(serde_json::to_value(&versioned).unwrap()).unwrap();
+        assert_eq!(again.version.as_deref(), Some("v2.4.1-rc.1+build.7"));
+        assert_eq!(again.validate(), Ok(()));
+        for bad in ["", "2.4 beta", "2.4\n", &"1".repeat(65)] {
+            versioned.version = Some(bad.into());
+            let error = versioned.validate().unwrap_err();
+            assert!(error.starts_with("version: "), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn merging_across_a_version_change_keeps_the_earlier_version() {
+        let mut earlier = report(1, vec![endpoint("/a", 1)]);
+        earlier.version = Some("1.0".into());
+        let mut later = report(2, vec![endpoint("/a", 1)]);
+        later.version = Some("1.1".into());
+        earlier.absorb(later.clone());
+        assert_eq!(earlier.version.as_deref(), Some("1.0"));
+        let mut unversioned = report(1, vec![]);
+        unversioned.absorb(later);
+        assert_eq!(unversioned.version.as_deref(), Some("1.1"));
     }
 
     #[test]

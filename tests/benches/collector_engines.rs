@@ -79,6 +79,7 @@ fn report(instance: u64, sequence: u64, endpoints: usize, offset: usize) -> Repo
         }],
         documented: Vec::new(),
         dropped: Dropped::default(),
+        version: None,
     }
 }
 

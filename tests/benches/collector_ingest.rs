@@ -81,6 +81,7 @@ fn report(instance: u64, sequence: u64) -> Report {
         }],
         documented: Vec::new(),
         dropped: Dropped::default(),
+        version: None,
     }
 }
 

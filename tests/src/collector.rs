@@ -154,6 +154,7 @@ pub fn report(service: &str, instance: &str, first: u64, last: u64) -> Report {
         findings: Vec::new(),
         documented: Vec::new(),
         dropped: Dropped::default(),
+        version: None,
     }
 }
 

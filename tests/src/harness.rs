@@ -157,7 +157,13 @@ async fn upstream_handler(
             .insert("upgrade", "websocket".parse().unwrap());
         return Ok(r);
     }
-    Ok(Response::new(req.into_body().boxed()))
+    // The build of the service, as an application announces it: asked for by the test.
+    let announced = req.headers().get("x-test-app-version").cloned();
+    let mut echo = Response::new(req.into_body().boxed());
+    if let Some(version) = announced {
+        echo.headers_mut().insert("x-app-version", version);
+    }
+    Ok(echo)
 }
 
 fn full(text: &'static str) -> Body {

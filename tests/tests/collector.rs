@@ -99,6 +99,7 @@ on_both_engines!(
     vulnerabilities_are_ranked_by_runtime_exposure,
     metrics_count_reports_by_result_on_the_api_listener_only,
     retention_forgets_old_data_and_still_knows_old_keys,
+    a_fix_is_verified_once_no_affected_build_serves_its_endpoint,
 );
 
 /// A `vigil collect` process with its own directory, database and ports.
@@ -337,6 +338,7 @@ fn report(service: &str, instance: &str, first: u64, last: u64) -> Report {
         findings: Vec::new(),
         documented: Vec::new(),
         dropped: Dropped::default(),
+        version: None,
     }
 }
 
@@ -999,6 +1001,136 @@ fn vulnerabilities_are_ranked_by_runtime_exposure(engine: Engine) {
             .len(),
         1
     );
+}
+
+fn a_fix_is_verified_once_no_affected_build_serves_its_endpoint(engine: Engine) {
+    let name = format!("fixes-{}", engine.name());
+    let collector = Collector::configure(
+        &name,
+        "verify_after = \"2s\"\n",
+        false,
+        engine.storage(&name),
+        true,
+    );
+    let sequence = std::cell::Cell::new(0);
+    // `public` requests to the vulnerable GET /orders/{id} (VULN-103, fixed in 2.4.1), served
+    // just now by `instance` running `version`.
+    let serve = |instance: &str, version: Option<&str>, public: u64| {
+        sequence.set(sequence.get() + 1);
+        let mut report = report("shop", instance, sequence.get(), sequence.get());
+        report.version = version.map(str::to_string);
+        let mut orders = endpoint("GET", "/orders/{id}", public);
+        orders.public = public;
+        orders.last_seen_ms = vigil_collector::now_ms();
+        report.endpoints = vec![orders];
+        assert_eq!(collector.send(FLEET_TOKEN, &report).status, 202);
+    };
+    let fix = || {
+        let ranked = collector.get("/api/vulnerabilities");
+        let entry = ranked
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == "VULN-103")
+            .unwrap_or_else(|| panic!("VULN-103 not in {ranked:#}"))
+            .clone();
+        assert_eq!(entry["matched_route"], "/orders/{id}", "{entry:#}");
+        entry["fix"].clone()
+    };
+    let affected = |fix: &serde_json::Value| -> Vec<String> {
+        fix["affected_instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| format!("{} {}", i["instance"].as_str().unwrap(), i["version"]))
+            .collect()
+    };
+
+    serve("shop-1", Some("2.4.0"), 10);
+    serve("shop-2", Some("2.4.0"), 4);
+    serve("shop-3", None, 1);
+    let before = fix();
+    assert_eq!(before["state"], "not-deployed", "{before:#}");
+    assert_eq!(before["fixed_in"], "2.4.1");
+    assert!(before["deployed_ms"].is_null());
+    assert_eq!(
+        affected(&before),
+        ["shop-1 \"2.4.0\"", "shop-2 \"2.4.0\"", "shop-3 null"]
+    );
+    assert_eq!(
+        before["public_requests_since_fix"], 0,
+        "before the fix: none"
+    );
+
+    // shop-2 runs the fix; shop-1 still serves the endpoint on the old build.
+    serve("shop-2", Some("v2.4.1"), 5);
+    serve("shop-1", Some("2.4.0"), 3);
+    serve("shop-3", None, 2);
+    let deployed = fix();
+    assert_eq!(deployed["state"], "deployed", "{deployed:#}");
+    assert!(deployed["deployed_ms"].as_u64().is_some());
+    assert_eq!(affected(&deployed), ["shop-1 \"2.4.0\"", "shop-3 null"]);
+    assert_eq!(
+        deployed["public_requests_since_fix"], 5,
+        "3 + 2, not the fixed build's"
+    );
+    assert_eq!(deployed["requests_since_fix"], 5);
+
+    // Every instance upgrades; the fix is verified once 2 s pass with no affected request.
+    serve("shop-1", Some("2.4.1"), 1);
+    serve("shop-3", Some("2.5.0"), 1);
+    let upgraded = fix();
+    assert_eq!(
+        upgraded["state"], "deployed",
+        "the last affected request is too recent"
+    );
+    assert!(affected(&upgraded).is_empty(), "{upgraded:#}");
+    let verifiable_at = upgraded["verifiable_at_ms"].as_u64().unwrap();
+    assert_eq!(
+        verifiable_at,
+        upgraded["last_affected_request_ms"].as_u64().unwrap() + 2_000
+    );
+    while vigil_collector::now_ms() <= verifiable_at {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let verified = fix();
+    assert_eq!(verified["state"], "verified", "{verified:#}");
+    assert_eq!(
+        verified["public_requests_since_fix"], 5,
+        "the evidence stays"
+    );
+
+    let versions = collector.get("/api/versions?service=shop");
+    let instances: Vec<String> = versions["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| format!("{} {}", i["instance"].as_str().unwrap(), i["version"]))
+        .collect();
+    assert_eq!(
+        instances,
+        ["shop-1 \"2.4.1\"", "shop-2 \"v2.4.1\"", "shop-3 \"2.5.0\""]
+    );
+    let mut releases: Vec<&str> = versions["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    releases.sort();
+    assert_eq!(releases, ["2.4.0", "2.4.1", "2.5.0", "v2.4.1"]);
+
+    let endpoint_page = page(
+        &collector,
+        "/endpoint?service=shop&method=GET&route=%2Forders%2F%7Bid%7D",
+    );
+    assert!(
+        endpoint_page.contains("data-fix=\"verified\""),
+        "{endpoint_page}"
+    );
+    assert!(endpoint_page.contains("No instance runs an affected version."));
+    let dashboard = page(&collector, "/");
+    assert!(dashboard.contains("badge fix-verified"), "{dashboard}");
 }
 
 /// The section `id` of a page, from its opening tag to its end.

@@ -3,7 +3,9 @@
 
 use http::StatusCode;
 use serde_json::Value;
+use vigil_tests::collector::{CollectorProcess, TOKEN};
 use vigil_tests::harness::{send, tempdir, Proxy, Upstream};
+use vigil_tests::process::eventually;
 
 const SPEC: &str = r#"
 openapi: 3.0.3
@@ -167,7 +169,9 @@ async fn the_exposure_endpoint_is_read_only() {
 
 /// What the reporter would send for the period so far.
 fn next_report(proxy: &Proxy) -> vigil_report::Report {
-    let delta = proxy.sidecar.inventory.take(proxy.sidecar.now_ms());
+    let mut deltas = proxy.sidecar.inventory.take(proxy.sidecar.now_ms());
+    assert_eq!(deltas.len(), 1, "no version change, one period");
+    let delta = deltas.remove(0);
     vigil_report::Report {
         schema: vigil_report::SCHEMA,
         service: "shop".into(),
@@ -178,6 +182,7 @@ fn next_report(proxy: &Proxy) -> vigil_report::Report {
         findings: delta.findings,
         documented: proxy.sidecar.inventory.documented().to_vec(),
         dropped: delta.dropped,
+        version: delta.version,
     }
 }
 
@@ -210,4 +215,82 @@ async fn a_client_cannot_make_a_report_the_collector_refuses() {
         "the two that cannot be carried as they are count as dropped: {:?}",
         report.dropped
     );
+}
+
+// Multi-threaded: the collector is read with blocking calls while the reporter runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_carry_the_version_the_upstream_announces() {
+    let dir = tempdir("exposure-versions");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("known.json"),
+        r#"[{"method": "GET", "route": "/orders/{id}", "id": "SHOP-7", "severity": "high",
+             "service": "shop", "fixed_in": "2.0"}]"#,
+    )
+    .unwrap();
+    let collector = tokio::task::spawn_blocking({
+        let known = dir.join("known.json");
+        move || {
+            CollectorProcess::start(
+                "versions",
+                &format!("[vulnerabilities]\nknown = [\"{}\"]\n", known.display()),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[upstream]\nurl = \"{{upstream}}\"\n\
+         [report]\ncollector = \"http://{}\"\nservice = \"shop\"\ninstance = \"shop-1\"\n\
+         token = \"{TOKEN}\"\ninterval = \"300ms\"\nspool_dir = \"spool\"\n\
+         version = \"1.0\"\nversion_header = \"X-App-Version\"\n",
+        collector.ingest
+    );
+    let proxy = Proxy::start(&dir, &config, &format!("http://{}", upstream.addr)).await;
+    for order in 1..=3 {
+        let path = format!("/orders/{order}");
+        assert_eq!(send(proxy.addr, "GET", &path, &[], Vec::new()).await.0, 200);
+    }
+    // The new build answers from now on; a malformed announcement changes nothing.
+    let new_build = [("x-test-app-version", "2.0")];
+    for order in 4..=5 {
+        let path = format!("/orders/{order}");
+        assert_eq!(
+            send(proxy.addr, "GET", &path, &new_build, Vec::new())
+                .await
+                .0,
+            200
+        );
+    }
+    let garbled = [("x-test-app-version", "2.0 (final)")];
+    send(proxy.addr, "GET", "/orders/6", &garbled, Vec::new()).await;
+
+    let versions = tokio::task::spawn_blocking(move || {
+        let mut last = Value::Null;
+        eventually("the collector to hold both versions' reports", || {
+            last = collector.get("/api/versions?service=shop");
+            last["instances"][0]["version"] == "2.0"
+                && last["releases"].as_array().is_some_and(|r| r.len() == 2)
+        });
+        let ranked = collector.get("/api/vulnerabilities");
+        (last, ranked)
+    })
+    .await
+    .unwrap();
+    let (versions, ranked) = versions;
+    let releases: Vec<&str> = versions["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(releases, ["1.0", "2.0"], "{versions:#}");
+    // The three requests before the change went out under 1.0, before 2.0 was known: none
+    // counts against the fix, and no instance lacks it now.
+    let fix = &ranked[0]["fix"];
+    assert_eq!(fix["state"], "deployed", "{ranked:#}");
+    assert_eq!(fix["requests_since_fix"], 0, "{fix:#}");
+    assert_eq!(fix["affected_instances"], Value::Array(vec![]));
+    proxy.shutdown().await;
 }

@@ -767,11 +767,13 @@ async fn connect_is_refused_and_proxy_attempts_and_unparsable_requests_leave_a_t
         "guards reading the client's history see every one"
     );
 
-    let findings = proxy
+    let findings: Vec<_> = proxy
         .sidecar
         .inventory
         .take(proxy.sidecar.now_ms())
-        .findings;
+        .into_iter()
+        .flat_map(|delta| delta.findings)
+        .collect();
     let about = |kind: &str| -> Vec<(String, u64)> {
         findings
             .iter()

@@ -160,8 +160,8 @@ async fn a_guard_with_ban_keeps_the_client_out_of_every_route_until_lifted() {
         .sidecar
         .inventory
         .take(proxy.sidecar.now_ms())
-        .findings
         .into_iter()
+        .flat_map(|delta| delta.findings)
         .filter(|f| f.kind == "client-banned")
         .map(|f| (f.source, f.client.unwrap_or_default(), f.detail))
         .collect();

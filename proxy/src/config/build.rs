@@ -2,7 +2,9 @@
 //! sidecar uses, with errors that name the key and what was expected.
 
 use super::raw::{RawAccessLog, RawConfig, RawPath, RawReport, RawSandbox, RawState};
-use super::{Admin, Api, Config, Listen, Log, Reporting, RequestIdPolicy, Sandbox, Upstream};
+use super::{
+    Admin, Api, Config, Listen, Log, Reporting, RequestIdPolicy, Sandbox, Upstream, VersionSource,
+};
 use crate::access_log::{AccessLogConfig, AccessOutput};
 use crate::exposure::inventory::InventoryLimits;
 use crate::forward::normalize::{EscapedSlashes, PathParameters, PathPolicy};
@@ -457,6 +459,9 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
             ("report.token", raw.token.is_some()),
             ("report.token_file", raw.token_file.is_some()),
             ("report.instance", raw.instance.is_some()),
+            ("report.version", raw.version.is_some()),
+            ("report.version_env", raw.version_env.is_some()),
+            ("report.version_header", raw.version_header.is_some()),
             ("report.tls", raw.tls.is_set()),
         ];
         if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
@@ -525,7 +530,44 @@ fn reporting(raw: RawReport, base: &Path, listen: SocketAddr) -> Result<Option<R
         spool_max_reports: at_least("report.spool_max_reports", raw.spool_max_reports, 2)?,
         spool_max_bytes: in_range("report.spool_max_mb", raw.spool_max_mb, 1, MAX_SPOOL_MB)? << 20,
         zombie_after: duration("report.zombie_after", &raw.zombie_after)?,
+        version: version_source(raw.version, raw.version_env, raw.version_header)?,
     }))
+}
+
+/// `report.version`, `version_env` and `version_header`: the version is checked as the
+/// collector checks it, so a sidecar never sends a report the collector would refuse.
+fn version_source(
+    version: Option<String>,
+    env: Option<String>,
+    header: Option<String>,
+) -> Result<VersionSource, String> {
+    let fixed = match (version, env) {
+        (Some(_), Some(_)) => {
+            return Err("report.version_env: set either version or version_env, not both".into())
+        }
+        (Some(version), None) => {
+            vigil_report::check_version(&version).map_err(|e| format!("report.version: {e}"))?;
+            Some(version)
+        }
+        (None, Some(name)) => {
+            let value = std::env::var(&name).map_err(|_| {
+                format!("report.version_env: the environment variable {name:?} is not set")
+            })?;
+            let value = value.trim().to_string();
+            vigil_report::check_version(&value)
+                .map_err(|e| format!("report.version_env: {name}: {e}"))?;
+            Some(value)
+        }
+        (None, None) => None,
+    };
+    let header = match header {
+        Some(name) => Some(
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("report.version_header: {name:?} is not a header name"))?,
+        ),
+        None => None,
+    };
+    Ok(VersionSource { fixed, header })
 }
 
 /// `[SECTION.tls]` for a client of `url`: the checked settings for `https://`, `None` for

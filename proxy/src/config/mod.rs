@@ -110,6 +110,19 @@ pub struct Reporting {
     pub spool_max_bytes: u64,
     /// Uptime after which documented routes never reached are reported as zombie candidates.
     pub zombie_after: Duration,
+    /// Where the version of the service comes from.
+    pub version: VersionSource,
+}
+
+/// Where the sidecar learns the version of the service it stands in front of, so the collector
+/// can tell which instances still run a build a fix has not reached.
+#[derive(Debug, Clone, Default)]
+pub struct VersionSource {
+    /// From `report.version`, or the variable `report.version_env` names, read at start.
+    pub fixed: Option<String>,
+    /// The response header (`report.version_header`) whose value, when an upstream response
+    /// carries a valid one, replaces the version from then on.
+    pub header: Option<http::HeaderName>,
 }
 
 /// Public listener settings.
@@ -556,6 +569,11 @@ mod tests {
             ("[upstream]\nurl = \"https://x\"\n[upstream.tls]\nverify = false\ncert = \"c.crt\"\n", "upstream.tls.key: missing (cert is set)"),
             ("[upstream]\nurl = \"https://x\"\n[upstream.tls]\nverify = false\nserver_name = \"not a name\"\n", "upstream.tls.server_name: \"not a name\" is neither a DNS name nor an IP address"),
             (&format!("{MINIMAL}[report.tls]\nca = \"ca.crt\"\n"), "report.tls: is set but report.collector is not"),
+            (&format!("{MINIMAL}[report]\nversion_header = \"X-App-Version\"\n"), "report.version_header: is set but report.collector is not"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nversion = \"2.4 beta\"\n"), "report.version: \"2.4 beta\" must be 1 to 64 characters"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nversion = \"2.4\"\nversion_env = \"V\"\n"), "report.version_env: set either version or version_env, not both"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nversion_env = \"VIGIL_TEST_VERSION_NEVER_SET\"\n"), "report.version_env: the environment variable \"VIGIL_TEST_VERSION_NEVER_SET\" is not set"),
+            (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\nversion_header = \"X App\"\n"), "report.version_header: \"X App\" is not a header name"),
             (&format!("{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\n[report.tls]\nverify = false\n"), "report.tls: is set but http://c:9000/ is plain http://"),
             (&format!("{MINIMAL}[sandbox]\nmax_guard_memory_mb = 16\n[[guard]]\nname = \"g\"\nmodule = \"g.wasm\"\nmemory_mb = 32\n"), "guard[0] (\"g\").memory_mb: 32 is more than sandbox.max_guard_memory_mb (16) allows"),
         ] {
@@ -703,6 +721,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.report.unwrap().token.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn the_service_version_comes_from_the_file_the_environment_or_a_header() {
+        let report = |keys: &str| {
+            parse(&format!(
+                "{MINIMAL}[report]\ncollector = \"http://c:9000\"\nservice = \"shop\"\n{keys}"
+            ))
+            .map(|c| c.report.unwrap().version)
+        };
+        assert!(report("").unwrap().fixed.is_none());
+        let fixed = report("version = \"2.4.1\"\n").unwrap();
+        assert_eq!(fixed.fixed.as_deref(), Some("2.4.1"));
+        assert!(fixed.header.is_none());
+        // A name no other test uses: the environment is shared by the test threads.
+        std::env::set_var("VIGIL_TEST_VERSION_FROM_ENV", " v3.0.0-rc.1\n");
+        let from_env = report("version_env = \"VIGIL_TEST_VERSION_FROM_ENV\"\n").unwrap();
+        assert_eq!(from_env.fixed.as_deref(), Some("v3.0.0-rc.1"));
+        std::env::set_var("VIGIL_TEST_VERSION_BAD", "3.0 final");
+        let bad = report("version_env = \"VIGIL_TEST_VERSION_BAD\"\n").unwrap_err();
+        assert!(
+            bad.contains("report.version_env: VIGIL_TEST_VERSION_BAD: \"3.0 final\""),
+            "{bad}"
+        );
+        let header = report("version_header = \"X-App-Version\"\n").unwrap();
+        assert_eq!(header.header.unwrap().as_str(), "x-app-version");
     }
 
     #[test]

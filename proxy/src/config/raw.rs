@@ -138,6 +138,9 @@ pub(super) struct RawReport {
     pub(super) spool_max_reports: usize,
     pub(super) spool_max_mb: u64,
     pub(super) zombie_after: String,
+    pub(super) version: Option<String>,
+    pub(super) version_env: Option<String>,
+    pub(super) version_header: Option<String>,
     pub(super) tls: ClientTlsSection,
 }
 
@@ -156,6 +159,9 @@ impl Default for RawReport {
             spool_max_reports: 1_000,
             spool_max_mb: 64,
             zombie_after: "1h".into(),
+            version: None,
+            version_env: None,
+            version_header: None,
             tls: ClientTlsSection::default(),
         }
     }

@@ -6,6 +6,8 @@
 //! `max_endpoints` endpoints (later ones are counted under one overflow endpoint) and at most
 //! `max_findings` pending findings (repeats fold into one record with a count).
 
+use super::version::ServiceVersion;
+use crate::config::VersionSource;
 use crate::identity::{CredentialKind, ResolvedClient};
 use crate::routing::{ApiSpec, Route, OVERFLOW_TEMPLATE};
 use foldhash::fast::RandomState;
@@ -28,6 +30,10 @@ const MAX_FINDING_KINDS: usize = 256;
 const OTHER_KINDS: &str = "(other)";
 /// The `by` of a ban an operator placed, and the source of its finding.
 pub const ADMIN_SOURCE: &str = "admin";
+/// Most version changes that close a period between two reports; beyond, the version flaps
+/// (several builds behind one sidecar) and later changes are not followed until the next
+/// report.
+const MAX_VERSION_CHANGES: usize = 8;
 /// Most recent findings `GET /exposure` shows.
 const RECENT_FINDINGS: usize = 100;
 
@@ -86,6 +92,16 @@ pub struct Inventory {
     overflowed: AtomicU64,
     period_start_ms: AtomicU64,
     findings: Mutex<Findings>,
+    version: ServiceVersion,
+    closed: Mutex<Closed>,
+}
+
+/// Periods a version change closed, waiting for the next report.
+#[derive(Default)]
+struct Closed {
+    periods: Vec<Delta>,
+    /// More than [`MAX_VERSION_CHANGES`] since the last report (logged once per report).
+    flapping: bool,
 }
 
 /// The tallies of one method's routes.
@@ -126,6 +142,15 @@ pub struct Delta {
     pub findings: Vec<Finding>,
     /// Losses of the period.
     pub dropped: Dropped,
+    /// The service's version during the period, when known.
+    pub version: Option<String>,
+}
+
+impl Delta {
+    /// Whether the period saw nothing worth a report.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty() && self.findings.is_empty() && self.dropped == Dropped::default()
+    }
 }
 
 /// `GET /exposure`: the lifetime view.
@@ -164,6 +189,7 @@ impl Inventory {
         limits: InventoryLimits,
         internal_only: Vec<Pattern>,
         spec: Option<&ApiSpec>,
+        version: &VersionSource,
         now_ms: u64,
     ) -> Inventory {
         let documented = spec
@@ -186,7 +212,41 @@ impl Inventory {
             overflowed: AtomicU64::new(0),
             period_start_ms: AtomicU64::new(now_ms),
             findings: Mutex::new(Findings::default()),
+            version: ServiceVersion::new(version),
+            closed: Mutex::new(Closed::default()),
         }
+    }
+
+    /// Follows the version an upstream response announces: a change closes the period so far
+    /// under the version it ran, so the collector never counts an old build's requests
+    /// against the new one.
+    pub fn see_version(&self, headers: &http::HeaderMap, now_ms: u64) {
+        let Some(announced) = self.version.announced(headers) else {
+            return;
+        };
+        let mut closed = lock(&self.closed);
+        // Another response may have made the same change while this one waited.
+        if self.version.is_current(&announced) {
+            return;
+        }
+        if closed.periods.len() >= MAX_VERSION_CHANGES {
+            if !std::mem::replace(&mut closed.flapping, true) {
+                tracing::warn!(
+                    current = self.version.current().as_deref().unwrap_or("-"),
+                    announced = %announced,
+                    "the service's version changes on nearly every response (several builds behind one sidecar?); until the next report, counts stay with the current version"
+                );
+            }
+            return;
+        }
+        let delta = self.take_delta(now_ms);
+        let previous = self.version.replace(announced.clone());
+        tracing::info!(
+            from = previous.as_deref().unwrap_or("-"),
+            to = %announced,
+            "the service's version changed; requests from now on are reported under the new one"
+        );
+        closed.periods.push(delta);
     }
 
     /// Every operation of the OpenAPI document.
@@ -393,8 +453,20 @@ impl Inventory {
         }
     }
 
-    /// Takes what changed since the last call, resetting the deltas.
-    pub fn take(&self, now_ms: u64) -> Delta {
+    /// Takes what changed since the last call, one delta per version the service ran in the
+    /// meantime, oldest first; empty ones are left out unless nothing changed at all.
+    pub fn take(&self, now_ms: u64) -> Vec<Delta> {
+        let mut closed = std::mem::take(&mut *lock(&self.closed)).periods;
+        closed.retain(|delta| !delta.is_empty());
+        let last = self.take_delta(now_ms);
+        if closed.is_empty() || !last.is_empty() {
+            closed.push(last);
+        }
+        closed
+    }
+
+    /// Takes what changed since the last call under the current version.
+    fn take_delta(&self, now_ms: u64) -> Delta {
         let start = self.period_start_ms.swap(now_ms, Ordering::Relaxed);
         let tallies = self.all_tallies();
         let mut endpoints = Vec::new();
@@ -427,6 +499,7 @@ impl Inventory {
                 endpoints: self.overflowed.swap(0, Ordering::Relaxed),
                 reports: 0,
             },
+            version: self.version.current(),
         }
     }
 
@@ -678,7 +751,91 @@ mod tests {
     fn inventory(limits: InventoryLimits) -> Inventory {
         let spec = ApiSpec::parse(SPEC).unwrap();
         let internal = vec![Pattern::parse("GET /admin/**").unwrap()];
-        Inventory::new(limits, internal, Some(&spec), 1_000)
+        Inventory::new(
+            limits,
+            internal,
+            Some(&spec),
+            &VersionSource {
+                fixed: Some("1.0".into()),
+                header: Some(http::HeaderName::from_static("x-app-version")),
+            },
+            1_000,
+        )
+    }
+
+    /// The one delta of a period without version changes.
+    fn take_one(inventory: &Inventory, now_ms: u64) -> Delta {
+        let mut deltas = inventory.take(now_ms);
+        assert_eq!(deltas.len(), 1, "{deltas:?}");
+        deltas.remove(0)
+    }
+
+    fn announcing(version: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-app-version", version.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_version_change_closes_the_period_under_the_old_version() {
+        let inventory = inventory(InventoryLimits::default());
+        let users = route("/users/{id}", true);
+        let alice = client("alice", true, vec![]);
+        record(&inventory, "GET", &users, &alice, 200);
+        record(&inventory, "GET", &users, &alice, 200);
+        inventory.see_version(&announcing("1.0"), 1_250);
+        inventory.see_version(&announcing("1.1"), 1_300);
+        record(&inventory, "GET", &users, &alice, 200);
+        let deltas = inventory.take(2_000);
+        let summary: Vec<_> = deltas
+            .iter()
+            .map(|d| (d.version.as_deref(), d.endpoints[0].requests, d.period))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    Some("1.0"),
+                    2,
+                    Period {
+                        start_ms: 1_000,
+                        end_ms: 1_300
+                    }
+                ),
+                (
+                    Some("1.1"),
+                    1,
+                    Period {
+                        start_ms: 1_300,
+                        end_ms: 2_000
+                    }
+                ),
+            ]
+        );
+        // The next period starts under the new version, with nothing closed.
+        assert_eq!(take_one(&inventory, 3_000).version.as_deref(), Some("1.1"));
+    }
+
+    #[test]
+    fn a_flapping_version_closes_a_bounded_number_of_periods() {
+        let inventory = inventory(InventoryLimits::default());
+        let users = route("/users/{id}", true);
+        let alice = client("alice", true, vec![]);
+        for i in 0..100u64 {
+            record(&inventory, "GET", &users, &alice, 200);
+            let version = if i % 2 == 0 { "2.0" } else { "1.0" };
+            inventory.see_version(&announcing(version), 1_000 + i);
+        }
+        let deltas = inventory.take(2_000);
+        assert_eq!(deltas.len(), MAX_VERSION_CHANGES + 1);
+        let requests: u64 = deltas.iter().map(|d| d.endpoints[0].requests).sum();
+        assert_eq!(requests, 100, "nothing lost while flapping");
+        // A report later, changes are followed again.
+        inventory.see_version(&announcing("3.0"), 2_500);
+        assert_eq!(
+            inventory.take(3_000).last().unwrap().version.as_deref(),
+            Some("3.0")
+        );
     }
 
     fn record(
@@ -711,7 +868,7 @@ mod tests {
         record(&inventory, "GET", &users, &anonymous, 404);
         record(&inventory, "GET", &users, &bearer, 429);
 
-        let delta = inventory.take(3_000);
+        let delta = take_one(&inventory, 3_000);
         assert_eq!(
             delta.period,
             Period {
@@ -752,7 +909,7 @@ mod tests {
         assert!(!users_delta.shadow);
 
         assert!(
-            inventory.take(4_000).endpoints.is_empty(),
+            take_one(&inventory, 4_000).endpoints.is_empty(),
             "the delta was taken"
         );
         let exposure = inventory.exposure();
@@ -777,7 +934,7 @@ mod tests {
         }
         record(&inventory, "POST", &orders, &outsider, 201);
 
-        let findings = inventory.take(3_000).findings;
+        let findings = take_one(&inventory, 3_000).findings;
         let kinds: Vec<(&str, u64)> = findings
             .iter()
             .map(|f| (f.kind.as_str(), f.count))
@@ -793,7 +950,7 @@ mod tests {
         let internal = &findings[1];
         assert_eq!(internal.client.as_deref(), Some("203.0.113.9"));
         assert_eq!(internal.endpoint.as_ref().unwrap().route, "/admin/stats");
-        assert!(inventory.take(4_000).findings.is_empty());
+        assert!(take_one(&inventory, 4_000).findings.is_empty());
         // An internal client reaching it is no finding.
         record(
             &inventory,
@@ -802,7 +959,7 @@ mod tests {
             &client("ops", false, vec![]),
             200,
         );
-        assert!(inventory.take(5_000).findings.is_empty());
+        assert!(take_one(&inventory, 5_000).findings.is_empty());
     }
 
     #[test]
@@ -817,7 +974,7 @@ mod tests {
             .collect();
         assert_eq!(zombies, ["GET /users/{id}", "POST /orders"]);
         inventory.report_zombies(9_000);
-        let findings = inventory.take(9_000).findings;
+        let findings = take_one(&inventory, 9_000).findings;
         assert_eq!(findings.len(), 2);
         assert!(findings.iter().all(|f| f.kind == "zombie-candidate"));
     }
@@ -836,7 +993,7 @@ mod tests {
         for i in 0..MAX_FINDING_KINDS + 10 {
             inventory.add_guard_findings(vec![finding(format!("kind-{i}"), String::new())]);
         }
-        let findings = inventory.take(2).findings;
+        let findings = take_one(&inventory, 2).findings;
         assert!(findings
             .iter()
             .all(|f| f.kind.len() <= vigil_report::MAX_NAME_BYTES
@@ -862,7 +1019,7 @@ mod tests {
         let fifteen_minutes = Duration::from_secs(900);
         inventory.record_ban("mallory", "rate-limit", "too fast", fifteen_minutes, 5_000);
         inventory.record_ban("eve", ADMIN_SOURCE, "by hand", fifteen_minutes, 6_000);
-        let findings = inventory.take(9_000).findings;
+        let findings = take_one(&inventory, 9_000).findings;
         let seen: Vec<(&str, &str, Option<&str>, &str, u64)> = findings
             .iter()
             .map(|f| {
@@ -914,7 +1071,7 @@ mod tests {
                 200,
             );
         }
-        let delta = inventory.take(3_000);
+        let delta = take_one(&inventory, 3_000);
         assert_eq!(
             delta.endpoints.len(),
             4,

@@ -5,3 +5,4 @@
 pub mod inventory;
 pub mod reporter;
 pub mod spool;
+pub mod version;

@@ -152,8 +152,9 @@ impl ReporterState {
         }
     }
 
-    /// Turns the inventory's delta into a spooled report. A spool error is logged: the
-    /// counts of this period are then lost, and the log says so.
+    /// Turns the inventory's deltas (one per version the service ran since the last report)
+    /// into spooled reports. A spool error is logged: the counts of that period are then
+    /// lost, and the log says so.
     async fn make_report(&mut self) {
         let now = self.sidecar.now_ms();
         self.sidecar.collect_guard_findings();
@@ -161,28 +162,32 @@ impl ReporterState {
             self.sidecar.inventory.report_zombies(now);
             self.zombies_reported = true;
         }
-        let delta = self.sidecar.inventory.take(now);
-        let empty = delta.endpoints.is_empty()
-            && delta.findings.is_empty()
-            && delta.dropped == Default::default();
-        // The first report goes out even when empty: it tells the collector this instance and
-        // its documented endpoints exist.
-        if empty && self.made_first {
-            return;
+        for delta in self.sidecar.inventory.take(now) {
+            // The first report goes out even when empty: it tells the collector this instance
+            // and its documented endpoints exist.
+            if delta.is_empty() && self.made_first {
+                continue;
+            }
+            self.made_first = true;
+            self.spool_report(Report {
+                schema: SCHEMA,
+                service: self.settings.service.clone(),
+                instance: self.settings.instance.clone(),
+                sequence: SequenceRange { first: 0, last: 0 },
+                period: delta.period,
+                endpoints: delta.endpoints,
+                findings: delta.findings,
+                documented: self.sidecar.inventory.documented().to_vec(),
+                dropped: delta.dropped,
+                version: delta.version,
+            })
+            .await;
         }
-        self.made_first = true;
+    }
+
+    /// Numbers a report and writes it to the spool.
+    async fn spool_report(&self, base: Report) {
         let spool = self.spool.clone();
-        let base = Report {
-            schema: SCHEMA,
-            service: self.settings.service.clone(),
-            instance: self.settings.instance.clone(),
-            sequence: SequenceRange { first: 0, last: 0 },
-            period: delta.period,
-            endpoints: delta.endpoints,
-            findings: delta.findings,
-            documented: self.sidecar.inventory.documented().to_vec(),
-            dropped: delta.dropped,
-        };
         let requests: u64 = base.endpoints.iter().map(|e| e.requests).sum();
         let metrics = self.sidecar.metrics.report.clone();
         let written = tokio::task::spawn_blocking(move || {

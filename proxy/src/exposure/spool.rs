@@ -398,6 +398,7 @@ mod tests {
             findings: Vec::new(),
             documented: Vec::new(),
             dropped: Dropped::default(),
+            version: None,
         }
     }
 

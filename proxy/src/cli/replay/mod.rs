@@ -362,7 +362,12 @@ impl Replay {
         sidecar
             .inventory
             .add_guard_findings(sidecar.runtime.drain_findings());
-        sidecar.inventory.take(sidecar.now_ms()).findings
+        sidecar
+            .inventory
+            .take(sidecar.now_ms())
+            .into_iter()
+            .flat_map(|delta| delta.findings)
+            .collect()
     }
 
     /// The virtual clock, in ms since the Unix epoch.
