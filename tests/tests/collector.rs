@@ -1037,13 +1037,16 @@ fn a_fix_is_verified_once_no_affected_build_serves_its_endpoint(engine: Engine) 
         assert_eq!(entry["matched_route"], "/orders/{id}", "{entry:#}");
         entry["fix"].clone()
     };
+    // Sorted by name: the API lists the most recently heard from first.
     let affected = |fix: &serde_json::Value| -> Vec<String> {
-        fix["affected_instances"]
+        let mut names: Vec<String> = fix["affected_instances"]
             .as_array()
             .unwrap()
             .iter()
             .map(|i| format!("{} {}", i["instance"].as_str().unwrap(), i["version"]))
-            .collect()
+            .collect();
+        names.sort();
+        names
     };
 
     serve("shop-1", Some("2.4.0"), 10);
