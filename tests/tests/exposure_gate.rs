@@ -11,24 +11,26 @@ use vigil_tests::process::{free_port, vigil_binary};
 
 const KNOWN: &str = r#"[
   {"method": "GET", "route": "/users/{id}", "id": "CVE-2026-0001", "severity": "critical",
-   "title": "Profile IDOR", "service": "shop"},
+   "title": "Profile IDOR", "service": "shop", "fixed_in": "3.0"},
   {"method": "GET", "route": "/invoices", "id": "VULN-9", "severity": "high",
    "title": "Invoice listing leaks totals", "service": "billing"},
   {"method": "GET", "route": "/orders", "id": "VULN-3", "severity": "critical",
    "title": "Order export", "service": "clean"}
 ]"#;
 
-const KINDS: [&str; 5] = [
+const KINDS: [&str; 6] = [
     "internal-public",
     "critical-vuln-public",
     "shadow",
     "zombie",
     "unauthenticated",
+    "unverified-fix",
 ];
 
 /// A collector that knows three services: `shop` breaks every condition, `clean` none (its
 /// critical vulnerability is on an endpoint reached only with credentials), `billing` has a
-/// high vulnerability on a public unauthenticated endpoint.
+/// high vulnerability on a public unauthenticated endpoint. shop's critical one is fixed in
+/// 3.0, which shop-2 runs while shop-1 still runs 2.9.
 fn fleet(name: &str) -> CollectorProcess {
     let dir = vigil_tests::process::temp_dir(&format!("gate-known-{name}"));
     let known = dir.join("known.json");
@@ -38,6 +40,7 @@ fn fleet(name: &str) -> CollectorProcess {
         &format!("[vulnerabilities]\nknown = [\"{}\"]\n", known.display()),
     );
     let mut shop = report("shop", "shop-1", 1, 1);
+    shop.version = Some("2.9".into());
     let mut admin = public_endpoint("GET", "/admin/stats", 3, 3);
     admin.internal_only = true;
     let mut debug = endpoint("GET", "/debug/vars", 2);
@@ -49,6 +52,10 @@ fn fleet(name: &str) -> CollectorProcess {
         key("GET", "/legacy/export"),
     ];
     collector.apply(&shop);
+    let mut upgraded = report("shop", "shop-2", 1, 1);
+    upgraded.version = Some("3.0".into());
+    upgraded.endpoints = vec![endpoint("GET", "/users/{id}", 1)];
+    collector.apply(&upgraded);
     let mut clean = report("clean", "clean-1", 1, 1);
     clean.endpoints = vec![
         public_endpoint("GET", "/orders", 5, 5),
@@ -92,6 +99,7 @@ fn each_kind_fails_where_it_holds_and_passes_where_it_does_not() {
         ("shadow", "GET /debug/vars was reached (2 request(s)) but the OpenAPI document does not declare it"),
         ("zombie", "GET /legacy/export is declared in the OpenAPI document and was never reached"),
         ("unauthenticated", "GET /users/{id} answered 2xx to 4 public request(s) without credentials"),
+        ("unverified-fix", "CVE-2026-0001 on GET /users/{id} is fixed in 3.0: shop-1 (2.9) still run an affected version; affected builds served 0 public request(s) since the fix was deployed"),
     ];
     for (kind, why) in expected {
         let failed = exposure(&["--collector", &url, "--service", "shop", "--fail-on", kind]);
@@ -205,14 +213,14 @@ fn json_and_sarif_reports_carry_every_violation() {
     assert_eq!(outcome["passed"], false);
     assert_eq!(outcome["service"], "shop");
     let checks = outcome["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 5);
+    assert_eq!(checks.len(), 6);
     let check = |kind: &str| checks.iter().find(|c| c["kind"] == kind).unwrap().clone();
     assert_eq!(check("internal-public")["failed"], true);
     assert_eq!(check("zombie")["failed"], true);
     assert_eq!(check("shadow")["failed"], false);
     assert_eq!(check("shadow")["violations"], 1);
     let violations = outcome["violations"].as_array().unwrap();
-    assert_eq!(violations.len(), 5, "{violations:#?}");
+    assert_eq!(violations.len(), 6, "{violations:#?}");
     assert_eq!(violations[0]["kind"], "internal-public");
     assert_eq!(violations[0]["route"], "/admin/stats");
     assert_eq!(violations[0]["fails"], true);
@@ -261,7 +269,7 @@ fn json_and_sarif_reports_carry_every_violation() {
         );
     }
     let results = run["results"].as_array().unwrap();
-    assert_eq!(results.len(), 5);
+    assert_eq!(results.len(), 6);
     for result in results {
         let rule = result["ruleId"].as_str().unwrap();
         assert!(ids.contains(&rule), "{result}");
@@ -388,7 +396,7 @@ fn errors_name_the_cause_and_exit_apart_from_a_failed_gate() {
     let unknown = exposure(&["--collector", &down, "--fail-on", "shadow,exposed"]);
     assert_eq!(unknown.status.code(), Some(64));
     assert!(
-        stderr(&unknown).contains("--fail-on: unknown kind \"exposed\"; the kinds are internal-public, critical-vuln-public, shadow, zombie, unauthenticated"),
+        stderr(&unknown).contains("--fail-on: unknown kind \"exposed\"; the kinds are internal-public, critical-vuln-public, shadow, zombie, unauthenticated, unverified-fix"),
         "{}",
         stderr(&unknown)
     );

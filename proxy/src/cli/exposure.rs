@@ -45,6 +45,9 @@ fail the gate, the others are reported only.
   shadow                an endpoint was reached that the service's OpenAPI document lacks
   zombie                an endpoint the OpenAPI document declares was never reached
   unauthenticated       public clients got 2xx answers without any credential
+  unverified-fix        a known vulnerability's fix (fixed_in) is deployed, but instances still
+                        run an affected version or affected builds served its endpoint within
+                        the collector's vulnerabilities.verify_after
 
 Exit status: 0 when no --fail-on condition holds; 1 when one does; 64 for a bad option (an \
 unknown kind, a bad URL, an unreadable --ca); 69 when the collector cannot be read \
@@ -69,16 +72,19 @@ pub enum Kind {
     Zombie,
     /// Public 2xx answers without credentials.
     Unauthenticated,
+    /// A deployed fix not yet verified: affected builds still run or served the endpoint.
+    UnverifiedFix,
 }
 
 impl Kind {
     /// Every kind, in the order reports list them.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::InternalPublic,
         Kind::CriticalVulnPublic,
         Kind::Shadow,
         Kind::Zombie,
         Kind::Unauthenticated,
+        Kind::UnverifiedFix,
     ];
 
     /// The name `--fail-on` takes and SARIF rules carry.
@@ -89,6 +95,7 @@ impl Kind {
             Kind::Shadow => "shadow",
             Kind::Zombie => "zombie",
             Kind::Unauthenticated => "unauthenticated",
+            Kind::UnverifiedFix => "unverified-fix",
         }
     }
 
@@ -113,6 +120,9 @@ impl Kind {
             Kind::Shadow => "an endpoint was reached that the OpenAPI document does not declare",
             Kind::Zombie => "an endpoint the OpenAPI document declares was never reached",
             Kind::Unauthenticated => "public clients got 2xx answers without credentials",
+            Kind::UnverifiedFix => {
+                "a deployed fix is not verified: affected builds still run or serve the endpoint"
+            }
         }
     }
 
@@ -124,6 +134,7 @@ impl Kind {
             Kind::Shadow => "ShadowEndpoint",
             Kind::Zombie => "ZombieEndpoint",
             Kind::Unauthenticated => "PublicUnauthenticatedEndpoint",
+            Kind::UnverifiedFix => "FixNotVerified",
         }
     }
 
@@ -132,6 +143,7 @@ impl Kind {
         match self {
             Kind::CriticalVulnPublic => "9.0",
             Kind::InternalPublic => "8.0",
+            Kind::UnverifiedFix => "7.0",
             Kind::Unauthenticated => "6.0",
             Kind::Shadow => "5.0",
             Kind::Zombie => "3.0",
@@ -179,7 +191,8 @@ pub struct ExposureArgs {
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// Kinds that fail the gate, comma-separated: internal-public, critical-vuln-public,
-    /// shadow, zombie, unauthenticated. The other kinds are reported, not failed on.
+    /// shadow, zombie, unauthenticated, unverified-fix. The other kinds are reported, not
+    /// failed on.
     #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
     pub fail_on: Vec<String>,
     /// The least severity critical-vuln-public counts: critical, high, medium, low or info.
@@ -248,6 +261,25 @@ struct Vulnerability {
     method: String,
     exposure: String,
     public_unauthenticated_success: u64,
+    /// Where its fix stands, when the collector's list gives `fixed_in`.
+    #[serde(default)]
+    fix: Option<Fix>,
+}
+
+/// A vulnerability's fix, as `/api/vulnerabilities` gives it.
+#[derive(Debug, Clone, Deserialize)]
+struct Fix {
+    fixed_in: String,
+    state: String,
+    affected_instances: Vec<AffectedInstance>,
+    public_requests_since_fix: u64,
+}
+
+/// An instance that lacks a fix.
+#[derive(Debug, Clone, Deserialize)]
+struct AffectedInstance {
+    instance: String,
+    version: Option<String>,
 }
 
 /// One condition that holds for one endpoint.
@@ -265,7 +297,7 @@ pub struct Violation {
     pub route: String,
     /// Why it holds, in a sentence.
     pub message: String,
-    /// The vulnerability, for critical-vuln-public.
+    /// The vulnerability, for critical-vuln-public and unverified-fix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vulnerability: Option<String>,
 }
@@ -621,6 +653,43 @@ fn evaluate(
             Some(v.id.clone()),
         );
     }
+    for v in vulnerabilities {
+        let (Some(matched_service), Some(route), Some(fix)) =
+            (&v.matched_service, &v.matched_route, &v.fix)
+        else {
+            continue;
+        };
+        if fix.state != "deployed" || service.is_some_and(|s| s != matched_service) {
+            continue;
+        }
+        let lacking: Vec<String> = fix
+            .affected_instances
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} ({})",
+                    i.instance,
+                    i.version.as_deref().unwrap_or("no version")
+                )
+            })
+            .collect();
+        let why = if lacking.is_empty() {
+            "no instance runs an affected version any more, but the last affected request or the \
+             deployment is more recent than the collector's verify_after"
+                .to_string()
+        } else {
+            format!("{} still run an affected version", lacking.join(", "))
+        };
+        add(
+            Kind::UnverifiedFix,
+            (matched_service, &v.method, route),
+            format!(
+                "{} on {} {} is fixed in {}: {why}; affected builds served {} public request(s) since the fix was deployed",
+                v.id, v.method, route, fix.fixed_in, fix.public_requests_since_fix
+            ),
+            Some(v.id.clone()),
+        );
+    }
     violations.sort_by(|a, b| {
         (!a.fails, a.kind, &a.service, &a.route, &a.method)
             .cmp(&(!b.fails, b.kind, &b.service, &b.route, &b.method))
@@ -809,7 +878,55 @@ mod tests {
             method: "GET".into(),
             exposure: exposure.into(),
             public_unauthenticated_success: 3,
+            fix: None,
         }
+    }
+
+    #[test]
+    fn only_a_deployed_fix_that_is_not_verified_holds() {
+        let with_fix = |state: &str, affected: Vec<AffectedInstance>| {
+            let mut v = vulnerability(Severity::Low, "internal");
+            v.fix = Some(Fix {
+                fixed_in: "3.0".into(),
+                state: state.into(),
+                affected_instances: affected,
+                public_requests_since_fix: 4,
+            });
+            v
+        };
+        let old_build = || AffectedInstance {
+            instance: "shop-1".into(),
+            version: None,
+        };
+        let vulns = [
+            with_fix("deployed", vec![old_build()]),
+            with_fix("deployed", vec![]),
+            with_fix("verified", vec![]),
+            with_fix("not-deployed", vec![old_build()]),
+            vulnerability(Severity::Critical, "public"),
+        ];
+        let outcome = evaluate(
+            "http://c",
+            None,
+            &[Kind::UnverifiedFix],
+            Severity::Critical,
+            &[],
+            &vulns,
+        );
+        let messages: Vec<&str> = outcome
+            .violations
+            .iter()
+            .map(|v| v.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "VULN-1 on GET /users/{id} is fixed in 3.0: shop-1 (no version) still run an affected version; affected builds served 4 public request(s) since the fix was deployed",
+                "VULN-1 on GET /users/{id} is fixed in 3.0: no instance runs an affected version any more, but the last affected request or the deployment is more recent than the collector's verify_after; affected builds served 4 public request(s) since the fix was deployed",
+            ]
+        );
+        assert!(!outcome.passed);
+        assert!(outcome.violations.iter().all(|v| v.fails));
     }
 
     #[test]
