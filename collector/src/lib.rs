@@ -7,7 +7,7 @@
 //! - `config`: `collector.toml`, validated.
 //! - `ingest`: `POST /v1/reports`, from bearer token to stored report.
 //! - `store`: the storage interface; `sqlite` and `postgres`: its SQLite and PostgreSQL
-//!   implementations.
+//!   implementations; `rows`: the records both decode from their rows.
 //! - `api`: the JSON API, the dashboard's data and who may read them; `dashboard`: the
 //!   pages at `/` and `/endpoint`.
 //! - `vulns`: known-vulnerable endpoints (JSON list, ZAP report) and their ranking.
@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod postgres;
 pub mod reply;
+pub mod rows;
 pub mod sqlite;
 pub mod store;
 pub mod vulns;

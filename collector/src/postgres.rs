@@ -5,10 +5,10 @@
 
 use super::config::PostgresUrl;
 use super::fixes;
+use super::rows::{self, Columns, GuardCounts};
 use super::store::{
-    Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
-    FindingRecord, FleetVersions, InstanceVersion, Pruned, Release, Service, Store, StoreError,
-    Totals, VersionTraffic,
+    Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, FindingQuery, FindingRecord,
+    FleetVersions, Pruned, Service, Store, StoreError, Totals, VersionTraffic,
 };
 use postgres::error::SqlState;
 use postgres::types::ToSql;
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use vigil_report::sketch::{stable_hash, Sketch};
-use vigil_report::{Credentials, Finding, FindingKind, Report, StatusClasses};
+use vigil_report::{Finding, FindingKind, Report};
 
 /// Connections kept: ingest and API queries run beside each other, and transactions of
 /// different instances proceed in parallel.
@@ -192,6 +192,24 @@ pub struct PostgresStore {
     slots: Vec<Mutex<Option<Connection>>>,
     /// Round-robin start for picking a slot.
     next_slot: AtomicUsize,
+}
+
+impl Columns for Row {
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn nullable_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn integer(&self, i: usize) -> Result<i64, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
 }
 
 impl From<postgres::Error> for StoreError {
@@ -423,10 +441,6 @@ fn int(value: u64) -> i64 {
 
 fn unsigned(value: i64) -> u64 {
     value.max(0) as u64
-}
-
-fn optional(value: String) -> Option<String> {
-    (!value.is_empty()).then_some(value)
 }
 
 /// The same hash the SQLite store keeps, so both skip an unchanged list alike.
@@ -839,90 +853,33 @@ impl Store for PostgresStore {
 
     fn endpoints(&self, query: &EndpointQuery) -> Result<Vec<Endpoint>, StoreError> {
         let service = query.service.as_deref();
-        type Key = (String, String, String);
         self.read(|db| {
-            let mut per_guard =
-                |sql: &str| -> Result<HashMap<Key, BTreeMap<String, u64>>, StoreError> {
-                    let mut counts: HashMap<Key, BTreeMap<String, u64>> = HashMap::new();
-                    for row in db.query(sql, &[&service])? {
-                        counts
-                            .entry((row.get(0), row.get(1), row.get(2)))
-                            .or_default()
-                            .insert(row.get(3), unsigned(row.get(4)));
-                    }
-                    Ok(counts)
-                };
-            let mut denials = per_guard(
-                "SELECT service, method, route, guard, count FROM denials
-                 WHERE $1::text IS NULL OR service = $1",
-            )?;
-            let mut monitor_denials = per_guard(
-                "SELECT service, method, route, guard, count FROM monitor_denials
-                 WHERE $1::text IS NULL OR service = $1",
-            )?;
+            let mut per_guard = |table: &str| -> Result<GuardCounts, StoreError> {
+                let mut counts = GuardCounts::new();
+                let sql = format!(
+                    "SELECT service, method, route, guard, count FROM {table}
+                     WHERE $1::text IS NULL OR service = $1"
+                );
+                for row in db.query(&sql, &[&service])? {
+                    rows::add_guard_count(&mut counts, &row)?;
+                }
+                Ok(counts)
+            };
+            let mut denials = per_guard("denials")?;
+            let mut monitor_denials = per_guard("monitor_denials")?;
 
             let mut endpoints = Vec::new();
-            for row in db.query(
-                "SELECT e.service, e.method, e.route, e.requests, e.public, e.authenticated,
-                     e.bearer, e.basic, e.cookie, e.api_key, e.s1xx, e.s2xx, e.s3xx, e.s4xx,
-                     e.s5xx, e.unauthenticated_success, e.public_unauthenticated_success,
-                     e.first_seen_ms, e.last_seen_ms, e.public_clients, e.shadow, e.internal_only,
-                     (SELECT count(*) FROM endpoint_instances i
-                      WHERE i.service = e.service AND i.method = e.method AND i.route = e.route),
-                     EXISTS (SELECT 1 FROM documented d
-                      WHERE d.service = e.service AND d.method = e.method AND d.route = e.route)
-                 FROM endpoints e WHERE $1::text IS NULL OR e.service = $1",
-                &[&service],
-            )? {
-                let n = |i: usize| unsigned(row.get::<_, i64>(i));
-                let key: Key = (row.get(0), row.get(1), row.get(2));
-                let public = n(4);
-                let public_unauthenticated_success = n(16);
-                let sketch: Option<Vec<u8>> = row.get(19);
-                endpoints.push(Endpoint {
-                    exposure: if public_unauthenticated_success > 0 {
-                        Exposure::PublicUnauthenticated
-                    } else if public > 0 {
-                        Exposure::Public
-                    } else {
-                        Exposure::Internal
-                    },
-                    requests: n(3),
-                    public,
-                    authenticated: n(5),
-                    credentials: Credentials {
-                        bearer: n(6),
-                        basic: n(7),
-                        cookie: n(8),
-                        api_key: n(9),
-                    },
-                    status: StatusClasses {
-                        informational: n(10),
-                        success: n(11),
-                        redirection: n(12),
-                        client_error: n(13),
-                        server_error: n(14),
-                    },
-                    unauthenticated_success: n(15),
-                    public_unauthenticated_success,
-                    first_seen_ms: Some(n(17)),
-                    last_seen_ms: Some(n(18)),
-                    public_clients: sketch
-                        .and_then(|bytes| Sketch::from_bytes(&bytes))
-                        .map_or(0, |s| s.estimate()),
-                    shadow: row.get(20),
-                    internal_only: row.get(21),
-                    instances: n(22),
-                    documented: row.get(23),
-                    zombie: false,
-                    denials: denials.remove(&key).unwrap_or_default(),
-                    monitor_denials: monitor_denials.remove(&key).unwrap_or_default(),
-                    service: key.0,
-                    method: key.1,
-                    route: key.2,
-                });
+            let sql = format!(
+                "SELECT {} FROM endpoints e WHERE $1::text IS NULL OR e.service = $1",
+                rows::ENDPOINT_COLUMNS
+            );
+            for row in db.query(&sql, &[&service])? {
+                endpoints.push(rows::reached_endpoint(
+                    &row,
+                    &mut denials,
+                    &mut monitor_denials,
+                )?);
             }
-
             for row in db.query(
                 "SELECT d.service, d.method, d.route FROM documented d
                  WHERE ($1::text IS NULL OR d.service = $1) AND NOT EXISTS (
@@ -930,48 +887,23 @@ impl Store for PostgresStore {
                      WHERE e.service = d.service AND e.method = d.method AND e.route = d.route)",
                 &[&service],
             )? {
-                endpoints.push(Endpoint {
-                    service: row.get(0),
-                    method: row.get(1),
-                    route: row.get(2),
-                    exposure: Exposure::Never,
-                    requests: 0,
-                    public: 0,
-                    authenticated: 0,
-                    unauthenticated_success: 0,
-                    public_unauthenticated_success: 0,
-                    public_clients: 0,
-                    credentials: Credentials::default(),
-                    status: StatusClasses::default(),
-                    denials: BTreeMap::new(),
-                    monitor_denials: BTreeMap::new(),
-                    instances: 0,
-                    first_seen_ms: None,
-                    last_seen_ms: None,
-                    documented: true,
-                    shadow: false,
-                    zombie: true,
-                    internal_only: false,
-                });
+                endpoints.push(rows::zombie_endpoint(&row)?);
             }
-            endpoints.retain(|e| query.matches(e));
-            endpoints.sort_by(|a, b| {
-                (&a.service, b.public, b.requests, &a.route, &a.method)
-                    .cmp(&(&b.service, a.public, a.requests, &b.route, &b.method))
-            });
-            Ok(endpoints)
+            Ok(rows::select_endpoints(endpoints, query))
         })
     }
 
     fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRecord>, StoreError> {
         self.read(|db| {
-            let rows = db.query(
-                "SELECT service, kind, source, method, route, client, detail, instance, count,
-                     first_at_ms, at_ms
-                 FROM findings
+            let sql = format!(
+                "SELECT {} FROM findings
                  WHERE ($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR kind = $2)
                      AND (NOT $3::boolean OR kind NOT IN ($5, $6))
                  ORDER BY at_ms DESC, service, kind LIMIT $4",
+                rows::FINDING_COLUMNS
+            );
+            db.query(
+                &sql,
                 &[
                     &query.service,
                     &query.kind,
@@ -980,23 +912,10 @@ impl Store for PostgresStore {
                     &FindingKind::ClientDenied.as_str(),
                     &FindingKind::ClientWouldDeny.as_str(),
                 ],
-            )?;
-            Ok(rows
-                .into_iter()
-                .map(|row| FindingRecord {
-                    service: row.get(0),
-                    kind: row.get(1),
-                    source: row.get(2),
-                    method: optional(row.get(3)),
-                    route: optional(row.get(4)),
-                    client: optional(row.get(5)),
-                    detail: row.get(6),
-                    instance: row.get(7),
-                    count: unsigned(row.get(8)),
-                    first_at_ms: unsigned(row.get(9)),
-                    at_ms: unsigned(row.get(10)),
-                })
-                .collect())
+            )?
+            .iter()
+            .map(rows::finding)
+            .collect()
         })
     }
 
@@ -1107,38 +1026,27 @@ impl Store for PostgresStore {
 
     fn fleet_versions(&self, service: Option<&str>) -> Result<FleetVersions, StoreError> {
         self.read(|db| {
-            let instances = db
-                .query(
-                    "SELECT service, instance, version, last_seen_ms FROM instances
-                     WHERE $1::text IS NULL OR service = $1 ORDER BY service, instance",
-                    &[&service],
-                )?
-                .iter()
-                .map(|row| InstanceVersion {
-                    service: row.get(0),
-                    instance: row.get(1),
-                    version: row.get(2),
-                    last_seen_ms: unsigned(row.get(3)),
-                })
-                .collect();
-            let releases = db
-                .query(
-                    "SELECT service, version, first_seen_ms, last_seen_ms FROM releases
-                     WHERE $1::text IS NULL OR service = $1
-                     ORDER BY service, first_seen_ms, version",
-                    &[&service],
-                )?
-                .iter()
-                .map(|row| Release {
-                    service: row.get(0),
-                    version: row.get(1),
-                    first_seen_ms: unsigned(row.get(2)),
-                    last_seen_ms: unsigned(row.get(3)),
-                })
-                .collect();
+            let instances = format!(
+                "SELECT {} FROM instances WHERE $1::text IS NULL OR service = $1
+                 ORDER BY service, instance",
+                rows::INSTANCE_VERSION_COLUMNS
+            );
+            let releases = format!(
+                "SELECT {} FROM releases WHERE $1::text IS NULL OR service = $1
+                 ORDER BY service, first_seen_ms, version",
+                rows::RELEASE_COLUMNS
+            );
             Ok(FleetVersions {
-                instances,
-                releases,
+                instances: db
+                    .query(&instances, &[&service])?
+                    .iter()
+                    .map(rows::instance_version)
+                    .collect::<Result<_, _>>()?,
+                releases: db
+                    .query(&releases, &[&service])?
+                    .iter()
+                    .map(rows::release)
+                    .collect::<Result<_, _>>()?,
             })
         })
     }
@@ -1150,25 +1058,15 @@ impl Store for PostgresStore {
         route: &str,
     ) -> Result<Vec<VersionTraffic>, StoreError> {
         self.read(|db| {
-            Ok(db
-                .query(
-                    "SELECT instance, version, fleet_newest, requests, public, first_seen_ms,
-                         last_seen_ms
-                     FROM version_traffic WHERE service = $1 AND method = $2 AND route = $3
-                     ORDER BY instance, version, fleet_newest",
-                    &[&service, &method, &route],
-                )?
+            let sql = format!(
+                "SELECT {} FROM version_traffic WHERE service = $1 AND method = $2 AND route = $3
+                 ORDER BY instance, version, fleet_newest",
+                rows::VERSION_TRAFFIC_COLUMNS
+            );
+            db.query(&sql, &[&service, &method, &route])?
                 .iter()
-                .map(|row| VersionTraffic {
-                    instance: row.get(0),
-                    version: optional(row.get(1)),
-                    fleet_newest: optional(row.get(2)),
-                    requests: unsigned(row.get(3)),
-                    public: unsigned(row.get(4)),
-                    first_seen_ms: unsigned(row.get(5)),
-                    last_seen_ms: unsigned(row.get(6)),
-                })
-                .collect())
+                .map(rows::version_traffic)
+                .collect()
         })
     }
 

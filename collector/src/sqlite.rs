@@ -2,19 +2,19 @@
 //! readers, schema migrations kept here in code.
 
 use super::fixes;
+use super::rows::{self, Columns, GuardCounts};
 use super::store::{
-    Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, Exposure, FindingQuery,
-    FindingRecord, FleetVersions, InstanceVersion, Pruned, Release, Service, Store, StoreError,
-    Totals, VersionTraffic,
+    Applied, Cutoffs, DeniedClient, Dropped, Endpoint, EndpointQuery, FindingQuery, FindingRecord,
+    FleetVersions, Pruned, Service, Store, StoreError, Totals, VersionTraffic,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use vigil_report::sketch::{stable_hash, Sketch};
-use vigil_report::{Credentials, FindingKind, Report, StatusClasses};
+use vigil_report::{FindingKind, Report};
 
 /// Reader connections: API queries run beside ingest, which WAL allows.
 const READERS: usize = 2;
@@ -172,6 +172,24 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn nullable_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn integer(&self, i: usize) -> Result<i64, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(i)?)
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         StoreError::Database(error.to_string())
@@ -270,10 +288,6 @@ fn int(value: u64) -> i64 {
 
 fn unsigned(value: i64) -> u64 {
     value.max(0) as u64
-}
-
-fn optional(value: String) -> Option<String> {
-    (!value.is_empty()).then_some(value)
 }
 
 fn documented_hash(report: &Report) -> i64 {
@@ -647,18 +661,14 @@ impl Store for SqliteStore {
     fn endpoints(&self, query: &EndpointQuery) -> Result<Vec<Endpoint>, StoreError> {
         let connection = self.reader();
         let service = query.service.as_deref();
-        type Key = (String, String, String);
-        let per_guard = |table: &str| -> Result<HashMap<Key, BTreeMap<String, u64>>, StoreError> {
-            let mut counts: HashMap<Key, BTreeMap<String, u64>> = HashMap::new();
+        let per_guard = |table: &str| -> Result<GuardCounts, StoreError> {
+            let mut counts = GuardCounts::new();
             let mut statement = connection.prepare_cached(&format!(
                 "SELECT service, method, route, guard, count FROM {table} WHERE ?1 IS NULL OR service = ?1"
             ))?;
             let mut rows = statement.query(params![service])?;
             while let Some(row) = rows.next()? {
-                counts
-                    .entry((row.get(0)?, row.get(1)?, row.get(2)?))
-                    .or_default()
-                    .insert(row.get(3)?, unsigned(row.get(4)?));
+                rows::add_guard_count(&mut counts, row)?;
             }
             Ok(counts)
         };
@@ -666,68 +676,18 @@ impl Store for SqliteStore {
         let mut monitor_denials = per_guard("monitor_denials")?;
 
         let mut endpoints = Vec::new();
-        let mut statement = connection.prepare_cached(
-            "SELECT e.service, e.method, e.route, e.requests, e.public, e.authenticated,
-                 e.bearer, e.basic, e.cookie, e.api_key, e.s1xx, e.s2xx, e.s3xx, e.s4xx, e.s5xx,
-                 e.unauthenticated_success, e.public_unauthenticated_success,
-                 e.first_seen_ms, e.last_seen_ms, e.public_clients, e.shadow, e.internal_only,
-                 (SELECT count(*) FROM endpoint_instances i
-                  WHERE i.service = e.service AND i.method = e.method AND i.route = e.route),
-                 EXISTS (SELECT 1 FROM documented d
-                  WHERE d.service = e.service AND d.method = e.method AND d.route = e.route)
-             FROM endpoints e WHERE ?1 IS NULL OR e.service = ?1",
-        )?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {} FROM endpoints e WHERE ?1 IS NULL OR e.service = ?1",
+            rows::ENDPOINT_COLUMNS
+        ))?;
         let mut rows = statement.query(params![service])?;
         while let Some(row) = rows.next()? {
-            let n = |i: usize| row.get::<_, i64>(i).map(unsigned);
-            let key: Key = (row.get(0)?, row.get(1)?, row.get(2)?);
-            let public = n(4)?;
-            let public_unauthenticated_success = n(16)?;
-            let sketch: Option<Vec<u8>> = row.get(19)?;
-            endpoints.push(Endpoint {
-                exposure: if public_unauthenticated_success > 0 {
-                    Exposure::PublicUnauthenticated
-                } else if public > 0 {
-                    Exposure::Public
-                } else {
-                    Exposure::Internal
-                },
-                requests: n(3)?,
-                public,
-                authenticated: n(5)?,
-                credentials: Credentials {
-                    bearer: n(6)?,
-                    basic: n(7)?,
-                    cookie: n(8)?,
-                    api_key: n(9)?,
-                },
-                status: StatusClasses {
-                    informational: n(10)?,
-                    success: n(11)?,
-                    redirection: n(12)?,
-                    client_error: n(13)?,
-                    server_error: n(14)?,
-                },
-                unauthenticated_success: n(15)?,
-                public_unauthenticated_success,
-                first_seen_ms: Some(n(17)?),
-                last_seen_ms: Some(n(18)?),
-                public_clients: sketch
-                    .and_then(|bytes| Sketch::from_bytes(&bytes))
-                    .map_or(0, |s| s.estimate()),
-                shadow: row.get(20)?,
-                internal_only: row.get(21)?,
-                instances: n(22)?,
-                documented: row.get(23)?,
-                zombie: false,
-                denials: denials.remove(&key).unwrap_or_default(),
-                monitor_denials: monitor_denials.remove(&key).unwrap_or_default(),
-                service: key.0,
-                method: key.1,
-                route: key.2,
-            });
+            endpoints.push(rows::reached_endpoint(
+                row,
+                &mut denials,
+                &mut monitor_denials,
+            )?);
         }
-
         let mut statement = connection.prepare_cached(
             "SELECT d.service, d.method, d.route FROM documented d
              WHERE (?1 IS NULL OR d.service = ?1) AND NOT EXISTS (
@@ -736,74 +696,33 @@ impl Store for SqliteStore {
         )?;
         let mut rows = statement.query(params![service])?;
         while let Some(row) = rows.next()? {
-            endpoints.push(Endpoint {
-                service: row.get(0)?,
-                method: row.get(1)?,
-                route: row.get(2)?,
-                exposure: Exposure::Never,
-                requests: 0,
-                public: 0,
-                authenticated: 0,
-                unauthenticated_success: 0,
-                public_unauthenticated_success: 0,
-                public_clients: 0,
-                credentials: Credentials::default(),
-                status: StatusClasses::default(),
-                denials: BTreeMap::new(),
-                monitor_denials: BTreeMap::new(),
-                instances: 0,
-                first_seen_ms: None,
-                last_seen_ms: None,
-                documented: true,
-                shadow: false,
-                zombie: true,
-                internal_only: false,
-            });
+            endpoints.push(rows::zombie_endpoint(row)?);
         }
-        endpoints.retain(|e| query.matches(e));
-        endpoints.sort_by(|a, b| {
-            (&a.service, b.public, b.requests, &a.route, &a.method)
-                .cmp(&(&b.service, a.public, a.requests, &b.route, &b.method))
-        });
-        Ok(endpoints)
+        Ok(rows::select_endpoints(endpoints, query))
     }
 
     fn findings(&self, query: &FindingQuery) -> Result<Vec<FindingRecord>, StoreError> {
         let connection = self.reader();
-        let mut statement = connection.prepare_cached(
-            "SELECT service, kind, source, method, route, client, detail, instance, count,
-                 first_at_ms, at_ms
-             FROM findings
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {} FROM findings
              WHERE (?1 IS NULL OR service = ?1) AND (?2 IS NULL OR kind = ?2)
                  AND (NOT ?3 OR kind NOT IN (?5, ?6))
              ORDER BY at_ms DESC, service, kind LIMIT ?4",
-        )?;
-        let rows = statement.query_map(
-            params![
-                query.service,
-                query.kind,
-                query.without_client_denials,
-                int(query.limit as u64),
-                FindingKind::ClientDenied.as_str(),
-                FindingKind::ClientWouldDeny.as_str(),
-            ],
-            |row| {
-                Ok(FindingRecord {
-                    service: row.get(0)?,
-                    kind: row.get(1)?,
-                    source: row.get(2)?,
-                    method: optional(row.get(3)?),
-                    route: optional(row.get(4)?),
-                    client: optional(row.get(5)?),
-                    detail: row.get(6)?,
-                    instance: row.get(7)?,
-                    count: unsigned(row.get(8)?),
-                    first_at_ms: unsigned(row.get(9)?),
-                    at_ms: unsigned(row.get(10)?),
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            rows::FINDING_COLUMNS
+        ))?;
+        let mut rows = statement.query(params![
+            query.service,
+            query.kind,
+            query.without_client_denials,
+            int(query.limit as u64),
+            FindingKind::ClientDenied.as_str(),
+            FindingKind::ClientWouldDeny.as_str(),
+        ])?;
+        let mut findings = Vec::new();
+        while let Some(row) = rows.next()? {
+            findings.push(rows::finding(row)?);
+        }
+        Ok(findings)
     }
 
     fn denied_clients(
@@ -925,38 +844,25 @@ impl Store for SqliteStore {
 
     fn fleet_versions(&self, service: Option<&str>) -> Result<FleetVersions, StoreError> {
         let connection = self.reader();
-        let instances = connection
-            .prepare_cached(
-                "SELECT service, instance, version, last_seen_ms FROM instances
-                 WHERE ?1 IS NULL OR service = ?1 ORDER BY service, instance",
-            )?
-            .query_map([service], |row| {
-                Ok(InstanceVersion {
-                    service: row.get(0)?,
-                    instance: row.get(1)?,
-                    version: row.get(2)?,
-                    last_seen_ms: unsigned(row.get(3)?),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let releases = connection
-            .prepare_cached(
-                "SELECT service, version, first_seen_ms, last_seen_ms FROM releases
-                 WHERE ?1 IS NULL OR service = ?1 ORDER BY service, first_seen_ms, version",
-            )?
-            .query_map([service], |row| {
-                Ok(Release {
-                    service: row.get(0)?,
-                    version: row.get(1)?,
-                    first_seen_ms: unsigned(row.get(2)?),
-                    last_seen_ms: unsigned(row.get(3)?),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(FleetVersions {
-            instances,
-            releases,
-        })
+        let mut versions = FleetVersions::default();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {} FROM instances WHERE ?1 IS NULL OR service = ?1 ORDER BY service, instance",
+            rows::INSTANCE_VERSION_COLUMNS
+        ))?;
+        let mut rows = statement.query([service])?;
+        while let Some(row) = rows.next()? {
+            versions.instances.push(rows::instance_version(row)?);
+        }
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {} FROM releases WHERE ?1 IS NULL OR service = ?1
+             ORDER BY service, first_seen_ms, version",
+            rows::RELEASE_COLUMNS
+        ))?;
+        let mut rows = statement.query([service])?;
+        while let Some(row) = rows.next()? {
+            versions.releases.push(rows::release(row)?);
+        }
+        Ok(versions)
     }
 
     fn version_traffic(
@@ -966,23 +872,17 @@ impl Store for SqliteStore {
         route: &str,
     ) -> Result<Vec<VersionTraffic>, StoreError> {
         let connection = self.reader();
-        let mut statement = connection.prepare_cached(
-            "SELECT instance, version, fleet_newest, requests, public, first_seen_ms, last_seen_ms
-             FROM version_traffic WHERE service = ?1 AND method = ?2 AND route = ?3
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {} FROM version_traffic WHERE service = ?1 AND method = ?2 AND route = ?3
              ORDER BY instance, version, fleet_newest",
-        )?;
-        let rows = statement.query_map(params![service, method, route], |row| {
-            Ok(VersionTraffic {
-                instance: row.get(0)?,
-                version: optional(row.get(1)?),
-                fleet_newest: optional(row.get(2)?),
-                requests: unsigned(row.get(3)?),
-                public: unsigned(row.get(4)?),
-                first_seen_ms: unsigned(row.get(5)?),
-                last_seen_ms: unsigned(row.get(6)?),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            rows::VERSION_TRAFFIC_COLUMNS
+        ))?;
+        let mut rows = statement.query(params![service, method, route])?;
+        let mut traffic = Vec::new();
+        while let Some(row) = rows.next()? {
+            traffic.push(rows::version_traffic(row)?);
+        }
+        Ok(traffic)
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {

@@ -604,7 +604,7 @@ impl Seen<'_> {
             .map(|outcome| &*outcome.guard)
             .collect();
         // Before counting: the response that announces a new version was served by it.
-        sidecar.inventory.see_version(headers, sidecar.now_ms());
+        sidecar.inventory.see_version(headers, || sidecar.now_ms());
         sidecar.inventory.record(&Observation {
             method: &self.request.method,
             route: self.route,

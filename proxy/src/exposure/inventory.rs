@@ -220,10 +220,11 @@ impl Inventory {
     /// Follows the version an upstream response announces: a change closes the period so far
     /// under the version it ran, so the collector never counts an old build's requests
     /// against the new one.
-    pub fn see_version(&self, headers: &http::HeaderMap, now_ms: u64) {
+    pub fn see_version(&self, headers: &http::HeaderMap, now_ms: impl FnOnce() -> u64) {
         let Some(announced) = self.version.announced(headers) else {
             return;
         };
+        let now_ms = now_ms();
         let mut closed = lock(&self.closed);
         // Another response may have made the same change while this one waited.
         if self.version.is_current(&announced) {
@@ -783,8 +784,8 @@ mod tests {
         let alice = client("alice", true, vec![]);
         record(&inventory, "GET", &users, &alice, 200);
         record(&inventory, "GET", &users, &alice, 200);
-        inventory.see_version(&announcing("1.0"), 1_250);
-        inventory.see_version(&announcing("1.1"), 1_300);
+        inventory.see_version(&announcing("1.0"), || 1_250);
+        inventory.see_version(&announcing("1.1"), || 1_300);
         record(&inventory, "GET", &users, &alice, 200);
         let deltas = inventory.take(2_000);
         let summary: Vec<_> = deltas
@@ -824,14 +825,14 @@ mod tests {
         for i in 0..100u64 {
             record(&inventory, "GET", &users, &alice, 200);
             let version = if i % 2 == 0 { "2.0" } else { "1.0" };
-            inventory.see_version(&announcing(version), 1_000 + i);
+            inventory.see_version(&announcing(version), || 1_000 + i);
         }
         let deltas = inventory.take(2_000);
         assert_eq!(deltas.len(), MAX_VERSION_CHANGES + 1);
         let requests: u64 = deltas.iter().map(|d| d.endpoints[0].requests).sum();
         assert_eq!(requests, 100, "nothing lost while flapping");
         // A report later, changes are followed again.
-        inventory.see_version(&announcing("3.0"), 2_500);
+        inventory.see_version(&announcing("3.0"), || 2_500);
         assert_eq!(
             inventory.take(3_000).last().unwrap().version.as_deref(),
             Some("3.0")
