@@ -98,14 +98,27 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// A `postgres://` URL whose password is never displayed.
-#[derive(Clone, PartialEq, Eq)]
+/// A `postgres://` URL whose password is never displayed, and how TLS to it is verified.
+#[derive(Clone)]
 pub struct PostgresUrl {
     /// The URL as configured, password included: for connecting only.
     secret: String,
     /// The URL with its password replaced, for logs and messages.
     shown: String,
+    /// Whether the URL asks for TLS (`sslmode=require`).
+    requires_tls: bool,
+    /// With `sslmode=require`: the TLS client settings (`[storage.tls]`, or the system's
+    /// roots); `None` until [`PostgresUrl::with_tls`].
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
 }
+
+impl PartialEq for PostgresUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret && self.tls.is_some() == other.tls.is_some()
+    }
+}
+
+impl Eq for PostgresUrl {}
 
 impl PostgresUrl {
     /// Validates `url` as `postgres://` or `postgresql://` connection URL.
@@ -128,20 +141,65 @@ impl PostgresUrl {
         let config = url
             .parse::<postgres::Config>()
             .map_err(|e| format!("{:?}: {e}", redact(url)))?;
-        if !matches!(
-            config.get_ssl_mode(),
-            postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer
-        ) {
-            return Err(format!(
-                "{:?}: the collector connects to PostgreSQL without TLS, so it cannot honour this sslmode; \
-                 leave sslmode out or set it to prefer or disable",
-                redact(url)
-            ));
-        }
+        let requires_tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable | postgres::config::SslMode::Prefer => false,
+            postgres::config::SslMode::Require => true,
+            other => {
+                return Err(format!(
+                    "{:?}: sslmode {other:?} is not supported; use require (verified with [storage.tls]), prefer or disable",
+                    redact(url)
+                ))
+            }
+        };
         Ok(PostgresUrl {
             secret: url.to_string(),
             shown: redact(url),
+            requires_tls,
+            tls: None,
         })
+    }
+
+    /// The host TLS verifies: the URL's first TCP host.
+    fn tls_host(&self) -> Option<String> {
+        let config: postgres::Config = self.secret.parse().ok()?;
+        config.get_hosts().iter().find_map(|host| match host {
+            postgres::config::Host::Tcp(name) => Some(name.clone()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        })
+    }
+
+    /// The TLS settings, with `sslmode=require`.
+    pub fn tls(&self) -> Option<&std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+        self.tls.as_ref()
+    }
+
+    /// Sets up TLS from `[storage.tls]` when the URL asks for it; setting `[storage.tls]`
+    /// without `sslmode=require` is an error rather than silently plain text.
+    pub fn with_tls(mut self, section: &ClientTlsSection, base: &Path) -> Result<Self, String> {
+        if !self.requires_tls {
+            if section.is_set() {
+                return Err(format!(
+                    "storage.tls: is set but storage.url {:?} does not ask for TLS; add ?sslmode=require to it",
+                    self.shown
+                ));
+            }
+            return Ok(self);
+        }
+        if section.server_name.is_some() {
+            return Err(
+                "storage.tls.server_name: not supported; the host of storage.url is the name verified"
+                    .into(),
+            );
+        }
+        let host = self.tls_host().ok_or_else(|| {
+            format!(
+                "storage.url: {:?} asks for TLS (sslmode=require) but names no TCP host to verify",
+                self.shown
+            )
+        })?;
+        self.tls = Some(section.client("storage.tls", &host, base, &[])?.config);
+        Ok(self)
     }
 
     /// The URL to connect with, password included.
@@ -378,6 +436,7 @@ struct RawBasicAuth {
 struct RawStorage {
     path: Option<PathBuf>,
     url: Option<String>,
+    tls: ClientTlsSection,
 }
 
 /// The SQLite file when `[storage]` names none.
@@ -542,14 +601,19 @@ fn build(raw: RawConfig, file: &Path) -> Result<CollectorConfig, String> {
     if retention.interval < Duration::from_secs(1) {
         return Err("retention.interval: must be at least 1s".into());
     }
+    if raw.storage.url.is_none() && raw.storage.tls.is_set() {
+        return Err("storage.tls: is set but storage.url is not; TLS is for PostgreSQL".into());
+    }
     let storage = match (raw.storage.path, raw.storage.url) {
         (Some(_), Some(_)) => return Err(
             "storage: both storage.path (SQLite) and storage.url (PostgreSQL) are set; keep one"
                 .into(),
         ),
-        (None, Some(url)) => {
-            Storage::Postgres(PostgresUrl::parse(&url).map_err(|e| format!("storage.url: {e}"))?)
-        }
+        (None, Some(url)) => Storage::Postgres(
+            PostgresUrl::parse(&url)
+                .map_err(|e| format!("storage.url: {e}"))?
+                .with_tls(&raw.storage.tls, base)?,
+        ),
         (Some(path), None) if path.as_os_str().is_empty() => {
             return Err("storage.path: must not be empty".into())
         }
@@ -801,6 +865,19 @@ mod tests {
             config.storage.to_string(),
             "postgresql://vigil@localhost/vigil?connect_timeout=5"
         );
+        let Storage::Postgres(plain) = &config.storage else {
+            panic!("{:?}", config.storage)
+        };
+        assert!(plain.tls().is_none(), "no TLS unless the URL asks for it");
+        // sslmode=require without [storage.tls]: verified with the system's roots.
+        let config = parse(&format!(
+            "{TOKEN}[storage]\nurl = \"postgres://vigil@db.internal/vigil?sslmode=require\"\n"
+        ))
+        .unwrap();
+        let Storage::Postgres(tls) = &config.storage else {
+            panic!("{:?}", config.storage)
+        };
+        assert!(tls.tls().is_some());
     }
 
     #[test]
@@ -877,8 +954,28 @@ mod tests {
                 "storage.url: \"postgres://\" names no server",
             ),
             (
-                &format!("{TOKEN}[storage]\nurl = \"postgres://h/d?sslmode=require\"\n"),
-                "storage.url: \"postgres://h/d?sslmode=require\": the collector connects to PostgreSQL without TLS",
+                &format!("{TOKEN}[storage]\nurl = \"postgres://h/d?sslmode=verify-full\"\n"),
+                "storage.url: \"postgres://h/d?sslmode=verify-full\": invalid",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"postgres://h/d\"\n[storage.tls]\nca = \"ca.crt\"\n"),
+                "storage.tls: is set but storage.url \"postgres://h/d\" does not ask for TLS; add ?sslmode=require",
+            ),
+            (
+                &format!("{TOKEN}[storage]\npath = \"c.db\"\n[storage.tls]\nca = \"ca.crt\"\n"),
+                "storage.tls: is set but storage.url is not",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"postgres://h/d?sslmode=require\"\n[storage.tls]\nca = \"missing-ca.crt\"\n"),
+                "storage.tls.ca: cannot read /etc/vigil/missing-ca.crt",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"postgres://h/d?sslmode=require\"\n[storage.tls]\nserver_name = \"db\"\n"),
+                "storage.tls.server_name: not supported",
+            ),
+            (
+                &format!("{TOKEN}[storage]\nurl = \"postgres:///d?host=/run/postgresql&sslmode=require\"\n"),
+                "asks for TLS (sslmode=require) but names no TCP host to verify",
             ),
             (
                 &format!("{TOKEN}[storage]\nurl = \"postgres://h:port/d\"\n"),

@@ -15,8 +15,10 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_rustls::rustls::ClientConfig;
 use vigil_report::sketch::{stable_hash, Sketch};
 use vigil_report::{Finding, FindingKind, Report};
 
@@ -186,6 +188,8 @@ struct Connection {
 pub struct PostgresStore {
     /// Where to connect, password included.
     config: postgres::Config,
+    /// With `sslmode=require`: how the server's certificate is verified.
+    tls: Option<Arc<ClientConfig>>,
     /// The URL without its password, for messages.
     url: String,
     /// Connections, made when first needed and made again when PostgreSQL closed them.
@@ -219,12 +223,21 @@ impl From<postgres::Error> for StoreError {
 }
 
 /// The error with PostgreSQL's own message, which `postgres::Error`'s text leaves out for
-/// some kinds.
+/// some kinds, or with its causes (a TLS handshake says why it failed only there).
 fn describe(error: &postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => error.to_string(),
+    if let Some(db) = error.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
     }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 impl PostgresStore {
@@ -243,6 +256,7 @@ impl PostgresStore {
         }
         let store = PostgresStore {
             config,
+            tls: url.tls().cloned(),
             url: url.to_string(),
             slots: (0..CONNECTIONS).map(|_| Mutex::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
@@ -267,10 +281,11 @@ impl PostgresStore {
         };
         if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
             *slot = None;
-            let client = self
-                .config
-                .connect(NoTls)
-                .map_err(|e| self.named(StoreError::from(e)))?;
+            let client = match &self.tls {
+                Some(tls) => self.config.connect(MakeRustlsConnect::new((**tls).clone())),
+                None => self.config.connect(NoTls),
+            }
+            .map_err(|e| self.named(StoreError::from(e)))?;
             *slot = Some(Connection {
                 client,
                 statements: HashMap::new(),

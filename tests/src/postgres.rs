@@ -158,6 +158,33 @@ impl PostgresServer {
         server
     }
 
+    /// A server that also accepts TLS (`ssl=on`) with `issued` as its certificate, whose
+    /// files belong to the cluster's owner as PostgreSQL wants of its key.
+    pub fn start_tls(name: &str, issued: &crate::pki::Issued) -> PostgresServer {
+        let files = temp_dir(&format!("postgres-{name}-certificate"));
+        let (cert, key) = issued.write(&files, "server");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            for path in [&files, &cert, &key] {
+                let out = Command::new("chown")
+                    .args(["nobody:", path.to_str().unwrap()])
+                    .output()
+                    .expect("chown runs");
+                assert!(out.status.success(), "chown nobody {}", path.display());
+            }
+        }
+        PostgresServer::start(
+            name,
+            &[
+                "fsync=off",
+                "ssl=on",
+                &format!("ssl_cert_file={}", cert.display()),
+                &format!("ssl_key_file={}", key.display()),
+            ],
+        )
+    }
+
     /// One server shared by the tests of this process (each test makes its own database).
     pub fn shared() -> &'static PostgresServer {
         static SHARED: OnceLock<PostgresServer> = OnceLock::new();

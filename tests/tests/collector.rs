@@ -2213,3 +2213,62 @@ fn an_unreachable_postgres_stops_the_collector_at_start_naming_the_key() {
     );
     assert!(!err.contains("not-shown"), "the password in {err}");
 }
+
+#[test]
+fn postgres_over_tls_is_verified_with_the_ca_configured() {
+    let ca = vigil_tests::pki::TestCa::new("database CA");
+    let server = PostgresServer::start_tls("tls", &ca.server(&["localhost"]));
+    // The certificate names localhost, the name the URL gives.
+    let url = server
+        .database("collector_tls")
+        .replace("127.0.0.1", "localhost")
+        + "?sslmode=require";
+    let files = temp_dir("collector-postgres-tls-ca");
+    let trusted = ca.write(&files, "database-ca");
+    let collector = Collector::configure(
+        "postgres-tls",
+        &format!("[storage.tls]\nca = \"{}\"\n", trusted.display()),
+        false,
+        Storage::Postgres(url.clone()),
+        true,
+    );
+    let mut shipped = report("shop", "shop-1", 1, 1);
+    shipped.endpoints = vec![endpoint("GET", "/orders", 3)];
+    assert_eq!(collector.send(FLEET_TOKEN, &shipped).status, 202);
+    assert_eq!(
+        endpoint_json(&collector.get("/api/endpoints"), "GET", "/orders")["requests"],
+        3
+    );
+    // Every connection of the collector is encrypted.
+    let mut admin = server.connect("postgres").unwrap();
+    let rows = admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+             WHERE a.application_name = 'vigil-collector'",
+            &[],
+        )
+        .unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|row| row.get::<_, bool>(0)), "{rows:?}");
+    drop(collector);
+
+    // Without the CA, the system's roots do not know the certificate: the start fails,
+    // naming the key and the cause.
+    let dir = temp_dir("collector-postgres-tls-untrusted");
+    let path = dir.join("collector.toml");
+    std::fs::write(
+        &path,
+        format!("[storage]\nurl = \"{url}\"\n[[token]]\ntoken = \"0123456789abcdef\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(vigil_tests::process::vigil_binary())
+        .args(["collect", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("collector.toml (storage.url)") && err.contains("certificate"),
+        "{err}"
+    );
+}
