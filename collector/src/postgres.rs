@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_rustls::rustls::ClientConfig;
 use vigil_report::sketch::{stable_hash, Sketch};
-use vigil_report::{Finding, FindingKind, Report};
+use vigil_report::{EndpointDelta, Finding, FindingKind, Report};
 
 /// Connections kept: ingest and API queries run beside each other, and transactions of
 /// different instances proceed in parallel.
@@ -484,6 +484,43 @@ fn finding_key(finding: &Finding) -> (&str, &str, &str, &str, &str) {
     )
 }
 
+/// Findings of one report with the same key folded into one row, since one statement may
+/// not update a row twice.
+struct FoldedFinding<'a> {
+    key: (&'a str, &'a str, &'a str, &'a str, &'a str),
+    detail: &'a str,
+    count: u64,
+    first_at_ms: u64,
+    at_ms: u64,
+}
+
+/// `findings`, sorted by key, folded as the store folds them across reports: counts summed,
+/// the latest detail kept.
+fn fold_findings<'a>(findings: &[&'a Finding]) -> Vec<FoldedFinding<'a>> {
+    let mut folded: Vec<FoldedFinding<'a>> = Vec::with_capacity(findings.len());
+    for finding in findings {
+        let key = finding_key(finding);
+        match folded.last_mut() {
+            Some(last) if last.key == key => {
+                last.count += finding.count;
+                last.first_at_ms = last.first_at_ms.min(finding.at_ms);
+                if finding.at_ms >= last.at_ms {
+                    last.at_ms = finding.at_ms;
+                    last.detail = &finding.detail;
+                }
+            }
+            _ => folded.push(FoldedFinding {
+                key,
+                detail: &finding.detail,
+                count: finding.count,
+                first_at_ms: finding.at_ms,
+                at_ms: finding.at_ms,
+            }),
+        }
+    }
+    folded
+}
+
 /// The key of the advisory lock that serialises reports of one instance, whichever collector
 /// receives them. Two instances sharing a key only wait for each other.
 fn instance_lock(service: &str, instance: &str) -> i64 {
@@ -591,20 +628,44 @@ impl Store for PostgresStore {
             // keep.
             let fleet_newest = fixes::newest(versions.iter().map(String::as_str));
 
-            for endpoint in &endpoints {
-                let (method, route) = (endpoint.method.as_str(), endpoint.route.as_str());
-                let c = &endpoint.credentials;
-                let s = &endpoint.status;
-                let sketch = endpoint.public_clients.to_bytes();
-                // The upsert locks the row; `xmax = 0` tells an inserted row from an updated
+            // One statement per table, the report's rows as arrays (`unnest`), so that a
+            // report costs a round trip per table rather than one per row. `ORDER BY ord`
+            // keeps the lock order of the sorted arrays.
+            if !endpoints.is_empty() {
+                let text = |f: fn(&EndpointDelta) -> &str| -> Vec<&str> {
+                    endpoints.iter().map(|e| f(e)).collect()
+                };
+                let number = |f: fn(&EndpointDelta) -> u64| -> Vec<i64> {
+                    endpoints.iter().map(|e| int(f(e))).collect()
+                };
+                let flag = |f: fn(&EndpointDelta) -> bool| -> Vec<bool> {
+                    endpoints.iter().map(|e| f(e)).collect()
+                };
+                let (methods, routes) = (text(|e| &e.method), text(|e| &e.route));
+                let sketches: Vec<Option<&[u8]>> =
+                    endpoints.iter().map(|e| e.public_clients.to_bytes()).collect();
+                // The upsert locks each row; `xmax = 0` tells an inserted row from an updated
                 // one, whose stored sketch is then merged with the report's.
-                let row = tx.query_one(
+                let upserted = tx.query(
                     "INSERT INTO endpoints AS e (service, method, route, requests, public,
                          authenticated, bearer, basic, cookie, api_key, s1xx, s2xx, s3xx, s4xx,
                          s5xx, unauthenticated_success, public_unauthenticated_success,
                          first_seen_ms, last_seen_ms, public_clients, shadow, internal_only)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                         $16, $17, $18, $19, $20, $21, $22)
+                     SELECT $1, method, route, requests, public, authenticated, bearer, basic,
+                         cookie, api_key, s1xx, s2xx, s3xx, s4xx, s5xx, unauthenticated_success,
+                         public_unauthenticated_success, first_seen_ms, last_seen_ms,
+                         public_clients, shadow, internal_only
+                     FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                         $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                         $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
+                         $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+                         $19::bigint[], $20::bytea[], $21::boolean[], $22::boolean[])
+                         WITH ORDINALITY AS u(method, route, requests, public, authenticated,
+                         bearer, basic, cookie, api_key, s1xx, s2xx, s3xx, s4xx, s5xx,
+                         unauthenticated_success, public_unauthenticated_success,
+                         first_seen_ms, last_seen_ms, public_clients, shadow, internal_only,
+                         ord)
+                     ORDER BY ord
                      ON CONFLICT (service, method, route) DO UPDATE SET
                          requests = e.requests + excluded.requests,
                          public = e.public + excluded.public,
@@ -626,66 +687,94 @@ impl Store for PostgresStore {
                          last_seen_ms = greatest(e.last_seen_ms, excluded.last_seen_ms),
                          shadow = excluded.shadow,
                          internal_only = excluded.internal_only
-                     RETURNING xmax = 0, public_clients",
+                     RETURNING method, route, xmax = 0, public_clients",
                     &[
                         &service,
-                        &method,
-                        &route,
-                        &int(endpoint.requests),
-                        &int(endpoint.public),
-                        &int(endpoint.authenticated),
-                        &int(c.bearer),
-                        &int(c.basic),
-                        &int(c.cookie),
-                        &int(c.api_key),
-                        &int(s.informational),
-                        &int(s.success),
-                        &int(s.redirection),
-                        &int(s.client_error),
-                        &int(s.server_error),
-                        &int(endpoint.unauthenticated_success),
-                        &int(endpoint.public_unauthenticated_success),
-                        &int(endpoint.first_seen_ms),
-                        &int(endpoint.last_seen_ms),
-                        &sketch,
-                        &endpoint.shadow,
-                        &endpoint.internal_only,
+                        &methods,
+                        &routes,
+                        &number(|e| e.requests),
+                        &number(|e| e.public),
+                        &number(|e| e.authenticated),
+                        &number(|e| e.credentials.bearer),
+                        &number(|e| e.credentials.basic),
+                        &number(|e| e.credentials.cookie),
+                        &number(|e| e.credentials.api_key),
+                        &number(|e| e.status.informational),
+                        &number(|e| e.status.success),
+                        &number(|e| e.status.redirection),
+                        &number(|e| e.status.client_error),
+                        &number(|e| e.status.server_error),
+                        &number(|e| e.unauthenticated_success),
+                        &number(|e| e.public_unauthenticated_success),
+                        &number(|e| e.first_seen_ms),
+                        &number(|e| e.last_seen_ms),
+                        &sketches,
+                        &flag(|e| e.shadow),
+                        &flag(|e| e.internal_only),
                     ],
                 )?;
-                let inserted: bool = row.get(0);
-                if !inserted && !endpoint.public_clients.is_empty() {
-                    let stored: Option<Vec<u8>> = row.get(1);
-                    let mut merged = stored
+                let reported: HashMap<(&str, &str), &EndpointDelta> = endpoints
+                    .iter()
+                    .map(|e| ((e.method.as_str(), e.route.as_str()), *e))
+                    .collect();
+                let (mut merged_methods, mut merged_routes, mut merged) =
+                    (Vec::new(), Vec::new(), Vec::new());
+                for row in &upserted {
+                    let (method, route): (String, String) = (row.get(0), row.get(1));
+                    let inserted: bool = row.get(2);
+                    let Some(delta) = reported.get(&(method.as_str(), route.as_str())) else {
+                        continue;
+                    };
+                    if inserted || delta.public_clients.is_empty() {
+                        continue;
+                    }
+                    let stored: Option<Vec<u8>> = row.get(3);
+                    let mut sketch = stored
                         .and_then(|bytes| Sketch::from_bytes(&bytes))
                         .unwrap_or_default();
-                    merged.merge(&endpoint.public_clients);
+                    sketch.merge(&delta.public_clients);
+                    merged.push(sketch.to_bytes().map(<[u8]>::to_vec));
+                    merged_methods.push(method);
+                    merged_routes.push(route);
+                }
+                if !merged.is_empty() {
                     tx.execute(
-                        "UPDATE endpoints SET public_clients = $4
-                         WHERE service = $1 AND method = $2 AND route = $3",
-                        &[&service, &method, &route, &merged.to_bytes()],
+                        "UPDATE endpoints e SET public_clients = u.sketch
+                         FROM unnest($2::text[], $3::text[], $4::bytea[]) AS u(method, route, sketch)
+                         WHERE e.service = $1 AND e.method = u.method AND e.route = u.route",
+                        &[&service, &merged_methods, &merged_routes, &merged],
                     )?;
                 }
                 tx.execute(
                     "INSERT INTO endpoint_instances AS i
                          (service, method, route, instance, requests, last_seen_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6)
+                     SELECT $1, method, route, $2, requests, last_seen_ms
+                     FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                         WITH ORDINALITY AS u(method, route, requests, last_seen_ms, ord)
+                     ORDER BY ord
                      ON CONFLICT (service, method, route, instance) DO UPDATE SET
                          requests = i.requests + excluded.requests,
                          last_seen_ms = greatest(i.last_seen_ms, excluded.last_seen_ms)",
                     &[
                         &service,
-                        &method,
-                        &route,
                         &instance,
-                        &int(endpoint.requests),
-                        &int(endpoint.last_seen_ms),
+                        &methods,
+                        &routes,
+                        &number(|e| e.requests),
+                        &number(|e| e.last_seen_ms),
                     ],
                 )?;
                 if let Some(newest) = fleet_newest {
                     tx.execute(
                         "INSERT INTO version_traffic AS t (service, method, route, instance,
                              version, fleet_newest, requests, public, first_seen_ms, last_seen_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         SELECT $1, method, route, $2, $3, $4, requests, public, first_seen_ms,
+                             last_seen_ms
+                         FROM unnest($5::text[], $6::text[], $7::bigint[], $8::bigint[],
+                             $9::bigint[], $10::bigint[])
+                             WITH ORDINALITY AS u(method, route, requests, public,
+                             first_seen_ms, last_seen_ms, ord)
+                         ORDER BY ord
                          ON CONFLICT (service, method, route, instance, version, fleet_newest)
                          DO UPDATE SET
                              requests = t.requests + excluded.requests,
@@ -694,47 +783,71 @@ impl Store for PostgresStore {
                              last_seen_ms = greatest(t.last_seen_ms, excluded.last_seen_ms)",
                         &[
                             &service,
-                            &method,
-                            &route,
                             &instance,
                             &report.version.as_deref().unwrap_or(""),
                             &newest,
-                            &int(endpoint.requests),
-                            &int(endpoint.public),
-                            &int(endpoint.first_seen_ms),
-                            &int(endpoint.last_seen_ms),
+                            &methods,
+                            &routes,
+                            &number(|e| e.requests),
+                            &number(|e| e.public),
+                            &number(|e| e.first_seen_ms),
+                            &number(|e| e.last_seen_ms),
                         ],
                     )?;
                 }
-                for (guard, count) in &endpoint.denials {
+                for (table, counts) in [
+                    ("denials", (|e| &e.denials) as fn(&EndpointDelta) -> &BTreeMap<String, u64>),
+                    ("monitor_denials", |e| &e.monitor_denials),
+                ] {
+                    let (mut methods, mut routes, mut guards, mut numbers) =
+                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    for endpoint in &endpoints {
+                        for (guard, count) in counts(endpoint) {
+                            methods.push(endpoint.method.as_str());
+                            routes.push(endpoint.route.as_str());
+                            guards.push(guard.as_str());
+                            numbers.push(int(*count));
+                        }
+                    }
+                    if methods.is_empty() {
+                        continue;
+                    }
                     tx.execute(
-                        "INSERT INTO denials AS d (service, method, route, guard, count)
-                         VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (service, method, route, guard)
-                         DO UPDATE SET count = d.count + excluded.count",
-                        &[&service, &method, &route, guard, &int(*count)],
-                    )?;
-                }
-                for (guard, count) in &endpoint.monitor_denials {
-                    tx.execute(
-                        "INSERT INTO monitor_denials AS d (service, method, route, guard, count)
-                         VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (service, method, route, guard)
-                         DO UPDATE SET count = d.count + excluded.count",
-                        &[&service, &method, &route, guard, &int(*count)],
+                        &format!(
+                            "INSERT INTO {table} AS d (service, method, route, guard, count)
+                             SELECT $1, method, route, guard, count
+                             FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[])
+                                 WITH ORDINALITY AS u(method, route, guard, count, ord)
+                             ORDER BY ord
+                             ON CONFLICT (service, method, route, guard)
+                             DO UPDATE SET count = d.count + excluded.count"
+                        ),
+                        &[&service, &methods, &routes, &guards, &numbers],
                     )?;
                 }
             }
 
-            for finding in &findings {
-                let (method, route) = finding
-                    .endpoint
-                    .as_ref()
-                    .map_or(("", ""), |e| (e.method.as_str(), e.route.as_str()));
+            let findings = fold_findings(&findings);
+            if !findings.is_empty() {
+                let part = |i: usize| -> Vec<&str> {
+                    findings
+                        .iter()
+                        .map(|f| [f.key.0, f.key.1, f.key.2, f.key.3, f.key.4, f.detail][i])
+                        .collect()
+                };
+                let number = |f: fn(&FoldedFinding<'_>) -> u64| -> Vec<i64> {
+                    findings.iter().map(|x| int(f(x))).collect()
+                };
                 tx.execute(
                     "INSERT INTO findings AS f (service, kind, source, method, route, client,
                          detail, instance, count, first_at_ms, at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                     SELECT $1, kind, source, method, route, client, detail, $2, count,
+                         first_at_ms, at_ms
+                     FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::bigint[], $10::bigint[], $11::bigint[])
+                         WITH ORDINALITY AS u(kind, source, method, route, client, detail, count,
+                         first_at_ms, at_ms, ord)
+                     ORDER BY ord
                      ON CONFLICT (service, kind, source, method, route, client) DO UPDATE SET
                          count = f.count + excluded.count,
                          detail = CASE WHEN excluded.at_ms >= f.at_ms
@@ -745,15 +858,16 @@ impl Store for PostgresStore {
                          at_ms = greatest(f.at_ms, excluded.at_ms)",
                     &[
                         &service,
-                        &finding.kind,
-                        &finding.source,
-                        &method,
-                        &route,
-                        &finding.client.as_deref().unwrap_or(""),
-                        &finding.detail,
                         &instance,
-                        &int(finding.count),
-                        &int(finding.at_ms),
+                        &part(0),
+                        &part(1),
+                        &part(2),
+                        &part(3),
+                        &part(4),
+                        &part(5),
+                        &number(|f| f.count),
+                        &number(|f| f.first_at_ms),
+                        &number(|f| f.at_ms),
                     ],
                 )?;
             }
@@ -773,13 +887,17 @@ impl Store for PostgresStore {
                 let hash = documented_hash(report);
                 if stored_hash != Some(hash) {
                     tx.execute("DELETE FROM documented WHERE service = $1", &[&service])?;
-                    for endpoint in &report.documented {
-                        tx.execute(
-                            "INSERT INTO documented (service, method, route) VALUES ($1, $2, $3)
-                             ON CONFLICT DO NOTHING",
-                            &[&service, &endpoint.method, &endpoint.route],
-                        )?;
-                    }
+                    let methods: Vec<&str> =
+                        report.documented.iter().map(|e| e.method.as_str()).collect();
+                    let routes: Vec<&str> =
+                        report.documented.iter().map(|e| e.route.as_str()).collect();
+                    tx.execute(
+                        "INSERT INTO documented (service, method, route)
+                         SELECT $1, method, route FROM unnest($2::text[], $3::text[])
+                             AS u(method, route)
+                         ON CONFLICT DO NOTHING",
+                        &[&service, &methods, &routes],
+                    )?;
                     tx.execute(
                         "UPDATE services SET documented_hash = $2 WHERE name = $1",
                         &[&service, &hash],

@@ -100,6 +100,7 @@ on_both_engines!(
     metrics_count_reports_by_result_on_the_api_listener_only,
     retention_forgets_old_data_and_still_knows_old_keys,
     a_fix_is_verified_once_no_affected_build_serves_its_endpoint,
+    findings_repeated_in_one_report_fold_into_one_record,
 );
 
 /// A `vigil collect` process with its own directory, database and ports.
@@ -1134,6 +1135,46 @@ fn a_fix_is_verified_once_no_affected_build_serves_its_endpoint(engine: Engine) 
     assert!(endpoint_page.contains("No instance runs an affected version."));
     let dashboard = page(&collector, "/");
     assert!(dashboard.contains("badge fix-verified"), "{dashboard}");
+}
+
+fn findings_repeated_in_one_report_fold_into_one_record(engine: Engine) {
+    let collector = Collector::on(engine, "repeated-findings");
+    let mut shipped = report("shop", "shop-1", 1, 1);
+    shipped.endpoints = vec![endpoint("GET", "/users/{id}", 5)];
+    let on = key("GET", "/users/{id}");
+    let mut later = finding(
+        "client-denied",
+        "guard:rate",
+        on.clone(),
+        Some("mallory"),
+        2,
+    );
+    later.at_ms += 50;
+    later.detail = "the later detail".into();
+    shipped.findings = vec![
+        finding(
+            "client-denied",
+            "guard:rate",
+            on.clone(),
+            Some("mallory"),
+            3,
+        ),
+        later,
+        finding("client-denied", "guard:rate", on, Some("alice"), 1),
+    ];
+    assert_eq!(collector.send(FLEET_TOKEN, &shipped).status, 202);
+    let findings = collector.get("/api/findings");
+    let mallory: Vec<&serde_json::Value> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["client"] == "mallory")
+        .collect();
+    assert_eq!(mallory.len(), 1, "{findings:#}");
+    assert_eq!(mallory[0]["count"], 5);
+    assert_eq!(mallory[0]["detail"], "the later detail");
+    assert_eq!(mallory[0]["at_ms"], t0() + 1_950);
+    assert_eq!(mallory[0]["first_at_ms"], t0() + 1_900);
 }
 
 /// The section `id` of a page, from its opening tag to its end.

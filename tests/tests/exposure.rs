@@ -279,6 +279,7 @@ async fn reports_carry_the_version_the_upstream_announces() {
     .await
     .unwrap();
     let (versions, ranked) = versions;
+    assert_eq!(exposure(&proxy).await["service_version"], "2.0");
     let releases: Vec<&str> = versions["releases"]
         .as_array()
         .unwrap()

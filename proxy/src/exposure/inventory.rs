@@ -170,6 +170,8 @@ pub struct Exposure {
     pub overflowed_requests: u64,
     /// Findings dropped because the pending queue was full.
     pub dropped_findings: u64,
+    /// The version of the service reports carry now, when known.
+    pub service_version: Option<String>,
 }
 
 /// One endpoint in `GET /exposure`.
@@ -531,6 +533,7 @@ impl Inventory {
             findings_by_kind: findings.by_kind.clone(),
             overflowed_requests: self.overflowed.load(Ordering::Relaxed),
             dropped_findings: findings.dropped,
+            service_version: self.version.current(),
         }
     }
 
