@@ -9,13 +9,20 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
+use vigil::config::VersionSource;
 use vigil::exposure::inventory::{Inventory, InventoryLimits, Observation};
 use vigil::identity::{CredentialKind, ResolvedClient};
 use vigil::metrics::{Disposition, Finished, Metrics, UpstreamCall};
 use vigil::routing::{Route, RouteSource};
 
 fn accounting(c: &mut Criterion) {
-    let inventory = Inventory::new(InventoryLimits::default(), Vec::new(), None, 0);
+    let inventory = Inventory::new(
+        InventoryLimits::default(),
+        Vec::new(),
+        None,
+        &VersionSource::default(),
+        0,
+    );
     let metrics = Metrics::new();
     let routes: Vec<Route> = (0..50)
         .map(|i| Route {
