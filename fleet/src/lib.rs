@@ -11,7 +11,7 @@
 //! # When Redis is away
 //! A call that fails or outlasts the timeout marks the store down, logs it once and counts a
 //! fallback; while it is down no call waits: every primitive answers from the in-process
-//! tables at once. A probe pings with backoff (100 ms doubling to 5 s) and marks it up again.
+//! tables at once, or, with [`Fallback::Deny`], is refused and so is its request. A probe pings with backoff (100 ms doubling to 5 s) and marks it up again.
 //! History records are queued and written in the background, batched into one pipeline.
 
 #![forbid(unsafe_code)]
@@ -29,7 +29,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
-use vigil_host::state::{Ban, EventRecord, SharedState, SharedStatus, Unavailable, MAX_BAN};
+use vigil_host::state::{
+    Ban, EventRecord, Fallback, SharedState, SharedStatus, Unavailable, MAX_BAN,
+};
 use vigil_host::Event;
 
 /// How to reach Redis and how to lay state out in it.
@@ -51,6 +53,8 @@ pub struct FleetConfig {
     pub history_ttl: Duration,
     /// Bans kept fleet-wide (`state.max_clients`).
     pub max_bans: usize,
+    /// What guards' state calls get while Redis cannot answer (`state.fallback`).
+    pub fallback: Fallback,
 }
 
 /// What a `rediss://` connection trusts and presents, as PEM bytes.
@@ -137,6 +141,7 @@ struct Inner {
     history_depth: usize,
     history_ttl_ms: u64,
     max_bans: usize,
+    fallback: Fallback,
     up: AtomicBool,
     fallbacks: AtomicU64,
     records_dropped: AtomicU64,
@@ -192,6 +197,7 @@ impl RedisState {
             history_depth: config.history_depth.max(1),
             history_ttl_ms: (config.history_ttl.as_millis() as u64).clamp(1, MAX_TTL_MS),
             max_bans: config.max_bans.max(1),
+            fallback: config.fallback,
             up: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
@@ -222,8 +228,8 @@ impl RedisState {
                 tracing::warn!(
                     redis = %inner.address,
                     error = %failure,
-                    "cannot reach Redis at start: deciding on this replica's own state tables \
-                     until it answers; retrying in the background"
+                    "cannot reach Redis at start: {} until it answers; retrying in the background",
+                    inner.meanwhile()
                 );
                 inner.probe.notify_one();
             }
@@ -325,6 +331,20 @@ impl Inner {
         }
     }
 
+    /// What happens to guards' state calls while Redis is away, for the log.
+    fn meanwhile(&self) -> &'static str {
+        match self.fallback {
+            Fallback::Local => {
+                "deciding on this replica's own state tables (limits count this replica's \
+                 traffic only meanwhile)"
+            }
+            Fallback::Deny => {
+                "refusing with 503 every request whose guards need client state \
+                 (state.fallback = \"deny\"); requests whose guards need none are served"
+            }
+        }
+    }
+
     /// Marks the store down when Redis cannot be reached or is too slow; logs other errors
     /// (a refused command) at most once every ten seconds.
     fn failed(&self, what: &str, failure: &Failure) {
@@ -338,8 +358,9 @@ impl Inner {
                     redis = %self.address,
                     call = what,
                     error = %failure,
-                    "Redis is unavailable: deciding on this replica's own state tables until it \
-                     is back (limits count this replica's traffic only meanwhile)"
+                    fallback = self.fallback.as_str(),
+                    "Redis is unavailable: {} until it is back",
+                    self.meanwhile()
                 );
                 self.probe.notify_one();
             }
@@ -353,7 +374,11 @@ impl Inner {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(redis = %self.address, call = what, error = %failure, "Redis refused a state call; answered from local tables");
+            let answered = match self.fallback {
+                Fallback::Local => "answered from local tables",
+                Fallback::Deny => "its request is refused (503)",
+            };
+            tracing::warn!(redis = %self.address, call = what, error = %failure, "Redis refused a state call; {answered}");
         }
     }
 
@@ -367,7 +392,13 @@ impl Inner {
                     tokio::time::timeout(BACKGROUND_TIMEOUT, ping(self.conn.clone())).await;
                 if let Ok(Ok(())) = answer {
                     self.up.store(true, Ordering::Relaxed);
-                    tracing::info!(redis = %self.address, "Redis answers again: client state is fleet-wide again");
+                    let again = match self.fallback {
+                        Fallback::Local => "client state is fleet-wide again",
+                        Fallback::Deny => {
+                            "requests whose guards need client state are served again (no more 503)"
+                        }
+                    };
+                    tracing::info!(redis = %self.address, fallback = self.fallback.as_str(), "Redis answers again: {again}");
                     break;
                 }
                 wait = (wait * 2).min(PROBE_MAX);
@@ -709,6 +740,10 @@ impl SharedState for RedisState {
             fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
             records_dropped: self.inner.records_dropped.load(Ordering::Relaxed),
         }
+    }
+
+    fn fallback(&self) -> Fallback {
+        self.inner.fallback
     }
 }
 

@@ -16,7 +16,7 @@ use vigil_common::config::{at_least, duration, in_range, log_filter, networks, s
 use vigil_common::syntax::is_tchar;
 use vigil_common::tls::{ClientTls, ClientTlsSection};
 use vigil_fleet::{FleetConfig, RedisTls};
-use vigil_host::state::{StateLimits, MAX_BAN};
+use vigil_host::state::{Fallback, StateLimits, MAX_BAN};
 use vigil_host::{GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
 pub(super) fn build(
@@ -335,6 +335,7 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
             ("redis_ca", raw.redis_ca.is_some()),
             ("redis_cert", raw.redis_cert.is_some()),
             ("redis_key", raw.redis_key.is_some()),
+            ("fallback", raw.fallback.is_some()),
         ] {
             if set {
                 return Err(format!("state.{key}: is set but state.redis is not"));
@@ -366,6 +367,15 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
             "state.redis_prefix: expected 1 to 64 letters, digits, '-', '_' or '.', got {prefix:?}"
         ));
     }
+    let fallback = match raw.fallback.as_deref() {
+        None | Some("local") => Fallback::Local,
+        Some("deny") => Fallback::Deny,
+        Some(other) => {
+            return Err(format!(
+                "state.fallback: expected \"local\" or \"deny\", got {other:?}"
+            ))
+        }
+    };
     Ok(Some(FleetConfig {
         url: url.clone(),
         tls: redis_tls(raw, url, base)?,
@@ -374,6 +384,7 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
         history_depth: 0,
         history_ttl: Duration::ZERO,
         max_bans: 0,
+        fallback,
     }))
 }
 

@@ -341,6 +341,7 @@ impl Config {
 mod tests {
     use super::*;
     use crate::forward::normalize::{EscapedSlashes, PathParameters};
+    use vigil_host::state::Fallback;
     use vigil_host::{GuardSource, Mode, OnError};
 
     fn parse(text: &str) -> Result<Config, String> {
@@ -538,6 +539,8 @@ mod tests {
             (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_timeout = \"5s\"\n"), "state.redis_timeout: must be from 1ms to 1s, got 5s"),
             (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_prefix = \"a b\"\n"), "state.redis_prefix: expected 1 to 64 letters, digits, '-', '_' or '.', got \"a b\""),
             (&format!("{MINIMAL}[state]\nredis_ca = \"ca.pem\"\n"), "state.redis_ca: is set but state.redis is not"),
+            (&format!("{MINIMAL}[state]\nfallback = \"deny\"\n"), "state.fallback: is set but state.redis is not"),
+            (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nfallback = \"refuse\"\n"), "state.fallback: expected \"local\" or \"deny\", got \"refuse\""),
             (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_ca = \"ca.pem\"\n"), "state.redis_ca: is set but state.redis is plain redis://; use rediss:// for TLS"),
             (&format!("{MINIMAL}[state]\nredis = \"rediss://cache\"\nredis_ca = \"missing-ca.pem\"\n"), "state.redis_ca: cannot read /etc/vigil/missing-ca.pem"),
             (&format!("{MINIMAL}[state]\nredis = \"rediss://cache\"\nredis_cert = \"client.pem\"\n"), "state.redis_key: missing (redis_cert is set)"),
@@ -685,6 +688,12 @@ mod tests {
             (8, Duration::from_secs(600), 500),
             "the shared store keeps the local bounds"
         );
+        assert_eq!(fleet.fallback, Fallback::Local, "by default");
+        let deny = parse(&format!(
+            "{MINIMAL}[state]\nredis = \"redis://cache\"\nfallback = \"deny\"\n"
+        ))
+        .unwrap();
+        assert_eq!(deny.fleet.unwrap().fallback, Fallback::Deny);
         let shown = c
             .effective
             .pointer("/state/redis")

@@ -83,6 +83,7 @@ pub(super) struct RawState {
     pub(super) redis_ca: Option<std::path::PathBuf>,
     pub(super) redis_cert: Option<std::path::PathBuf>,
     pub(super) redis_key: Option<std::path::PathBuf>,
+    pub(super) fallback: Option<String>,
 }
 
 impl Default for RawState {
@@ -102,6 +103,7 @@ impl Default for RawState {
             redis_ca: None,
             redis_cert: None,
             redis_key: None,
+            fallback: None,
         }
     }
 }
