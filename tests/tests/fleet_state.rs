@@ -6,7 +6,7 @@
 use http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vigil_fleet::{FleetConfig, FleetError, RedisState, RedisTls, BAN_SYNC};
+use vigil_fleet::{FleetConfig, FleetError, Redis, RedisState, RedisTls, BAN_SYNC};
 use vigil_host::clock::SystemClock;
 use vigil_host::state::{Ban, EventRecord, Fallback, SharedState, StateLimits, StateStore};
 use vigil_host::Pattern;
@@ -14,11 +14,11 @@ use vigil_tests::guards;
 use vigil_tests::harness::{guard_table, metric, send, tempdir, Proxy, Upstream};
 use vigil_tests::pki::TestCa;
 use vigil_tests::process::{eventually, free_port, temp_dir};
-use vigil_tests::redis::{LatencyProxy, RedisServer};
+use vigil_tests::redis::{LatencyProxy, RedisCluster, RedisServer};
 
 fn config(url: &str, prefix: &str) -> FleetConfig {
     FleetConfig {
-        url: url.to_string(),
+        redis: Redis::Server(url.to_string()),
         tls: None,
         prefix: prefix.to_string(),
         // Generous: these tests assert what is shared, not how fast; a debug build on a busy
@@ -624,4 +624,93 @@ async fn by_default_no_request_fails_while_redis_is_away() {
     assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
     assert_eq!(upstream.count(), 12);
     proxy.shutdown().await;
+}
+
+#[test]
+fn a_cluster_unreachable_at_start_is_not_fatal_either() {
+    let urls = (0..3)
+        .map(|_| format!("redis://127.0.0.1:{}", free_port()))
+        .collect();
+    let config = FleetConfig {
+        redis: Redis::Cluster(urls),
+        ..config("", "late-cluster")
+    };
+    let shared = RedisState::connect(config).expect("starts on local tables");
+    assert!(!shared.status().up);
+    assert!(
+        shared.address().starts_with("cluster [redis://127.0.0.1:"),
+        "{}",
+        shared.address()
+    );
+}
+
+/// Two replicas sharing a Redis Cluster of three primaries: every primitive as with one
+/// server, the ban scripts (whose two keys must share a hash slot) included, and the keys
+/// spread over the nodes.
+#[test]
+fn a_redis_cluster_is_shared_as_one_server_is() {
+    let cluster = RedisCluster::start("primitives", 3);
+    let replica = || {
+        let config = FleetConfig {
+            redis: Redis::Cluster(cluster.urls()),
+            ..config("", "cluster")
+        };
+        let shared = Arc::new(RedisState::connect(config).expect("the cluster accepts us"));
+        assert!(shared.status().up, "{}", shared.address());
+        StateStore::with_shared(limits(), Arc::new(SystemClock), shared)
+    };
+    let (a, b) = (replica(), replica());
+    let (sa, sb) = (a.scope("g"), b.scope("g"));
+
+    let per_second = 10.0 / 60.0;
+    let allowed = (0..40)
+        .filter(|i| {
+            let (store, scope) = if i % 2 == 0 { (&a, sa) } else { (&b, sb) };
+            store
+                .rate(scope, "client:bot", per_second, 10)
+                .unwrap()
+                .is_ok()
+        })
+        .count();
+    assert_eq!(allowed, 10, "budget + burst, fleet-wide");
+
+    for _ in 0..5 {
+        a.count(sa, "logins", 1, 60_000).unwrap();
+        b.count(sb, "logins", 2, 60_000).unwrap();
+    }
+    assert_eq!(b.count(sb, "logins", 0, 60_000).unwrap(), 15);
+    for m in 0..6 {
+        a.distinct(sa, "ids", &format!("user-{m}"), 60_000).unwrap();
+    }
+    assert_eq!(b.distinct(sb, "ids", "user-0", 60_000).unwrap(), 6);
+    a.set(sa, "session", b"abc", 60_000).unwrap();
+    assert_eq!(b.get(sb, "session").unwrap().as_deref(), Some(&b"abc"[..]));
+
+    let cart = [Pattern::parse("POST /cart/items").unwrap()];
+    for i in 0..20 {
+        a.record(&format!("shopper-{i}"), &event("POST", "/cart/items", 201));
+    }
+    for i in 0..20 {
+        let shopper = format!("shopper-{i}");
+        eventually(&format!("{shopper}'s cart on B"), || {
+            b.happened(&shopper, &cart, 60_000, true).unwrap()
+        });
+    }
+
+    let ban = Ban {
+        until_ms: now_ms() + 60_000,
+        by: "admin".into(),
+        reason: "fraud".into(),
+    };
+    a.ban("mallory", ban.clone());
+    eventually("the ban reaches B", || b.ban_of("mallory").is_some());
+    assert_eq!(b.bans_in_force(), [("mallory".to_string(), ban)]);
+    assert!(b.lift_ban("mallory"));
+    eventually("the lift reaches A", || a.ban_of("mallory").is_none());
+
+    let spread = cluster.keys_per_node("cluster");
+    assert!(
+        spread.iter().all(|keys| *keys > 0),
+        "every node holds some of the keys: {spread:?}"
+    );
 }
