@@ -572,9 +572,50 @@ async fn until_redis_is_used_again(proxy: &Proxy) {
     panic!("the sidecar never used Redis again");
 }
 
+/// Everything this test process logs at info and above, once [`log_lines_about`] was first
+/// called.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The lines logged so far that name the Redis on `port` (tests run at once, each with its
+/// own server); the first call starts capturing.
+fn log_lines_about(port: u16) -> Vec<String> {
+    static CAPTURING: std::sync::Once = std::sync::Once::new();
+    CAPTURING.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    });
+    let address = format!("127.0.0.1:{port}/0");
+    String::from_utf8_lossy(&LOG.lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(&address))
+        .map(str::to_string)
+        .collect()
+}
+
+fn count_containing(lines: &[String], text: &str) -> usize {
+    lines.iter().filter(|line| line.contains(text)).count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_deny_a_request_that_needs_redis_while_it_is_away_gets_503_and_no_other_does() {
     let mut server = RedisServer::start("deny", &[]);
+    log_lines_about(server.port);
     let (_upstream, proxy) = sidecar_with(&server, "deny", "fallback = \"deny\"").await;
     assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
     server.kill();
@@ -602,12 +643,30 @@ async fn under_deny_a_request_that_needs_redis_while_it_is_away_gets_503_and_no_
     server.restart();
     until_redis_is_used_again(&proxy).await;
     assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
+    let log = log_lines_about(server.port);
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis is unavailable: refusing with 503 every request whose guards need client state"
+        ),
+        1,
+        "said once when refusing starts: {log:#?}"
+    );
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis answers again: requests whose guards need client state are served again"
+        ),
+        1,
+        "and once when it stops: {log:#?}"
+    );
     proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_no_request_fails_while_redis_is_away() {
     let mut server = RedisServer::start("local", &[]);
+    log_lines_about(server.port);
     let (upstream, proxy) = sidecar_with(&server, "local", "").await;
     assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
     server.kill();
@@ -623,6 +682,23 @@ async fn by_default_no_request_fails_while_redis_is_away() {
     until_redis_is_used_again(&proxy).await;
     assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
     assert_eq!(upstream.count(), 12);
+    let log = log_lines_about(server.port);
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis is unavailable: deciding on this replica's own state tables"
+        ),
+        1,
+        "{log:#?}"
+    );
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis answers again: client state is fleet-wide again"
+        ),
+        1,
+        "{log:#?}"
+    );
     proxy.shutdown().await;
 }
 
