@@ -3,23 +3,32 @@
 //!
 //! # Layout
 //! - [`RedisState`]: the store. Guards call state synchronously, so each call is handed to a
-//!   small runtime of its own (one thread, one multiplexed connection that redis-rs's
-//!   connection manager re-establishes) and waited for at most `timeout`.
+//!   small runtime of its own (one thread; one multiplexed connection that redis-rs's
+//!   connection manager re-establishes, or for a Redis Cluster redis-rs's cluster connection,
+//!   one per primary, following slot moves) and waited for at most `timeout`.
 //! - `scripts`: one Lua script per primitive that must be atomic (GCRA, window counters,
 //!   distinct sets, bans), run with the server's clock.
 //!
 //! # When Redis is away
 //! A call that fails or outlasts the timeout marks the store down, logs it once and counts a
 //! fallback; while it is down no call waits: every primitive answers from the in-process
-//! tables at once. A probe pings with backoff (100 ms doubling to 5 s) and marks it up again.
-//! History records are queued and written in the background, batched into one pipeline.
+//! tables at once, or, with [`Fallback::Deny`], is refused and so is its request. A probe pings with backoff (100 ms doubling to 5 s) and marks it up again.
+//! History records are queued and written in the background, batched into one pipeline (in a
+//! cluster, one per client, since a pipeline cannot span hash slots).
+//!
+//! # Keys in a cluster
+//! Every script touches the keys of one hash slot: all but the ban scripts touch one key, and
+//! the ban hash and its version share the hash tag `{bans}` (`PREFIX:{bans}`,
+//! `PREFIX:{bans}:version`).
 
 #![forbid(unsafe_code)]
 
 mod scripts;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, RedisResult};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -29,14 +38,40 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Notify};
-use vigil_host::state::{Ban, EventRecord, SharedState, SharedStatus, Unavailable, MAX_BAN};
+use vigil_host::state::{
+    Ban, EventRecord, Fallback, SharedState, SharedStatus, Unavailable, MAX_BAN,
+};
 use vigil_host::Event;
+
+/// Where the shared state is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Redis {
+    /// One server, or a proxy in front of a cluster: `redis://[user:password@]host:port/db`,
+    /// or `rediss://…` for TLS.
+    Server(String),
+    /// A Redis Cluster, by the URLs of some of its nodes (the others are learnt from them);
+    /// every key is in database 0, as a cluster has no other.
+    Cluster(Vec<String>),
+}
+
+impl Redis {
+    /// The URLs, passwords hidden, for messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            Redis::Server(url) => redact(url),
+            Redis::Cluster(urls) => {
+                let urls: Vec<String> = urls.iter().map(|u| redact(u)).collect();
+                format!("cluster [{}]", urls.join(", "))
+            }
+        }
+    }
+}
 
 /// How to reach Redis and how to lay state out in it.
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
-    /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS.
-    pub url: String,
+    /// The server or the cluster.
+    pub redis: Redis,
     /// For `rediss://`: the CA to trust instead of the system's roots, and a client
     /// certificate to present. `None`: the system's roots, no client certificate.
     pub tls: Option<RedisTls>,
@@ -51,6 +86,8 @@ pub struct FleetConfig {
     pub history_ttl: Duration,
     /// Bans kept fleet-wide (`state.max_clients`).
     pub max_bans: usize,
+    /// What guards' state calls get while Redis cannot answer (`state.fallback`).
+    pub fallback: Fallback,
 }
 
 /// What a `rediss://` connection trusts and presents, as PEM bytes.
@@ -78,7 +115,7 @@ pub enum FleetError {
     /// The URL does not parse, or asks for something this build cannot do.
     #[error("{url:?} is not a usable Redis URL: {reason}")]
     BadUrl {
-        /// The URL, password hidden.
+        /// The URL (or the cluster's URLs), passwords hidden.
         url: String,
         /// What the client library said.
         reason: String,
@@ -129,7 +166,9 @@ struct Inner {
     /// The store's own runtime: guards' calls arrive on the proxy's worker threads, each on
     /// its own current-thread runtime, where nothing can be awaited.
     handle: Handle,
-    conn: ConnectionManager,
+    conn: Conn,
+    /// Whether `conn` is a cluster's: a pipeline must then keep to one hash slot.
+    cluster: bool,
     prefix: String,
     /// Host, port and database, for logs.
     address: String,
@@ -137,6 +176,7 @@ struct Inner {
     history_depth: usize,
     history_ttl_ms: u64,
     max_bans: usize,
+    fallback: Fallback,
     up: AtomicBool,
     fallbacks: AtomicU64,
     records_dropped: AtomicU64,
@@ -152,39 +192,50 @@ struct Inner {
 }
 
 impl RedisState {
-    /// Connects to the Redis `config.url` names. Fails when the URL is unusable or Redis
-    /// refuses the credentials or database; when Redis cannot be reached the store starts
-    /// down (local tables decide, as when it goes away later) and keeps trying.
+    /// Connects to the Redis server or cluster `config.redis` names. Fails when a URL is
+    /// unusable or Redis refuses the credentials or database; when Redis cannot be reached the
+    /// store starts down (local tables decide, as when it goes away later) and keeps trying.
     pub fn connect(config: FleetConfig) -> Result<RedisState, FleetError> {
-        let client = open_client(&config).map_err(|e| FleetError::BadUrl {
-            url: redact(&config.url),
+        let bad_url = |e: RedisError| FleetError::BadUrl {
+            url: config.redis.redacted(),
             reason: e.to_string(),
-        })?;
-        let info = client.get_connection_info();
-        let address = format!("{}/{}", info.addr(), info.redis_settings().db());
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| FleetError::Start(e.to_string()))?;
         let handle = runtime.handle().clone();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(START_TIMEOUT))
-            .set_response_timeout(Some(BACKGROUND_TIMEOUT))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(2);
-        let conn = {
-            let _entered = handle.enter();
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| {
-                FleetError::BadUrl {
-                    url: redact(&config.url),
-                    reason: e.to_string(),
-                }
-            })?
+        // Both connections start their background work on the runtime they are made in.
+        let entered = handle.enter();
+        let (conn, address) = match &config.redis {
+            Redis::Server(url) => {
+                let client = open_client(url, config.tls.as_ref()).map_err(bad_url)?;
+                let info = client.get_connection_info();
+                let address = format!("{}/{}", info.addr(), info.redis_settings().db());
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(START_TIMEOUT))
+                    .set_response_timeout(Some(BACKGROUND_TIMEOUT))
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(2))
+                    .set_number_of_retries(2);
+                let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
+                    .map_err(bad_url)?;
+                (Conn::Server(manager), address)
+            }
+            Redis::Cluster(urls) => {
+                let client = open_cluster(urls, config.tls.as_ref()).map_err(bad_url)?;
+                let cluster_config = ClusterConfig::new()
+                    .set_connection_timeout(START_TIMEOUT)
+                    .set_response_timeout(BACKGROUND_TIMEOUT);
+                let conn = client.get_pending_async_connection_with_config(cluster_config);
+                (Conn::Cluster(conn), config.redis.redacted())
+            }
         };
+        drop(entered);
         let (records, queued) = mpsc::channel(RECORD_QUEUE);
         let inner = Arc::new(Inner {
             handle,
+            cluster: matches!(conn, Conn::Cluster(_)),
             conn,
             prefix: config.prefix,
             address,
@@ -192,6 +243,7 @@ impl RedisState {
             history_depth: config.history_depth.max(1),
             history_ttl_ms: (config.history_ttl.as_millis() as u64).clamp(1, MAX_TTL_MS),
             max_bans: config.max_bans.max(1),
+            fallback: config.fallback,
             up: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
@@ -222,8 +274,8 @@ impl RedisState {
                 tracing::warn!(
                     redis = %inner.address,
                     error = %failure,
-                    "cannot reach Redis at start: deciding on this replica's own state tables \
-                     until it answers; retrying in the background"
+                    "cannot reach Redis at start: {} until it answers; retrying in the background",
+                    inner.meanwhile()
                 );
                 inner.probe.notify_one();
             }
@@ -241,13 +293,26 @@ impl RedisState {
     }
 }
 
-/// A client for `config.url`; for `rediss://` with [`RedisTls`], trusting its CA and
-/// presenting its certificate.
-fn open_client(config: &FleetConfig) -> RedisResult<Client> {
-    let Some(tls) = &config.tls else {
-        return Client::open(config.url.as_str());
-    };
-    let certificates = redis::TlsCertificates {
+/// A client for `url`; for `rediss://` with [`RedisTls`], trusting its CA and presenting its
+/// certificate.
+fn open_client(url: &str, tls: Option<&RedisTls>) -> RedisResult<Client> {
+    match tls {
+        None => Client::open(url),
+        Some(tls) => Client::build_with_tls(url, certificates(tls)),
+    }
+}
+
+/// A client for the cluster some of whose nodes `urls` name, with TLS as [`open_client`].
+fn open_cluster(urls: &[String], tls: Option<&RedisTls>) -> RedisResult<ClusterClient> {
+    let mut builder = ClusterClient::builder(urls.iter().map(String::as_str));
+    if let Some(tls) = tls {
+        builder = builder.certs(certificates(tls));
+    }
+    builder.build()
+}
+
+fn certificates(tls: &RedisTls) -> redis::TlsCertificates {
+    redis::TlsCertificates {
         client_tls: tls
             .client
             .clone()
@@ -256,8 +321,42 @@ fn open_client(config: &FleetConfig) -> RedisResult<Client> {
                 client_key,
             }),
         root_cert: tls.ca.clone(),
-    };
-    Client::build_with_tls(config.url.as_str(), certificates)
+    }
+}
+
+/// The connection every call goes through, to a server or to a cluster.
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Server(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Server(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Server(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 /// Why a call did not answer.
@@ -275,12 +374,19 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Whether the error says Redis could not be reached (rather than that it refused us).
+/// Whether the error says Redis could not be reached (rather than that it refused us). For a
+/// cluster: no node reached, or slots without a primary while it fails over or re-forms.
 fn is_unreachable(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped()
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_cluster_error()
+        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
 }
 
-async fn ping(mut conn: ConnectionManager) -> RedisResult<()> {
+/// In a cluster, every primary is pinged: a cluster with one away cannot serve its slots.
+async fn ping(mut conn: Conn) -> RedisResult<()> {
     redis::cmd("PING").query_async::<()>(&mut conn).await
 }
 
@@ -325,6 +431,20 @@ impl Inner {
         }
     }
 
+    /// What happens to guards' state calls while Redis is away, for the log.
+    fn meanwhile(&self) -> &'static str {
+        match self.fallback {
+            Fallback::Local => {
+                "deciding on this replica's own state tables (limits count this replica's \
+                 traffic only meanwhile)"
+            }
+            Fallback::Deny => {
+                "refusing with 503 every request whose guards need client state \
+                 (state.fallback = \"deny\"); requests whose guards need none are served"
+            }
+        }
+    }
+
     /// Marks the store down when Redis cannot be reached or is too slow; logs other errors
     /// (a refused command) at most once every ten seconds.
     fn failed(&self, what: &str, failure: &Failure) {
@@ -338,8 +458,9 @@ impl Inner {
                     redis = %self.address,
                     call = what,
                     error = %failure,
-                    "Redis is unavailable: deciding on this replica's own state tables until it \
-                     is back (limits count this replica's traffic only meanwhile)"
+                    fallback = self.fallback.as_str(),
+                    "Redis is unavailable: {} until it is back",
+                    self.meanwhile()
                 );
                 self.probe.notify_one();
             }
@@ -353,7 +474,11 @@ impl Inner {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(redis = %self.address, call = what, error = %failure, "Redis refused a state call; answered from local tables");
+            let answered = match self.fallback {
+                Fallback::Local => "answered from local tables",
+                Fallback::Deny => "its request is refused (503)",
+            };
+            tracing::warn!(redis = %self.address, call = what, error = %failure, "Redis refused a state call; {answered}");
         }
     }
 
@@ -367,7 +492,13 @@ impl Inner {
                     tokio::time::timeout(BACKGROUND_TIMEOUT, ping(self.conn.clone())).await;
                 if let Ok(Ok(())) = answer {
                     self.up.store(true, Ordering::Relaxed);
-                    tracing::info!(redis = %self.address, "Redis answers again: client state is fleet-wide again");
+                    let again = match self.fallback {
+                        Fallback::Local => "client state is fleet-wide again",
+                        Fallback::Deny => {
+                            "requests whose guards need client state are served again (no more 503)"
+                        }
+                    };
+                    tracing::info!(redis = %self.address, fallback = self.fallback.as_str(), "Redis answers again: {again}");
                     break;
                 }
                 wait = (wait * 2).min(PROBE_MAX);
@@ -432,22 +563,7 @@ impl Inner {
                 batch.clear();
                 continue;
             }
-            let mut pipe = redis::pipe();
-            for (key, event) in &batch {
-                pipe.cmd("LPUSH").arg(key).arg(event).ignore();
-                pipe.cmd("LTRIM")
-                    .arg(key)
-                    .arg(0)
-                    .arg(self.history_depth as i64 - 1)
-                    .ignore();
-                pipe.cmd("PEXPIRE")
-                    .arg(key)
-                    .arg(self.history_ttl_ms)
-                    .ignore();
-            }
-            let mut conn = self.conn.clone();
-            let written =
-                tokio::time::timeout(BACKGROUND_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+            let written = tokio::time::timeout(BACKGROUND_TIMEOUT, self.write(&batch)).await;
             let failure = match written {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(Failure::Redis(e)),
@@ -460,6 +576,48 @@ impl Inner {
             }
             batch.clear();
         }
+    }
+
+    /// Writes a batch of history records: one pipeline to a server; to a cluster one per
+    /// client, all at once, since a pipeline's keys must share a hash slot there.
+    async fn write(&self, batch: &[(String, String)]) -> RedisResult<()> {
+        if !self.cluster {
+            let mut pipe = redis::pipe();
+            for (key, event) in batch {
+                self.push_event(&mut pipe, key, event);
+            }
+            return pipe.query_async::<()>(&mut self.conn.clone()).await;
+        }
+        let mut per_client: HashMap<&str, Pipeline> = HashMap::new();
+        for (key, event) in batch {
+            let pipe = per_client.entry(key).or_insert_with(redis::pipe);
+            self.push_event(pipe, key, event);
+        }
+        let mut writes = tokio::task::JoinSet::new();
+        for pipe in per_client.into_values() {
+            let mut conn = self.conn.clone();
+            writes.spawn(async move { pipe.query_async::<()>(&mut conn).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = writes.join_next().await {
+            if let Ok(Err(e)) = done {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    fn push_event(&self, pipe: &mut Pipeline, key: &str, event: &str) {
+        pipe.cmd("LPUSH").arg(key).arg(event).ignore();
+        pipe.cmd("LTRIM")
+            .arg(key)
+            .arg(0)
+            .arg(self.history_depth as i64 - 1)
+            .ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(key)
+            .arg(self.history_ttl_ms)
+            .ignore();
     }
 
     fn client_key(&self, kind: &str, client: &str) -> String {
@@ -478,12 +636,14 @@ impl Inner {
         )
     }
 
+    /// The fleet's ban hash. The ban scripts touch it and its version together: the hash tag
+    /// keeps both in one slot of a cluster.
     fn bans_key(&self) -> String {
-        format!("{}:bans", self.prefix)
+        format!("{}:{{bans}}", self.prefix)
     }
 
     fn bans_version_key(&self) -> String {
-        format!("{}:bans:version", self.prefix)
+        format!("{}:{{bans}}:version", self.prefix)
     }
 }
 
@@ -709,6 +869,10 @@ impl SharedState for RedisState {
             fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
             records_dropped: self.inner.records_dropped.load(Ordering::Relaxed),
         }
+    }
+
+    fn fallback(&self) -> Fallback {
+        self.inner.fallback
     }
 }
 

@@ -302,7 +302,7 @@ fn state(c: &mut Criterion) {
     group.bench_function("history-8", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            state.history(&keys[i], 8)
+            state.history(&keys[i], 8).unwrap()
         })
     });
     // The stock `forbids` rule asked of clients whose history is full and never matches it:
@@ -330,13 +330,15 @@ fn state(c: &mut Criterion) {
     group.bench_function("happened-full-history", |b| {
         b.iter(|| {
             i = (i + 1) % full.len();
-            state.happened(&full[i], &forbidden_after, 600_000, false)
+            state
+                .happened(&full[i], &forbidden_after, 600_000, false)
+                .unwrap()
         })
     });
     group.bench_function("count", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            state.count(scope, &keys[i], 1, 60_000)
+            state.count(scope, &keys[i], 1, 60_000).unwrap()
         })
     });
     group.bench_function("rate", |b| {

@@ -7,7 +7,13 @@ wasmtime::component::bindgen!({
     world: "guard",
     additional_derives: [PartialEq],
     imports: {
+        // Every state call is trappable: under `state.fallback = "deny"` one the shared store
+        // cannot answer stops the guard.
+        "vigil:guard/state.history": trappable,
         "vigil:guard/state.rate": trappable,
+        "vigil:guard/state.count": trappable,
+        "vigil:guard/state.distinct": trappable,
+        "vigil:guard/state.get": trappable,
         "vigil:guard/state.happened": trappable,
         "vigil:guard/state.set": trappable,
         "vigil:guard/state.reads-headers": trappable,

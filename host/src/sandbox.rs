@@ -211,8 +211,8 @@ const MAX_READ_HEADER_BYTES: usize = 256;
 impl types::Host for GuestState {}
 
 impl state::Host for GuestState {
-    fn history(&mut self, limit: u32) -> Vec<types::Event> {
-        self.services.state.history(&self.client_key, limit)
+    fn history(&mut self, limit: u32) -> wasmtime::Result<Vec<types::Event>> {
+        Ok(self.services.state.history(&self.client_key, limit)?)
     }
 
     fn happened(
@@ -251,7 +251,7 @@ impl state::Host for GuestState {
             &self.happened_patterns,
             within_ms,
             successful_only,
-        ))
+        )?)
     }
 
     fn rate(
@@ -264,20 +264,22 @@ impl state::Host for GuestState {
         Ok(self.services.state.rate(scope, &key, per_second, burst)?)
     }
 
-    fn count(&mut self, key: String, delta: i64, window_ms: u64) -> i64 {
-        self.services
+    fn count(&mut self, key: String, delta: i64, window_ms: u64) -> wasmtime::Result<i64> {
+        Ok(self
+            .services
             .state
-            .count(self.guard.scope, &key, delta, window_ms)
+            .count(self.guard.scope, &key, delta, window_ms)?)
     }
 
-    fn distinct(&mut self, key: String, member: String, window_ms: u64) -> u32 {
-        self.services
+    fn distinct(&mut self, key: String, member: String, window_ms: u64) -> wasmtime::Result<u32> {
+        Ok(self
+            .services
             .state
-            .distinct(self.guard.scope, &key, &member, window_ms)
+            .distinct(self.guard.scope, &key, &member, window_ms)?)
     }
 
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.services.state.get(self.guard.scope, &key)
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.services.state.get(self.guard.scope, &key)?)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> wasmtime::Result<()> {

@@ -30,7 +30,7 @@ fn history_is_newest_first_and_bounded_by_depth() {
     for i in 0..10u64 {
         s.record("alice", &event(i, &format!("/r{i}"), 200 + i as u16));
     }
-    let h = s.history("alice", 100);
+    let h = s.history("alice", 100).unwrap();
     let routes: Vec<&str> = h.iter().map(|e| e.route.as_str()).collect();
     assert_eq!(routes, ["/r9", "/r8", "/r7", "/r6"]);
     assert_eq!(
@@ -38,8 +38,8 @@ fn history_is_newest_first_and_bounded_by_depth() {
         (209, 9, "GET")
     );
     assert!(!h[0].authenticated && h[1].authenticated && h[0].public);
-    assert_eq!(s.history("alice", 2).len(), 2);
-    assert!(s.history("bob", 10).is_empty());
+    assert_eq!(s.history("alice", 2).unwrap().len(), 2);
+    assert!(s.history("bob", 10).unwrap().is_empty());
 }
 
 #[test]
@@ -59,28 +59,34 @@ fn happened_answers_from_the_history_within_the_window() {
     s.record("alice", &event(now - 1_000, "/items/{id}", 200));
 
     let within = |minutes: u64| minutes * 60_000;
-    assert!(s.happened("alice", std::slice::from_ref(&reset), within(3), false));
+    assert!(s
+        .happened("alice", std::slice::from_ref(&reset), within(3), false)
+        .unwrap());
     assert!(
-        !s.happened("alice", std::slice::from_ref(&reset), within(1), false),
+        !s.happened("alice", std::slice::from_ref(&reset), within(1), false)
+            .unwrap(),
         "older than the window"
     );
     assert!(
-        !s.happened("alice", std::slice::from_ref(&reset), within(3), true),
+        !s.happened("alice", std::slice::from_ref(&reset), within(3), true)
+            .unwrap(),
         "answered 500: not successful"
     );
-    assert!(s.happened(
-        "alice",
-        &[reset.clone(), any_admin.clone()],
-        within(1),
-        true
-    ));
+    assert!(s
+        .happened(
+            "alice",
+            &[reset.clone(), any_admin.clone()],
+            within(1),
+            true
+        )
+        .unwrap());
     assert!(
-        !s.happened("bob", &[any_admin], within(60), false),
+        !s.happened("bob", &[any_admin], within(60), false).unwrap(),
         "another client"
     );
     clock.advance(Duration::from_secs(3600));
     assert!(
-        !s.happened("alice", &[reset], within(3), false),
+        !s.happened("alice", &[reset], within(3), false).unwrap(),
         "time moved on"
     );
 }
@@ -90,15 +96,15 @@ fn window_counter_follows_the_clock() {
     let (s, clock) = store(StateLimits::default());
     let scope = s.scope("g");
     let window = 60_000;
-    assert_eq!(s.count(scope, "k", 3, window), 3);
+    assert_eq!(s.count(scope, "k", 3, window).unwrap(), 3);
     clock.advance(Duration::from_secs(30));
-    assert_eq!(s.count(scope, "k", 2, window), 5);
+    assert_eq!(s.count(scope, "k", 2, window).unwrap(), 5);
     clock.advance(Duration::from_secs(31));
     // The first three are more than a window old; the two from t=30s remain.
-    assert_eq!(s.count(scope, "k", 0, window), 2);
+    assert_eq!(s.count(scope, "k", 0, window).unwrap(), 2);
     clock.advance(Duration::from_secs(60));
-    assert_eq!(s.count(scope, "k", 0, window), 0);
-    assert_eq!(s.count(scope, "k", -1, window), -1);
+    assert_eq!(s.count(scope, "k", 0, window).unwrap(), 0);
+    assert_eq!(s.count(scope, "k", -1, window).unwrap(), -1);
 }
 
 #[test]
@@ -109,16 +115,16 @@ fn distinct_counts_members_in_window() {
     });
     let scope = s.scope("g");
     for id in ["1", "2", "2", "3", "1"] {
-        s.distinct(scope, "ids", id, 10_000);
+        s.distinct(scope, "ids", id, 10_000).unwrap();
     }
-    assert_eq!(s.distinct(scope, "ids", "3", 10_000), 3);
+    assert_eq!(s.distinct(scope, "ids", "3", 10_000).unwrap(), 3);
     clock.advance(Duration::from_secs(11));
-    assert_eq!(s.distinct(scope, "ids", "4", 10_000), 1);
+    assert_eq!(s.distinct(scope, "ids", "4", 10_000).unwrap(), 1);
     for id in 0..500 {
-        s.distinct(scope, "many", &id.to_string(), 10_000);
+        s.distinct(scope, "many", &id.to_string(), 10_000).unwrap();
     }
     assert_eq!(
-        s.distinct(scope, "many", "x", 10_000),
+        s.distinct(scope, "many", "x", 10_000).unwrap(),
         100,
         "saturates at the member cap"
     );
@@ -168,9 +174,9 @@ fn kv_values_expire_and_are_size_limited() {
     });
     let scope = s.scope("g");
     s.set(scope, "k", b"v1", 1_000).unwrap();
-    assert_eq!(s.get(scope, "k").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(s.get(scope, "k").unwrap().as_deref(), Some(&b"v1"[..]));
     clock.advance(Duration::from_millis(1_001));
-    assert_eq!(s.get(scope, "k"), None);
+    assert_eq!(s.get(scope, "k").unwrap(), None);
     let err = s.set(scope, "k", b"123456789", 1_000).unwrap_err();
     assert!(matches!(
         err,
@@ -188,12 +194,12 @@ fn scopes_keep_guards_apart() {
         a,
         "a guard's scope is stable across reloads"
     );
-    s.count(a, "shared-name", 10, 60_000);
+    s.count(a, "shared-name", 10, 60_000).unwrap();
     s.set(a, "shared-name", b"a", 60_000).unwrap();
-    s.distinct(a, "shared-name", "m", 60_000);
-    assert_eq!(s.count(b, "shared-name", 0, 60_000), 0);
-    assert_eq!(s.get(b, "shared-name"), None);
-    assert_eq!(s.distinct(b, "shared-name", "n", 60_000), 1);
+    s.distinct(a, "shared-name", "m", 60_000).unwrap();
+    assert_eq!(s.count(b, "shared-name", 0, 60_000).unwrap(), 0);
+    assert_eq!(s.get(b, "shared-name").unwrap(), None);
+    assert_eq!(s.distinct(b, "shared-name", "n", 60_000).unwrap(), 1);
     s.rate(a, "shared-name", 1.0, 1).unwrap().unwrap();
     assert_eq!(s.rate(b, "shared-name", 1.0, 1).unwrap(), Ok(()));
 }
@@ -204,9 +210,9 @@ fn long_keys_are_stored_hashed_and_still_distinct() {
     let scope = s.scope("g");
     let long_a = "a".repeat(10_000);
     let long_b = format!("{}b", "a".repeat(9_999));
-    s.count(scope, &long_a, 1, 60_000);
-    assert_eq!(s.count(scope, &long_a, 1, 60_000), 2);
-    assert_eq!(s.count(scope, &long_b, 1, 60_000), 1);
+    s.count(scope, &long_a, 1, 60_000).unwrap();
+    assert_eq!(s.count(scope, &long_a, 1, 60_000).unwrap(), 2);
+    assert_eq!(s.count(scope, &long_b, 1, 60_000).unwrap(), 1);
 }
 
 #[test]
@@ -225,9 +231,9 @@ fn a_million_clients_stay_within_the_bounds() {
         let client = format!("client-{i}");
         s.record(&client, &event(i, &format!("/route/{}", i % 1_000), 200));
         if i % 4 == 0 {
-            s.count(scope, &client, 1, 60_000);
+            s.count(scope, &client, 1, 60_000).unwrap();
             s.rate(scope, &client, 10.0, 10).unwrap().unwrap();
-            s.distinct(scope, &client, "m", 60_000);
+            s.distinct(scope, &client, "m", 60_000).unwrap();
             s.set(scope, &client, b"x", 60_000).unwrap();
         }
     }
@@ -251,10 +257,10 @@ fn a_million_clients_stay_within_the_bounds() {
     );
     assert_eq!(s.routes_interned(), 100);
     // The most recent client is still tracked; the first was evicted.
-    assert_eq!(s.history("client-999999", 1).len(), 1);
-    assert!(s.history("client-0", 1).is_empty());
+    assert_eq!(s.history("client-999999", 1).unwrap().len(), 1);
+    assert!(s.history("client-0", 1).unwrap().is_empty());
     assert_eq!(
-        s.history("client-999999", 1)[0].route,
+        s.history("client-999999", 1).unwrap()[0].route,
         "(other)",
         "routes past the bound share a name"
     );
@@ -268,10 +274,10 @@ fn idle_entries_are_swept() {
     });
     let scope = s.scope("g");
     s.record("old", &event(0, "/", 200));
-    s.count(scope, "old", 1, 1_000);
+    s.count(scope, "old", 1, 1_000).unwrap();
     clock.advance(Duration::from_secs(61));
     s.record("new", &event(1, "/", 200));
     assert_eq!(s.sweep(), 2);
     assert_eq!(s.sizes().clients, 1);
-    assert!(s.history("old", 1).is_empty());
+    assert!(s.history("old", 1).unwrap().is_empty());
 }

@@ -240,13 +240,13 @@ impl Metrics {
         state_backend_up.set(1);
         registry.register(
             "state_backend_up",
-            "Whether the state store answers: always 1 with in-process state; with `[state] redis`, 0 while Redis is away and guards decide on this replica's tables",
+            "Whether the state store answers: always 1 with in-process state; with `[state] redis`, 0 while Redis is away and guards decide on this replica's tables (or, with state.fallback deny, requests that need state are refused)",
             state_backend_up.clone(),
         );
         let state_fallbacks = Counter::default();
         registry.register(
             "state_backend_fallbacks",
-            "State calls answered from this replica's tables because Redis could not answer in time",
+            "State calls Redis could not answer in time: answered from this replica's tables, or with state.fallback deny refused with their requests (503)",
             state_fallbacks.clone(),
         );
         let state_records_dropped = Counter::default();

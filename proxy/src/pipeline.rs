@@ -218,6 +218,12 @@ async fn serve(
         started,
         upstream: None,
     };
+    if let Some(guard) = &seen.decision.state_unavailable {
+        // The store logged once that it went away; each refusal is only worth a debug line.
+        tracing::debug!(request_id, client = %client.key, method, route = %route.template, guard = %guard, "refused: the shared state store is unavailable (state.fallback = \"deny\")");
+        let error = ProxyError::StateUnavailable(guard.to_string());
+        return seen.answer(sidecar, error, &request_id);
+    }
     if let Some(denial) = seen.decision.denial.clone() {
         if let Some(ban) = denial.ban {
             ban_client(sidecar, &client, &denial, ban, &request_id);

@@ -37,6 +37,9 @@ pub enum ProxyError {
     HeadTooLarge(String),
     /// A `CONNECT`: this is a reverse proxy for one service, not a forward proxy.
     NotAProxy,
+    /// A guard needed the client state shared with the other replicas while the shared store
+    /// could not answer, and `state.fallback` is `deny`; carries the guard's name.
+    StateUnavailable(String),
 }
 
 impl ProxyError {
@@ -46,7 +49,9 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) | ProxyError::UpstreamInvalid(_) => {
                 StatusCode::BAD_GATEWAY
             }
-            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded(_) | ProxyError::StateUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -73,6 +78,11 @@ impl ProxyError {
             ProxyError::BadRequest(why) | ProxyError::HeadTooLarge(why) => why.clone(),
             ProxyError::BodyTimeout => "the request body did not arrive in time".into(),
             ProxyError::NotAProxy => "CONNECT is not served: this is not a forward proxy".into(),
+            ProxyError::StateUnavailable(_) => {
+                "the client state this request is checked against is unavailable; try again \
+                 shortly"
+                    .into()
+            }
         }
     }
 
@@ -96,7 +106,7 @@ impl ProxyError {
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ProxyError::Overloaded(_) => {
+            ProxyError::Overloaded(_) | ProxyError::StateUnavailable(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

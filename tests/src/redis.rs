@@ -2,7 +2,8 @@
 //! `scripts/setup.sh`), each on a free loopback port in a directory of its own, without
 //! persistence. A server is stopped when its handle is dropped, and also when the test process
 //! ends however it ends: it runs under a shell that kills it once the test's end of a pipe
-//! closes, so a failed test leaves no server behind.
+//! closes, so a failed test leaves no server behind. [`RedisCluster`] joins three or more of
+//! them into a Redis Cluster.
 
 use crate::process::{free_port, temp_dir};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -168,6 +169,90 @@ impl Drop for RedisServer {
         if let Some((mut child, stdin)) = self.running.take() {
             drop(stdin);
             let _ = child.wait();
+        }
+    }
+}
+
+/// A Redis Cluster of primaries only, on loopback: each node a [`RedisServer`] with
+/// `cluster-enabled yes` and its node file in its own temporary directory, joined by
+/// `redis-cli --cluster create … --cluster-replicas 0`. Stopped when dropped.
+pub struct RedisCluster {
+    /// The nodes, in the order they were created.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` nodes (at least three, as `redis-cli --cluster create` asks) and waits until
+    /// every one reports `cluster_state:ok`.
+    pub fn start(name: &str, n: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|i| {
+                RedisServer::start_on(
+                    &format!("{name}-{i}"),
+                    cluster_port(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        // Relative to the server's own `--dir`, a temporary directory.
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            while !node
+                .command(&["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+            {
+                assert!(Instant::now() < deadline, "the cluster did not form");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The nodes' URLs, as `[state] redis` takes them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// How many keys under `prefix:` each node holds.
+    pub fn keys_per_node(&self, prefix: &str) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| n.keys_with_ttl(prefix).len())
+            .collect()
+    }
+}
+
+/// A free port whose cluster bus port (the port + 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
         }
     }
 }

@@ -2,21 +2,27 @@
 //! upstream, sharing client state through one real Redis, with requests spread round-robin as
 //! a load balancer does. The stock guards must decide as one sidecar would: honest users are
 //! not refused for a prerequisite another replica served, and limits do not multiply by the
-//! number of replicas. Then Redis is killed under traffic and comes back.
+//! number of replicas; the same with a Redis Cluster. Then Redis is killed under traffic and
+//! comes back.
 
 use http::StatusCode;
 use std::time::Duration;
 use vigil_tests::guards;
 use vigil_tests::harness::{guard_table, metric, send, tempdir, Proxy, Upstream};
-use vigil_tests::redis::RedisServer;
+use vigil_tests::redis::{RedisCluster, RedisServer};
 
 /// Clients are told apart by an API key; state goes to Redis. The timeout is generous: these
 /// tests assert what replicas decide together, and a debug build on a busy machine would
 /// otherwise fall back now and then (the fault test below sets its own).
 fn config(redis: &str, prefix: &str, timeout: &str, guard: &str) -> String {
+    config_for(&format!("\"{redis}\""), prefix, timeout, guard)
+}
+
+/// The same, with `state.redis` written as given: a quoted URL, or a list of a cluster's.
+fn config_for(redis: &str, prefix: &str, timeout: &str, guard: &str) -> String {
     format!(
         "[upstream]\nurl = \"{{upstream}}\"\ntimeout = \"2s\"\n[identity]\nkey = \"header:x-api-key\"\n\
-         [state]\nredis = \"{redis}\"\nredis_prefix = \"{prefix}\"\nredis_timeout = \"{timeout}\"\n{guard}"
+         [state]\nredis = {redis}\nredis_prefix = \"{prefix}\"\nredis_timeout = \"{timeout}\"\n{guard}"
     )
 }
 
@@ -54,10 +60,15 @@ const SEQUENCE: &str = r#"config = { rules = [{ kind = "requires", target = "POS
 /// Thirty shoppers put an item in the cart on one replica and check out on the next, 5 ms
 /// later: none is refused. One who skips the cart still is.
 async fn shoppers_alternating_replicas(n: usize) {
-    let prefix = format!("sequence-{n}");
+    let redis = format!("\"{}\"", RedisServer::shared().url());
+    shoppers_alternating_replicas_of(&redis, &format!("sequence-{n}"), n).await;
+}
+
+/// The same through the Redis `redis` (as `state.redis` is written), keys under `prefix`.
+async fn shoppers_alternating_replicas_of(redis: &str, prefix: &str, n: usize) {
     let guard = guard_table("sequence", guards::SEQUENCE, SEQUENCE);
-    let config = config(&RedisServer::shared().url(), &prefix, "500ms", &guard);
-    let (upstream, replicas) = fleet(n, &prefix, &config).await;
+    let config = config_for(redis, prefix, "500ms", &guard);
+    let (upstream, replicas) = fleet(n, prefix, &config).await;
     let mut refused = Vec::new();
     for i in 0..30 {
         let shopper = format!("shopper-{i}");
@@ -93,24 +104,48 @@ async fn a_sequence_rule_refuses_no_honest_user_across_three_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_allows_its_budget_once_across_the_fleet() {
+    let redis = format!("\"{}\"", RedisServer::shared().url());
+    for n in [2, 3] {
+        one_budget_across(&redis, &format!("rate-{n}"), n).await;
+    }
+}
+
+/// A bot's 40 requests spread round-robin over `n` replicas sharing the Redis `redis`, keys
+/// under `prefix`: 10 allowed (rate 10 a minute, burst 10), as by one sidecar.
+async fn one_budget_across(redis: &str, prefix: &str, n: usize) {
     let table = r#"config = { key = "client", rate = 10, per = "minute", burst = 10 }"#;
     let guard = guard_table("rate-limit", guards::RATE_LIMIT, table);
-    for n in [2, 3] {
-        let prefix = format!("rate-{n}");
-        let config = config(&RedisServer::shared().url(), &prefix, "500ms", &guard);
-        let (upstream, replicas) = fleet(n, &prefix, &config).await;
-        let mut statuses = Vec::new();
-        for i in 0..40 {
-            statuses.push(call(&replicas[i % n], "GET", "/items", "bot").await);
-        }
-        let allowed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-        assert_eq!(allowed, 10, "{n} replicas answered {statuses:?}");
-        assert!(statuses[10..]
-            .iter()
-            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
-        assert_eq!(upstream.count(), 10);
-        shutdown(replicas).await;
+    let config = config_for(redis, prefix, "500ms", &guard);
+    let (upstream, replicas) = fleet(n, prefix, &config).await;
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        statuses.push(call(&replicas[i % n], "GET", "/items", "bot").await);
     }
+    let allowed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(allowed, 10, "{n} replicas answered {statuses:?}");
+    assert!(statuses[10..]
+        .iter()
+        .all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(upstream.count(), 10);
+    shutdown(replicas).await;
+}
+
+/// Two replicas sharing a Redis Cluster of three primaries, given as a list of node URLs,
+/// decide as with one server: one rate budget, and no honest shopper refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_a_redis_cluster_decide_as_one() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start("fleet", 3))
+        .await
+        .unwrap();
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let redis = format!("[{}]", urls.join(", "));
+    one_budget_across(&redis, "cluster-rate", 2).await;
+    shoppers_alternating_replicas_of(&redis, "cluster-sequence", 2).await;
+    let spread = cluster.keys_per_node("cluster-sequence");
+    assert!(
+        spread.iter().filter(|keys| **keys > 0).count() >= 2,
+        "the histories are spread over the nodes: {spread:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,20 +1,24 @@
 //! The shared state store against a real Redis: each primitive seen from two replicas (two
 //! state stores sharing one Redis, as two sidecars do), the bounds of what lands in Redis, the
-//! errors a bad `[state] redis` gets, and what happens when Redis goes away and comes back.
+//! errors a bad `[state] redis` gets, and what happens when Redis goes away and comes back,
+//! down to what a sidecar answers then under each `state.fallback`.
 
+use http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vigil_fleet::{FleetConfig, FleetError, RedisState, RedisTls, BAN_SYNC};
+use vigil_fleet::{FleetConfig, FleetError, Redis, RedisState, RedisTls, BAN_SYNC};
 use vigil_host::clock::SystemClock;
-use vigil_host::state::{Ban, EventRecord, SharedState, StateLimits, StateStore};
+use vigil_host::state::{Ban, EventRecord, Fallback, SharedState, StateLimits, StateStore};
 use vigil_host::Pattern;
+use vigil_tests::guards;
+use vigil_tests::harness::{guard_table, metric, send, tempdir, Proxy, Upstream};
 use vigil_tests::pki::TestCa;
 use vigil_tests::process::{eventually, free_port, temp_dir};
-use vigil_tests::redis::{LatencyProxy, RedisServer};
+use vigil_tests::redis::{LatencyProxy, RedisCluster, RedisServer};
 
 fn config(url: &str, prefix: &str) -> FleetConfig {
     FleetConfig {
-        url: url.to_string(),
+        redis: Redis::Server(url.to_string()),
         tls: None,
         prefix: prefix.to_string(),
         // Generous: these tests assert what is shared, not how fast; a debug build on a busy
@@ -23,6 +27,7 @@ fn config(url: &str, prefix: &str) -> FleetConfig {
         history_depth: 32,
         history_ttl: Duration::from_secs(60),
         max_bans: 100,
+        fallback: Fallback::Local,
     }
 }
 
@@ -69,14 +74,14 @@ fn a_request_on_one_replica_is_in_the_history_the_other_reads_5ms_later() {
     let cart = [Pattern::parse("POST /cart/items").unwrap()];
     for i in 0..20 {
         let client = format!("shopper-{i}");
-        assert!(!b.happened(&client, &cart, 60_000, true));
+        assert!(!b.happened(&client, &cart, 60_000, true).unwrap());
         a.record(&client, &event("POST", "/cart/items", 201));
         std::thread::sleep(Duration::from_millis(5));
         assert!(
-            b.happened(&client, &cart, 60_000, true),
+            b.happened(&client, &cart, 60_000, true).unwrap(),
             "{client}: replica B does not see what A answered 5 ms ago"
         );
-        let history = b.history(&client, 10);
+        let history = b.history(&client, 10).unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!(
             (history[0].method.as_str(), history[0].route.as_str()),
@@ -87,10 +92,10 @@ fn a_request_on_one_replica_is_in_the_history_the_other_reads_5ms_later() {
     a.record(client, &event("POST", "/cart/items", 500));
     std::thread::sleep(Duration::from_millis(5));
     assert!(
-        !b.happened(client, &cart, 60_000, true),
+        !b.happened(client, &cart, 60_000, true).unwrap(),
         "only successes count"
     );
-    assert!(b.happened(client, &cart, 60_000, false));
+    assert!(b.happened(client, &cart, 60_000, false).unwrap());
 }
 
 #[test]
@@ -105,9 +110,13 @@ fn a_history_keeps_the_configured_depth_newest_first() {
         std::thread::sleep(Duration::from_millis(3));
     }
     eventually("40 events written", || {
-        b.history("reader", 100).first().map(|e| e.route.clone()) == Some("/items/39".into())
+        b.history("reader", 100)
+            .unwrap()
+            .first()
+            .map(|e| e.route.clone())
+            == Some("/items/39".into())
     });
-    let history = a.history("reader", 100);
+    let history = a.history("reader", 100).unwrap();
     assert_eq!(history.len(), 32, "history_depth");
     assert_eq!(history[31].route, "/items/8");
 }
@@ -150,40 +159,45 @@ fn counters_and_distinct_sets_agree_across_replicas() {
     let (a, b) = two_replicas("count");
     let (sa, sb) = (a.scope("g"), b.scope("g"));
     for _ in 0..5 {
-        a.count(sa, "logins", 1, 60_000);
-        b.count(sb, "logins", 2, 60_000);
+        a.count(sa, "logins", 1, 60_000).unwrap();
+        b.count(sb, "logins", 2, 60_000).unwrap();
     }
-    assert_eq!(a.count(sa, "logins", 0, 60_000), 15);
-    assert_eq!(b.count(sb, "logins", 0, 60_000), 15);
+    assert_eq!(a.count(sa, "logins", 0, 60_000).unwrap(), 15);
+    assert_eq!(b.count(sb, "logins", 0, 60_000).unwrap(), 15);
     assert_eq!(
-        b.count(b.scope("other-guard"), "logins", 0, 60_000),
+        b.count(b.scope("other-guard"), "logins", 0, 60_000)
+            .unwrap(),
         0,
         "another guard's key space"
     );
     // A window of 800 ms counts an update for 700 to 800 ms.
-    a.count(sa, "short", 3, 800);
+    a.count(sa, "short", 3, 800).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(b.count(sb, "short", 0, 800), 0);
+    assert_eq!(b.count(sb, "short", 0, 800).unwrap(), 0);
 
     for m in 0..4 {
-        a.distinct(sa, "ids", &format!("user-{m}"), 60_000);
+        a.distinct(sa, "ids", &format!("user-{m}"), 60_000).unwrap();
     }
     for m in 2..6 {
-        b.distinct(sb, "ids", &format!("user-{m}"), 60_000);
-    }
-    assert_eq!(a.distinct(sa, "ids", "user-0", 60_000), 6, "0..6 from both");
-    for m in 6..20 {
-        b.distinct(sb, "ids", &format!("user-{m}"), 60_000);
+        b.distinct(sb, "ids", &format!("user-{m}"), 60_000).unwrap();
     }
     assert_eq!(
-        a.distinct(sa, "ids", "user-19", 60_000),
+        a.distinct(sa, "ids", "user-0", 60_000).unwrap(),
+        6,
+        "0..6 from both"
+    );
+    for m in 6..20 {
+        b.distinct(sb, "ids", &format!("user-{m}"), 60_000).unwrap();
+    }
+    assert_eq!(
+        a.distinct(sa, "ids", "user-19", 60_000).unwrap(),
         8,
         "saturates at max_distinct_members"
     );
     let long = "x".repeat(10_000);
-    assert_eq!(a.distinct(sa, "long", &long, 60_000), 1);
+    assert_eq!(a.distinct(sa, "long", &long, 60_000).unwrap(), 1);
     assert_eq!(
-        b.distinct(sb, "long", &long, 60_000),
+        b.distinct(sb, "long", &long, 60_000).unwrap(),
         1,
         "hashed the same on both"
     );
@@ -194,13 +208,17 @@ fn values_set_on_one_replica_are_read_on_the_other_until_they_expire() {
     let (a, b) = two_replicas("kv");
     let (sa, sb) = (a.scope("g"), b.scope("g"));
     a.set(sa, "session", b"abc", 60_000).unwrap();
-    assert_eq!(b.get(sb, "session").as_deref(), Some(&b"abc"[..]));
-    assert_eq!(b.get(b.scope("h"), "session"), None, "per guard");
+    assert_eq!(b.get(sb, "session").unwrap().as_deref(), Some(&b"abc"[..]));
+    assert_eq!(b.get(b.scope("h"), "session").unwrap(), None, "per guard");
     b.set(sb, "brief", b"x", 100).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(a.get(sa, "brief"), None);
+    assert_eq!(a.get(sa, "brief").unwrap(), None);
     a.set(sa, "gone", b"x", 0).unwrap();
-    assert_eq!(b.get(sb, "gone"), None, "a zero TTL stores nothing");
+    assert_eq!(
+        b.get(sb, "gone").unwrap(),
+        None,
+        "a zero TTL stores nothing"
+    );
     let too_big = vec![0u8; limits().max_kv_value_bytes + 1];
     assert!(
         a.set(sa, "big", &too_big, 1_000).is_err(),
@@ -237,14 +255,16 @@ fn bans_placed_on_one_replica_hold_on_every_replica_until_lifted() {
 
     a.ban("eve", ban.clone());
     a.record("eve", &event("GET", "/", 200));
-    eventually("eve's history written", || !b.history("eve", 1).is_empty());
+    eventually("eve's history written", || {
+        !b.history("eve", 1).unwrap().is_empty()
+    });
     assert!(b.forget_client("eve"));
     // A merges its own last two seconds, which may not have reached Redis; past them the
     // forgotten history is gone on every replica.
     std::thread::sleep(Duration::from_millis(2_100));
-    assert!(a.history("eve", 10).is_empty());
+    assert!(a.history("eve", 10).unwrap().is_empty());
     let any = [Pattern::parse("*").unwrap()];
-    assert!(!a.happened("eve", &any, 60_000, false));
+    assert!(!a.happened("eve", &any, 60_000, false).unwrap());
     eventually("the forget reaches replica A", || a.ban_of("eve").is_none());
 }
 
@@ -255,8 +275,8 @@ fn every_key_in_redis_has_a_ttl_and_a_bounded_name() {
     let long = "k".repeat(5_000);
     a.record(&long, &event("GET", "/", 200));
     a.rate(s, &long, 1.0, 1).unwrap().unwrap();
-    a.count(s, &long, 1, 60_000);
-    a.distinct(s, &long, "m", 60_000);
+    a.count(s, &long, 1, 60_000).unwrap();
+    a.distinct(s, &long, "m", 60_000).unwrap();
     a.set(s, &long, b"v", u64::MAX).unwrap();
     a.ban(
         &long,
@@ -297,13 +317,13 @@ fn while_redis_is_away_every_primitive_decides_on_local_tables_without_waiting()
 
     // The first call finds out (within the timeout), the rest do not wait at all.
     let started = Instant::now();
-    let _ = store.count(s, "c", 1, 60_000);
+    let _ = store.count(s, "c", 1, 60_000).unwrap();
     assert!(started.elapsed() < Duration::from_millis(1_500));
     assert!(!shared.status().up, "marked away");
     let started = Instant::now();
     for _ in 0..100 {
-        store.count(s, "c", 1, 60_000);
-        store.history("client", 10);
+        store.count(s, "c", 1, 60_000).unwrap();
+        store.history("client", 10).unwrap();
         let _ = store.rate(s, "local-key", 1.0, 3);
     }
     assert!(
@@ -311,15 +331,21 @@ fn while_redis_is_away_every_primitive_decides_on_local_tables_without_waiting()
         "{:?} for 300 calls while away",
         started.elapsed()
     );
-    assert!(store.count(s, "c", 0, 60_000) >= 100, "counted locally");
+    assert!(
+        store.count(s, "c", 0, 60_000).unwrap() >= 100,
+        "counted locally"
+    );
     assert!(shared.status().fallbacks >= 300);
     store.record("client", &event("GET", "/", 200));
-    assert!(!store.history("client", 10).is_empty(), "recorded locally");
+    assert!(
+        !store.history("client", 10).unwrap().is_empty(),
+        "recorded locally"
+    );
 
     server.restart();
     eventually("Redis is used again", || shared.status().up);
     assert_eq!(
-        store.count(s, "c", 1, 60_000),
+        store.count(s, "c", 1, 60_000).unwrap(),
         1,
         "a Redis restarted empty starts the window afresh"
     );
@@ -332,10 +358,18 @@ fn redis_unreachable_at_start_is_not_fatal_and_is_used_once_it_answers() {
     let (store, shared) = replica(&url, "late");
     assert!(!shared.status().up);
     let s = store.scope("g");
-    assert_eq!(store.count(s, "c", 1, 60_000), 1, "local meanwhile");
+    assert_eq!(
+        store.count(s, "c", 1, 60_000).unwrap(),
+        1,
+        "local meanwhile"
+    );
     let server = RedisServer::start_on("late", port, &[]);
     eventually("Redis is used once it answers", || shared.status().up);
-    assert_eq!(store.count(s, "c", 1, 60_000), 1, "Redis's own count");
+    assert_eq!(
+        store.count(s, "c", 1, 60_000).unwrap(),
+        1,
+        "Redis's own count"
+    );
     assert_eq!(server.command(&["EXISTS", "late:c:1:g:c"]), ":1");
 }
 
@@ -425,7 +459,7 @@ fn a_redis_over_tls_is_shared_only_when_its_certificate_verifies() {
     assert!(shared.status().up);
     let store = StateStore::with_shared(limits(), Arc::new(SystemClock), shared.clone());
     let s = store.scope("g");
-    assert_eq!(store.count(s, "c", 3, 60_000), 3);
+    assert_eq!(store.count(s, "c", 3, 60_000).unwrap(), 3);
     assert_eq!(
         server.command(&["EXISTS", "tls:c:1:g:c"]),
         ":1",
@@ -442,7 +476,7 @@ fn a_redis_over_tls_is_shared_only_when_its_certificate_verifies() {
         .expect("a certificate that fails is not fatal at start");
         assert!(!distrusting.status().up, "not marked up");
         let store = StateStore::with_shared(limits(), Arc::new(SystemClock), Arc::new(distrusting));
-        assert_eq!(store.count(store.scope("g"), "c", 1, 60_000), 1);
+        assert_eq!(store.count(store.scope("g"), "c", 1, 60_000).unwrap(), 1);
     }
     assert_eq!(server.command(&["EXISTS", "tls-distrusted:c:1:g:c"]), ":0");
 }
@@ -464,7 +498,7 @@ fn a_slow_redis_makes_no_call_wait_past_the_timeout() {
     let store = StateStore::with_shared(limits(), Arc::new(SystemClock), shared.clone());
     let s = store.scope("g");
     assert_eq!(
-        store.count(s, "c", 1, 60_000),
+        store.count(s, "c", 1, 60_000).unwrap(),
         1,
         "fast enough: Redis decides"
     );
@@ -482,7 +516,7 @@ fn a_slow_redis_makes_no_call_wait_past_the_timeout() {
     assert!(!shared.status().up, "marked away");
     let started = Instant::now();
     for _ in 0..50 {
-        store.count(s, "c", 1, 60_000);
+        store.count(s, "c", 1, 60_000).unwrap();
     }
     assert!(
         started.elapsed() < Duration::from_millis(250),
@@ -494,5 +528,265 @@ fn a_slow_redis_makes_no_call_wait_past_the_timeout() {
     // Fast again: the probe finds it, and calls go to Redis.
     proxy.set_delay(Duration::ZERO);
     eventually("Redis is used again", || shared.status().up);
-    assert_eq!(store.count(s, "c", 1, 60_000), 2, "Redis's own count");
+    assert_eq!(
+        store.count(s, "c", 1, 60_000).unwrap(),
+        2,
+        "Redis's own count"
+    );
+}
+
+/// A sidecar in front of its own upstream whose `GET /limited` a rate-limit guard (with
+/// `on_error = "allow"`) runs for and whose other routes no guard does, sharing state through
+/// `redis`; `fallback` is the `[state]` line for it, if any.
+async fn sidecar_with(redis: &RedisServer, name: &str, fallback: &str) -> (Upstream, Proxy) {
+    let guard = guard_table(
+        "rate-limit",
+        guards::RATE_LIMIT,
+        "routes = [\"GET /limited\"]\non_error = \"allow\"\n\
+         config = { key = \"client\", rate = 100000, per = \"second\", burst = 100000 }",
+    );
+    let config = format!(
+        "[upstream]\nurl = \"{{upstream}}\"\n[identity]\nkey = \"header:x-api-key\"\n\
+         [state]\nredis = \"{}\"\nredis_prefix = \"{name}\"\nredis_timeout = \"50ms\"\n{fallback}\n{guard}",
+        redis.url()
+    );
+    let upstream = Upstream::start().await;
+    let url = format!("http://{}", upstream.addr);
+    let proxy = Proxy::start(&tempdir(name), &config, &url).await;
+    (upstream, proxy)
+}
+
+async fn get(proxy: &Proxy, path: &str) -> (StatusCode, HeaderMap, String) {
+    let (status, headers, body) =
+        send(proxy.addr, "GET", path, &[("x-api-key", "c")], vec![]).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn until_redis_is_used_again(proxy: &Proxy) {
+    for _ in 0..200 {
+        if metric(proxy, "vigil_state_backend_up").await == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the sidecar never used Redis again");
+}
+
+/// Everything this test process logs at info and above, once [`log_lines_about`] was first
+/// called.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The lines logged so far that name the Redis on `port` (tests run at once, each with its
+/// own server); the first call starts capturing.
+fn log_lines_about(port: u16) -> Vec<String> {
+    static CAPTURING: std::sync::Once = std::sync::Once::new();
+    CAPTURING.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    });
+    let address = format!("127.0.0.1:{port}/0");
+    String::from_utf8_lossy(&LOG.lock().unwrap())
+        .lines()
+        .filter(|line| line.contains(&address))
+        .map(str::to_string)
+        .collect()
+}
+
+fn count_containing(lines: &[String], text: &str) -> usize {
+    lines.iter().filter(|line| line.contains(text)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_deny_a_request_that_needs_redis_while_it_is_away_gets_503_and_no_other_does() {
+    let mut server = RedisServer::start("deny", &[]);
+    log_lines_about(server.port);
+    let (_upstream, proxy) = sidecar_with(&server, "deny", "fallback = \"deny\"").await;
+    assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
+    server.kill();
+
+    for _ in 0..5 {
+        let (status, headers, body) = get(&proxy, "/limited").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(headers.get("retry-after").unwrap(), "1");
+        assert!(
+            body.contains("client state this request is checked against is unavailable"),
+            "{body}"
+        );
+        assert!(!body.contains("rate-limit"), "no guard decided it: {body}");
+        let (status, _, body) = get(&proxy, "/open").await;
+        assert_eq!(status, StatusCode::OK, "no guard needs state here: {body}");
+    }
+    assert_eq!(metric(&proxy, "vigil_state_backend_up").await, 0);
+    assert!(metric(&proxy, "vigil_state_backend_fallbacks_total").await >= 5);
+    let stopped = r#"vigil_guard_results_total{guard="rate-limit",result="state_unavailable"}"#;
+    assert_eq!(metric(&proxy, stopped).await, 5);
+    let errors =
+        r#"vigil_requests_total{method="GET",route="/limited",status="503",verdict="error"}"#;
+    assert_eq!(metric(&proxy, errors).await, 5);
+
+    server.restart();
+    until_redis_is_used_again(&proxy).await;
+    assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
+    let log = log_lines_about(server.port);
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis is unavailable: refusing with 503 every request whose guards need client state"
+        ),
+        1,
+        "said once when refusing starts: {log:#?}"
+    );
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis answers again: requests whose guards need client state are served again"
+        ),
+        1,
+        "and once when it stops: {log:#?}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_no_request_fails_while_redis_is_away() {
+    let mut server = RedisServer::start("local", &[]);
+    log_lines_about(server.port);
+    let (upstream, proxy) = sidecar_with(&server, "local", "").await;
+    assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
+    server.kill();
+    for _ in 0..5 {
+        for path in ["/limited", "/open"] {
+            let (status, _, body) = get(&proxy, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+    }
+    assert_eq!(metric(&proxy, "vigil_state_backend_up").await, 0);
+    assert!(metric(&proxy, "vigil_state_backend_fallbacks_total").await >= 5);
+    server.restart();
+    until_redis_is_used_again(&proxy).await;
+    assert_eq!(get(&proxy, "/limited").await.0, StatusCode::OK);
+    assert_eq!(upstream.count(), 12);
+    let log = log_lines_about(server.port);
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis is unavailable: deciding on this replica's own state tables"
+        ),
+        1,
+        "{log:#?}"
+    );
+    assert_eq!(
+        count_containing(
+            &log,
+            "Redis answers again: client state is fleet-wide again"
+        ),
+        1,
+        "{log:#?}"
+    );
+    proxy.shutdown().await;
+}
+
+#[test]
+fn a_cluster_unreachable_at_start_is_not_fatal_either() {
+    let urls = (0..3)
+        .map(|_| format!("redis://127.0.0.1:{}", free_port()))
+        .collect();
+    let config = FleetConfig {
+        redis: Redis::Cluster(urls),
+        ..config("", "late-cluster")
+    };
+    let shared = RedisState::connect(config).expect("starts on local tables");
+    assert!(!shared.status().up);
+    assert!(
+        shared.address().starts_with("cluster [redis://127.0.0.1:"),
+        "{}",
+        shared.address()
+    );
+}
+
+/// Two replicas sharing a Redis Cluster of three primaries: every primitive as with one
+/// server, the ban scripts (whose two keys must share a hash slot) included, and the keys
+/// spread over the nodes.
+#[test]
+fn a_redis_cluster_is_shared_as_one_server_is() {
+    let cluster = RedisCluster::start("primitives", 3);
+    let replica = || {
+        let config = FleetConfig {
+            redis: Redis::Cluster(cluster.urls()),
+            ..config("", "cluster")
+        };
+        let shared = Arc::new(RedisState::connect(config).expect("the cluster accepts us"));
+        assert!(shared.status().up, "{}", shared.address());
+        StateStore::with_shared(limits(), Arc::new(SystemClock), shared)
+    };
+    let (a, b) = (replica(), replica());
+    let (sa, sb) = (a.scope("g"), b.scope("g"));
+
+    let per_second = 10.0 / 60.0;
+    let allowed = (0..40)
+        .filter(|i| {
+            let (store, scope) = if i % 2 == 0 { (&a, sa) } else { (&b, sb) };
+            store
+                .rate(scope, "client:bot", per_second, 10)
+                .unwrap()
+                .is_ok()
+        })
+        .count();
+    assert_eq!(allowed, 10, "budget + burst, fleet-wide");
+
+    for _ in 0..5 {
+        a.count(sa, "logins", 1, 60_000).unwrap();
+        b.count(sb, "logins", 2, 60_000).unwrap();
+    }
+    assert_eq!(b.count(sb, "logins", 0, 60_000).unwrap(), 15);
+    for m in 0..6 {
+        a.distinct(sa, "ids", &format!("user-{m}"), 60_000).unwrap();
+    }
+    assert_eq!(b.distinct(sb, "ids", "user-0", 60_000).unwrap(), 6);
+    a.set(sa, "session", b"abc", 60_000).unwrap();
+    assert_eq!(b.get(sb, "session").unwrap().as_deref(), Some(&b"abc"[..]));
+
+    let cart = [Pattern::parse("POST /cart/items").unwrap()];
+    for i in 0..20 {
+        a.record(&format!("shopper-{i}"), &event("POST", "/cart/items", 201));
+    }
+    for i in 0..20 {
+        let shopper = format!("shopper-{i}");
+        eventually(&format!("{shopper}'s cart on B"), || {
+            b.happened(&shopper, &cart, 60_000, true).unwrap()
+        });
+    }
+
+    let ban = Ban {
+        until_ms: now_ms() + 60_000,
+        by: "admin".into(),
+        reason: "fraud".into(),
+    };
+    a.ban("mallory", ban.clone());
+    eventually("the ban reaches B", || b.ban_of("mallory").is_some());
+    assert_eq!(b.bans_in_force(), [("mallory".to_string(), ban)]);
+    assert!(b.lift_ban("mallory"));
+    eventually("the lift reaches A", || a.ban_of("mallory").is_none());
+
+    let spread = cluster.keys_per_node("cluster");
+    assert!(
+        spread.iter().all(|keys| *keys > 0),
+        "every node holds some of the keys: {spread:?}"
+    );
 }

@@ -169,7 +169,7 @@ fn on_response_sees_the_real_status_and_history_records_it() {
     assert_eq!(findings[0].kind, "response");
     assert_eq!(findings[0].detail, "404 /users/{id}");
     assert_eq!(findings[0].client, "c");
-    let history = rt.state().history("c", 10);
+    let history = rt.state().history("c", 10).unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(
         (history[0].status, history[0].route.as_str()),

@@ -752,6 +752,7 @@ async fn connect_is_refused_and_proxy_attempts_and_unparsable_requests_leave_a_t
     let state = proxy.sidecar.runtime.state();
     let mut seen: Vec<(String, String, u16)> = state
         .history("127.0.0.1", 10)
+        .unwrap()
         .into_iter()
         .map(|e| (e.method, e.route, e.status))
         .collect();

@@ -284,7 +284,8 @@ async fn client_certificates_are_required_and_their_subject_is_the_identity() {
         .sidecar
         .runtime
         .state()
-        .history("CN=alice, O=Vigil tests", 10);
+        .history("CN=alice, O=Vigil tests", 10)
+        .unwrap();
     assert_eq!(
         history.len(),
         2,

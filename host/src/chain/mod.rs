@@ -1,13 +1,14 @@
 //! A chain of guards evaluated in order for each request: each guard whose routes match runs,
 //! the first applied denial wins, monitor-mode denials are recorded but not applied, and a
-//! fault follows the guard's `on_error` policy.
+//! fault follows the guard's `on_error` policy, except a state call the shared store could not
+//! answer under `state.fallback = "deny"`, which refuses the request.
 
 mod plan;
 
 pub use plan::Plan;
 
 use crate::bindings::vigil::guard::types::{Deny, Header, Request, Response, Verdict};
-use crate::guard::{Fault, LoadedGuard, Mode, OnError};
+use crate::guard::{Fault, FaultKind, LoadedGuard, Mode, OnError};
 use crate::log_context;
 use crate::needs::HeaderFields;
 use crate::packed::RequestPacker;
@@ -68,7 +69,8 @@ pub struct GuardOutcome {
     pub result: GuardResult,
     /// Time spent in the call, instance acquisition included.
     pub elapsed: Duration,
-    /// Whether this outcome decided the request (an applied denial).
+    /// Whether this outcome decided the request (an applied denial, or a refusal for want of
+    /// the shared state).
     pub applied: bool,
     index: usize,
 }
@@ -101,6 +103,10 @@ pub struct Denial {
 pub struct Decision {
     /// `Some` when the request must be refused.
     pub denial: Option<Denial>,
+    /// The enforce-mode guard that needed the shared state store when it could not answer,
+    /// under `state.fallback = "deny"`: the request must be refused as unavailable (no guard
+    /// decided it), and no later guard ran.
+    pub state_unavailable: Option<Arc<str>>,
     /// Every guard that ran, in order.
     pub outcomes: Vec<GuardOutcome>,
 }
@@ -108,7 +114,7 @@ pub struct Decision {
 impl Decision {
     /// Whether the request may proceed.
     pub fn allowed(&self) -> bool {
-        self.denial.is_none()
+        self.denial.is_none() && self.state_unavailable.is_none()
     }
 
     /// Whether some monitor-mode guard would have denied the request.
@@ -197,6 +203,14 @@ impl Chain {
                     };
                     (GuardResult::Denied(deny), Some(denial))
                 }
+                // Deciding without the state the guard asked for is what `deny` rules out,
+                // whatever the guard's own policy for its faults.
+                Err(fault) if fault.kind == FaultKind::StateUnavailable => {
+                    if mode == Mode::Enforce {
+                        decision.state_unavailable = Some(guard.name_arc());
+                    }
+                    (GuardResult::Faulted(fault), None)
+                }
                 Err(fault) => {
                     let denial = (guard.spec().on_error == OnError::Deny).then(|| Denial {
                         guard: guard.name_arc(),
@@ -208,7 +222,8 @@ impl Chain {
                     (GuardResult::Faulted(fault), denial)
                 }
             };
-            let applied = wanted_denial.is_some() && mode == Mode::Enforce;
+            let applied = (wanted_denial.is_some() && mode == Mode::Enforce)
+                || decision.state_unavailable.is_some();
             if mode == Mode::Monitor {
                 if let GuardResult::Denied(deny) = &result {
                     log_context::with(|request_id, client, route| {

@@ -11,6 +11,9 @@ pub enum FaultKind {
     Trap,
     /// No instance could be created (pool exhausted, or `init` failed on a fresh instance).
     Instantiate,
+    /// A state call the shared store could not answer, under `state.fallback = "deny"`: the
+    /// request is refused whatever the guard's `on_error`.
+    StateUnavailable,
 }
 
 impl FaultKind {
@@ -21,6 +24,7 @@ impl FaultKind {
             FaultKind::Limit => "limit",
             FaultKind::Trap => "trap",
             FaultKind::Instantiate => "instantiate",
+            FaultKind::StateUnavailable => "state_unavailable",
         }
     }
 }

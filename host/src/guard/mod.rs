@@ -20,6 +20,7 @@ use crate::needs::{HeaderFields, Needs};
 use crate::packed::RequestPacker;
 use crate::runtime::Runtime;
 use crate::sandbox::{GuardIdentity, GuestState, HostServices, SandboxLimits};
+use crate::state::StateError;
 use crate::watchdog::Running;
 use crate::world::{Exports, Pre, World};
 use std::path::PathBuf;
@@ -78,8 +79,8 @@ pub struct GuardStats {
     pub responses: AtomicU64,
     /// Denials returned (applied or not).
     pub denials: AtomicU64,
-    /// Faults by kind: deadline, limit, trap, instantiate.
-    pub faults: [AtomicU64; 4],
+    /// Faults by kind: deadline, limit, trap, instantiate, state unavailable.
+    pub faults: [AtomicU64; 5],
     /// Output bytes dropped over the per-call budget.
     pub output_dropped_bytes: AtomicU64,
     /// Fresh instances created.
@@ -346,6 +347,10 @@ impl LoadedGuard {
             Err(error) => {
                 let fault = self.classify(&error, instance.store.data());
                 self.count_fault(&fault);
+                // The shared store logs once that it went away, not once per request.
+                if fault.kind == FaultKind::StateUnavailable {
+                    return Err(fault);
+                }
                 log_context::with(|request_id, client, route| {
                     tracing::warn!(
                         target: "vigil::guard",
@@ -372,6 +377,15 @@ impl LoadedGuard {
             return Fault {
                 kind: FaultKind::Limit,
                 detail: hit.clone(),
+            };
+        }
+        if matches!(
+            error.downcast_ref::<StateError>(),
+            Some(StateError::SharedUnavailable)
+        ) {
+            return Fault {
+                kind: FaultKind::StateUnavailable,
+                detail: StateError::SharedUnavailable.to_string(),
             };
         }
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {

@@ -12,7 +12,7 @@ mod table;
 
 pub use bans::{Ban, MAX_BAN};
 pub use rate::RateError;
-pub use shared::{SharedState, SharedStatus, Unavailable};
+pub use shared::{Fallback, SharedState, SharedStatus, Unavailable};
 pub(crate) use table::lock;
 
 use crate::bindings::vigil::guard::types::Event;
@@ -143,6 +143,10 @@ pub enum StateError {
         /// The configured limit.
         limit: usize,
     },
+    /// The shared store could not answer and `state.fallback` is `deny`: the call is not
+    /// decided on this replica's tables, and the request the guard was called for is refused.
+    #[error("the shared state store is unavailable (state.fallback = \"deny\")")]
+    SharedUnavailable,
 }
 
 /// The host's state tables.
@@ -163,6 +167,8 @@ pub struct StateStore {
     /// The store the replicas of a service share, when configured: asked first by every
     /// primitive, the tables above answering while it cannot.
     shared: Option<Arc<dyn SharedState>>,
+    /// What a guard's call gets while `shared` cannot answer (the store's own setting).
+    fallback: Fallback,
 }
 
 impl StateStore {
@@ -187,18 +193,21 @@ impl StateStore {
             hash_a: RandomState::new(),
             hash_b: RandomState::new(),
             shared: None,
+            fallback: Fallback::Local,
             limits,
             clock,
         }
     }
 
-    /// Empty tables that stand in for `shared` while it cannot answer.
+    /// Empty tables that stand in for `shared` while it cannot answer, unless its
+    /// [`SharedState::fallback`] is [`Fallback::Deny`].
     pub fn with_shared(
         limits: StateLimits,
         clock: SharedClock,
         shared: Arc<dyn SharedState>,
     ) -> StateStore {
         StateStore {
+            fallback: shared.fallback(),
             shared: Some(shared),
             ..StateStore::new(limits, clock)
         }
@@ -207,6 +216,15 @@ impl StateStore {
     /// How the shared store is doing; `None` when state is in-process only.
     pub fn shared_status(&self) -> Option<SharedStatus> {
         self.shared.as_ref().map(|s| s.status())
+    }
+
+    /// What a guard's call does once the shared store could not answer it: go on to the local
+    /// tables (`Ok`), or stop with [`StateError::SharedUnavailable`].
+    fn unanswered(&self) -> Result<(), StateError> {
+        match self.fallback {
+            Fallback::Local => Ok(()),
+            Fallback::Deny => Err(StateError::SharedUnavailable),
+        }
     }
 
     /// The name of the guard a scope belongs to: shared keys are namespaced by name, because
@@ -337,14 +355,15 @@ impl StateStore {
     /// The client's most recent events, newest first. With a shared store: the fleet's,
     /// merged with this replica's own, which may not have reached Redis yet (events equal in
     /// every field are shown once).
-    pub fn history(&self, client_key: &str, limit: u32) -> Vec<Event> {
+    pub fn history(&self, client_key: &str, limit: u32) -> Result<Vec<Event>, StateError> {
         let local = self.local_history(client_key, limit);
         let Some(shared) = &self.shared else {
-            return local;
+            return Ok(local);
         };
         let limit = (limit as usize).min(self.limits.history_depth);
         let Ok(mut events) = shared.history(client_key, limit) else {
-            return local;
+            self.unanswered()?;
+            return Ok(local);
         };
         let recent = self.clock.now_ms().saturating_sub(UNSHARED_MS);
         for event in local {
@@ -354,7 +373,7 @@ impl StateStore {
         }
         events.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
         events.truncate(limit);
-        events
+        Ok(events)
     }
 
     fn local_history(&self, client_key: &str, limit: u32) -> Vec<Event> {
@@ -386,26 +405,27 @@ impl StateStore {
         patterns: &[Pattern],
         within_ms: u64,
         successful_only: bool,
-    ) -> bool {
+    ) -> Result<bool, StateError> {
         let now = self.clock.now_ms();
         let since = now.saturating_sub(within_ms);
         let Some(shared) = &self.shared else {
-            return self.local_happened(client_key, patterns, now, since, successful_only);
+            return Ok(self.local_happened(client_key, patterns, now, since, successful_only));
         };
         let recent = since.max(now.saturating_sub(UNSHARED_MS));
         if self.local_happened(client_key, patterns, now, recent, successful_only) {
-            return true;
+            return Ok(true);
         }
         let Ok(events) = shared.history(client_key, self.limits.history_depth) else {
-            return self.local_happened(client_key, patterns, now, since, successful_only);
+            self.unanswered()?;
+            return Ok(self.local_happened(client_key, patterns, now, since, successful_only));
         };
         // Replicas write in the background, so the shared list is only nearly in time
         // order: every event is looked at.
-        events.iter().any(|e| {
+        Ok(events.iter().any(|e| {
             e.at_ms >= since
                 && (!successful_only || (200..400).contains(&e.status))
                 && patterns.iter().any(|p| p.matches(&e.method, &e.route))
-        })
+        }))
     }
 
     fn local_happened(
@@ -448,6 +468,7 @@ impl StateStore {
             if let Ok(answer) = shared.rate(&self.scope_name(scope), key, per_second, burst) {
                 return Ok(answer);
             }
+            self.unanswered()?;
         }
         let key = RateKey {
             scope: scope.0,
@@ -457,51 +478,68 @@ impl StateStore {
     }
 
     /// Adds `delta` to window counter `key` and returns its total over `window_ms`.
-    pub fn count(&self, scope: GuardScope, key: &str, delta: i64, window_ms: u64) -> i64 {
+    pub fn count(
+        &self,
+        scope: GuardScope,
+        key: &str,
+        delta: i64,
+        window_ms: u64,
+    ) -> Result<i64, StateError> {
         if let Some(shared) = &self.shared {
             if let Ok(total) = shared.count(&self.scope_name(scope), key, delta, window_ms) {
-                return total;
+                return Ok(total);
             }
+            self.unanswered()?;
         }
         let now = self.clock.now_ms();
-        self.counters.upsert(
+        Ok(self.counters.upsert(
             self.scoped(scope, key),
             now,
             || WindowCounter::new(window_ms),
             |c| c.add(delta, window_ms, now),
-        )
+        ))
     }
 
     /// Records `member` in distinct set `key`; returns the members seen within `window_ms`.
-    pub fn distinct(&self, scope: GuardScope, key: &str, member: &str, window_ms: u64) -> u32 {
+    pub fn distinct(
+        &self,
+        scope: GuardScope,
+        key: &str,
+        member: &str,
+        window_ms: u64,
+    ) -> Result<u32, StateError> {
         let cap = self.limits.max_distinct_members;
         if let Some(shared) = &self.shared {
             let guard = self.scope_name(scope);
             if let Ok(size) = shared.distinct(&guard, key, member, window_ms, cap) {
-                return size;
+                return Ok(size);
             }
+            self.unanswered()?;
         }
         let now = self.clock.now_ms();
         let member = self.hash_a.hash_one(member);
-        self.distinct
+        Ok(self
+            .distinct
             .upsert(self.scoped(scope, key), now, DistinctSet::default, |s| {
                 s.add(member, window_ms, now, cap)
-            })
+            }))
     }
 
     /// The value under `key`, unless absent or expired.
-    pub fn get(&self, scope: GuardScope, key: &str) -> Option<Vec<u8>> {
+    pub fn get(&self, scope: GuardScope, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(shared) = &self.shared {
             if let Ok(value) = shared.get(&self.scope_name(scope), key) {
-                return value;
+                return Ok(value);
             }
+            self.unanswered()?;
         }
         let now = self.clock.now_ms();
-        self.kv
+        Ok(self
+            .kv
             .read(&self.scoped(scope, key), now, |v| {
                 (v.expires_ms > now).then(|| v.bytes.to_vec())
             })
-            .flatten()
+            .flatten())
     }
 
     /// Stores `value` under `key` for `ttl_ms`.
@@ -525,6 +563,7 @@ impl StateStore {
             {
                 return Ok(());
             }
+            self.unanswered()?;
         }
         let now = self.clock.now_ms();
         let fresh = || KvValue {

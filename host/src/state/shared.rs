@@ -1,6 +1,6 @@
 //! The seam to a store shared by the replicas of a service (Redis, in the `vigil-fleet`
 //! crate): when the runtime is given one, every state primitive asks it, and falls back to the
-//! in-process tables while it cannot answer. The trait is synchronous because guards call
+//! in-process tables while it cannot answer, or refuses the call under [`Fallback::Deny`]. The trait is synchronous because guards call
 //! state synchronously from inside their sandbox; an implementation bounds each call by its
 //! own short timeout. This crate stays free of network code: it only owns the trait.
 
@@ -12,6 +12,27 @@ use crate::bindings::vigil::guard::types::Event;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the shared state store is unavailable")]
 pub struct Unavailable;
+
+/// What a state call the shared store cannot answer gets (`state.fallback`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fallback {
+    /// Answered from this replica's own tables, as if state were in-process.
+    #[default]
+    Local,
+    /// Refused with [`StateError::SharedUnavailable`](super::StateError::SharedUnavailable):
+    /// the guard stops there, and the proxy refuses the request.
+    Deny,
+}
+
+impl Fallback {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Local => "local",
+            Fallback::Deny => "deny",
+        }
+    }
+}
 
 /// How the shared store is doing, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,13 +90,18 @@ pub trait SharedState: Send + Sync + 'static {
     fn forget_client(&self, client: &str) -> Result<bool, Unavailable>;
     /// How the store is doing.
     fn status(&self) -> SharedStatus;
+    /// What the calls it cannot answer get. The store says, so that what it logs when it goes
+    /// away and what the runtime does meanwhile cannot disagree.
+    fn fallback(&self) -> Fallback {
+        Fallback::Local
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::state::{StateLimits, StateStore};
+    use crate::state::{StateError, StateLimits, StateStore};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -85,6 +111,7 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         up: AtomicBool,
+        fallback: Fallback,
         events: Mutex<Vec<Event>>,
         bans: Mutex<Vec<(String, Ban)>>,
         recorded: Mutex<Vec<String>>,
@@ -163,12 +190,22 @@ mod tests {
                 ..SharedStatus::default()
             }
         }
+        fn fallback(&self) -> Fallback {
+            self.fallback
+        }
     }
 
     const NOW: Duration = Duration::from_secs(1_000_000);
 
     fn store() -> (StateStore, Arc<Fake>) {
-        let fake = Arc::new(Fake::default());
+        store_falling_back(Fallback::Local)
+    }
+
+    fn store_falling_back(fallback: Fallback) -> (StateStore, Arc<Fake>) {
+        let fake = Arc::new(Fake {
+            fallback,
+            ..Fake::default()
+        });
         let store =
             StateStore::with_shared(StateLimits::default(), ManualClock::new(NOW), fake.clone());
         (store, fake)
@@ -191,11 +228,18 @@ mod tests {
         let (store, fake) = store();
         fake.up.store(true, Ordering::Relaxed);
         let g = store.scope("g");
-        assert_eq!(store.count(g, "k", 1, 1_000), 42, "by the guard's name");
-        assert_eq!(store.count(store.scope("other"), "k", 1, 1_000), -1);
+        assert_eq!(
+            store.count(g, "k", 1, 1_000).unwrap(),
+            42,
+            "by the guard's name"
+        );
+        assert_eq!(
+            store.count(store.scope("other"), "k", 1, 1_000).unwrap(),
+            -1
+        );
         assert_eq!(store.rate(g, "k", 1.0, 5).unwrap(), Err(1234));
-        assert_eq!(store.distinct(g, "k", "m", 1_000), 256);
-        assert_eq!(store.get(g, "k").as_deref(), Some(&b"shared"[..]));
+        assert_eq!(store.distinct(g, "k", "m", 1_000).unwrap(), 256);
+        assert_eq!(store.get(g, "k").unwrap().as_deref(), Some(&b"shared"[..]));
         assert!(
             store.rate(g, "k", -1.0, 5).is_err(),
             "a bad rate traps either way"
@@ -208,17 +252,17 @@ mod tests {
     fn while_it_cannot_answer_the_local_tables_decide() {
         let (store, fake) = store();
         let g = store.scope("g");
-        assert_eq!(store.count(g, "k", 2, 60_000), 2);
-        assert_eq!(store.count(g, "k", 3, 60_000), 5);
+        assert_eq!(store.count(g, "k", 2, 60_000).unwrap(), 2);
+        assert_eq!(store.count(g, "k", 3, 60_000).unwrap(), 5);
         assert_eq!(store.rate(g, "k", 1.0, 1).unwrap(), Ok(()));
         assert!(store.rate(g, "k", 1.0, 1).unwrap().is_err());
         store.set(g, "k", b"local", 60_000).unwrap();
-        assert_eq!(store.get(g, "k").as_deref(), Some(&b"local"[..]));
+        assert_eq!(store.get(g, "k").unwrap().as_deref(), Some(&b"local"[..]));
         let now = NOW.as_millis() as u64;
         record(&store, "/cart", now - 10_000);
         let cart = [Pattern::parse("POST /cart").unwrap()];
         assert!(
-            store.happened("c", &cart, 60_000, true),
+            store.happened("c", &cart, 60_000, true).unwrap(),
             "the whole local history"
         );
         let ban = Ban {
@@ -253,6 +297,7 @@ mod tests {
         });
         let routes: Vec<String> = store
             .history("c", 10)
+            .unwrap()
             .into_iter()
             .map(|e| e.route)
             .collect();
@@ -262,9 +307,11 @@ mod tests {
             "older local events are Redis's to tell"
         );
         let p = |s: &str| [Pattern::parse(s).unwrap()];
-        assert!(store.happened("c", &p("POST /recent"), 60_000, true));
-        assert!(store.happened("c", &p("POST /peer"), 60_000, true));
-        assert!(!store.happened("c", &p("POST /old"), 60_000, true));
+        assert!(store
+            .happened("c", &p("POST /recent"), 60_000, true)
+            .unwrap());
+        assert!(store.happened("c", &p("POST /peer"), 60_000, true).unwrap());
+        assert!(!store.happened("c", &p("POST /old"), 60_000, true).unwrap());
         let ban = Ban {
             until_ms: now + 1_000,
             by: "g".into(),
@@ -279,5 +326,51 @@ mod tests {
         assert_eq!(store.bans_in_force(), [("m".to_string(), ban)]);
         assert!(store.lift_ban("m"));
         assert_eq!(store.ban_of("m"), None);
+    }
+
+    #[test]
+    fn under_deny_a_call_it_cannot_answer_is_refused_and_touches_no_local_table() {
+        let (store, fake) = store_falling_back(Fallback::Deny);
+        let g = store.scope("g");
+        let unavailable = |e: StateError| matches!(e, StateError::SharedUnavailable);
+        assert!(unavailable(store.count(g, "k", 2, 60_000).unwrap_err()));
+        assert!(unavailable(store.rate(g, "k", 1.0, 1).unwrap_err()));
+        assert!(unavailable(
+            store.distinct(g, "k", "m", 60_000).unwrap_err()
+        ));
+        assert!(unavailable(store.get(g, "k").unwrap_err()));
+        assert!(unavailable(store.set(g, "k", b"v", 60_000).unwrap_err()));
+        assert!(unavailable(store.history("c", 10).unwrap_err()));
+        let now = NOW.as_millis() as u64;
+        record(&store, "/old", now - 10_000);
+        record(&store, "/cart", now - 100);
+        let p = |s: &str| [Pattern::parse(s).unwrap()];
+        assert!(
+            store.happened("c", &p("POST /cart"), 60_000, true).unwrap(),
+            "what this replica served itself moments ago needs no shared store"
+        );
+        assert!(
+            store.happened("c", &p("POST /old"), 60_000, true).is_err(),
+            "older events are the shared store's to tell"
+        );
+        assert!(
+            store.rate(g, "k", -1.0, 1).is_err(),
+            "a bad rate is its own error"
+        );
+        assert!(matches!(
+            store.set(g, "k", &[0; 5000], 1).unwrap_err(),
+            StateError::ValueTooLarge { .. }
+        ));
+
+        fake.up.store(true, Ordering::Relaxed);
+        assert_eq!(store.count(g, "k", 1, 1_000).unwrap(), 42);
+        assert_eq!(store.get(g, "k").unwrap().as_deref(), Some(&b"shared"[..]));
+        fake.up.store(false, Ordering::Relaxed);
+        assert_eq!(
+            store.sizes().counters,
+            0,
+            "nothing was counted locally meanwhile"
+        );
+        assert_eq!(store.sizes().kv_entries, 0);
     }
 }

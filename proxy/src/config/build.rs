@@ -1,7 +1,7 @@
 //! From the schema to a [`Config`]: each section's values checked and turned into the types the
 //! sidecar uses, with errors that name the key and what was expected.
 
-use super::raw::{RawAccessLog, RawConfig, RawPath, RawReport, RawSandbox, RawState};
+use super::raw::{RawAccessLog, RawConfig, RawPath, RawRedis, RawReport, RawSandbox, RawState};
 use super::{
     Admin, Api, Config, Listen, Log, Reporting, RequestIdPolicy, Sandbox, Upstream, VersionSource,
 };
@@ -15,8 +15,8 @@ use std::time::Duration;
 use vigil_common::config::{at_least, duration, in_range, log_filter, networks, socket_addr};
 use vigil_common::syntax::is_tchar;
 use vigil_common::tls::{ClientTls, ClientTlsSection};
-use vigil_fleet::{FleetConfig, RedisTls};
-use vigil_host::state::{StateLimits, MAX_BAN};
+use vigil_fleet::{FleetConfig, Redis, RedisTls};
+use vigil_host::state::{Fallback, StateLimits, MAX_BAN};
 use vigil_host::{GuardSpec, Mode, OnError, Pattern, SandboxLimits};
 
 pub(super) fn build(
@@ -330,11 +330,12 @@ const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// `[state] redis*`: the shared store's settings, its depth and TTLs filled in by the caller;
 /// certificate paths relative to `base`.
 fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
-    let Some(url) = &raw.redis else {
+    let Some(redis) = &raw.redis else {
         for (key, set) in [
             ("redis_ca", raw.redis_ca.is_some()),
             ("redis_cert", raw.redis_cert.is_some()),
             ("redis_key", raw.redis_key.is_some()),
+            ("fallback", raw.fallback.is_some()),
         ] {
             if set {
                 return Err(format!("state.{key}: is set but state.redis is not"));
@@ -342,12 +343,35 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
         }
         return Ok(None);
     };
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err(format!(
-            "state.redis: expected a URL redis://[user:password@]host:port/db or rediss://…, got {:?}",
-            vigil_fleet::redact(url)
-        ));
-    }
+    let redis = match redis {
+        RawRedis::Server(url) => {
+            redis_url("state.redis", url)?;
+            Redis::Server(url.clone())
+        }
+        RawRedis::Cluster(urls) => {
+            if urls.is_empty() {
+                return Err(
+                    "state.redis: an empty list; give one URL, or the URLs of a Redis Cluster's nodes"
+                        .into(),
+                );
+            }
+            for (i, url) in urls.iter().enumerate() {
+                redis_url(&format!("state.redis[{i}]"), url)?;
+            }
+            let tls = urls[0].starts_with("rediss://");
+            if urls.iter().any(|url| url.starts_with("rediss://") != tls) {
+                return Err(
+                    "state.redis: the nodes of one cluster are all redis:// or all rediss://"
+                        .into(),
+                );
+            }
+            Redis::Cluster(urls.clone())
+        }
+    };
+    let url = match &redis {
+        Redis::Server(url) => url,
+        Redis::Cluster(urls) => &urls[0],
+    };
     let timeout = duration("state.redis_timeout", &raw.redis_timeout)?;
     if timeout.is_zero() || timeout > MAX_REDIS_TIMEOUT {
         return Err(format!(
@@ -366,15 +390,36 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
             "state.redis_prefix: expected 1 to 64 letters, digits, '-', '_' or '.', got {prefix:?}"
         ));
     }
+    let fallback = match raw.fallback.as_deref() {
+        None | Some("local") => Fallback::Local,
+        Some("deny") => Fallback::Deny,
+        Some(other) => {
+            return Err(format!(
+                "state.fallback: expected \"local\" or \"deny\", got {other:?}"
+            ))
+        }
+    };
     Ok(Some(FleetConfig {
-        url: url.clone(),
         tls: redis_tls(raw, url, base)?,
+        redis,
         prefix: prefix.clone(),
         timeout,
         history_depth: 0,
         history_ttl: Duration::ZERO,
         max_bans: 0,
+        fallback,
     }))
+}
+
+/// Checks that `url`, the value of `key`, is a Redis URL.
+fn redis_url(key: &str, url: &str) -> Result<(), String> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}: expected a URL redis://[user:password@]host:port/db or rediss://…, got {:?}",
+        vigil_fleet::redact(url)
+    ))
 }
 
 /// `state.redis_ca`, `redis_cert` and `redis_key`, read and checked as PEM now, so that a bad

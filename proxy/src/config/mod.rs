@@ -341,6 +341,8 @@ impl Config {
 mod tests {
     use super::*;
     use crate::forward::normalize::{EscapedSlashes, PathParameters};
+    use vigil_fleet::Redis;
+    use vigil_host::state::Fallback;
     use vigil_host::{GuardSource, Mode, OnError};
 
     fn parse(text: &str) -> Result<Config, String> {
@@ -538,6 +540,12 @@ mod tests {
             (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_timeout = \"5s\"\n"), "state.redis_timeout: must be from 1ms to 1s, got 5s"),
             (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_prefix = \"a b\"\n"), "state.redis_prefix: expected 1 to 64 letters, digits, '-', '_' or '.', got \"a b\""),
             (&format!("{MINIMAL}[state]\nredis_ca = \"ca.pem\"\n"), "state.redis_ca: is set but state.redis is not"),
+            (&format!("{MINIMAL}[state]\nredis = []\n"), "state.redis: an empty list; give one URL, or the URLs of a Redis Cluster's nodes"),
+            (&format!("{MINIMAL}[state]\nredis = [\"redis://a:7000\", \"a:7001\"]\n"), "state.redis[1]: expected a URL redis://[user:password@]host:port/db or rediss://…, got \"a:7001\""),
+            (&format!("{MINIMAL}[state]\nredis = [\"redis://a:7000\", \"rediss://b:7001\"]\n"), "state.redis: the nodes of one cluster are all redis:// or all rediss://"),
+            (&format!("{MINIMAL}[state]\nredis = 6379\n"), "a Redis URL, or a list of the URLs of a Redis Cluster's nodes"),
+            (&format!("{MINIMAL}[state]\nfallback = \"deny\"\n"), "state.fallback: is set but state.redis is not"),
+            (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nfallback = \"refuse\"\n"), "state.fallback: expected \"local\" or \"deny\", got \"refuse\""),
             (&format!("{MINIMAL}[state]\nredis = \"redis://cache\"\nredis_ca = \"ca.pem\"\n"), "state.redis_ca: is set but state.redis is plain redis://; use rediss:// for TLS"),
             (&format!("{MINIMAL}[state]\nredis = \"rediss://cache\"\nredis_ca = \"missing-ca.pem\"\n"), "state.redis_ca: cannot read /etc/vigil/missing-ca.pem"),
             (&format!("{MINIMAL}[state]\nredis = \"rediss://cache\"\nredis_cert = \"client.pem\"\n"), "state.redis_key: missing (redis_cert is set)"),
@@ -675,7 +683,10 @@ mod tests {
         ))
         .unwrap();
         let fleet = c.fleet.as_ref().unwrap();
-        assert_eq!(fleet.url, "redis://app:s3cret@cache:6379/2");
+        assert_eq!(
+            fleet.redis,
+            Redis::Server("redis://app:s3cret@cache:6379/2".into())
+        );
         assert_eq!(
             (fleet.prefix.as_str(), fleet.timeout),
             ("vigil", Duration::from_millis(5))
@@ -685,6 +696,12 @@ mod tests {
             (8, Duration::from_secs(600), 500),
             "the shared store keeps the local bounds"
         );
+        assert_eq!(fleet.fallback, Fallback::Local, "by default");
+        let deny = parse(&format!(
+            "{MINIMAL}[state]\nredis = \"redis://cache\"\nfallback = \"deny\"\n"
+        ))
+        .unwrap();
+        assert_eq!(deny.fleet.unwrap().fallback, Fallback::Deny);
         let shown = c
             .effective
             .pointer("/state/redis")
@@ -692,6 +709,24 @@ mod tests {
             .as_str()
             .unwrap();
         assert_eq!(shown, "redis://app:(redacted)@cache:6379/2");
+
+        let c = parse(&format!(
+            "{MINIMAL}[state]\nredis = [\"redis://:pw@a:7000\", \"redis://:pw@b:7001\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.fleet.unwrap().redis,
+            Redis::Cluster(vec![
+                "redis://:pw@a:7000".into(),
+                "redis://:pw@b:7001".into()
+            ]),
+            "a list is a cluster's nodes"
+        );
+        let shown = c.effective.pointer("/state/redis").unwrap();
+        assert_eq!(
+            shown,
+            &serde_json::json!(["redis://:(redacted)@a:7000", "redis://:(redacted)@b:7001"])
+        );
     }
 
     #[test]

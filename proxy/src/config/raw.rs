@@ -77,12 +77,47 @@ pub(super) struct RawState {
     pub(super) max_distinct_members: usize,
     pub(super) max_kv_entries: usize,
     pub(super) idle_expiry: String,
-    pub(super) redis: Option<String>,
+    pub(super) redis: Option<RawRedis>,
     pub(super) redis_prefix: String,
     pub(super) redis_timeout: String,
     pub(super) redis_ca: Option<std::path::PathBuf>,
     pub(super) redis_cert: Option<std::path::PathBuf>,
     pub(super) redis_key: Option<std::path::PathBuf>,
+    pub(super) fallback: Option<String>,
+}
+
+/// `state.redis`: one URL, or a list of a Redis Cluster's node URLs.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub(super) enum RawRedis {
+    Server(String),
+    Cluster(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawRedis {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawRedis;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Redis URL, or a list of the URLs of a Redis Cluster's nodes")
+            }
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<RawRedis, E> {
+                Ok(RawRedis::Server(url.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawRedis, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    urls.push(url);
+                }
+                Ok(RawRedis::Cluster(urls))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl Default for RawState {
@@ -102,6 +137,7 @@ impl Default for RawState {
             redis_ca: None,
             redis_cert: None,
             redis_key: None,
+            fallback: None,
         }
     }
 }
@@ -450,10 +486,15 @@ pub const REDACTED: &str = "(redacted)";
 /// replaced by [`REDACTED`].
 pub(super) fn effective_settings(raw: &RawConfig) -> serde_json::Value {
     let mut settings = serde_json::to_value(raw).unwrap_or(serde_json::Value::Null);
-    if let Some(url) = settings.pointer_mut("/state/redis") {
+    let hide = |url: &mut serde_json::Value| {
         if let Some(text) = url.as_str() {
             *url = serde_json::Value::String(vigil_fleet::redact(text).replace("***", REDACTED));
         }
+    };
+    match settings.pointer_mut("/state/redis") {
+        Some(serde_json::Value::Array(urls)) => urls.iter_mut().for_each(hide),
+        Some(url) => hide(url),
+        None => {}
     }
     if let Some(token) = settings.pointer_mut("/report/token") {
         if !token.is_null() {

@@ -114,7 +114,7 @@ const REQUEST_SECONDS_BUCKETS: [f64; 15] = [
 const UPSTREAM_RESULTS: [&str; 2] = ["failed", "answered"];
 
 /// Results of a guard call, in the order of [`GuardTally::results`].
-const GUARD_RESULTS: [&str; 7] = [
+const GUARD_RESULTS: [&str; 8] = [
     "allow",
     "deny",
     "would_deny",
@@ -122,6 +122,7 @@ const GUARD_RESULTS: [&str; 7] = [
     "limit",
     "trap",
     "instantiate",
+    "state_unavailable",
 ];
 
 fn result_index(result: &GuardResult, would_deny: bool) -> usize {
@@ -412,7 +413,7 @@ impl Collector for Tallies {
         }
         let mut results = encoder.encode_descriptor(
             "guard_results",
-            "Guard results: allow, deny, would_deny (a monitor-mode guard's denial, not applied), and faults by kind (deadline, limit, trap, instantiate).",
+            "Guard results: allow, deny, would_deny (a monitor-mode guard's denial, not applied), and faults by kind (deadline, limit, trap, instantiate, state_unavailable).",
             None,
             MetricType::Counter,
         )?;

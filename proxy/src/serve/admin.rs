@@ -254,6 +254,7 @@ fn guards(sidecar: &Sidecar) -> serde_json::Value {
                     "limit": stats.faults(FaultKind::Limit),
                     "trap": stats.faults(FaultKind::Trap),
                     "instantiate": stats.faults(FaultKind::Instantiate),
+                    "state_unavailable": stats.faults(FaultKind::StateUnavailable),
                 },
             })
         })
