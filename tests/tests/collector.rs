@@ -2228,25 +2228,31 @@ fn collectors_sharing_postgres_count_a_report_retried_on_the_other_once() {
     );
 }
 
-#[test]
-fn an_unreachable_postgres_stops_the_collector_at_start_naming_the_key() {
-    let dir = temp_dir("collector-no-postgres");
-    let path = dir.join("collector.toml");
-    let port = free_port();
+/// Starts `vigil collect` on the PostgreSQL at `url`, expecting it to stop at once with 64;
+/// what it wrote to standard error.
+fn failed_start(name: &str, url: &str) -> String {
+    let path = temp_dir(name).join("collector.toml");
     std::fs::write(
         &path,
-        format!(
-            "[storage]\nurl = \"postgres://vigil:not-shown@127.0.0.1:{port}/vigil\"\n\
-             [[token]]\ntoken = \"0123456789abcdef\"\n"
-        ),
+        format!("[storage]\nurl = \"{url}\"\n[[token]]\ntoken = \"0123456789abcdef\"\n"),
     )
     .unwrap();
     let out = std::process::Command::new(vigil_tests::process::vigil_binary())
         .args(["collect", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(64), "{err}");
+    err
+}
+
+#[test]
+fn an_unreachable_postgres_stops_the_collector_at_start_naming_the_key() {
+    let port = free_port();
+    let err = failed_start(
+        "collector-no-postgres",
+        &format!("postgres://vigil:not-shown@127.0.0.1:{port}/vigil"),
+    );
     assert!(
         err.contains("collector.toml (storage.url)")
             && err.contains(&format!("postgres://vigil:***@127.0.0.1:{port}/vigil")),
@@ -2295,19 +2301,7 @@ fn postgres_over_tls_is_verified_with_the_ca_configured() {
 
     // Without the CA, the system's roots do not know the certificate: the start fails,
     // naming the key and the cause.
-    let dir = temp_dir("collector-postgres-tls-untrusted");
-    let path = dir.join("collector.toml");
-    std::fs::write(
-        &path,
-        format!("[storage]\nurl = \"{url}\"\n[[token]]\ntoken = \"0123456789abcdef\"\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(vigil_tests::process::vigil_binary())
-        .args(["collect", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let err = failed_start("collector-postgres-tls-untrusted", &url);
     assert!(
         err.contains("collector.toml (storage.url)") && err.contains("certificate"),
         "{err}"
