@@ -107,6 +107,8 @@ pub struct PostgresUrl {
     shown: String,
     /// Whether the URL asks for TLS (`sslmode=require`).
     requires_tls: bool,
+    /// The URL's first TCP host: the name TLS verifies.
+    tcp_host: Option<String>,
     /// With `sslmode=require`: the TLS client settings (`[storage.tls]`, or the system's
     /// roots); `None` until [`PostgresUrl::with_tls`].
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
@@ -151,21 +153,17 @@ impl PostgresUrl {
                 ))
             }
         };
+        let tcp_host = config.get_hosts().iter().find_map(|host| match host {
+            postgres::config::Host::Tcp(name) => Some(name.clone()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        });
         Ok(PostgresUrl {
             secret: url.to_string(),
             shown: redact(url),
             requires_tls,
+            tcp_host,
             tls: None,
-        })
-    }
-
-    /// The host TLS verifies: the URL's first TCP host.
-    fn tls_host(&self) -> Option<String> {
-        let config: postgres::Config = self.secret.parse().ok()?;
-        config.get_hosts().iter().find_map(|host| match host {
-            postgres::config::Host::Tcp(name) => Some(name.clone()),
-            #[allow(unreachable_patterns)]
-            _ => None,
         })
     }
 
@@ -192,7 +190,7 @@ impl PostgresUrl {
                     .into(),
             );
         }
-        let host = self.tls_host().ok_or_else(|| {
+        let host = self.tcp_host.clone().ok_or_else(|| {
             format!(
                 "storage.url: {:?} asks for TLS (sslmode=require) but names no TCP host to verify",
                 self.shown
