@@ -1,7 +1,10 @@
 //! The `vigil` command line: exit codes and messages a user sees.
 
+#[path = "../../tests/src/ports.rs"]
+mod ports;
 mod support;
 
+use ports::free_port;
 use std::process::Command;
 use support::vigil;
 
@@ -155,12 +158,6 @@ fn run_serves_until_sigterm_then_exits_zero() {
     assert!(kill.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-}
-
-/// A loopback port free at the time of asking.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Reads the whole answer to `GET path` from a loopback port (the admin listener, or the

@@ -2,19 +2,64 @@
 //! to `vigil collect` with its SQLite store, while the collector or the sidecar goes away.
 //! Every request sent must be counted exactly once by the collector.
 
+#[path = "../../tests/src/ports.rs"]
+mod ports;
+
+use ports::free_port;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "fleet-token-0123456789abcdef";
 
-/// A child process killed when the test ends, however it ends.
-struct Process(Child);
+/// A child process killed when the test ends, however it ends, with the file its standard
+/// error goes to.
+struct Process(Child, PathBuf);
 
 impl Process {
+    /// Starts `vigil` with `args`, appending its standard error to `log`, and waits until
+    /// `ready` holds; a child that exits or never gets ready fails the test with its log.
+    fn start(args: &[&str], log: PathBuf, what: &str, ready: impl FnMut() -> bool) -> Process {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(args)
+            .env("VIGIL_LOG", "warn")
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut process = Process(child, log);
+        process.wait_until(what, ready);
+        process
+    }
+
+    fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ready() {
+                return;
+            }
+            if let Ok(Some(status)) = self.0.try_wait() {
+                panic!(
+                    "{what} exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after 30s waiting for {what}:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
     fn signal(&mut self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.0.id().to_string()])
@@ -51,14 +96,6 @@ fn tempdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -152,16 +189,12 @@ fn start_collector(dir: &Path, ports: &Ports) -> Process {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["collect", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let collector = Process(child);
-    eventually("the collector", Duration::from_secs(20), || {
-        http(ports.api, "GET", "/healthz", &[]).is_some_and(|(s, _)| s == 200)
-    });
-    collector
+    Process::start(
+        &["collect", "--config", config.to_str().unwrap()],
+        dir.join("collector.log"),
+        "the collector",
+        || http(ports.api, "GET", "/healthz", &[]).is_some_and(|(s, _)| s == 200),
+    )
 }
 
 fn start_sidecar(dir: &Path, ports: &Ports, upstream: u16, extra: &str) -> Process {
@@ -179,17 +212,12 @@ fn start_sidecar(dir: &Path, ports: &Ports, upstream: u16, extra: &str) -> Proce
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("VIGIL_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let sidecar = Process(child);
-    eventually("the sidecar", Duration::from_secs(30), || {
-        http(ports.admin, "GET", "/readyz", &[]).is_some_and(|(s, _)| s == 200)
-    });
-    sidecar
+    Process::start(
+        &["run", "--config", config.to_str().unwrap()],
+        dir.join("sidecar.log"),
+        "the sidecar",
+        || http(ports.admin, "GET", "/readyz", &[]).is_some_and(|(s, _)| s == 200),
+    )
 }
 
 /// Sends `count` public requests for `/items/{n}` through the sidecar.

@@ -96,6 +96,7 @@ pub mod browser;
 pub mod collector;
 pub mod harness;
 pub mod pki;
+pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod prometheus;

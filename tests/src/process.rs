@@ -43,11 +43,7 @@ pub fn vigil_binary() -> &'static Path {
     })
 }
 
-/// A loopback port free at the time of asking.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+pub use crate::ports::free_port;
 
 /// Polls `check` every 100 ms for up to 20 s, panicking with `what` if it never holds.
 pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
