@@ -373,15 +373,18 @@ class Lab:
                         prepare=[str(self.vigil), "check", "--config", str(conf)], tls=tls)
         return self._add(target)
 
-    def vigil_replica(self, name, guards_file, redis_port=None):
+    def vigil_replica(self, name, guards_file, redis_port=None, sync=None):
         """One replica of a fleet: Vigil with `guards_file`, sharing state through the Redis on
-        `redis_port` when given. Not a target of its own: a companion of a load balancer."""
+        `redis_port` when given, deciding on views synced every `sync` when given. Not a
+        target of its own: a companion of a load balancer."""
         port = self._port()
         admin_port = ADMIN_BASE_PORT + (port - BASE_PORT)
         text = fill(HERE / "vigil.toml", PORT=port, ADMIN_PORT=admin_port, UPSTREAM_PORT=UPSTREAM_PORT)
         if redis_port:
             # The state section is added here, before the guards' tables.
             text += f'\n[state]\nredis = "redis://127.0.0.1:{redis_port}/0"\nredis_prefix = "{name}"\n'
+            if sync:
+                text += f'redis_sync = "{sync}"\n'
         text += "\n" + fill(HERE / guards_file, GUARDS=self.guards_dir)
         conf = self.run_dir / f"{name}.toml"
         conf.write_text(text)
@@ -398,10 +401,11 @@ class Lab:
                    "--appendonly", "no", "--dir", str(data)]
         return Target(name, name, port, command, self.run_dir / f"{name}.log", probe=False)
 
-    def fleet_target(self, name, label, guards_file, with_redis):
-        """nginx round-robin over two Vigil replicas, with their Redis when `with_redis`."""
+    def fleet_target(self, name, label, guards_file, with_redis, sync=None):
+        """nginx round-robin over two Vigil replicas, with their Redis when `with_redis`,
+        syncing views every `sync` when given."""
         redis = self.redis(f"{name}-redis") if with_redis else None
-        replicas = [self.vigil_replica(f"{name}-{i}", guards_file, redis.port if redis else None)
+        replicas = [self.vigil_replica(f"{name}-{i}", guards_file, redis.port if redis else None, sync)
                     for i in ("a", "b")]
         port = self._port()
         conf = self._config(f"{name}.nginx.conf", "fleet-lb.nginx.conf", NAME=name, PORT=port,
@@ -671,24 +675,26 @@ def compare_fleet(args, lab):
     nginx = lab.nginx("nginx", "nginx proxy_pass", "nginx.conf")
     vigil_stock = lab.vigil_target("vigil-stock", "Vigil, stock chain, in-process state", "guards-3.toml")
     local = lab.fleet_target("fleet-local", "nginx → 2 Vigil replicas, in-process state", "guards-3.toml", False)
-    shared = lab.fleet_target("fleet-redis", "nginx → 2 Vigil replicas, state in Redis", "guards-3.toml", True)
-    proxies = [nginx, vigil_stock, local, shared]
+    shared = lab.fleet_target("fleet-redis", "nginx → 2 Vigil replicas, state in Redis (exact)", "guards-3.toml", True)
+    synced = lab.fleet_target("fleet-redis-sync", "nginx → 2 Vigil replicas, state in Redis, redis_sync = 100ms",
+                              "guards-3.toml", True, sync="100ms")
+    proxies = [nginx, vigil_stock, local, shared, synced]
     for target in proxies:
         target.start()
     targets = [upstream] + proxies
     load = Load(args.threads, args.connections, args.duration)
     log("warming up")
     warm_up(targets, load, args.clients)
-    commands = []
+    commands = {shared.name: [], synced.name: []}
 
     def measure(target):
-        if target is not shared:
+        if target.name not in commands:
             return wrk(target, load, args.clients)
-        subprocess.run(["redis-cli", "-p", str(shared.redis.port), "config", "resetstat"],
+        subprocess.run(["redis-cli", "-p", str(target.redis.port), "config", "resetstat"],
                        capture_output=True, check=True)
         sample = wrk(target, load, args.clients)
-        calls = redis_calls(shared.redis.port)
-        commands.append({"requests": sample["requests"], "calls": calls})
+        calls = redis_calls(target.redis.port)
+        commands[target.name].append({"requests": sample["requests"], "calls": calls})
         sample["redis_commands_per_request"] = sum(calls.values()) / max(1, sample["requests"])
         return sample
 
@@ -708,13 +714,17 @@ def compare_fleet(args, lab):
         row["rps_vs_nginx"] = row["rps"] / by_name["nginx"]["rps"]
         row["rps_vs_fleet_local"] = row["rps"] / by_name["fleet-local"]["rps"]
         row["p99_vs_fleet_local"] = row["p99_ms"] / by_name["fleet-local"]["p99_ms"]
-    per_request = statistics.median(sum(c["calls"].values()) / max(1, c["requests"]) for c in commands)
-    by_command = {}
-    for c in commands:
-        for name, n in c["calls"].items():
-            by_command.setdefault(name, []).append(n / max(1, c["requests"]))
-    return {"rate": rate, "rows": rows, "redis_commands_per_request": per_request,
-            "redis_commands_by_name": {k: statistics.median(v) for k, v in sorted(by_command.items())}}
+    redis_commands = {}
+    for name, samples in commands.items():
+        by_command = {}
+        for c in samples:
+            for command, n in c["calls"].items():
+                by_command.setdefault(command, []).append(n / max(1, c["requests"]))
+        redis_commands[name] = {
+            "per_request": statistics.median(sum(c["calls"].values()) / max(1, c["requests"]) for c in samples),
+            "by_name": {k: statistics.median(v) for k, v in sorted(by_command.items())},
+        }
+    return {"rate": rate, "rows": rows, "redis_commands": redis_commands}
 
 
 def fleet_markdown(report):
@@ -737,8 +747,10 @@ def fleet_markdown(report):
         lines.append(
             f"| {row['label']} | {row['rps']:.0f} | {row['rps_vs_nginx']:.2f} | {row['rps_vs_fleet_local']:.2f} "
             f"| {row['p99_ms']:.2f} | {row['p99_vs_fleet_local']:.2f} | {row['cpu_s_per_10k']:.2f} | {row['errors']} |")
-    lines += ["", f"Redis commands per request (INFO commandstats): {fleet['redis_commands_per_request']:.2f} — "
-              + ", ".join(f"{k} {v:.2f}" for k, v in fleet["redis_commands_by_name"].items()), ""]
+    lines.append("")
+    for name, stats in fleet["redis_commands"].items():
+        lines += [f"Redis commands per request, {name} (INFO commandstats): {stats['per_request']:.2f} — "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in stats["by_name"].items()), ""]
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod scripts;
+mod synced;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
@@ -88,6 +89,13 @@ pub struct FleetConfig {
     pub max_bans: usize,
     /// What guards' state calls get while Redis cannot answer (`state.fallback`).
     pub fallback: Fallback,
+    /// `state.redis_sync`: decide rate limits, counters and distinct sets on this replica's
+    /// view and reconcile it every this long; `None`: every call asks Redis (exact).
+    pub sync: Option<Duration>,
+    /// Limiters and counters with a view, each (`state.max_keys`).
+    pub max_keys: usize,
+    /// Distinct sets with a view (`state.max_distinct_sets`).
+    pub max_sets: usize,
 }
 
 /// What a `rediss://` connection trusts and presents, as PEM bytes.
@@ -189,6 +197,8 @@ struct Inner {
     bans: RwLock<HashMap<String, Ban>>,
     /// Whether `bans` holds any: a request looks no further while it does not.
     any_bans: AtomicBool,
+    /// With `state.redis_sync`, the views calls are decided on.
+    synced: Option<synced::Synced>,
 }
 
 impl RedisState {
@@ -252,6 +262,9 @@ impl RedisState {
             records,
             bans: RwLock::new(HashMap::new()),
             any_bans: AtomicBool::new(false),
+            synced: config
+                .sync
+                .map(|every| synced::Synced::new(every, config.max_keys, config.max_sets)),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -283,7 +296,10 @@ impl RedisState {
         let background = inner.clone();
         inner.handle.spawn(background.clone().probe_loop());
         inner.handle.spawn(background.clone().ban_sync_loop());
-        inner.handle.spawn(background.write_records(queued));
+        inner.handle.spawn(background.clone().write_records(queued));
+        if inner.synced.is_some() {
+            inner.handle.spawn(background.sync_loop());
+        }
         Ok(RedisState { inner, _stop: stop })
     }
 
@@ -578,6 +594,51 @@ impl Inner {
         }
     }
 
+    /// Every `state.redis_sync`, sends each view used since the last round with what this
+    /// replica added, all at once (the connection pipelines them), and takes the fleet's state
+    /// back. A round that fails puts back what it took out, for the next.
+    async fn sync_loop(self: Arc<Self>) {
+        let Some(views) = &self.synced else { return };
+        let mut tick = tokio::time::interval(views.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.up.load(Ordering::Relaxed) {
+                continue;
+            }
+            let mut round = tokio::task::JoinSet::new();
+            for (key, sent) in views.outgoing() {
+                let mut conn = self.conn.clone();
+                round.spawn(async move {
+                    let answer =
+                        tokio::time::timeout(BACKGROUND_TIMEOUT, sync_one(&mut conn, &key, &sent))
+                            .await;
+                    (key, sent, answer)
+                });
+            }
+            let mut failure = None;
+            while let Some(done) = round.join_next().await {
+                let Ok((key, sent, answer)) = done else {
+                    continue;
+                };
+                match answer {
+                    Ok(Ok(answer)) => views.incoming(&key, answer),
+                    Ok(Err(e)) => {
+                        views.restore(&key, sent);
+                        failure = Some(Failure::Redis(e));
+                    }
+                    Err(_) => {
+                        views.restore(&key, sent);
+                        failure = Some(Failure::TimedOut(BACKGROUND_TIMEOUT));
+                    }
+                }
+            }
+            if let Some(failure) = failure {
+                self.failed("sync", &failure);
+            }
+        }
+    }
+
     /// Writes a batch of history records: one pipeline to a server; to a cluster one per
     /// client, all at once, since a pipeline's keys must share a hash slot there.
     async fn write(&self, batch: &[(String, String)]) -> RedisResult<()> {
@@ -681,16 +742,26 @@ impl SharedState for RedisState {
     ) -> Result<Result<(), u32>, Unavailable> {
         let key = self.inner.guard_key("r", guard, key);
         let interval_ms = 1000.0 / per_second;
+        let synced = self.inner.synced.as_ref();
+        if let Some(answer) = synced.and_then(|views| views.rate(&key, interval_ms, burst)) {
+            return Ok(answer);
+        }
         let mut conn = self.inner.conn.clone();
-        let wait = self.inner.call("rate", async move {
+        let script_key = key.clone();
+        let (wait, ahead) = self.inner.call("rate", async move {
             scripts::RATE
-                .key(key)
+                .key(script_key)
                 .arg(interval_ms)
                 .arg(burst.max(1))
                 .arg(MAX_TTL_MS)
-                .invoke_async::<u64>(&mut conn)
+                .arg(0)
+                .arg(1)
+                .invoke_async::<(u64, i64)>(&mut conn)
                 .await
         })?;
+        if let Some(views) = synced {
+            views.seed_rate(&key, interval_ms, burst, ahead);
+        }
         Ok(match wait {
             0 => Ok(()),
             ms => Err(ms.min(u32::MAX as u64) as u32),
@@ -706,15 +777,24 @@ impl SharedState for RedisState {
     ) -> Result<i64, Unavailable> {
         let key = self.inner.guard_key("c", guard, key);
         let window_ms = window_ms.min(MAX_TTL_MS);
+        let synced = self.inner.synced.as_ref();
+        if let Some(total) = synced.and_then(|views| views.count(&key, delta, window_ms)) {
+            return Ok(total);
+        }
         let mut conn = self.inner.conn.clone();
-        self.inner.call("count", async move {
+        let script_key = key.clone();
+        let total = self.inner.call("count", async move {
             scripts::COUNT
-                .key(key)
+                .key(script_key)
                 .arg(delta)
                 .arg(window_ms)
                 .invoke_async::<i64>(&mut conn)
                 .await
-        })
+        })?;
+        if let Some(views) = synced {
+            views.seed_count(&key, window_ms, total);
+        }
+        Ok(total)
     }
 
     fn distinct(
@@ -728,16 +808,25 @@ impl SharedState for RedisState {
         let key = self.inner.guard_key("d", guard, key);
         let member = bounded(member).into_owned();
         let window_ms = window_ms.min(MAX_TTL_MS);
+        let synced = self.inner.synced.as_ref();
+        if let Some(size) = synced.and_then(|views| views.distinct(&key, &member, window_ms, cap)) {
+            return Ok(size);
+        }
         let mut conn = self.inner.conn.clone();
-        self.inner.call("distinct", async move {
+        let (script_key, script_member) = (key.clone(), member.clone());
+        let size = self.inner.call("distinct", async move {
             scripts::DISTINCT
-                .key(key)
-                .arg(member)
+                .key(script_key)
                 .arg(window_ms)
                 .arg(cap)
+                .arg(script_member)
                 .invoke_async::<u32>(&mut conn)
                 .await
-        })
+        })?;
+        if let Some(views) = synced {
+            views.seed_distinct(&key, &member, window_ms, cap, size);
+        }
+        Ok(size)
     }
 
     fn get(&self, guard: &str, key: &str) -> Result<Option<Vec<u8>>, Unavailable> {
@@ -877,6 +966,46 @@ impl SharedState for RedisState {
 }
 
 /// `part` itself when short, else `#` and 32 hex digits of its SHA-256.
+/// One view's share of a sync round: what this replica added, sent; the fleet's state back.
+async fn sync_one(
+    conn: &mut Conn,
+    key: &str,
+    sent: &synced::Outgoing,
+) -> RedisResult<synced::Incoming> {
+    use synced::{Incoming, Outgoing};
+    Ok(match sent {
+        Outgoing::Rate(interval_ms, burst, taken) => {
+            let (_, ahead) = scripts::RATE
+                .key(key)
+                .arg(*interval_ms)
+                .arg((*burst).max(1))
+                .arg(MAX_TTL_MS)
+                .arg(*taken)
+                .arg(0)
+                .invoke_async::<(u64, i64)>(conn)
+                .await?;
+            Incoming::Rate(ahead)
+        }
+        Outgoing::Count(delta, window_ms) => Incoming::Count(
+            scripts::COUNT
+                .key(key)
+                .arg(*delta)
+                .arg(*window_ms)
+                .invoke_async::<i64>(conn)
+                .await?,
+        ),
+        Outgoing::Distinct(members, window_ms, cap) => Incoming::Distinct(
+            scripts::DISTINCT
+                .key(key)
+                .arg(*window_ms)
+                .arg(*cap)
+                .arg(members)
+                .invoke_async::<u32>(conn)
+                .await?,
+        ),
+    })
+}
+
 fn bounded(part: &str) -> Cow<'_, str> {
     if part.len() <= MAX_KEY_PART {
         return Cow::Borrowed(part);

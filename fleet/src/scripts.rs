@@ -6,8 +6,11 @@ use redis::Script;
 use std::sync::LazyLock;
 
 /// GCRA, as governor computes it in process: a key holds its theoretical arrival time (TAT) in
-/// milliseconds. ARGV: emission interval (ms, float), burst, longest TTL (ms). Returns 0 when
-/// the token was taken, else the wait in milliseconds (at least 1).
+/// milliseconds. ARGV: emission interval (ms, float), burst, longest TTL (ms), tokens a replica
+/// already let through on its own view (`state.redis_sync`; added unchecked, so the fleet's
+/// TAT remembers every one), and 1 to try to take a token now or 0 only to report. Returns
+/// `{wait, ahead}`: 0 when the token was taken (else the wait in milliseconds, at least 1),
+/// and how far the TAT is ahead of the server's clock, in whole milliseconds rounded up.
 pub(crate) static RATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -17,13 +20,21 @@ local interval = tonumber(ARGV[1])
 local tau = interval * tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local next_tat = tat + interval
-if next_tat - now > tau then
-  return math.max(1, math.ceil(next_tat - now - tau))
+tat = tat + interval * tonumber(ARGV[4])
+local wait = 0
+if ARGV[5] == '1' then
+  local next_tat = tat + interval
+  if next_tat - now > tau then
+    wait = math.max(1, math.ceil(next_tat - now - tau))
+  else
+    tat = next_tat
+  end
 end
-local ttl = math.min(math.ceil(next_tat - now) + 1, tonumber(ARGV[3]))
-redis.call('SET', KEYS[1], string.format('%.3f', next_tat), 'PX', ttl)
-return 0
+if tat > now then
+  local ttl = math.min(math.ceil(tat - now) + 1, tonumber(ARGV[3]))
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', ttl)
+end
+return {wait, math.ceil(tat - now)}
 ",
     )
 });
@@ -62,22 +73,25 @@ return total
 });
 
 /// Distinct members within a window: a sorted set of member to last-seen time, trimmed to the
-/// window and capped (the oldest goes first). ARGV: member, window (ms), cap. Returns the size.
+/// window and capped (the oldest goes first). ARGV: window (ms), cap, then the members seen
+/// (one, or a replica's since its last sync). Returns the size.
 pub(crate) static DISTINCT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
+local window = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], now, ARGV[i])
+end
 local n = redis.call('ZCARD', KEYS[1])
-local cap = tonumber(ARGV[3])
+local cap = tonumber(ARGV[2])
 if n > cap then
   redis.call('ZPOPMIN', KEYS[1], n - cap)
   n = cap
 end
-redis.call('PEXPIRE', KEYS[1], window + 1)
+if n > 0 then redis.call('PEXPIRE', KEYS[1], window + 1) end
 return n
 ",
     )

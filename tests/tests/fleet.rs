@@ -130,6 +130,44 @@ async fn one_budget_across(redis: &str, prefix: &str, n: usize) {
     shutdown(replicas).await;
 }
 
+/// With `state.redis_sync` each replica decides on its view and the fleet reconciles: a bot
+/// racing through `n` replicas gets at most the documented bound, `burst + (n − 1) × burst`
+/// here (the rate term is far below one token), and once the views have synced the fleet
+/// refuses it on every replica, as the overshoot is owed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_sync_a_rate_limit_overshoots_at_most_the_documented_bound() {
+    let redis = format!("\"{}\"", RedisServer::shared().url());
+    let table = r#"config = { key = "client", rate = 10, per = "minute", burst = 10 }"#;
+    let guard = guard_table("rate-limit", guards::RATE_LIMIT, table);
+    for n in [2, 3] {
+        let prefix = format!("sync-rate-{n}");
+        let config = config_for(&redis, &prefix, "500ms", &guard)
+            .replace("[state]\n", "[state]\nredis_sync = \"50ms\"\n");
+        let (upstream, replicas) = fleet(n, &prefix, &config).await;
+        let mut allowed = 0;
+        for i in 0..40 {
+            if call(&replicas[i % n], "GET", "/items", "bot").await == StatusCode::OK {
+                allowed += 1;
+            }
+        }
+        assert!(
+            (10..=10 * n).contains(&allowed),
+            "{n} replicas allowed {allowed} of 40; the bound is {}",
+            10 * n
+        );
+        println!("redis_sync = 50ms, {n} replicas: {allowed} of 40 allowed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..(2 * n) {
+            assert_eq!(
+                call(&replicas[i % n], "GET", "/items", "bot").await,
+                StatusCode::TOO_MANY_REQUESTS
+            );
+        }
+        assert_eq!(upstream.count(), allowed);
+        shutdown(replicas).await;
+    }
+}
+
 /// Two replicas sharing a Redis Cluster of three primaries, given as a list of node URLs,
 /// decide as with one server: one rate budget, and no honest shopper refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

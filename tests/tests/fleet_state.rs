@@ -28,6 +28,9 @@ fn config(url: &str, prefix: &str) -> FleetConfig {
         history_ttl: Duration::from_secs(60),
         max_bans: 100,
         fallback: Fallback::Local,
+        sync: None,
+        max_keys: 1000,
+        max_sets: 1000,
     }
 }
 
@@ -789,4 +792,114 @@ fn a_redis_cluster_is_shared_as_one_server_is() {
         spread.iter().all(|keys| *keys > 0),
         "every node holds some of the keys: {spread:?}"
     );
+}
+
+/// Two replicas deciding on views reconciled with Redis every `every` (`state.redis_sync`),
+/// reaching Redis through `url`.
+fn two_synced_replicas(url: &str, prefix: &str, every: Duration) -> (StateStore, StateStore) {
+    let replica = || {
+        let config = FleetConfig {
+            sync: Some(every),
+            ..config(url, prefix)
+        };
+        let shared = Arc::new(RedisState::connect(config).expect("Redis accepts us"));
+        StateStore::with_shared(limits(), Arc::new(SystemClock), shared)
+    };
+    (replica(), replica())
+}
+
+/// The worst case of `state.redis_sync`, as docs/fleet.md states it: every replica spends the
+/// burst its first exact call saw, so a fleet of N lets through at most
+/// `burst + rate × T + (N − 1) × (burst + rate × S)` in any span T, with S the staleness of a
+/// view (at most ten sync intervals plus a round trip); then the fleet's limiter holds the debt and
+/// every replica refuses until it is paid.
+#[test]
+fn with_redis_sync_a_burst_overshoots_at_most_by_the_formula_and_the_debt_is_then_held() {
+    let every = Duration::from_millis(50);
+    let (a, b) = two_synced_replicas(&RedisServer::shared().url(), "sync-rate", every);
+    let (sa, sb) = (a.scope("rate-limit"), b.scope("rate-limit"));
+    let per_second = 10.0 / 60.0;
+    let take = |n: usize| {
+        (0..n)
+            .filter(|i| {
+                let answer = if i % 2 == 0 {
+                    a.rate(sa, "client:bot", per_second, 10)
+                } else {
+                    b.rate(sb, "client:bot", per_second, 10)
+                };
+                answer.unwrap().is_ok()
+            })
+            .count()
+    };
+    let burst_allowed = take(40);
+    // rate × (T + S) is far below one token here: the bound is 10 + 1 × 10.
+    assert!(
+        (10..=20).contains(&burst_allowed),
+        "fleet-wide allowed {burst_allowed} of 40; the bound is 20"
+    );
+    println!("redis_sync = 50ms, 2 replicas, burst 10: {burst_allowed} of 40 allowed");
+    std::thread::sleep(every * 4);
+    assert_eq!(
+        take(20),
+        0,
+        "once synced, the overshoot is owed: nothing more"
+    );
+}
+
+#[test]
+fn with_redis_sync_counters_and_sets_agree_across_replicas_within_a_sync() {
+    let every = Duration::from_millis(50);
+    let (a, b) = two_synced_replicas(&RedisServer::shared().url(), "sync-count", every);
+    let (sa, sb) = (a.scope("g"), b.scope("g"));
+    for _ in 0..5 {
+        a.count(sa, "logins", 1, 60_000).unwrap();
+        b.count(sb, "logins", 2, 60_000).unwrap();
+    }
+    for m in 0..5 {
+        a.distinct(sa, "ids", &format!("user-{m}"), 60_000).unwrap();
+    }
+    for m in 3..7 {
+        b.distinct(sb, "ids", &format!("user-{m}"), 60_000).unwrap();
+    }
+    // A view is refreshed by the sync after it is used: both sides' additions have landed
+    // after one round, and are read on either after the next.
+    std::thread::sleep(every * 3);
+    a.count(sa, "logins", 0, 60_000).unwrap();
+    b.count(sb, "logins", 0, 60_000).unwrap();
+    a.distinct(sa, "ids", "user-0", 60_000).unwrap();
+    b.distinct(sb, "ids", "user-6", 60_000).unwrap();
+    std::thread::sleep(every * 3);
+    assert_eq!(a.count(sa, "logins", 0, 60_000).unwrap(), 15);
+    assert_eq!(b.count(sb, "logins", 0, 60_000).unwrap(), 15);
+    // user-0 to user-6, members both saw counted once; saturating at max_distinct_members.
+    assert_eq!(a.distinct(sa, "ids", "user-0", 60_000).unwrap(), 7);
+    assert_eq!(b.distinct(sb, "ids", "user-6", 60_000).unwrap(), 7);
+    assert_eq!(b.distinct(sb, "ids", "user-7", 60_000).unwrap(), 8);
+    assert_eq!(b.distinct(sb, "ids", "user-8", 60_000).unwrap(), 8);
+}
+
+/// A call on a fresh view is answered without Redis: with every round trip made slower than
+/// the timeout, calls on views still answer, from the fleet's state, and fall back nowhere.
+#[test]
+fn with_redis_sync_calls_on_a_fresh_view_make_no_round_trip() {
+    let proxy = LatencyProxy::start(RedisServer::shared().port);
+    let url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    let (a, _) = two_synced_replicas(&url, "sync-local", Duration::from_secs(2));
+    let sa = a.scope("g");
+    assert_eq!(a.count(sa, "views", 1, 60_000).unwrap(), 1);
+    assert!(a.rate(sa, "k", 100.0, 5).unwrap().is_ok());
+    assert_eq!(a.distinct(sa, "s", "m1", 60_000).unwrap(), 1);
+    // Exact calls would now time out (500 ms) and count fallbacks.
+    proxy.set_delay(Duration::from_secs(1));
+    let before = a.shared_status().unwrap().fallbacks;
+    assert_eq!(a.count(sa, "views", 1, 60_000).unwrap(), 2);
+    assert!(a.rate(sa, "k", 100.0, 5).unwrap().is_ok());
+    assert_eq!(a.distinct(sa, "s", "m2", 60_000).unwrap(), 2);
+    assert_eq!(a.distinct(sa, "s", "m1", 60_000).unwrap(), 2);
+    let status = a.shared_status().unwrap();
+    assert_eq!(status.fallbacks, before, "no call went to Redis");
+    assert!(status.up);
+    // A key without a view is asked exactly, and falls back.
+    a.count(sa, "new", 1, 60_000).unwrap();
+    assert_eq!(a.shared_status().unwrap().fallbacks, before + 1);
 }

@@ -218,6 +218,8 @@ pub(super) fn build(
             history_depth: state.history_depth,
             history_ttl: state.idle_expiry,
             max_bans: state.max_clients,
+            max_keys: state.max_keys,
+            max_sets: state.max_distinct_sets,
             ..f
         }),
         state,
@@ -327,6 +329,11 @@ const MAX_DISTINCT_MEMBERS: usize = 65_536;
 /// Redis is slow, and a guard's own deadline (10 ms by default) counts that wait.
 const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Bounds of `state.redis_sync`: more often than this the syncs cost Redis more than the calls
+/// they replace; less often, replicas disagree for longer than a limit's window is useful.
+const MIN_REDIS_SYNC: Duration = Duration::from_millis(10);
+const MAX_REDIS_SYNC: Duration = Duration::from_secs(10);
+
 /// `[state] redis*`: the shared store's settings, its depth and TTLs filled in by the caller;
 /// certificate paths relative to `base`.
 fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
@@ -336,6 +343,7 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
             ("redis_cert", raw.redis_cert.is_some()),
             ("redis_key", raw.redis_key.is_some()),
             ("fallback", raw.fallback.is_some()),
+            ("redis_sync", raw.redis_sync.is_some()),
         ] {
             if set {
                 return Err(format!("state.{key}: is set but state.redis is not"));
@@ -390,6 +398,19 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
             "state.redis_prefix: expected 1 to 64 letters, digits, '-', '_' or '.', got {prefix:?}"
         ));
     }
+    let sync = match &raw.redis_sync {
+        None => None,
+        Some(text) => {
+            let every = duration("state.redis_sync", text)?;
+            if every < MIN_REDIS_SYNC || every > MAX_REDIS_SYNC {
+                return Err(format!(
+                    "state.redis_sync: must be from 10ms to 10s, got {text}; leave it out for \
+                     exact fleet-wide limits"
+                ));
+            }
+            Some(every)
+        }
+    };
     let fallback = match raw.fallback.as_deref() {
         None | Some("local") => Fallback::Local,
         Some("deny") => Fallback::Deny,
@@ -408,6 +429,9 @@ fn fleet(raw: &RawState, base: &Path) -> Result<Option<FleetConfig>, String> {
         history_ttl: Duration::ZERO,
         max_bans: 0,
         fallback,
+        sync,
+        max_keys: 0,
+        max_sets: 0,
     }))
 }
 
