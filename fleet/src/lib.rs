@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+mod mirror;
 mod scripts;
 mod synced;
 
@@ -151,6 +152,11 @@ const MAX_ROUTE_BYTES: usize = 1024;
 const RECORD_QUEUE: usize = 8192;
 /// Events written in one pipeline at most.
 const RECORD_BATCH: usize = 256;
+/// Histories the mirror keeps at most (and at most `state.max_clients`): about 100 bytes per
+/// event, so 64 MiB at the default depth of 32; past it, histories are read from Redis.
+const MIRROR_CLIENTS: usize = 20_000;
+/// Views sent at once in a sync round.
+const SYNC_SLICE: usize = 128;
 /// How often a replica looks whether the fleet's bans changed.
 pub const BAN_SYNC: Duration = Duration::from_millis(250);
 /// The first wait between probes of a Redis that went away; it doubles up to [`PROBE_MAX`].
@@ -175,6 +181,8 @@ struct Inner {
     /// its own current-thread runtime, where nothing can be awaited.
     handle: Handle,
     conn: Conn,
+    /// For the sync rounds, the history writes and the ban sync.
+    background: Conn,
     /// Whether `conn` is a cluster's: a pipeline must then keep to one hash slot.
     cluster: bool,
     prefix: String,
@@ -199,6 +207,10 @@ struct Inner {
     any_bans: AtomicBool,
     /// With `state.redis_sync`, the views calls are decided on.
     synced: Option<synced::Synced>,
+    /// With `state.redis_sync` on one server, the histories answered without a round trip.
+    mirror: Option<mirror::Mirror>,
+    /// Tells this replica's published events from its peers'.
+    replica_id: String,
 }
 
 impl RedisState {
@@ -217,36 +229,17 @@ impl RedisState {
         let handle = runtime.handle().clone();
         // Both connections start their background work on the runtime they are made in.
         let entered = handle.enter();
-        let (conn, address) = match &config.redis {
-            Redis::Server(url) => {
-                let client = open_client(url, config.tls.as_ref()).map_err(bad_url)?;
-                let info = client.get_connection_info();
-                let address = format!("{}/{}", info.addr(), info.redis_settings().db());
-                let manager_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(START_TIMEOUT))
-                    .set_response_timeout(Some(BACKGROUND_TIMEOUT))
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_secs(2))
-                    .set_number_of_retries(2);
-                let manager = ConnectionManager::new_lazy_with_config(client, manager_config)
-                    .map_err(bad_url)?;
-                (Conn::Server(manager), address)
-            }
-            Redis::Cluster(urls) => {
-                let client = open_cluster(urls, config.tls.as_ref()).map_err(bad_url)?;
-                let cluster_config = ClusterConfig::new()
-                    .set_connection_timeout(START_TIMEOUT)
-                    .set_response_timeout(BACKGROUND_TIMEOUT);
-                let conn = client.get_pending_async_connection_with_config(cluster_config);
-                (Conn::Cluster(conn), config.redis.redacted())
-            }
-        };
+        let (conn, address) = open_conn(&config).map_err(bad_url)?;
+        // Background work gets a connection of its own, so that a request's call never waits
+        // in line behind a sync round or a batch of history writes.
+        let (background, _) = open_conn(&config).map_err(bad_url)?;
         drop(entered);
         let (records, queued) = mpsc::channel(RECORD_QUEUE);
         let inner = Arc::new(Inner {
             handle,
             cluster: matches!(conn, Conn::Cluster(_)),
             conn,
+            background,
             prefix: config.prefix,
             address,
             timeout: config.timeout,
@@ -265,6 +258,15 @@ impl RedisState {
             synced: config
                 .sync
                 .map(|every| synced::Synced::new(every, config.max_keys, config.max_sets)),
+            mirror: match (&config.redis, config.sync) {
+                (Redis::Server(_), Some(_)) => Some(mirror::Mirror::new(
+                    config.history_depth,
+                    (config.history_ttl.as_millis() as u64).max(1),
+                    config.max_bans.min(MIRROR_CLIENTS),
+                )),
+                _ => None,
+            },
+            replica_id: replica_id(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -298,7 +300,11 @@ impl RedisState {
         inner.handle.spawn(background.clone().ban_sync_loop());
         inner.handle.spawn(background.clone().write_records(queued));
         if inner.synced.is_some() {
-            inner.handle.spawn(background.sync_loop());
+            inner.handle.spawn(background.clone().sync_loop());
+        }
+        if let (Some(_), Redis::Server(url)) = (&inner.mirror, &config.redis) {
+            let client = open_client(url, config.tls.as_ref()).map_err(bad_url)?;
+            inner.handle.spawn(background.subscribe_loop(client));
         }
         Ok(RedisState { inner, _stop: stop })
     }
@@ -307,6 +313,33 @@ impl RedisState {
     pub fn address(&self) -> &str {
         &self.inner.address
     }
+}
+
+/// A connection to the server or cluster `config` names, and its address for logs.
+fn open_conn(config: &FleetConfig) -> RedisResult<(Conn, String)> {
+    Ok(match &config.redis {
+        Redis::Server(url) => {
+            let client = open_client(url, config.tls.as_ref())?;
+            let info = client.get_connection_info();
+            let address = format!("{}/{}", info.addr(), info.redis_settings().db());
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(START_TIMEOUT))
+                .set_response_timeout(Some(BACKGROUND_TIMEOUT))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(2);
+            let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+            (Conn::Server(manager), address)
+        }
+        Redis::Cluster(urls) => {
+            let client = open_cluster(urls, config.tls.as_ref())?;
+            let cluster_config = ClusterConfig::new()
+                .set_connection_timeout(START_TIMEOUT)
+                .set_response_timeout(BACKGROUND_TIMEOUT);
+            let conn = client.get_pending_async_connection_with_config(cluster_config);
+            (Conn::Cluster(conn), config.redis.redacted())
+        }
+    })
 }
 
 /// A client for `url`; for `rediss://` with [`RedisTls`], trusting its CA and presenting its
@@ -504,8 +537,13 @@ impl Inner {
             let mut wait = PROBE_FIRST;
             while !self.up.load(Ordering::Relaxed) {
                 tokio::time::sleep(wait).await;
-                let answer =
-                    tokio::time::timeout(BACKGROUND_TIMEOUT, ping(self.conn.clone())).await;
+                // Both connections: the background one broke in the same outage, and would
+                // otherwise report it again on its first write.
+                let both = async {
+                    ping(self.conn.clone()).await?;
+                    ping(self.background.clone()).await
+                };
+                let answer = tokio::time::timeout(BACKGROUND_TIMEOUT, both).await;
                 if let Ok(Ok(())) = answer {
                     self.up.store(true, Ordering::Relaxed);
                     let again = match self.fallback {
@@ -531,7 +569,7 @@ impl Inner {
             if !self.up.load(Ordering::Relaxed) {
                 continue;
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.background.clone();
             let version = tokio::time::timeout(
                 BACKGROUND_TIMEOUT,
                 redis::cmd("GET")
@@ -595,8 +633,8 @@ impl Inner {
     }
 
     /// Every `state.redis_sync`, sends each view used since the last round with what this
-    /// replica added, all at once (the connection pipelines them), and takes the fleet's state
-    /// back. A round that fails puts back what it took out, for the next.
+    /// replica added, a slice at a time (the connection pipelines each), and takes the fleet's
+    /// state back. A round that fails puts back what it took out, for the next.
     async fn sync_loop(self: Arc<Self>) {
         let Some(views) = &self.synced else { return };
         let mut tick = tokio::time::interval(views.interval);
@@ -606,30 +644,37 @@ impl Inner {
             if !self.up.load(Ordering::Relaxed) {
                 continue;
             }
-            let mut round = tokio::task::JoinSet::new();
-            for (key, sent) in views.outgoing() {
-                let mut conn = self.conn.clone();
-                round.spawn(async move {
-                    let answer =
-                        tokio::time::timeout(BACKGROUND_TIMEOUT, sync_one(&mut conn, &key, &sent))
-                            .await;
-                    (key, sent, answer)
-                });
-            }
             let mut failure = None;
-            while let Some(done) = round.join_next().await {
-                let Ok((key, sent, answer)) = done else {
-                    continue;
-                };
-                match answer {
-                    Ok(Ok(answer)) => views.incoming(&key, answer),
-                    Ok(Err(e)) => {
-                        views.restore(&key, sent);
-                        failure = Some(Failure::Redis(e));
-                    }
-                    Err(_) => {
-                        views.restore(&key, sent);
-                        failure = Some(Failure::TimedOut(BACKGROUND_TIMEOUT));
+            let mut outgoing = views.outgoing();
+            while !outgoing.is_empty() {
+                // In slices, so Redis serves requests' own calls in between.
+                let rest = outgoing.split_off(outgoing.len().min(SYNC_SLICE));
+                let mut slice = tokio::task::JoinSet::new();
+                for (key, sent) in std::mem::replace(&mut outgoing, rest) {
+                    let mut conn = self.background.clone();
+                    slice.spawn(async move {
+                        let answer = tokio::time::timeout(
+                            BACKGROUND_TIMEOUT,
+                            sync_one(&mut conn, &key, &sent),
+                        )
+                        .await;
+                        (key, sent, answer)
+                    });
+                }
+                while let Some(done) = slice.join_next().await {
+                    let Ok((key, sent, answer)) = done else {
+                        continue;
+                    };
+                    match answer {
+                        Ok(Ok(answer)) => views.incoming(&key, answer),
+                        Ok(Err(e)) => {
+                            views.restore(&key, sent);
+                            failure = Some(Failure::Redis(e));
+                        }
+                        Err(_) => {
+                            views.restore(&key, sent);
+                            failure = Some(Failure::TimedOut(BACKGROUND_TIMEOUT));
+                        }
                     }
                 }
             }
@@ -637,6 +682,56 @@ impl Inner {
                 self.failed("sync", &failure);
             }
         }
+    }
+
+    /// Keeps the mirror fed with the events the fleet publishes, resubscribing with backoff;
+    /// the mirror answers only while subscribed.
+    async fn subscribe_loop(self: Arc<Self>, client: Client) {
+        use futures_util::StreamExt;
+        let Some(mirror) = &self.mirror else { return };
+        let mut wait = PROBE_FIRST;
+        loop {
+            let subscribed = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(self.events_channel()).await?;
+                RedisResult::Ok(pubsub)
+            };
+            match tokio::time::timeout(BACKGROUND_TIMEOUT, subscribed).await {
+                Ok(Ok(mut pubsub)) => {
+                    mirror.set_live(true);
+                    wait = PROBE_FIRST;
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let payload: Vec<u8> = message.get_payload_bytes().to_vec();
+                        self.mirror_published(mirror, &payload);
+                    }
+                    mirror.set_live(false);
+                    tracing::debug!(redis = %self.address, "the fleet's event subscription ended; histories are read from Redis until it is back");
+                }
+                _ => mirror.set_live(false),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(PROBE_MAX);
+        }
+    }
+
+    /// Adds a peer's published batch to the mirror; this replica's own are there already.
+    fn mirror_published(&self, mirror: &mirror::Mirror, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let mut fields = Framed(text);
+        if fields.next() != Some(self.replica_id.as_str()) {
+            while let (Some(key), Some(event)) = (fields.next(), fields.next()) {
+                if let Some(event) = decode_event(event) {
+                    mirror.add(key, event);
+                }
+            }
+        }
+    }
+
+    fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
     }
 
     /// Writes a batch of history records: one pipeline to a server; to a cluster one per
@@ -647,7 +742,20 @@ impl Inner {
             for (key, event) in batch {
                 self.push_event(&mut pipe, key, event);
             }
-            return pipe.query_async::<()>(&mut self.conn.clone()).await;
+            if self.mirror.is_some() {
+                // After the writes: a replica that reads a history on hearing of it finds them.
+                let mut message = String::new();
+                frame(&mut message, &self.replica_id);
+                for (key, event) in batch {
+                    frame(&mut message, key);
+                    frame(&mut message, event);
+                }
+                pipe.cmd("PUBLISH")
+                    .arg(self.events_channel())
+                    .arg(message)
+                    .ignore();
+            }
+            return pipe.query_async::<()>(&mut self.background.clone()).await;
         }
         let mut per_client: HashMap<&str, Pipeline> = HashMap::new();
         for (key, event) in batch {
@@ -656,7 +764,7 @@ impl Inner {
         }
         let mut writes = tokio::task::JoinSet::new();
         for pipe in per_client.into_values() {
-            let mut conn = self.conn.clone();
+            let mut conn = self.background.clone();
             writes.spawn(async move { pipe.query_async::<()>(&mut conn).await });
         }
         let mut result = Ok(());
@@ -708,12 +816,9 @@ impl Inner {
     }
 }
 
-impl SharedState for RedisState {
-    fn history(&self, client: &str, limit: usize) -> Result<Vec<Event>, Unavailable> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let key = self.inner.client_key("h", client);
+impl RedisState {
+    /// The newest `limit` events of the history under `key`, read from Redis.
+    fn read_history(&self, key: String, limit: usize) -> Result<Vec<Event>, Unavailable> {
         let mut conn = self.inner.conn.clone();
         let events = self.inner.call("history", async move {
             redis::cmd("LRANGE")
@@ -725,9 +830,40 @@ impl SharedState for RedisState {
         })?;
         Ok(events.iter().filter_map(|e| decode_event(e)).collect())
     }
+}
+
+impl SharedState for RedisState {
+    fn history(&self, client: &str, limit: usize) -> Result<Vec<Event>, Unavailable> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.inner.client_key("h", client);
+        let Some(mirror) = &self.inner.mirror else {
+            return self.read_history(key, limit);
+        };
+        let now = now_ms();
+        if let Some(events) = mirror.history(&key, limit, now) {
+            return Ok(events);
+        }
+        if !mirror.begin_read(&key, now) {
+            return self.read_history(key, limit);
+        }
+        // The whole depth, for the mirror's entry.
+        let read = self.read_history(key.clone(), self.inner.history_depth);
+        mirror.end_read(&key, read.as_deref().ok());
+        let mut events = read?;
+        events.truncate(limit);
+        Ok(events)
+    }
 
     fn record(&self, client: &str, event: &EventRecord<'_>) {
         let queued = (self.inner.client_key("h", client), encode_event(event));
+        if let Some(mirror) = &self.inner.mirror {
+            // As peers will decode it, so the copy that comes back by a read is the same.
+            if let Some(own) = decode_event(&queued.1) {
+                mirror.add(&queued.0, own);
+            }
+        }
         if self.inner.records.try_send(queued).is_err() {
             self.inner.records_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -1045,6 +1181,36 @@ fn decode_event(text: &str) -> Option<Event> {
         method: fields.next()?.to_string(),
         route: fields.next()?.to_string(),
     })
+}
+
+/// Appends `field` to a published message as `LENGTH:FIELD`, so keys and routes may hold any
+/// character.
+fn frame(message: &mut String, field: &str) {
+    message.push_str(&field.len().to_string());
+    message.push(':');
+    message.push_str(field);
+}
+
+/// The fields of a message [`frame`] made; stops at the first malformed one.
+struct Framed<'a>(&'a str);
+
+impl<'a> Iterator for Framed<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let (length, rest) = self.0.split_once(':')?;
+        let length: usize = length.parse().ok()?;
+        let field = rest.get(..length)?;
+        self.0 = &rest[length..];
+        Some(field)
+    }
+}
+
+/// A random id for this replica's published messages.
+fn replica_id() -> String {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new();
+    format!("{:016x}", random.hash_one((std::process::id(), now_ms())))
 }
 
 fn encode_ban(ban: &Ban) -> String {

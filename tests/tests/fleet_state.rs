@@ -74,6 +74,43 @@ fn event<'a>(method: &'a str, route: &'a str, status: u16) -> EventRecord<'a> {
 #[test]
 fn a_request_on_one_replica_is_in_the_history_the_other_reads_5ms_later() {
     let (a, b) = two_replicas("history");
+    history_read_5ms_later(&a, &b);
+}
+
+/// With `state.redis_sync` the other replica answers from its mirror, fed by what the first
+/// publishes: the first question about a client reads Redis, the next ones hear of it.
+#[test]
+fn with_redis_sync_a_history_asked_about_before_hears_of_new_events_within_5ms() {
+    // A server of its own: the test counts the reads it serves.
+    let server = RedisServer::start("sync-history", &[]);
+    let (a, b) = two_synced_replicas(&server.url(), "sync-history", Duration::from_millis(100));
+    // The subscription is made in the background as the store starts.
+    std::thread::sleep(Duration::from_millis(300));
+    history_read_5ms_later(&a, &b);
+    // Asked about twenty times more, each now heard of rather than read.
+    let commands = |server: &RedisServer| {
+        let stats = server.command(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find(|l| l.starts_with("cmdstat_lrange:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let cart = [Pattern::parse("POST /cart/items").unwrap()];
+    let before = commands(&server);
+    for _ in 0..20 {
+        a.record("shopper-0", &event("POST", "/cart/items", 201));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(b.happened("shopper-0", &cart, 60_000, true).unwrap());
+    }
+    let history = b.history("shopper-0", 100).unwrap();
+    assert_eq!(history.len(), 21, "every event once: {history:?}");
+    assert_eq!(commands(&server), before, "no history read from Redis");
+}
+
+fn history_read_5ms_later(a: &StateStore, b: &StateStore) {
     let cart = [Pattern::parse("POST /cart/items").unwrap()];
     for i in 0..20 {
         let client = format!("shopper-{i}");
