@@ -61,13 +61,15 @@ const SEQUENCE: &str = r#"config = { rules = [{ kind = "requires", target = "POS
 /// later: none is refused. One who skips the cart still is.
 async fn shoppers_alternating_replicas(n: usize) {
     let redis = format!("\"{}\"", RedisServer::shared().url());
-    shoppers_alternating_replicas_of(&redis, &format!("sequence-{n}"), n).await;
+    shoppers_alternating_replicas_of(&redis, &format!("sequence-{n}"), n, "").await;
 }
 
-/// The same through the Redis `redis` (as `state.redis` is written), keys under `prefix`.
-async fn shoppers_alternating_replicas_of(redis: &str, prefix: &str, n: usize) {
+/// The same through the Redis `redis` (as `state.redis` is written), keys under `prefix`,
+/// with `state` added to the `[state]` table.
+async fn shoppers_alternating_replicas_of(redis: &str, prefix: &str, n: usize, state: &str) {
     let guard = guard_table("sequence", guards::SEQUENCE, SEQUENCE);
-    let config = config_for(redis, prefix, "500ms", &guard);
+    let config = config_for(redis, prefix, "500ms", &guard)
+        .replace("[state]\n", &format!("[state]\n{state}"));
     let (upstream, replicas) = fleet(n, prefix, &config).await;
     let mut refused = Vec::new();
     for i in 0..30 {
@@ -100,6 +102,17 @@ async fn a_sequence_rule_refuses_no_honest_user_across_two_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequence_rule_refuses_no_honest_user_across_three_replicas() {
     shoppers_alternating_replicas(3).await;
+}
+
+/// With `state.redis_sync` the histories come from each replica's mirror: still no honest
+/// shopper refused, with two replicas and with three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_sync_a_sequence_rule_refuses_no_honest_user() {
+    let redis = format!("\"{}\"", RedisServer::shared().url());
+    for n in [2, 3] {
+        let prefix = format!("sync-sequence-{n}");
+        shoppers_alternating_replicas_of(&redis, &prefix, n, "redis_sync = \"1s\"\n").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +191,7 @@ async fn two_replicas_sharing_a_redis_cluster_decide_as_one() {
     let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     let redis = format!("[{}]", urls.join(", "));
     one_budget_across(&redis, "cluster-rate", 2).await;
-    shoppers_alternating_replicas_of(&redis, "cluster-sequence", 2).await;
+    shoppers_alternating_replicas_of(&redis, "cluster-sequence", 2, "").await;
     let spread = cluster.keys_per_node("cluster-sequence");
     assert!(
         spread.iter().filter(|keys| **keys > 0).count() >= 2,
@@ -259,7 +272,18 @@ async fn a_ban_placed_through_one_replicas_admin_api_holds_on_the_others() {
 /// Redis is back (empty) the replicas share state again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_redis_under_traffic_fails_no_request() {
-    let mut server = RedisServer::start("killed", &[]);
+    redis_killed_under_traffic("killed", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_sync_killing_redis_under_traffic_fails_no_request() {
+    redis_killed_under_traffic("killed-sync", "redis_sync = \"100ms\"\n").await;
+}
+
+/// Two replicas under traffic while their Redis is killed and restarted empty, with `state`
+/// added to the `[state]` table: every request answered, and Redis used again after.
+async fn redis_killed_under_traffic(name: &str, state: &str) {
+    let mut server = RedisServer::start(name, &[]);
     let guards = format!(
         "{}{}",
         guard_table("sequence", guards::SEQUENCE, SEQUENCE),
@@ -269,8 +293,9 @@ async fn killing_redis_under_traffic_fails_no_request() {
             r#"config = { key = "client", rate = 100000, per = "second", burst = 100000 }"#
         )
     );
-    let config = config(&server.url(), "killed", "20ms", &guards);
-    let (_upstream, replicas) = fleet(2, "killed", &config).await;
+    let config = config(&server.url(), name, "20ms", &guards)
+        .replace("[state]\n", &format!("[state]\n{state}"));
+    let (_upstream, replicas) = fleet(2, name, &config).await;
     let mut statuses = Vec::new();
     for round in 0..60 {
         if round == 20 {
