@@ -9,9 +9,12 @@
 //! history is read exactly until it is back.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use vigil_host::Event;
+
+/// The shortest time between two prunings of idle entries.
+const PRUNE_EVERY_MS: u64 = 1_000;
 
 /// One client's history as this replica knows it.
 struct Entry {
@@ -30,6 +33,9 @@ pub(crate) struct Mirror {
     max_clients: usize,
     /// Subscribed, and nothing published has been missed since the entries were made.
     live: AtomicBool,
+    /// When idle entries were last pruned (ms since the epoch): at most once a second, so a
+    /// full mirror of busy clients does not cost every new client a scan.
+    pruned_ms: AtomicU64,
     clients: Mutex<HashMap<String, Entry>>,
 }
 
@@ -42,6 +48,7 @@ impl Mirror {
             ttl_ms,
             max_clients: max_clients.max(1),
             live: AtomicBool::new(false),
+            pruned_ms: AtomicU64::new(0),
             clients: Mutex::default(),
         }
     }
@@ -75,6 +82,10 @@ impl Mirror {
         }
         let mut clients = lock(&self.clients);
         if clients.len() >= self.max_clients && !clients.contains_key(client) {
+            if now_ms.saturating_sub(self.pruned_ms.load(Ordering::Relaxed)) < PRUNE_EVERY_MS {
+                return false;
+            }
+            self.pruned_ms.store(now_ms, Ordering::Relaxed);
             let ttl = self.ttl_ms;
             clients.retain(|_, e| e.reading || now_ms.saturating_sub(e.touched_ms) < ttl);
             if clients.len() >= self.max_clients {
@@ -206,5 +217,11 @@ mod tests {
         mirror.end_read("a", Some(&[]));
         assert!(!mirror.begin_read("b", 500), "full");
         assert!(mirror.begin_read("b", 1_500), "a went idle and is pruned");
+        mirror.end_read("b", Some(&[]));
+        assert!(!mirror.begin_read("c", 2_000), "pruned a moment ago");
+        assert!(
+            mirror.begin_read("c", 2_600),
+            "pruned again a second later: b went idle"
+        );
     }
 }

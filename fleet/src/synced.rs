@@ -69,6 +69,8 @@ struct SetView {
     pending: Vec<String>,
     /// How many members were new to this replica since the last refresh.
     added: u32,
+    /// When `seen` was last pruned of members out of the window.
+    pruned: f64,
     used: bool,
     refreshed: f64,
 }
@@ -211,8 +213,11 @@ impl Synced {
         let hash = self.members.hash_one(member);
         let window = window_ms as f64;
         let known = view.seen.get(&hash).is_some_and(|&at| now - at < window);
-        if view.seen.len() >= cap && !view.seen.contains_key(&hash) {
+        // Pruned at most once a second: a client sending new members into a full set must not
+        // cost every call a scan.
+        if view.seen.len() >= cap && !view.seen.contains_key(&hash) && now - view.pruned >= 1000.0 {
             view.seen.retain(|_, at| now - *at < window);
+            view.pruned = now;
         }
         if view.seen.len() < cap || view.seen.contains_key(&hash) {
             view.seen.insert(hash, now);
@@ -251,6 +256,7 @@ impl Synced {
                 seen,
                 pending: Vec::new(),
                 added: 0,
+                pruned: now,
                 used: false,
                 refreshed: now,
             },
