@@ -373,16 +373,17 @@ class Lab:
                         prepare=[str(self.vigil), "check", "--config", str(conf)], tls=tls)
         return self._add(target)
 
-    def vigil_replica(self, name, guards_file, redis_port=None, sync=None):
-        """One replica of a fleet: Vigil with `guards_file`, sharing state through the Redis on
-        `redis_port` when given, deciding on views synced every `sync` when given. Not a
-        target of its own: a companion of a load balancer."""
+    def vigil_replica(self, name, guards_file, fleet, redis_port=None, sync=None):
+        """One replica of the fleet `fleet`: Vigil with `guards_file`, sharing state with the
+        fleet's other replicas through the Redis on `redis_port` when given (under the fleet's
+        key prefix), deciding on views synced every `sync` when given. Not a target of its own:
+        a companion of a load balancer."""
         port = self._port()
         admin_port = ADMIN_BASE_PORT + (port - BASE_PORT)
         text = fill(HERE / "vigil.toml", PORT=port, ADMIN_PORT=admin_port, UPSTREAM_PORT=UPSTREAM_PORT)
         if redis_port:
             # The state section is added here, before the guards' tables.
-            text += f'\n[state]\nredis = "redis://127.0.0.1:{redis_port}/0"\nredis_prefix = "{name}"\n'
+            text += f'\n[state]\nredis = "redis://127.0.0.1:{redis_port}/0"\nredis_prefix = "{fleet}"\n'
             if sync:
                 text += f'redis_sync = "{sync}"\n'
         text += "\n" + fill(HERE / guards_file, GUARDS=self.guards_dir)
@@ -405,7 +406,7 @@ class Lab:
         """nginx round-robin over two Vigil replicas, with their Redis when `with_redis`,
         syncing views every `sync` when given."""
         redis = self.redis(f"{name}-redis") if with_redis else None
-        replicas = [self.vigil_replica(f"{name}-{i}", guards_file, redis.port if redis else None, sync)
+        replicas = [self.vigil_replica(f"{name}-{i}", guards_file, name, redis.port if redis else None, sync)
                     for i in ("a", "b")]
         port = self._port()
         conf = self._config(f"{name}.nginx.conf", "fleet-lb.nginx.conf", NAME=name, PORT=port,

@@ -856,6 +856,22 @@ impl SharedState for RedisState {
         Ok(events)
     }
 
+    fn any_event(
+        &self,
+        client: &str,
+        limit: usize,
+        check: &mut dyn FnMut(&Event) -> bool,
+    ) -> Result<bool, Unavailable> {
+        if let Some(mirror) = &self.inner.mirror {
+            let key = self.inner.client_key("h", client);
+            if let Some(found) = mirror.any(&key, limit, now_ms(), check) {
+                return Ok(found);
+            }
+        }
+        // Read (and, with the mirror, kept for the next question).
+        Ok(self.history(client, limit)?.iter().any(check))
+    }
+
     fn record(&self, client: &str, event: &EventRecord<'_>) {
         let queued = (self.inner.client_key("h", client), encode_event(event));
         if let Some(mirror) = &self.inner.mirror {

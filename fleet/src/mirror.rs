@@ -74,6 +74,24 @@ impl Mirror {
         Some(entry.events.iter().take(limit).cloned().collect())
     }
 
+    /// Whether any of the client's newest `limit` events satisfies `check`, looked through in
+    /// place; `None` as for [`Mirror::history`].
+    pub(crate) fn any(
+        &self,
+        client: &str,
+        limit: usize,
+        now_ms: u64,
+        check: &mut dyn FnMut(&Event) -> bool,
+    ) -> Option<bool> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut clients = lock(&self.clients);
+        let entry = clients.get_mut(client).filter(|e| !e.reading)?;
+        entry.touched_ms = now_ms;
+        Some(entry.events.iter().take(limit).any(check))
+    }
+
     /// Before an exact read of `client`'s history: from now on its events are kept. Whether an
     /// entry is being made (false: the mirror is full or not live).
     pub(crate) fn begin_read(&self, client: &str, now_ms: u64) -> bool {
@@ -188,6 +206,9 @@ mod tests {
             "depth 3, once each"
         );
         assert_eq!(routes(&mirror.history("c", 1, 0).unwrap()), ["/after"]);
+        assert_eq!(mirror.any("c", 10, 0, &mut |e| e.route == "/b"), Some(true));
+        assert_eq!(mirror.any("c", 2, 0, &mut |e| e.route == "/b"), Some(false));
+        assert_eq!(mirror.any("other", 10, 0, &mut |_| true), None);
         mirror.add("never-asked", event(1, "/x"));
         assert_eq!(mirror.history("never-asked", 10, 0), None);
     }

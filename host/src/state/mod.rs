@@ -415,17 +415,20 @@ impl StateStore {
         if self.local_happened(client_key, patterns, now, recent, successful_only) {
             return Ok(true);
         }
-        let Ok(events) = shared.history(client_key, self.limits.history_depth) else {
-            self.unanswered()?;
-            return Ok(self.local_happened(client_key, patterns, now, since, successful_only));
-        };
         // Replicas write in the background, so the shared list is only nearly in time
         // order: every event is looked at.
-        Ok(events.iter().any(|e| {
+        let mut check = |e: &Event| {
             e.at_ms >= since
                 && (!successful_only || (200..400).contains(&e.status))
                 && patterns.iter().any(|p| p.matches(&e.method, &e.route))
-        }))
+        };
+        match shared.any_event(client_key, self.limits.history_depth, &mut check) {
+            Ok(found) => Ok(found),
+            Err(Unavailable) => {
+                self.unanswered()?;
+                Ok(self.local_happened(client_key, patterns, now, since, successful_only))
+            }
+        }
     }
 
     fn local_happened(

@@ -51,6 +51,17 @@ pub struct SharedStatus {
 pub trait SharedState: Send + Sync + 'static {
     /// The client's most recent events across the fleet, newest first, at most `limit`.
     fn history(&self, client: &str, limit: usize) -> Result<Vec<Event>, Unavailable>;
+    /// Whether any of the client's most recent events across the fleet (at most `limit`)
+    /// satisfies `check`. By default the history is read and looked through; a store that keeps
+    /// histories at hand looks without copying them.
+    fn any_event(
+        &self,
+        client: &str,
+        limit: usize,
+        check: &mut dyn FnMut(&Event) -> bool,
+    ) -> Result<bool, Unavailable> {
+        Ok(self.history(client, limit)?.iter().any(check))
+    }
     /// Appends an event to the client's shared history without waiting for it to be written.
     fn record(&self, client: &str, event: &EventRecord<'_>);
     /// Takes a token from the fleet-wide limiter `key` of `guard`; `Ok(Err(ms))`: wait `ms`.
