@@ -196,6 +196,7 @@ struct Inner {
     up: AtomicBool,
     fallbacks: AtomicU64,
     records_dropped: AtomicU64,
+    sync_rounds_failed: AtomicU64,
     /// Milliseconds since the epoch of the last error logged for a call, so a storm of them
     /// writes one line every ten seconds.
     last_error_logged: AtomicU64,
@@ -250,6 +251,7 @@ impl RedisState {
             up: AtomicBool::new(false),
             fallbacks: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
+            sync_rounds_failed: AtomicU64::new(0),
             last_error_logged: AtomicU64::new(0),
             probe: Notify::new(),
             records,
@@ -679,6 +681,7 @@ impl Inner {
                 }
             }
             if let Some(failure) = failure {
+                self.sync_rounds_failed.fetch_add(1, Ordering::Relaxed);
                 self.failed("sync", &failure);
             }
         }
@@ -1109,6 +1112,8 @@ impl SharedState for RedisState {
             up: self.inner.up.load(Ordering::Relaxed),
             fallbacks: self.inner.fallbacks.load(Ordering::Relaxed),
             records_dropped: self.inner.records_dropped.load(Ordering::Relaxed),
+            views: self.inner.synced.as_ref().map_or(0, |v| v.views() as u64),
+            sync_rounds_failed: self.inner.sync_rounds_failed.load(Ordering::Relaxed),
         }
     }
 

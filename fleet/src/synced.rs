@@ -301,6 +301,11 @@ impl Synced {
         out
     }
 
+    /// Keys with a view now, for metrics.
+    pub(crate) fn views(&self) -> usize {
+        lock(&self.rates).len() + lock(&self.counts).len() + lock(&self.sets).len()
+    }
+
     /// Puts back what a sync that failed had taken out, so the next one sends it again.
     pub(crate) fn restore(&self, key: &str, sent: Outgoing) {
         match sent {

@@ -176,6 +176,8 @@ pub struct Metrics {
     state_backend_up: Gauge,
     state_fallbacks: Counter,
     state_records_dropped: Counter,
+    state_sync_views: Gauge,
+    state_sync_rounds_failed: Counter,
     worker_connections: Family<WorkerLabels, Gauge>,
     /// The reporter's delivery.
     pub report: ReportMetrics,
@@ -255,6 +257,18 @@ impl Metrics {
             "Request events not written to the shared history (Redis away, or the write queue full)",
             state_records_dropped.clone(),
         );
+        let state_sync_views = Gauge::default();
+        registry.register(
+            "state_sync_views",
+            "With state.redis_sync: rate limiters, counters and distinct sets decided on this replica's view of the fleet's now",
+            state_sync_views.clone(),
+        );
+        let state_sync_rounds_failed = Counter::default();
+        registry.register(
+            "state_sync_rounds_failed",
+            "With state.redis_sync: rounds that could not reconcile the views with Redis (what they carried goes with the next)",
+            state_sync_rounds_failed.clone(),
+        );
         let worker_connections = Family::<WorkerLabels, Gauge>::default();
         registry.register(
             "worker_connections",
@@ -285,6 +299,8 @@ impl Metrics {
             state_backend_up,
             state_fallbacks,
             state_records_dropped,
+            state_sync_views,
+            state_sync_rounds_failed,
             worker_connections,
             report,
             access_log,
@@ -297,9 +313,11 @@ impl Metrics {
         // Under the registry's lock, so that two renders do not both add the same increase.
         let _rendering = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         self.state_backend_up.set(status.up as i64);
+        self.state_sync_views.set(status.views as i64);
         for (counter, total) in [
             (&self.state_fallbacks, status.fallbacks),
             (&self.state_records_dropped, status.records_dropped),
+            (&self.state_sync_rounds_failed, status.sync_rounds_failed),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }

@@ -177,6 +177,17 @@ async fn with_redis_sync_a_rate_limit_overshoots_at_most_the_documented_bound() 
             );
         }
         assert_eq!(upstream.count(), allowed);
+        for proxy in &replicas {
+            assert_eq!(
+                metric(proxy, "vigil_state_sync_views").await,
+                1,
+                "the bot's limiter"
+            );
+            assert_eq!(
+                metric(proxy, "vigil_state_sync_rounds_failed_total").await,
+                0
+            );
+        }
         shutdown(replicas).await;
     }
 }

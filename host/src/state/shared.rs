@@ -43,6 +43,10 @@ pub struct SharedStatus {
     pub fallbacks: u64,
     /// History records dropped because the write queue to the shared store was full.
     pub records_dropped: u64,
+    /// With `state.redis_sync`: keys decided on this replica's view now.
+    pub views: u64,
+    /// With `state.redis_sync`: sync rounds that failed (what they carried is sent again).
+    pub sync_rounds_failed: u64,
 }
 
 /// A state store shared by every replica of a service. Keys are the guard's own (unbounded,
