@@ -705,8 +705,7 @@ impl Inner {
                     wait = PROBE_FIRST;
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
-                        let payload: Vec<u8> = message.get_payload_bytes().to_vec();
-                        self.mirror_published(mirror, &payload);
+                        self.mirror_published(mirror, message.get_payload_bytes());
                     }
                     mirror.set_live(false);
                     tracing::debug!(redis = %self.address, "the fleet's event subscription ended; histories are read from Redis until it is back");
@@ -833,6 +832,24 @@ impl RedisState {
         })?;
         Ok(events.iter().filter_map(|e| decode_event(e)).collect())
     }
+
+    /// After the mirror had no answer: the history under `key` read from Redis, all of its
+    /// depth so that the mirror keeps it for the next question, and its newest `limit` returned.
+    fn read_to_keep(
+        &self,
+        mirror: &mirror::Mirror,
+        key: String,
+        limit: usize,
+    ) -> Result<Vec<Event>, Unavailable> {
+        if !mirror.begin_read(&key, now_ms()) {
+            return self.read_history(key, limit);
+        }
+        let read = self.read_history(key.clone(), self.inner.history_depth);
+        mirror.end_read(&key, read.as_deref().ok());
+        let mut events = read?;
+        events.truncate(limit);
+        Ok(events)
+    }
 }
 
 impl SharedState for RedisState {
@@ -844,19 +861,10 @@ impl SharedState for RedisState {
         let Some(mirror) = &self.inner.mirror else {
             return self.read_history(key, limit);
         };
-        let now = now_ms();
-        if let Some(events) = mirror.history(&key, limit, now) {
+        if let Some(events) = mirror.history(&key, limit, now_ms()) {
             return Ok(events);
         }
-        if !mirror.begin_read(&key, now) {
-            return self.read_history(key, limit);
-        }
-        // The whole depth, for the mirror's entry.
-        let read = self.read_history(key.clone(), self.inner.history_depth);
-        mirror.end_read(&key, read.as_deref().ok());
-        let mut events = read?;
-        events.truncate(limit);
-        Ok(events)
+        self.read_to_keep(mirror, key, limit)
     }
 
     fn any_event(
@@ -865,14 +873,15 @@ impl SharedState for RedisState {
         limit: usize,
         check: &mut dyn FnMut(&Event) -> bool,
     ) -> Result<bool, Unavailable> {
-        if let Some(mirror) = &self.inner.mirror {
-            let key = self.inner.client_key("h", client);
-            if let Some(found) = mirror.any(&key, limit, now_ms(), check) {
-                return Ok(found);
-            }
-        }
-        // Read (and, with the mirror, kept for the next question).
-        Ok(self.history(client, limit)?.iter().any(check))
+        let key = self.inner.client_key("h", client);
+        let events = match &self.inner.mirror {
+            None => self.read_history(key, limit)?,
+            Some(mirror) => match mirror.any(&key, limit, now_ms(), check) {
+                Some(found) => return Ok(found),
+                None => self.read_to_keep(mirror, key, limit)?,
+            },
+        };
+        Ok(events.iter().any(check))
     }
 
     fn record(&self, client: &str, event: &EventRecord<'_>) {
@@ -1122,7 +1131,6 @@ impl SharedState for RedisState {
     }
 }
 
-/// `part` itself when short, else `#` and 32 hex digits of its SHA-256.
 /// One view's share of a sync round: what this replica added, sent; the fleet's state back.
 async fn sync_one(
     conn: &mut Conn,
@@ -1163,6 +1171,12 @@ async fn sync_one(
     })
 }
 
+/// A mutex's guard, even after a panic elsewhere poisoned it: the tables stay usable.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `part` itself when short, else `#` and 32 hex digits of its SHA-256.
 fn bounded(part: &str) -> Cow<'_, str> {
     if part.len() <= MAX_KEY_PART {
         return Cow::Borrowed(part);

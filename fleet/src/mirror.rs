@@ -8,6 +8,7 @@
 //! (or was, since the entries were made) the mirror answers nothing and is emptied: every
 //! history is read exactly until it is back.
 
+use crate::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -65,13 +66,9 @@ impl Mirror {
     /// The client's history, newest first, at most `limit`; `None` when it must be read from
     /// Redis (then [`Mirror::begin_read`] and [`Mirror::end_read`]).
     pub(crate) fn history(&self, client: &str, limit: usize, now_ms: u64) -> Option<Vec<Event>> {
-        if !self.live.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut clients = lock(&self.clients);
-        let entry = clients.get_mut(client).filter(|e| !e.reading)?;
-        entry.touched_ms = now_ms;
-        Some(entry.events.iter().take(limit).cloned().collect())
+        self.look(client, now_ms, |events| {
+            events.iter().take(limit).cloned().collect()
+        })
     }
 
     /// Whether any of the client's newest `limit` events satisfies `check`, looked through in
@@ -83,13 +80,26 @@ impl Mirror {
         now_ms: u64,
         check: &mut dyn FnMut(&Event) -> bool,
     ) -> Option<bool> {
+        self.look(client, now_ms, |events| {
+            events.iter().take(limit).any(check)
+        })
+    }
+
+    /// `look` at the client's kept history, newest first, marking it used; `None` when there
+    /// is none to answer from (not live, not kept, or being read).
+    fn look<R>(
+        &self,
+        client: &str,
+        now_ms: u64,
+        look: impl FnOnce(&VecDeque<Event>) -> R,
+    ) -> Option<R> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
         let mut clients = lock(&self.clients);
         let entry = clients.get_mut(client).filter(|e| !e.reading)?;
         entry.touched_ms = now_ms;
-        Some(entry.events.iter().take(limit).any(check))
+        Some(look(&entry.events))
     }
 
     /// Before an exact read of `client`'s history: from now on its events are kept. Whether an
@@ -162,10 +172,6 @@ fn insert(events: &mut VecDeque<Event>, event: Event, depth: usize) {
         .unwrap_or(events.len());
     events.insert(at, event);
     events.truncate(depth);
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::lock;
+
 /// A view answers while it was refreshed within this many sync intervals: a key used only
 /// now and then is asked exactly rather than decided on an old snapshot.
 pub(crate) const STALE_AFTER: u32 = 10;
@@ -357,10 +359,6 @@ impl Synced {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
