@@ -152,6 +152,11 @@ const MAX_ROUTE_BYTES: usize = 1024;
 const RECORD_QUEUE: usize = 8192;
 /// Events written in one pipeline at most.
 const RECORD_BATCH: usize = 256;
+/// How long the writer lets events gather after the first of a batch arrives: under load a
+/// batch then carries many events in one write (and one message to peers) instead of a few,
+/// which spares the workers, this thread and Redis a wake-up each; short enough that a peer
+/// still sees an event within a few milliseconds of its response.
+const RECORD_LINGER: Duration = Duration::from_millis(1);
 /// Histories the mirror keeps at most (and at most `state.max_clients`): about 100 bytes per
 /// event, so 64 MiB at the default depth of 32; past it, histories are read from Redis.
 const MIRROR_CLIENTS: usize = 20_000;
@@ -613,6 +618,13 @@ impl Inner {
     async fn write_records(self: Arc<Self>, mut queued: mpsc::Receiver<(String, String)>) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
         while queued.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            if batch.len() < RECORD_BATCH {
+                tokio::time::sleep(RECORD_LINGER).await;
+                while batch.len() < RECORD_BATCH {
+                    let Ok(record) = queued.try_recv() else { break };
+                    batch.push(record);
+                }
+            }
             if !self.up.load(Ordering::Relaxed) {
                 self.records_dropped
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -651,33 +663,14 @@ impl Inner {
             while !outgoing.is_empty() {
                 // In slices, so Redis serves requests' own calls in between.
                 let rest = outgoing.split_off(outgoing.len().min(SYNC_SLICE));
-                let mut slice = tokio::task::JoinSet::new();
-                for (key, sent) in std::mem::replace(&mut outgoing, rest) {
-                    let mut conn = self.background.clone();
-                    slice.spawn(async move {
-                        let answer = tokio::time::timeout(
-                            BACKGROUND_TIMEOUT,
-                            sync_one(&mut conn, &key, &sent),
-                        )
-                        .await;
-                        (key, sent, answer)
-                    });
-                }
-                while let Some(done) = slice.join_next().await {
-                    let Ok((key, sent, answer)) = done else {
-                        continue;
-                    };
-                    match answer {
-                        Ok(Ok(answer)) => views.incoming(&key, answer),
-                        Ok(Err(e)) => {
-                            views.restore(&key, sent);
-                            failure = Some(Failure::Redis(e));
-                        }
-                        Err(_) => {
-                            views.restore(&key, sent);
-                            failure = Some(Failure::TimedOut(BACKGROUND_TIMEOUT));
-                        }
-                    }
+                let slice = std::mem::replace(&mut outgoing, rest);
+                let sent = if self.cluster {
+                    self.sync_each(views, slice).await
+                } else {
+                    self.sync_at_once(views, slice).await
+                };
+                if let Err(e) = sent {
+                    failure = Some(e);
                 }
             }
             if let Some(failure) = failure {
@@ -685,6 +678,103 @@ impl Inner {
                 self.failed("sync", &failure);
             }
         }
+    }
+
+    /// Sends a slice of a sync round to one server in one script ([`scripts::SYNC`]); a
+    /// failure puts every view of the slice back.
+    async fn sync_at_once(
+        &self,
+        views: &synced::Synced,
+        slice: Vec<(String, synced::Outgoing)>,
+    ) -> Result<(), Failure> {
+        use synced::Outgoing;
+        let mut invocation = scripts::SYNC.prepare_invoke();
+        for (key, sent) in &slice {
+            invocation.key(key);
+            match sent {
+                Outgoing::Rate(interval_ms, burst, taken) => {
+                    invocation
+                        .arg("r")
+                        .arg(*interval_ms)
+                        .arg((*burst).max(1))
+                        .arg(MAX_TTL_MS)
+                        .arg(*taken);
+                }
+                Outgoing::Count(delta, window_ms) => {
+                    invocation.arg("c").arg(*delta).arg(*window_ms);
+                }
+                Outgoing::Distinct(members, window_ms, cap) => {
+                    invocation
+                        .arg("d")
+                        .arg(*window_ms)
+                        .arg(*cap)
+                        .arg(members.len())
+                        .arg(members);
+                }
+            }
+        }
+        let mut conn = self.background.clone();
+        let answer = tokio::time::timeout(
+            BACKGROUND_TIMEOUT,
+            invocation.invoke_async::<Vec<i64>>(&mut conn),
+        )
+        .await;
+        let failure = match answer {
+            Ok(Ok(values)) if values.len() == slice.len() => {
+                for ((key, sent), value) in slice.into_iter().zip(values) {
+                    views.incoming(&key, sent.answered(value));
+                }
+                return Ok(());
+            }
+            Ok(Ok(values)) => Failure::Redis(RedisError::from((
+                redis::ErrorKind::Parse,
+                "a sync script answered for the wrong number of keys",
+                format!("{} answers for {} keys", values.len(), slice.len()),
+            ))),
+            Ok(Err(e)) => Failure::Redis(e),
+            Err(_) => Failure::TimedOut(BACKGROUND_TIMEOUT),
+        };
+        for (key, sent) in slice {
+            views.restore(&key, sent);
+        }
+        Err(failure)
+    }
+
+    /// Sends a slice of a sync round to a cluster, one script per view (a script's keys must
+    /// share a slot there), all at once; a view whose call failed is put back.
+    async fn sync_each(
+        &self,
+        views: &synced::Synced,
+        slice: Vec<(String, synced::Outgoing)>,
+    ) -> Result<(), Failure> {
+        let mut calls = tokio::task::JoinSet::new();
+        for (key, sent) in slice {
+            let mut conn = self.background.clone();
+            calls.spawn(async move {
+                let answer =
+                    tokio::time::timeout(BACKGROUND_TIMEOUT, sync_one(&mut conn, &key, &sent))
+                        .await;
+                (key, sent, answer)
+            });
+        }
+        let mut result = Ok(());
+        while let Some(done) = calls.join_next().await {
+            let Ok((key, sent, answer)) = done else {
+                continue;
+            };
+            match answer {
+                Ok(Ok(value)) => views.incoming(&key, sent.answered(value)),
+                Ok(Err(e)) => {
+                    views.restore(&key, sent);
+                    result = Err(Failure::Redis(e));
+                }
+                Err(_) => {
+                    views.restore(&key, sent);
+                    result = Err(Failure::TimedOut(BACKGROUND_TIMEOUT));
+                }
+            }
+        }
+        result
     }
 
     /// Keeps the mirror fed with the events the fleet publishes, resubscribing with backoff;
@@ -741,8 +831,8 @@ impl Inner {
     async fn write(&self, batch: &[(String, String)]) -> RedisResult<()> {
         if !self.cluster {
             let mut pipe = redis::pipe();
-            for (key, event) in batch {
-                self.push_event(&mut pipe, key, event);
+            for (key, events) in by_client(batch) {
+                self.push_events(&mut pipe, key, &events);
             }
             if self.mirror.is_some() {
                 // After the writes: a replica that reads a history on hearing of it finds them.
@@ -759,13 +849,10 @@ impl Inner {
             }
             return pipe.query_async::<()>(&mut self.background.clone()).await;
         }
-        let mut per_client: HashMap<&str, Pipeline> = HashMap::new();
-        for (key, event) in batch {
-            let pipe = per_client.entry(key).or_insert_with(redis::pipe);
-            self.push_event(pipe, key, event);
-        }
         let mut writes = tokio::task::JoinSet::new();
-        for pipe in per_client.into_values() {
+        for (key, events) in by_client(batch) {
+            let mut pipe = redis::pipe();
+            self.push_events(&mut pipe, key, &events);
             let mut conn = self.background.clone();
             writes.spawn(async move { pipe.query_async::<()>(&mut conn).await });
         }
@@ -778,8 +865,10 @@ impl Inner {
         result
     }
 
-    fn push_event(&self, pipe: &mut Pipeline, key: &str, event: &str) {
-        pipe.cmd("LPUSH").arg(key).arg(event).ignore();
+    /// One client's events of a batch, oldest first: one `LPUSH` leaves the newest at the
+    /// head, then one trim and one TTL for them all.
+    fn push_events(&self, pipe: &mut Pipeline, key: &str, events: &[&str]) {
+        pipe.cmd("LPUSH").arg(key).arg(events).ignore();
         pipe.cmd("LTRIM")
             .arg(key)
             .arg(0)
@@ -792,19 +881,37 @@ impl Inner {
     }
 
     fn client_key(&self, kind: &str, client: &str) -> String {
-        format!("{}:{kind}:{}", self.prefix, bounded(client))
+        let client = bounded(client);
+        // Sized once: keys are made on every state call.
+        let mut key = String::with_capacity(self.prefix.len() + kind.len() + client.len() + 2);
+        for part in [&self.prefix, ":", kind, ":", &client] {
+            key.push_str(part);
+        }
+        key
     }
 
     /// A guard's key: the guard's name is length-prefixed, so no choice of names and keys
     /// makes two guards share one.
     fn guard_key(&self, kind: &str, guard: &str, key: &str) -> String {
-        let guard = bounded(guard);
-        format!(
-            "{}:{kind}:{}:{guard}:{}",
-            self.prefix,
-            guard.len(),
-            bounded(key)
-        )
+        let (guard, key) = (bounded(guard), bounded(key));
+        let length = guard.len().to_string();
+        let mut out = String::with_capacity(
+            self.prefix.len() + kind.len() + length.len() + guard.len() + key.len() + 4,
+        );
+        for part in [
+            &self.prefix,
+            ":",
+            kind,
+            ":",
+            &length,
+            ":",
+            &guard,
+            ":",
+            &key,
+        ] {
+            out.push_str(part);
+        }
+        out
     }
 
     /// The fleet's ban hash. The ban scripts touch it and its version together: the hash tag
@@ -887,10 +994,7 @@ impl SharedState for RedisState {
     fn record(&self, client: &str, event: &EventRecord<'_>) {
         let queued = (self.inner.client_key("h", client), encode_event(event));
         if let Some(mirror) = &self.inner.mirror {
-            // As peers will decode it, so the copy that comes back by a read is the same.
-            if let Some(own) = decode_event(&queued.1) {
-                mirror.add(&queued.0, own);
-            }
+            mirror.add(&queued.0, shared_event(event));
         }
         if self.inner.records.try_send(queued).is_err() {
             self.inner.records_dropped.fetch_add(1, Ordering::Relaxed);
@@ -970,14 +1074,14 @@ impl SharedState for RedisState {
         cap: usize,
     ) -> Result<u32, Unavailable> {
         let key = self.inner.guard_key("d", guard, key);
-        let member = bounded(member).into_owned();
+        let member = bounded(member);
         let window_ms = window_ms.min(MAX_TTL_MS);
         let synced = self.inner.synced.as_ref();
         if let Some(size) = synced.and_then(|views| views.distinct(&key, &member, window_ms, cap)) {
             return Ok(size);
         }
         let mut conn = self.inner.conn.clone();
-        let (script_key, script_member) = (key.clone(), member.clone());
+        let (script_key, script_member) = (key.clone(), member.to_string());
         let size = self.inner.call("distinct", async move {
             scripts::DISTINCT
                 .key(script_key)
@@ -1132,13 +1236,10 @@ impl SharedState for RedisState {
 }
 
 /// One view's share of a sync round: what this replica added, sent; the fleet's state back.
-async fn sync_one(
-    conn: &mut Conn,
-    key: &str,
-    sent: &synced::Outgoing,
-) -> RedisResult<synced::Incoming> {
-    use synced::{Incoming, Outgoing};
-    Ok(match sent {
+/// One view of a sync round sent on its own: the integer its script answers.
+async fn sync_one(conn: &mut Conn, key: &str, sent: &synced::Outgoing) -> RedisResult<i64> {
+    use synced::Outgoing;
+    match sent {
         Outgoing::Rate(interval_ms, burst, taken) => {
             let (_, ahead) = scripts::RATE
                 .key(key)
@@ -1149,26 +1250,41 @@ async fn sync_one(
                 .arg(0)
                 .invoke_async::<(u64, i64)>(conn)
                 .await?;
-            Incoming::Rate(ahead)
+            Ok(ahead)
         }
-        Outgoing::Count(delta, window_ms) => Incoming::Count(
+        Outgoing::Count(delta, window_ms) => {
             scripts::COUNT
                 .key(key)
                 .arg(*delta)
                 .arg(*window_ms)
-                .invoke_async::<i64>(conn)
-                .await?,
-        ),
-        Outgoing::Distinct(members, window_ms, cap) => Incoming::Distinct(
+                .invoke_async(conn)
+                .await
+        }
+        Outgoing::Distinct(members, window_ms, cap) => {
             scripts::DISTINCT
                 .key(key)
                 .arg(*window_ms)
                 .arg(*cap)
                 .arg(members)
-                .invoke_async::<u32>(conn)
-                .await?,
-        ),
-    })
+                .invoke_async(conn)
+                .await
+        }
+    }
+}
+
+/// A batch of `(key, event)` records grouped by key, keys in the order they first appear and
+/// each key's events in the batch's order.
+fn by_client(batch: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (key, event) in batch {
+        let at = *index.entry(key).or_insert_with(|| {
+            grouped.push((key, Vec::new()));
+            grouped.len() - 1
+        });
+        grouped[at].1.push(event);
+    }
+    grouped
 }
 
 /// A mutex's guard, even after a panic elsewhere poisoned it: the tables stay usable.
@@ -1190,17 +1306,34 @@ fn bounded(part: &str) -> Cow<'_, str> {
 /// last and may hold anything.
 fn encode_event(event: &EventRecord<'_>) -> String {
     let flags = event.public as u8 | (event.authenticated as u8) << 1;
-    let mut end = event.route.len().min(MAX_ROUTE_BYTES);
-    while !event.route.is_char_boundary(end) {
-        end -= 1;
-    }
     format!(
         "{}\t{}\t{flags}\t{}\t{}",
         event.at_ms,
         event.status,
         event.method,
-        &event.route[..end]
+        kept_route(event.route)
     )
+}
+
+/// The event as peers decode it from [`encode_event`], made without the round trip.
+fn shared_event(event: &EventRecord<'_>) -> Event {
+    Event {
+        at_ms: event.at_ms,
+        status: event.status,
+        public: event.public,
+        authenticated: event.authenticated,
+        method: event.method.to_string(),
+        route: kept_route(event.route).to_string(),
+    }
+}
+
+/// The route as shared events keep it: at most [`MAX_ROUTE_BYTES`], cut on a character.
+fn kept_route(route: &str) -> &str {
+    let mut end = route.len().min(MAX_ROUTE_BYTES);
+    while !route.is_char_boundary(end) {
+        end -= 1;
+    }
+    &route[..end]
 }
 
 fn decode_event(text: &str) -> Option<Event> {
@@ -1304,6 +1437,60 @@ mod tests {
         assert_eq!(decoded.status, 201);
         assert!(decoded.public && !decoded.authenticated);
         assert!(decode_event("garbage").is_none());
+    }
+
+    #[test]
+    fn a_replicas_own_event_is_kept_as_its_peers_decode_it() {
+        // Long enough to be cut, and cut inside a character.
+        let route = format!("/{}", "é".repeat(MAX_ROUTE_BYTES));
+        let event = EventRecord {
+            at_ms: 1_700_000_000_123,
+            method: "GET",
+            route: &route,
+            status: 404,
+            public: false,
+            authenticated: true,
+        };
+        let (own, decoded) = (
+            shared_event(&event),
+            decode_event(&encode_event(&event)).unwrap(),
+        );
+        assert!(own.route.len() <= MAX_ROUTE_BYTES && own.route.len() > MAX_ROUTE_BYTES - 2);
+        assert_eq!(
+            (
+                own.at_ms,
+                own.status,
+                own.public,
+                own.authenticated,
+                own.method,
+                own.route
+            ),
+            (
+                decoded.at_ms,
+                decoded.status,
+                decoded.public,
+                decoded.authenticated,
+                decoded.method,
+                decoded.route
+            )
+        );
+    }
+
+    #[test]
+    fn a_batch_is_written_one_push_per_client_in_the_order_served() {
+        let batch: Vec<(String, String)> =
+            [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("a", "5")]
+                .iter()
+                .map(|(k, e)| (k.to_string(), e.to_string()))
+                .collect();
+        assert_eq!(
+            by_client(&batch),
+            [
+                ("a", vec!["1", "3", "5"]),
+                ("b", vec!["2"]),
+                ("c", vec!["4"])
+            ]
+        );
     }
 
     #[test]

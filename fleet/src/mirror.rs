@@ -163,13 +163,15 @@ impl Mirror {
 /// Adds `event` to a newest-first list of at most `depth`, once: the same event can arrive
 /// by the read and by the subscription.
 fn insert(events: &mut VecDeque<Event>, event: Event, depth: usize) {
-    if events.contains(&event) {
-        return;
-    }
     let at = events
         .iter()
         .position(|e| e.at_ms <= event.at_ms)
         .unwrap_or(events.len());
+    // Only an event of the same millisecond can be the same one.
+    let mut same_ms = events.range(at..).take_while(|e| e.at_ms == event.at_ms);
+    if same_ms.any(|e| *e == event) {
+        return;
+    }
     events.insert(at, event);
     events.truncate(depth);
 }
@@ -217,6 +219,21 @@ mod tests {
         assert_eq!(mirror.any("other", 10, 0, &mut |_| true), None);
         mirror.add("never-asked", event(1, "/x"));
         assert_eq!(mirror.history("never-asked", 10, 0), None);
+    }
+
+    #[test]
+    fn events_of_the_same_millisecond_are_kept_unless_they_are_the_same() {
+        let mirror = Mirror::new(4, 60_000, 10);
+        mirror.set_live(true);
+        assert!(mirror.begin_read("c", 0));
+        mirror.end_read("c", Some(&[event(10, "/a")]));
+        mirror.add("c", event(20, "/b"));
+        mirror.add("c", event(20, "/c"));
+        mirror.add("c", event(20, "/b"));
+        mirror.add("c", event(10, "/a"));
+        mirror.add("c", event(15, "/late"));
+        let history = mirror.history("c", 10, 0).unwrap();
+        assert_eq!(routes(&history), ["/c", "/b", "/late", "/a"]);
     }
 
     #[test]

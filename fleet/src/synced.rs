@@ -87,6 +87,19 @@ pub(crate) enum Outgoing {
     Distinct(Vec<String>, u64, usize),
 }
 
+impl Outgoing {
+    /// The fleet's answer to this, from the integer Redis returned for it.
+    pub(crate) fn answered(&self, value: i64) -> Incoming {
+        match self {
+            Outgoing::Rate(..) => Incoming::Rate(value),
+            Outgoing::Count(..) => Incoming::Count(value),
+            Outgoing::Distinct(..) => {
+                Incoming::Distinct(value.clamp(0, i64::from(u32::MAX)) as u32)
+            }
+        }
+    }
+}
+
 /// The fleet's answer to one [`Outgoing`].
 pub(crate) enum Incoming {
     /// How far ahead of the server's clock the limiter's TAT is, in ms.

@@ -834,10 +834,15 @@ fn a_redis_cluster_is_shared_as_one_server_is() {
 /// Two replicas deciding on views reconciled with Redis every `every` (`state.redis_sync`),
 /// reaching Redis through `url`.
 fn two_synced_replicas(url: &str, prefix: &str, every: Duration) -> (StateStore, StateStore) {
+    two_synced(Redis::Server(url.to_string()), prefix, every)
+}
+
+fn two_synced(redis: Redis, prefix: &str, every: Duration) -> (StateStore, StateStore) {
     let replica = || {
         let config = FleetConfig {
+            redis: redis.clone(),
             sync: Some(every),
-            ..config(url, prefix)
+            ..config("", prefix)
         };
         let shared = Arc::new(RedisState::connect(config).expect("Redis accepts us"));
         StateStore::with_shared(limits(), Arc::new(SystemClock), shared)
@@ -887,6 +892,33 @@ fn with_redis_sync_a_burst_overshoots_at_most_by_the_formula_and_the_debt_is_the
 fn with_redis_sync_counters_and_sets_agree_across_replicas_within_a_sync() {
     let every = Duration::from_millis(50);
     let (a, b) = two_synced_replicas(&RedisServer::shared().url(), "sync-count", every);
+    counters_and_sets_agree_within_a_sync(a, b, every);
+}
+
+/// A cluster's sync rounds send each view on its own (its keys span slots) rather than a
+/// slice in one script: the views agree as they do on one server, and limiters sync too.
+#[test]
+fn with_redis_sync_on_a_cluster_views_agree_as_on_one_server() {
+    let cluster = RedisCluster::start("sync", 3);
+    let every = Duration::from_millis(50);
+    let (a, b) = two_synced(Redis::Cluster(cluster.urls()), "sync-cluster", every);
+    let (sa, sb) = (a.scope("g"), b.scope("g"));
+    // Each replica's first call is exact; what it takes on its view afterwards reaches the
+    // fleet's limiter with the next round, and the other replica's view with the one after.
+    assert!(a.rate(sa, "bot", 1.0 / 60.0, 4).unwrap().is_ok());
+    assert!(b.rate(sb, "bot", 1.0 / 60.0, 4).unwrap().is_ok());
+    assert!(a.rate(sa, "bot", 1.0 / 60.0, 4).unwrap().is_ok());
+    assert!(b.rate(sb, "bot", 1.0 / 60.0, 4).unwrap().is_ok());
+    std::thread::sleep(every * 3);
+    let _ = a.rate(sa, "bot", 1.0 / 60.0, 4).unwrap();
+    let _ = b.rate(sb, "bot", 1.0 / 60.0, 4).unwrap();
+    std::thread::sleep(every * 3);
+    assert!(a.rate(sa, "bot", 1.0 / 60.0, 4).unwrap().is_err(), "the fleet's four are spent");
+    assert!(b.rate(sb, "bot", 1.0 / 60.0, 4).unwrap().is_err(), "the fleet's four are spent");
+    counters_and_sets_agree_within_a_sync(a, b, every);
+}
+
+fn counters_and_sets_agree_within_a_sync(a: StateStore, b: StateStore, every: Duration) {
     let (sa, sb) = (a.scope("g"), b.scope("g"));
     for _ in 0..5 {
         a.count(sa, "logins", 1, 60_000).unwrap();

@@ -3,7 +3,7 @@
 
 use super::table::lock;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// One past request, in 16 bytes.
 #[derive(Clone, Copy, Debug)]
@@ -90,7 +90,7 @@ impl<F: FnMut(u8, u32) -> bool> MatchMemo<F> {
 pub(crate) struct Interner {
     /// Looked up twice per request; bounded by `limit`, so a fast, randomly seeded hash does.
     ids: RwLock<HashMap<Box<str>, u32, foldhash::fast::RandomState>>,
-    names: RwLock<Vec<Box<str>>>,
+    names: RwLock<Vec<Arc<str>>>,
     insert: Mutex<()>,
     limit: usize,
 }
@@ -135,10 +135,15 @@ impl Interner {
 }
 
 /// A read-locked view of an interner's names.
-pub(crate) struct Names<'a>(std::sync::RwLockReadGuard<'a, Vec<Box<str>>>);
+pub(crate) struct Names<'a>(std::sync::RwLockReadGuard<'a, Vec<Arc<str>>>);
 
 impl Names<'_> {
     pub(crate) fn get(&self, id: u32) -> &str {
+        self.shared(id)
+    }
+
+    /// The name, shared rather than copied: it outlives the read lock.
+    pub(crate) fn shared(&self, id: u32) -> &Arc<str> {
         self.0.get(id as usize).unwrap_or(&self.0[0])
     }
 }

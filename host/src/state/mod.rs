@@ -229,8 +229,8 @@ impl StateStore {
 
     /// The name of the guard a scope belongs to: shared keys are namespaced by name, because
     /// scope ids are given in load order, which replicas need not share.
-    fn scope_name(&self, scope: GuardScope) -> String {
-        self.scopes.names().get(scope.0).to_string()
+    fn scope_name(&self, scope: GuardScope) -> Arc<str> {
+        self.scopes.names().shared(scope.0).clone()
     }
 
     /// The bounds in force.
