@@ -696,13 +696,23 @@ def compare_fleet(args, lab):
     synced_1s = lab.fleet_target("fleet-redis-sync-1s", "nginx → 2 Vigil replicas, state in Redis, redis_sync = 1s",
                                  "guards-3.toml", True, sync="1s")
     proxies = [nginx, vigil_stock, local, shared, synced, synced_1s]
+    if args.baseline:
+        # The same Redis-backed fleets on the build before a change, in the same rounds.
+        measured = lab.vigil
+        lab.vigil = args.baseline.resolve()
+        for name, label, sync in (("base-fleet-redis", "exact", None),
+                                  ("base-fleet-redis-sync", "redis_sync = 100ms", "100ms"),
+                                  ("base-fleet-redis-sync-1s", "redis_sync = 1s", "1s")):
+            proxies.append(lab.fleet_target(name, f"baseline build ({lab.vigil.name}): 2 replicas, Redis, {label}",
+                                            "guards-3.toml", True, sync=sync))
+        lab.vigil = measured
     for target in proxies:
         target.start()
     targets = [upstream] + proxies
     load = Load(args.threads, args.connections, args.duration)
     log("warming up")
     warm_up(targets, load, args.clients)
-    commands = {shared.name: [], synced.name: [], synced_1s.name: []}
+    commands = {target.name: [] for target in proxies if getattr(target, "redis", None)}
 
     def measure(target):
         if target.name not in commands:
@@ -1178,7 +1188,8 @@ def parse_args(argv=None):
                              "with in-process state, one Vigil and nginx (needs redis-server and redis-cli)")
     parser.add_argument("--baseline", type=Path,
                         help="another vigil build: measure it against --vigil (before and after a change), "
-                             "each with no guards and the stock chain, beside nginx; saturation only")
+                             "each with no guards and the stock chain, beside nginx; saturation only. "
+                             "With --fleet: its Redis-backed fleets beside those of --vigil")
     parser.add_argument("--baseline-guards-dir", type=Path,
                         help="the stock guards the --baseline build runs (default --guards-dir): "
                              "for a change to the guards or to what the host accepts of them")
@@ -1190,8 +1201,10 @@ def parse_args(argv=None):
                         help="only the TLS comparison: nginx and Vigil terminating TLS with the same certificate, "
                              "beside both in plain HTTP: requests/s kept alive and with a handshake per request")
     args = parser.parse_args(argv)
-    if args.fleet and (args.baseline or args.floor):
-        parser.error("--fleet: not with --baseline or --floor")
+    if args.fleet and args.floor:
+        parser.error("--fleet: not with --floor")
+    if args.fleet and args.baseline_guards_dir:
+        parser.error("--fleet: the --baseline build runs the same guards; not with --baseline-guards-dir")
     if args.tls and (args.fleet or args.baseline or args.floor):
         parser.error("--tls: not with --fleet, --baseline or --floor")
     if args.floor and args.baseline:

@@ -110,6 +110,16 @@ class Arguments(unittest.TestCase):
                 loadtest.parse_args(["--vigil", "v", "--guards-dir", "g"] + extra)
             self.assertIn(expected, err.getvalue())
 
+    def test_the_fleet_comparison_takes_a_baseline_build_but_no_floor_or_other_guards(self):
+        args = loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--fleet", "--baseline", "old"])
+        self.assertEqual(str(args.baseline), "old")
+        for extra, expected in [(["--floor", sys.executable], "--fleet: not with --floor"),
+                                (["--baseline", "old", "--baseline-guards-dir", "og"],
+                                 "--fleet: the --baseline build runs the same guards")]:
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+                loadtest.parse_args(["--vigil", "v", "--guards-dir", "g", "--fleet"] + extra)
+            self.assertIn(expected, err.getvalue())
+
     def test_the_tls_comparison_runs_alone(self):
         for extra in (["--fleet"], ["--baseline", "old"], ["--floor", sys.executable]):
             with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:

@@ -213,7 +213,7 @@ struct Inner {
     any_bans: AtomicBool,
     /// With `state.redis_sync`, the views calls are decided on.
     synced: Option<synced::Synced>,
-    /// With `state.redis_sync` on one server, the histories answered without a round trip.
+    /// With `state.redis_sync`, the histories answered without a round trip.
     mirror: Option<mirror::Mirror>,
     /// Tells this replica's published events from its peers'.
     replica_id: String,
@@ -265,14 +265,13 @@ impl RedisState {
             synced: config
                 .sync
                 .map(|every| synced::Synced::new(every, config.max_keys, config.max_sets)),
-            mirror: match (&config.redis, config.sync) {
-                (Redis::Server(_), Some(_)) => Some(mirror::Mirror::new(
+            mirror: config.sync.map(|_| {
+                mirror::Mirror::new(
                     config.history_depth,
                     (config.history_ttl.as_millis() as u64).max(1),
                     config.max_bans.min(MIRROR_CLIENTS),
-                )),
-                _ => None,
-            },
+                )
+            }),
             replica_id: replica_id(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -309,9 +308,19 @@ impl RedisState {
         if inner.synced.is_some() {
             inner.handle.spawn(background.clone().sync_loop());
         }
-        if let (Some(_), Redis::Server(url)) = (&inner.mirror, &config.redis) {
-            let client = open_client(url, config.tls.as_ref()).map_err(bad_url)?;
-            inner.handle.spawn(background.subscribe_loop(client));
+        if inner.mirror.is_some() {
+            // A cluster passes what is published on any node to every node: one subscription
+            // to any of them hears the fleet, and the next is tried when it fails.
+            let urls = match &config.redis {
+                Redis::Server(url) => std::slice::from_ref(url),
+                Redis::Cluster(urls) => urls.as_slice(),
+            };
+            let clients = urls
+                .iter()
+                .map(|url| open_client(url, config.tls.as_ref()))
+                .collect::<RedisResult<Vec<Client>>>()
+                .map_err(bad_url)?;
+            inner.handle.spawn(background.subscribe_loop(clients));
         }
         Ok(RedisState { inner, _stop: stop })
     }
@@ -777,13 +786,13 @@ impl Inner {
         result
     }
 
-    /// Keeps the mirror fed with the events the fleet publishes, resubscribing with backoff;
-    /// the mirror answers only while subscribed.
-    async fn subscribe_loop(self: Arc<Self>, client: Client) {
+    /// Keeps the mirror fed with the events the fleet publishes, resubscribing with backoff
+    /// (to a cluster, through its nodes in turn); the mirror answers only while subscribed.
+    async fn subscribe_loop(self: Arc<Self>, clients: Vec<Client>) {
         use futures_util::StreamExt;
         let Some(mirror) = &self.mirror else { return };
         let mut wait = PROBE_FIRST;
-        loop {
+        for client in clients.iter().cycle() {
             let subscribed = async {
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(self.events_channel()).await?;
@@ -829,23 +838,26 @@ impl Inner {
     /// Writes a batch of history records: one pipeline to a server; to a cluster one per
     /// client, all at once, since a pipeline's keys must share a hash slot there.
     async fn write(&self, batch: &[(String, String)]) -> RedisResult<()> {
+        // The message to peers goes after the writes: a replica that reads a history on
+        // hearing of it finds them.
+        let publish = self.mirror.as_ref().map(|_| {
+            let mut message = String::new();
+            frame(&mut message, &self.replica_id);
+            for (key, event) in batch {
+                frame(&mut message, key);
+                frame(&mut message, event);
+            }
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(self.events_channel()).arg(message);
+            publish
+        });
         if !self.cluster {
             let mut pipe = redis::pipe();
             for (key, events) in by_client(batch) {
                 self.push_events(&mut pipe, key, &events);
             }
-            if self.mirror.is_some() {
-                // After the writes: a replica that reads a history on hearing of it finds them.
-                let mut message = String::new();
-                frame(&mut message, &self.replica_id);
-                for (key, event) in batch {
-                    frame(&mut message, key);
-                    frame(&mut message, event);
-                }
-                pipe.cmd("PUBLISH")
-                    .arg(self.events_channel())
-                    .arg(message)
-                    .ignore();
+            if let Some(publish) = publish {
+                pipe.add_command(publish).ignore();
             }
             return pipe.query_async::<()>(&mut self.background.clone()).await;
         }
@@ -862,7 +874,10 @@ impl Inner {
                 result = Err(e);
             }
         }
-        result
+        match (result, publish) {
+            (Ok(()), Some(publish)) => publish.query_async(&mut self.background.clone()).await,
+            (result, _) => result,
+        }
     }
 
     /// One client's events of a batch, oldest first: one `LPUSH` leaves the newest at the

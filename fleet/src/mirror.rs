@@ -1,4 +1,4 @@
-//! With `state.redis_sync` on one server: the histories of the clients this replica has asked
+//! With `state.redis_sync`: the histories of the clients this replica has asked
 //! about, kept current by the events every replica publishes as it writes them, so that
 //! `history` and `happened` cost no round trip once a client's history was read once.
 //!

@@ -84,22 +84,38 @@ fn with_redis_sync_a_history_asked_about_before_hears_of_new_events_within_5ms()
     // A server of its own: the test counts the reads it serves.
     let server = RedisServer::start("sync-history", &[]);
     let (a, b) = two_synced_replicas(&server.url(), "sync-history", Duration::from_millis(100));
+    heard_of_rather_than_read(&a, &b, || history_reads(&server));
+}
+
+/// On a cluster the replicas publish through the node the channel's slot maps to, and each
+/// hears the fleet through the one node it subscribed to.
+#[test]
+fn with_redis_sync_on_a_cluster_a_history_asked_about_before_hears_of_new_events_within_5ms() {
+    let cluster = RedisCluster::start("sync-history", 3);
+    let every = Duration::from_millis(100);
+    let (a, b) = two_synced(Redis::Cluster(cluster.urls()), "sync-history", every);
+    heard_of_rather_than_read(&a, &b, || cluster.nodes.iter().map(history_reads).sum());
+}
+
+/// `LRANGE` calls the server has served.
+fn history_reads(server: &RedisServer) -> u64 {
+    let stats = server.command(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_lrange:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+fn heard_of_rather_than_read(a: &StateStore, b: &StateStore, reads: impl Fn() -> u64) {
     // The subscription is made in the background as the store starts.
     std::thread::sleep(Duration::from_millis(300));
-    history_read_5ms_later(&a, &b);
+    history_read_5ms_later(a, b);
     // Asked about twenty times more, each now heard of rather than read.
-    let commands = |server: &RedisServer| {
-        let stats = server.command(&["INFO", "commandstats"]);
-        stats
-            .lines()
-            .find(|l| l.starts_with("cmdstat_lrange:"))
-            .and_then(|l| l.split("calls=").nth(1))
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     let cart = [Pattern::parse("POST /cart/items").unwrap()];
-    let before = commands(&server);
+    let before = reads();
     for _ in 0..20 {
         a.record("shopper-0", &event("POST", "/cart/items", 201));
         std::thread::sleep(Duration::from_millis(5));
@@ -107,7 +123,7 @@ fn with_redis_sync_a_history_asked_about_before_hears_of_new_events_within_5ms()
     }
     let history = b.history("shopper-0", 100).unwrap();
     assert_eq!(history.len(), 21, "every event once: {history:?}");
-    assert_eq!(commands(&server), before, "no history read from Redis");
+    assert_eq!(reads(), before, "no history read from Redis");
 }
 
 fn history_read_5ms_later(a: &StateStore, b: &StateStore) {
@@ -913,8 +929,14 @@ fn with_redis_sync_on_a_cluster_views_agree_as_on_one_server() {
     let _ = a.rate(sa, "bot", 1.0 / 60.0, 4).unwrap();
     let _ = b.rate(sb, "bot", 1.0 / 60.0, 4).unwrap();
     std::thread::sleep(every * 3);
-    assert!(a.rate(sa, "bot", 1.0 / 60.0, 4).unwrap().is_err(), "the fleet's four are spent");
-    assert!(b.rate(sb, "bot", 1.0 / 60.0, 4).unwrap().is_err(), "the fleet's four are spent");
+    assert!(
+        a.rate(sa, "bot", 1.0 / 60.0, 4).unwrap().is_err(),
+        "the fleet's four are spent"
+    );
+    assert!(
+        b.rate(sb, "bot", 1.0 / 60.0, 4).unwrap().is_err(),
+        "the fleet's four are spent"
+    );
     counters_and_sets_agree_within_a_sync(a, b, every);
 }
 
