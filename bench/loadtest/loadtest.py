@@ -155,6 +155,28 @@ def worker_cpu_seconds(pids):
     return workers
 
 
+def cpu_by_thread_kind(pids):
+    """CPU seconds of these processes by thread kind: the thread's name with its digits
+    dropped (`vigil-worker-N`), after its process's (`redis-server/redis-server`), so that a
+    fleet's cost is told apart: workers, the Redis store's thread, Redis, the load balancer."""
+    kinds = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                process = f.read().strip()
+        except OSError:
+            continue
+        for thread in thread_dirs([pid]):
+            try:
+                with open(f"{thread}/comm") as f:
+                    name = "".join("N" if c.isdigit() else c for c in f.read().strip())
+            except OSError:
+                continue
+            kind = f"{process}/{name}"
+            kinds[kind] = kinds.get(kind, 0.0) + cpu_ticks(stat_fields(f"{thread}/stat")) / CLOCK_TICKS
+    return kinds
+
+
 def idle_cost(targets, seconds):
     """Wake-ups (context switches) per second and CPU (% of one core) of each target while no
     request arrives, all measured in the same `seconds`: idle, they do not compete. A sidecar
@@ -714,13 +736,26 @@ def compare_fleet(args, lab):
     warm_up(targets, load, args.clients)
     commands = {target.name: [] for target in proxies if getattr(target, "redis", None)}
 
+    def by_thread(target, run):
+        """`run()`'s sample, with the fleet's CPU per request by thread kind."""
+        pids = target.pids()
+        before = cpu_by_thread_kind(pids)
+        sample = run()
+        after = cpu_by_thread_kind(pids)
+        sample["cpu_us_per_request_by_thread"] = {
+            kind: (seconds - before.get(kind, 0.0)) * 1e6 / max(1, sample["requests"])
+            for kind, seconds in sorted(after.items())}
+        return sample
+
     def measure(target):
-        if target.name not in commands:
+        if not target.companions:
             return wrk(target, load, args.clients)
+        if target.name not in commands:
+            return by_thread(target, lambda: wrk(target, load, args.clients))
         subprocess.run(["redis-cli", "-p", str(target.redis.port), "config", "resetstat"],
                        capture_output=True, check=True)
         fallbacks = fleet_fallbacks(target)
-        sample = wrk(target, load, args.clients)
+        sample = by_thread(target, lambda: wrk(target, load, args.clients))
         calls = redis_calls(target.redis.port)
         commands[target.name].append({"requests": sample["requests"], "calls": calls,
                                       "fallbacks": fleet_fallbacks(target) - fallbacks})
@@ -779,6 +814,15 @@ def fleet_markdown(report):
             f"| {row['label']} | {row['rps']:.0f} | {row['rps_vs_nginx']:.2f} | {row['rps_vs_fleet_local']:.2f} "
             f"| {row['p99_ms']:.2f} | {row['p99_vs_fleet_local']:.2f} | {row['cpu_s_per_10k']:.2f} | {row['errors']} |")
     lines.append("")
+    for row in fleet["rows"]:
+        kinds = {}
+        for sample in row["samples"]["saturation"]:
+            for kind, us in sample.get("cpu_us_per_request_by_thread", {}).items():
+                kinds.setdefault(kind, []).append(us)
+        shown = {k: statistics.median(v) for k, v in kinds.items() if statistics.median(v) >= 0.5}
+        if shown:
+            lines += [f"CPU µs per request by thread, {row['target']}: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in sorted(shown.items(), key=lambda kv: -kv[1])), ""]
     for name, stats in fleet["redis_commands"].items():
         lines += [f"Redis commands per request, {name} (INFO commandstats): {stats['per_request']:.2f} — "
                   + ", ".join(f"{k} {v:.2f}" for k, v in stats["by_name"].items())

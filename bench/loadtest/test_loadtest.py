@@ -93,6 +93,19 @@ class IdleCost(unittest.TestCase):
         self.assertEqual(loadtest.thread_activity([gone.pid]), (0, 0))
 
 
+class ThreadKinds(unittest.TestCase):
+    def test_a_process_cpu_is_told_by_thread_kind_and_a_gone_one_has_none(self):
+        with open(f"/proc/{os.getpid()}/comm") as f:
+            process = f.read().strip()
+        kinds = loadtest.cpu_by_thread_kind([os.getpid()])
+        self.assertTrue(kinds)
+        for kind, seconds in kinds.items():
+            self.assertTrue(kind.startswith(process + "/"), kind)
+            self.assertFalse(any(c.isdigit() for c in kind.split("/", 1)[1]), kind)
+            self.assertGreaterEqual(seconds, 0.0)
+        self.assertEqual(loadtest.cpu_by_thread_kind([2 ** 22 + 1]), {})
+
+
 class Arguments(unittest.TestCase):
     def test_baseline_guards_without_a_baseline_are_refused(self):
         with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
