@@ -896,6 +896,30 @@ def tls_markdown(report):
     return "\n".join(lines + [""])
 
 
+def check_fleet_smoke(report):
+    """The fleet smoke run's assertions: every target answered every request 2xx, each fleet's
+    CPU was read by thread, and each fleet on Redis used it. Returns (rows checked, problems)."""
+    fleet = report["fleet"]
+    problems = []
+    for row in fleet["rows"]:
+        wrong = []
+        if row["errors"]:
+            wrong.append(f"{row['errors']} failed or non-2xx requests")
+        if not row["rps"] > 0:
+            wrong.append("no requests per second measured")
+        samples = row["samples"]["saturation"]
+        if row["target"].startswith(("fleet", "base-fleet")) and not any(
+                any(kind.endswith("/vigil-worker-N") for kind in s.get("cpu_us_per_request_by_thread", {}))
+                for s in samples):
+            wrong.append("no CPU read for the replicas' workers")
+        stats = fleet["redis_commands"].get(row["target"])
+        if stats is not None and not stats["per_request"] > 0:
+            wrong.append("no Redis command counted")
+        if wrong:
+            problems.append(f"{row['label']}: {'; '.join(wrong)}")
+    return len(fleet["rows"]), problems
+
+
 def check_tls_smoke(report):
     """Every TLS comparison target answered, without errors, in both phases."""
     problems = []
@@ -1326,6 +1350,13 @@ def main():
     log(f"load average before {report['load_before']}, after {report['load_after']}")
     log(f"wrote {run_dir / 'results.json'} and {run_dir / 'results.md'}")
     if args.fleet:
+        if args.smoke:
+            checked, problems = check_fleet_smoke(report)
+            for problem in problems:
+                log(f"FAIL: {problem}")
+            print(f"smoke: {checked - len(problems)} passed, {len(problems)} failed")
+            if problems:
+                sys.exit(1)
         return
     if args.tls:
         checked, problems = check_tls_smoke(report)

@@ -93,6 +93,24 @@ class IdleCost(unittest.TestCase):
         self.assertEqual(loadtest.thread_activity([gone.pid]), (0, 0))
 
 
+class FleetSmoke(unittest.TestCase):
+    def test_a_fleet_with_errors_no_worker_cpu_or_no_redis_commands_fails_the_smoke_run(self):
+        def row(target, errors=0, rps=100.0, kinds=None):
+            sample = {"cpu_us_per_request_by_thread": kinds or {"vigil/vigil-worker-N": 30.0}}
+            return {"target": target, "label": target, "errors": errors, "rps": rps,
+                    "samples": {"saturation": [sample]}}
+        report = {"fleet": {"rows": [row("nginx", kinds={}), row("fleet-local"), row("fleet-redis", errors=3),
+                                     row("fleet-redis-sync", kinds={"nginx/nginx": 9.0}), row("base-fleet-redis")],
+                            "redis_commands": {"fleet-redis": {"per_request": 26.0},
+                                               "fleet-redis-sync": {"per_request": 5.0},
+                                               "base-fleet-redis": {"per_request": 0.0}}}}
+        checked, problems = loadtest.check_fleet_smoke(report)
+        self.assertEqual(checked, 5)
+        self.assertEqual(problems, ["fleet-redis: 3 failed or non-2xx requests",
+                                    "fleet-redis-sync: no CPU read for the replicas' workers",
+                                    "base-fleet-redis: no Redis command counted"])
+
+
 class ThreadKinds(unittest.TestCase):
     def test_a_process_cpu_is_told_by_thread_kind_and_a_gone_one_has_none(self):
         with open(f"/proc/{os.getpid()}/comm") as f:
