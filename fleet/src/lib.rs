@@ -213,8 +213,9 @@ struct Inner {
     any_bans: AtomicBool,
     /// With `state.redis_sync`, the views calls are decided on.
     synced: Option<synced::Synced>,
-    /// With `state.redis_sync`, the histories answered without a round trip.
-    mirror: Option<mirror::Mirror>,
+    /// The histories asked about, kept current by what the fleet publishes: answered without
+    /// a round trip.
+    mirror: mirror::Mirror,
     /// Tells this replica's published events from its peers'.
     replica_id: String,
 }
@@ -265,13 +266,13 @@ impl RedisState {
             synced: config
                 .sync
                 .map(|every| synced::Synced::new(every, config.max_keys, config.max_sets)),
-            mirror: config.sync.map(|_| {
-                mirror::Mirror::new(
-                    config.history_depth,
-                    (config.history_ttl.as_millis() as u64).max(1),
-                    config.max_bans.min(MIRROR_CLIENTS),
-                )
-            }),
+            // Exact or not: a history heard of is as fresh as one read, since events are
+            // published in the same pipeline that writes them.
+            mirror: mirror::Mirror::new(
+                config.history_depth,
+                (config.history_ttl.as_millis() as u64).max(1),
+                config.max_bans.min(MIRROR_CLIENTS),
+            ),
             replica_id: replica_id(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
@@ -308,20 +309,18 @@ impl RedisState {
         if inner.synced.is_some() {
             inner.handle.spawn(background.clone().sync_loop());
         }
-        if inner.mirror.is_some() {
-            // A cluster passes what is published on any node to every node: one subscription
-            // to any of them hears the fleet, and the next is tried when it fails.
-            let urls = match &config.redis {
-                Redis::Server(url) => std::slice::from_ref(url),
-                Redis::Cluster(urls) => urls.as_slice(),
-            };
-            let clients = urls
-                .iter()
-                .map(|url| open_client(url, config.tls.as_ref()))
-                .collect::<RedisResult<Vec<Client>>>()
-                .map_err(bad_url)?;
-            inner.handle.spawn(background.subscribe_loop(clients));
-        }
+        // A cluster passes what is published on any node to every node: one subscription to
+        // any of them hears the fleet, and the next is tried when it fails.
+        let urls = match &config.redis {
+            Redis::Server(url) => std::slice::from_ref(url),
+            Redis::Cluster(urls) => urls.as_slice(),
+        };
+        let clients = urls
+            .iter()
+            .map(|url| open_client(url, config.tls.as_ref()))
+            .collect::<RedisResult<Vec<Client>>>()
+            .map_err(bad_url)?;
+        inner.handle.spawn(background.subscribe_loop(clients));
         Ok(RedisState { inner, _stop: stop })
     }
 
@@ -790,7 +789,7 @@ impl Inner {
     /// (to a cluster, through its nodes in turn); the mirror answers only while subscribed.
     async fn subscribe_loop(self: Arc<Self>, clients: Vec<Client>) {
         use futures_util::StreamExt;
-        let Some(mirror) = &self.mirror else { return };
+        let mirror = &self.mirror;
         let mut wait = PROBE_FIRST;
         for client in clients.iter().cycle() {
             let subscribed = async {
@@ -840,25 +839,20 @@ impl Inner {
     async fn write(&self, batch: &[(String, String)]) -> RedisResult<()> {
         // The message to peers goes after the writes: a replica that reads a history on
         // hearing of it finds them.
-        let publish = self.mirror.as_ref().map(|_| {
-            let mut message = String::new();
-            frame(&mut message, &self.replica_id);
-            for (key, event) in batch {
-                frame(&mut message, key);
-                frame(&mut message, event);
-            }
-            let mut publish = redis::cmd("PUBLISH");
-            publish.arg(self.events_channel()).arg(message);
-            publish
-        });
+        let mut message = String::new();
+        frame(&mut message, &self.replica_id);
+        for (key, event) in batch {
+            frame(&mut message, key);
+            frame(&mut message, event);
+        }
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.events_channel()).arg(message);
         if !self.cluster {
             let mut pipe = redis::pipe();
             for (key, events) in by_client(batch) {
                 self.push_events(&mut pipe, key, &events);
             }
-            if let Some(publish) = publish {
-                pipe.add_command(publish).ignore();
-            }
+            pipe.add_command(publish).ignore();
             return pipe.query_async::<()>(&mut self.background.clone()).await;
         }
         let mut writes = tokio::task::JoinSet::new();
@@ -874,10 +868,8 @@ impl Inner {
                 result = Err(e);
             }
         }
-        match (result, publish) {
-            (Ok(()), Some(publish)) => publish.query_async(&mut self.background.clone()).await,
-            (result, _) => result,
-        }
+        result?;
+        publish.query_async(&mut self.background.clone()).await
     }
 
     /// One client's events of a batch, oldest first: one `LPUSH` leaves the newest at the
@@ -957,12 +949,8 @@ impl RedisState {
 
     /// After the mirror had no answer: the history under `key` read from Redis, all of its
     /// depth so that the mirror keeps it for the next question, and its newest `limit` returned.
-    fn read_to_keep(
-        &self,
-        mirror: &mirror::Mirror,
-        key: String,
-        limit: usize,
-    ) -> Result<Vec<Event>, Unavailable> {
+    fn read_to_keep(&self, key: String, limit: usize) -> Result<Vec<Event>, Unavailable> {
+        let mirror = &self.inner.mirror;
         if !mirror.begin_read(&key, now_ms()) {
             return self.read_history(key, limit);
         }
@@ -980,13 +968,10 @@ impl SharedState for RedisState {
             return Ok(Vec::new());
         }
         let key = self.inner.client_key("h", client);
-        let Some(mirror) = &self.inner.mirror else {
-            return self.read_history(key, limit);
-        };
-        if let Some(events) = mirror.history(&key, limit, now_ms()) {
+        if let Some(events) = self.inner.mirror.history(&key, limit, now_ms()) {
             return Ok(events);
         }
-        self.read_to_keep(mirror, key, limit)
+        self.read_to_keep(key, limit)
     }
 
     fn any_event(
@@ -996,21 +981,16 @@ impl SharedState for RedisState {
         check: &mut dyn FnMut(&Event) -> bool,
     ) -> Result<bool, Unavailable> {
         let key = self.inner.client_key("h", client);
-        let events = match &self.inner.mirror {
-            None => self.read_history(key, limit)?,
-            Some(mirror) => match mirror.any(&key, limit, now_ms(), check) {
-                Some(found) => return Ok(found),
-                None => self.read_to_keep(mirror, key, limit)?,
-            },
-        };
+        if let Some(found) = self.inner.mirror.any(&key, limit, now_ms(), check) {
+            return Ok(found);
+        }
+        let events = self.read_to_keep(key, limit)?;
         Ok(events.iter().any(check))
     }
 
     fn record(&self, client: &str, event: &EventRecord<'_>) {
         let queued = (self.inner.client_key("h", client), encode_event(event));
-        if let Some(mirror) = &self.inner.mirror {
-            mirror.add(&queued.0, shared_event(event));
-        }
+        self.inner.mirror.add(&queued.0, shared_event(event));
         if self.inner.records.try_send(queued).is_err() {
             self.inner.records_dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -1,6 +1,7 @@
-//! With `state.redis_sync`: the histories of the clients this replica has asked
-//! about, kept current by the events every replica publishes as it writes them, so that
-//! `history` and `happened` cost no round trip once a client's history was read once.
+//! The histories of the clients this replica has asked about, kept current by the events
+//! every replica publishes as it writes them, so that `history` and `happened` cost no round
+//! trip once a client's history was read once. An event is published in the pipeline that
+//! writes it, so what is heard is as fresh as what a read would find.
 //!
 //! A client's entry is made from one exact read (`LRANGE`); events published meanwhile are held
 //! and merged in, so none is lost between the read and the entry. Events are added to entries

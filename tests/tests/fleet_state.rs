@@ -87,6 +87,18 @@ fn with_redis_sync_a_history_asked_about_before_hears_of_new_events_within_5ms()
     heard_of_rather_than_read(&a, &b, || history_reads(&server));
 }
 
+/// Exact mode keeps histories at hand too: what a peer publishes is as fresh as a read.
+#[test]
+fn without_sync_a_history_asked_about_before_is_heard_of_rather_than_read() {
+    let server = RedisServer::start("exact-history", &[]);
+    let url = server.url();
+    let (a, b) = (
+        replica(&url, "exact-history").0,
+        replica(&url, "exact-history").0,
+    );
+    heard_of_rather_than_read(&a, &b, || history_reads(&server));
+}
+
 /// On a cluster the replicas publish through the node the channel's slot maps to, and each
 /// hears the fleet through the one node it subscribed to.
 #[test]
