@@ -14,7 +14,8 @@
 //! fallback; while it is down no call waits: every primitive answers from the in-process
 //! tables at once, or, with [`Fallback::Deny`], is refused and so is its request. A probe pings with backoff (100 ms doubling to 5 s) and marks it up again.
 //! History records are queued and written in the background, batched into one pipeline (in a
-//! cluster, one per client, since a pipeline cannot span hash slots).
+//! cluster, one per client, since a pipeline cannot span hash slots) that also publishes them;
+//! `mirror` keeps the histories asked about current from what the fleet publishes.
 //!
 //! # Keys in a cluster
 //! Every script touches the keys of one hash slot: all but the ban scripts touch one key, and
