@@ -111,6 +111,21 @@ class FleetSmoke(unittest.TestCase):
                                     "base-fleet-redis: no Redis command counted"])
 
 
+class Problems(unittest.TestCase):
+    def test_a_smoke_run_with_a_problem_fails_and_a_full_run_warns(self):
+        with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()) as out:
+            with self.assertRaises(SystemExit) as exit:
+                loadtest.report_problems(True, 3, ["vigil: 4 errors"])
+        self.assertEqual(exit.exception.code, 1)
+        self.assertIn("FAIL: vigil: 4 errors", err.getvalue())
+        self.assertIn("smoke: 2 passed, 1 failed", out.getvalue())
+        with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()) as out:
+            loadtest.report_problems(False, 3, ["vigil: 4 errors"])
+            loadtest.report_problems(True, 3, [])
+        self.assertIn("WARNING: vigil: 4 errors; its figures are not valid", err.getvalue())
+        self.assertEqual(out.getvalue(), "smoke: 3 passed, 0 failed\n")
+
+
 class ThreadKinds(unittest.TestCase):
     def test_a_process_cpu_is_told_by_thread_kind_and_a_gone_one_has_none(self):
         with open(f"/proc/{os.getpid()}/comm") as f:
