@@ -203,6 +203,8 @@ struct Inner {
     fallbacks: AtomicU64,
     records_dropped: AtomicU64,
     sync_rounds_failed: AtomicU64,
+    sync_rounds: AtomicU64,
+    sync_round_micros: AtomicU64,
     /// Milliseconds since the epoch of the last error logged for a call, so a storm of them
     /// writes one line every ten seconds.
     last_error_logged: AtomicU64,
@@ -259,6 +261,8 @@ impl RedisState {
             fallbacks: AtomicU64::new(0),
             records_dropped: AtomicU64::new(0),
             sync_rounds_failed: AtomicU64::new(0),
+            sync_rounds: AtomicU64::new(0),
+            sync_round_micros: AtomicU64::new(0),
             last_error_logged: AtomicU64::new(0),
             probe: Notify::new(),
             records,
@@ -667,6 +671,7 @@ impl Inner {
             if !self.up.load(Ordering::Relaxed) {
                 continue;
             }
+            let started = std::time::Instant::now();
             let mut failure = None;
             let mut outgoing = views.outgoing();
             while !outgoing.is_empty() {
@@ -682,6 +687,9 @@ impl Inner {
                     failure = Some(e);
                 }
             }
+            self.sync_rounds.fetch_add(1, Ordering::Relaxed);
+            self.sync_round_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             if let Some(failure) = failure {
                 self.sync_rounds_failed.fetch_add(1, Ordering::Relaxed);
                 self.failed("sync", &failure);
@@ -1223,6 +1231,8 @@ impl SharedState for RedisState {
             records_dropped: self.inner.records_dropped.load(Ordering::Relaxed),
             views: self.inner.synced.as_ref().map_or(0, |v| v.views() as u64),
             sync_rounds_failed: self.inner.sync_rounds_failed.load(Ordering::Relaxed),
+            sync_rounds: self.inner.sync_rounds.load(Ordering::Relaxed),
+            sync_round_micros: self.inner.sync_round_micros.load(Ordering::Relaxed),
         }
     }
 

@@ -178,6 +178,8 @@ pub struct Metrics {
     state_records_dropped: Counter,
     state_sync_views: Gauge,
     state_sync_rounds_failed: Counter,
+    state_sync_rounds: Counter,
+    state_sync_round_seconds: Counter<f64, AtomicU64>,
     worker_connections: Family<WorkerLabels, Gauge>,
     /// The reporter's delivery.
     pub report: ReportMetrics,
@@ -269,6 +271,18 @@ impl Metrics {
             "With state.redis_sync: rounds that could not reconcile the views with Redis (what they carried goes with the next)",
             state_sync_rounds_failed.clone(),
         );
+        let state_sync_rounds = Counter::default();
+        registry.register(
+            "state_sync_rounds",
+            "With state.redis_sync: rounds run to reconcile the views with Redis while it was up",
+            state_sync_rounds.clone(),
+        );
+        let state_sync_round_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "state_sync_round_seconds",
+            "With state.redis_sync: time those rounds took; per round, near the interval means the views fall behind",
+            state_sync_round_seconds.clone(),
+        );
         let worker_connections = Family::<WorkerLabels, Gauge>::default();
         registry.register(
             "worker_connections",
@@ -301,6 +315,8 @@ impl Metrics {
             state_records_dropped,
             state_sync_views,
             state_sync_rounds_failed,
+            state_sync_rounds,
+            state_sync_round_seconds,
             worker_connections,
             report,
             access_log,
@@ -318,8 +334,14 @@ impl Metrics {
             (&self.state_fallbacks, status.fallbacks),
             (&self.state_records_dropped, status.records_dropped),
             (&self.state_sync_rounds_failed, status.sync_rounds_failed),
+            (&self.state_sync_rounds, status.sync_rounds),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let seconds = status.sync_round_micros as f64 / 1e6;
+        let counted = self.state_sync_round_seconds.get();
+        if seconds > counted {
+            self.state_sync_round_seconds.inc_by(seconds - counted);
         }
     }
 

@@ -331,11 +331,16 @@ pub async fn start_with_upstream(name: &str, config: &str) -> (Upstream, Proxy) 
 /// The value of one series of the admin API's `/metrics` (0 when absent), e.g.
 /// `vigil_guard_results_total{guard="g",result="deny"}`.
 pub async fn metric(proxy: &Proxy, series: &str) -> u64 {
+    metric_value(proxy, series).await as u64
+}
+
+/// As [`metric`], for a series whose value need not be whole (seconds).
+pub async fn metric_value(proxy: &Proxy, series: &str) -> f64 {
     let (_, _, metrics) = send(proxy.admin, "GET", "/metrics", &[], vec![]).await;
     String::from_utf8_lossy(&metrics)
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

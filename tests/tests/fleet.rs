@@ -8,7 +8,7 @@
 use http::StatusCode;
 use std::time::Duration;
 use vigil_tests::guards;
-use vigil_tests::harness::{guard_table, metric, send, tempdir, Proxy, Upstream};
+use vigil_tests::harness::{guard_table, metric, metric_value, send, tempdir, Proxy, Upstream};
 use vigil_tests::redis::{RedisCluster, RedisServer};
 
 /// Clients are told apart by an API key; state goes to Redis. The timeout is generous: these
@@ -187,6 +187,9 @@ async fn with_redis_sync_a_rate_limit_overshoots_at_most_the_documented_bound() 
                 metric(proxy, "vigil_state_sync_rounds_failed_total").await,
                 0
             );
+            assert!(metric(proxy, "vigil_state_sync_rounds_total").await > 0);
+            let seconds = metric_value(proxy, "vigil_state_sync_round_seconds_total").await;
+            assert!(seconds > 0.0, "rounds took time: {seconds}");
         }
         shutdown(replicas).await;
     }

@@ -47,6 +47,11 @@ pub struct SharedStatus {
     pub views: u64,
     /// With `state.redis_sync`: sync rounds that failed (what they carried is sent again).
     pub sync_rounds_failed: u64,
+    /// With `state.redis_sync`: sync rounds run while the store was up.
+    pub sync_rounds: u64,
+    /// With `state.redis_sync`: microseconds those rounds took, all told; against the rounds
+    /// and the interval it tells whether the views keep up.
+    pub sync_round_micros: u64,
 }
 
 /// A state store shared by every replica of a service. Keys are the guard's own (unbounded,
