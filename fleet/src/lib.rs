@@ -35,6 +35,7 @@ use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -563,8 +564,7 @@ impl Inner {
                     ping(self.conn.clone()).await?;
                     ping(self.background.clone()).await
                 };
-                let answer = tokio::time::timeout(BACKGROUND_TIMEOUT, both).await;
-                if let Ok(Ok(())) = answer {
+                if in_background(both).await.is_ok() {
                     self.up.store(true, Ordering::Relaxed);
                     let again = match self.fallback {
                         Fallback::Local => "client state is fleet-wide again",
@@ -590,32 +590,30 @@ impl Inner {
                 continue;
             }
             let mut conn = self.background.clone();
-            let version = tokio::time::timeout(
-                BACKGROUND_TIMEOUT,
+            let version = in_background(
                 redis::cmd("GET")
                     .arg(self.bans_version_key())
                     .query_async::<Option<i64>>(&mut conn),
             )
             .await;
             let version = match version {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    self.failed("ban sync", &Failure::Redis(e));
+                Ok(v) => v,
+                Err(failure @ Failure::Redis(_)) => {
+                    self.failed("ban sync", &failure);
                     continue;
                 }
-                Err(_) => continue,
+                Err(Failure::TimedOut(_)) => continue,
             };
             if seen == Some(version) {
                 continue;
             }
-            let all = tokio::time::timeout(
-                BACKGROUND_TIMEOUT,
+            let all = in_background(
                 redis::cmd("HGETALL")
                     .arg(self.bans_key())
                     .query_async::<HashMap<String, String>>(&mut conn),
             )
             .await;
-            let Ok(Ok(all)) = all else { continue };
+            let Ok(all) = all else { continue };
             let now = now_ms();
             let bans: HashMap<String, Ban> = all
                 .into_iter()
@@ -644,13 +642,7 @@ impl Inner {
                 batch.clear();
                 continue;
             }
-            let written = tokio::time::timeout(BACKGROUND_TIMEOUT, self.write(&batch)).await;
-            let failure = match written {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(Failure::Redis(e)),
-                Err(_) => Some(Failure::TimedOut(BACKGROUND_TIMEOUT)),
-            };
-            if let Some(failure) = failure {
+            if let Err(failure) = in_background(self.write(&batch)).await {
                 self.records_dropped
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.failed("record", &failure);
@@ -731,25 +723,19 @@ impl Inner {
             }
         }
         let mut conn = self.background.clone();
-        let answer = tokio::time::timeout(
-            BACKGROUND_TIMEOUT,
-            invocation.invoke_async::<Vec<i64>>(&mut conn),
-        )
-        .await;
-        let failure = match answer {
-            Ok(Ok(values)) if values.len() == slice.len() => {
+        let failure = match in_background(invocation.invoke_async::<Vec<i64>>(&mut conn)).await {
+            Ok(values) if values.len() == slice.len() => {
                 for ((key, sent), value) in slice.into_iter().zip(values) {
                     views.incoming(&key, sent.answered(value));
                 }
                 return Ok(());
             }
-            Ok(Ok(values)) => Failure::Redis(RedisError::from((
+            Ok(values) => Failure::Redis(RedisError::from((
                 redis::ErrorKind::Parse,
                 "a sync script answered for the wrong number of keys",
                 format!("{} answers for {} keys", values.len(), slice.len()),
             ))),
-            Ok(Err(e)) => Failure::Redis(e),
-            Err(_) => Failure::TimedOut(BACKGROUND_TIMEOUT),
+            Err(failure) => failure,
         };
         for (key, sent) in slice {
             views.restore(&key, sent);
@@ -768,9 +754,7 @@ impl Inner {
         for (key, sent) in slice {
             let mut conn = self.background.clone();
             calls.spawn(async move {
-                let answer =
-                    tokio::time::timeout(BACKGROUND_TIMEOUT, sync_one(&mut conn, &key, &sent))
-                        .await;
+                let answer = in_background(sync_one(&mut conn, &key, &sent)).await;
                 (key, sent, answer)
             });
         }
@@ -780,14 +764,10 @@ impl Inner {
                 continue;
             };
             match answer {
-                Ok(Ok(value)) => views.incoming(&key, sent.answered(value)),
-                Ok(Err(e)) => {
+                Ok(value) => views.incoming(&key, sent.answered(value)),
+                Err(failure) => {
                     views.restore(&key, sent);
-                    result = Err(Failure::Redis(e));
-                }
-                Err(_) => {
-                    views.restore(&key, sent);
-                    result = Err(Failure::TimedOut(BACKGROUND_TIMEOUT));
+                    result = Err(failure);
                 }
             }
         }
@@ -900,9 +880,7 @@ impl Inner {
         let client = bounded(client);
         // Sized once: keys are made on every state call.
         let mut key = String::with_capacity(self.prefix.len() + kind.len() + client.len() + 2);
-        for part in [&self.prefix, ":", kind, ":", &client] {
-            key.push_str(part);
-        }
+        let _ = write!(key, "{}:{kind}:{client}", self.prefix);
         key
     }
 
@@ -910,23 +888,10 @@ impl Inner {
     /// makes two guards share one.
     fn guard_key(&self, kind: &str, guard: &str, key: &str) -> String {
         let (guard, key) = (bounded(guard), bounded(key));
-        let length = guard.len().to_string();
-        let mut out = String::with_capacity(
-            self.prefix.len() + kind.len() + length.len() + guard.len() + key.len() + 4,
-        );
-        for part in [
-            &self.prefix,
-            ":",
-            kind,
-            ":",
-            &length,
-            ":",
-            &guard,
-            ":",
-            &key,
-        ] {
-            out.push_str(part);
-        }
+        // Sized once, as for client keys; 20 digits hold any length.
+        let mut out =
+            String::with_capacity(self.prefix.len() + kind.len() + guard.len() + key.len() + 24);
+        let _ = write!(out, "{}:{kind}:{}:{guard}:{key}", self.prefix, guard.len());
         out
     }
 
@@ -1241,8 +1206,8 @@ impl SharedState for RedisState {
     }
 }
 
-/// One view's share of a sync round: what this replica added, sent; the fleet's state back.
-/// One view of a sync round sent on its own: the integer its script answers.
+/// One view of a sync round sent on its own: what this replica added; the integer its script
+/// answers with the fleet's state.
 async fn sync_one(conn: &mut Conn, key: &str, sent: &synced::Outgoing) -> RedisResult<i64> {
     use synced::Outgoing;
     match sent {
@@ -1275,6 +1240,15 @@ async fn sync_one(conn: &mut Conn, key: &str, sent: &synced::Outgoing) -> RedisR
                 .invoke_async(conn)
                 .await
         }
+    }
+}
+
+/// Background work on Redis, waited for at most [`BACKGROUND_TIMEOUT`].
+async fn in_background<T>(op: impl Future<Output = RedisResult<T>>) -> Result<T, Failure> {
+    match tokio::time::timeout(BACKGROUND_TIMEOUT, op).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Failure::Redis(e)),
+        Err(_) => Err(Failure::TimedOut(BACKGROUND_TIMEOUT)),
     }
 }
 
