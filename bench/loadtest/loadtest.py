@@ -140,40 +140,38 @@ def thread_activity(pids):
     return switches, ticks / CLOCK_TICKS
 
 
+def thread_cpu(pids):
+    """(pid, thread name, CPU seconds) of every live thread of these processes."""
+    for pid in pids:
+        for thread in thread_dirs([pid]):
+            try:
+                with open(f"{thread}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            yield pid, name, cpu_ticks(stat_fields(f"{thread}/stat")) / CLOCK_TICKS
+
+
 def worker_cpu_seconds(pids):
     """CPU seconds of each of Vigil's event-loop threads (named `vigil-worker-N`) in these
     processes, by name; empty for targets without them."""
-    workers = {}
-    for thread in thread_dirs(pids):
-        try:
-            with open(f"{thread}/comm") as f:
-                name = f.read().strip()
-        except OSError:
-            continue
-        if name.startswith("vigil-worker-"):
-            workers[name] = cpu_ticks(stat_fields(f"{thread}/stat")) / CLOCK_TICKS
-    return workers
+    return {name: seconds for _, name, seconds in thread_cpu(pids) if name.startswith("vigil-worker-")}
 
 
 def cpu_by_thread_kind(pids):
     """CPU seconds of these processes by thread kind: the thread's name with its digits
     dropped (`vigil-worker-N`), after its process's (`redis-server/redis-server`), so that a
     fleet's cost is told apart: workers, the Redis store's thread, Redis, the load balancer."""
-    kinds = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                process = f.read().strip()
-        except OSError:
-            continue
-        for thread in thread_dirs([pid]):
+    processes, kinds = {}, {}
+    for pid, name, seconds in thread_cpu(pids):
+        if pid not in processes:
             try:
-                with open(f"{thread}/comm") as f:
-                    name = "".join("N" if c.isdigit() else c for c in f.read().strip())
+                with open(f"/proc/{pid}/comm") as f:
+                    processes[pid] = f.read().strip()
             except OSError:
                 continue
-            kind = f"{process}/{name}"
-            kinds[kind] = kinds.get(kind, 0.0) + cpu_ticks(stat_fields(f"{thread}/stat")) / CLOCK_TICKS
+        kind = f"{processes[pid]}/" + "".join("N" if c.isdigit() else c for c in name)
+        kinds[kind] = kinds.get(kind, 0.0) + seconds
     return kinds
 
 
